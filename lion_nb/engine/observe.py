@@ -1,0 +1,122 @@
+"""The engine's observe stream: typed execution events and their subscribers.
+
+Views and the history recorder learn what happens only through this stream;
+the engine never imports them. Emitters check ``stream.active`` first, so with
+no subscriber an event is never even built::
+
+    stream = ObserveStream()
+    seen = []
+    sub = stream.subscribe(seen.append)
+    ...
+    sub.close()
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any, Callable, NamedTuple
+
+__all__ = ["EventKind", "ExecEvent", "ObserveStream", "Subscription"]
+
+_log = logging.getLogger("lion_nb.observe")
+
+
+class EventKind(enum.StrEnum):
+    """What an :class:`ExecEvent` reports."""
+
+    INSTANCE_STARTED = "instance_started"
+    INSTANCE_FINISHED = "instance_finished"
+    NODE_QUEUED = "node_queued"
+    NODE_STARTED = "node_started"
+    NODE_SUCCEEDED = "node_succeeded"
+    NODE_FAILED = "node_failed"
+    NODE_SKIPPED = "node_skipped"
+    NODE_UPSTREAM_FAILED = "node_upstream_failed"
+    NODE_CANCELLED = "node_cancelled"
+    NODE_RETRIED = "node_retried"
+    NODE_YIELDED = "node_yielded"
+    NODE_RESTORED = "node_restored"
+    QUEUE_DEPTH = "queue_depth"
+    POLICY_CHANGED = "policy_changed"
+    DEADLINE_MISSED = "deadline_missed"
+    CHECKPOINT_SAVED = "checkpoint_saved"
+    EVENT_PUBLISHED = "event_published"
+    EVENT_DELIVERED = "event_delivered"
+    EVENT_ACKED = "event_acked"
+    EVENT_REDELIVERED = "event_redelivered"
+    EVENT_DEAD_LETTERED = "event_dead_lettered"
+    SAGA_STATE = "saga_state"
+    SAGA_STEP = "saga_step"
+    CAPABILITY = "capability"
+
+
+class ExecEvent(NamedTuple):
+    """One thing that happened. ``data`` holds kind-specific details.
+
+    A NamedTuple because the executor builds several per node: it is the
+    cheapest immutable record Python has.
+    """
+
+    kind: EventKind
+    time: float
+    instance_id: str | None = None
+    node: str | None = None
+    attempt: int = 0
+    data: dict[str, Any] | None = None
+
+
+Callback = Callable[[ExecEvent], None]
+
+
+class Subscription:
+    """Handle returned by :meth:`ObserveStream.subscribe`; ``close()`` ends it."""
+
+    __slots__ = ("_stream", "callback")
+
+    def __init__(self, stream: "ObserveStream", callback: Callback) -> None:
+        self._stream = stream
+        self.callback = callback
+
+    def close(self) -> None:
+        """Stop receiving events (idempotent)."""
+        self._stream._remove(self.callback)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ObserveStream:
+    """Synchronous publish/subscribe of :class:`ExecEvent`.
+
+    Callbacks run inline on the emitting thread (the event loop) and must be
+    cheap; a live view marks itself dirty and flushes on its own timer. A
+    callback that raises is logged and never breaks the engine.
+    """
+
+    __slots__ = ("_callbacks", "active")
+
+    def __init__(self) -> None:
+        self._callbacks: tuple[Callback, ...] = ()
+        self.active = False
+
+    def subscribe(self, callback: Callback) -> Subscription:
+        """Call ``callback(event)`` for every event from now on."""
+        self._callbacks = self._callbacks + (callback,)
+        self.active = True
+        return Subscription(self, callback)
+
+    def _remove(self, callback: Callback) -> None:
+        self._callbacks = tuple(c for c in self._callbacks if c is not callback)
+        self.active = bool(self._callbacks)
+
+    def emit(self, event: ExecEvent) -> None:
+        """Deliver ``event`` to every subscriber."""
+        for cb in self._callbacks:
+            try:
+                cb(event)
+            except Exception:  # a broken view must not break a run
+                _log.exception("observe subscriber %r failed on %s", cb, event.kind)

@@ -1,0 +1,297 @@
+"""One exception hierarchy for lion_nb, rooted at :class:`LionError`.
+
+Every branch also subclasses the builtin a Python user would naturally catch,
+and keeps the culprit (node, edge, topic, step, capability) as attributes::
+
+    LionError
+    ├── DefinitionError (ValueError)          malformed workflow definitions
+    │   ├── CycleError                        .cycle: list of node names
+    │   ├── DuplicateIdError                  .id
+    │   ├── UnknownNodeError                  .node_id, .edge_id
+    │   ├── ConditionError                    .expression
+    │   └── SerializationError                .field
+    ├── ExecutionError (RuntimeError)         running instances
+    │   ├── HandlerNotFoundError              .node, .handler
+    │   ├── NodeFailedError                   .node, .instance_id, .attempt
+    │   ├── NodeTimeoutError (TimeoutError)   .node, .timeout
+    │   ├── ResultNotSerializableError        .node
+    │   ├── WorkflowFailedError               .instance_id, .node
+    │   ├── InstanceCancelledError            .instance_id
+    │   ├── InstanceNotFoundError (KeyError)  .instance_id
+    │   └── ExecutorStoppedError
+    ├── StateError                            state machines and storage
+    │   ├── IllegalTransitionError            .entity, .from_state, .to_state
+    │   ├── StorageError (OSError)            .key
+    │   ├── CheckpointError
+    │   │   ├── CheckpointCorruptError        .key
+    │   │   ├── CheckpointVersionError        .key, .version
+    │   │   └── CheckpointNotFoundError (KeyError)
+    │   ├── DefinitionChangedError            .instance_id
+    │   └── LeaseError                        .instance_id, .owner
+    ├── SchedulerError
+    │   ├── QueueFullError                    .capacity
+    │   ├── SchedulerClosedError
+    │   └── DeadlineMissedError               .task
+    ├── EventError
+    │   ├── TopicError (ValueError)           .topic
+    │   ├── SubscriberError                   .subscriber
+    │   ├── AckError                          .event_id, .subscriber
+    │   ├── SubscriberFullError               .subscriber
+    │   └── BrokerClosedError
+    ├── SagaError
+    │   ├── SagaDefinitionError (ValueError)  .saga, .step
+    │   ├── SagaNotFoundError (KeyError)      .saga
+    │   ├── SagaStateError                    .saga, .state
+    │   ├── SagaReplyError                    .step
+    │   └── SagaStepTimeoutError (TimeoutError) .step
+    └── SecurityError (PermissionError)
+        ├── CapabilityDeniedError             .capability, .node
+        ├── TokenError                        forged, malformed or wrong key
+        │   ├── TokenExpiredError             .token_id
+        │   └── TokenRevokedError             .token_id
+        ├── RequirementError (ValueError)     .requirement
+        └── ResourceError                     .resource
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "LionError",
+    "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
+    "ConditionError", "SerializationError",
+    "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
+    "ResultNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
+    "InstanceNotFoundError", "ExecutorStoppedError",
+    "StateError", "IllegalTransitionError", "StorageError", "CheckpointError",
+    "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
+    "DefinitionChangedError", "LeaseError",
+    "SchedulerError", "QueueFullError", "SchedulerClosedError", "DeadlineMissedError",
+    "EventError", "TopicError", "SubscriberError", "AckError", "SubscriberFullError",
+    "BrokerClosedError",
+    "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
+    "SagaReplyError", "SagaStepTimeoutError",
+    "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
+    "TokenRevokedError", "RequirementError", "ResourceError",
+]
+
+
+class LionError(Exception):
+    """Root of every error lion_nb raises on purpose."""
+
+    def __init__(self, message: str = "", **culprits: Any) -> None:
+        super().__init__(message)
+        for key, value in culprits.items():
+            setattr(self, key, value)
+
+
+# --- definitions -----------------------------------------------------------
+
+class DefinitionError(LionError, ValueError):
+    """A workflow definition (or its JSON form) is malformed."""
+
+
+class CycleError(DefinitionError):
+    """An edge would close a cycle; ``.cycle`` lists the node names on it."""
+
+
+class DuplicateIdError(DefinitionError):
+    """A node or edge id is used twice; ``.id`` is the id."""
+
+
+class UnknownNodeError(DefinitionError):
+    """An edge names a node that is not in the workflow; ``.node_id`` is it."""
+
+
+class ConditionError(DefinitionError):
+    """A condition expression is not allowed or does not parse."""
+
+
+class SerializationError(DefinitionError):
+    """A document cannot be (de)serialized; ``.field`` names the bad field."""
+
+
+# --- execution -------------------------------------------------------------
+
+class ExecutionError(LionError, RuntimeError):
+    """Something went wrong while running a workflow instance."""
+
+
+class HandlerNotFoundError(ExecutionError):
+    """No handler is registered for a node; ``.node`` and ``.handler`` name it."""
+
+
+class NodeFailedError(ExecutionError):
+    """A node's handler failed after its retries; the cause is chained."""
+
+
+class NodeTimeoutError(ExecutionError, TimeoutError):
+    """A node's handler exceeded its timeout."""
+
+
+class ResultNotSerializableError(ExecutionError):
+    """A handler returned a value that cannot be stored as JSON."""
+
+
+class WorkflowFailedError(ExecutionError):
+    """An instance ended FAILED; ``.node`` is the first node that failed."""
+
+
+class InstanceCancelledError(ExecutionError):
+    """The instance was cancelled before it finished."""
+
+
+class InstanceNotFoundError(ExecutionError, KeyError):
+    """No instance with that id is known."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ExecutorStoppedError(ExecutionError):
+    """The executor is not started (or was stopped)."""
+
+
+# --- state -----------------------------------------------------------------
+
+class StateError(LionError):
+    """State machines, storage and checkpoints."""
+
+
+class IllegalTransitionError(StateError):
+    """A state machine refused a transition."""
+
+
+class StorageError(StateError, OSError):
+    """A storage backend could not read or write; ``.key`` names the record."""
+
+
+class CheckpointError(StateError):
+    """A checkpoint cannot be used."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A stored record fails its checksum, is truncated or empty."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """A stored record has a schema version this code cannot read."""
+
+
+class CheckpointNotFoundError(CheckpointError, KeyError):
+    """No checkpoint with that id (or for that workflow) exists."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DefinitionChangedError(StateError):
+    """Resume was asked with a definition whose structure changed."""
+
+
+class LeaseError(StateError):
+    """Another executor owns the instance (or this one lost its lease)."""
+
+
+# --- scheduler -------------------------------------------------------------
+
+class SchedulerError(LionError):
+    """The scheduler refused a request."""
+
+
+class QueueFullError(SchedulerError):
+    """The queue is at ``max_queued_tasks`` and the caller asked not to wait."""
+
+
+class SchedulerClosedError(SchedulerError):
+    """The scheduler is closed."""
+
+
+class DeadlineMissedError(SchedulerError, TimeoutError):
+    """A task's deadline passed (and the configuration says to fail it)."""
+
+
+# --- events ----------------------------------------------------------------
+
+class EventError(LionError):
+    """The event broker refused a request."""
+
+
+class TopicError(EventError, ValueError):
+    """A topic name or pattern is empty or invalid; ``.topic`` is it."""
+
+
+class SubscriberError(EventError):
+    """Unknown or duplicate subscriber; ``.subscriber`` names it."""
+
+
+class AckError(EventError):
+    """An ack names an unknown or stale delivery."""
+
+
+class SubscriberFullError(EventError):
+    """A subscriber's buffer is full and the publisher asked not to wait."""
+
+
+class BrokerClosedError(EventError):
+    """The broker is closed."""
+
+
+# --- sagas -----------------------------------------------------------------
+
+class SagaError(LionError):
+    """The saga manager refused a request or a saga failed."""
+
+
+class SagaDefinitionError(SagaError, ValueError):
+    """A saga definition is malformed."""
+
+
+class SagaNotFoundError(SagaError, KeyError):
+    """Unknown saga definition or instance."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class SagaStateError(SagaError):
+    """The saga is not in a state that allows the request."""
+
+
+class SagaReplyError(SagaError):
+    """A service replied with malformed data."""
+
+
+class SagaStepTimeoutError(SagaError, TimeoutError):
+    """A saga step's service did not reply in time."""
+
+
+# --- security --------------------------------------------------------------
+
+class SecurityError(LionError, PermissionError):
+    """Capability checks, tokens and resources."""
+
+
+class CapabilityDeniedError(SecurityError):
+    """A node or handler lacks a capability; ``.capability``, ``.node``."""
+
+
+class TokenError(SecurityError):
+    """A token is malformed, forged, or signed with another key."""
+
+
+class TokenExpiredError(TokenError):
+    """A token's expiry has passed."""
+
+
+class TokenRevokedError(TokenError):
+    """A token (or one of its parents) was revoked."""
+
+
+class RequirementError(SecurityError, ValueError):
+    """A capability requirement string does not parse."""
+
+
+class ResourceError(SecurityError):
+    """A resource is unknown or registered twice."""

@@ -1,0 +1,104 @@
+"""The storage interface every backend implements, and the in-memory backend.
+
+Records are JSON-able dicts under string keys. ``put_many`` is the unit of
+atomicity: either every write (and delete) in it is visible, or none is.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Sequence
+
+from ..errors import LeaseError
+
+__all__ = ["Storage", "MemoryStorage"]
+
+Record = dict[str, Any]
+
+
+class Storage(ABC):
+    """Async key/record store. ``durable`` says whether records survive the process."""
+
+    durable: bool = False
+
+    @abstractmethod
+    async def put_many(
+        self,
+        items: Sequence[tuple[str, Record]],
+        *,
+        deletes: Iterable[str] = (),
+        fence: tuple[str, str] | None = None,
+    ) -> None:
+        """Write ``items`` and delete ``deletes`` atomically.
+
+        ``fence=(lease_key, owner)`` refuses the whole write with LeaseError
+        unless the lease at ``lease_key`` is held by ``owner``.
+        """
+
+    @abstractmethod
+    async def get(self, key: str) -> Record | None:
+        """The record at ``key``, or None."""
+
+    @abstractmethod
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Sorted keys that start with ``prefix``."""
+
+    @abstractmethod
+    async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
+        """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
+
+    async def put(self, key: str, record: Record) -> None:
+        """Write one record atomically."""
+        await self.put_many([(key, record)])
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+        await self.put_many([], deletes=[key])
+
+    async def release_lease(self, key: str, owner: str) -> None:
+        """Give up a lease this owner holds (no-op otherwise)."""
+        rec = await self.get(key)
+        if rec is not None and rec.get("owner") == owner:
+            await self.delete(key)
+
+    async def close(self) -> None:
+        """Release files and connections."""
+
+
+class MemoryStorage(Storage):
+    """Dict-backed storage: fast, not durable. Records are deep-copied in and out."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._data: dict[str, Record] = {}
+
+    async def put_many(self, items, *, deletes=(), fence=None) -> None:
+        """Write and delete atomically (nothing can interleave on one loop)."""
+        if fence is not None:
+            lease = self._data.get(fence[0])
+            if lease is None or lease.get("owner") != fence[1]:
+                raise LeaseError(
+                    f"lease {fence[0]!r} is not held by {fence[1]!r}", key=fence[0], owner=fence[1]
+                )
+        staged = [(k, copy.deepcopy(v)) for k, v in items]
+        for k in deletes:
+            self._data.pop(k, None)
+        self._data.update(staged)
+
+    async def get(self, key: str) -> Record | None:
+        """A copy of the record, or None."""
+        rec = self._data.get(key)
+        return copy.deepcopy(rec) if rec is not None else None
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Sorted matching keys."""
+        return sorted(k for k in self._data if k.startswith(prefix))
+
+    async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
+        """Take the lease unless a different owner's lease is still live."""
+        cur = self._data.get(key)
+        if cur is not None and cur["owner"] != owner and cur["expires"] > now:
+            raise LeaseError(f"{key!r} is leased by {cur['owner']!r}", key=key, owner=cur["owner"])
+        self._data[key] = {"owner": owner, "expires": now + ttl}
