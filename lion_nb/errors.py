@@ -50,7 +50,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
         │   ├── TokenExpiredError             .token_id
         │   └── TokenRevokedError             .token_id
         ├── RequirementError (ValueError)     .requirement
-        └── ResourceError                     .resource
+        ├── ResourceError                     .resource
+        └── CapabilityError (ValueError)      .capability: malformed, or widened
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ __all__ = [
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
     "SagaReplyError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
-    "TokenRevokedError", "RequirementError", "ResourceError",
+    "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
 ]
 
 
@@ -295,3 +296,12 @@ class RequirementError(SecurityError, ValueError):
 
 class ResourceError(SecurityError):
     """A resource is unknown or registered twice."""
+
+
+class CapabilityError(SecurityError, ValueError):
+    """A capability is malformed or an attenuation would widen it; ``.capability``.
+
+    Empty resource or scope, an unknown action, or asking a token for more than
+    it holds. Unlike :class:`CapabilityDeniedError` this is a mistake in the
+    call, not a missing grant.
+    """
