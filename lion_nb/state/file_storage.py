@@ -1,0 +1,309 @@
+"""FileStorage: one checksummed file per record, every write atomic and durable.
+
+Layout of the directory::
+
+    <encoded key>.rec      one record envelope (see records.py); the key is also inside
+    =<sha256>.rec          a record whose encoded key would be too long for a filename
+    .lock                  flock()ed: exclusive while writing, shared while reading
+    .journal               a committed multi-record batch not yet fully applied
+    .tmp-<rand>            a write in progress (left behind only by a crash)
+
+Key -> filename is reversible: bytes outside ``[a-z0-9._-]`` (uppercase too,
+so case-insensitive filesystems cannot merge two keys) become ``%XX``.
+
+A single-record write is temp file -> write -> fsync -> ``os.replace`` ->
+fsync of the directory. A batch (``put_many`` with more than one write or
+delete) is atomic through a journal: all envelopes go into one temp file,
+which is fsynced and renamed to ``.journal`` and the directory fsynced --
+that rename is the commit point. The records are then written (each fsynced),
+the directory fsynced, and the journal unlinked. Writers hold the exclusive
+lock from journal to unlink, so any call that finds a journal under the lock
+rolls it forward first (re-applying is idempotent); temp files are discarded
+on first use. After a crash either the whole batch is visible or none of it. The unlink
+of a journal is made durable by the next write's directory fsync, before which
+no later write to its keys can be durable, so a replay never overwrites newer
+data. Readers take the shared lock, so no reader sees half a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import CheckpointCorruptError, LeaseError, StorageError
+from .records import DEFAULT_CODEC, RecordCodec
+from .storage import Record, Storage
+
+__all__ = ["FileStorage", "key_to_filename", "filename_to_key"]
+
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_SUFFIX = ".rec"
+_MAX_NAME = 200  # well under NAME_MAX (255) with room for the suffix
+_JOURNAL = ".journal"  # writers are serialized by the lock, so one journal name suffices
+_JOURNAL_CODEC = RecordCodec(1)  # journals are internal; their format never migrates
+
+
+def key_to_filename(key: str) -> str:
+    """The filename that stores ``key`` (``%XX``-escaped, or hashed when too long)."""
+    raw = key.encode("utf-8", "surrogatepass")
+    name = "".join(chr(c) if c in _SAFE else f"%{c:02X}" for c in raw)
+    if name.startswith("."):  # leading dots are reserved for internal files
+        name = "%2E" + name[1:]
+    if len(name) > _MAX_NAME:
+        name = "=" + hashlib.sha256(raw).hexdigest()
+    return name + _SUFFIX
+
+
+def filename_to_key(name: str) -> str | None:
+    """The key of a ``%XX``-escaped filename; None for hashed or internal names."""
+    if not name.endswith(_SUFFIX) or name.startswith((".", "=")):
+        return None
+    stem = name[: -len(_SUFFIX)]
+    out = bytearray()
+    i = 0
+    while i < len(stem):
+        if stem[i] == "%":
+            out.append(int(stem[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(stem[i]))
+            i += 1
+    return out.decode("utf-8", "surrogatepass")
+
+
+class FileStorage(Storage):
+    """Durable storage in a directory, one file per record (see the module docstring)."""
+
+    durable = True
+
+    def __init__(self, directory: str | os.PathLike[str], *,
+                 codec: RecordCodec | None = None) -> None:
+        self.directory = Path(directory)
+        self.codec = codec or DEFAULT_CODEC
+        #: Tests set this to a callable that raises at a named step to simulate a crash.
+        self.step_hook: Callable[[str], None] | None = None
+        self._mutex = threading.Lock()  # flock does not exclude threads sharing one fd
+        self._opened = False  # temp files of crashed writers are dropped on first use
+        self._closed = False
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"checkpoint directory {str(self.directory)!r} is not "
+                               f"usable: {exc.strerror or exc}", key=None,
+                               path=str(self.directory)) from exc
+        self._dir_fd = os.open(self.directory, os.O_RDONLY)
+        self._journal = self.directory / _JOURNAL
+
+    def __repr__(self) -> str:
+        return f"FileStorage({str(self.directory)!r})"
+
+    # --- the async interface: every call runs in a worker thread -------------
+
+    async def put_many(self, items: Sequence[tuple[str, Record]], *,
+                       deletes: Iterable[str] = (),
+                       fence: tuple[str, str] | None = None) -> None:
+        """Write ``items`` and delete ``deletes`` atomically and durably."""
+        # Encode on the caller's side: bad records fail before any I/O.
+        puts = {k: self.codec.encode(k, v) for k, v in items}
+        dels = [k for k in deletes if k not in puts]
+        await asyncio.to_thread(self._locked, fcntl.LOCK_EX, self._put_many_sync,
+                                puts, dels, fence)
+
+    async def get(self, key: str) -> Record | None:
+        """The record at ``key`` (verified and migrated), or None."""
+        raw = await asyncio.to_thread(self._locked, fcntl.LOCK_SH, self._read, key)
+        return None if raw is None else self._decode(raw, key)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Sorted keys that start with ``prefix``."""
+        return await asyncio.to_thread(self._locked, fcntl.LOCK_SH, self._keys_sync, prefix)
+
+    async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
+        """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
+        await asyncio.to_thread(self._locked, fcntl.LOCK_EX, self._lease_sync,
+                                key, owner, ttl, now)
+
+    async def close(self) -> None:
+        """Close the lock and directory descriptors."""
+        with self._mutex:
+            if not self._closed:
+                self._closed = True
+                os.close(self._lock_fd)
+                os.close(self._dir_fd)
+
+    # --- locking and recovery ------------------------------------------------
+
+    def _locked(self, mode: int, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._mutex:
+            if self._closed:
+                raise StorageError(f"{self!r} is closed", key=None, path=str(self.directory))
+            fcntl.flock(self._lock_fd, mode)
+            try:
+                # Writers hold the exclusive lock from journal to unlink, so a journal
+                # seen under the lock is a failed or crashed writer's: roll it forward.
+                if not self._opened or os.path.lexists(self._journal):
+                    if mode != fcntl.LOCK_EX:
+                        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                    self._recover()
+                    if mode != fcntl.LOCK_EX:
+                        fcntl.flock(self._lock_fd, mode)
+                return fn(*args)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _recover(self) -> None:
+        """Roll forward a complete journal, drop temp files (exclusive lock held)."""
+        if not self._opened:
+            for name in os.listdir(self.directory):
+                if name.startswith(".tmp-"):
+                    self._unlink(name)
+            self._opened = True
+        raw = self._read_path(self._journal, _JOURNAL)
+        if raw is None:
+            return
+        try:
+            doc = _JOURNAL_CODEC.decode(raw, _JOURNAL)[1]
+        except CheckpointCorruptError as exc:
+            raise CheckpointCorruptError(
+                f"committed batch journal {str(self._journal)!r} is corrupt; move it "
+                f"away to open the storage without that batch", key=_JOURNAL) from exc
+        self._apply({k: v.encode() for k, v in doc["puts"]}, doc["deletes"])
+        self._unlink(_JOURNAL)
+        self._fsync_dir()
+
+    # --- synchronous work (worker thread, lock held) -------------------------
+
+    def _put_many_sync(self, puts: dict[str, bytes], dels: list[str],
+                       fence: tuple[str, str] | None) -> None:
+        if fence is not None:
+            self._check_fence(*fence)
+        if not puts and not dels:
+            return
+        if len(puts) + len(dels) == 1:
+            if puts:
+                (key, raw), = puts.items()
+                self._write(key_to_filename(key), raw, key)
+            else:
+                self._unlink(key_to_filename(dels[0]), key=dels[0])
+            self._fsync_dir()
+            return
+        journal = {"puts": [[k, v.decode()] for k, v in puts.items()], "deletes": dels}
+        self._write(_JOURNAL, _JOURNAL_CODEC.encode(_JOURNAL, journal), _JOURNAL)
+        self._fsync_dir()  # the commit point
+        self._step("journal_committed")
+        self._apply(puts, dels)  # if this fails, the next call rolls the journal forward
+        self._unlink(_JOURNAL)  # made durable by the next write's directory fsync
+
+    def _apply(self, puts: dict[str, bytes], dels: list[str]) -> None:
+        for key in dels:
+            self._unlink(key_to_filename(key), key=key)
+        for key, raw in puts.items():
+            self._write(key_to_filename(key), raw, key)
+            self._step("record_applied")
+        self._fsync_dir()
+
+    def _check_fence(self, lease_key: str, owner: str) -> None:
+        raw = self._read(lease_key)
+        lease = None if raw is None else self._decode(raw, lease_key)
+        if lease is None or lease.get("owner") != owner:
+            raise LeaseError(f"lease {lease_key!r} is not held by {owner!r}",
+                             key=lease_key, owner=owner)
+
+    def _lease_sync(self, key: str, owner: str, ttl: float, now: float) -> None:
+        raw = self._read(key)
+        cur = None if raw is None else self._decode(raw, key)
+        if cur is not None and cur.get("owner") != owner and cur.get("expires", 0) > now:
+            raise LeaseError(f"{key!r} is leased by {cur['owner']!r}", key=key,
+                             owner=cur["owner"])
+        self._write(key_to_filename(key),
+                    self.codec.encode(key, {"owner": owner, "expires": now + ttl}), key)
+        self._fsync_dir()
+
+    def _keys_sync(self, prefix: str) -> list[str]:
+        found = []
+        for name in os.listdir(self.directory):
+            if name.startswith("=") and name.endswith(_SUFFIX):
+                key = self._key_inside(name)
+            else:
+                key = filename_to_key(name)
+            if key is not None and key.startswith(prefix):
+                found.append(key)
+        return sorted(found)
+
+    def _key_inside(self, name: str) -> str | None:
+        raw = self._read_path(self.directory / name, name)
+        try:
+            return None if raw is None else RecordCodec.verify(raw, None)["key"]
+        except CheckpointCorruptError as exc:
+            raise CheckpointCorruptError(f"record file {str(self.directory / name)!r} is "
+                                         f"corrupt: {exc}", key=name) from exc
+
+    def _decode(self, raw: bytes, key: str) -> Record:
+        try:
+            return self.codec.decode(raw, key)[1]
+        except CheckpointCorruptError as exc:  # add where it lives, for the user to inspect
+            path = self.directory / key_to_filename(key)
+            raise CheckpointCorruptError(f"{exc} (file {str(path)!r})", key=key) from None
+
+    # --- file primitives ------------------------------------------------------
+
+    def _read(self, key: str) -> bytes | None:
+        return self._read_path(self.directory / key_to_filename(key), key)
+
+    def _read_path(self, path: Path, key: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read record {key!r} from {str(path)!r}: {exc}",
+                               key=key, path=str(path)) from exc
+
+    def _write(self, name: str, data: bytes, key: str) -> None:
+        tmp = self.directory / f".tmp-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.directory / name)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StorageError(f"cannot write record {key!r} in {str(self.directory)!r}: "
+                               f"{exc.strerror or exc}", key=key,
+                               path=str(self.directory)) from exc
+
+    def _unlink(self, name: str, *, key: str | None = None) -> None:
+        try:
+            os.unlink(self.directory / name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {name!r} in {str(self.directory)!r}: {exc}",
+                               key=key or name, path=str(self.directory)) from exc
+
+    def _fsync_dir(self) -> None:
+        try:
+            os.fsync(self._dir_fd)
+        except OSError as exc:
+            raise StorageError(f"cannot fsync directory {str(self.directory)!r}: {exc}",
+                               key=None, path=str(self.directory)) from exc
+
+    def _step(self, name: str) -> None:
+        if self.step_hook is not None:
+            self.step_hook(name)

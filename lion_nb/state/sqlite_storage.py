@@ -1,0 +1,274 @@
+"""SqliteStorage: the durable embedded default. One table, one transaction per commit.
+
+Records are checksummed envelopes (records.py) in ``lion_records(key, body)``.
+The connection lives on one dedicated worker thread, so the event loop never
+blocks on SQLite and SQLite only ever sees one thread. WAL mode, and
+``synchronous=FULL`` by default: a ``put_many`` that returned survives power
+loss. Leases are rows of the same table, so a fenced ``put_many`` checks its
+lease inside its own ``BEGIN IMMEDIATE`` transaction and a stale owner's
+commit is refused with LeaseError, never half applied.
+
+Group commit (``group_commit_ms=``) lets concurrent ``put_many`` calls share
+one transaction, hence one WAL fsync. Every caller's ``await`` still returns
+only after the transaction holding its batch is durable, so nothing
+acknowledged is ever lost; the price is latency (the first caller of a group
+waits up to ``group_commit_ms`` for company) and a larger unit of loss on a
+crash: every batch of the group in flight is lost together -- none of them was
+acknowledged, so the executor re-runs those nodes. Batches are isolated by
+savepoints: one caller's refused fence does not fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import LeaseError, StorageError
+from .records import DEFAULT_CODEC, RecordCodec
+from .storage import Record, Storage
+
+__all__ = ["SqliteStorage"]
+
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+_Batch = tuple[dict[str, bytes], list[str], "tuple[str, str] | None"]
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (or None)."""
+    while prefix:
+        c = ord(prefix[-1]) + 1
+        if c == 0xD800:  # surrogates do not encode to UTF-8; skip the block
+            c = 0xE000
+        if c <= 0x10FFFF:
+            return prefix[:-1] + chr(c)
+        prefix = prefix[:-1]
+    return None
+
+
+class SqliteStorage(Storage):
+    """Durable storage in one SQLite database (see the module docstring)."""
+
+    durable = True
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL",
+                 busy_timeout: float = 5.0, group_commit_ms: float | None = None,
+                 codec: RecordCodec | None = None) -> None:
+        if synchronous.upper() not in _SYNC_MODES:
+            raise ValueError(f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}")
+        if group_commit_ms is not None and group_commit_ms < 0:
+            raise ValueError(f"group_commit_ms must be >= 0, not {group_commit_ms!r}")
+        self.path = str(path)
+        self.codec = codec or DEFAULT_CODEC
+        self.busy_timeout = busy_timeout
+        self.group_commit_ms = group_commit_ms
+        #: Tests set this to a callable that raises at a named step to simulate a crash.
+        self.step_hook: Callable[[str], None] | None = None
+        self._pending: list[tuple[_Batch, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="lion-sqlite")
+        self._conn = self._thread.submit(self._connect, synchronous.upper()).result()
+        self.durable = self.path != ":memory:"
+
+    def __repr__(self) -> str:
+        return f"SqliteStorage({self.path!r})"
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
+                                   isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={synchronous}")
+                conn.execute("CREATE TABLE IF NOT EXISTS lion_records "
+                             "(key TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID")
+            except BaseException:
+                conn.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open database {self.path!r}: {exc}", key=None,
+                               path=self.path) from exc
+        return conn
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._closed:
+            raise StorageError(f"{self!r} is closed", key=None, path=self.path)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    # --- the async interface ------------------------------------------------------
+
+    async def put_many(self, items: Sequence[tuple[str, Record]], *,
+                       deletes: Iterable[str] = (),
+                       fence: tuple[str, str] | None = None) -> None:
+        """Write ``items`` and delete ``deletes`` in one durable transaction."""
+        puts = {k: self.codec.encode(k, v) for k, v in items}  # bad records fail here
+        batch: _Batch = (puts, [k for k in deletes if k not in puts], fence)
+        if self.group_commit_ms is None:
+            error = (await self._run(self._commit_sync, [batch]))[0]
+            if error is not None:
+                raise error
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_groups())
+        await fut
+
+    async def get(self, key: str) -> Record | None:
+        """The record at ``key`` (verified and migrated), or None."""
+        raw = await self._run(self._get_sync, key)
+        return None if raw is None else self.codec.decode(raw, key)[1]
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Sorted keys that start with ``prefix``."""
+        return await self._run(self._keys_sync, prefix)
+
+    async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
+        """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
+        await self._run(self._lease_sync, key, owner, ttl, now)
+
+    async def close(self) -> None:
+        """Finish pending group commits, then close the connection and its thread."""
+        if self._closed:
+            return
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        self._thread.shutdown(wait=False)
+
+    # --- group commit ---------------------------------------------------------------
+
+    async def _flush_groups(self) -> None:
+        # Real time on purpose: the window batches real I/O, a fake clock would stall it.
+        if self.group_commit_ms:
+            await asyncio.sleep(self.group_commit_ms / 1000)
+        # Whatever arrives while a commit is in flight forms the next group at once.
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                errors = await self._run(self._commit_sync, [b for b, _ in group])
+            except BaseException as exc:  # the whole transaction failed: everyone hears it
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, fut), error in zip(group, errors):
+                if fut.done():  # the caller was cancelled; its batch committed anyway
+                    continue
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+    # --- synchronous work (the connection's own thread) -------------------------------
+
+    def _commit_sync(self, batches: list[_Batch]) -> list[Exception | None]:
+        """One transaction for all batches; per-batch LeaseErrors roll back only that batch."""
+        conn = self._conn
+        errors: list[Exception | None] = []
+        first_key = next((k for p, d, _ in batches for k in (*p, *d)), None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            isolate = len(batches) > 1
+            for puts, dels, fence in batches:
+                if isolate:
+                    conn.execute("SAVEPOINT batch")
+                try:
+                    if fence is not None:
+                        self._check_fence(*fence)
+                    if dels:
+                        conn.executemany("DELETE FROM lion_records WHERE key = ?",
+                                         [(k,) for k in dels])
+                    if puts:
+                        conn.executemany("INSERT OR REPLACE INTO lion_records VALUES (?, ?)",
+                                         puts.items())
+                except LeaseError as exc:
+                    if not isolate:
+                        raise
+                    conn.execute("ROLLBACK TO batch")
+                    errors.append(exc)
+                else:
+                    errors.append(None)
+                if isolate:
+                    conn.execute("RELEASE batch")
+            self._step("before_commit")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._storage_error(exc, first_key) from exc
+            if isinstance(exc, LeaseError):
+                return [exc]
+            raise
+        return errors
+
+    def _check_fence(self, lease_key: str, owner: str) -> None:
+        lease = self._decode_row(lease_key)
+        if lease is None or lease.get("owner") != owner:
+            raise LeaseError(f"lease {lease_key!r} is not held by {owner!r}",
+                             key=lease_key, owner=owner)
+
+    def _lease_sync(self, key: str, owner: str, ttl: float, now: float) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = self._decode_row(key)
+            if cur is not None and cur.get("owner") != owner and cur.get("expires", 0) > now:
+                raise LeaseError(f"{key!r} is leased by {cur['owner']!r}", key=key,
+                                 owner=cur["owner"])
+            conn.execute("INSERT OR REPLACE INTO lion_records VALUES (?, ?)",
+                         (key, self.codec.encode(key, {"owner": owner, "expires": now + ttl})))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._storage_error(exc, key) from exc
+            raise
+
+    def _decode_row(self, key: str) -> Record | None:
+        raw = self._get_sync(key)
+        return None if raw is None else self.codec.decode(raw, key)[1]
+
+    def _get_sync(self, key: str) -> bytes | None:
+        try:
+            row = self._conn.execute("SELECT body FROM lion_records WHERE key = ?",
+                                     (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc, key) from exc
+        return None if row is None else bytes(row[0])
+
+    def _keys_sync(self, prefix: str) -> list[str]:
+        end = _prefix_end(prefix)
+        sql, args = "SELECT key FROM lion_records WHERE key >= ?", [prefix]
+        if end is not None:
+            sql, args = sql + " AND key < ?", [prefix, end]
+        try:
+            # BINARY collation orders UTF-8 bytes, which is Python's code-point order.
+            return [r[0] for r in self._conn.execute(sql + " ORDER BY key", args)]
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc, prefix) from exc
+
+    def _storage_error(self, exc: sqlite3.Error, key: str | None) -> StorageError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            text = (f"database {self.path!r} is locked by another connection "
+                    f"(waited {self.busy_timeout:g}s; raise busy_timeout= or find the "
+                    f"process holding a write transaction)")
+        else:
+            text = f"database {self.path!r}: {text}"
+        return StorageError(text, key=key, path=self.path)
+
+    def _step(self, name: str) -> None:
+        if self.step_hook is not None:
+            self.step_hook(name)
+
