@@ -55,6 +55,8 @@ def key_to_filename(key: str) -> str:
     name = "".join(chr(c) if c in _SAFE else f"%{c:02X}" for c in raw)
     if name.startswith("."):  # leading dots are reserved for internal files
         name = "%2E" + name[1:]
+    elif not name:
+        name = "%"  # a lone '%' is never an escape, so the empty key stays reversible
     if len(name) > _MAX_NAME:
         name = "=" + hashlib.sha256(raw).hexdigest()
     return name + _SUFFIX
@@ -65,6 +67,8 @@ def filename_to_key(name: str) -> str | None:
     if not name.endswith(_SUFFIX) or name.startswith((".", "=")):
         return None
     stem = name[: -len(_SUFFIX)]
+    if stem == "%":
+        return ""
     out = bytearray()
     i = 0
     while i < len(stem):
