@@ -29,6 +29,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── DefinitionChangedError            .instance_id
     │   └── LeaseError                        .instance_id, .owner
     ├── SchedulerError
+    │   ├── SchedulerConfigError (ValueError) .field
     │   ├── QueueFullError                    .capacity
     │   ├── SchedulerClosedError
     │   └── DeadlineMissedError               .task
@@ -68,7 +69,8 @@ __all__ = [
     "StateError", "IllegalTransitionError", "StorageError", "CheckpointError",
     "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
     "DefinitionChangedError", "LeaseError",
-    "SchedulerError", "QueueFullError", "SchedulerClosedError", "DeadlineMissedError",
+    "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
+    "DeadlineMissedError",
     "EventError", "TopicError", "SubscriberError", "AckError", "SubscriberFullError",
     "BrokerClosedError",
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
@@ -199,6 +201,10 @@ class LeaseError(StateError):
 
 class SchedulerError(LionError):
     """The scheduler refused a request."""
+
+
+class SchedulerConfigError(SchedulerError, ValueError):
+    """A scheduler setting is invalid (unknown policy, limit <= 0); ``.field`` names it."""
 
 
 class QueueFullError(SchedulerError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 __all__ = ["EventKind", "ExecEvent", "ObserveStream", "Subscription"]
 
@@ -90,32 +90,46 @@ class Subscription:
 
 
 class ObserveStream:
-    """Synchronous publish/subscribe of :class:`ExecEvent`.
+    """Synchronous publish/subscribe of :class:`ExecEvent`, filtered by kind.
 
     Callbacks run inline on the emitting thread (the event loop) and must be
     cheap; a live view marks itself dirty and flushes on its own timer. A
-    callback that raises is logged and never breaks the engine.
+    callback that raises is logged and never breaks the engine. Emitters ask
+    ``wants(kind)`` first, so an event nobody listens to is never built.
     """
 
-    __slots__ = ("_callbacks", "active")
+    __slots__ = ("_subs", "_by_kind", "active")
 
     def __init__(self) -> None:
-        self._callbacks: tuple[Callback, ...] = ()
+        self._subs: list[tuple[Callback, frozenset[EventKind] | None]] = []
+        self._by_kind: dict[EventKind, tuple[Callback, ...]] = {}
         self.active = False
 
-    def subscribe(self, callback: Callback) -> Subscription:
-        """Call ``callback(event)`` for every event from now on."""
-        self._callbacks = self._callbacks + (callback,)
-        self.active = True
+    def subscribe(self, callback: Callback,
+                  kinds: Iterable[EventKind] | None = None) -> Subscription:
+        """Call ``callback(event)`` for every event (of ``kinds``, if given) from now on."""
+        self._subs.append((callback, None if kinds is None else frozenset(kinds)))
+        self._rebuild()
         return Subscription(self, callback)
 
     def _remove(self, callback: Callback) -> None:
-        self._callbacks = tuple(c for c in self._callbacks if c is not callback)
-        self.active = bool(self._callbacks)
+        self._subs = [s for s in self._subs if s[0] is not callback]
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._by_kind = {
+            kind: cbs for kind in EventKind
+            if (cbs := tuple(cb for cb, ks in self._subs if ks is None or kind in ks))
+        }
+        self.active = bool(self._subs)
+
+    def wants(self, kind: EventKind) -> bool:
+        """Whether any subscriber listens to ``kind``."""
+        return kind in self._by_kind
 
     def emit(self, event: ExecEvent) -> None:
-        """Deliver ``event`` to every subscriber."""
-        for cb in self._callbacks:
+        """Deliver ``event`` to its subscribers."""
+        for cb in self._by_kind.get(event.kind, ()):
             try:
                 cb(event)
             except Exception:  # a broken view must not break a run

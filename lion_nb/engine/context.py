@@ -1,0 +1,146 @@
+"""What a handler receives (NodeContext) and may return (NodeResult)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import CapabilityDeniedError
+
+if TYPE_CHECKING:
+    from ..model.node import Node
+    from .run import InstanceRun
+
+__all__ = ["NodeContext", "NodeResult", "ResultKind"]
+
+
+class ResultKind(enum.StrEnum):
+    """How a handler says it ended."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIP = "skip"
+
+
+class NodeResult:
+    """A handler's explicit outcome: ``NodeResult.success(node_id, output)`` and friends.
+
+    Returning a plain value is the same as ``success`` with that output; raising
+    is the same as ``failure`` with the exception.
+    """
+
+    __slots__ = ("kind", "node_id", "output", "error")
+
+    def __init__(self, kind: ResultKind, node_id: Any, output: Any = None,
+                 error: BaseException | str | None = None) -> None:
+        self.kind = kind
+        self.node_id = node_id
+        self.output = output
+        self.error = error
+
+    @classmethod
+    def success(cls, node_id: Any, output: Any = None) -> "NodeResult":
+        """The node succeeded with ``output`` (must be JSON-serializable by default)."""
+        return cls(ResultKind.SUCCESS, node_id, output)
+
+    @classmethod
+    def failure(cls, node_id: Any, error: BaseException | str) -> "NodeResult":
+        """The node failed (it is retried if its retry policy allows)."""
+        return cls(ResultKind.FAILURE, node_id, None, error)
+
+    @classmethod
+    def skip(cls, node_id: Any, reason: str = "") -> "NodeResult":
+        """The node decided not to run; its outgoing edges are inactive."""
+        return cls(ResultKind.SKIP, node_id, reason or None)
+
+    def __repr__(self) -> str:
+        return f"NodeResult.{self.kind.value}({self.output if self.error is None else self.error!r})"
+
+
+class NodeContext:
+    """Everything a handler may use: ids, config, predecessor results, resources, yielding.
+
+    ``results`` maps predecessor names to their outputs (only predecessors
+    that succeeded); ``inputs`` are the instance's inputs; ``attempt`` starts at
+    1; ``idempotency_key`` is stable across retries and resumes, so a handler
+    can make its side effects idempotent.
+    """
+
+    __slots__ = ("_run", "_index", "_task", "attempt", "_logger")
+
+    def __init__(self, run: "InstanceRun", index: int, task: Any, attempt: int) -> None:
+        self._run = run
+        self._index = index
+        self._task = task
+        self.attempt = attempt
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def instance_id(self) -> str:
+        """The running instance."""
+        return self._run.instance_id
+
+    @property
+    def node(self) -> "Node":
+        """The node being run."""
+        return self._run.definition.nodes[self._index]
+
+    @property
+    def current_node_id(self) -> Any:
+        """The id of the node being run."""
+        return self._run.definition.nodes[self._index].id
+
+    @property
+    def node_name(self) -> str:
+        """The name of the node being run."""
+        return self._run.definition.nodes[self._index].name
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The node's configuration (read-only)."""
+        return self._run.definition.nodes[self._index].config
+
+    @property
+    def inputs(self) -> Mapping[str, Any]:
+        """The inputs given to ``execute_workflow`` (read-only)."""
+        return self._run.inputs
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """Outputs of the predecessors that succeeded, by node name."""
+        return self._run.predecessor_results(self._index)
+
+    @property
+    def idempotency_key(self) -> str:
+        """``"<instance>:<node>"``: the same for every attempt and after resume."""
+        return f"{self._run.instance_id}:{self.node_name}"
+
+    @property
+    def logger(self) -> "logging.LoggerAdapter[logging.Logger]":
+        """A logger whose records carry the instance and node."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger("lion_nb.node"),
+                {"instance_id": self.instance_id, "node": self.node_name})
+        return self._logger
+
+    def resource(self, name: str, action: str, scope: str | None = None) -> Any:
+        """The registered resource ``name``, if this node holds a grant for ``action`` on it."""
+        run = self._run
+        if run.resource_gate is None:
+            raise CapabilityDeniedError(
+                f"node {self.node_name!r} asked for resource {name!r} but the executor has no "
+                "resources or grants configured", capability=f"{name}:{action}",
+                node=self.node_name)
+        return run.resource_gate(self.node, name, action, scope)
+
+    async def yield_now(self) -> None:
+        """Cooperative preemption point: let a more urgent task run if the time slice is up."""
+        task = self._task
+        if task is not None:
+            await self._run.scheduler.yield_point(task)
+
+    def __repr__(self) -> str:
+        return f"NodeContext(instance={self.instance_id}, node={self.node_name!r}, " \
+               f"attempt={self.attempt})"

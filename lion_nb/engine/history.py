@@ -1,0 +1,163 @@
+"""Execution history: one flat record per node attempt, kept by an observe subscriber."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .observe import EventKind as K
+from .observe import ExecEvent, ObserveStream, Subscription
+
+__all__ = ["AttemptRecord", "InstanceRecord", "HistoryRecorder"]
+
+
+class AttemptRecord:
+    """One attempt of one node: times are wall-clock seconds (None until known)."""
+
+    __slots__ = ("instance_id", "workflow", "node", "attempt", "state", "queued_at",
+                 "started_at", "finished_at", "error", "worker")
+
+    FIELDS = __slots__
+
+    def __init__(self, instance_id: str, workflow: str, node: str, attempt: int,
+                 queued_at: float | None) -> None:
+        self.instance_id = instance_id
+        self.workflow = workflow
+        self.node = node
+        self.attempt = attempt
+        self.state = "queued"
+        self.queued_at = queued_at
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.error: str | None = None
+        self.worker: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat dict (for tables)."""
+        d = {f: getattr(self, f) for f in self.FIELDS}
+        d["duration"] = self.duration
+        return d
+
+    def __repr__(self) -> str:
+        return f"AttemptRecord({self.node!r}#{self.attempt} {self.state})"
+
+
+class InstanceRecord:
+    """One instance: workflow, final state and times."""
+
+    __slots__ = ("instance_id", "workflow", "state", "started_at", "finished_at", "error")
+
+    def __init__(self, instance_id: str, workflow: str, started_at: float) -> None:
+        self.instance_id = instance_id
+        self.workflow = workflow
+        self.state = "running"
+        self.started_at = started_at
+        self.finished_at: float | None = None
+        self.error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat dict (for tables)."""
+        d = {f: getattr(self, f) for f in self.__slots__}
+        d["duration"] = (None if self.finished_at is None
+                         else self.finished_at - self.started_at)
+        return d
+
+
+_NODE_END = {K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed", K.NODE_SKIPPED: "skipped",
+             K.NODE_UPSTREAM_FAILED: "upstream_failed", K.NODE_CANCELLED: "cancelled",
+             K.NODE_RETRIED: "failed", K.NODE_RESTORED: "restored"}
+KINDS = frozenset({K.INSTANCE_STARTED, K.INSTANCE_FINISHED, K.NODE_QUEUED, K.NODE_STARTED,
+                   K.CHECKPOINT_SAVED, *_NODE_END})
+
+
+class HistoryRecorder:
+    """Subscribes to an observe stream and keeps attempts, instances and checkpoints."""
+
+    def __init__(self) -> None:
+        self.records: list[AttemptRecord] = []
+        self.instances: dict[str, InstanceRecord] = {}
+        self.checkpoints: list[dict[str, Any]] = []
+        self._open: dict[tuple[str, str], AttemptRecord] = {}
+        self._sub: Subscription | None = None
+
+    def attach(self, stream: ObserveStream) -> "HistoryRecorder":
+        """Start recording ``stream``."""
+        self._sub = stream.subscribe(self.on_event, KINDS)
+        return self
+
+    def detach(self) -> None:
+        """Stop recording."""
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+
+    def clear(self) -> None:
+        """Forget everything recorded so far."""
+        self.records.clear()
+        self.instances.clear()
+        self.checkpoints.clear()
+        self._open.clear()
+
+    def on_event(self, ev: ExecEvent) -> None:
+        """Fold one event into the records."""
+        kind = ev.kind
+        if kind is K.NODE_QUEUED:
+            inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
+            rec = AttemptRecord(ev.instance_id, inst.workflow if inst else "",  # type: ignore
+                                ev.node, ev.attempt, ev.time)  # type: ignore[arg-type]
+            self.records.append(rec)
+            self._open[(ev.instance_id, ev.node)] = rec  # type: ignore[index]
+        elif kind is K.NODE_STARTED:
+            rec = self._get(ev)
+            rec.state = "running"
+            rec.started_at = ev.time
+            rec.attempt = ev.attempt
+            if ev.data and "worker" in ev.data:
+                rec.worker = ev.data["worker"]
+        elif kind in _NODE_END:
+            rec = self._open.pop((ev.instance_id, ev.node), None)  # type: ignore[arg-type]
+            if rec is None:  # decided without running: skipped, upstream_failed, restored
+                rec = self._get(ev)
+                self._open.pop((ev.instance_id, ev.node), None)  # type: ignore[arg-type]
+            rec.state = _NODE_END[kind]
+            rec.finished_at = ev.time
+            if ev.data and ev.data.get("error"):
+                rec.error = ev.data["error"]
+        elif kind is K.INSTANCE_STARTED:
+            self.instances[ev.instance_id] = InstanceRecord(  # type: ignore[index]
+                ev.instance_id, (ev.data or {}).get("workflow", ""), ev.time)  # type: ignore
+        elif kind is K.INSTANCE_FINISHED:
+            inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
+            if inst is not None:
+                inst.state = (ev.data or {}).get("state", "")
+                inst.finished_at = ev.time
+                inst.error = (ev.data or {}).get("error")
+        elif kind is K.CHECKPOINT_SAVED:
+            self.checkpoints.append({"time": ev.time, "instance_id": ev.instance_id,
+                                     **(ev.data or {})})
+
+    def _get(self, ev: ExecEvent) -> AttemptRecord:
+        rec = self._open.get((ev.instance_id, ev.node))  # type: ignore[arg-type]
+        if rec is None:
+            inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
+            rec = AttemptRecord(ev.instance_id, inst.workflow if inst else "",  # type: ignore
+                                ev.node, ev.attempt, None)  # type: ignore[arg-type]
+            self.records.append(rec)
+            self._open[(ev.instance_id, ev.node)] = rec  # type: ignore[index]
+        return rec
+
+    def attempts(self, instance_id: str | None = None) -> list[AttemptRecord]:
+        """Attempt records, optionally of one instance."""
+        if instance_id is None:
+            return list(self.records)
+        return [r for r in self.records if r.instance_id == instance_id]
+
+    def rows(self, records: Iterable[AttemptRecord] | None = None) -> list[dict[str, Any]]:
+        """Attempt records as flat dicts."""
+        return [r.as_dict() for r in (self.records if records is None else records)]

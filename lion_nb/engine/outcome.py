@@ -1,0 +1,36 @@
+"""Checks on what a handler returned: JSON-ability and failure results."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import NodeFailedError, ResultNotSerializableError
+
+__all__ = ["check_output", "handler_error"]
+
+_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+def check_output(node: Any, output: Any, require_json: bool) -> ResultNotSerializableError | None:
+    """None if ``output`` can be stored; otherwise the error naming the node."""
+    if not require_json or type(output) in _SCALARS:
+        return None
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        err = ResultNotSerializableError(
+            f"node {node.name!r} returned a {type(output).__name__} that is not JSON-"
+            f"serializable ({exc}); return JSON data, or set "
+            "ExecutorConfig(require_json_results=False) to keep Python objects in memory "
+            "(such results cannot be checkpointed)", node=node.name)
+        err.__cause__ = exc
+        return err
+    return None
+
+
+def handler_error(node: Any, error: BaseException | str | None) -> BaseException:
+    """The exception for a ``NodeResult.failure``."""
+    if isinstance(error, BaseException):
+        return error
+    return NodeFailedError(f"node {node.name!r} reported failure: {error}", node=node.name)

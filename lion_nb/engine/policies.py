@@ -1,0 +1,250 @@
+"""Ready queues, one per scheduling policy, behind one interface.
+
+Each queue orders :class:`ScheduledTask` objects; the scheduler owns slots,
+limits and clocks. ``seq`` (submission order) breaks every tie, so each policy
+is FIFO within its own classes and re-ordering after a policy change is stable.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from typing import Any, Callable
+
+from ..model.node import Priority
+
+__all__ = ["ScheduledTask", "FifoQueue", "PriorityQueue", "EdfQueue", "MlfqQueue"]
+
+
+class ScheduledTask:
+    """One unit of work in the scheduler (a node attempt, or a submitted job)."""
+
+    __slots__ = ("seq", "priority", "deadline", "level", "group", "resources", "runner",
+                 "payload", "enqueued_at", "slice_start", "resume", "cancelled", "name",
+                 "instance_id", "missed")
+
+    def __init__(self, runner: Callable[["ScheduledTask"], Any], payload: Any = None, *,
+                 priority: int = Priority.NORMAL, deadline: float | None = None,
+                 group: Any = None, resources: tuple[str, ...] = (), name: str = "",
+                 instance_id: str | None = None) -> None:
+        self.seq = 0
+        self.runner = runner
+        self.payload = payload
+        self.priority = priority
+        self.deadline = deadline
+        self.level = 0
+        self.group = group
+        self.resources = resources
+        self.name = name
+        self.instance_id = instance_id
+        self.enqueued_at = 0.0
+        self.slice_start = 0.0
+        self.resume: Any = None
+        self.cancelled = False
+        self.missed = False
+
+    def __repr__(self) -> str:
+        return f"ScheduledTask({self.name!r}, seq={self.seq}, priority={self.priority})"
+
+
+class FifoQueue:
+    """First come, first served; a yielding task goes to the back (round robin)."""
+
+    name = "fifo"
+
+    def __init__(self) -> None:
+        self._q: deque[ScheduledTask] = deque()
+        self.push = self._q.append
+        self.pop = self._q.popleft
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def drain(self) -> list[ScheduledTask]:
+        """Remove and return everything queued."""
+        items = list(self._q)
+        self._q.clear()
+        return items
+
+    def depths(self) -> dict[str, int]:
+        """Queued tasks per class."""
+        return {"fifo": len(self._q)}
+
+    def more_urgent_waiting(self, task: ScheduledTask) -> bool:
+        """Whether a queued task should take ``task``'s slot at a yield point."""
+        return bool(self._q)
+
+
+class PriorityQueue:
+    """Highest Priority first, FIFO within a level."""
+
+    name = "priority"
+
+    def __init__(self) -> None:
+        self._h: list[tuple[int, int, ScheduledTask]] = []
+        self._counts = [0] * len(Priority)
+
+    def push(self, task: ScheduledTask) -> None:
+        """Queue a task."""
+        self._counts[task.priority] += 1
+        heapq.heappush(self._h, (-task.priority, task.seq, task))
+
+    def pop(self) -> ScheduledTask:
+        """The most urgent task."""
+        task = heapq.heappop(self._h)[2]
+        self._counts[task.priority] -= 1
+        return task
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+    def drain(self) -> list[ScheduledTask]:
+        """Remove and return everything queued."""
+        items = [e[2] for e in self._h]
+        self._h.clear()
+        self._counts = [0] * len(Priority)
+        return items
+
+    def depths(self) -> dict[str, int]:
+        """Queued tasks per priority level."""
+        return {p.name.lower(): self._counts[p] for p in reversed(Priority)}
+
+    def more_urgent_waiting(self, task: ScheduledTask) -> bool:
+        """A queued task of at least the same priority (round robin within a level)."""
+        return bool(self._h) and -self._h[0][0] >= task.priority
+
+
+class EdfQueue:
+    """Earliest absolute deadline first; tasks without a deadline last, FIFO."""
+
+    name = "edf"
+
+    def __init__(self) -> None:
+        self._h: list[tuple[float, int, ScheduledTask]] = []
+        self._with_deadline = 0
+
+    def push(self, task: ScheduledTask) -> None:
+        """Queue a task."""
+        d = task.deadline
+        if d is None:
+            d = math.inf
+        else:
+            self._with_deadline += 1
+        heapq.heappush(self._h, (d, task.seq, task))
+
+    def pop(self) -> ScheduledTask:
+        """The task whose deadline comes first."""
+        task = heapq.heappop(self._h)[2]
+        if task.deadline is not None:
+            self._with_deadline -= 1
+        return task
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+    def drain(self) -> list[ScheduledTask]:
+        """Remove and return everything queued."""
+        items = [e[2] for e in self._h]
+        self._h.clear()
+        self._with_deadline = 0
+        return items
+
+    def depths(self) -> dict[str, int]:
+        """Queued tasks with and without a deadline."""
+        return {"deadline": self._with_deadline,
+                "no_deadline": len(self._h) - self._with_deadline}
+
+    def more_urgent_waiting(self, task: ScheduledTask) -> bool:
+        """A queued task whose deadline is earlier than ``task``'s."""
+        mine = math.inf if task.deadline is None else task.deadline
+        return bool(self._h) and self._h[0][0] < mine
+
+
+class MlfqQueue:
+    """Multi-level feedback queue.
+
+    New tasks enter by priority (HIGH/CRITICAL at level 0, LOW at the bottom);
+    a task that uses up its quantum at a yield point is demoted one level; every
+    ``boost_interval`` seconds all queued tasks are lifted to level 0 in
+    submission order, so nothing starves under a stream of urgent work.
+    """
+
+    name = "mlfq"
+
+    def __init__(self, levels: int, base_quantum: float, boost_interval: float,
+                 clock_fn: Callable[[], float]) -> None:
+        self.levels = levels
+        self.base_quantum = base_quantum
+        self.boost_interval = boost_interval
+        self._now = clock_fn
+        self._q: list[deque[ScheduledTask]] = [deque() for _ in range(levels)]
+        self._n = 0
+        self._last_boost = clock_fn()
+        self.boosts = 0
+
+    def entry_level(self, priority: int) -> int:
+        """Level a new task starts at."""
+        if priority >= Priority.HIGH:
+            return 0
+        if priority == Priority.NORMAL:
+            return min(1, self.levels - 1)
+        return self.levels - 1
+
+    def quantum(self, level: int) -> float:
+        """Time slice at a level: doubles per level down."""
+        return self.base_quantum * (2 ** level)
+
+    def push(self, task: ScheduledTask) -> None:
+        """Queue a task at its level (new tasks get their entry level)."""
+        if task.resume is None and task.slice_start == 0.0:
+            task.level = self.entry_level(task.priority)
+        self._q[task.level].append(task)
+        self._n += 1
+
+    def demote(self, task: ScheduledTask) -> None:
+        """Move a task that used up its quantum one level down."""
+        task.level = min(task.level + 1, self.levels - 1)
+
+    def _maybe_boost(self) -> None:
+        now = self._now()
+        if now - self._last_boost < self.boost_interval:
+            return
+        self._last_boost = now
+        if self._n == len(self._q[0]):
+            return
+        everything = sorted((t for q in self._q for t in q), key=lambda t: t.seq)
+        for q in self._q:
+            q.clear()
+        for t in everything:
+            t.level = 0
+        self._q[0].extend(everything)
+        self.boosts += 1
+
+    def pop(self) -> ScheduledTask:
+        """The oldest task of the highest non-empty level."""
+        self._maybe_boost()
+        for q in self._q:
+            if q:
+                self._n -= 1
+                return q.popleft()
+        raise IndexError("pop from an empty MLFQ")
+
+    def __len__(self) -> int:
+        return self._n
+
+    def drain(self) -> list[ScheduledTask]:
+        """Remove and return everything queued."""
+        items = [t for q in self._q for t in q]
+        for q in self._q:
+            q.clear()
+        self._n = 0
+        return items
+
+    def depths(self) -> dict[str, int]:
+        """Queued tasks per level."""
+        return {f"level{i}": len(q) for i, q in enumerate(self._q)}
+
+    def more_urgent_waiting(self, task: ScheduledTask) -> bool:
+        """A queued task at the same or a higher level."""
+        return any(self._q[i] for i in range(task.level + 1))

@@ -1,0 +1,77 @@
+"""InstanceResult: a snapshot of one instance that notebooks display and tests inspect."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import _display
+from ..state.machine import InstanceState, NodeState
+
+if TYPE_CHECKING:
+    from .run import InstanceRun
+
+__all__ = ["InstanceResult"]
+
+
+class InstanceResult:
+    """State, node states, attempts, results and errors of an instance at one moment.
+
+    ``result["Node"]`` is that node's output; ``check()`` raises the instance's
+    error (WorkflowFailedError, with the node's exception chained) unless it
+    succeeded.
+    """
+
+    _display_kind = "instance"
+
+    def __init__(self, run: "InstanceRun") -> None:
+        d = run.definition
+        self.instance_id = run.instance_id
+        self.definition = d
+        self.workflow = d.name
+        self.state: InstanceState = run.state
+        self.node_states: dict[str, NodeState] = run.states.as_dict()
+        self.attempts = {n.name: run.attempts[i] for i, n in enumerate(d.nodes)}
+        self.results = {d.nodes[i].name: run.results[i] for i, c in enumerate(run.states.codes)
+                        if run.states[i] is NodeState.SUCCEEDED}
+        self.exceptions: dict[str, BaseException] = {d.nodes[i].name: e
+                                                     for i, e in run.errors.items()}
+        self.errors = {k: str(e) for k, e in self.exceptions.items()}
+        self.error = run.error
+        self.started_at = run.started_at
+        self.finished_at = run.finished_at
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (None while running)."""
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the instance ended SUCCEEDED."""
+        return self.state is InstanceState.SUCCEEDED
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes per state (only states present)."""
+        out: dict[str, int] = {}
+        for s in self.node_states.values():
+            out[s.value] = out.get(s.value, 0) + 1
+        return out
+
+    def check(self) -> "InstanceResult":
+        """Return self if the instance succeeded, else raise its error."""
+        if self.state is not InstanceState.SUCCEEDED:
+            if self.error is not None:
+                raise self.error
+            raise RuntimeError(f"instance {self.instance_id} is {self.state.value}")
+        return self
+
+    def __getitem__(self, node_name: str) -> Any:
+        return self.results[node_name]
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts().items())
+        return (f"InstanceResult({self.workflow!r}, {self.instance_id}, {self.state.value}; "
+                f"{counts})")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return _display.mimebundle(self, include, exclude)

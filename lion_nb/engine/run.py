@@ -1,0 +1,371 @@
+"""InstanceRun: one running instance — join rule, node attempts, retries, completion.
+
+Everything here is indexed by node position in the definition, so the work per
+finished node is proportional to its own out-edges (DESIGN.md, "Speed").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import (ConditionError, InstanceCancelledError, LionError, NodeFailedError,
+                      NodeTimeoutError, WorkflowFailedError)
+from ..model.node import TriggerRule
+from ..state.machine import CODE, InstanceState, NodeState, NodeStates
+from .context import NodeContext, NodeResult, ResultKind
+from .observe import EventKind as K
+from .observe import ExecEvent
+from .outcome import check_output, handler_error
+
+if TYPE_CHECKING:
+    from ..model.definition import WorkflowDefinition
+    from .executor import WorkflowExecutor
+    from .policies import ScheduledTask
+
+__all__ = ["InstanceRun"]
+
+_TERMINAL = frozenset(CODE[s] for s in (NodeState.SUCCEEDED, NodeState.FAILED,
+                                         NodeState.SKIPPED, NodeState.UPSTREAM_FAILED,
+                                         NodeState.CANCELLED))
+_SUCCEEDED = CODE[NodeState.SUCCEEDED]
+
+
+class InstanceRun:
+    """The live state of one instance; the executor's worker calls ``run_node``."""
+
+    def __init__(self, executor: "WorkflowExecutor", definition: "WorkflowDefinition",
+                 instance_id: str, inputs: dict[str, Any], handlers: list[Any],
+                 is_async: list[bool], priorities: list[int], deadlines: list[float | None],
+                 gate: Callable[..., None] | None,
+                 resource_gate: Callable[..., Any] | None) -> None:
+        self.executor = executor
+        self.scheduler = executor.scheduler
+        self.observe = executor.observe
+        self.clock = executor.scheduler.clock
+        self.definition = definition
+        self.instance_id = instance_id
+        self.inputs = inputs
+        self.handlers = handlers
+        self.is_async = is_async
+        self.priorities = priorities
+        self.deadlines = deadlines
+        self.gate = gate
+        self.resource_gate = resource_gate
+        n = len(definition.nodes)
+        self.states: NodeStates = NodeStates((x.name for x in definition.nodes), instance_id)
+        self.results: list[Any] = [None] * n
+        self.errors: dict[int, BaseException] = {}
+        self.attempts = [0] * n
+        self.remaining = [len(e) for e in definition.in_edges]
+        self.active_in = [0] * n
+        self.failed_in = [0] * n
+        self.unfinished = n
+        self.first_failed: int | None = None
+        self.tasks: dict[int, "ScheduledTask"] = {}
+        self.running_on: dict[int, asyncio.Task[Any]] = {}
+        self.state = InstanceState.PENDING
+        self.cancel_requested = False
+        self.started_at = self.clock.time()
+        self.finished_at: float | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.error: BaseException | None = None
+        self.store: Any = None  # durable committer (engine.durable), None in memory
+        self._conds = [e.condition for e in definition.edges]
+
+    # --- inputs for handlers ---------------------------------------------------
+
+    def predecessor_results(self, i: int) -> dict[str, Any]:
+        """Outputs of the succeeded predecessors of node ``i`` by name."""
+        d = self.definition
+        codes = self.states.codes
+        out = {}
+        for k in d.in_edges[i]:
+            s = d.edge_source[k]
+            if codes[s] == _SUCCEEDED:
+                out[d.nodes[s].name] = self.results[s]
+        return out
+
+    # --- queueing and the join rule --------------------------------------------
+
+    def queue(self, i: int) -> None:
+        """Hand node ``i`` to the scheduler."""
+        from .policies import ScheduledTask
+        node = self.definition.nodes[i]
+        self.states.move(i, NodeState.QUEUED)
+        task = ScheduledTask(self.run_node, i, priority=self.priorities[i],
+                             deadline=self.deadlines[i], group=self.definition.id,
+                             resources=node.resources, name=node.name,
+                             instance_id=self.instance_id)
+        self.tasks[i] = task
+        obs = self.observe
+        if obs.wants(K.NODE_QUEUED):
+            obs.emit(ExecEvent(K.NODE_QUEUED, self.clock.time(), self.instance_id, node.name,
+                               self.attempts[i] + 1))
+        self.scheduler.enqueue(task)
+
+    def propagate(self, i: int, decided: list[int]) -> None:
+        """Node ``i`` is terminal: update its successors and decide those now complete.
+
+        Nodes decided SKIPPED/UPSTREAM_FAILED/FAILED here go into ``decided``
+        (for the durable commit); runnable ones are queued by the caller.
+        """
+        d = self.definition
+        codes = self.states.codes
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            ok = codes[j] == _SUCCEEDED
+            failed = codes[j] in (CODE[NodeState.FAILED], CODE[NodeState.UPSTREAM_FAILED])
+            for k in d.out_edges[j]:
+                t = d.edge_target[k]
+                if ok:
+                    cond = self._conds[k]
+                    if cond is None:
+                        self.active_in[t] += 1
+                    else:
+                        try:
+                            if cond.evaluate(self.results[j]):
+                                self.active_in[t] += 1
+                        except ConditionError as exc:
+                            self.errors.setdefault(t, exc)
+                            self.failed_in[t] += 1
+                elif failed:
+                    self.failed_in[t] += 1
+                self.remaining[t] -= 1
+                if self.remaining[t] == 0 and codes[t] not in _TERMINAL:
+                    if self._decide(t, decided):
+                        stack.append(t)
+
+    def _decide(self, t: int, decided: list[int]) -> bool:
+        """Apply the trigger rule; True if ``t`` ended without running (propagate it)."""
+        node = self.definition.nodes[t]
+        rule = node.trigger_rule
+        if rule is TriggerRule.ALL_DONE:
+            decided.append(~t)  # ~t marks "queue me" for the caller
+            return False
+        if t in self.errors and isinstance(self.errors[t], ConditionError):
+            self._end_node(t, NodeState.FAILED, self.errors[t])
+        elif self.failed_in[t]:
+            self._end_node(t, NodeState.UPSTREAM_FAILED, None)
+        elif self.active_in[t] and (rule is TriggerRule.ONE_SUCCESS
+                                    or self.active_in[t] == len(self.definition.in_edges[t])):
+            decided.append(~t)
+            return False
+        else:
+            self._end_node(t, NodeState.SKIPPED, None)
+        decided.append(t)
+        return True
+
+    def _end_node(self, i: int, state: NodeState, error: BaseException | None) -> None:
+        """Terminal state for a node that will not run (again)."""
+        self.states.move(i, state)
+        self.unfinished -= 1
+        if error is not None:
+            self.errors[i] = error
+        if state is NodeState.FAILED and self.first_failed is None:
+            self.first_failed = i
+        kind = _END_KIND[state]
+        if self.observe.wants(kind):
+            self.observe.emit(ExecEvent(kind, self.clock.time(), self.instance_id,
+                                        self.definition.nodes[i].name, self.attempts[i],
+                                        {"error": repr(error)} if error is not None else None))
+
+    # --- one attempt -------------------------------------------------------------
+
+    async def run_node(self, task: "ScheduledTask") -> None:
+        """Run one attempt of node ``task.payload`` inside a scheduler slot."""
+        i = task.payload
+        if self.state is not InstanceState.RUNNING or task.cancelled:
+            return
+        node = self.definition.nodes[i]
+        self.states.move(i, NodeState.RUNNING)
+        attempt = self.attempts[i] = self.attempts[i] + 1
+        obs = self.observe
+        if obs.wants(K.NODE_STARTED):
+            obs.emit(ExecEvent(K.NODE_STARTED, self.clock.time(), self.instance_id, node.name,
+                               attempt))
+        try:
+            if node.requires:
+                self.gate(node, self)  # raises CapabilityDeniedError: not run, not retried
+            out = await self._call(i, node, task, attempt)
+        except asyncio.CancelledError:
+            if not self.cancel_requested:
+                raise
+            cur = asyncio.current_task()
+            if cur is not None:
+                cur.uncancel()
+            self.running_on.pop(i, None)
+            self._end_node(i, NodeState.CANCELLED, None)
+            return
+        except LionError as exc:
+            await self._failed(i, node, exc, attempt, retry=not _is_final(exc))
+            return
+        except Exception as exc:
+            await self._failed(i, node, exc, attempt, retry=True)
+            return
+        if type(out) is NodeResult:
+            if out.kind is ResultKind.FAILURE:
+                await self._failed(i, node, handler_error(node, out.error), attempt, retry=True)
+                return
+            if out.kind is ResultKind.SKIP:
+                self.states.move(i, NodeState.SKIPPED)
+                self.unfinished -= 1
+                await self._finish_node(i, node, K.NODE_SKIPPED, attempt, None)
+                return
+            out = out.output
+        problem = check_output(node, out, self.executor.config.require_json_results)
+        if problem is not None:
+            await self._failed(i, node, problem, attempt, retry=False)
+            return
+        self.results[i] = out
+        self.states.move(i, NodeState.SUCCEEDED)
+        self.unfinished -= 1
+        await self._finish_node(i, node, K.NODE_SUCCEEDED, attempt, None)
+
+    async def _call(self, i: int, node: Any, task: "ScheduledTask", attempt: int) -> Any:
+        ctx = NodeContext(self, i, task, attempt)
+        handler = self.handlers[i]
+        timeout = node.timeout or self.executor.config.default_timeout
+        runner = self.executor.runner
+        self.running_on[i] = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            if runner is not None:
+                coro = runner.run(handler, ctx, node, self.is_async[i])
+            elif self.is_async[i]:
+                coro = handler(ctx)
+            else:
+                coro = self.executor.run_in_thread(handler, ctx)
+            if timeout is None:
+                return await coro
+            try:
+                async with asyncio.timeout(timeout) as cm:
+                    return await coro
+            except TimeoutError as exc:
+                if cm.expired():
+                    raise NodeTimeoutError(
+                        f"node {node.name!r} timed out after {timeout}s (attempt {attempt})",
+                        node=node.name, timeout=timeout) from exc
+                raise
+        finally:
+            self.running_on.pop(i, None)
+
+    async def _failed(self, i: int, node: Any, exc: BaseException, attempt: int,
+                      retry: bool) -> None:
+        """An attempt failed: retry after the policy's backoff, or fail the node."""
+        policy = node.retry
+        if retry and attempt < policy.max_attempts and not self.cancel_requested:
+            self.states.move(i, NodeState.RETRYING)
+            delay = policy.delay(attempt)
+            if self.observe.wants(K.NODE_RETRIED):
+                self.observe.emit(ExecEvent(K.NODE_RETRIED, self.clock.time(),
+                                            self.instance_id, node.name, attempt,
+                                            {"error": repr(exc), "delay": delay}))
+            if delay > 0:
+                self.executor.spawn(self._retry_after(i, delay))
+            else:
+                self.queue(i)
+            return
+        if not isinstance(exc, NodeFailedError):
+            wrapped = NodeFailedError(
+                f"node {node.name!r} failed after {attempt} attempt(s): {exc!r}",
+                node=node.name, instance_id=self.instance_id, attempt=attempt)
+            wrapped.__cause__ = exc
+            exc = wrapped
+        self.states.move(i, NodeState.FAILED)
+        self.unfinished -= 1
+        self.errors[i] = exc
+        if self.first_failed is None:
+            self.first_failed = i
+        await self._finish_node(i, node, K.NODE_FAILED, attempt, exc)
+        if self.executor.config.fail_fast:
+            await self.cancel(reason=f"node {node.name!r} failed (fail_fast)")
+
+    async def deadline_failed(self, i: int, error: Exception) -> None:
+        """The scheduler dropped node ``i`` for missing its deadline (``deadline_miss="fail"``)."""
+        if self.states[i] is NodeState.QUEUED:
+            await self._failed(i, self.definition.nodes[i], error, self.attempts[i], retry=False)
+
+    async def _retry_after(self, i: int, delay: float) -> None:
+        await self.clock.sleep(delay)
+        if self.state is InstanceState.RUNNING and self.states[i] is NodeState.RETRYING:
+            self.queue(i)
+
+    async def _finish_node(self, i: int, node: Any, kind: K, attempt: int,
+                           error: BaseException | None) -> None:
+        obs = self.observe
+        if obs.wants(kind):
+            obs.emit(ExecEvent(kind, self.clock.time(), self.instance_id, node.name, attempt,
+                               {"error": repr(error)} if error is not None else None))
+        decided: list[int] = []
+        self.propagate(i, decided)
+        if self.store is not None:
+            await self.store.commit(self, [i] + [t for t in decided if t >= 0])
+        for t in decided:
+            if t < 0 and self.state is InstanceState.RUNNING:
+                self.queue(~t)
+        if self.unfinished == 0:
+            self.finish()
+
+    # --- instance level ------------------------------------------------------------
+
+    def start(self, restored: bool = False) -> None:
+        """Queue the roots (or, after a restore, whatever is now runnable)."""
+        self.state = InstanceState.RUNNING
+        if not restored:
+            for i, inc in enumerate(self.definition.in_edges):
+                if not inc:
+                    self.queue(i)
+        if self.unfinished == 0:
+            self.finish()
+
+    def finish(self) -> None:
+        """All nodes are terminal: decide the instance state and wake waiters."""
+        if self.state not in (InstanceState.RUNNING, InstanceState.PENDING):
+            return
+        if self.first_failed is not None:  # fail_fast cancels too, but ends FAILED
+            name = self.definition.nodes[self.first_failed].name
+            self.state = InstanceState.FAILED
+            err = WorkflowFailedError(
+                f"instance {self.instance_id} of {self.definition.name!r} failed at node "
+                f"{name!r}: {self.errors[self.first_failed]}",
+                instance_id=self.instance_id, node=name)
+            err.__cause__ = self.errors[self.first_failed]
+            self.error = err
+        elif self.cancel_requested:
+            self.state = InstanceState.CANCELLED
+            self.error = InstanceCancelledError(f"instance {self.instance_id} was cancelled",
+                                                instance_id=self.instance_id)
+        else:
+            self.state = InstanceState.SUCCEEDED
+        self.finished_at = self.clock.time()
+        self.executor.instance_finished(self)
+
+    async def cancel(self, reason: str = "cancelled") -> None:
+        """Cancel queued and running nodes; the instance ends CANCELLED (or FAILED)."""
+        if self.state is not InstanceState.RUNNING:
+            return
+        self.cancel_requested = True
+        for i, task in list(self.tasks.items()):
+            if self.states[i] in (NodeState.QUEUED, NodeState.RETRYING):
+                task.cancelled = True
+                self._end_node(i, NodeState.CANCELLED, None)
+        for t in list(self.running_on.values()):
+            if t is not asyncio.current_task():
+                t.cancel()
+        codes = self.states.codes
+        for i in range(len(codes)):
+            if codes[i] == CODE[NodeState.PENDING]:
+                self._end_node(i, NodeState.CANCELLED, None)
+        if self.unfinished == 0:
+            self.finish()
+
+
+_END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NODE_UPSTREAM_FAILED,
+             NodeState.CANCELLED: K.NODE_CANCELLED, NodeState.FAILED: K.NODE_FAILED}
+
+
+def _is_final(exc: LionError) -> bool:
+    """Errors that retrying cannot fix (denied capabilities, bad results)."""
+    from ..errors import ResultNotSerializableError, SecurityError
+    return isinstance(exc, (SecurityError, ResultNotSerializableError))

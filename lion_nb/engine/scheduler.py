@@ -1,0 +1,415 @@
+"""WorkflowScheduler: policies, backpressure, concurrency limits, cooperative preemption.
+
+The scheduler owns the run slots. Work enters as :class:`ScheduledTask`; worker
+coroutines take the most urgent runnable task whenever a slot is free, so a
+node that finishes without waiting costs no Task and no Future of its own::
+
+    scheduler = WorkflowScheduler(SchedulerConfig(max_queued_tasks=1000,
+                                                  max_concurrent_tasks=50,
+                                                  policy=SchedulingPolicy.EDF))
+    await scheduler.change_policy(SchedulingPolicy.PRIORITY)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, Awaitable, Callable
+
+from ..errors import (DeadlineMissedError, QueueFullError, SchedulerClosedError,
+                      SchedulerConfigError)
+from ..model.node import Priority
+from .observe import EventKind, ExecEvent, ObserveStream
+from .policies import EdfQueue, FifoQueue, MlfqQueue, PriorityQueue, ScheduledTask
+from .scheduler_config import SchedulerConfig, SchedulingPolicy
+from .scheduler_stats import SchedulerStatistics, StatsKeeper
+
+__all__ = ["WorkflowScheduler", "SchedulerConfig", "SchedulingPolicy", "Priority",
+           "ScheduledTask", "SchedulerStatistics"]
+
+
+class WorkflowScheduler:
+    """Queues ready work by policy and runs it in at most ``max_concurrent_tasks`` slots."""
+
+    def __init__(self, config: SchedulerConfig | None = None, *,
+                 observe: ObserveStream | None = None) -> None:
+        self.config = config = config or SchedulerConfig()
+        self.observe = observe if observe is not None else ObserveStream()
+        self.clock = config.clock
+        self._now = config.clock.monotonic
+        self.policy = config.policy
+        self._queue = self._make_queue(config.policy)
+        self._overflow: deque[ScheduledTask] = deque()
+        self._seq = 0
+        self.running = 0
+        self._suspended = 0
+        self._workers = 0
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._blocked: dict[Any, deque[ScheduledTask]] = {}
+        self._group_running: dict[Any, int] = {}
+        self._pool_running: dict[str, int] = {}
+        self._kick_pending = False
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stats = StatsKeeper(self._now)
+        self.on_deadline_failed: Callable[[ScheduledTask, Exception], None] | None = None
+
+    # --- queue construction ----------------------------------------------------
+
+    def _make_queue(self, policy: SchedulingPolicy) -> Any:
+        if policy is SchedulingPolicy.FIFO:
+            return FifoQueue()
+        if policy is SchedulingPolicy.PRIORITY:
+            return PriorityQueue()
+        if policy is SchedulingPolicy.EDF:
+            return EdfQueue()
+        return MlfqQueue(self.config.mlfq_levels, self.config.time_slice,
+                         self.config.mlfq_boost_interval, self._now)
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting for a slot (including internal overflow and blocked ones)."""
+        return (len(self._queue) + len(self._overflow)
+                + sum(len(b) for b in self._blocked.values()))
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._closed
+
+    # --- submission ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SchedulerClosedError("the scheduler is closed")
+
+    def enqueue(self, task: ScheduledTask) -> None:
+        """Queue a task from inside the engine: never waits, never refuses.
+
+        Past ``max_queued_tasks`` the task waits in an overflow list that feeds
+        the queue as it drains, so the engine cannot deadlock on its own
+        backpressure; outside submitters (``submit``) wait instead.
+        """
+        self._check_open()
+        self._seq += 1
+        task.seq = self._seq
+        task.enqueued_at = self._now()
+        if len(self._queue) >= self.config.max_queued_tasks:
+            self._overflow.append(task)
+        else:
+            self._queue.push(task)
+        if self.observe.active:
+            self._emit_depth()
+        if not self._kick_pending:
+            self._kick_pending = True
+            self._get_loop().call_soon(self._kick)
+
+    def _make_job(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+                  priority: int, deadline: float | None, resources: tuple[str, ...],
+                  group: Any, name: str) -> tuple[ScheduledTask, asyncio.Future[Any]]:
+        self._check_open()
+        try:
+            prio = Priority(priority)
+        except ValueError:
+            raise SchedulerConfigError(f"unknown priority {priority!r}", field="priority") from None
+        future: asyncio.Future[Any] = self._get_loop().create_future()
+
+        async def run(task: ScheduledTask) -> None:
+            try:
+                result = await fn(*args)
+            except BaseException as exc:  # the caller's future carries it
+                if not future.done():
+                    future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                if not future.done():
+                    future.set_result(result)
+
+        absolute = None if deadline is None else self._now() + deadline
+        task = ScheduledTask(run, future, priority=prio, deadline=absolute, group=group,
+                             resources=tuple(resources), name=name or getattr(fn, "__name__", ""))
+        if deadline is not None and deadline < 0:
+            self.stats.deadline_misses += 1
+            if self.config.past_deadline == "reject":
+                raise DeadlineMissedError(f"task {task.name!r} submitted with a deadline "
+                                          f"{-deadline:.3f}s in the past", task=task.name)
+        return task, future
+
+    async def submit(self, fn: Callable[..., Awaitable[Any]], *args: Any,
+                     priority: int = Priority.NORMAL, deadline: float | None = None,
+                     resources: tuple[str, ...] = (), group: Any = None,
+                     name: str = "") -> asyncio.Future[Any]:
+        """Queue ``fn(*args)``, waiting while the queue is full; returns its result future.
+
+        ``deadline`` is seconds from now (EDF orders by it).
+        """
+        task, future = self._make_job(fn, args, priority, deadline, resources, group, name)
+        while self.queued >= self.config.max_queued_tasks:
+            waiter = self._get_loop().create_future()
+            self._space_waiters.append(waiter)
+            await waiter
+            self._check_open()
+        self.enqueue(task)
+        return future
+
+    def submit_nowait(self, fn: Callable[..., Awaitable[Any]], *args: Any,
+                      priority: int = Priority.NORMAL, deadline: float | None = None,
+                      resources: tuple[str, ...] = (), group: Any = None,
+                      name: str = "") -> asyncio.Future[Any]:
+        """Like ``submit`` but raises QueueFullError instead of waiting."""
+        if self.queued >= self.config.max_queued_tasks:
+            self._check_open()
+            raise QueueFullError(
+                f"scheduler queue is full ({self.config.max_queued_tasks} tasks)",
+                capacity=self.config.max_queued_tasks)
+        task, future = self._make_job(fn, args, priority, deadline, resources, group, name)
+        self.enqueue(task)
+        return future
+
+    # --- dispatch --------------------------------------------------------------
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def _kick(self) -> None:
+        """Wake idle workers (or start new ones) for the queued work."""
+        self._kick_pending = False
+        if self._closed:
+            return
+        want = min(len(self._queue), self.config.max_concurrent_tasks - self.running)
+        while want > 0 and self._idle:
+            fut = self._idle.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                want -= 1
+        limit = self.config.max_concurrent_tasks + self._suspended
+        while want > 0 and self._workers < limit:
+            self._workers += 1
+            t = self._get_loop().create_task(self._worker())
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+            want -= 1
+
+    def _take(self) -> ScheduledTask | None:
+        """Pop the next runnable task and give it a slot, or None."""
+        queue = self._queue
+        cfg = self.config
+        while queue and self.running < cfg.max_concurrent_tasks:
+            task = queue.pop()
+            if self._overflow:
+                queue.push(self._overflow.popleft())
+            if self._space_waiters:
+                self._wake_space()
+            if task.cancelled:
+                continue
+            if task.resume is not None:
+                fut, task.resume = task.resume, None
+                self.running += 1
+                self._suspended -= 1
+                task.slice_start = self._now()
+                fut.set_result(None)
+                continue
+            if task.group is not None and cfg.max_per_group is not None:
+                if self._group_running.get(task.group, 0) >= cfg.max_per_group:
+                    self._blocked.setdefault(("group", task.group), deque()).append(task)
+                    continue
+            if task.resources and not self._pools_free(task):
+                continue
+            now = self._now()
+            if task.deadline is not None and now > task.deadline and not task.missed:
+                if not self._deadline_missed(task, now):
+                    continue
+            self.running += 1
+            if task.group is not None:
+                self._group_running[task.group] = self._group_running.get(task.group, 0) + 1
+            for pool in task.resources:
+                self._pool_running[pool] = self._pool_running.get(pool, 0) + 1
+            task.slice_start = now
+            self.stats.dispatched(now - task.enqueued_at)
+            if self.observe.active:
+                self._emit_depth()
+            return task
+        return None
+
+    def _pools_free(self, task: ScheduledTask) -> bool:
+        limits = self.config.resource_limits
+        for pool in task.resources:
+            limit = limits.get(pool)
+            if limit is not None and self._pool_running.get(pool, 0) >= limit:
+                self._blocked.setdefault(("pool", pool), deque()).append(task)
+                return False
+        return True
+
+    def _deadline_missed(self, task: ScheduledTask, now: float) -> bool:
+        """Apply the configured miss action; True if the task should still run now."""
+        task.missed = True
+        self.stats.deadline_misses += 1
+        if self.observe.wants(EventKind.DEADLINE_MISSED):
+            self.observe.emit(ExecEvent(EventKind.DEADLINE_MISSED, self.clock.time(),
+                                        task.instance_id, task.name, 0,
+                                        {"late_by": now - task.deadline,
+                                         "action": self.config.deadline_miss}))
+        action = self.config.deadline_miss
+        if action == "fail":
+            error = DeadlineMissedError(
+                f"task {task.name!r} missed its deadline by {now - task.deadline:.3f}s",
+                task=task.name)
+            if isinstance(task.payload, asyncio.Future):  # a submitted job
+                if not task.payload.done():
+                    task.payload.set_exception(error)
+            elif self.on_deadline_failed is not None:
+                self.on_deadline_failed(task, error)
+            return False
+        if action == "demote":
+            task.deadline = None
+            self._queue.push(task)
+            return False
+        return True
+
+    def _release(self, task: ScheduledTask) -> None:
+        self.running -= 1
+        self.stats.completed += 1
+        if task.group is not None and task.group in self._group_running:
+            self._group_running[task.group] -= 1
+            self._unblock(("group", task.group))
+        for pool in task.resources:
+            self._pool_running[pool] -= 1
+            self._unblock(("pool", pool))
+        if task.deadline is not None and not task.missed and self._now() > task.deadline:
+            task.missed = True
+            self.stats.deadline_misses += 1
+
+    def _unblock(self, key: Any) -> None:
+        blocked = self._blocked.get(key)
+        if blocked:
+            self._queue.push(blocked.popleft())
+            if not blocked:
+                del self._blocked[key]
+
+    def _wake_space(self) -> None:
+        while self._space_waiters and self.queued < self.config.max_queued_tasks:
+            fut = self._space_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                break
+
+    async def _worker(self) -> None:
+        loop = self._get_loop()
+        since_yield = 0
+        try:
+            while not self._closed:
+                try:
+                    task = self._take()
+                    if task is None:
+                        fut = loop.create_future()
+                        self._idle.append(fut)
+                        await fut
+                        since_yield = 0
+                        continue
+                    try:
+                        await task.runner(task)
+                    finally:
+                        self._release(task)
+                    since_yield += 1
+                    if since_yield >= 32:  # let other tasks (and views) run on a busy loop
+                        since_yield = 0
+                        await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    # Cancelling a node cancels the worker that runs it; a late
+                    # cancellation must not kill the worker, only close() may.
+                    current = asyncio.current_task()
+                    if self._closed or current is None or not current.uncancel() == 0:
+                        raise
+        finally:
+            self._workers -= 1
+
+    # --- cooperative preemption ------------------------------------------------
+
+    def _quantum(self, task: ScheduledTask) -> float:
+        if isinstance(self._queue, MlfqQueue):
+            return self._queue.quantum(task.level)
+        return self.config.time_slice
+
+    async def yield_point(self, task: ScheduledTask) -> bool:
+        """Give ``task``'s slot to a more urgent waiter if its time slice is used up.
+
+        Returns True if the task was preempted (and has since been resumed).
+        Without a waiter, or with a free slot, this costs a comparison or two.
+        """
+        if not self._queue or self.running < self.config.max_concurrent_tasks:
+            return False
+        now = self._now()
+        if now - task.slice_start < self._quantum(task):
+            return False
+        if isinstance(self._queue, MlfqQueue):
+            self._queue.demote(task)
+        if not self._queue.more_urgent_waiting(task):
+            task.slice_start = now
+            return False
+        task.resume = self._get_loop().create_future()
+        resume = task.resume
+        self.running -= 1
+        self._suspended += 1
+        self._seq += 1
+        task.seq = self._seq
+        task.enqueued_at = now
+        self._queue.push(task)
+        if self.observe.wants(EventKind.NODE_YIELDED):
+            self.observe.emit(ExecEvent(EventKind.NODE_YIELDED, self.clock.time(),
+                                        task.instance_id, task.name, 0, {"level": task.level}))
+        self._kick()
+        await resume
+        return True
+
+    # --- policy, statistics, shutdown --------------------------------------------
+
+    async def change_policy(self, policy: SchedulingPolicy | str) -> None:
+        """Switch policy now: everything queued is re-ordered under the new one."""
+        self._check_open()
+        try:
+            new = SchedulingPolicy(policy)
+        except ValueError:
+            raise SchedulerConfigError(f"unknown scheduling policy {policy!r}",
+                                       field="policy") from None
+        old, items = self.policy, self._queue.drain()
+        self._queue = self._make_queue(new)
+        self.policy = new
+        for task in sorted(items, key=lambda t: t.seq):
+            self._queue.push(task)
+        if self.observe.wants(EventKind.POLICY_CHANGED):
+            self.observe.emit(ExecEvent(EventKind.POLICY_CHANGED, self.clock.time(), None,
+                                        None, 0, {"from": old.value, "to": new.value,
+                                                  "requeued": len(items)}))
+
+    def depths(self) -> dict[str, int]:
+        """Queued tasks per policy class (level, priority or deadline class)."""
+        return self._queue.depths()
+
+    def _emit_depth(self) -> None:
+        if self.observe.wants(EventKind.QUEUE_DEPTH):
+            self.observe.emit(ExecEvent(EventKind.QUEUE_DEPTH, self.clock.time(), None, None, 0,
+                                        {"queued": self.queued, "running": self.running}))
+
+    def statistics(self) -> SchedulerStatistics:
+        """A frozen snapshot of queue depths, slots, waits, throughput and misses."""
+        return self.stats.snapshot(self.policy.value, self.depths(), self.queued, self.running,
+                                   self.config.max_concurrent_tasks)
+
+    async def close(self) -> None:
+        """Stop the workers; queued tasks are dropped and further submits refused."""
+        if self._closed:
+            return
+        self._closed = True
+        for fut in list(self._idle) + list(self._space_waiters):
+            if not fut.done():
+                fut.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
