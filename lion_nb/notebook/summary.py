@@ -1,0 +1,112 @@
+"""A readable picture of a large workflow: nodes collapsed into bands of topological layers.
+
+A 10,000-node DAG drawn node by node is a grey smear that takes minutes to lay
+out. Instead each band of consecutive layers (layer = longest path from a
+root) becomes one box saying how many nodes it holds, a few example names and,
+for an instance, how many are in each state; edges between bands carry counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .style import ERROR_STATES, STATE_ORDER, STATE_STYLE, style_for, states_present
+from .text import dot_label
+
+if TYPE_CHECKING:
+    import graphviz
+
+    from ..model import WorkflowDefinition
+
+__all__ = ["node_layers", "layered_dot", "MAX_BANDS"]
+
+#: At most this many boxes in a collapsed picture.
+MAX_BANDS = 40
+
+# Which state colours a band holding several: problems first, then activity,
+# so a single failure among 5,000 successes is what the eye lands on.
+_DOMINANCE = ("failed", "upstream_failed", "retrying", "running", "queued", "compensating",
+              "pending", "cancelled", "compensated", "skipped", "succeeded")
+
+
+def node_layers(definition: "WorkflowDefinition") -> list[int]:
+    """Layer of every node (by index): the length of the longest path from a root."""
+    layer = [0] * len(definition.nodes)
+    for node in definition.topological_order():
+        i = definition.index[node.id]
+        for k in definition.out_edges[i]:
+            t = definition.edge_target[k]
+            if layer[t] < layer[i] + 1:
+                layer[t] = layer[i] + 1
+    return layer
+
+
+def _dominant(counts: Counter[str]) -> str | None:
+    for state in _DOMINANCE:
+        if counts.get(state):
+            return state
+    return None
+
+
+def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
+                title: str, rankdir: str = "TB",
+                max_bands: int = MAX_BANDS) -> "graphviz.Digraph":
+    """The collapsed Digraph: one box per band of layers, edges between bands with counts."""
+    from graphviz import nohtml
+
+    from .dot import legend_label, new_digraph
+
+    layers = node_layers(definition)
+    depth = max(layers) + 1
+    per_band = -(-depth // max_bands)  # ceiling division
+    band = [lay // per_band for lay in layers]
+    n_bands = max(band) + 1
+    members: list[list[int]] = [[] for _ in range(n_bands)]
+    for i, b in enumerate(band):
+        members[b].append(i)
+
+    g = new_digraph(f"{title} ({len(definition.nodes):,} nodes, "
+                    f"{len(definition.edges):,} edges; collapsed by layer, full=True for all)",
+                    rankdir)
+    all_states: list[str] = []
+    for b, idx in enumerate(members):
+        lo, hi = b * per_band, min(depth, (b + 1) * per_band) - 1
+        head = f"layer {lo}" if lo == hi else f"layers {lo}–{hi}"
+        examples = ", ".join(definition.nodes[i].name[:20] for i in idx[:3])
+        more = ", …" if len(idx) > 3 else ""
+        lines = [dot_label(f"{head} · {len(idx):,} nodes", 80),
+                 dot_label(f"{examples}{more}", 80)]
+        counts: Counter[str] = Counter()
+        for i in idx:
+            s = states.get(definition.nodes[i].name)
+            if s is not None:
+                counts[str(getattr(s, "value", s))] += 1
+        if counts:
+            all_states.extend(counts)
+            parts = [f"{STATE_STYLE[s].glyph} {s} {counts[s]:,}" for s in STATE_ORDER
+                     if counts.get(s)]
+            lines.append(dot_label(" · ".join(parts), 200))
+        attrs = style_for(_dominant(counts)).dot_attrs()
+        if counts.keys() & ERROR_STATES:
+            attrs["penwidth"] = "2"
+        g.node(f"b{b}", label=nohtml("\\n".join(lines)), **attrs)
+
+    links: Counter[tuple[int, int]] = Counter()
+    conditional: set[tuple[int, int]] = set()
+    for k, edge in enumerate(definition.edges):
+        pair = (band[definition.edge_source[k]], band[definition.edge_target[k]])
+        if pair[0] == pair[1]:
+            continue  # edges inside a band are summarised by the band itself
+        links[pair] += 1
+        if edge.condition is not None:
+            conditional.add(pair)
+    for (s, t), n in sorted(links.items()):
+        attrs = {"label": f"{n:,} edge{'s' if n != 1 else ''}"}
+        if (s, t) in conditional:
+            attrs["style"] = "dashed"
+        g.edge(f"b{s}", f"b{t}", **attrs)
+    present = states_present(all_states)
+    if present:
+        g.node("legend", label=legend_label(present), shape="plaintext", margin="0")
+    return g
