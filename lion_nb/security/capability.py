@@ -66,17 +66,15 @@ def _check_action(action: object, where: str) -> str:
         capability=where)
 
 
-def _check_resource(resource: object, where: str, error: type[Exception]) -> str:
+def _check_resource(resource: object, where: str, culprit: dict[str, str]) -> str:
+    # ``culprit`` is the attribute the error keeps: capability=... or requirement=...
+    error = RequirementError if "requirement" in culprit else CapabilityError
     if not isinstance(resource, str) or not resource:
-        raise error(f"{where}: resource name is empty", **_culprit(error, where))
+        raise error(f"{where}: resource name is empty", **culprit)
     if not _RESOURCE_RE.match(resource):
         raise error(f"{where}: resource name {resource!r} must be an identifier "
-                    "(letters, digits, '_', '.', '-'; no ':')", **_culprit(error, where))
+                    "(letters, digits, '_', '.', '-'; no ':')", **culprit)
     return resource
-
-
-def _culprit(error: type[Exception], where: str) -> dict[str, str]:
-    return {"requirement" if error is RequirementError else "capability": where}
 
 
 def _freeze_constraints(raw: object, where: str) -> Mapping[str, ConstraintValue]:
@@ -114,7 +112,7 @@ class Capability:
 
     def __post_init__(self) -> None:
         where = f"Capability({self.resource!r})"
-        _check_resource(self.resource, where, CapabilityError)
+        _check_resource(self.resource, where, {"capability": where})
         raw = self.actions
         try:
             actions = frozenset((raw,) if isinstance(raw, str) else raw)
@@ -147,12 +145,18 @@ class Capability:
         return cls(parts[0], actions, parts[2] if len(parts) == 3 else WHOLE)
 
     def covers(self, other: "Capability | Requirement") -> bool:
-        """True if everything ``other`` permits is permitted by this capability."""
+        """True if everything ``other`` permits is permitted by this capability.
+
+        Against a capability, ``other`` must also carry all of these constraints.
+        A requirement asks for an action, not for conditions: constraints are
+        then for the code using the resource to honour (see ``capability_for``).
+        """
         if other.resource != self.resource or not other.actions <= self.actions:
             return False
-        for key, value in self.constraints.items():
-            if key not in other.constraints or other.constraints[key] != value:
-                return False
+        if isinstance(other, Capability):
+            for key, value in self.constraints.items():
+                if key not in other.constraints or other.constraints[key] != value:
+                    return False
         return scope_covers(self.scope, other.scope)
 
     def narrow(self, *, actions: Iterable[str] | str | None = None, scope: str | None = None,
@@ -215,11 +219,6 @@ class Requirement:
         """The single action as a set, so a requirement reads like a capability."""
         return frozenset((self.action,))
 
-    @property
-    def constraints(self) -> Mapping[str, ConstraintValue]:
-        """Always empty: a requirement asks for an action, not for conditions."""
-        return _EMPTY
-
     def __str__(self) -> str:
         return f"{self.resource}:{self.action}:{self.scope}"
 
@@ -240,7 +239,7 @@ def _parse_requirement(text: str) -> Requirement:
 
 def _validate_requirement(resource: str, action: str, scope: str, text: str) -> None:
     where = f"requirement {text!r}"
-    _check_resource(resource, where, RequirementError)
+    _check_resource(resource, where, {"requirement": text})
     try:
         _check_action(action, where)
     except CapabilityError as exc:
