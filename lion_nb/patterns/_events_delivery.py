@@ -1,0 +1,402 @@
+"""The broker's delivery half: hand-out, acks, redelivery, dead letters and the timer.
+
+One timer task serves every subscription. It sleeps on the injected clock
+until the earliest ack deadline or delayed redelivery, and is re-armed only
+when something due earlier appears, so a steady stream of promptly acked
+events costs no timer work at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections import deque
+from typing import Any
+
+from ..clock import Clock
+from ..engine.observe import EventKind, ExecEvent, ObserveStream
+from ..errors import AckError, BrokerClosedError, SubscriberError
+from ._events_model import Delivery, EventAck, EventBrokerConfig, Event
+from ._events_subscription import (
+    DELAYED, FINISHING, INFLIGHT, READY, Member, Pending, Subscription,
+)
+from .event_store import ACKED, DEAD, PENDING, EventStore
+
+__all__: list[str] = []
+
+_log = logging.getLogger("lion_nb.events")
+
+
+class DeliveryMixin:
+    """Hand-out, ack handling, redelivery and dead-lettering for :class:`EventBroker`."""
+
+    _config: EventBrokerConfig
+    _clock: Clock
+    _observe: ObserveStream | None
+    _store: EventStore
+    _immediate: bool
+    _closed: bool
+    _subs: dict[str, Subscription]
+    _members: dict[str, Member]
+    _history: deque[tuple[Any, ...]] | None
+    _n_delivered: int
+    _n_acked: int
+    _n_failed: int
+    _n_redelivered: int
+    _n_dead: int
+
+    def _init_delivery(self) -> None:
+        self._delayed: list[tuple[float, int, Subscription, Pending]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.Task[None] | None = None
+        self._armed_at: float | None = None
+        self._sleeper: asyncio.Future[None] | None = None
+        self._timer_wake: asyncio.Future[None] | None = None
+        self._space_waiters: list[asyncio.Future[None]] = []
+
+    # -- hand-out ---------------------------------------------------------------
+
+    async def _recv(self, member: Member) -> Delivery:
+        sub = member.sub
+        ready = sub.ready
+        while True:
+            if self._closed:
+                raise BrokerClosedError(f"broker is closed; subscriber {member.id!r} can "
+                                        "receive no more events", subscriber=member.id)
+            if member.closed:
+                raise SubscriberError(f"subscriber {member.id!r} has unsubscribed",
+                                      subscriber=member.id)
+            if ready:
+                p = ready.popleft()
+                if p.state != READY:
+                    continue
+                if p.processed:  # exactly-once: effect committed, only the ack was lost
+                    self._finish_processed(sub, p)
+                    continue
+                return self._hand_out(sub, member, p)
+            fut = asyncio.get_running_loop().create_future()
+            sub.getters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    sub.wake_one()  # pass our wake-up on to another receiver
+                raise
+
+    def _recv_nowait(self, member: Member) -> Delivery:
+        sub = member.sub
+        if self._closed:
+            raise BrokerClosedError("broker is closed", subscriber=member.id)
+        if member.closed:
+            raise SubscriberError(f"subscriber {member.id!r} has unsubscribed",
+                                  subscriber=member.id)
+        while sub.ready:
+            p = sub.ready.popleft()
+            if p.state != READY:
+                continue
+            if p.processed:
+                self._finish_processed(sub, p)
+                continue
+            return self._hand_out(sub, member, p)
+        raise asyncio.QueueEmpty(f"no event ready for subscriber {member.id!r}")
+
+    def _hand_out(self, sub: Subscription, member: Member, p: Pending) -> Delivery:
+        p.attempts += 1
+        p.state = INFLIGHT
+        p.member = member
+        deadline = p.deadline = self._clock.monotonic() + sub.ack_timeout
+        event = p.event
+        sub.inflight[event.id] = p
+        armed = self._armed_at
+        if armed is None or deadline < armed:
+            self._rearm(deadline)
+        self._n_delivered += 1
+        if self._history is not None:
+            self._history.append((self._clock.time(), "delivered", event.topic, event.id,
+                                  member.id, p.attempts, None))
+        obs = self._observe
+        if obs is not None and obs.active:
+            self._emit(EventKind.EVENT_DELIVERED, event, member.id, p.attempts)
+        return Delivery(event, p.attempts, member.id)
+
+    # -- acks -------------------------------------------------------------------
+
+    async def _ack(self, ack: EventAck, member: Member | None = None) -> None:
+        if self._closed:
+            raise BrokerClosedError("broker is closed; acks are no longer accepted",
+                                    subscriber=getattr(ack, "subscriber", None))
+        if not isinstance(ack, EventAck):
+            raise TypeError(f"expected an EventAck, got {type(ack).__name__}")
+        sid, eid = ack.subscriber, ack.event_id
+        if member is None:
+            member = self._members.get(sid)
+            if member is None:
+                raise AckError(f"ack for event {eid!r} names unknown subscriber {sid!r}",
+                               event_id=eid, subscriber=sid)
+        elif sid != member.id:
+            raise AckError(f"ack for event {eid!r} names subscriber {sid!r} but was sent on "
+                           f"the channel of {member.id!r}", event_id=eid, subscriber=sid)
+        if member.closed:
+            raise AckError(f"subscriber {sid!r} has unsubscribed; its ack for {eid!r} is void",
+                           event_id=eid, subscriber=sid)
+        sub = member.sub
+        p = sub.pending.get(eid)
+        if p is None:
+            raise AckError(f"event {eid!r} is not pending for subscriber {sid!r} (unknown, "
+                           "already acknowledged or dead-lettered)", event_id=eid, subscriber=sid)
+        if p.state != INFLIGHT or p.member is not member or (
+                ack.attempt is not None and ack.attempt != p.attempts):
+            raise AckError(self._stale_reason(ack, p, member), event_id=eid, subscriber=sid)
+        if ack.ok:
+            await self._ack_success(sub, p, ack)
+        else:
+            self._n_failed += 1
+            if self._history is not None:
+                self._history.append((self._clock.time(), "failed", p.event.topic, eid,
+                                      sid, p.attempts, ack.error))
+            self._retry(sub, p, ack.error, ack.delay, "failure")
+
+    def _stale_reason(self, ack: EventAck, p: Pending, member: Member) -> str:
+        where = {READY: "waiting to be redelivered", DELAYED: "waiting out a retry delay",
+                 FINISHING: "being acknowledged"}.get(p.state)
+        if where is None and p.member is not member:
+            where = f"in flight to {p.member.id if p.member else None!r}"
+        elif where is None:
+            where = f"in flight as attempt {p.attempts}"
+        attempt = f"attempt {ack.attempt}" if ack.attempt is not None else "an earlier attempt"
+        return (f"stale ack from subscriber {ack.subscriber!r} for event {ack.event_id!r} "
+                f"({attempt}); the event is now {where}")
+
+    async def _ack_success(self, sub: Subscription, p: Pending, ack: EventAck) -> None:
+        event = p.event
+        effects = ack.effects
+        if effects is not None and not sub.exactly_once:
+            raise AckError(f"ack effects need an exactly-once subscription; {sub.name!r} is "
+                           f"{sub.mode.value}", event_id=event.id, subscriber=ack.subscriber)
+        update = ((sub.name, event.offset, ACKED, p.attempts, None),)
+        fx = ((sub.name, event.offset, effects or {}),) if sub.exactly_once else ()
+        # Out of inflight first, so the timer cannot redeliver while the store writes.
+        sub.inflight.pop(event.id, None)
+        p.state = FINISHING
+        try:
+            result = self._store.write((), update, fx)
+            if not self._immediate:
+                await result
+        except BaseException:
+            if not self._closed and not sub.closed:
+                sub.put(p)  # the ack is not durable: deliver again rather than lose it
+            raise
+        del sub.pending[event.id]
+        self._n_acked += 1
+        if self._space_waiters:
+            self._wake_publishers()
+        if self._history is not None:
+            self._history.append((self._clock.time(), "acked", event.topic, event.id,
+                                  ack.subscriber, p.attempts, None))
+        obs = self._observe
+        if obs is not None and obs.active:
+            self._emit(EventKind.EVENT_ACKED, event, ack.subscriber, p.attempts)
+
+    def _finish_processed(self, sub: Subscription, p: Pending) -> None:
+        """Exactly-once: the effect committed but no ack came; finish without redelivery."""
+        sub.inflight.pop(p.event.id, None)
+        sub.pending.pop(p.event.id, None)
+        p.state = FINISHING
+        self._n_acked += 1
+        self._write_bg((), ((sub.name, p.event.offset, ACKED, p.attempts, None),))
+        if self._history is not None:
+            self._history.append((self._clock.time(), "acked", p.event.topic, p.event.id,
+                                  sub.name, p.attempts, "effect already committed"))
+        if self._space_waiters:
+            self._wake_publishers()
+
+    # -- redelivery and dead letters ----------------------------------------------
+
+    def _retry(self, sub: Subscription, p: Pending, error: str | None,
+               delay: float | None, reason: str) -> None:
+        event = p.event
+        sub.inflight.pop(event.id, None)
+        p.last_error = error
+        p.member = None
+        if p.attempts >= sub.max_deliveries:
+            self._dead_letter(sub, p)
+            return
+        if delay is None:
+            delay = self._config.backoff.delay(p.attempts)
+        self._n_redelivered += 1
+        self._write_bg((), ((sub.name, event.offset, PENDING, p.attempts, error),))
+        if self._history is not None:
+            self._history.append((self._clock.time(), "redelivery", event.topic, event.id,
+                                  sub.name, p.attempts, error))
+        obs = self._observe
+        if obs is not None and obs.active:
+            self._emit(EventKind.EVENT_REDELIVERED, event, sub.name, p.attempts,
+                       reason=reason, delay=delay, error=error)
+        if delay <= 0:
+            sub.put(p)  # to the back of the buffer: a poison event never blocks the rest
+            return
+        p.state = DELAYED
+        due = self._clock.monotonic() + delay
+        heapq.heappush(self._delayed, (due, next(self._seq), sub, p))
+        if self._armed_at is None or due < self._armed_at:
+            self._rearm(due)
+
+    def _dead_letter(self, sub: Subscription, p: Pending) -> None:
+        event = p.event
+        sub.pending.pop(event.id, None)
+        p.state = FINISHING
+        self._n_dead += 1
+        now = self._clock.time()
+        update = ((sub.name, event.offset, DEAD, p.attempts, p.last_error),)
+        appends: list[tuple[Event, Any]] = []
+        if event.topic.startswith("$"):
+            # A dead letter of a dead letter would loop; record it and stop here.
+            _log.warning("event %s on broker topic %r dead-lettered by %r after %d attempts",
+                         event.id, event.topic, sub.name, p.attempts)
+        else:
+            cfg = self._config
+            dlq = Event(f"{cfg.dead_letter_prefix}.{event.topic}",
+                        {"event": event.to_dict(), "subscriber": sub.name,
+                         "attempts": p.attempts, "last_error": p.last_error},
+                        headers={"dead_letter_of": event.id}, timestamp=now)
+            advisory = Event(cfg.advisory_topic,
+                             {"event_id": event.id, "topic": event.topic,
+                              "subscriber": sub.name, "attempts": p.attempts,
+                              "last_error": p.last_error, "dead_letter_id": dlq.id},
+                             timestamp=now)
+            appends = [(e, self._targets(e)) for e in (dlq, advisory)]
+        result = self._store.write([(e, [s.name for s in t]) for e, t in appends], update)
+        if self._immediate:
+            self._route_written(appends, result[0])
+        else:
+            result.add_done_callback(lambda f: self._route_written(appends, f.result()[0])
+                                     if not f.cancelled() and f.exception() is None
+                                     else _log_failure(f))
+        if self._history is not None:
+            self._history.append((now, "dead_lettered", event.topic, event.id, sub.name,
+                                  p.attempts, p.last_error))
+        obs = self._observe
+        if obs is not None and obs.active:
+            self._emit(EventKind.EVENT_DEAD_LETTERED, event, sub.name, p.attempts,
+                       error=p.last_error)
+        if self._space_waiters:
+            self._wake_publishers()
+
+    def _route_written(self, appends: list[tuple[Event, Any]], offsets: list[int | None]) -> None:
+        for (event, targets), offset in zip(appends, offsets):
+            if offset is not None:
+                event.offset = offset
+                self._route(event, targets)
+
+    def _write_bg(self, appends: Any, updates: Any) -> None:
+        """A store write nobody waits for (bookkeeping); failures are logged."""
+        if self._closed and not self._immediate:
+            return
+        result = self._store.write(appends, updates)
+        if not self._immediate:
+            result.add_done_callback(_log_failure)
+
+    # -- the timer ------------------------------------------------------------------
+
+    def _rearm(self, due: float) -> None:
+        self._armed_at = due
+        wake = self._timer_wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        elif self._sleeper is not None:
+            self._sleeper.cancel()
+
+    def _next_due(self) -> float | None:
+        delayed = self._delayed
+        while delayed and delayed[0][3].state != DELAYED:
+            heapq.heappop(delayed)  # finished or redelivered some other way
+        best = delayed[0][0] if delayed else None
+        for sub in self._subs.values():
+            if sub.inflight:
+                first = next(iter(sub.inflight.values())).deadline
+                if best is None or first < best:
+                    best = first
+        return best
+
+    def _fire_due(self, now: float) -> None:
+        for sub in list(self._subs.values()):
+            if not sub.inflight:
+                continue
+            expired = []
+            for p in sub.inflight.values():
+                if p.deadline > now:
+                    break
+                expired.append(p)
+            for p in expired:
+                if p.processed:
+                    self._finish_processed(sub, p)
+                else:
+                    self._retry(sub, p, f"no ack within {sub.ack_timeout:g}s "
+                                f"(attempt {p.attempts})", None, "timeout")
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, sub, p = heapq.heappop(delayed)
+            if p.state == DELAYED and not sub.closed:
+                sub.put(p)
+
+    async def _run_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = self._clock
+        try:
+            while not self._closed:
+                now = clock.monotonic()
+                self._fire_due(now)
+                due = self._next_due()
+                if due is None:
+                    self._armed_at = None
+                    self._timer_wake = loop.create_future()
+                    await self._timer_wake
+                    self._timer_wake = None
+                else:
+                    self._armed_at = due
+                    self._sleeper = asyncio.ensure_future(clock.sleep(max(0.0, due - now)))
+                    await asyncio.wait((self._sleeper,))
+                    self._sleeper = None
+        finally:
+            if self._sleeper is not None:
+                self._sleeper.cancel()
+
+    # -- backpressure -----------------------------------------------------------------
+
+    async def _wait_space(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._space_waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._space_waiters:
+                self._space_waiters.remove(fut)
+
+    def _wake_publishers(self) -> None:
+        waiters, self._space_waiters = self._space_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- observe ----------------------------------------------------------------------
+
+    def _emit(self, kind: EventKind, event: Event, subscriber: str | None, attempt: int,
+              **extra: Any) -> None:
+        data = {"topic": event.topic, "event_id": event.id, "subscriber": subscriber}
+        data.update(extra)
+        self._observe.emit(ExecEvent(kind, self._clock.time(), None, subscriber,  # type: ignore
+                                     attempt, data))
+
+    # provided by EventBroker
+    def _targets(self, event: Event) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _route(self, event: Event, targets: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _log_failure(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        _log.error("event store bookkeeping write failed", exc_info=fut.exception())
