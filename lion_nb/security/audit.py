@@ -66,17 +66,25 @@ class AuditLog:
     A listener that raises is logged and never breaks the decision it reports.
     """
 
-    __slots__ = ("_records", "_listeners", "limit")
+    __slots__ = ("_records", "listeners", "limit", "append")
 
     def __init__(self, limit: int | None = 100_000) -> None:
         self._records: collections.deque[AuditRecord] = collections.deque(maxlen=limit)
-        self._listeners: tuple[AuditListener, ...] = ()
+        self.listeners: tuple[AuditListener, ...] = ()
+        """The current listeners (read-only; use add_listener / remove_listener)."""
         self.limit = limit
+        self.append = self._records.append
+        """Keep a record without notifying: for hot paths that call ``notify`` themselves."""
 
     def record(self, rec: AuditRecord) -> None:
         """Keep ``rec`` and hand it to every listener."""
         self._records.append(rec)
-        for listener in self._listeners:
+        if self.listeners:
+            self.notify(rec)
+
+    def notify(self, rec: AuditRecord) -> None:
+        """Hand ``rec`` to every listener; one that raises is logged and skipped."""
+        for listener in self.listeners:
             try:
                 listener(rec)
             except Exception:  # an observer's bug must not turn a check into a crash
@@ -86,12 +94,12 @@ class AuditLog:
         """Call ``callback(record)`` for every new record; returns a remover."""
         if not callable(callback):
             raise TypeError(f"audit listener must be callable, not {callback!r}")
-        self._listeners = self._listeners + (callback,)
+        self.listeners = self.listeners + (callback,)
         return lambda: self.remove_listener(callback)
 
     def remove_listener(self, callback: AuditListener) -> None:
         """Stop calling ``callback`` (idempotent)."""
-        self._listeners = tuple(cb for cb in self._listeners if cb is not callback)
+        self.listeners = tuple(cb for cb in self.listeners if cb is not callback)
 
     def records(self) -> list[AuditRecord]:
         """A snapshot list of the kept records, oldest first."""

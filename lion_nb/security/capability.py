@@ -188,8 +188,8 @@ class Capability:
 
     def __repr__(self) -> str:
         extra = f", constraints={dict(self.constraints)!r}" if self.constraints else ""
-        return (f"Capability({self.resource!r}, {set(sorted(self.actions))!r}, "
-                f"scope={self.scope!r}{extra})")
+        actions = "{" + ", ".join(repr(a) for a in sorted(self.actions)) + "}"  # stable order
+        return f"Capability({self.resource!r}, {actions}, scope={self.scope!r}{extra})"
 
 
 @dataclass(frozen=True)

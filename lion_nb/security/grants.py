@@ -29,6 +29,9 @@ __all__ = ["GrantSet"]
 _MAX_HITS = 4096
 
 
+_new_record = tuple.__new__  # builds an AuditRecord without the Python-level __new__ frame
+
+
 class _Grant(NamedTuple):
     token: Token
     capability: Capability
@@ -36,17 +39,27 @@ class _Grant(NamedTuple):
     holder: str | None
 
 
+class _Hit(NamedTuple):
+    expires_at: float | None
+    token_id: str
+    text: str
+    holder: str | None
+    grant: _Grant
+
+
 class GrantSet:
     """Tokens granted to one instance; made by ``Authority.grant``, not directly."""
 
-    __slots__ = ("_authority", "_log", "_clock", "instance_id", "holder", "_grants",
-                 "_lost", "_hits", "_epoch")
+    __slots__ = ("_authority", "_log", "_append", "_clock", "_time", "instance_id", "holder",
+                 "_grants", "_lost", "_hits", "_epoch")
 
     def __init__(self, authority: "Authority", instance_id: str, tokens: Iterable[Token], *,
                  holder: str | None = None) -> None:
         self._authority = authority
         self._log = authority._log
+        self._append = authority._log.append  # bound once: check() is on the dispatch path
         self._clock = authority.clock
+        self._time = authority.clock.time
         self.instance_id = instance_id
         """The workflow instance these grants belong to."""
         self.holder = holder
@@ -55,8 +68,8 @@ class GrantSet:
                              for t in tokens)
         # token id -> the capability it held, once revoked: deny messages then say why.
         self._lost: dict[str, Capability] = {}
-        # requirement (as passed) -> (covering grant, requirement text): the cached path.
-        self._hits: dict[object, tuple[_Grant, str]] = {}
+        # requirement (as passed) -> what an allowed check needs, flat for speed.
+        self._hits: dict[object, _Hit] = {}
         self._epoch = authority._epoch
 
     # --- checks -------------------------------------------------------------
@@ -67,7 +80,20 @@ class GrantSet:
         Raises CapabilityDeniedError naming the node and the missing capability,
         or RequirementError if the requirement does not parse. Audited either way.
         """
-        self._check(requirement, node)
+        # The cached path of _check, inlined: this runs at every node dispatch.
+        if self._epoch != self._authority._epoch:
+            self._refresh()
+        hit = self._hits.get(requirement)
+        if hit is not None:
+            now = self._time()
+            if hit.expires_at is None or now < hit.expires_at:
+                rec = _new_record(AuditRecord, (now, "check", "allow", hit.token_id, hit.text,
+                                                node, self.instance_id, hit.holder, None))
+                self._append(rec)
+                if self._log.listeners:
+                    self._log.notify(rec)
+                return
+        self._check_slow(requirement, node, self._time())
 
     def allows(self, requirement: Requirement | str, *, node: str | None = None) -> bool:
         """Like :meth:`check` but answers True or False (still audited)."""
@@ -85,13 +111,11 @@ class GrantSet:
         if self._epoch != self._authority._epoch:
             self._refresh()
         hit = self._hits.get(requirement)
-        now = self._clock.time()
-        if hit is not None:
-            grant, text = hit
-            if grant.expires_at is None or now < grant.expires_at:
-                self._log.record(AuditRecord(now, "check", "allow", grant.token.token_id, text,
-                                             node, self.instance_id, grant.holder, None))
-                return grant
+        now = self._time()
+        if hit is not None and (hit.expires_at is None or now < hit.expires_at):
+            self._log.record(AuditRecord(now, "check", "allow", hit.token_id, hit.text,
+                                         node, self.instance_id, hit.holder, None))
+            return hit.grant
         return self._check_slow(requirement, node, now)
 
     def _check_slow(self, requirement: Requirement | str, node: str | None,
@@ -110,7 +134,8 @@ class GrantSet:
                     continue
                 if len(self._hits) >= _MAX_HITS:
                     self._hits.clear()  # resource_for may pass endless distinct scopes
-                self._hits[requirement] = (grant, text)
+                self._hits[requirement] = _Hit(grant.expires_at, grant.token.token_id, text,
+                                               grant.holder, grant)
                 self._log.record(AuditRecord(now, "check", "allow", grant.token.token_id, text,
                                              node, self.instance_id, grant.holder, None))
                 return grant
