@@ -45,7 +45,8 @@ def _check_segments(text: object, *, wildcards: bool, system: bool) -> list[str]
             continue
         if wildcards and seg == ">":
             if i != len(segments) - 1:
-                raise TopicError(f"'>' may only be the last segment of pattern {text!r}", topic=text)
+                raise TopicError(f"'>' may only be the last segment of pattern {text!r}",
+                                 topic=text)
             continue
         if i == 0 and seg.startswith("$"):
             if not system:

@@ -240,3 +240,6 @@ class InMemoryEventStore(EventStore):
     def __len__(self) -> int:
         return len(self._events)
 
+    def __bool__(self) -> bool:  # an empty store is still a store (`store or default`)
+        return True
+
