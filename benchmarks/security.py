@@ -79,19 +79,15 @@ def main() -> None:
         for _ in range(k):
             authority.verify(text)
 
+    # One caveat deep, like a granted (instance-bound) token.
     texts = [authority.mint("db:read").attenuate(scope="orders/1").serialize()
              for _ in range(2_000)]
-    fresh = Authority.generate()  # a different key: uncached verify should fail fast...
-    del fresh
-    verifier = [authority]
 
     def verify_full(k: int) -> None:
-        auth = verifier[0]
-        auth._cache.clear()  # every verify parses and checks the HMAC chain again
         for i in range(k):
-            auth.verify(texts[i % len(texts)])
-            if i % len(texts) == len(texts) - 1:
-                auth._cache.clear()
+            if i % len(texts) == 0:
+                authority._cache.clear()  # so every verify parses and checks the HMAC chain
+            authority.verify(texts[i % len(texts)])
 
     def mint(k: int) -> None:
         for _ in range(k):

@@ -367,3 +367,25 @@ def test_audit_records_convert_to_dicts_for_tables(grants, authority):
     assert set(row) == {"time", "action", "decision", "token_id", "capability", "node",
                         "instance_id", "holder", "reason"}
     assert row["holder"] == "etl"
+
+
+def test_a_grantset_cannot_be_built_around_unverified_tokens(authority, db_write):
+    from lion_nb.security import GrantSet
+    parsed = Token.parse(db_write.serialize())
+    with pytest.raises(TokenError, match="use authority.grant"):
+        GrantSet(authority, "inst-1", [parsed])
+    with pytest.raises(TokenError, match="use authority.grant"):
+        GrantSet(authority, "inst-1", [db_write])  # verified, but not bound to the instance
+
+
+def test_public_names_are_exactly_the_exports():
+    import lion_nb.security as security
+    from lion_nb.security import audit, authority, capability, ceiling, grants, resources
+    from lion_nb.security import scope, token
+    for module in (audit, authority, capability, ceiling, grants, resources, scope, token):
+        public = {name for name, value in vars(module).items()
+                  if not name.startswith("_") and getattr(value, "__module__", None)
+                  == module.__name__}
+        assert public <= set(module.__all__), module.__name__
+    for name in security.__all__:
+        assert getattr(security, name).__doc__, name

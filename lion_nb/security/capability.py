@@ -32,6 +32,7 @@ DEFAULT_ACTIONS = frozenset(
 """The action vocabulary every process knows. Actions do not imply each other."""
 
 ConstraintValue = Union[str, int, float, bool]
+"""What a constraint may hold: JSON scalars, because constraints travel inside tokens."""
 
 _ACTION_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}\Z")
 _RESOURCE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")

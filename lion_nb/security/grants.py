@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from lion_nb.errors import CapabilityDeniedError, RequirementError
+from lion_nb.errors import CapabilityDeniedError, RequirementError, TokenError
 from lion_nb.security.audit import AuditRecord
 from lion_nb.security.capability import Capability, Requirement, _check_action
 from lion_nb.security.scope import scope_covers, validate_scope
@@ -64,6 +64,14 @@ class GrantSet:
         """The workflow instance these grants belong to."""
         self.holder = holder
         """Who they were granted for, if named."""
+        tokens = tuple(tokens)
+        for t in tokens:
+            # Only tokens this authority made or verified carry it, so a GrantSet built
+            # by hand around a parsed (unverified) or unbound token is refused.
+            if not isinstance(t, Token) or t._authority is not authority \
+                    or t.instance_id != instance_id:
+                raise TokenError("a GrantSet holds only tokens that Authority.grant verified "
+                                 f"and bound to {instance_id!r}; use authority.grant(...)")
         self._grants = tuple(_Grant(t, t.capability, t.expires_at, holder or t.holder)
                              for t in tokens)
         # token id -> the capability it held, once revoked: deny messages then say why.

@@ -26,7 +26,7 @@ import re
 
 from lion_nb.errors import CapabilityError
 
-__all__ = ["WHOLE", "validate_scope", "scope_covers", "scope_matches"]
+__all__ = ["WHOLE", "validate_scope", "scope_covers"]
 
 WHOLE = "*"
 """The scope of a whole resource (the default)."""
@@ -97,8 +97,3 @@ def scope_covers(outer: str, inner: str) -> bool:
         return _segment_covers(seg, b[j]) and cover(i + 1, j + 1)
 
     return cover(0, 0)
-
-
-def scope_matches(pattern: str, path: str) -> bool:
-    """True if the concrete ``path`` lies inside ``pattern``."""
-    return scope_covers(pattern, path)
