@@ -389,3 +389,8 @@ def test_public_names_are_exactly_the_exports():
         assert public <= set(module.__all__), module.__name__
     for name in security.__all__:
         assert getattr(security, name).__doc__, name
+
+
+def test_check_rejects_non_string_requirements_as_requirement_errors(grants):
+    with pytest.raises(RequirementError, match="must be a string"):
+        grants.check(["db:read"], node="n")  # type: ignore[arg-type]

@@ -91,7 +91,10 @@ class GrantSet:
         # The cached path of _check, inlined: this runs at every node dispatch.
         if self._epoch != self._authority._epoch:
             self._refresh()
-        hit = self._hits.get(requirement)
+        try:
+            hit = self._hits.get(requirement)
+        except TypeError:  # unhashable: the slow path says why it is not a requirement
+            hit = None
         if hit is not None:
             now = self._time()
             if hit.expires_at is None or now < hit.expires_at:
@@ -118,7 +121,10 @@ class GrantSet:
     def _check(self, requirement: Requirement | str, node: str | None) -> _Grant:
         if self._epoch != self._authority._epoch:
             self._refresh()
-        hit = self._hits.get(requirement)
+        try:
+            hit = self._hits.get(requirement)
+        except TypeError:
+            hit = None
         now = self._time()
         if hit is not None and (hit.expires_at is None or now < hit.expires_at):
             self._log.record(AuditRecord(now, "check", "allow", hit.token_id, hit.text,
