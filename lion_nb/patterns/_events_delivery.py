@@ -159,7 +159,8 @@ class DeliveryMixin:
             self._retry(sub, p, ack.error, ack.delay, "failure")
 
     def _stale_reason(self, ack: EventAck, p: Pending, member: Member) -> str:
-        where = {READY: "waiting to be redelivered", DELAYED: "waiting out a retry delay",
+        where = {READY: "waiting to be redelivered" if p.attempts else "not delivered yet",
+                 DELAYED: "waiting out a retry delay",
                  FINISHING: "being acknowledged"}.get(p.state)
         if where is None and p.member is not member:
             where = f"in flight to {p.member.id if p.member else None!r}"
