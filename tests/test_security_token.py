@@ -49,7 +49,7 @@ def test_mint_accepts_a_capability_string(authority):
     assert str(authority.mint("db:read:orders/*").capability) == "db:read:orders/*"
 
 
-@pytest.mark.parametrize("expires_in", [0, -1, "10", True, float("nan")])
+@pytest.mark.parametrize("expires_in", [0, -1, "10", True, float("nan"), float("inf")])
 def test_mint_rejects_non_positive_or_non_numeric_expiry(authority, expires_in):
     with pytest.raises(CapabilityError, match="expires_in"):
         authority.mint("db:read", expires_in=expires_in)
@@ -166,6 +166,17 @@ def test_parse_rejects_a_widening_caveat_even_if_chained_correctly(token):
     b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
     with pytest.raises(TokenError, match="widens"):
         Token.parse(".".join([*parts, b64(raw), b64(sig)]))
+
+
+@pytest.mark.parametrize("exp", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_caveat_cannot_make_a_token_immortal_with_a_non_finite_expiry(authority, token, exp):
+    import hmac
+    raw = ('{"exp":%s,"id":"evil"}' % exp).encode()
+    sig = hmac.digest(token._signature, raw, "sha256")
+    parts = token.serialize().split(".")[:-1]
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    with pytest.raises(TokenError, match="not JSON|finite"):
+        authority.verify(".".join([*parts, b64(raw), b64(sig)]))
 
 
 # --- properties --------------------------------------------------------------

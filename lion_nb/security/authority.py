@@ -14,6 +14,7 @@ dictionary lookup; expiry and revocation are still applied on every use
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 from collections.abc import Iterable
@@ -91,7 +92,7 @@ class Authority:
             ident["c"] = dict(cap.constraints)
         if expires_in is not None:
             if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) \
-                    or not expires_in > 0:
+                    or not 0 < expires_in < math.inf:
                 raise CapabilityError(f"expires_in must be a positive number of seconds, "
                                       f"not {expires_in!r}", capability=str(cap))
             ident["exp"] = now + expires_in

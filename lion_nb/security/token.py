@@ -28,6 +28,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -97,9 +98,15 @@ def _canonical(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _no_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity by default; an expiry of NaN would never
+    # compare as passed, so a holder could append one and make a token immortal.
+    raise ValueError(f"{name} is not allowed")
+
+
 def _load(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(raw)
+        obj = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError):
         raise TokenError(f"token {what} is not JSON") from None
     if not isinstance(obj, dict):
@@ -111,8 +118,9 @@ def _number(obj: Mapping[str, Any], key: str, what: str) -> float | None:
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TokenError(f"token {what}: {key!r} must be a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise TokenError(f"token {what}: {key!r} must be a finite number")
     return float(value)
 
 
@@ -266,7 +274,7 @@ class Token:
             caveat["c"] = dict(cap.constraints)
         if expires_in is not None:
             if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) \
-                    or not expires_in > 0:
+                    or not 0 < expires_in < math.inf:
                 raise CapabilityError(f"expires_in must be a positive number of seconds, "
                                       f"not {expires_in!r}", capability=str(self.capability))
             clock = clock or (self._authority.clock if self._authority else SYSTEM_CLOCK)
