@@ -27,7 +27,6 @@ data. Readers take the shared lock, so no reader sees half a batch.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import hashlib
 import os
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import CheckpointCorruptError, LeaseError, StorageError
+from ._worker import Worker
 from .records import DEFAULT_CODEC, RecordCodec
 from .storage import Record, Storage
 
@@ -92,7 +92,9 @@ class FileStorage(Storage):
         self.codec = codec or DEFAULT_CODEC
         #: Tests set this to a callable that raises at a named step to simulate a crash.
         self.step_hook: Callable[[str], None] | None = None
-        self._mutex = threading.Lock()  # flock does not exclude threads sharing one fd
+        # One I/O thread runs the calls, but close() and tests may come from others,
+        # and flock does not exclude threads sharing one descriptor.
+        self._mutex = threading.Lock()
         self._opened = False  # temp files of crashed writers are dropped on first use
         self._closed = False
         try:
@@ -103,12 +105,13 @@ class FileStorage(Storage):
                                f"usable: {exc.strerror or exc}", key=None,
                                path=str(self.directory)) from exc
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
+        self._worker = Worker(f"lion-files {self.directory}")
         self._journal = self.directory / _JOURNAL
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self.directory)!r})"
 
-    # --- the async interface: every call runs in a worker thread -------------
+    # --- the async interface: every call runs on the storage's own thread ------
 
     async def put_many(self, items: Sequence[tuple[str, Record]], *,
                        deletes: Iterable[str] = (),
@@ -117,25 +120,33 @@ class FileStorage(Storage):
         # Encode on the caller's side: bad records fail before any I/O.
         puts = {k: self.codec.encode(k, v) for k, v in items}
         dels = [k for k in deletes if k not in puts]
-        await asyncio.to_thread(self._locked, fcntl.LOCK_EX, self._put_many_sync,
-                                puts, dels, fence)
+        await self._call(fcntl.LOCK_EX, self._put_many_sync, puts, dels, fence)
 
     async def get(self, key: str) -> Record | None:
         """The record at ``key`` (verified and migrated), or None."""
-        raw = await asyncio.to_thread(self._locked, fcntl.LOCK_SH, self._read, key)
+        raw = await self._call(fcntl.LOCK_SH, self._read, key)
         return None if raw is None else self._decode(raw, key)
 
     async def keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that start with ``prefix``."""
-        return await asyncio.to_thread(self._locked, fcntl.LOCK_SH, self._keys_sync, prefix)
+        return await self._call(fcntl.LOCK_SH, self._keys_sync, prefix)
 
     async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
         """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
-        await asyncio.to_thread(self._locked, fcntl.LOCK_EX, self._lease_sync,
-                                key, owner, ttl, now)
+        await self._call(fcntl.LOCK_EX, self._lease_sync, key, owner, ttl, now)
+
+    async def _call(self, mode: int, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._closed:
+            raise StorageError(f"{self!r} is closed", key=None, path=str(self.directory))
+        return await self._worker.call(self._locked, mode, fn, *args)
 
     async def close(self) -> None:
-        """Close the lock and directory descriptors."""
+        """Close the lock and directory descriptors and stop the I/O thread."""
+        if not self._closed:
+            await self._worker.call(self._close_sync)  # after calls already queued
+            self._worker.stop()
+
+    def _close_sync(self) -> None:
         with self._mutex:
             if not self._closed:
                 self._closed = True

@@ -1,7 +1,7 @@
 """SqliteStorage: the durable embedded default. One table, one transaction per commit.
 
 Records are checksummed envelopes (records.py) in ``lion_records(key, body)``.
-The connection lives on one dedicated worker thread, so the event loop never
+The connection lives on one dedicated thread (_worker.py), so the event loop never
 blocks on SQLite and SQLite only ever sees one thread. WAL mode, and
 ``synchronous=FULL`` by default: a ``put_many`` that returned survives power
 loss. Leases are rows of the same table, so a fenced ``put_many`` checks its
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import LeaseError, StorageError
+from ._worker import Worker
 from .records import DEFAULT_CODEC, RecordCodec
 from .storage import Record, Storage
 
@@ -69,8 +69,12 @@ class SqliteStorage(Storage):
         self._pending: list[tuple[_Batch, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="lion-sqlite")
-        self._conn = self._thread.submit(self._connect, synchronous.upper()).result()
+        self._worker = Worker(f"lion-sqlite {self.path}")
+        try:
+            self._conn = self._worker.call_sync(self._connect, synchronous.upper())
+        except BaseException:
+            self._worker.stop()
+            raise
         self.durable = self.path != ":memory:"
 
     def __repr__(self) -> str:
@@ -98,7 +102,7 @@ class SqliteStorage(Storage):
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._closed:
             raise StorageError(f"{self!r} is closed", key=None, path=self.path)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return await self._worker.call(fn, *args)
 
     # --- the async interface ------------------------------------------------------
 
@@ -139,8 +143,8 @@ class SqliteStorage(Storage):
         if self._flusher is not None and not self._flusher.done():
             await self._flusher
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
-        self._thread.shutdown(wait=False)
+        await self._worker.call(self._conn.close)
+        self._worker.stop()
 
     # --- group commit ---------------------------------------------------------------
 
