@@ -150,15 +150,16 @@ def test_subscriber_killed_with_sigkill_loses_no_acked_event(tmp_path):
     child = subprocess.Popen([sys.executable, str(CHILD), str(db), str(n)],
                              stdout=subprocess.PIPE, text=True, env=env)
     published, acking, acked = [], set(), set()
+    record = {"published": published.append, "acking": acking.add, "acked": acked.add}
     try:
         assert child.stdout is not None
-        for line in child.stdout:
+        killed = False
+        for line in child.stdout:   # after the kill, read what was already written
             word, event_id = line.split()
-            {"published": published.append, "acking": acking.add, "acked": acked.add}[word](
-                event_id)
-            if len(acked) == 20:
+            record[word](event_id)
+            if len(acked) == 20 and not killed:
                 child.send_signal(signal.SIGKILL)  # mid-stream: acks are still in flight
-                break
+                killed = True
     finally:
         child.kill()
         child.wait()

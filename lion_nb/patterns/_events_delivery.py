@@ -37,6 +37,7 @@ class DeliveryMixin:
     _observe: ObserveStream | None
     _store: EventStore
     _immediate: bool
+    _tracks: bool
     _closed: bool
     _subs: dict[str, Subscription]
     _members: dict[str, Member]
@@ -123,7 +124,8 @@ class DeliveryMixin:
 
     # -- acks -------------------------------------------------------------------
 
-    async def _ack(self, ack: EventAck, member: Member | None = None) -> None:
+    def _check_ack(self, ack: EventAck, member: Member | None) -> tuple[Subscription, Pending]:
+        """The delivery ``ack`` refers to, or AckError naming why it cannot apply."""
         if self._closed:
             raise BrokerClosedError("broker is closed; acks are no longer accepted",
                                     subscriber=getattr(ack, "subscriber", None))
@@ -149,14 +151,82 @@ class DeliveryMixin:
         if p.state != INFLIGHT or p.member is not member or (
                 ack.attempt is not None and ack.attempt != p.attempts):
             raise AckError(self._stale_reason(ack, p, member), event_id=eid, subscriber=sid)
-        if ack.ok:
-            await self._ack_success(sub, p, ack)
-        else:
-            self._n_failed += 1
-            if self._history is not None:
-                self._history.append((self._clock.time(), "failed", p.event.topic, eid,
-                                      sid, p.attempts, ack.error))
-            self._retry(sub, p, ack.error, ack.delay, "failure")
+        if ack.effects is not None and not sub.exactly_once:
+            raise AckError(f"ack effects need an exactly-once subscription; {sub.name!r} is "
+                           f"{sub.mode.value}", event_id=eid, subscriber=sid)
+        return sub, p
+
+    async def _ack(self, ack: EventAck, member: Member | None = None) -> None:
+        # Fast path: the common valid ack on its own channel; anything unusual
+        # goes through _check_ack, which raises the precise error.
+        sub = member.sub if member is not None else None
+        p = sub.pending.get(ack.event_id) if sub is not None and type(ack) is EventAck else None
+        if (p is None or self._closed or member.closed or p.state != INFLIGHT  # type: ignore
+                or p.member is not member or ack.subscriber != member.id  # type: ignore
+                or (ack.attempt is not None and ack.attempt != p.attempts)
+                or (ack.effects is not None and not sub.exactly_once)):  # type: ignore
+            sub, p = self._check_ack(ack, member)
+        if not ack.ok:
+            self._fail(sub, p, ack)
+            return
+        offset = p.event.offset
+        update = ((sub.name, offset, ACKED, p.attempts, None),)
+        fx = ((sub.name, offset, ack.effects or {}),) if sub.exactly_once else ()
+        # Out of inflight first, so the timer cannot redeliver while the store writes.
+        del sub.inflight[p.event.id]
+        p.state = FINISHING
+        if self._tracks or fx:
+            try:
+                result = self._store.write((), update, fx)
+                if not self._immediate:
+                    await result
+            except BaseException:
+                self._unfinish(sub, p)
+                raise
+        self._acked(sub, p, ack.subscriber)
+
+    async def _ack_many(self, acks: Any, member: Member | None = None) -> None:
+        """Apply several acks with one store write; all are checked before any applies."""
+        checked = []
+        seen: set[int] = set()
+        for ack in acks:
+            sub, p = self._check_ack(ack, member)
+            if id(p) in seen:
+                raise AckError(f"two acks for event {ack.event_id!r} in one batch",
+                               event_id=ack.event_id, subscriber=ack.subscriber)
+            seen.add(id(p))
+            checked.append((ack, sub, p))
+        done = [(a, s, p) for a, s, p in checked if a.ok]
+        updates = [(s.name, p.event.offset, ACKED, p.attempts, None) for _, s, p in done]
+        fx = [(s.name, p.event.offset, a.effects or {}) for a, s, p in done if s.exactly_once]
+        for _, s, p in done:
+            del s.inflight[p.event.id]
+            p.state = FINISHING
+        try:
+            result = self._store.write((), updates, fx)
+            if not self._immediate:
+                await result
+        except BaseException:
+            for _, s, p in done:
+                self._unfinish(s, p)
+            raise
+        for a, s, p in checked:
+            if a.ok:
+                self._acked(s, p, a.subscriber)
+            else:
+                self._fail(s, p, a)
+
+    def _unfinish(self, sub: Subscription, p: Pending) -> None:
+        """The ack did not become durable: deliver again rather than lose the event."""
+        if not self._closed and not sub.closed:
+            sub.put(p)
+
+    def _fail(self, sub: Subscription, p: Pending, ack: EventAck) -> None:
+        self._n_failed += 1
+        if self._history is not None:
+            self._history.append((self._clock.time(), "failed", p.event.topic, ack.event_id,
+                                  ack.subscriber, p.attempts, ack.error))
+        self._retry(sub, p, ack.error, ack.delay, "failure")
 
     def _stale_reason(self, ack: EventAck, p: Pending, member: Member) -> str:
         where = {READY: "waiting to be redelivered" if p.attempts else "not delivered yet",
@@ -170,35 +240,18 @@ class DeliveryMixin:
         return (f"stale ack from subscriber {ack.subscriber!r} for event {ack.event_id!r} "
                 f"({attempt}); the event is now {where}")
 
-    async def _ack_success(self, sub: Subscription, p: Pending, ack: EventAck) -> None:
+    def _acked(self, sub: Subscription, p: Pending, subscriber: str) -> None:
         event = p.event
-        effects = ack.effects
-        if effects is not None and not sub.exactly_once:
-            raise AckError(f"ack effects need an exactly-once subscription; {sub.name!r} is "
-                           f"{sub.mode.value}", event_id=event.id, subscriber=ack.subscriber)
-        update = ((sub.name, event.offset, ACKED, p.attempts, None),)
-        fx = ((sub.name, event.offset, effects or {}),) if sub.exactly_once else ()
-        # Out of inflight first, so the timer cannot redeliver while the store writes.
-        sub.inflight.pop(event.id, None)
-        p.state = FINISHING
-        try:
-            result = self._store.write((), update, fx)
-            if not self._immediate:
-                await result
-        except BaseException:
-            if not self._closed and not sub.closed:
-                sub.put(p)  # the ack is not durable: deliver again rather than lose it
-            raise
         del sub.pending[event.id]
         self._n_acked += 1
         if self._space_waiters:
             self._wake_publishers()
         if self._history is not None:
             self._history.append((self._clock.time(), "acked", event.topic, event.id,
-                                  ack.subscriber, p.attempts, None))
+                                  subscriber, p.attempts, None))
         obs = self._observe
         if obs is not None and obs.active:
-            self._emit(EventKind.EVENT_ACKED, event, ack.subscriber, p.attempts)
+            self._emit(EventKind.EVENT_ACKED, event, subscriber, p.attempts)
 
     def _finish_processed(self, sub: Subscription, p: Pending) -> None:
         """Exactly-once: the effect committed but no ack came; finish without redelivery."""
@@ -293,7 +346,7 @@ class DeliveryMixin:
 
     def _write_bg(self, appends: Any, updates: Any) -> None:
         """A store write nobody waits for (bookkeeping); failures are logged."""
-        if self._closed and not self._immediate:
+        if not self._tracks or (self._closed and not self._immediate):
             return
         result = self._store.write(appends, updates)
         if not self._immediate:

@@ -21,7 +21,7 @@ class PublishMixin:
 
     _config: EventBrokerConfig
     _subs: dict[str, Subscription]
-    _routes: dict[str, tuple[tuple[Subscription, ...], bool]]
+    _routes: dict[str, tuple[tuple[Subscription, ...], bool, list[str]]]
     _valid_topics: set[str]
     _keys: dict[str, tuple[str, float]]
 
@@ -34,15 +34,17 @@ class PublishMixin:
 
     def _targets(self, event: Event) -> Sequence[Subscription]:
         """Subscriptions that take ``event``: pattern match, then each filter."""
-        topic = event.topic
-        route = self._routes.get(topic)
-        if route is None:
-            subs = tuple(s for s in self._subs.values() if s.pattern.matches(topic))
-            route = self._routes[topic] = (subs, any(s.filter is not None for s in subs))
-        subs, filtered = route
-        if not filtered:
-            return subs
-        return [s for s in subs if s.filter is None or self._passes(s, event)]
+        route = self._routes.get(event.topic) or self._new_route(event.topic)
+        if not route[1]:
+            return route[0]
+        return [s for s in route[0] if s.filter is None or self._passes(s, event)]
+
+    def _new_route(self, topic: str) -> tuple[tuple[Subscription, ...], bool, list[str]]:
+        """Cache which subscriptions a topic reaches (cleared on every (un)subscribe)."""
+        subs = tuple(s for s in self._subs.values() if s.pattern.matches(topic))
+        route = (subs, any(s.filter is not None for s in subs), [s.name for s in subs])
+        self._routes[topic] = route
+        return route
 
     def _passes(self, sub: Subscription, event: Event) -> bool:
         try:
@@ -100,9 +102,15 @@ class PublishMixin:
                 self._n_duplicates += 1
                 return first
         while True:
-            targets = self._targets(event)
+            route = self._routes.get(topic) or self._new_route(topic)
+            if route[1]:
+                targets = self._targets(event)
+                names = [s.name for s in targets]
+            else:
+                targets, _, names = route
             for sub in targets:
-                if not sub.room(1):
+                used = len(sub.pending) + sub.reserved   # inlined Subscription.room(1)
+                if used and used >= sub.max_pending:
                     break
             else:
                 break
@@ -115,7 +123,7 @@ class PublishMixin:
             self._keys[key] = (event.id, event.timestamp)  # before any await: concurrent retries
         try:
             if self._immediate:
-                offset = self._store.write(((event, [s.name for s in targets]),))[0][0]
+                offset = self._store.write(((event, names),))[0][0]
             else:
                 offset = await self._write_reserved(((event, targets),))
         except BaseException:

@@ -151,8 +151,9 @@ class SubscribeMixin:
                   and (sub.filter is None or self._passes(sub, e))]
         if not chosen:
             return
-        await resolve(self._store.write(
-            (), [(sub.name, e.offset, PENDING, 0, None) for e in chosen]))
+        if self._store.tracks_deliveries:
+            await resolve(self._store.write(
+                (), [(sub.name, e.offset, PENDING, 0, None) for e in chosen]))
         # Older than anything routed live meanwhile, so they go to the front.
         for event in reversed(chosen):
             p = Pending(event)

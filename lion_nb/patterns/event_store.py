@@ -76,6 +76,8 @@ class EventStore(ABC):
 
     durable: bool = False
     immediate: bool = False
+    #: False when the store keeps no delivery state (acks and retries need no write).
+    tracks_deliveries: bool = True
 
     @abstractmethod
     def write(self, appends: Sequence[Append] = (), updates: Sequence[Update] = (),
@@ -127,75 +129,65 @@ def _apply_effects(state: dict[str, Any], effects: Effects) -> dict[str, Any]:
 
 
 class InMemoryEventStore(EventStore):
-    """Keeps everything in this process (the seed's ``InMemoryEventStore``).
+    """Keeps the log and exactly-once state in this process (the seed's ``InMemoryEventStore``).
 
-    Not durable, but a second broker given the same store object resumes
-    exactly as it would from SQLite, which keeps both paths honest in tests.
-    Finished deliveries are forgotten; the event log is kept for replay.
+    Not durable, and it does not track deliveries: the broker's own memory
+    already holds them, and skipping a second copy halves the cost of a
+    publish-deliver-ack round trip. So a new broker given the same store can
+    replay the log but starts with no subscriptions. Use
+    :class:`~lion_nb.patterns.SqliteEventStore` to survive restarts.
     """
 
     immediate = True
+    tracks_deliveries = False
 
     def __init__(self) -> None:
         self._events: dict[int, Event] = {}
         self._ids: dict[str, int] = {}
         self._last = 0
-        self._consumers: dict[str, ConsumerRecord] = {}
-        # consumer -> offset -> [attempts, last_error, processed]
-        self._pending: dict[str, dict[int, list[Any]]] = {}
         self._state: dict[str, dict[str, Any]] = {}
+        # (consumer, offset) whose effect is committed and whose ack has not come yet
+        self._processed: set[tuple[str, int]] = set()
 
     def write(self, appends: Sequence[Append] = (), updates: Sequence[Update] = (),
               effects: Sequence[EffectRow] = ()) -> tuple[list[int | None], list[bool]]:
-        """Apply one change at once (see :meth:`EventStore.write`)."""
+        """Apply one change at once (see :meth:`EventStore.write`).
+
+        The broker only sends effect rows for deliveries it holds as pending,
+        so "not yet processed" is all this store has to check.
+        """
         applied: list[bool] = []
         if effects:
             staged: dict[str, dict[str, Any]] = {}
             marks = []
             for consumer, offset, fx in effects:
-                row = self._pending.get(consumer, {}).get(offset)
-                if row is None or row[2]:
+                if (consumer, offset) in self._processed:
                     applied.append(False)
                     continue
                 base = staged.get(consumer, self._state.get(consumer, {}))
                 staged[consumer] = _apply_effects(base, fx)  # may raise: nothing changed yet
-                marks.append(row)
+                marks.append((consumer, offset))
                 applied.append(True)
             self._state.update(staged)
-            for row in marks:
-                row[2] = True
+            self._processed.update(marks)
         offsets: list[int | None] = []
-        for event, consumers in appends:
+        for event, _consumers in appends:
             if event.id in self._ids:
                 offsets.append(None)
                 continue
-            self._last += 1
-            offset = self._last
+            self._last = offset = self._last + 1
             event.offset = offset
             self._events[offset] = event
             self._ids[event.id] = offset
-            for name in consumers:
-                self._pending.setdefault(name, {})[offset] = [0, None, False]
             offsets.append(offset)
-        for consumer, offset, status, attempts, error in updates:
-            rows = self._pending.setdefault(consumer, {})
-            if status == PENDING:
-                row = rows.get(offset)
-                if row is None:
-                    rows[offset] = [attempts, error, False]
-                else:
-                    row[0], row[1] = attempts, error
-            else:
-                rows.pop(offset, None)
+        if self._processed:
+            for consumer, offset, status, _attempts, _error in updates:
+                if status != PENDING:
+                    self._processed.discard((consumer, offset))
         return offsets, applied
 
     def load(self, keys_since: float) -> StoreSnapshot:
-        """Consumers, their unfinished deliveries and recent idempotency keys."""
-        pending = {
-            name: [PendingRecord(self._events[off], row[0], row[1], row[2])
-                   for off, row in sorted(rows.items())]
-            for name, rows in self._pending.items() if name in self._consumers
-        }
+        """No consumers or deliveries (not tracked); recent idempotency keys from the log."""
         keys = []
         for event in reversed(self._events.values()):
             if (event.timestamp or 0.0) < keys_since:
@@ -203,18 +195,15 @@ class InMemoryEventStore(EventStore):
             if event.idempotency_key is not None:
                 keys.append((event.idempotency_key, event.id, event.timestamp or 0.0))
         keys.reverse()
-        return StoreSnapshot(list(self._consumers.values()), pending, keys, self._last)
+        return StoreSnapshot([], {}, keys, self._last)
 
     def register_consumer(self, record: ConsumerRecord) -> None:
-        """Create or update a consumer's registration."""
-        self._consumers[record.name] = record
-        self._pending.setdefault(record.name, {})
+        """Nothing to do: consumers live only in the broker."""
 
     def drop_consumer(self, name: str) -> None:
-        """Forget a consumer entirely."""
-        self._consumers.pop(name, None)
-        self._pending.pop(name, None)
+        """Forget a consumer's exactly-once state."""
         self._state.pop(name, None)
+        self._processed = {k for k in self._processed if k[0] != name}
 
     def read(self, from_offset: int | None = None, since: float | None = None,
              limit: int | None = None) -> list[Event]:

@@ -59,12 +59,13 @@ class EventBroker(PublishMixin, SubscribeMixin, DeliveryMixin):
         self._observe = observe
         self._store: EventStore = store if store is not None else InMemoryEventStore()
         self._immediate = self._store.immediate
+        self._tracks = self._store.tracks_deliveries
         self._closed = False
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._subs: dict[str, Subscription] = {}
         self._members: dict[str, Member] = {}
-        self._routes: dict[str, tuple[tuple[Subscription, ...], bool]] = {}
+        self._routes: dict[str, tuple[tuple[Subscription, ...], bool, list[str]]] = {}
         self._valid_topics: set[str] = set()
         self._keys: dict[str, tuple[str, float]] = {}   # idempotency key -> (event id, time)
         limit = self._config.history_limit
@@ -81,6 +82,7 @@ class EventBroker(PublishMixin, SubscribeMixin, DeliveryMixin):
             raise TypeError(f"expected an EventStore, got {type(store).__name__}")
         self._store = store
         self._immediate = store.immediate
+        self._tracks = store.tracks_deliveries
         return self
 
     @property

@@ -1,0 +1,187 @@
+"""Event broker overhead against the bare primitives it is built on, measured in one run.
+
+    python benchmarks/events.py [--events N] [--sqlite-events M]
+
+1. In memory: publish -> deliver -> ack per event through EventBroker, against
+   a bare asyncio.Queue hand-off with an ack queue (target: at most 4x).
+2. SQLite: the same loop with SqliteEventStore, against bare sqlite3 doing the
+   same durable work (insert the event, then mark it acked; one transaction
+   each, WAL, synchronous=FULL) (target: at most 2x). The batched rows publish
+   with publish_many (one transaction) and ack concurrently from several
+   subscribers, which the store's writer thread group-commits, against bare
+   executemany in one transaction per phase.
+
+Prints a table of microseconds per event and the ratios; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lion_nb.patterns import (  # noqa: E402
+    Event, EventAck, EventBroker, EventBrokerConfig, InMemoryEventStore, SqliteEventStore,
+)
+
+
+async def bare_queue(n: int) -> float:
+    """Publisher puts, consumer gets and acks on a second queue, publisher collects acks."""
+    events: asyncio.Queue = asyncio.Queue()
+    acks: asyncio.Queue = asyncio.Queue()
+
+    async def consumer() -> None:
+        for _ in range(n):
+            item = await events.get()
+            acks.put_nowait(item[0])
+
+    task = asyncio.ensure_future(consumer())
+    t0 = time.perf_counter()
+    for i in range(n):
+        events.put_nowait((i, {"n": i}))
+    for _ in range(n):
+        await acks.get()
+    elapsed = time.perf_counter() - t0
+    await task
+    return elapsed / n
+
+
+async def broker_round_trip(n: int, store_factory, pipelined: bool = True) -> float:
+    """publish -> recv -> ack through EventBroker, the consumer running concurrently."""
+    broker = EventBroker(EventBrokerConfig(max_pending=n + 1, history_limit=0))
+    broker.with_event_store(store_factory())
+    rx, ack_tx = await broker.subscribe("bench.event", "consumer", None)
+    done = asyncio.get_running_loop().create_future()
+
+    async def consumer() -> None:
+        for _ in range(n):
+            delivery = await rx.recv()
+            await ack_tx.send(EventAck.success(delivery.id, "consumer"))
+        done.set_result(None)
+
+    task = asyncio.ensure_future(consumer())
+    t0 = time.perf_counter()
+    if pipelined:
+        for i in range(n):
+            await broker.publish(Event("bench.event", {"n": i}))
+    else:
+        await broker.publish_many([Event("bench.event", {"n": i}) for i in range(n)])
+    await done
+    elapsed = time.perf_counter() - t0
+    await task
+    await broker.close()
+    return elapsed / n
+
+
+async def sqlite_batched(n: int, path: str, subscribers: int = 8) -> float:
+    """publish_many in one transaction, then acks from several subscribers (group commit)."""
+    broker = EventBroker(EventBrokerConfig(max_pending=n + 1, history_limit=0))
+    broker.with_event_store(SqliteEventStore(path))
+    chans = [await broker.subscribe("bench.event", f"c{i}", None, group="g")
+             for i in range(subscribers)]
+    t0 = time.perf_counter()
+    await broker.publish_many([Event("bench.event", {"n": i}) for i in range(n)])
+    remaining = [n]
+
+    async def consume(rx, ack_tx) -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            delivery = await rx.recv()
+            await ack_tx.send(EventAck.success(delivery, rx.subscriber))
+
+    await asyncio.gather(*(consume(rx, ack) for rx, ack in chans))
+    elapsed = time.perf_counter() - t0
+    await broker.close()
+    return elapsed / n
+
+
+def _bare_conn(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE ev (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, payload TEXT, "
+                 "acked INTEGER DEFAULT 0)")
+    return conn
+
+
+def bare_sqlite(n: int, path: str, batched: bool) -> float:
+    """The same durable work by hand: insert each event, then mark it acked."""
+    import json
+    conn = _bare_conn(path)
+    rows = [(f"id{i}", json.dumps({"n": i})) for i in range(n)]
+    t0 = time.perf_counter()
+    if batched:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO ev (id, payload) VALUES (?, ?)", rows)
+        conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        conn.executemany("UPDATE ev SET acked = 1 WHERE id = ?", [(r[0],) for r in rows])
+        conn.execute("COMMIT")
+    else:
+        for row in rows:
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO ev (id, payload) VALUES (?, ?)", row)
+            conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            conn.execute("UPDATE ev SET acked = 1 WHERE id = ?", (row[0],))
+            conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed / n
+
+
+def best(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` runs (the least disturbed by the machine)."""
+    return min(fn() for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--sqlite-events", type=int, default=300)
+    parser.add_argument("--batched-events", type=int, default=5_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    gc.collect()
+    gc.freeze()
+    run = asyncio.run
+    n, m, b = args.events, args.sqlite_events, args.batched_events
+    rows = []
+    q = best(lambda: run(bare_queue(n)), args.repeats)
+    mem = best(lambda: run(broker_round_trip(n, InMemoryEventStore)), args.repeats)
+    rows.append(("in memory: publish->deliver->ack", mem, "bare asyncio.Queue + ack queue", q,
+                 4.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(10**6))
+
+        def db() -> str:
+            return os.path.join(tmp, f"b{next(counter)}.db")
+
+        bare1 = best(lambda: bare_sqlite(m, db(), batched=False), args.repeats)
+        lite1 = best(lambda: run(broker_round_trip(m, lambda: SqliteEventStore(db()))),
+                     args.repeats)
+        rows.append(("sqlite: one event at a time", lite1,
+                     "bare sqlite3: insert+commit, update+commit", bare1, 2.0))
+        bareb = best(lambda: bare_sqlite(b, db(), batched=True), args.repeats)
+        liteb = best(lambda: run(sqlite_batched(b, db())), args.repeats)
+        rows.append(("sqlite: publish_many + group-committed acks", liteb,
+                     "bare sqlite3: executemany, 2 transactions", bareb, None))
+    print(f"{'lion_nb':46} {'us/event':>9}   {'bare baseline':44} {'us/event':>9} "
+          f"{'ratio':>6} {'target':>7}")
+    for name, ours, base_name, base, target in rows:
+        ratio = ours / base
+        goal = f"<= {target:g}x" if target else "-"
+        print(f"{name:46} {ours * 1e6:9.2f}   {base_name:44} {base * 1e6:9.2f} "
+              f"{ratio:5.2f}x {goal:>7}")
+
+
+if __name__ == "__main__":
+    main()
