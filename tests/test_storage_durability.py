@@ -241,3 +241,26 @@ async def test_group_commit_batches_callers_and_isolates_a_refused_fence(tmp_pat
     reopened = SqliteStorage(tmp_path / "g.db")
     assert len(await reopened.keys("k/")) == 30  # acknowledged means durable
     await reopened.close()
+
+
+# --- resources ----------------------------------------------------------------------------
+
+async def test_unclosed_storages_free_their_thread_when_collected(tmp_path):
+    import gc
+    import threading
+
+    def lion_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("lion-")]
+
+    before = len(lion_threads())
+    for i in range(5):
+        f, s = FileStorage(tmp_path / "f"), SqliteStorage(tmp_path / f"s{i}.db")
+        await f.put("a", {})
+        await s.put("a", {})
+    del f, s
+    gc.collect()
+    for _ in range(100):
+        if len(lion_threads()) <= before:
+            break
+        await asyncio.sleep(0.01)
+    assert len(lion_threads()) <= before

@@ -69,8 +69,10 @@ class Worker:
             raise value
         return value
 
-    def stop(self) -> None:
-        """Let the thread finish queued work and exit."""
+    def stop(self, last: Callable[[], Any] | None = None) -> None:
+        """Let the thread finish queued work (then ``last()``, if given) and exit."""
+        if last is not None and not self.stopped:
+            self._queue.put((None, None, last, ()))
         if not self.stopped:
             self.stopped = True
             self._queue.put(_STOP)
@@ -85,9 +87,10 @@ class Worker:
                 ok, value = True, fn(*args)
             except BaseException as exc:  # delivered to the awaiting caller
                 ok, value = False, exc
-            if loop is None:
-                continue
-            try:
-                loop.call_soon_threadsafe(_resolve, fut, ok, value)
-            except RuntimeError:  # the loop closed while we worked; nobody is waiting
-                pass
+            if loop is not None:  # call_sync and stop() jobs report on their own
+                try:
+                    loop.call_soon_threadsafe(_resolve, fut, ok, value)
+                except RuntimeError:  # the loop closed while we worked; nobody is waiting
+                    pass
+            # Drop references while idle, so an unclosed storage can be collected.
+            del item, loop, fut, fn, args, value

@@ -28,10 +28,12 @@ data. Readers take the shared lock, so no reader sees half a batch.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import secrets
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -81,6 +83,11 @@ def filename_to_key(name: str) -> str | None:
     return out.decode("utf-8", "surrogatepass")
 
 
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class FileStorage(Storage):
     """Durable storage in a directory, one file per record (see the module docstring)."""
 
@@ -106,6 +113,11 @@ class FileStorage(Storage):
                                path=str(self.directory)) from exc
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
         self._worker = Worker(f"lion-files {self.directory}")
+        # A storage dropped without close() (common in notebooks) still frees its
+        # descriptors and thread when collected.
+        self._finalizer = weakref.finalize(self, self._worker.stop,
+                                           functools.partial(_close_fds, self._lock_fd,
+                                                             self._dir_fd))
         self._journal = self.directory / _JOURNAL
 
     def __repr__(self) -> str:
@@ -144,14 +156,11 @@ class FileStorage(Storage):
         """Close the lock and directory descriptors and stop the I/O thread."""
         if not self._closed:
             await self._worker.call(self._close_sync)  # after calls already queued
-            self._worker.stop()
+            self._finalizer()  # closes the descriptors on the thread, then stops it
 
     def _close_sync(self) -> None:
         with self._mutex:
-            if not self._closed:
-                self._closed = True
-                os.close(self._lock_fd)
-                os.close(self._dir_fd)
+            self._closed = True
 
     # --- locking and recovery ------------------------------------------------
 

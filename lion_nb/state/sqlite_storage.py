@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -76,6 +77,8 @@ class SqliteStorage(Storage):
             self._worker.stop()
             raise
         self.durable = self.path != ":memory:"
+        # Dropped without close() (common in notebooks): still close it when collected.
+        self._finalizer = weakref.finalize(self, self._worker.stop, self._conn.close)
 
     def __repr__(self) -> str:
         return f"SqliteStorage({self.path!r})"
@@ -143,8 +146,8 @@ class SqliteStorage(Storage):
         if self._flusher is not None and not self._flusher.done():
             await self._flusher
         self._closed = True
-        await self._worker.call(self._conn.close)
-        self._worker.stop()
+        await self._worker.call(int)  # let calls already queued finish first
+        self._finalizer()  # closes the connection on its own thread, then stops it
 
     # --- group commit ---------------------------------------------------------------
 
