@@ -18,7 +18,7 @@ import json
 import queue
 import sqlite3
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..errors import EventError, StorageError
 from ._events_model import Event
@@ -250,17 +250,20 @@ def _write(conn: sqlite3.Connection, encoded: list[Any], updates: list[Update],
            effects: list[EffectRow]) -> tuple[list[int | None], list[bool]]:
     applied = [_apply_effect(conn, consumer, seq, fx) for consumer, seq, fx in effects]
     offsets: list[int | None] = []
+    rows: list[tuple[str, int]] = []
+    insert = "INSERT OR IGNORE INTO events (id, topic, payload, headers, idem_key, timestamp) " \
+             "VALUES (?, ?, ?, ?, ?, ?)"
     for row, consumers in encoded:
-        cur = conn.execute("INSERT OR IGNORE INTO events (id, topic, payload, headers, idem_key, "
-                           "timestamp) VALUES (?, ?, ?, ?, ?, ?)", row)
+        cur = conn.execute(insert, row)
         if cur.rowcount == 0:
             offsets.append(None)  # that id is already in the log
             continue
         seq = cur.lastrowid
         offsets.append(seq)
-        if consumers:
-            conn.executemany("INSERT OR IGNORE INTO deliveries (consumer, seq, status, attempts) "
-                             "VALUES (?, ?, 0, 0)", [(c, seq) for c in consumers])
+        rows.extend((c, seq) for c in consumers)
+    if rows:  # one statement for the whole batch's delivery rows
+        conn.executemany("INSERT OR IGNORE INTO deliveries (consumer, seq, status, attempts) "
+                         "VALUES (?, ?, 0, 0)", rows)
     if updates:
         conn.executemany(
             "INSERT INTO deliveries (consumer, seq, status, attempts, last_error) "
@@ -333,5 +336,3 @@ def _state(conn: sqlite3.Connection, consumer: str) -> dict[str, Any]:
             conn.execute("SELECT key, value FROM state WHERE consumer = ? ORDER BY key",
                          (consumer,))}
 
-
-_Op = Callable[..., Any]

@@ -1,0 +1,21 @@
+"""docs/events.md runs as written: every python block, in order, in one namespace."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "events.md"
+
+
+async def test_events_doc_blocks_run_in_order():
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert blocks, "docs/events.md has no python blocks"
+    namespace: dict = {"__name__": "events_doc"}
+    for i, block in enumerate(blocks):
+        code = compile(block, f"{DOC.name}[block {i}]", "exec",
+                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        result = eval(code, namespace)  # noqa: S307 - our own documentation
+        if result is not None:
+            await result
