@@ -165,6 +165,18 @@ async def test_file_batch_crash_after_commit_rolls_forward_on_reopen(tmp_path):
     assert not (tmp_path / ".journal").exists()
 
 
+async def test_torn_record_of_a_committed_batch_is_rewritten_from_the_journal(tmp_path):
+    store = FileStorage(tmp_path)
+    await store.put("a", {"v": 1})
+    store.step_hook = crash_at("record_applied")
+    with pytest.raises(Crash):
+        await store.put_many([("a", {"v": 2, "pad": "x" * 100}), ("b", {"v": 2})])
+    _rewrite(tmp_path / key_to_filename("a"), lambda b: b[:30])  # power cut mid-write
+    reopened = FileStorage(tmp_path)
+    assert await reopened.get("a") == {"v": 2, "pad": "x" * 100}
+    assert await reopened.get("b") == {"v": 2}
+
+
 async def test_file_batch_crash_before_commit_leaves_nothing(tmp_path, monkeypatch):
     store = FileStorage(tmp_path)
     await store.put("a", {"v": 1})
