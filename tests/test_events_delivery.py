@@ -1,4 +1,4 @@
-"""At-least-once delivery on a FakeClock: timeouts, failures, backoff, dead letters, backpressure."""
+"""At-least-once on a FakeClock: timeouts, failures, backoff, dead letters, backpressure."""
 
 from __future__ import annotations
 
