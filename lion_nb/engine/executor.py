@@ -177,6 +177,25 @@ class WorkflowExecutor:
         run.start()
         return iid
 
+    async def resume(self, instance_id: str, workflow: WorkflowDefinition | None = None, *,
+                     allow_changed: bool = False, grants: Iterable[Any] | None = None
+                     ) -> InstanceId:
+        """Continue an instance from durable storage after a crash or restart.
+
+        Committed nodes keep their results and are not run again; nodes that
+        were queued or running re-run. ``workflow`` is needed when the stored
+        definition holds callables; a structurally different one is refused
+        unless ``allow_changed=True``.
+        """
+        from .durable import resume_instance
+        return await resume_instance(self, instance_id, workflow, allow_changed=allow_changed,
+                                     grants=grants)
+
+    async def resumable(self) -> list[InstanceId]:
+        """Ids of instances in durable storage that did not finish."""
+        from .durable import list_resumable
+        return await list_resumable(self)
+
     async def run(self, workflow: WorkflowDefinition, **kwargs: Any) -> InstanceResult:
         """``execute_workflow`` then ``wait``: the finished instance's result."""
         return await self.wait(await self.execute_workflow(workflow, **kwargs))

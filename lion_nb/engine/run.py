@@ -17,11 +17,11 @@ from .context import NodeContext, NodeResult, ResultKind
 from .observe import EventKind as K
 from .observe import ExecEvent
 from .outcome import check_output, handler_error
+from .policies import ScheduledTask
 
 if TYPE_CHECKING:
     from ..model.definition import WorkflowDefinition
     from .executor import WorkflowExecutor
-    from .policies import ScheduledTask
 
 __all__ = ["InstanceRun"]
 
@@ -90,7 +90,6 @@ class InstanceRun:
 
     def queue(self, i: int) -> None:
         """Hand node ``i`` to the scheduler."""
-        from .policies import ScheduledTask
         node = self.definition.nodes[i]
         self.states.move(i, NodeState.QUEUED)
         task = ScheduledTask(self.run_node, i, priority=self.priorities[i],
@@ -190,11 +189,8 @@ class InstanceRun:
                 self.gate(node, self)  # raises CapabilityDeniedError: not run, not retried
             out = await self._call(i, node, task, attempt)
         except asyncio.CancelledError:
-            if not self.cancel_requested:
+            if not self.scheduler.absorb_interrupt():
                 raise
-            cur = asyncio.current_task()
-            if cur is not None:
-                cur.uncancel()
             self.running_on.pop(i, None)
             self._end_node(i, NodeState.CANCELLED, None)
             return
@@ -307,6 +303,64 @@ class InstanceRun:
         if self.unfinished == 0:
             self.finish()
 
+    # --- restore after a crash ----------------------------------------------------------
+
+    def restore(self, committed: dict[int, tuple[NodeState, Any, int, str | None]]) -> None:
+        """Rebuild from committed node records ``{index: (state, output, attempts, error)}``.
+
+        Committed nodes keep their state and output and never run again; join
+        counters are recomputed from them, and whatever is now decidable is
+        queued (roots and nodes whose predecessors all committed) or decided.
+        """
+        d = self.definition
+        codes = self.states.codes
+        for i, (state, output, attempts, error) in committed.items():
+            self.states.restore(i, state)
+            self.results[i] = output if state is NodeState.SUCCEEDED else None
+            self.attempts[i] = attempts
+            self.unfinished -= 1
+            if state is NodeState.FAILED:
+                self.errors[i] = NodeFailedError(
+                    f"node {d.nodes[i].name!r} failed before the restart: {error}",
+                    node=d.nodes[i].name, instance_id=self.instance_id, attempt=attempts)
+                if self.first_failed is None:
+                    self.first_failed = i
+            if self.observe.wants(K.NODE_RESTORED):
+                self.observe.emit(ExecEvent(K.NODE_RESTORED, self.clock.time(),
+                                            self.instance_id, d.nodes[i].name, attempts,
+                                            {"state": state.value}))
+        self.state = InstanceState.RUNNING
+        for k in range(len(d.edges)):
+            src, t = d.edge_source[k], d.edge_target[k]
+            if codes[src] not in _TERMINAL:
+                continue
+            self.remaining[t] -= 1
+            if codes[src] == _SUCCEEDED:
+                cond = self._conds[k]
+                try:
+                    if cond is None or cond.evaluate(self.results[src]):
+                        self.active_in[t] += 1
+                except ConditionError as exc:
+                    self.errors.setdefault(t, exc)
+                    self.failed_in[t] += 1
+            elif codes[src] in (CODE[NodeState.FAILED], CODE[NodeState.UPSTREAM_FAILED]):
+                self.failed_in[t] += 1
+        for node in d.topological_order():
+            i = d.index[node.id]
+            if codes[i] in _TERMINAL or self.remaining[i] or codes[i] != 0:
+                continue
+            if not d.in_edges[i]:
+                self.queue(i)
+                continue
+            decided: list[int] = []
+            if self._decide(i, decided):
+                self.propagate(i, decided)
+            for t in decided:
+                if t < 0:
+                    self.queue(~t)
+        if self.unfinished == 0:
+            self.finish()
+
     # --- instance level ------------------------------------------------------------
 
     def start(self, restored: bool = False) -> None:
@@ -352,7 +406,7 @@ class InstanceRun:
                 self._end_node(i, NodeState.CANCELLED, None)
         for t in list(self.running_on.values()):
             if t is not asyncio.current_task():
-                t.cancel()
+                self.scheduler.interrupt(t)
         codes = self.states.codes
         for i in range(len(codes)):
             if codes[i] == CODE[NodeState.PENDING]:

@@ -50,6 +50,8 @@ class WorkflowScheduler:
         self._group_running: dict[Any, int] = {}
         self._pool_running: dict[str, int] = {}
         self._kick_pending = False
+        self._waking = 0
+        self._interrupted: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -183,10 +185,12 @@ class WorkflowScheduler:
         if self._closed:
             return
         want = min(len(self._queue), self.config.max_concurrent_tasks - self.running)
+        want -= self._waking  # woken workers that have not run yet will take some
         while want > 0 and self._idle:
             fut = self._idle.popleft()
             if not fut.done():
                 fut.set_result(None)
+                self._waking += 1
                 want -= 1
         limit = self.config.max_concurrent_tasks + self._suspended
         while want > 0 and self._workers < limit:
@@ -309,7 +313,11 @@ class WorkflowScheduler:
                     if task is None:
                         fut = loop.create_future()
                         self._idle.append(fut)
-                        await fut
+                        try:
+                            await fut
+                        finally:
+                            if fut.done() and not fut.cancelled():
+                                self._waking -= 1
                         since_yield = 0
                         continue
                     try:
@@ -321,13 +329,27 @@ class WorkflowScheduler:
                         since_yield = 0
                         await asyncio.sleep(0)
                 except asyncio.CancelledError:
-                    # Cancelling a node cancels the worker that runs it; a late
-                    # cancellation must not kill the worker, only close() may.
-                    current = asyncio.current_task()
-                    if self._closed or current is None or not current.uncancel() == 0:
+                    # interrupt() cancels the worker running a node; if that
+                    # arrives after the node finished, the worker lives on.
+                    # Any other cancellation (shutdown) ends the worker.
+                    if not self.absorb_interrupt():
                         raise
         finally:
             self._workers -= 1
+
+    def interrupt(self, worker: "asyncio.Task[Any]") -> None:
+        """Cancel the node running on ``worker`` without ending the worker itself."""
+        self._interrupted.add(worker)
+        worker.cancel()
+
+    def absorb_interrupt(self) -> bool:
+        """In a worker: True (and the cancellation undone) if it came from ``interrupt``."""
+        current = asyncio.current_task()
+        if current is None or current not in self._interrupted:
+            return False
+        self._interrupted.discard(current)
+        current.uncancel()
+        return True
 
     # --- cooperative preemption ------------------------------------------------
 

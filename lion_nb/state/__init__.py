@@ -1,6 +1,11 @@
 """State: node and instance state machines, storage backends, checkpoints."""
 
+from .checkpoint import CheckpointInfo, CheckpointManager
+from .file_storage import FileStorage
 from .machine import InstanceState, NodeState, StateMachineManager
+from .records import RecordCodec
+from .sqlite_storage import SqliteStorage
 from .storage import MemoryStorage, Storage
 
-__all__ = ["InstanceState", "NodeState", "StateMachineManager", "MemoryStorage", "Storage"]
+__all__ = ["CheckpointInfo", "CheckpointManager", "FileStorage", "InstanceState", "NodeState",
+           "StateMachineManager", "RecordCodec", "SqliteStorage", "MemoryStorage", "Storage"]
