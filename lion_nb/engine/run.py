@@ -193,6 +193,8 @@ class InstanceRun:
                 raise
             self.running_on.pop(i, None)
             self._end_node(i, NodeState.CANCELLED, None)
+            if self.unfinished == 0:
+                self.finish()
             return
         except LionError as exc:
             await self._failed(i, node, exc, attempt, retry=not _is_final(exc))

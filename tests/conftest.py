@@ -1,0 +1,17 @@
+"""Shared fixtures: an executor started on the test's loop and stopped afterwards."""
+
+from __future__ import annotations
+
+import pytest
+
+from lion_nb.engine import ExecutorConfig, WorkflowExecutor
+from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
+
+
+@pytest.fixture
+async def executor():
+    """A started WorkflowExecutor with default settings."""
+    ex = WorkflowExecutor(WorkflowScheduler(SchedulerConfig()), config=ExecutorConfig())
+    await ex.start()
+    yield ex
+    await ex.stop()
