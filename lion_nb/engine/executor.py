@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 
 from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFoundError,
-                      InstanceNotFoundError, LionError)
+                      InstanceNotFoundError, LionError, SecurityError)
 from ..model.definition import WorkflowDefinition
 from ..model.ids import InstanceId
 from ..model.node import Node, Priority
+from ..security import GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers
 from ..state.machine import InstanceState, StateMachineManager
 from .history import HistoryRecorder
 from .observe import EventKind as K
@@ -36,6 +37,9 @@ class ExecutorConfig:
     ``require_json_results``: outputs must be JSON data (so they can be
     checkpointed); turn off to pass Python objects such as DataFrames in memory.
     ``runner``: where handlers run (None: this process; see lion_nb.distributed).
+    ``authority``: the lion_nb.security Authority that verifies the ``grants`` of
+    ``execute_workflow``; ``on_denied``: a node whose requirements are not
+    covered "fail"s (default) or is "skip"ped — it never runs either way.
     """
 
     fail_fast: bool = False
@@ -45,6 +49,12 @@ class ExecutorConfig:
     record_history: bool = True
     runner: Any = None
     lease_ttl: float = 30.0
+    authority: Any = None
+    on_denied: str = "fail"
+
+    def __post_init__(self) -> None:
+        if self.on_denied not in ("fail", "skip"):
+            raise LionError(f"on_denied must be 'fail' or 'skip', not {self.on_denied!r}")
 
 
 class WorkflowExecutor:
@@ -67,6 +77,9 @@ class WorkflowExecutor:
         self._threads: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.scheduler.on_deadline_failed = self._deadline_failed
+        self.resources = ResourceRegistry()
+        if self.config.authority is not None:
+            self.config.authority.add_listener(self._audited)
 
     # --- handlers ----------------------------------------------------------------
 
@@ -281,14 +294,48 @@ class WorkflowExecutor:
         if run is not None and run.state is InstanceState.RUNNING:
             self.spawn(run.deadline_failed(task.payload, error))
 
+    def _audited(self, record: Any) -> None:
+        if self.observe.wants(K.CAPABILITY):
+            self.observe.emit(ExecEvent(K.CAPABILITY, record.time, record.instance_id,
+                                        record.node, 0, record._asdict()))
+
     def _security_gates(self, instance_id: str, grants: Iterable[Any] | None
-                        ) -> tuple[Callable[..., None], Callable[..., Any] | None]:
-        def deny(node: Node, run: InstanceRun) -> None:
-            raise CapabilityDeniedError(
-                f"node {node.name!r} requires {list(node.requires)} but instance "
-                f"{instance_id} was granted no capabilities", capability=node.requires[0],
-                node=node.name)
-        return deny, None
+                        ) -> tuple[Callable[..., None], Callable[..., Any]]:
+        """The dispatch check and ``ctx.resource`` for one instance (deny by default)."""
+        authority = self.config.authority
+        grant_set: GrantSet | None = None
+        if grants is not None:
+            if authority is None:
+                raise SecurityError("grants were given but the executor has no authority; "
+                                    "use ExecutorConfig(authority=...)")
+            grant_set = authority.grant(list(grants), instance_id=instance_id)
+        registry = self.resources
+
+        def no_grants(node: Node, what: str) -> CapabilityDeniedError:
+            return CapabilityDeniedError(
+                f"node {node.name!r} needs {what} but instance {instance_id} holds no grants",
+                capability=what, node=node.name)
+
+        def gate(node: Node, run: InstanceRun) -> None:
+            if grant_set is None:
+                raise no_grants(node, node.requires[0])
+            for req in node.requires:
+                grant_set.check(req, node=node.name)
+
+        def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
+            declared = [r for r in map(Requirement.parse, node.requires)
+                        if r.resource == name and r.action == action
+                        and (scope is None or scope_covers(r.scope, scope))]
+            if not declared:  # least privilege: only what the node declared
+                raise CapabilityDeniedError(
+                    f"node {node.name!r} did not declare {name}:{action}"
+                    f"{':' + scope if scope else ''} in its requires", capability=name,
+                    node=node.name)
+            if grant_set is None:
+                raise no_grants(node, f"{name}:{action}")
+            return resource_for(grant_set, registry, name, action, scope or declared[0].scope,
+                                node=node.name)
+        return gate, resource_gate
 
 
 async def _maybe_await(fut: Awaitable[Any]) -> Any:

@@ -10,7 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import (ConditionError, InstanceCancelledError, LionError, NodeFailedError,
-                      NodeTimeoutError, WorkflowFailedError)
+                      NodeTimeoutError, SecurityError, WorkflowFailedError)
 from ..model.node import TriggerRule
 from ..state.machine import CODE, InstanceState, NodeState, NodeStates
 from .context import NodeContext, NodeResult, ResultKind
@@ -178,6 +178,8 @@ class InstanceRun:
         if self.state is not InstanceState.RUNNING or task.cancelled:
             return
         node = self.definition.nodes[i]
+        if node.requires and not await self._permitted(i, node):
+            return
         self.states.move(i, NodeState.RUNNING)
         attempt = self.attempts[i] = self.attempts[i] + 1
         obs = self.observe
@@ -185,8 +187,6 @@ class InstanceRun:
             obs.emit(ExecEvent(K.NODE_STARTED, self.clock.time(), self.instance_id, node.name,
                                attempt))
         try:
-            if node.requires:
-                self.gate(node, self)  # raises CapabilityDeniedError: not run, not retried
             out = await self._call(i, node, task, attempt)
         except asyncio.CancelledError:
             if not self.scheduler.absorb_interrupt():
@@ -220,6 +220,21 @@ class InstanceRun:
         self.states.move(i, NodeState.SUCCEEDED)
         self.unfinished -= 1
         await self._finish_node(i, node, K.NODE_SUCCEEDED, attempt, None)
+
+    async def _permitted(self, i: int, node: Any) -> bool:
+        """Check the node's capabilities before dispatch; a denied node never runs."""
+        try:
+            self.gate(node, self)
+        except SecurityError as exc:
+            if self.executor.config.on_denied == "skip":
+                self.states.move(i, NodeState.SKIPPED)
+                self.unfinished -= 1
+                self.errors[i] = exc
+                await self._finish_node(i, node, K.NODE_SKIPPED, self.attempts[i], exc)
+            else:
+                await self._failed(i, node, exc, self.attempts[i], retry=False)
+            return False
+        return True
 
     async def _call(self, i: int, node: Any, task: "ScheduledTask", attempt: int) -> Any:
         ctx = NodeContext(self, i, task, attempt)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from .. import _display
+from ..security.ceiling import DefinitionCeiling
 from ..errors import CycleError, DefinitionError, DuplicateIdError, UnknownNodeError
 from .ids import NodeId, WorkflowId
 from .node import Edge, Node
@@ -27,8 +28,10 @@ class WorkflowDefinition:
 
     def __init__(self, name: str, nodes: tuple[Node, ...], edges: tuple[Edge, ...], *,
                  id: WorkflowId | str | None = None,
-                 metadata: Mapping[str, Any] | None = None) -> None:
+                 metadata: Mapping[str, Any] | None = None,
+                 ceiling: tuple[str, ...] | None = None) -> None:
         self.id = WorkflowId(id) if id else WorkflowId.new()
+        self.ceiling = ceiling
         self.name = name
         self.nodes = nodes
         self.edges = edges
@@ -141,12 +144,16 @@ class WorkflowBuilder:
     """
 
     def __init__(self, name: str, *, id: WorkflowId | str | None = None,
-                 metadata: Mapping[str, Any] | None = None) -> None:
+                 metadata: Mapping[str, Any] | None = None,
+                 ceiling: Iterable[str] | None = None) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"workflow name must be a non-empty string, not {name!r}")
         self.name = name
         self._id = id
         self._metadata = metadata
+        # The most any node of this workflow may ever require (None: no ceiling).
+        self._ceiling = None if ceiling is None else DefinitionCeiling(ceiling)
+        self._ceiling_src = None if ceiling is None else tuple(str(c) for c in ceiling)
         self._nodes: list[Node] = []
         self._edges: list[Edge] = []
         self._index: dict[NodeId, int] = {}
@@ -163,6 +170,8 @@ class WorkflowBuilder:
             raise DuplicateIdError(f"duplicate node id {str(node.id)!r}", id=node.id)
         if node.name in self._names:
             raise DuplicateIdError(f"duplicate node name {node.name!r}", id=node.name)
+        if self._ceiling is not None and node.requires:
+            self._ceiling.check(node.requires, node=node.name)
         self._index[node.id] = len(self._nodes)
         self._names.add(node.name)
         self._nodes.append(node)
@@ -231,4 +240,5 @@ class WorkflowBuilder:
         if not self._nodes:
             raise DefinitionError(f"workflow {self.name!r} has no nodes")
         return WorkflowDefinition(self.name, tuple(self._nodes), tuple(self._edges),
-                                  id=self._id, metadata=self._metadata)
+                                  id=self._id, metadata=self._metadata,
+                                  ceiling=self._ceiling_src)

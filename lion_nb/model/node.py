@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import DefinitionError
+from ..security.capability import Requirement
 from .condition import Condition
 from .ids import EdgeId, NodeId
 
@@ -118,6 +119,9 @@ class Node:
             raise DefinitionError(f"node name must be a non-empty string, not {name!r}")
         if isinstance(requires, str):
             requires = [requires]
+        requires = tuple(requires)
+        for req in requires:  # a typo fails here, at the line that wrote it
+            Requirement.parse(req)
         for label, value in (("timeout", timeout), ("deadline", deadline)):
             if value is not None and (not isinstance(value, (int, float)) or value <= 0
                                       or math.isnan(value)):

@@ -40,7 +40,9 @@ def definition_to_dict(defn: "WorkflowDefinition") -> dict[str, Any]:
         raise SerializationError(f"definition holds a value that is not JSON: {exc}",
                                  field="config") from exc
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "id": str(defn.id),
-            "name": defn.name, "metadata": dict(defn.metadata), "nodes": nodes, "edges": edges}
+            "name": defn.name, "metadata": dict(defn.metadata),
+            "ceiling": list(defn.ceiling) if defn.ceiling is not None else None,
+            "nodes": nodes, "edges": edges}
 
 
 def _need(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -87,8 +89,16 @@ def definition_from_dict(doc: Mapping[str, Any]) -> "WorkflowDefinition":
         raise SerializationError(
             f"document format_version {version} is newer than this lion_nb reads "
             f"({FORMAT_VERSION})", field="format_version")
-    builder = WorkflowBuilder(_need(doc, "name", str, ""), id=_need(doc, "id", str, ""),
-                              metadata=doc.get("metadata") or {})
+    ceiling = doc.get("ceiling")
+    if ceiling is not None and not isinstance(ceiling, list):
+        raise SerializationError("field ceiling must be a list of capabilities", field="ceiling")
+    try:
+        builder = WorkflowBuilder(_need(doc, "name", str, ""), id=_need(doc, "id", str, ""),
+                                  metadata=doc.get("metadata") or {}, ceiling=ceiling)
+    except SerializationError:
+        raise
+    except (DefinitionError, ValueError) as exc:
+        raise SerializationError(f"ceiling: {exc}", field="ceiling") from exc
     for i, nd in enumerate(_need(doc, "nodes", list, "")):
         where = f"nodes[{i}]"
         node = _node(nd, where)

@@ -51,7 +51,8 @@ _NODE_MOVES: dict[NodeState, frozenset[NodeState]] = {
     # PENDING -> FAILED: a condition on an incoming edge could not be evaluated.
     _N.PENDING: frozenset({_N.QUEUED, _N.SKIPPED, _N.UPSTREAM_FAILED, _N.CANCELLED,
                            _N.FAILED}),
-    _N.QUEUED: frozenset({_N.RUNNING, _N.FAILED, _N.CANCELLED}),
+    # QUEUED -> FAILED/SKIPPED: refused at dispatch (capability denied, deadline missed).
+    _N.QUEUED: frozenset({_N.RUNNING, _N.FAILED, _N.SKIPPED, _N.CANCELLED}),
     _N.RUNNING: frozenset({_N.SUCCEEDED, _N.FAILED, _N.RETRYING, _N.SKIPPED, _N.CANCELLED}),
     _N.RETRYING: frozenset({_N.QUEUED, _N.CANCELLED}),
 }
