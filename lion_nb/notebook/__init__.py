@@ -8,6 +8,9 @@ Importing it is cheap: it registers display renderers and nothing heavy
     nb.picture(definition, full=True)
     nb.attempts_frame(executor)     # one row per node attempt, proper dtypes
     nb.timeline(executor)           # Gantt chart of a run's attempts, as SVG
+    nb.RunView(executor)            # live widgets following the next run
+    flow = nb.Flow("etl")           # decorator builder; await flow.run() / flow.run_sync()
+    nb.run(coro)                    # sync helper: scripts and inside Jupyter's loop
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "Picture", "picture", "describe",
     "attempts_frame", "instances_frame",
     "Timeline", "timeline",
+    "RunView", "Flow", "Step", "run",
 ]
 
 # Public name -> submodule; resolved on first access so `import lion_nb` stays fast.
@@ -33,6 +37,7 @@ _LAZY = {
     "Picture": "display", "picture": "display", "describe": "display",
     "attempts_frame": "tables", "instances_frame": "tables",
     "Timeline": "timeline", "timeline": "timeline",
+    "RunView": "live", "Flow": "flow", "Step": "flow", "run": "loop",
 }
 
 

@@ -8,8 +8,9 @@ for an instance, how many are in each state; edges between bands carry counts.
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from .style import ERROR_STATES, STATE_ORDER, STATE_STYLE, style_for, states_present
 from .text import dot_label
@@ -49,6 +50,44 @@ def _dominant(counts: Counter[str]) -> str | None:
     return None
 
 
+class _Shape(NamedTuple):
+    """What a collapsed picture needs that depends only on the definition (cached)."""
+
+    depth: int
+    per_band: int
+    members: list[list[int]]
+    links: list[tuple[int, int, int, bool]]  # source band, target band, edges, conditional
+
+
+# Live views redraw the same definition every half second: lay it out once.
+_SHAPES: "weakref.WeakKeyDictionary[Any, dict[int, _Shape]]" = weakref.WeakKeyDictionary()
+
+
+def _shape(definition: "WorkflowDefinition", max_bands: int) -> _Shape:
+    cached = _SHAPES.get(definition, {}).get(max_bands)
+    if cached is not None:
+        return cached
+    layers = node_layers(definition)
+    depth = max(layers) + 1
+    per_band = -(-depth // max_bands)  # ceiling division
+    band = [lay // per_band for lay in layers]
+    members: list[list[int]] = [[] for _ in range(max(band) + 1)]
+    for i, b in enumerate(band):
+        members[b].append(i)
+    counts: Counter[tuple[int, int]] = Counter()
+    conditional: set[tuple[int, int]] = set()
+    for k, edge in enumerate(definition.edges):
+        pair = (band[definition.edge_source[k]], band[definition.edge_target[k]])
+        if pair[0] != pair[1]:  # edges inside a band are summarised by the band itself
+            counts[pair] += 1
+            if edge.condition is not None:
+                conditional.add(pair)
+    links = [(s, t, n, (s, t) in conditional) for (s, t), n in sorted(counts.items())]
+    shape = _Shape(depth, per_band, members, links)
+    _SHAPES.setdefault(definition, {})[max_bands] = shape
+    return shape
+
+
 def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
                 title: str, rankdir: str = "TB",
                 max_bands: int = MAX_BANDS) -> "graphviz.Digraph":
@@ -57,31 +96,25 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
 
     from .dot import legend_label, new_digraph
 
-    layers = node_layers(definition)
-    depth = max(layers) + 1
-    per_band = -(-depth // max_bands)  # ceiling division
-    band = [lay // per_band for lay in layers]
-    n_bands = max(band) + 1
-    members: list[list[int]] = [[] for _ in range(n_bands)]
-    for i, b in enumerate(band):
-        members[b].append(i)
-
+    shape = _shape(definition, max_bands)
     g = new_digraph(f"{title} ({len(definition.nodes):,} nodes, "
                     f"{len(definition.edges):,} edges; collapsed by layer, full=True for all)",
                     rankdir)
+    nodes = definition.nodes
     all_states: list[str] = []
-    for b, idx in enumerate(members):
-        lo, hi = b * per_band, min(depth, (b + 1) * per_band) - 1
+    for b, idx in enumerate(shape.members):
+        lo, hi = b * shape.per_band, min(shape.depth, (b + 1) * shape.per_band) - 1
         head = f"layer {lo}" if lo == hi else f"layers {lo}–{hi}"
-        examples = ", ".join(definition.nodes[i].name[:20] for i in idx[:3])
+        examples = ", ".join(nodes[i].name[:20] for i in idx[:3])
         more = ", …" if len(idx) > 3 else ""
         lines = [dot_label(f"{head} · {len(idx):,} nodes", 80),
                  dot_label(f"{examples}{more}", 80)]
         counts: Counter[str] = Counter()
-        for i in idx:
-            s = states.get(definition.nodes[i].name)
-            if s is not None:
-                counts[str(getattr(s, "value", s))] += 1
+        if states:
+            for i in idx:
+                s = states.get(nodes[i].name)
+                if s is not None:
+                    counts[str(getattr(s, "value", s))] += 1
         if counts:
             all_states.extend(counts)
             parts = [f"{STATE_STYLE[s].glyph} {s} {counts[s]:,}" for s in STATE_ORDER
@@ -91,19 +124,9 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
         if counts.keys() & ERROR_STATES:
             attrs["penwidth"] = "2"
         g.node(f"b{b}", label=nohtml("\\n".join(lines)), **attrs)
-
-    links: Counter[tuple[int, int]] = Counter()
-    conditional: set[tuple[int, int]] = set()
-    for k, edge in enumerate(definition.edges):
-        pair = (band[definition.edge_source[k]], band[definition.edge_target[k]])
-        if pair[0] == pair[1]:
-            continue  # edges inside a band are summarised by the band itself
-        links[pair] += 1
-        if edge.condition is not None:
-            conditional.add(pair)
-    for (s, t), n in sorted(links.items()):
+    for s, t, n, cond in shape.links:
         attrs = {"label": f"{n:,} edge{'s' if n != 1 else ''}"}
-        if (s, t) in conditional:
+        if cond:
             attrs["style"] = "dashed"
         g.edge(f"b{s}", f"b{t}", **attrs)
     present = states_present(all_states)

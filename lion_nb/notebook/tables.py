@@ -10,7 +10,7 @@ states ``category``; rows are ready for ``groupby``::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,6 +41,15 @@ def history_records(source: Any) -> list[Any]:
         raise TypeError(f"expected an executor, a history or records, "
                         f"not {type(source).__name__}")
     return list(source)
+
+
+def _instance_records(source: Any) -> list[Any] | None:
+    """The recorder's per-instance records (state, start, end), when the source has them."""
+    for holder in (source, getattr(source, "history", None)):
+        instances = getattr(holder, "instances", None)
+        if isinstance(instances, Mapping):
+            return list(instances.values())
+    return None
 
 
 def _field(record: Any, name: str) -> Any:
@@ -94,7 +103,8 @@ def instances_frame(source: Any) -> "pd.DataFrame":
     att = attempts_frame(source)
     columns = ["instance_id", "workflow", "state", "started_at", "finished_at", "wall_time",
                "busy_time", "nodes", "attempts", "retries", "failed_nodes"]
-    if att.empty:
+    known = {str(_field(r, "instance_id")): r for r in _instance_records(source) or ()}
+    if att.empty and not known:
         empty = pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
         return _instance_dtypes(empty)
     rows = []
@@ -112,7 +122,29 @@ def instances_frame(source: Any) -> "pd.DataFrame":
             "retries": len(grp) - int(grp["node"].nunique()),
             "failed_nodes": int((last["state"].astype(str) == "failed").sum()),
         })
+        rec = known.pop(str(iid), None)
+        if rec is not None:  # the engine's own verdict and times beat our reconstruction
+            _overlay_instance(rows[-1], rec)
+    for iid, rec in known.items():  # instances that ended before any node was queued
+        rows.append(_overlay_instance({"instance_id": iid, "nodes": 0, "attempts": 0,
+                                       "retries": 0, "failed_nodes": 0, "busy_time": 0.0},
+                                      rec))
     return _instance_dtypes(pd.DataFrame(rows, columns=columns))
+
+
+def _overlay_instance(row: dict[str, Any], rec: Any) -> dict[str, Any]:
+    import pandas as pd
+
+    started, finished = _field(rec, "started_at"), _field(rec, "finished_at")
+    row["workflow"] = _field(rec, "workflow") or row.get("workflow")
+    row["state"] = _field(rec, "state") or row.get("state")
+    if started is not None:
+        row["started_at"] = pd.Timestamp(started, unit="s", tz="UTC")
+    row["finished_at"] = (pd.Timestamp(finished, unit="s", tz="UTC") if finished is not None
+                          else pd.NaT)
+    row["wall_time"] = row["finished_at"] - row["started_at"] \
+        if started is not None and finished is not None else pd.NaT
+    return row
 
 
 def _instance_dtypes(df: "pd.DataFrame") -> "pd.DataFrame":
@@ -120,6 +152,8 @@ def _instance_dtypes(df: "pd.DataFrame") -> "pd.DataFrame":
 
     for c in ("started_at", "finished_at"):
         df[c] = pd.to_datetime(df[c], utc=True).astype(_TIME_DTYPE)
+    df["busy_time"] = df["busy_time"].map(
+        lambda v: pd.Timedelta(seconds=v) if isinstance(v, float) else v)
     for c in ("wall_time", "busy_time"):
         df[c] = pd.to_timedelta(df[c]).astype(_SPAN_DTYPE)
     for c in ("nodes", "attempts", "retries", "failed_nodes"):

@@ -1,0 +1,233 @@
+"""RunView driven by real runs: final state matches the engine, updates stay under the cap."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from html.parser import HTMLParser
+
+import comm
+import pytest
+
+from lion_nb.engine import WorkflowExecutor
+from lion_nb.engine.observe import EventKind as K
+from lion_nb.engine.observe import ExecEvent
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.notebook.live import RunView
+
+
+class FrontEnd:
+    """Stands in for the browser: every comm message is recorded with its time and widget."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[float, str, dict]] = []
+
+    def create_comm(self, **kwargs):
+        front = self
+
+        class RecordingComm:
+            comm_id = f"c{len(front.messages)}-{id(kwargs)}"
+            kernel = "Truthy"
+
+            def __init__(self) -> None:
+                self.model = kwargs.get("data", {}).get("state", {}).get("_model_name", "?")
+
+            def send(self, data=None, buffers=None, **kw):
+                front.messages.append((time.monotonic(), self.comm_id, data or {}))
+
+            def on_msg(self, *a, **k):
+                pass
+
+            def close(self, *a, **k):
+                pass
+
+            def open(self, *a, **k):
+                pass
+
+        return RecordingComm()
+
+    def per_second_peak(self, comm_id: str | None = None) -> int:
+        """The most messages (of one widget, or all) within any one-second window."""
+        times = [t for t, c, _ in self.messages if comm_id is None or c == comm_id]
+        peak, lo = 0, 0
+        for hi, t in enumerate(times):
+            while t - times[lo] > 1.0:
+                lo += 1
+            peak = max(peak, hi - lo + 1)
+        return peak
+
+
+@pytest.fixture
+def frontend(monkeypatch):
+    fe = FrontEnd()
+    monkeypatch.setattr(comm, "create_comm", fe.create_comm)
+    return fe
+
+
+def etl(fail: bool):
+    b = WorkflowBuilder("etl <script>x</script>")
+    a, t, l, side = Node("extract"), Node("transform", retry=2), Node("load"), Node("side")
+    b.add_nodes(a, t, l, side).connect(a, t, "result.rows > 0").connect(t, l).connect(a, side)
+    return b.build()
+
+
+async def executor_for(fail: bool, delay: float = 0.0):
+    ex = WorkflowExecutor()
+    await ex.start()
+    calls = {"n": 0}
+
+    async def extract(ctx):
+        await asyncio.sleep(delay)
+        return {"rows": 3}
+
+    def transform(ctx):
+        calls["n"] += 1
+        if fail or calls["n"] < 2:
+            raise ValueError("<img src=x onerror=alert(1)> bad row")
+        return 6
+
+    ex.add_handler("extract", extract)
+    ex.add_handler("transform", transform)
+    ex.add_handler("load", lambda ctx: None)
+    ex.add_handler("side", lambda ctx: None)
+    return ex
+
+
+def assert_matches_engine(view: RunView, result) -> None:
+    assert {k: str(v) for k, v in view.states.items()} == \
+        {k: v.value for k, v in result.node_states.items()}
+    assert view.attempts == result.attempts
+    assert view.instance_state == result.state.value
+    assert view.progress.value == len(result.definition.nodes) == view.progress.max
+    for state, n in result.counts().items():
+        assert f"{state} {n:,}" in view.stats.value
+
+
+async def test_view_follows_a_failing_run_to_the_engines_final_state(frontend):
+    ex = await executor_for(fail=True)
+    view = RunView(ex)
+    result = await ex.run(etl(True))
+    assert result.state.value == "failed"
+    assert_matches_engine(view, result)
+    assert view.progress.bar_style == "danger"
+    assert "transform" in view.failures.value and "attempt 3" in view.failures.value
+    assert "&lt;img src=x onerror=alert(1)&gt;" in view.failures.value
+    assert "<script>" not in view.title.value
+    svg = bytes(view.picture.value)
+    assert svg.startswith(b"<?xml") and b"failed" in svg
+    await ex.stop()
+
+
+async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
+    ex = await executor_for(fail=False)
+    view = RunView(ex)
+    result = await ex.run(etl(False))
+    assert result.succeeded
+    assert_matches_engine(view, result)
+    assert view.progress.bar_style == "success"
+    assert view.attempts["transform"] == 2
+    assert b"attempt 2/3" in bytes(view.picture.value)
+    await ex.stop()
+
+
+async def test_view_attached_to_a_finished_instance_shows_it(frontend):
+    ex = await executor_for(fail=True)
+    result = await ex.run(etl(True))
+    view = RunView(ex, result.instance_id)
+    assert_matches_engine(view, result)
+    assert view.progress.bar_style == "danger"
+    await ex.stop()
+
+
+async def test_error_colour_is_never_overwritten_by_a_later_success(frontend):
+    ex = await executor_for(fail=False)
+    view = RunView(ex, picture=False)
+    view.instance_id = "i"
+    view._adopt(type("S", (), {"definition": etl(False), "state": "running", "node_states": {},
+                               "attempts": {}, "errors": {}, "started_at": time.time()})())
+    events = [ExecEvent(K.NODE_STARTED, 0, "i", "load", 1),
+              ExecEvent(K.NODE_FAILED, 0, "i", "load", 1, {"error": "boom"}),
+              ExecEvent(K.NODE_SUCCEEDED, 0, "i", "load", 1),   # stale or contradictory
+              ExecEvent(K.NODE_STARTED, 0, "i", "load", 1),     # out of order
+              ExecEvent(K.NODE_STARTED, 0, "i", "side", 2),
+              ExecEvent(K.NODE_RETRIED, 0, "i", "side", 1),     # late event of attempt 1
+              ExecEvent(K.NODE_SUCCEEDED, 0, "i", "side", 2)]
+    view._buffer.extend(events)
+    view._fold()
+    view._flush()
+    assert view.states["load"] == "failed" and view.errors["load"] == "boom"
+    assert view.states["side"] == "succeeded" and view.attempts["side"] == 2
+    assert view.progress.bar_style == "danger"
+    assert view.counts["failed"] == 1 and view.counts["succeeded"] == 1
+    view.close()
+    await ex.stop()
+
+
+async def test_instance_events_from_a_worker_thread_are_handed_to_the_loop(frontend):
+    ex = await executor_for(fail=False)
+    view = RunView(ex, picture=False)
+    seen = []
+    real = view._instance_event
+    view._instance_event = lambda ev: (seen.append(threading.get_ident()), real(ev))
+    d = etl(False)
+    iid = await ex.execute_workflow(d)  # started on the loop: the view latched on
+    seen.clear()
+    thread = threading.Thread(target=view._on_instance_event,
+                              args=(ExecEvent(K.INSTANCE_FINISHED, 0.0, iid),))
+    thread.start()
+    thread.join()
+    assert seen == []  # not applied on the worker thread ...
+    await asyncio.sleep(0.01)
+    assert seen == [threading.get_ident()]  # ... but on the loop's
+    await ex.wait(iid)
+    await ex.stop()
+
+
+async def test_updates_per_second_stay_under_the_cap_for_a_10k_node_run(frontend):
+    n, width = 10_000, 50
+    b = WorkflowBuilder("big")
+    nodes = [Node(f"n{i}", handler="step") for i in range(n)]
+    b.add_nodes(*nodes)
+    for i in range(width, n):
+        b.connect(nodes[i - width], nodes[i])
+    ex = WorkflowExecutor()
+    await ex.start()
+
+    async def step(ctx):
+        await asyncio.sleep(0.0002)  # stretch the run over a few seconds of wall time
+
+    ex.add_handler("step", step)
+    view = RunView(ex)
+    start = time.monotonic()
+    result = await ex.run(b.build())
+    elapsed = time.monotonic() - start
+    assert result.succeeded
+    assert_matches_engine(view, result)
+    ids = {name: getattr(w, "comm").comm_id for name, w in
+           [("progress", view.progress), ("stats", view.stats), ("picture", view.picture)]}
+    # 10 text flushes a second (+1 for the forced final one), 2 pictures a second (+1).
+    assert frontend.per_second_peak(ids["progress"]) <= 11
+    assert frontend.per_second_peak(ids["stats"]) <= 11
+    assert frontend.per_second_peak(ids["picture"]) <= 3
+    assert view.flushes <= 10 * elapsed + 3
+    assert len(frontend.messages) < 200 * (elapsed + 1)
+    await ex.stop()
+
+
+def test_view_html_is_inert():
+    from lion_nb.notebook.live_html import failures_html, stats_html, title_html
+
+    class Scan(HTMLParser):
+        tags: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            assert not any(k.startswith("on") for k, _ in attrs)
+
+    s = Scan()
+    bad = "<script>alert(1)</script><img src=x onerror=alert(1)>"
+    s.feed(title_html(bad, "failed", bad))
+    s.feed(failures_html([bad], {bad: "failed"}, {bad: 3}, {bad: bad}, 5, 1, bad))
+    s.feed(stats_html({"failed": 1}, 1.0))
+    assert "script" not in s.tags and "img" not in s.tags
