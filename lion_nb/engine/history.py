@@ -72,6 +72,7 @@ class InstanceRecord:
 _NODE_END = {K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed", K.NODE_SKIPPED: "skipped",
              K.NODE_UPSTREAM_FAILED: "upstream_failed", K.NODE_CANCELLED: "cancelled",
              K.NODE_RETRIED: "failed", K.NODE_RESTORED: "restored"}
+_QUEUED, _STARTED = K.NODE_QUEUED, K.NODE_STARTED  # enum attribute access is slow on 3.11
 KINDS = frozenset({K.INSTANCE_STARTED, K.INSTANCE_FINISHED, K.NODE_QUEUED, K.NODE_STARTED,
                    K.CHECKPOINT_SAVED, *_NODE_END})
 
@@ -107,14 +108,14 @@ class HistoryRecorder:
     def on_event(self, ev: ExecEvent) -> None:
         """Fold one event into the records."""
         kind = ev.kind
-        if kind is K.NODE_QUEUED:
+        if kind is _QUEUED:
             inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
             rec = AttemptRecord(ev.instance_id, inst.workflow if inst else "",  # type: ignore
                                 ev.node, ev.attempt, ev.time)  # type: ignore[arg-type]
             self.records.append(rec)
             self._open[(ev.instance_id, ev.node)] = rec  # type: ignore[index]
-        elif kind is K.NODE_STARTED:
-            rec = self._get(ev)
+        elif kind is _STARTED:
+            rec = self._open.get((ev.instance_id, ev.node)) or self._get(ev)  # type: ignore
             rec.state = "running"
             rec.started_at = ev.time
             rec.attempt = ev.attempt

@@ -22,7 +22,7 @@ class ScheduledTask:
 
     __slots__ = ("seq", "priority", "deadline", "level", "group", "resources", "runner",
                  "payload", "enqueued_at", "slice_start", "resume", "cancelled", "name",
-                 "instance_id", "missed")
+                 "instance_id", "missed", "worker")
 
     def __init__(self, runner: Callable[["ScheduledTask"], Any], payload: Any = None, *,
                  priority: int = Priority.NORMAL, deadline: float | None = None,
@@ -43,6 +43,7 @@ class ScheduledTask:
         self.resume: Any = None
         self.cancelled = False
         self.missed = False
+        self.worker: Any = None  # the asyncio Task running it (to interrupt it)
 
     def __repr__(self) -> str:
         return f"ScheduledTask({self.name!r}, seq={self.seq}, priority={self.priority})"

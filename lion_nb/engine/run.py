@@ -29,6 +29,14 @@ _TERMINAL = frozenset(CODE[s] for s in (NodeState.SUCCEEDED, NodeState.FAILED,
                                          NodeState.SKIPPED, NodeState.UPSTREAM_FAILED,
                                          NodeState.CANCELLED))
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
+# Enum member access costs ~100 ns on Python 3.11; the hot path uses these globals.
+_K_QUEUED = K.NODE_QUEUED
+_K_STARTED = K.NODE_STARTED
+_K_SUCCEEDED = K.NODE_SUCCEEDED
+_RUNNING = NodeState.RUNNING
+_S_SUCCEEDED = NodeState.SUCCEEDED
+_QUEUED = NodeState.QUEUED
+_I_RUNNING = InstanceState.RUNNING
 
 
 class InstanceRun:
@@ -63,7 +71,6 @@ class InstanceRun:
         self.unfinished = n
         self.first_failed: int | None = None
         self.tasks: dict[int, "ScheduledTask"] = {}
-        self.running_on: dict[int, asyncio.Task[Any]] = {}
         self.state = InstanceState.PENDING
         self.cancel_requested = False
         self.started_at = self.clock.time()
@@ -72,6 +79,12 @@ class InstanceRun:
         self.error: BaseException | None = None
         self.store: Any = None  # durable committer (engine.durable), None in memory
         self._conds = [e.condition for e in definition.edges]
+        self.nodes = definition.nodes
+        self._time = self.clock.time
+        self.require_json = executor.config.require_json_results
+        no_default_timeout = executor.config.default_timeout is None
+        self.direct = [is_async[k] and executor.runner is None and node.timeout is None
+                       and no_default_timeout for k, node in enumerate(definition.nodes)]
 
     # --- inputs for handlers ---------------------------------------------------
 
@@ -90,16 +103,16 @@ class InstanceRun:
 
     def queue(self, i: int) -> None:
         """Hand node ``i`` to the scheduler."""
-        node = self.definition.nodes[i]
-        self.states.move(i, NodeState.QUEUED)
+        node = self.nodes[i]
+        self.states.move(i, _QUEUED)
         task = ScheduledTask(self.run_node, i, priority=self.priorities[i],
                              deadline=self.deadlines[i], group=self.definition.id,
                              resources=node.resources, name=node.name,
                              instance_id=self.instance_id)
         self.tasks[i] = task
         obs = self.observe
-        if obs.wants(K.NODE_QUEUED):
-            obs.emit(ExecEvent(K.NODE_QUEUED, self.clock.time(), self.instance_id, node.name,
+        if obs.wants(_K_QUEUED):
+            obs.emit(ExecEvent(_K_QUEUED, self._time(), self.instance_id, node.name,
                                self.attempts[i] + 1))
         self.scheduler.enqueue(task)
 
@@ -175,23 +188,25 @@ class InstanceRun:
     async def run_node(self, task: "ScheduledTask") -> None:
         """Run one attempt of node ``task.payload`` inside a scheduler slot."""
         i = task.payload
-        if self.state is not InstanceState.RUNNING or task.cancelled:
+        if self.state is not _I_RUNNING or task.cancelled:
             return
-        node = self.definition.nodes[i]
+        node = self.nodes[i]
         if node.requires and not await self._permitted(i, node):
             return
-        self.states.move(i, NodeState.RUNNING)
+        self.states.move(i, _RUNNING)
         attempt = self.attempts[i] = self.attempts[i] + 1
         obs = self.observe
-        if obs.wants(K.NODE_STARTED):
-            obs.emit(ExecEvent(K.NODE_STARTED, self.clock.time(), self.instance_id, node.name,
+        if obs.wants(_K_STARTED):
+            obs.emit(ExecEvent(_K_STARTED, self._time(), self.instance_id, node.name,
                                attempt))
         try:
-            out = await self._call(i, node, task, attempt)
+            if self.direct[i]:  # async handler, no timeout, local: one await, no wrapper
+                out = await self.handlers[i](NodeContext(self, i, task, attempt))
+            else:
+                out = await self._call(i, node, task, attempt)
         except asyncio.CancelledError:
             if not self.scheduler.absorb_interrupt():
                 raise
-            self.running_on.pop(i, None)
             self._end_node(i, NodeState.CANCELLED, None)
             if self.unfinished == 0:
                 self.finish()
@@ -212,14 +227,26 @@ class InstanceRun:
                 await self._finish_node(i, node, K.NODE_SKIPPED, attempt, None)
                 return
             out = out.output
-        problem = check_output(node, out, self.executor.config.require_json_results)
-        if problem is not None:
-            await self._failed(i, node, problem, attempt, retry=False)
-            return
+        if out is not None and self.require_json:
+            problem = check_output(node, out, True)
+            if problem is not None:
+                await self._failed(i, node, problem, attempt, retry=False)
+                return
         self.results[i] = out
-        self.states.move(i, NodeState.SUCCEEDED)
+        self.states.move(i, _S_SUCCEEDED)
         self.unfinished -= 1
-        await self._finish_node(i, node, K.NODE_SUCCEEDED, attempt, None)
+        if obs.wants(_K_SUCCEEDED):
+            obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id, node.name,
+                               attempt))
+        decided: list[int] = []
+        self.propagate(i, decided)
+        if self.store is not None:
+            await self.store.commit(self, [i] + [t for t in decided if t >= 0])
+        for t in decided:
+            if t < 0 and self.state is _I_RUNNING:
+                self.queue(~t)
+        if self.unfinished == 0:
+            self.finish()
 
     async def _permitted(self, i: int, node: Any) -> bool:
         """Check the node's capabilities before dispatch; a denied node never runs."""
@@ -241,27 +268,23 @@ class InstanceRun:
         handler = self.handlers[i]
         timeout = node.timeout or self.executor.config.default_timeout
         runner = self.executor.runner
-        self.running_on[i] = asyncio.current_task()  # type: ignore[assignment]
+        if runner is not None:
+            coro = runner.run(handler, ctx, node, self.is_async[i])
+        elif self.is_async[i]:
+            coro = handler(ctx)
+        else:
+            coro = self.executor.run_in_thread(handler, ctx)
+        if timeout is None:
+            return await coro
         try:
-            if runner is not None:
-                coro = runner.run(handler, ctx, node, self.is_async[i])
-            elif self.is_async[i]:
-                coro = handler(ctx)
-            else:
-                coro = self.executor.run_in_thread(handler, ctx)
-            if timeout is None:
+            async with asyncio.timeout(timeout) as cm:
                 return await coro
-            try:
-                async with asyncio.timeout(timeout) as cm:
-                    return await coro
-            except TimeoutError as exc:
-                if cm.expired():
-                    raise NodeTimeoutError(
-                        f"node {node.name!r} timed out after {timeout}s (attempt {attempt})",
-                        node=node.name, timeout=timeout) from exc
-                raise
-        finally:
-            self.running_on.pop(i, None)
+        except TimeoutError as exc:
+            if cm.expired():
+                raise NodeTimeoutError(
+                    f"node {node.name!r} timed out after {timeout}s (attempt {attempt})",
+                    node=node.name, timeout=timeout) from exc
+            raise
 
     async def _failed(self, i: int, node: Any, exc: BaseException, attempt: int,
                       retry: bool) -> None:
@@ -296,12 +319,12 @@ class InstanceRun:
 
     async def deadline_failed(self, i: int, error: Exception) -> None:
         """The scheduler dropped node ``i`` for missing its deadline (``deadline_miss="fail"``)."""
-        if self.states[i] is NodeState.QUEUED:
+        if self.states[i] is _QUEUED:
             await self._failed(i, self.definition.nodes[i], error, self.attempts[i], retry=False)
 
     async def _retry_after(self, i: int, delay: float) -> None:
         await self.clock.sleep(delay)
-        if self.state is InstanceState.RUNNING and self.states[i] is NodeState.RETRYING:
+        if self.state is _I_RUNNING and self.states[i] is NodeState.RETRYING:
             self.queue(i)
 
     async def _finish_node(self, i: int, node: Any, kind: K, attempt: int,
@@ -315,7 +338,7 @@ class InstanceRun:
         if self.store is not None:
             await self.store.commit(self, [i] + [t for t in decided if t >= 0])
         for t in decided:
-            if t < 0 and self.state is InstanceState.RUNNING:
+            if t < 0 and self.state is _I_RUNNING:
                 self.queue(~t)
         if self.unfinished == 0:
             self.finish()
@@ -333,7 +356,7 @@ class InstanceRun:
         codes = self.states.codes
         for i, (state, output, attempts, error) in committed.items():
             self.states.restore(i, state)
-            self.results[i] = output if state is NodeState.SUCCEEDED else None
+            self.results[i] = output if state is _S_SUCCEEDED else None
             self.attempts[i] = attempts
             self.unfinished -= 1
             if state is NodeState.FAILED:
@@ -346,7 +369,7 @@ class InstanceRun:
                 self.observe.emit(ExecEvent(K.NODE_RESTORED, self.clock.time(),
                                             self.instance_id, d.nodes[i].name, attempts,
                                             {"state": state.value}))
-        self.state = InstanceState.RUNNING
+        self.state = _I_RUNNING
         for k in range(len(d.edges)):
             src, t = d.edge_source[k], d.edge_target[k]
             if codes[src] not in _TERMINAL:
@@ -382,7 +405,7 @@ class InstanceRun:
 
     def start(self, restored: bool = False) -> None:
         """Queue the roots (or, after a restore, whatever is now runnable)."""
-        self.state = InstanceState.RUNNING
+        self.state = _I_RUNNING
         if not restored:
             for i, inc in enumerate(self.definition.in_edges):
                 if not inc:
@@ -392,7 +415,7 @@ class InstanceRun:
 
     def finish(self) -> None:
         """All nodes are terminal: decide the instance state and wake waiters."""
-        if self.state not in (InstanceState.RUNNING, InstanceState.PENDING):
+        if self.state not in (_I_RUNNING, InstanceState.PENDING):
             return
         if self.first_failed is not None:  # fail_fast cancels too, but ends FAILED
             name = self.definition.nodes[self.first_failed].name
@@ -414,16 +437,17 @@ class InstanceRun:
 
     async def cancel(self, reason: str = "cancelled") -> None:
         """Cancel queued and running nodes; the instance ends CANCELLED (or FAILED)."""
-        if self.state is not InstanceState.RUNNING:
+        if self.state is not _I_RUNNING:
             return
         self.cancel_requested = True
         for i, task in list(self.tasks.items()):
-            if self.states[i] in (NodeState.QUEUED, NodeState.RETRYING):
+            if self.states[i] in (_QUEUED, NodeState.RETRYING):
                 task.cancelled = True
                 self._end_node(i, NodeState.CANCELLED, None)
-        for t in list(self.running_on.values()):
-            if t is not asyncio.current_task():
-                self.scheduler.interrupt(t)
+        me = asyncio.current_task()
+        for i, task in list(self.tasks.items()):
+            if self.states[i] is _RUNNING and task.worker not in (None, me):
+                self.scheduler.interrupt(task.worker)
         codes = self.states.codes
         for i in range(len(codes)):
             if codes[i] == CODE[NodeState.PENDING]:

@@ -24,6 +24,8 @@ from .policies import EdfQueue, FifoQueue, MlfqQueue, PriorityQueue, ScheduledTa
 from .scheduler_config import SchedulerConfig, SchedulingPolicy
 from .scheduler_stats import SchedulerStatistics, StatsKeeper
 
+_QUEUE_DEPTH = EventKind.QUEUE_DEPTH  # enum attribute access is slow on 3.11
+
 __all__ = ["WorkflowScheduler", "SchedulerConfig", "SchedulingPolicy", "Priority",
            "ScheduledTask", "SchedulerStatistics"]
 
@@ -102,7 +104,7 @@ class WorkflowScheduler:
             self._overflow.append(task)
         else:
             self._queue.push(task)
-        if self.observe.active:
+        if self.observe.wants(_QUEUE_DEPTH):
             self._emit_depth()
         if not self._kick_pending:
             self._kick_pending = True
@@ -230,13 +232,15 @@ class WorkflowScheduler:
                 if not self._deadline_missed(task, now):
                     continue
             self.running += 1
-            if task.group is not None:
+            if cfg.max_per_group is not None and task.group is not None:
                 self._group_running[task.group] = self._group_running.get(task.group, 0) + 1
             for pool in task.resources:
                 self._pool_running[pool] = self._pool_running.get(pool, 0) + 1
             task.slice_start = now
-            self.stats.dispatched(now - task.enqueued_at)
-            if self.observe.active:
+            stats = self.stats
+            stats.dispatched_count += 1
+            stats.waits.append(now - task.enqueued_at)
+            if self.observe.wants(_QUEUE_DEPTH):
                 self._emit_depth()
             return task
         return None
@@ -279,7 +283,7 @@ class WorkflowScheduler:
     def _release(self, task: ScheduledTask) -> None:
         self.running -= 1
         self.stats.completed += 1
-        if task.group is not None and task.group in self._group_running:
+        if self._group_running and task.group in self._group_running:
             self._group_running[task.group] -= 1
             self._unblock(("group", task.group))
         for pool in task.resources:
@@ -305,6 +309,7 @@ class WorkflowScheduler:
 
     async def _worker(self) -> None:
         loop = self._get_loop()
+        me = asyncio.current_task()
         since_yield = 0
         try:
             while not self._closed:
@@ -320,6 +325,7 @@ class WorkflowScheduler:
                                 self._waking -= 1
                         since_yield = 0
                         continue
+                    task.worker = me
                     try:
                         await task.runner(task)
                     finally:
@@ -414,7 +420,7 @@ class WorkflowScheduler:
         return self._queue.depths()
 
     def _emit_depth(self) -> None:
-        if self.observe.wants(EventKind.QUEUE_DEPTH):
+        if True:
             self.observe.emit(ExecEvent(EventKind.QUEUE_DEPTH, self.clock.time(), None, None, 0,
                                         {"queued": self.queued, "running": self.running}))
 

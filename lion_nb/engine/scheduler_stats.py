@@ -29,13 +29,13 @@ class SchedulerStatistics:
 class StatsKeeper:
     """Counters updated on the hot path; percentiles come from the last 4096 waits."""
 
-    __slots__ = ("_now", "_started", "_waits", "dispatched_count", "completed",
+    __slots__ = ("_now", "_started", "waits", "dispatched_count", "completed",
                  "deadline_misses")
 
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
         self._started = now()
-        self._waits: deque[float] = deque(maxlen=4096)
+        self.waits: deque[float] = deque(maxlen=4096)
         self.dispatched_count = 0
         self.completed = 0
         self.deadline_misses = 0
@@ -43,12 +43,12 @@ class StatsKeeper:
     def dispatched(self, wait: float) -> None:
         """Record one dispatch after ``wait`` seconds in the queue."""
         self.dispatched_count += 1
-        self._waits.append(wait)
+        self.waits.append(wait)
 
     def snapshot(self, policy: str, depths: dict[str, int], queued: int, running: int,
                  max_concurrent: int) -> SchedulerStatistics:
         """Freeze the counters."""
-        waits = sorted(self._waits)
+        waits = sorted(self.waits)
 
         def pct(p: float) -> float:
             return waits[min(len(waits) - 1, int(p * len(waits)))] if waits else 0.0

