@@ -22,7 +22,16 @@ install-dev: $(VENV)/.stamp-dev
 demo: install
 	$(PY) -m lion_nb demo
 
-test: install-dev
+# Chromium for the browser tests (tests/browser): Debian's package when we are root;
+# otherwise that suite skips with one line saying why (CI sets LION_REQUIRE_BROWSER=1).
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    >/dev/null) || echo "make: could not install Debian's chromium; browser tests will skip"; \
+	else echo "make: browser tests need /usr/bin/chromium (apt-get install chromium, as root)"; fi
+
+test: install-dev browser-deps
 	$(PY) -m pytest -q
 
 bench: install-dev
