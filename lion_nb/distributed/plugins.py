@@ -1,0 +1,175 @@
+"""Worker-side security: the authority that verifies tokens and the resources handlers get.
+
+An :class:`~lion_nb.security.Authority` refuses to be pickled, so it never
+travels inside a task. Each worker builds its own from the key, which arrives
+out of band in one of two ways:
+
+* ``await register_worker_authority(client, key)`` installs a
+  :class:`WorkerAuthority` plugin holding the key; Dask sends it over its own
+  comms (use TLS) and the scheduler keeps it for workers that join later.
+* ``LION_NB_AUTHORITY_KEY`` (hex) in the workers' environment, e.g. from your
+  secret store; the key then never passes through the scheduler.
+
+Resources (database handles, API clients) are created *on* the workers by
+``await register_worker_resources(client, factories={...})``, so live handles
+are never pickled; handlers reach them only through ``ctx.resource(...)``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Iterable, Mapping
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..errors import SecurityError
+from ..security.authority import Authority
+from ..security.resources import ResourceRegistry
+
+__all__ = ["WorkerAuthority", "WorkerResources", "register_worker_authority",
+           "register_worker_resources", "revoke_on_workers", "worker_authority",
+           "worker_resources", "AUTHORITY_PLUGIN", "RESOURCES_PLUGIN", "KEY_ENV"]
+
+AUTHORITY_PLUGIN = "lion_nb-authority"
+"""Name of the worker plugin holding the authority."""
+RESOURCES_PLUGIN = "lion_nb-resources"
+"""Name of the worker plugin holding the resource registry."""
+KEY_ENV = "LION_NB_AUTHORITY_KEY"
+"""Environment variable a worker reads its authority key from (hex) when no plugin is set."""
+
+_env_authority: Authority | None = None
+_env_lock = threading.Lock()
+_EMPTY = ResourceRegistry()
+
+
+class WorkerAuthority(WorkerPlugin):
+    """Builds an Authority on each worker from a key (or from ``LION_NB_AUTHORITY_KEY``)."""
+
+    idempotent = False  # registering again (new key, new revocations) must replace it
+
+    def __init__(self, key: bytes | None = None, *, revoked: Iterable[str] = ()) -> None:
+        if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) < 16):
+            raise SecurityError("WorkerAuthority needs the authority's key (>= 16 bytes)")
+        self._key = None if key is None else bytes(key)
+        self._revoked = tuple(revoked)
+        self.authority: Authority | None = None
+
+    def setup(self, worker: Any) -> None:
+        """Build the worker's authority (the key never leaves this object as an Authority)."""
+        key = self._key if self._key is not None else _key_from_env()
+        if key is None:
+            raise SecurityError(f"WorkerAuthority got no key and {KEY_ENV} is not set on "
+                                f"worker {worker.address}")
+        self.authority = Authority(key)
+        for tid in self._revoked:
+            self.authority.revoke(tid)
+
+    def teardown(self, worker: Any) -> None:
+        """Drop the authority."""
+        self.authority = None
+
+    def __repr__(self) -> str:
+        return f"<WorkerAuthority key={'set' if self._key else 'from env'}>"
+
+
+class WorkerResources(WorkerPlugin):
+    """A ResourceRegistry on each worker: ``objects`` as given, ``factories`` called there."""
+
+    idempotent = False
+
+    def __init__(self, objects: Mapping[str, Any] | None = None,
+                 factories: Mapping[str, Callable[[], Any]] | None = None) -> None:
+        self._objects = dict(objects or {})
+        self._factories = dict(factories or {})
+        self.registry = ResourceRegistry()
+
+    def setup(self, worker: Any) -> None:
+        """Register the objects and build the factories' resources on this worker."""
+        self.registry = ResourceRegistry()
+        for name, obj in self._objects.items():
+            self.registry.register(name, obj)
+        for name, make in self._factories.items():
+            self.registry.register(name, make())
+
+    def teardown(self, worker: Any) -> None:
+        """Close what the factories made (objects that have ``close()``)."""
+        for name in list(self._factories):
+            if name in self.registry:
+                obj = self.registry.unregister(name)
+                close = getattr(obj, "close", None)
+                if callable(close):
+                    close()
+
+
+async def register_worker_authority(client: Any, key: bytes | None = None, *,
+                                    revoked: Iterable[str] = ()) -> None:
+    """Install a WorkerAuthority on every worker, now and joining later.
+
+    ``key=None`` makes each worker read ``LION_NB_AUTHORITY_KEY`` instead, so
+    the key stays out of the scheduler. ``revoked`` token ids are revoked there.
+    """
+    await _register(client, WorkerAuthority(key, revoked=revoked), AUTHORITY_PLUGIN)
+
+
+async def register_worker_resources(client: Any, objects: Mapping[str, Any] | None = None, *,
+                                    factories: Mapping[str, Callable[[], Any]] | None = None
+                                    ) -> None:
+    """Install a WorkerResources registry on every worker (replacing an earlier one)."""
+    await _register(client, WorkerResources(objects, factories), RESOURCES_PLUGIN)
+
+
+async def revoke_on_workers(client: Any, token_id: str) -> None:
+    """Revoke ``token_id`` on the authorities of the workers running now.
+
+    Workers that join later do not learn it: register the authority again with
+    ``revoked=`` for that, and keep expiries short for work that leaves the process.
+    """
+    def revoke(dask_worker: Any) -> None:
+        authority = worker_authority(dask_worker)
+        if authority is not None:
+            authority.revoke(token_id)
+    await _maybe_await(client.run(revoke))
+
+
+def worker_authority(worker: Any) -> Authority | None:
+    """The authority of ``worker``: its plugin's, else one from ``LION_NB_AUTHORITY_KEY``."""
+    plugin = worker.plugins.get(AUTHORITY_PLUGIN) if worker is not None else None
+    if plugin is not None and plugin.authority is not None:
+        return plugin.authority
+    global _env_authority
+    if _env_authority is None:
+        key = _key_from_env()
+        if key is None:
+            return None
+        with _env_lock:
+            if _env_authority is None:
+                _env_authority = Authority(key)
+    return _env_authority
+
+
+def worker_resources(worker: Any) -> ResourceRegistry:
+    """The resources registered on ``worker`` (an empty registry if none)."""
+    plugin = worker.plugins.get(RESOURCES_PLUGIN) if worker is not None else None
+    return plugin.registry if plugin is not None else _EMPTY
+
+
+def _key_from_env() -> bytes | None:
+    text = os.environ.get(KEY_ENV)
+    if not text:
+        return None
+    try:
+        return bytes.fromhex(text.strip())
+    except ValueError:
+        raise SecurityError(f"{KEY_ENV} must be the authority key in hex") from None
+
+
+async def _register(client: Any, plugin: WorkerPlugin, name: str) -> None:
+    await _maybe_await(client.register_plugin(plugin, name=name))
+
+
+async def _maybe_await(value: Any) -> Any:
+    # An asynchronous client returns awaitables; a synchronous one has already finished.
+    if hasattr(value, "__await__"):
+        return await value
+    return value

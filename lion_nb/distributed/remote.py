@@ -1,0 +1,213 @@
+"""What runs on a Dask worker: the portable context and the task that calls a handler.
+
+The engine's :class:`~lion_nb.engine.context.NodeContext` holds the live
+instance, so it cannot travel. The runner ships a :class:`RemoteContext`
+instead: the same attribute names a handler uses (``instance_id``,
+``node_name``, ``config``, ``inputs``, ``results``, ``attempt``,
+``idempotency_key``, ``logger``, ``resource()``, ``yield_now()``), plus the
+instance's capability tokens as strings. On the worker, the tokens are
+verified with the worker's own authority *before* the handler runs.
+
+This module imports neither dask nor distributed at import time, so the
+client can build contexts without touching the cluster code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import cloudpickle
+
+from ..errors import (CapabilityDeniedError, NodeTimeoutError, ResultNotSerializableError,
+                      TokenError)
+from ..security.scope import WHOLE
+
+__all__ = ["RemoteContext", "execute"]
+
+_log = logging.getLogger("lion_nb.node")
+_loops = threading.local()  # one reusable event loop per worker thread, for async handlers
+
+
+class RemoteContext:
+    """The picklable stand-in for NodeContext that a handler receives on a Dask worker.
+
+    ``worker_address`` is the worker running the attempt. ``resource()`` checks
+    the instance's tokens against the worker's authority and returns what the
+    worker registered; ``yield_now()`` is a cancellation point (it raises
+    ``asyncio.CancelledError`` once lion_nb has cancelled the Dask task).
+    """
+
+    __slots__ = ("instance_id", "current_node_id", "node_name", "config", "inputs", "results",
+                 "attempt", "requires", "tokens", "key", "worker_address", "_worker",
+                 "_grants", "_logger")
+
+    def __init__(self, instance_id: str, node_id: Any, node_name: str,
+                 config: Mapping[str, Any], inputs: Mapping[str, Any],
+                 results: Mapping[str, Any], attempt: int, requires: tuple[str, ...],
+                 tokens: tuple[str, ...], key: str) -> None:
+        self.instance_id = instance_id
+        self.current_node_id = node_id
+        self.node_name = node_name
+        self.config = MappingProxyType(dict(config))
+        self.inputs = inputs
+        self.results = results
+        self.attempt = attempt
+        self.requires = requires
+        self.tokens = tokens
+        self.key = key
+        self.worker_address: str | None = None
+        self._worker: Any = None
+        self._grants: Any = None
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    def __reduce__(self) -> Any:
+        # Only the data travels; the worker, grants and logger are rebuilt over there.
+        return (RemoteContext, (self.instance_id, self.current_node_id, self.node_name,
+                                dict(self.config), self.inputs, self.results, self.attempt,
+                                self.requires, self.tokens, self.key))
+
+    @property
+    def idempotency_key(self) -> str:
+        """``"<instance>:<node>"``: the same for every attempt, as on the local runner."""
+        return f"{self.instance_id}:{self.node_name}"
+
+    @property
+    def logger(self) -> "logging.LoggerAdapter[logging.Logger]":
+        """A worker-local logger whose records carry the instance, node and worker."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                _log, {"instance_id": self.instance_id, "node": self.node_name,
+                       "worker": self.worker_address})
+        return self._logger
+
+    # --- capabilities, checked on the worker ------------------------------------
+
+    def grants(self) -> Any:
+        """The instance's tokens verified by this worker's authority (a GrantSet)."""
+        if self._grants is None:
+            from .plugins import worker_authority
+            authority = worker_authority(self._worker)
+            if authority is None:
+                raise CapabilityDeniedError(
+                    f"node {self.node_name!r} of instance {self.instance_id} needs capability "
+                    f"checks but worker {self.worker_address} has no lion_nb authority; "
+                    "call register_worker_authority(client, key) or set LION_NB_AUTHORITY_KEY "
+                    "on the workers", capability=self.requires[0] if self.requires else None,
+                    node=self.node_name)
+            try:
+                self._grants = authority.grant(self.tokens, instance_id=self.instance_id)
+            except TokenError as exc:
+                raise CapabilityDeniedError(
+                    f"node {self.node_name!r} of instance {self.instance_id}: worker "
+                    f"{self.worker_address} refused its tokens: {exc}",
+                    capability=self.requires[0] if self.requires else None,
+                    node=self.node_name) from exc
+        return self._grants
+
+    def check_requirements(self) -> None:
+        """Verify every requirement of the node on this worker; CapabilityDeniedError if not."""
+        if self.requires:
+            grants = self.grants()
+            for req in self.requires:
+                grants.check(req, node=self.node_name)
+
+    def resource(self, name: str, action: str, scope: str | None = None) -> Any:
+        """The worker's resource ``name``, if the instance holds a grant for ``action`` on it."""
+        from ..security.resources import resource_for
+        from .plugins import worker_resources
+        if not self.tokens:
+            raise CapabilityDeniedError(
+                f"node {self.node_name!r} asked for resource {name!r} but instance "
+                f"{self.instance_id} was granted no capabilities",
+                capability=f"{name}:{action}", node=self.node_name)
+        return resource_for(self.grants(), worker_resources(self._worker), name, action,
+                            scope or WHOLE, node=self.node_name)
+
+    def cancelled(self) -> bool:
+        """True once the Dask task was cancelled (timeout, instance cancel, released)."""
+        worker = self._worker
+        if worker is None:
+            return False
+        ts = worker.state.tasks.get(self.key)  # read-only lookup from the task's thread
+        return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+    async def yield_now(self) -> None:
+        """Cancellation point: raise CancelledError if lion_nb cancelled this task."""
+        if self.cancelled():
+            raise asyncio.CancelledError(f"node {self.node_name!r}: Dask task cancelled")
+        await asyncio.sleep(0)
+
+    def __repr__(self) -> str:
+        return (f"RemoteContext(instance={self.instance_id}, node={self.node_name!r}, "
+                f"attempt={self.attempt}, worker={self.worker_address})")
+
+
+def execute(handler_blob: bytes, ctx_blob: bytes, is_async: bool,
+            timeout: float | None) -> tuple[str, bytes]:
+    """The Dask task: check capabilities, run the handler, return (worker, pickled output).
+
+    The output is pickled here so that one that cannot travel fails as a clear
+    ResultNotSerializableError naming the node, not deep inside Dask's comms.
+    """
+    from distributed import get_worker
+
+    worker = get_worker()
+    ctx: RemoteContext = cloudpickle.loads(ctx_blob)
+    ctx._worker = worker
+    ctx.worker_address = address = worker.address
+    try:
+        handler = cloudpickle.loads(handler_blob)
+        ctx.check_requirements()
+        if is_async:
+            out = _run_async(handler(ctx), ctx, timeout)
+        else:
+            out = handler(ctx)
+            if inspect.isawaitable(out):  # a plain callable that returned a coroutine
+                out = _run_async(out, ctx, timeout)
+    except BaseException as exc:
+        _tag(exc, address)
+        raise
+    try:
+        return address, cloudpickle.dumps(out)
+    except Exception as exc:
+        err = ResultNotSerializableError(
+            f"node {ctx.node_name!r} returned a {type(out).__name__} that cannot be pickled "
+            f"back from worker {address}: {exc}", node=ctx.node_name)
+        _tag(err, address)
+        raise err from None
+
+
+def _run_async(coro: Any, ctx: RemoteContext, timeout: float | None) -> Any:
+    # Dask runs a task in a pool thread with no event loop; a reused per-thread loop
+    # saves the cost of building one per node.
+    runner = getattr(_loops, "runner", None)
+    if runner is None:
+        runner = _loops.runner = asyncio.Runner()
+    return runner.run(_bounded(coro, ctx, timeout))
+
+
+async def _bounded(coro: Any, ctx: RemoteContext, timeout: float | None) -> Any:
+    if timeout is None:
+        return await coro
+    # The engine's timeout cancels the Dask future; this one frees the worker's slot too.
+    try:
+        async with asyncio.timeout(timeout):
+            return await coro
+    except TimeoutError as exc:
+        raise NodeTimeoutError(
+            f"node {ctx.node_name!r} timed out after {timeout}s on worker "
+            f"{ctx.worker_address} (attempt {ctx.attempt})", node=ctx.node_name,
+            timeout=timeout) from exc
+
+
+def _tag(exc: BaseException, address: str) -> None:
+    """Remember on the exception which worker raised it (it travels in ``__dict__``)."""
+    try:
+        exc.lion_worker = address  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # exceptions with __slots__ cannot carry it
+        pass

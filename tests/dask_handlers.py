@@ -1,0 +1,104 @@
+"""Handlers the Dask tests run on worker processes (importable there by module name).
+
+They are deterministic in ``ctx.attempt`` so that the local runner and the
+DaskRunner must produce the same states, attempts and results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Boom", "load", "flaky", "big", "small", "after_small", "broken", "after_broken",
+           "join", "victim", "slow_async", "where", "uses_db", "cpu"]
+
+
+class Boom(RuntimeError):
+    """A handler's own failure (must come back from the worker as itself)."""
+
+
+def load(ctx: Any) -> dict[str, Any]:
+    """Root: the order total decides which branch runs."""
+    return {"total": ctx.inputs.get("total", 150), "pid": None}
+
+
+async def flaky(ctx: Any) -> str:
+    """Fails on its first attempt only (so a retry policy of 1 makes it succeed)."""
+    if ctx.attempt == 1:
+        raise Boom(f"{ctx.node_name}: transient failure")
+    return f"ok on attempt {ctx.attempt}"
+
+
+def big(ctx: Any) -> int:
+    """Runs when ``result.total > 100``."""
+    return ctx.results["Load"]["total"] * 2
+
+
+def small(ctx: Any) -> int:
+    """Runs when ``result.total <= 100``."""
+    return ctx.results["Load"]["total"]
+
+
+def after_small(ctx: Any) -> str:
+    """Downstream of the inactive branch: must end SKIPPED."""
+    return "unreachable"
+
+
+def broken(ctx: Any) -> None:
+    """Always fails, on every attempt."""
+    raise Boom(f"{ctx.node_name} is broken (attempt {ctx.attempt})")
+
+
+def after_broken(ctx: Any) -> str:
+    """Downstream of a failure: must end UPSTREAM_FAILED."""
+    return "unreachable"
+
+
+def join(ctx: Any) -> dict[str, Any]:
+    """Combines the two branches that ran."""
+    return {"sum": sorted(ctx.results), "idem": ctx.idempotency_key,
+            "config": dict(ctx.config)}
+
+
+def victim(ctx: Any) -> int:
+    """Attempt 1 announces its pid and waits to be killed; later attempts succeed."""
+    if ctx.attempt == 1:
+        Path(ctx.config["pid_file"]).write_text(str(os.getpid()))
+        time.sleep(60)
+    return os.getpid()
+
+
+async def slow_async(ctx: Any) -> str:
+    """Sleeps far past any timeout, stopping at a cancellation point when cancelled."""
+    for _ in range(400):
+        await asyncio.sleep(0.05)
+        await ctx.yield_now()
+    return "too late"
+
+
+def where(ctx: Any) -> str:
+    """The process this ran in (to tell the worker from the notebook)."""
+    return f"pid:{os.getpid()}"
+
+
+def uses_db(ctx: Any) -> Any:
+    """Reads the worker's ``db`` resource through the capability check."""
+    db = ctx.resource("db", "read", "orders/1")
+    return db["orders/1"]
+
+
+def make_db() -> dict[str, Any]:
+    """Factory run on each worker: the resource is built there, never pickled."""
+    return {"orders/1": {"total": 120, "pid": os.getpid()}}
+
+
+def cpu(ctx: Any) -> int:
+    """About ``ctx.config['ms']`` milliseconds of pure-Python work."""
+    deadline = time.perf_counter() + ctx.config.get("ms", 50) / 1000
+    n = 0
+    while time.perf_counter() < deadline:
+        n += 1
+    return n
