@@ -15,10 +15,20 @@ from .events import (
     EventBrokerConfig, EventFilter, EventReceiver, EventStore, InMemoryEventStore, RetryBackoff,
     SqliteEventStore, TopicPattern,
 )
+from .saga import (
+    COMMAND_TOPIC_PREFIX, REPLY_TOPIC_PREFIX, SagaCommand, SagaDefinition, SagaDefinitionBuilder,
+    SagaInstance, SagaManager, SagaManagerConfig, SagaService, SagaStatistics, SagaStatus,
+    SagaStep, StepState, StepStatus, command_topic, reply_topic,
+)
 
 __all__ = [
     # events
     "Event", "Delivery", "EventAck", "DeliveryMode", "RetryBackoff", "EventBrokerConfig",
     "BrokerStatistics", "EventBroker", "EventReceiver", "AckSender", "EventFilter",
     "EventStore", "InMemoryEventStore", "SqliteEventStore", "TopicPattern",
+    # sagas
+    "SagaManager", "SagaManagerConfig", "SagaDefinition", "SagaDefinitionBuilder", "SagaStep",
+    "SagaInstance", "StepState", "SagaStatus", "StepStatus", "SagaCommand", "SagaService",
+    "SagaStatistics", "command_topic", "reply_topic", "COMMAND_TOPIC_PREFIX",
+    "REPLY_TOPIC_PREFIX",
 ]
