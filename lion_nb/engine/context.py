@@ -141,6 +141,10 @@ class NodeContext:
         if task is not None:
             await self._run.scheduler.yield_point(task)
 
+    async def publish(self, topic: str, payload: Any) -> None:
+        """Publish an event (headers name this instance and node) through the executor's sink."""
+        await self._run.executor.publish_from_node(self._run, self.node_name, topic, payload)
+
     def __repr__(self) -> str:
         return f"NodeContext(instance={self.instance_id}, node={self.node_name!r}, " \
                f"attempt={self.attempt})"

@@ -40,6 +40,8 @@ class ExecutorConfig:
     ``authority``: the lion_nb.security Authority that verifies the ``grants`` of
     ``execute_workflow``; ``on_denied``: a node whose requirements are not
     covered "fail"s (default) or is "skip"ped — it never runs either way.
+    ``event_sink``: ``async (topic, payload, headers) -> None`` behind
+    ``ctx.publish``; ``lion_nb.patterns.connect_broker(executor, broker)`` sets it.
     """
 
     fail_fast: bool = False
@@ -51,6 +53,7 @@ class ExecutorConfig:
     lease_ttl: float = 30.0
     authority: Any = None
     on_denied: str = "fail"
+    event_sink: Callable[..., Awaitable[Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.on_denied not in ("fail", "skip"):
@@ -293,6 +296,16 @@ class WorkflowExecutor:
         run = self._runs.get(task.instance_id)
         if run is not None and run.state is InstanceState.RUNNING:
             self.spawn(run.deadline_failed(task.payload, error))
+
+    async def publish_from_node(self, run: InstanceRun, node: str, topic: str, payload: Any
+                                ) -> None:
+        """``ctx.publish``: hand the event to the configured sink, tagged with its source."""
+        sink = self.config.event_sink
+        if sink is None:
+            raise LionError(f"node {node!r} published to {topic!r} but the executor has no "
+                            "event sink; call lion_nb.patterns.connect_broker(executor, broker)")
+        await sink(topic, payload, {"lion.instance_id": run.instance_id, "lion.node": node,
+                                    "lion.workflow": run.definition.name})
 
     def _audited(self, record: Any) -> None:
         if self.observe.wants(K.CAPABILITY):

@@ -21,7 +21,11 @@ from .saga import (
     SagaStep, StepState, StepStatus, command_topic, reply_topic,
 )
 
+from .triggers import WorkflowTrigger, connect_broker
+
 __all__ = [
+    # workflows meet events
+    "WorkflowTrigger", "connect_broker",
     # events
     "Event", "Delivery", "EventAck", "DeliveryMode", "RetryBackoff", "EventBrokerConfig",
     "BrokerStatistics", "EventBroker", "EventReceiver", "AckSender", "EventFilter",
