@@ -317,7 +317,10 @@ class RunView:
         self.widget.close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):  # a short text form, not the VBox's full repr
+            bundle["text/plain"] = repr(self)
+        return bundle
 
     def __repr__(self) -> str:
         done = sum(self.counts[s] for s in TERMINAL_STATES)

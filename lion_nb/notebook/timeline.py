@@ -135,7 +135,8 @@ class Timeline:
 
     def __repr__(self) -> str:
         nodes = len({str(_get(r, "node")) for r in self.records})
-        return (f"Timeline({self.instance_id!r}: {len(self.records)} attempts "
+        ident = None if self.instance_id is None else str(self.instance_id)
+        return (f"Timeline({ident!r}: {len(self.records)} attempts "
                 f"of {nodes} nodes)")
 
 
