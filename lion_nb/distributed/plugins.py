@@ -55,6 +55,9 @@ class WorkerAuthority(WorkerPlugin):
         self._revoked = tuple(revoked)
         self.authority: Authority | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_key": self._key, "_revoked": self._revoked, "authority": None}
+
     def setup(self, worker: Any) -> None:
         """Build the worker's authority (the key never leaves this object as an Authority)."""
         key = self._key if self._key is not None else _key_from_env()
@@ -82,7 +85,11 @@ class WorkerResources(WorkerPlugin):
                  factories: Mapping[str, Callable[[], Any]] | None = None) -> None:
         self._objects = dict(objects or {})
         self._factories = dict(factories or {})
-        self.registry = ResourceRegistry()
+        self.registry: ResourceRegistry | None = None  # built on the worker, in setup()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What travels is the recipe; live handles are made and kept on the worker.
+        return {"_objects": self._objects, "_factories": self._factories, "registry": None}
 
     def setup(self, worker: Any) -> None:
         """Register the objects and build the factories' resources on this worker."""
@@ -94,6 +101,8 @@ class WorkerResources(WorkerPlugin):
 
     def teardown(self, worker: Any) -> None:
         """Close what the factories made (objects that have ``close()``)."""
+        if self.registry is None:
+            return
         for name in list(self._factories):
             if name in self.registry:
                 obj = self.registry.unregister(name)
@@ -151,7 +160,8 @@ def worker_authority(worker: Any) -> Authority | None:
 def worker_resources(worker: Any) -> ResourceRegistry:
     """The resources registered on ``worker`` (an empty registry if none)."""
     plugin = worker.plugins.get(RESOURCES_PLUGIN) if worker is not None else None
-    return plugin.registry if plugin is not None else _EMPTY
+    registry = plugin.registry if plugin is not None else None
+    return registry if registry is not None else _EMPTY
 
 
 def _key_from_env() -> bytes | None:

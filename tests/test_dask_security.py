@@ -1,0 +1,141 @@
+"""Capability tokens travel with Dask tasks and are verified on the worker, before the handler."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("distributed")
+
+import dask_handlers as h  # noqa: E402
+from distributed import LocalCluster  # noqa: E402
+
+from lion_nb.distributed import (KEY_ENV, DaskRunner, RemoteContext,  # noqa: E402
+                                 WorkerAuthority, register_worker_authority,
+                                 register_worker_resources, revoke_on_workers)
+from lion_nb.distributed.plugins import AUTHORITY_PLUGIN  # noqa: E402
+from lion_nb.engine import ExecutorConfig, WorkflowExecutor  # noqa: E402
+from lion_nb.errors import CapabilityDeniedError, SecurityError  # noqa: E402
+from lion_nb.model import Node, WorkflowBuilder  # noqa: E402
+from lion_nb.security import Authority  # noqa: E402
+from lion_nb.state.machine import NodeState  # noqa: E402
+
+ENV_KEY = secrets.token_bytes(32)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two worker processes whose environment carries an authority key (the env path)."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", env={KEY_ENV: ENV_KEY.hex()}) as c:
+        yield c
+
+
+@pytest.fixture
+async def runner(cluster):
+    """A runner whose workers hold an authority (fresh key per test) and a ``db`` resource."""
+    async with DaskRunner(cluster.scheduler_address) as r:
+        await r.client.wait_for_workers(2)
+        r.key = secrets.token_bytes(32)
+        await register_worker_authority(r.client, r.key)
+        await register_worker_resources(r.client, factories={"db": h.make_db})
+        yield r
+
+
+def ctx_for(instance_id, tokens, attempt=1):
+    """What the engine hands a runner, reduced to what DaskRunner reads."""
+    return SimpleNamespace(instance_id=instance_id, current_node_id="n-1", inputs={},
+                           results={}, attempt=attempt,
+                           grant_tokens=tuple(t.serialize() for t in tokens))
+
+
+READ = Node("ReadOrder", requires=["db:read:orders/*"])
+
+
+async def test_granted_token_is_verified_on_worker_and_unlocks_worker_resource(runner):
+    here = Authority(runner.key)
+    grants = here.grant([here.mint("db:read:orders/*")], instance_id="inst-1")
+    out = await runner.run(h.uses_db, ctx_for("inst-1", grants.tokens), READ, False)
+    assert out["total"] == 120
+    assert out["pid"] != os.getpid()  # the handle was built on the worker, never pickled
+
+
+async def test_token_signed_with_another_key_is_refused_on_worker(runner):
+    forger = Authority.generate()
+    grants = forger.grant([forger.mint("db:read:orders/*")], instance_id="inst-1")
+    with pytest.raises(CapabilityDeniedError) as info:
+        await runner.run(h.where, ctx_for("inst-1", grants.tokens), READ, False)
+    assert info.value.node == "ReadOrder"
+    assert "refused its tokens" in str(info.value) and "tcp://" in str(info.value)
+    assert runner.placements()[-1].outcome == "failed"
+
+
+async def test_token_not_covering_the_requirement_is_denied_naming_node_and_capability(runner):
+    here = Authority(runner.key)
+    grants = here.grant([here.mint("db:read:orders/*")], instance_id="inst-1")
+    write = Node("SaveOrder", requires=["db:write:orders/*"])
+    with pytest.raises(CapabilityDeniedError) as info:
+        await runner.run(h.where, ctx_for("inst-1", grants.tokens), write, False)
+    assert (info.value.node, info.value.capability) == ("SaveOrder", "db:write:orders/*")
+
+
+async def test_token_bound_to_another_instance_is_refused_on_worker(runner):
+    here = Authority(runner.key)
+    grants = here.grant([here.mint("db:read:orders/*")], instance_id="inst-1")
+    with pytest.raises(CapabilityDeniedError):
+        await runner.run(h.where, ctx_for("inst-2", grants.tokens), READ, False)
+
+
+async def test_revocation_forwarded_to_workers_applies_there(runner):
+    here = Authority(runner.key)
+    root = here.mint("db:read:orders/*")
+    grants = here.grant([root], instance_id="inst-1")
+    assert await runner.run(h.where, ctx_for("inst-1", grants.tokens), READ, False)
+    await revoke_on_workers(runner.client, root.token_id)
+    with pytest.raises(CapabilityDeniedError) as info:
+        await runner.run(h.where, ctx_for("inst-1", grants.tokens), READ, False)
+    assert "revoked" in str(info.value)
+
+
+async def test_worker_falls_back_to_key_from_its_environment(runner):
+    await runner.client.unregister_worker_plugin(AUTHORITY_PLUGIN)
+    env = Authority(ENV_KEY)
+    grants = env.grant([env.mint("db:read:orders/*")], instance_id="inst-1")
+    assert (await runner.run(h.uses_db, ctx_for("inst-1", grants.tokens), READ,
+                             False))["total"] == 120
+    other = Authority(runner.key)  # the plugin's key is gone from the workers now
+    grants = other.grant([other.mint("db:read:orders/*")], instance_id="inst-1")
+    with pytest.raises(CapabilityDeniedError):
+        await runner.run(h.where, ctx_for("inst-1", grants.tokens), READ, False)
+
+
+async def test_resource_without_grants_is_denied_on_worker_through_the_executor(runner):
+    ex = WorkflowExecutor(config=ExecutorConfig(runner=runner))
+    ex.add_handler("Peek", h.uses_db)
+    async with ex:
+        res = await ex.run(WorkflowBuilder("peek").add_node(Node("Peek", retry=2)).build())
+    assert res.node_states["Peek"] is NodeState.FAILED
+    err = res.exceptions["Peek"]
+    assert isinstance(err.__cause__, CapabilityDeniedError) and err.__cause__.node == "Peek"
+    assert res.attempts["Peek"] == 1  # a denial is final, not retried
+
+
+def test_worker_without_any_authority_denies_and_says_how_to_fix(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    ctx = RemoteContext("inst-1", "n-1", "ReadOrder", {}, {}, {}, 1,
+                        ("db:read:orders/*",), ("lion1.x.y",), "k")
+    ctx._worker = SimpleNamespace(plugins={}, address="tcp://w")
+    with pytest.raises(CapabilityDeniedError) as info:
+        ctx.check_requirements()
+    assert "register_worker_authority" in str(info.value) and info.value.node == "ReadOrder"
+
+
+def test_worker_authority_plugin_validates_its_key_and_never_pickles_an_authority():
+    with pytest.raises(SecurityError):
+        WorkerAuthority(b"short")
+    import pickle
+    plugin = pickle.loads(pickle.dumps(WorkerAuthority(secrets.token_bytes(32))))
+    assert plugin.authority is None and "key=set" in repr(plugin)
