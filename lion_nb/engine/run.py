@@ -110,9 +110,10 @@ class InstanceRun:
                              resources=node.resources, name=node.name,
                              instance_id=self.instance_id)
         self.tasks[i] = task
+        task.queued_at = now = self._time()
         obs = self.observe
         if obs.wants(_K_QUEUED):
-            obs.emit(ExecEvent(_K_QUEUED, self._time(), self.instance_id, node.name,
+            obs.emit(ExecEvent(_K_QUEUED, now, self.instance_id, node.name,
                                self.attempts[i] + 1))
         self.scheduler.enqueue(task)
 
@@ -198,7 +199,7 @@ class InstanceRun:
         obs = self.observe
         if obs.wants(_K_STARTED):
             obs.emit(ExecEvent(_K_STARTED, self._time(), self.instance_id, node.name,
-                               attempt))
+                               attempt, {"queued_at": task.queued_at}))
         try:
             if self.direct[i]:  # async handler, no timeout, local: one await, no wrapper
                 out = await self.handlers[i](NodeContext(self, i, task, attempt))

@@ -11,7 +11,7 @@ from .. import _display
 from ..security.ceiling import DefinitionCeiling
 from ..errors import CycleError, DefinitionError, DuplicateIdError, UnknownNodeError
 from .ids import NodeId, WorkflowId
-from .node import Edge, Node
+from .node import Edge, Node, _node_id
 
 __all__ = ["WorkflowDefinition", "WorkflowBuilder"]
 
@@ -213,9 +213,10 @@ class WorkflowBuilder:
         self._edges.append(edge)
         return self
 
-    def connect(self, source: Node, target: Node, condition: Any = None) -> "WorkflowBuilder":
+    def connect(self, source: Node | NodeId, target: Node | NodeId,
+                condition: Any = None) -> "WorkflowBuilder":
         """Shorthand for ``add_edge(Edge(source.id, target.id, condition=...))``."""
-        return self.add_edge(Edge(source.id, target.id, condition=condition))
+        return self.add_edge(Edge.between(_node_id(source), _node_id(target), condition))
 
     def _path(self, start: int, goal: int) -> list[int] | None:
         """A path start -> ... -> goal (inclusive) if one exists (iterative DFS)."""

@@ -198,6 +198,16 @@ class Edge:
         put(self, "target", _node_id(target))
         put(self, "condition", None if condition is None else Condition(condition))
 
+    @classmethod
+    def between(cls, source: NodeId, target: NodeId, condition: Any = None) -> "Edge":
+        """A new edge between two node ids (the builder's fast path; ids are not re-checked)."""
+        edge = object.__new__(cls)
+        _put(edge, "id", EdgeId.new())
+        _put(edge, "source", source)
+        _put(edge, "target", target)
+        _put(edge, "condition", None if condition is None else Condition(condition))
+        return edge
+
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError(f"Edge is immutable (tried to set {key!r})")
 
