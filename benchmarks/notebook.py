@@ -1,0 +1,153 @@
+"""Notebook layer benchmark: what a live RunView costs a run, and what a picture costs.
+
+    .venv/bin/python benchmarks/notebook.py [--nodes 10000] [--repeat 5]
+
+1. A run of N no-op nodes (a lattice 50 wide) with and without a RunView attached, in
+   the same process, alternating, median of ``--repeat`` runs each. Target: with a view
+   at most 1.25x the time without. Messages sent to the front end are counted with a
+   recording comm in place of a browser.
+2. Render time of a 300-node picture with each renderer (system ``dot`` when on PATH,
+   WebAssembly always), first render (includes compiling the WebAssembly module) and
+   warm renders, the SVG cache bypassed.
+
+Prints tables; asserts nothing about time (machines differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import time
+
+import comm
+
+from lion_nb.engine import WorkflowExecutor
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.notebook.dot import workflow_dot
+from lion_nb.notebook.live import RunView
+from lion_nb.notebook.render import RENDERERS, RenderFailed
+
+WIDTH = 50
+
+
+class CountingComm:
+    """A comm that counts what would be sent to the browser."""
+
+    sent = 0
+    comm_id = "bench"
+    kernel = "Truthy"
+
+    def __init__(self, **kwargs: object) -> None:
+        pass
+
+    def send(self, *args: object, **kwargs: object) -> None:
+        CountingComm.sent += 1
+
+    def open(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def on_msg(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def close(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def lattice(n: int, name: str = "bench"):
+    """N nodes in rows of WIDTH; each node depends on the one above it."""
+    b = WorkflowBuilder(name)
+    nodes = [Node(f"n{i}", handler="noop") for i in range(n)]
+    b.add_nodes(*nodes)
+    for i in range(WIDTH, n):
+        b.connect(nodes[i - WIDTH], nodes[i])
+    return b.build()
+
+
+async def one_run(definition, with_view: bool, picture: bool = True
+                  ) -> tuple[float, int, int]:
+    ex = WorkflowExecutor()
+    await ex.start()
+
+    async def noop(ctx):
+        return None
+
+    ex.add_handler("noop", noop)
+    view = RunView(ex, picture=picture) if with_view else None
+    gc.collect()
+    before = CountingComm.sent
+    start = time.perf_counter()
+    result = await ex.run(definition)
+    elapsed = time.perf_counter() - start
+    assert result.succeeded
+    messages = CountingComm.sent - before
+    flushes = view.flushes if view is not None else 0
+    if view is not None:
+        view.close()
+    await ex.stop()
+    return elapsed, messages, flushes
+
+
+async def run_overhead(n: int, repeat: int) -> None:
+    definition = lattice(n)
+    await one_run(lattice(200), True)  # warm up: imports, WebAssembly compile
+    without: list[float] = []
+    with_view: list[tuple[float, int, int]] = []
+    text_only: list[tuple[float, int, int]] = []
+    for _ in range(repeat):
+        without.append((await one_run(definition, False))[0])
+        with_view.append(await one_run(definition, True))
+        text_only.append(await one_run(definition, True, picture=False))
+    base = statistics.median(without)
+    print(f"\n{n:,}-node run, median of {repeat} (same process, alternating)")
+    print(f"{'':28}{'seconds':>10}{'us/node':>10}{'ratio':>8}{'messages':>10}{'flushes':>9}")
+    print(f"{'without a view':28}{base:>10.3f}{base / n * 1e6:>10.1f}{1.0:>8.2f}"
+          f"{0:>10}{0:>9}")
+    ratio = 0.0
+    for label, rows in (("with a RunView", with_view), ("RunView, picture=False", text_only)):
+        timed = statistics.median(t for t, _, _ in rows)
+        msgs = statistics.median(m for _, m, _ in rows)
+        flushes = statistics.median(f for _, _, f in rows)
+        ratio = ratio or timed / base
+        print(f"{label:28}{timed:>10.3f}{timed / n * 1e6:>10.1f}{timed / base:>8.2f}"
+              f"{msgs:>10.0f}{flushes:>9.0f}")
+    print(f"target: with a RunView <= 1.25x -> {'met' if ratio <= 1.25 else 'NOT met'}"
+          " (noisy on a loaded machine: compare medians over more --repeat)")
+
+
+def run_renderers(n_nodes: int = 300, warm: int = 5) -> None:
+    definition = lattice(n_nodes, "render")
+    states = {n.name: ("failed" if i % 97 == 0 else "succeeded")
+              for i, n in enumerate(definition.nodes)}
+    source = workflow_dot(definition, states=states, full=True).source
+    print(f"\n{n_nodes}-node picture ({len(source):,} bytes of DOT), cache bypassed")
+    print(f"{'renderer':12}{'first s':>10}{'warm s (median)':>18}{'svg bytes':>12}")
+    for name, fn in RENDERERS.items():
+        try:
+            t0 = time.perf_counter()
+            svg = fn(source)
+            first = time.perf_counter() - t0
+            times = []
+            for _ in range(warm):
+                t0 = time.perf_counter()
+                fn(source)
+                times.append(time.perf_counter() - t0)
+        except RenderFailed as exc:
+            print(f"{name:12}{'n/a':>10}{'':>18}{'':>12}  ({exc})")
+            continue
+        print(f"{name:12}{first:>10.3f}{statistics.median(times):>18.3f}{len(svg):>12,}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    comm.create_comm = CountingComm  # a counting stand-in for the browser
+    asyncio.run(run_overhead(args.nodes, args.repeat))
+    run_renderers()
+
+
+if __name__ == "__main__":
+    main()
