@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import (ConditionError, InstanceCancelledError, LionError, NodeFailedError,
+from ..errors import (InstanceCancelledError, LionError, NodeFailedError,
                       NodeTimeoutError, SecurityError, WorkflowFailedError)
-from ..model.node import TriggerRule
 from ..state.machine import CODE, InstanceState, NodeState, NodeStates
 from .context import NodeContext, NodeResult, ResultKind
 from .observe import EventKind as K
 from .observe import ExecEvent
 from .outcome import check_output, handler_error
+from .join import JoinRule
 from .policies import ScheduledTask
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ _QUEUED = NodeState.QUEUED
 _I_RUNNING = InstanceState.RUNNING
 
 
-class InstanceRun:
+class InstanceRun(JoinRule):
     """The live state of one instance; the executor's worker calls ``run_node``."""
 
     def __init__(self, executor: "WorkflowExecutor", definition: "WorkflowDefinition",
@@ -116,73 +116,6 @@ class InstanceRun:
             obs.emit(ExecEvent(_K_QUEUED, now, self.instance_id, node.name,
                                self.attempts[i] + 1))
         self.scheduler.enqueue(task)
-
-    def propagate(self, i: int, decided: list[int]) -> None:
-        """Node ``i`` is terminal: update its successors and decide those now complete.
-
-        Nodes decided SKIPPED/UPSTREAM_FAILED/FAILED here go into ``decided``
-        (for the durable commit); runnable ones are queued by the caller.
-        """
-        d = self.definition
-        codes = self.states.codes
-        stack = [i]
-        while stack:
-            j = stack.pop()
-            ok = codes[j] == _SUCCEEDED
-            failed = codes[j] in (CODE[NodeState.FAILED], CODE[NodeState.UPSTREAM_FAILED])
-            for k in d.out_edges[j]:
-                t = d.edge_target[k]
-                if ok:
-                    cond = self._conds[k]
-                    if cond is None:
-                        self.active_in[t] += 1
-                    else:
-                        try:
-                            if cond.evaluate(self.results[j]):
-                                self.active_in[t] += 1
-                        except ConditionError as exc:
-                            self.errors.setdefault(t, exc)
-                            self.failed_in[t] += 1
-                elif failed:
-                    self.failed_in[t] += 1
-                self.remaining[t] -= 1
-                if self.remaining[t] == 0 and codes[t] not in _TERMINAL:
-                    if self._decide(t, decided):
-                        stack.append(t)
-
-    def _decide(self, t: int, decided: list[int]) -> bool:
-        """Apply the trigger rule; True if ``t`` ended without running (propagate it)."""
-        node = self.definition.nodes[t]
-        rule = node.trigger_rule
-        if rule is TriggerRule.ALL_DONE:
-            decided.append(~t)  # ~t marks "queue me" for the caller
-            return False
-        if t in self.errors and isinstance(self.errors[t], ConditionError):
-            self._end_node(t, NodeState.FAILED, self.errors[t])
-        elif self.failed_in[t]:
-            self._end_node(t, NodeState.UPSTREAM_FAILED, None)
-        elif self.active_in[t] and (rule is TriggerRule.ONE_SUCCESS
-                                    or self.active_in[t] == len(self.definition.in_edges[t])):
-            decided.append(~t)
-            return False
-        else:
-            self._end_node(t, NodeState.SKIPPED, None)
-        decided.append(t)
-        return True
-
-    def _end_node(self, i: int, state: NodeState, error: BaseException | None) -> None:
-        """Terminal state for a node that will not run (again)."""
-        self.states.move(i, state)
-        self.unfinished -= 1
-        if error is not None:
-            self.errors[i] = error
-        if state is NodeState.FAILED and self.first_failed is None:
-            self.first_failed = i
-        kind = _END_KIND[state]
-        if self.observe.wants(kind):
-            self.observe.emit(ExecEvent(kind, self.clock.time(), self.instance_id,
-                                        self.definition.nodes[i].name, self.attempts[i],
-                                        {"error": repr(error)} if error is not None else None))
 
     # --- one attempt -------------------------------------------------------------
 
@@ -344,64 +277,6 @@ class InstanceRun:
         if self.unfinished == 0:
             self.finish()
 
-    # --- restore after a crash ----------------------------------------------------------
-
-    def restore(self, committed: dict[int, tuple[NodeState, Any, int, str | None]]) -> None:
-        """Rebuild from committed node records ``{index: (state, output, attempts, error)}``.
-
-        Committed nodes keep their state and output and never run again; join
-        counters are recomputed from them, and whatever is now decidable is
-        queued (roots and nodes whose predecessors all committed) or decided.
-        """
-        d = self.definition
-        codes = self.states.codes
-        for i, (state, output, attempts, error) in committed.items():
-            self.states.restore(i, state)
-            self.results[i] = output if state is _S_SUCCEEDED else None
-            self.attempts[i] = attempts
-            self.unfinished -= 1
-            if state is NodeState.FAILED:
-                self.errors[i] = NodeFailedError(
-                    f"node {d.nodes[i].name!r} failed before the restart: {error}",
-                    node=d.nodes[i].name, instance_id=self.instance_id, attempt=attempts)
-                if self.first_failed is None:
-                    self.first_failed = i
-            if self.observe.wants(K.NODE_RESTORED):
-                self.observe.emit(ExecEvent(K.NODE_RESTORED, self.clock.time(),
-                                            self.instance_id, d.nodes[i].name, attempts,
-                                            {"state": state.value}))
-        self.state = _I_RUNNING
-        for k in range(len(d.edges)):
-            src, t = d.edge_source[k], d.edge_target[k]
-            if codes[src] not in _TERMINAL:
-                continue
-            self.remaining[t] -= 1
-            if codes[src] == _SUCCEEDED:
-                cond = self._conds[k]
-                try:
-                    if cond is None or cond.evaluate(self.results[src]):
-                        self.active_in[t] += 1
-                except ConditionError as exc:
-                    self.errors.setdefault(t, exc)
-                    self.failed_in[t] += 1
-            elif codes[src] in (CODE[NodeState.FAILED], CODE[NodeState.UPSTREAM_FAILED]):
-                self.failed_in[t] += 1
-        for node in d.topological_order():
-            i = d.index[node.id]
-            if codes[i] in _TERMINAL or self.remaining[i] or codes[i] != 0:
-                continue
-            if not d.in_edges[i]:
-                self.queue(i)
-                continue
-            decided: list[int] = []
-            if self._decide(i, decided):
-                self.propagate(i, decided)
-            for t in decided:
-                if t < 0:
-                    self.queue(~t)
-        if self.unfinished == 0:
-            self.finish()
-
     # --- instance level ------------------------------------------------------------
 
     def start(self, restored: bool = False) -> None:
@@ -455,10 +330,6 @@ class InstanceRun:
                 self._end_node(i, NodeState.CANCELLED, None)
         if self.unfinished == 0:
             self.finish()
-
-
-_END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NODE_UPSTREAM_FAILED,
-             NodeState.CANCELLED: K.NODE_CANCELLED, NodeState.FAILED: K.NODE_FAILED}
 
 
 def _is_final(exc: LionError) -> bool:

@@ -21,6 +21,7 @@ from ..errors import (DeadlineMissedError, QueueFullError, SchedulerClosedError,
 from ..model.node import Priority
 from .observe import EventKind, ExecEvent, ObserveStream
 from .policies import EdfQueue, FifoQueue, MlfqQueue, PriorityQueue, ScheduledTask
+from .scheduler_preempt import Preemption
 from .scheduler_config import SchedulerConfig, SchedulingPolicy
 from .scheduler_stats import SchedulerStatistics, StatsKeeper
 
@@ -30,7 +31,7 @@ __all__ = ["WorkflowScheduler", "SchedulerConfig", "SchedulingPolicy", "Priority
            "ScheduledTask", "SchedulerStatistics"]
 
 
-class WorkflowScheduler:
+class WorkflowScheduler(Preemption):
     """Queues ready work by policy and runs it in at most ``max_concurrent_tasks`` slots."""
 
     def __init__(self, config: SchedulerConfig | None = None, *,
@@ -342,58 +343,6 @@ class WorkflowScheduler:
                         raise
         finally:
             self._workers -= 1
-
-    def interrupt(self, worker: "asyncio.Task[Any]") -> None:
-        """Cancel the node running on ``worker`` without ending the worker itself."""
-        self._interrupted.add(worker)
-        worker.cancel()
-
-    def absorb_interrupt(self) -> bool:
-        """In a worker: True (and the cancellation undone) if it came from ``interrupt``."""
-        current = asyncio.current_task()
-        if current is None or current not in self._interrupted:
-            return False
-        self._interrupted.discard(current)
-        current.uncancel()
-        return True
-
-    # --- cooperative preemption ------------------------------------------------
-
-    def _quantum(self, task: ScheduledTask) -> float:
-        if isinstance(self._queue, MlfqQueue):
-            return self._queue.quantum(task.level)
-        return self.config.time_slice
-
-    async def yield_point(self, task: ScheduledTask) -> bool:
-        """Give ``task``'s slot to a more urgent waiter if its time slice is used up.
-
-        Returns True if the task was preempted (and has since been resumed).
-        Without a waiter, or with a free slot, this costs a comparison or two.
-        """
-        if not self._queue or self.running < self.config.max_concurrent_tasks:
-            return False
-        now = self._now()
-        if now - task.slice_start < self._quantum(task):
-            return False
-        if isinstance(self._queue, MlfqQueue):
-            self._queue.demote(task)
-        if not self._queue.more_urgent_waiting(task):
-            task.slice_start = now
-            return False
-        task.resume = self._get_loop().create_future()
-        resume = task.resume
-        self.running -= 1
-        self._suspended += 1
-        self._seq += 1
-        task.seq = self._seq
-        task.enqueued_at = now
-        self._queue.push(task)
-        if self.observe.wants(EventKind.NODE_YIELDED):
-            self.observe.emit(ExecEvent(EventKind.NODE_YIELDED, self.clock.time(),
-                                        task.instance_id, task.name, 0, {"level": task.level}))
-        self._kick()
-        await resume
-        return True
 
     # --- policy, statistics, shutdown --------------------------------------------
 
