@@ -25,7 +25,6 @@ import cloudpickle
 
 from ..errors import (CapabilityDeniedError, NodeTimeoutError, ResultNotSerializableError,
                       TokenError)
-from ..security.scope import WHOLE
 
 __all__ = ["RemoteContext", "execute"]
 
@@ -117,16 +116,26 @@ class RemoteContext:
                 grants.check(req, node=self.node_name)
 
     def resource(self, name: str, action: str, scope: str | None = None) -> Any:
-        """The worker's resource ``name``, if the instance holds a grant for ``action`` on it."""
+        """The worker's resource ``name``, if the node declared and was granted ``action``.
+
+        The same rule as on the local runner: least privilege means the node must
+        declare ``name:action`` (covering ``scope``) in its ``requires``, and the
+        scope defaults to the declared one.
+        """
+        from ..security.capability import Requirement
         from ..security.resources import resource_for
+        from ..security.scope import scope_covers
         from .plugins import worker_resources
-        if not self.tokens:
+        declared = [r for r in map(Requirement.parse, self.requires)
+                    if r.resource == name and r.action == action
+                    and (scope is None or scope_covers(r.scope, scope))]
+        if not declared:
             raise CapabilityDeniedError(
-                f"node {self.node_name!r} asked for resource {name!r} but instance "
-                f"{self.instance_id} was granted no capabilities",
-                capability=f"{name}:{action}", node=self.node_name)
+                f"node {self.node_name!r} did not declare {name}:{action}"
+                f"{':' + scope if scope else ''} in its requires", capability=name,
+                node=self.node_name)
         return resource_for(self.grants(), worker_resources(self._worker), name, action,
-                            scope or WHOLE, node=self.node_name)
+                            scope or declared[0].scope, node=self.node_name)
 
     def cancelled(self) -> bool:
         """True once the Dask task was cancelled (timeout, instance cancel, released)."""

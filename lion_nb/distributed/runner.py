@@ -25,7 +25,7 @@ from distributed import Client
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-from ..errors import ExecutionError, NodeFailedError
+from ..errors import CapabilityDeniedError, ExecutionError, NodeFailedError
 from .remote import RemoteContext, execute
 
 __all__ = ["DaskRunner", "Placement", "RUN_ON"]
@@ -149,7 +149,7 @@ class DaskRunner:
         key = f"{node.name}-{uuid.uuid4().hex}"  # the dashboard groups tasks by node name
         rctx = RemoteContext(ctx.instance_id, ctx.current_node_id, node.name, node.config,
                              ctx.inputs, ctx.results, ctx.attempt, tuple(node.requires),
-                             _tokens_of(ctx), key)
+                             _tokens_of(ctx, node), key)
         handler_blob = _dumps(handler, node, ctx, "its handler "
                               f"{getattr(handler, '__qualname__', handler)!r}")
         ctx_blob = _dumps(rctx, node, ctx, "its inputs or predecessor results")
@@ -235,12 +235,21 @@ def _dumps(obj: Any, node: Any, ctx: Any, what: str) -> bytes:
             node=node.name, instance_id=ctx.instance_id, attempt=ctx.attempt) from exc
 
 
-def _tokens_of(ctx: Any) -> tuple[str, ...]:
+def _tokens_of(ctx: Any, node: Any) -> tuple[str, ...]:
     """The instance's granted tokens as strings (they are verified again on the worker)."""
     tokens = getattr(ctx, "grant_tokens", None)
     if tokens is None:
         grants = getattr(getattr(ctx, "_run", None), "grants", None)
-        tokens = getattr(grants, "tokens", None) or ()
+        tokens = getattr(grants, "tokens", None)
+    if tokens is None:
+        if node.requires:
+            # Without the tokens the worker could only deny: say so here, plainly.
+            raise CapabilityDeniedError(
+                f"node {node.name!r} requires {list(node.requires)} but this engine does not "
+                "hand the instance's tokens to runners (NodeContext.grant_tokens), so a "
+                f"worker cannot verify them; run it here with config={{{RUN_ON!r}: 'local'}}",
+                capability=node.requires[0], node=node.name)
+        return ()
     return tuple(t if isinstance(t, str) else t.serialize() for t in tokens)
 
 
