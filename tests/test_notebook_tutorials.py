@@ -1,4 +1,4 @@
-"""The tutorials in notebooks/ run top to bottom in a fresh kernel and match their outputs (nbval)."""
+"""The tutorials in notebooks/ run top to bottom in a fresh kernel and match their outputs."""
 
 from __future__ import annotations
 

@@ -224,3 +224,47 @@ def test_each_hostile_name_alone_renders(name):
     assert pic.outcome.ok, pic.outcome.problems
     s = assert_inert(pic.svg)
     assert sorted(s.node_titles) == ["n0", "n1"] and s.edge_count == 1
+
+
+def hostile_saga():
+    import time as _time
+
+    from lion_nb.patterns import SagaDefinitionBuilder, SagaStep
+    from lion_nb.patterns._saga_instance import SagaInstance
+    from lion_nb.patterns._saga_model import SagaStatus, StepStatus
+
+    b = SagaDefinitionBuilder("hostile", "<script>saga</script> \"x\" \\")
+    names = HOSTILE[:12]
+    b.add_step(SagaStep("s0", names[0], {"do": names[1]}, "svc0", compensation={"undo": "<b>"}))
+    b.add_parallel(*[SagaStep(f"s{i}", n, "act", f"svc{i}", compensation=n)
+                     for i, n in enumerate(names[1:-1], 1)])
+    b.add_step(SagaStep(f"s{len(names) - 1}", names[-1], "pivot", "svcz"))
+    d = b.build()
+    inst = SagaInstance("saga-<script>", d, {}, _time.time())
+    inst.status = SagaStatus.COMPENSATION_FAILED
+    for i, sid in enumerate(inst.steps):
+        inst.steps[sid].status = (StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED,
+                                  StepStatus.FAILED)[i % 3]
+        inst.steps[sid].error = f"<img src=x onerror=alert({i})>"
+    inst.compensation_path = [s.id for s in d.steps[:5]][::-1]
+    return d, inst
+
+
+def test_hostile_saga_definition_and_instance_pictures_are_valid_and_inert():
+    for obj in hostile_saga():
+        bundle = obj._repr_mimebundle_()
+        s = assert_inert(bundle["image/svg+xml"])
+        steps = obj.steps if hasattr(obj, "stages") else obj.definition.steps
+        assert sorted(t for t in s.node_titles if t != "legend") == sorted(
+            f"s{i}" for i in range(len(steps)))
+        assert "\x00" not in bundle["text/plain"]
+
+
+def test_saga_instance_shows_the_compensation_path_in_order():
+    d, inst = hostile_saga()
+    dot = picture(inst).dot
+    assert dot.count('label="undo ') == len(inst.compensation_path) - 1
+    assert "s4 -> s3 [label=\"undo 1\"" in dot
+    assert "compensation_failed" in dot and "peripheries=2" in dot  # the pivot is marked
+    text = picture(inst).text()
+    assert text.splitlines()[-1].startswith("  compensated, in order: ")

@@ -4,7 +4,8 @@ Importing it is cheap: it registers display renderers and nothing heavy
 (graphviz, pandas, ipywidgets load on first use)::
 
     import lion_nb.notebook as nb
-    definition                      # displays as SVG (system dot or WebAssembly)
+    definition                      # displays as SVG (system dot or WebAssembly);
+                                    # so do instances, saga definitions and saga instances
     nb.picture(definition, full=True)
     nb.attempts_frame(executor)     # one row per node attempt, proper dtypes
     nb.timeline(executor)           # Gantt chart of a run's attempts, as SVG
@@ -64,5 +65,12 @@ def _instance_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict
     return instance_bundle(obj, include, exclude)
 
 
+def _saga_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    from .display import saga_bundle
+    return saga_bundle(obj, include, exclude)
+
+
 _display.register("workflow", _workflow_bundle)
 _display.register("instance", _instance_bundle)
+_display.register("saga_definition", _saga_bundle)
+_display.register("saga_instance", _saga_bundle)

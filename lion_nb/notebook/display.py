@@ -20,7 +20,8 @@ from .render import INSTALL_HINT, RenderOutcome, render_svg
 from .style import STATE_ORDER
 from .text import html_text, truncate
 
-__all__ = ["Picture", "picture", "describe", "workflow_bundle", "instance_bundle"]
+__all__ = ["Picture", "picture", "describe", "workflow_bundle", "instance_bundle",
+           "saga_bundle"]
 
 _LIST_LIMIT = 40
 
@@ -35,7 +36,11 @@ def _is_instance(obj: Any) -> bool:
 
 
 def describe(obj: Any) -> str:
-    """A plain-text summary of a definition or instance (names cleaned and truncated)."""
+    """A plain-text summary of a definition, instance or saga (names cleaned and truncated)."""
+    from .saga import describe_saga, is_saga
+
+    if is_saga(obj):
+        return describe_saga(obj)
     instance = _is_instance(obj)
     definition = obj.definition if instance else obj
     states = dict(getattr(obj, "node_states", None) or {}) if instance else {}
@@ -79,10 +84,11 @@ class Picture:
 
     def __init__(self, obj: Any, **options: Any) -> None:
         from .dot import instance_dot, workflow_dot
+        from .saga import is_saga, saga_dot
 
         self.subject = obj
         self.options = options
-        build = instance_dot if _is_instance(obj) else workflow_dot
+        build = saga_dot if is_saga(obj) else instance_dot if _is_instance(obj) else workflow_dot
         self.graph = build(obj, **options)
         self.dot: str = self.graph.source
 
@@ -134,6 +140,11 @@ def picture(obj: Any, **options: Any) -> Picture:
 
 def workflow_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
     """The MIME bundle of a WorkflowDefinition (registered for display kind "workflow")."""
+    return Picture(obj)._repr_mimebundle_(include, exclude)
+
+
+def saga_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """The MIME bundle of a saga definition or instance (the two "saga_*" display kinds)."""
     return Picture(obj)._repr_mimebundle_(include, exclude)
 
 

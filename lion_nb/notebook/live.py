@@ -30,7 +30,7 @@ from ..errors import LionError
 from .live_html import failures_html, stats_html, title_html
 from .style import ERROR_STATES, TERMINAL_STATES
 
-__all__ = ["RunView"]
+__all__ = ["RunView", "QUEUED_LIMIT"]
 
 _EVENT_STATE = {K.NODE_QUEUED: "queued", K.NODE_STARTED: "running", K.NODE_RETRIED: "retrying",
                 K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed",
@@ -42,6 +42,10 @@ _PROBLEMS = ERROR_STATES | {"retrying"}
 _QUIET = frozenset({"pending", "queued", "running"})
 _FORWARD = _QUIET | {"succeeded"}
 _HEARTBEAT = 1.0  # seconds between elapsed-time refreshes while no node changes
+#: Up to this many nodes a view also follows NODE_QUEUED; above it, the engine is spared
+#: building one more event per node (nodes then go from pending straight to running).
+QUEUED_LIMIT = 2_000
+_BASE_KINDS = frozenset(_EVENT_STATE) - {K.NODE_QUEUED}
 
 
 class RunView:
@@ -49,7 +53,8 @@ class RunView:
 
     def __init__(self, executor: Any, instance_id: str | None = None, *,
                  picture: bool = True, text_interval: float = 0.1,
-                 picture_interval: float = 0.5, max_failures: int = 5) -> None:
+                 picture_interval: float = 0.5, max_failures: int = 5,
+                 queued: bool | None = None) -> None:
         import ipywidgets as w
 
         self.executor = executor
@@ -58,6 +63,7 @@ class RunView:
         self.text_interval = text_interval
         self.picture_interval = max(picture_interval, text_interval)
         self.max_failures = max_failures
+        self.follow_queued = queued  # None: only for graphs up to QUEUED_LIMIT nodes
         self.states: dict[str, str] = {}
         self.attempts: dict[str, int] = {}
         self.errors: dict[str, str] = {}
@@ -90,7 +96,7 @@ class RunView:
         self._buffer: list[ExecEvent] = []
         self._append = self._buffer.append  # one bound method: subscribe and unsubscribe it
         observe = executor.observe
-        self._subs = [observe.subscribe(self._append, _EVENT_STATE),
+        self._subs = [observe.subscribe(self._append, _BASE_KINDS),
                       observe.subscribe(self._on_instance_event,
                                         (K.INSTANCE_STARTED, K.INSTANCE_FINISHED))]
         if instance_id is not None:
@@ -181,6 +187,13 @@ class RunView:
 
     def _adopt(self, snapshot: Any) -> None:
         """Take states from an engine snapshot (authoritative: it replaces ours)."""
+        if self.definition is None and self._subs:
+            follow = self.follow_queued
+            if follow is None:
+                follow = len(snapshot.definition.nodes) <= QUEUED_LIMIT
+            if follow:  # subscribed before the roots are queued: no event is missed
+                self._subs.append(self.executor.observe.subscribe(self._append,
+                                                                  (K.NODE_QUEUED,)))
         self.definition = snapshot.definition
         self.instance_state = str(getattr(snapshot.state, "value", snapshot.state))
         if self._started is None:

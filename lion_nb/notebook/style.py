@@ -50,6 +50,8 @@ _TABLE: dict[str, StateStyle] = {
     "cancelled": StateStyle("#eaeef2", "#6e7781", font="#424a53", glyph="■"),
     "compensating": StateStyle("#fbefff", "#a475f9", glyph="↶"),
     "compensated": StateStyle("#ecd8ff", "#8250df", glyph="↺"),
+    # A saga step whose compensation kept failing: it needs an operator.
+    "compensation_failed": StateStyle("#ffd8e4", "#bf3989", font="#6e0f3f", glyph="⚠"),
 }
 
 #: State name -> StateStyle; read-only so a stray assignment cannot recolour every view.
@@ -60,10 +62,10 @@ STATE_ORDER: tuple[str, ...] = tuple(_TABLE)
 
 #: States after which a node's attempt will not change by itself any more.
 TERMINAL_STATES = frozenset({"succeeded", "failed", "skipped", "upstream_failed", "cancelled",
-                             "compensated"})
+                             "compensated", "compensation_failed"})
 
 #: States that mean something went wrong; live views never paint over them with success.
-ERROR_STATES = frozenset({"failed", "upstream_failed"})
+ERROR_STATES = frozenset({"failed", "upstream_failed", "compensation_failed"})
 
 
 def style_for(state: object) -> StateStyle:
