@@ -13,11 +13,23 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Boom", "load", "flaky", "big", "small", "after_small", "broken", "after_broken",
-           "join", "victim", "slow_async", "where", "uses_db", "cpu"]
+           "join", "victim", "slow_async", "where", "uses_db", "make_db", "Picky", "picky"]
 
 
 class Boom(RuntimeError):
     """A handler's own failure (must come back from the worker as itself)."""
+
+
+class Picky(Exception):
+    """An exception that pickles but cannot be rebuilt (two required arguments)."""
+
+    def __init__(self, code: int, where: str) -> None:
+        super().__init__(f"{code} at {where}")
+
+
+def picky(ctx: Any) -> None:
+    """Raises an exception that cannot come back as itself."""
+    raise Picky(7, ctx.node_name)
 
 
 def load(ctx: Any) -> dict[str, Any]:
@@ -93,12 +105,3 @@ def uses_db(ctx: Any) -> Any:
 def make_db() -> dict[str, Any]:
     """Factory run on each worker: the resource is built there, never pickled."""
     return {"orders/1": {"total": 120, "pid": os.getpid()}}
-
-
-def cpu(ctx: Any) -> int:
-    """About ``ctx.config['ms']`` milliseconds of pure-Python work."""
-    deadline = time.perf_counter() + ctx.config.get("ms", 50) / 1000
-    n = 0
-    while time.perf_counter() < deadline:
-        n += 1
-    return n

@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster, Worker  # noqa: E402
 
 from lion_nb.distributed import DaskRunner  # noqa: E402
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor  # noqa: E402
-from lion_nb.errors import (NodeFailedError, NodeTimeoutError,  # noqa: E402
+from lion_nb.errors import (ExecutionError, NodeFailedError, NodeTimeoutError,  # noqa: E402
                             ResultNotSerializableError)
 from lion_nb.model import Node, WorkflowBuilder  # noqa: E402
 from lion_nb.state.machine import InstanceState, NodeState  # noqa: E402
@@ -175,6 +175,22 @@ async def test_unpicklable_result_is_not_retried_and_names_the_node(runner):
     assert isinstance(err.__cause__ or err, ResultNotSerializableError)
     assert "'Lock'" in str(err)
     assert res.attempts["Lock"] == 1  # retrying cannot fix it
+
+
+async def test_handler_errors_come_back_as_themselves_with_the_worker_traceback(runner):
+    await runner.warm_up()
+    res = await run(single("Broken"), {"Broken": h.broken}, runner)
+    cause = res.exceptions["Broken"].__cause__
+    assert isinstance(cause, h.Boom)
+    note = "\n".join(getattr(cause, "__notes__", []))
+    assert "raised on Dask worker tcp://" in note and "dask_handlers.py" in note
+
+
+async def test_exception_that_cannot_be_rebuilt_still_names_node_and_worker(runner):
+    res = await run(single("Picky"), {"Picky": h.picky}, runner)
+    cause = res.exceptions["Picky"].__cause__
+    assert isinstance(cause, ExecutionError) and cause.node == "Picky"
+    assert "Picky: 7 at Picky" in str(cause) and "tcp://" in str(cause)
 
 
 # --- placement: local nodes, runner sets, worker resources -------------------------------

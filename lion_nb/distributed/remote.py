@@ -18,13 +18,14 @@ import asyncio
 import inspect
 import logging
 import threading
+import traceback
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import cloudpickle
 
-from ..errors import (CapabilityDeniedError, NodeTimeoutError, ResultNotSerializableError,
-                      TokenError)
+from ..errors import (CapabilityDeniedError, ExecutionError, NodeTimeoutError,
+                      ResultNotSerializableError, TokenError)
 
 __all__ = ["RemoteContext", "execute"]
 
@@ -157,11 +158,14 @@ class RemoteContext:
 
 
 def execute(handler_blob: bytes, ctx_blob: bytes, is_async: bool,
-            timeout: float | None) -> tuple[str, bytes]:
-    """The Dask task: check capabilities, run the handler, return (worker, pickled output).
+            timeout: float | None) -> tuple[str, bool, bytes]:
+    """The Dask task: check capabilities, run the handler; return (worker, ok, pickled outcome).
 
-    The output is pickled here so that one that cannot travel fails as a clear
-    ResultNotSerializableError naming the node, not deep inside Dask's comms.
+    A handler's exception is an outcome of the node, not a failure of the Dask
+    task: it comes back as a value (with the worker's traceback as a note), so
+    the engine decides about retries and Dask does not log it as a crash. The
+    output is pickled here so that one that cannot travel fails as a clear
+    ResultNotSerializableError naming the node.
     """
     from distributed import get_worker
 
@@ -178,17 +182,31 @@ def execute(handler_blob: bytes, ctx_blob: bytes, is_async: bool,
             out = handler(ctx)
             if inspect.isawaitable(out):  # a plain callable that returned a coroutine
                 out = _run_async(out, ctx, timeout)
-    except BaseException as exc:
-        _tag(exc, address)
-        raise
+    except Exception as exc:
+        return address, False, _pickle_error(exc, ctx)
     try:
-        return address, cloudpickle.dumps(out)
+        return address, True, cloudpickle.dumps(out)
     except Exception as exc:
         err = ResultNotSerializableError(
             f"node {ctx.node_name!r} returned a {type(out).__name__} that cannot be pickled "
             f"back from worker {address}: {exc}", node=ctx.node_name)
-        _tag(err, address)
-        raise err from None
+        return address, False, cloudpickle.dumps(err)
+
+
+def _pickle_error(exc: Exception, ctx: RemoteContext) -> bytes:
+    """The handler's exception, pickled, carrying where it happened as a note."""
+    tb = "".join(traceback.format_exception(exc)).rstrip()
+    try:
+        exc.add_note(f"raised on Dask worker {ctx.worker_address} "
+                     f"(node {ctx.node_name!r}, attempt {ctx.attempt}):\n{tb}")
+        blob = cloudpickle.dumps(exc)
+        cloudpickle.loads(blob)  # some exception classes pickle but cannot be rebuilt
+        return blob
+    except Exception:  # an exception that cannot travel: send its description instead
+        return cloudpickle.dumps(ExecutionError(
+            f"node {ctx.node_name!r} raised {type(exc).__name__}: {exc} on worker "
+            f"{ctx.worker_address} (the exception itself cannot be pickled)\n{tb}",
+            node=ctx.node_name))
 
 
 def _run_async(coro: Any, ctx: RemoteContext, timeout: float | None) -> Any:
@@ -212,11 +230,3 @@ async def _bounded(coro: Any, ctx: RemoteContext, timeout: float | None) -> Any:
             f"node {ctx.node_name!r} timed out after {timeout}s on worker "
             f"{ctx.worker_address} (attempt {ctx.attempt})", node=ctx.node_name,
             timeout=timeout) from exc
-
-
-def _tag(exc: BaseException, address: str) -> None:
-    """Remember on the exception which worker raised it (it travels in ``__dict__``)."""
-    try:
-        exc.lion_worker = address  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):  # exceptions with __slots__ cannot carry it
-        pass

@@ -111,6 +111,15 @@ class DaskRunner:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def warm_up(self) -> None:
+        """Import the worker-side code on every worker now, so the first nodes do not pay it."""
+        client = self.client if self.client is not None else (await self.start()).client
+        result = client.run(_import_worker_side)
+        if hasattr(result, "__await__"):
+            await result
+        else:  # a synchronous client already ran it; nothing to wait for
+            pass
+
     @property
     def dashboard_link(self) -> str | None:
         """URL of the Dask dashboard (None before connecting or without a dashboard)."""
@@ -161,7 +170,7 @@ class DaskRunner:
         else:  # a synchronous client lives on its own loop thread: hand the result over
             waiting = _bridge(fut)
         try:
-            address, blob = await waiting
+            address, ok, blob = await waiting
         except asyncio.CancelledError:
             self._cancel(client, fut, node)
             self._record(ctx, node, None, key, "cancelled")
@@ -175,16 +184,17 @@ class DaskRunner:
             self._record(ctx, node, None, key, "cancelled")
             raise ExecutionError(f"node {node.name!r}: its Dask task was cancelled outside "
                                  f"lion_nb ({exc})", node=node.name) from exc
-        except BaseException as exc:
-            worker = getattr(exc, "lion_worker", None)
-            self._record(ctx, node, worker, key, "failed")
-            _set_worker(ctx, worker)
+        except BaseException:
+            self._record(ctx, node, None, key, "failed")
             raise
         finally:
             fut.release()  # free the worker's copy now, not when the future is collected
-        self._record(ctx, node, address, key, "succeeded")
+        outcome = cloudpickle.loads(blob)
+        self._record(ctx, node, address, key, "succeeded" if ok else "failed")
         _set_worker(ctx, address)
-        return cloudpickle.loads(blob)
+        if not ok:
+            raise outcome
+        return outcome
 
     async def _run_here(self, handler: Any, ctx: Any, node: Any, is_async: bool) -> Any:
         _set_worker(ctx, "local")
@@ -221,6 +231,11 @@ class DaskRunner:
         where = self._address or (self.client.scheduler.address if self.client is not None
                                   and getattr(self.client, "scheduler", None) else None)
         return f"<DaskRunner scheduler={where} default={self.default!r}>"
+
+
+def _import_worker_side() -> None:
+    import lion_nb.distributed.plugins  # noqa: F401 - what the first task would import
+    import lion_nb.distributed.remote  # noqa: F401
 
 
 def _dumps(obj: Any, node: Any, ctx: Any, what: str) -> bytes:
