@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lion_nb.patterns import Event, SagaStatus, StepStatus
-from lion_nb.state import MemoryStorage, SqliteStorage
+from lion_nb.state import MemoryStorage
 
 from saga_helpers import Services, chain, make_manager, settle
 from saga_helpers.sigkill_child import STEPS, build, handler_for

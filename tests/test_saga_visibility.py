@@ -112,7 +112,7 @@ def test_exports_list_exactly_the_public_saga_names():
                   "lion_nb.patterns._saga") or name == "SagaManager"}
     assert set(saga_module.__all__) >= {"SagaManager", "SagaManagerConfig",
                                         "SagaDefinitionBuilder", "SagaStep"}
-    internals = {"RunnerMixin", "Waiter", "RecentIds", "SagaLog", "Handler",
+    internals = {"RunnerMixin", "OperatorMixin", "Waiter", "RecentIds", "SagaLog", "Handler",
                  "run_with_timeout", "wrap_handler"}
     assert public - set(saga_module.__all__) <= internals
     for name in saga_module.__all__:

@@ -42,8 +42,9 @@ def wrap_handler(handler: Any, service: str) -> Handler:
     if not callable(handler):
         raise TypeError(f"handler of service {service!r} must be callable, got "
                         f"{type(handler).__name__}")
+    # An object whose __call__ is async (a recorder, a bound service) counts as async too.
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None)):
+            type(handler).__call__):
         return handler
 
     async def in_thread(cmd: SagaCommand) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from types import MappingProxyType
 from typing import Any
 
 from ..clock import Clock
@@ -263,7 +262,7 @@ class RunnerMixin:
         cmd = SagaCommand(cid, "step" if fwd else "compensate", inst.saga_id, inst.id, step.id,
                           step.name, step.service, attempt,
                           step.action if fwd else step.compensation, inst.data,
-                          MappingProxyType(inst.results),
+                          dict(inst.results),   # a snapshot: later steps change it
                           None if fwd else inst.steps[step.id].result,
                           clock.time() + timeout)
         late = (f"SagaStepTimeoutError: service {step.service!r} did not answer "

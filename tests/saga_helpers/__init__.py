@@ -7,8 +7,8 @@ from typing import Any, Iterable
 
 from lion_nb.clock import FakeClock
 from lion_nb.patterns import (
-    EventBroker, EventBrokerConfig, RetryBackoff, SagaDefinition, SagaDefinitionBuilder, SagaManager,
-    SagaManagerConfig, SagaStep,
+    EventBroker, EventBrokerConfig, RetryBackoff, SagaDefinition, SagaDefinitionBuilder,
+    SagaManager, SagaManagerConfig, SagaStep,
 )
 
 __all__ = ["chain", "Services", "make_manager", "settle"]
