@@ -271,3 +271,40 @@ async def test_past_deadline_reject_and_closed_scheduler():
         await sched.submit(job)
     with pytest.raises(SchedulerClosedError):
         await sched.change_policy(SchedulingPolicy.EDF)
+
+
+async def test_per_workflow_limit_caps_one_workflow_but_not_others():
+    ex = WorkflowExecutor(WorkflowScheduler(SchedulerConfig(max_concurrent_tasks=8,
+                                                            max_per_group=1)))
+    await ex.start()
+    active: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    async def work(ctx):
+        wf = ctx.inputs["wf"]
+        active[wf] = active.get(wf, 0) + 1
+        peak[wf] = max(peak.get(wf, 0), active[wf])
+        await asyncio.sleep(0.01)
+        active[wf] -= 1
+
+    ex.add_handler("work", work)
+    wide = WorkflowBuilder("wide").add_nodes(*[Node(f"w{i}", handler="work") for i in range(4)])
+    other = WorkflowBuilder("other").add_nodes(*[Node(f"o{i}", handler="work") for i in range(4)])
+    ids = [await ex.execute_workflow(wide.build(), inputs={"wf": "wide"}),
+           await ex.execute_workflow(other.build(), inputs={"wf": "other"})]
+    for i in ids:
+        assert (await ex.wait(i, timeout=10)).succeeded
+    assert peak == {"wide": 1, "other": 1}
+    await ex.stop()
+
+
+async def test_deadline_miss_demote_runs_behind_tasks_that_can_still_make_it():
+    clock = FakeClock()
+    ex, gate, order, gid = await gated_executor(SchedulingPolicy.EDF, clock=clock,
+                                                deadline_miss="demote")
+    late = await ex.execute_workflow(one("late", deadline=1.0))
+    await clock.advance(2.0)
+    fine = await ex.execute_workflow(one("fine", deadline=60.0))
+    gate.set()
+    await drain(ex, [gid, late, fine])
+    assert order == ["fine", "late"]
