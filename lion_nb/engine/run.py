@@ -175,12 +175,8 @@ class InstanceRun(JoinRule):
         decided: list[int] = []
         self.propagate(i, decided)
         if self.store is not None:
-            await self.store.commit(self, [i] + [t for t in decided if t >= 0])
-        for t in decided:
-            if t < 0 and self.state is _I_RUNNING:
-                self.queue(~t)
-        if self.unfinished == 0:
-            self.finish()
+            await self._commit(i, decided)
+        self._advance(decided)
 
     async def _permitted(self, i: int, node: Any) -> bool:
         """Check the node's capabilities before dispatch; a denied node never runs."""
@@ -270,7 +266,15 @@ class InstanceRun(JoinRule):
         decided: list[int] = []
         self.propagate(i, decided)
         if self.store is not None:
-            await self.store.commit(self, [i] + [t for t in decided if t >= 0])
+            await self._commit(i, decided)
+        self._advance(decided)
+
+    async def _commit(self, i: int, decided: list[int]) -> None:
+        """Commit node ``i`` and the nodes its end decided, in one atomic write."""
+        await self.store.commit(self, [i] + [t for t in decided if t >= 0])
+
+    def _advance(self, decided: list[int]) -> None:
+        """Queue what the join rule released; finish the instance when nothing is left."""
         for t in decided:
             if t < 0 and self.state is _I_RUNNING:
                 self.queue(~t)
