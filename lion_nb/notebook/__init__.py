@@ -10,6 +10,8 @@ Importing it is cheap: it registers display renderers and nothing heavy
     nb.attempts_frame(executor)     # one row per node attempt, proper dtypes
     nb.timeline(executor)           # Gantt chart of a run's attempts, as SVG
     nb.RunView(executor)            # live widgets following the next run
+    nb.SchedulerView(scheduler)     # queue depths, slots, waits, policy; also SagaView, EventView
+    nb.deliveries_frame(broker)     # and saga_steps_frame, capability_audit_frame, ...
     flow = nb.Flow("etl")           # decorator builder; await flow.run() / flow.run_sync()
     nb.run(coro)                    # sync helper: scripts and inside Jupyter's loop
 """
@@ -28,6 +30,9 @@ __all__ = [
     "attempts_frame", "instances_frame",
     "Timeline", "timeline",
     "RunView", "Flow", "Step", "run",
+    "SchedulerView", "SagaView", "EventView",
+    "event_history_frame", "deliveries_frame", "saga_history_frame", "saga_steps_frame",
+    "capability_audit_frame", "scheduler_statistics_frame", "scheduler_decisions_frame",
 ]
 
 # Public name -> submodule; resolved on first access so `import lion_nb` stays fast.
@@ -39,6 +44,11 @@ _LAZY = {
     "attempts_frame": "tables", "instances_frame": "tables",
     "Timeline": "timeline", "timeline": "timeline",
     "RunView": "live", "Flow": "flow", "Step": "flow", "run": "loop",
+    "SchedulerView": "scheduler_view", "SagaView": "saga_view", "EventView": "event_view",
+    "event_history_frame": "tables_more", "deliveries_frame": "tables_more",
+    "saga_history_frame": "tables_more", "saga_steps_frame": "tables_more",
+    "capability_audit_frame": "tables_more", "scheduler_statistics_frame": "tables_more",
+    "scheduler_decisions_frame": "tables_more",
 }
 
 

@@ -1,0 +1,52 @@
+"""HTML pieces of the scheduler, saga and event views; every piece of user text is escaped here."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from .style import style_for
+from .text import html_text
+
+__all__ = ["chip", "table_html", "bar_html", "figure_html", "items_html"]
+
+_CELL = "padding:1px 8px;text-align:left"
+
+
+def chip(state: str, text: str | None = None) -> str:
+    """A badge in the STATE_STYLE colours of ``state``, showing ``text`` (default: the state)."""
+    st = style_for(state)
+    label = html_text(state if text is None else text, 80)
+    glyph = f"{st.glyph} " if st.glyph else ""
+    return (f'<span style="background:{st.fill};border:1px solid {st.border};'
+            f'color:{st.font};padding:0 4px;border-radius:3px">{glyph}{label}</span>')
+
+
+def figure_html(label: str, value: str, alarm: bool = False) -> str:
+    """``label value`` with the value bold (red when ``alarm``); both escaped."""
+    colour = ";color:#cf222e" if alarm else ""
+    return (f"<span style='margin-right:12px'>{html_text(label)} "
+            f"<b style='font-variant-numeric:tabular-nums{colour}'>{html_text(value)}</b></span>")
+
+
+def bar_html(value: int, scale: int, colour: str = "#54aeff", width: int = 160) -> str:
+    """A horizontal bar ``value/scale`` of ``width`` pixels (no user text)."""
+    px = 0 if scale <= 0 else round(width * min(value, scale) / scale)
+    return (f"<span style='display:inline-block;width:{width}px;background:#f6f8fa;"
+            f"border:1px solid #d0d7de;height:10px'><span style='display:block;width:{px}px;"
+            f"height:10px;background:{colour}'></span></span>")
+
+
+def table_html(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A compact table; header cells are escaped, row cells must be escaped HTML already."""
+    head = "".join(f"<th style='{_CELL}'>{html_text(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table style='border-collapse:collapse;font-size:90%'><tr>{head}</tr>{body}</table>"
+
+
+def items_html(items: Sequence[str], ordered: bool = False, empty: str = "") -> str:
+    """A list of already escaped HTML items (``empty`` text when there are none)."""
+    if not items:
+        return f"<small>{html_text(empty)}</small>" if empty else ""
+    tag = "ol" if ordered else "ul"
+    return f"<{tag} style='margin:2px 0'>{''.join(f'<li>{i}</li>' for i in items)}</{tag}>"
