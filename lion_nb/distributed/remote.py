@@ -182,6 +182,12 @@ def execute(handler_blob: bytes, ctx_blob: bytes, is_async: bool,
             out = handler(ctx)
             if inspect.isawaitable(out):  # a plain callable that returned a coroutine
                 out = _run_async(out, ctx, timeout)
+    except asyncio.CancelledError:
+        # yield_now() saw the task cancelled: nobody waits for this answer any more,
+        # so end quietly instead of letting Dask log a crash.
+        return address, False, cloudpickle.dumps(ExecutionError(
+            f"node {ctx.node_name!r} stopped after its Dask task was cancelled",
+            node=ctx.node_name))
     except Exception as exc:
         return address, False, _pickle_error(exc, ctx)
     try:
