@@ -59,14 +59,16 @@ def _frame(rows: Sequence[Any], columns: Sequence[str], *, times: Sequence[str] 
                                utc=True).astype(_TIME)
     for c in spans:  # seconds -> durations
         df[c] = pd.to_timedelta(pd.Series(df[c], dtype="float64"), unit="s").astype(_SPAN)
+    # pandas 3 may already have turned None into NaN in text columns: test both.
     for c in categories:
-        df[c] = pd.Series([None if v is None else str(v) for v in df[c]],
+        df[c] = pd.Series([None if v is None or v != v else str(v) for v in df[c]],
                           dtype="object").astype("category")
     for c in strings:
-        df[c] = pd.Series([None if v is None else str(v) for v in df[c]],
+        df[c] = pd.Series([None if v is None or v != v else str(v) for v in df[c]],
                           dtype="object").astype("string")
     for c in counts:
-        df[c] = pd.array([None if v is None else int(v) for v in df[c]], dtype="Int64")
+        df[c] = pd.array([None if v is None or pd.isna(v) else int(v) for v in df[c]],
+                         dtype="Int64")
     for c in floats:
         df[c] = pd.Series(df[c], dtype="float64")
     return df
@@ -214,6 +216,8 @@ def scheduler_statistics_frame(snapshots: Any) -> "pd.DataFrame":
         pairs = list(snapshots.items())
     else:
         pairs = [(str(k), s) for k, s in enumerate(snapshots)]
+    # A scheduler among the values stands for its statistics right now.
+    pairs = [(label, s.statistics() if hasattr(s, "statistics") else s) for label, s in pairs]
     rows = [dict({c: _get(s, c) for c in _STATS_COLUMNS[1:]}, label=str(label))
             for label, s in pairs]
     return _frame(rows, _STATS_COLUMNS, spans=("wait_p50", "wait_p95"),
