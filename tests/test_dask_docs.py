@@ -30,7 +30,7 @@ async def test_dask_doc_blocks_run_in_order():
             code = compile(block, f"{DOC.name}[block {i}]", "exec",
                            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
             with contextlib.redirect_stdout(io.StringIO()):
-                result = eval(code, namespace)  # noqa: S307 - our own documentation
+                result = eval(code, namespace)
                 if result is not None:
                     await result
     finally:  # a failing block must not leave worker processes behind

@@ -15,15 +15,20 @@ import pytest
 
 pytest.importorskip("distributed")
 
-import dask_handlers as h  # noqa: E402 - tests/ is on sys.path, and so on the workers
-from distributed import Client, LocalCluster, Worker  # noqa: E402
+# tests/ is on sys.path here, and so on the spawned worker processes, which inherit it.
+import dask_handlers as h
+from distributed import Client, LocalCluster, Worker
 
-from lion_nb.distributed import DaskRunner  # noqa: E402
-from lion_nb.engine import ExecutorConfig, WorkflowExecutor  # noqa: E402
-from lion_nb.errors import (ExecutionError, NodeFailedError, NodeTimeoutError,  # noqa: E402
-                            ResultNotSerializableError)
-from lion_nb.model import Node, WorkflowBuilder  # noqa: E402
-from lion_nb.state.machine import InstanceState, NodeState  # noqa: E402
+from lion_nb.distributed import DaskRunner
+from lion_nb.engine import ExecutorConfig, WorkflowExecutor
+from lion_nb.errors import (
+    ExecutionError,
+    NodeFailedError,
+    NodeTimeoutError,
+    ResultNotSerializableError,
+)
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.state.machine import InstanceState, NodeState
 
 HANDLERS = {"Load": h.load, "Flaky": h.flaky, "Big": h.big, "Small": h.small,
             "AfterSmall": h.after_small, "Broken": h.broken, "AfterBroken": h.after_broken,
@@ -282,3 +287,19 @@ def _exists(path: Path):
     async def check():
         return path.exists() and path.read_text() != ""
     return check
+
+
+def test_exports_are_complete_and_documented():
+    import importlib
+
+    import lion_nb.distributed as pkg
+    for sub in ("runner", "remote", "plugins"):
+        module = importlib.import_module(f"lion_nb.distributed.{sub}")
+        public = {name for name, value in vars(module).items()
+                  if not name.startswith("_") and getattr(value, "__module__", None)
+                  == module.__name__}
+        assert public <= set(module.__all__), module.__name__
+    for name in pkg.__all__:
+        value = getattr(pkg, name)
+        assert isinstance(value, str) or value.__doc__, name
+    assert set(pkg.__all__) <= set(dir(pkg))

@@ -10,18 +10,25 @@ import pytest
 
 pytest.importorskip("distributed")
 
-import dask_handlers as h  # noqa: E402
-from distributed import LocalCluster  # noqa: E402
+# tests/ is on sys.path here, and so on the spawned worker processes, which inherit it.
+import dask_handlers as h
+from distributed import LocalCluster
 
-from lion_nb.distributed import (KEY_ENV, DaskRunner, RemoteContext,  # noqa: E402
-                                 WorkerAuthority, register_worker_authority,
-                                 register_worker_resources, revoke_on_workers)
-from lion_nb.distributed.plugins import AUTHORITY_PLUGIN  # noqa: E402
-from lion_nb.engine import ExecutorConfig, WorkflowExecutor  # noqa: E402
-from lion_nb.errors import CapabilityDeniedError, SecurityError  # noqa: E402
-from lion_nb.model import Node, WorkflowBuilder  # noqa: E402
-from lion_nb.security import Authority  # noqa: E402
-from lion_nb.state.machine import NodeState  # noqa: E402
+from lion_nb.distributed import (
+    KEY_ENV,
+    DaskRunner,
+    RemoteContext,
+    WorkerAuthority,
+    register_worker_authority,
+    register_worker_resources,
+    revoke_on_workers,
+)
+from lion_nb.distributed.plugins import AUTHORITY_PLUGIN
+from lion_nb.engine import ExecutorConfig, WorkflowExecutor
+from lion_nb.errors import CapabilityDeniedError, SecurityError
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.security import Authority
+from lion_nb.state.machine import NodeState
 
 ENV_KEY = secrets.token_bytes(32)
 

@@ -31,9 +31,14 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .plugins import (KEY_ENV, WorkerAuthority, WorkerResources,
-                          register_worker_authority, register_worker_resources,
-                          revoke_on_workers)
+    from .plugins import (
+        KEY_ENV,
+        WorkerAuthority,
+        WorkerResources,
+        register_worker_authority,
+        register_worker_resources,
+        revoke_on_workers,
+    )
     from .remote import RemoteContext
     from .runner import RUN_ON, DaskRunner, Placement
 

@@ -24,8 +24,13 @@ from typing import Any, Mapping
 
 import cloudpickle
 
-from ..errors import (CapabilityDeniedError, ExecutionError, NodeTimeoutError,
-                      ResultNotSerializableError, TokenError)
+from ..errors import (
+    CapabilityDeniedError,
+    ExecutionError,
+    NodeTimeoutError,
+    ResultNotSerializableError,
+    TokenError,
+)
 
 __all__ = ["RemoteContext", "execute"]
 

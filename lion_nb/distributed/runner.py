@@ -249,7 +249,7 @@ class DaskRunner:
 
 
 def _import_worker_side() -> None:
-    import lion_nb.distributed.plugins  # noqa: F401 - what the first task would import
+    import lion_nb.distributed.plugins
     import lion_nb.distributed.remote  # noqa: F401
 
 
@@ -307,7 +307,7 @@ def _bridge(fut: Any) -> "asyncio.Future[Any]":
     def done(f: Any) -> None:  # runs on Dask's callback thread
         try:
             result, error = f.result(), None
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+        except BaseException as exc:
             result, error = None, exc
         loop.call_soon_threadsafe(settle, result, error)
 
