@@ -11,12 +11,25 @@ import pytest
 from lion_nb.clock import FakeClock
 from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
 from lion_nb.errors import CapabilityDeniedError
-from lion_nb.notebook import (capability_audit_frame, deliveries_frame, event_history_frame,
-                              saga_history_frame, saga_steps_frame, scheduler_decisions_frame,
-                              scheduler_statistics_frame)
+from lion_nb.notebook import (
+    capability_audit_frame,
+    deliveries_frame,
+    event_history_frame,
+    saga_history_frame,
+    saga_steps_frame,
+    scheduler_decisions_frame,
+    scheduler_statistics_frame,
+)
 from lion_nb.notebook.scheduler_view import SchedulerDecision
-from lion_nb.patterns import (Event, EventBroker, EventBrokerConfig, SagaDefinitionBuilder,
-                              SagaManager, SagaManagerConfig, SagaStep)
+from lion_nb.patterns import (
+    Event,
+    EventBroker,
+    EventBrokerConfig,
+    SagaDefinitionBuilder,
+    SagaManager,
+    SagaManagerConfig,
+    SagaStep,
+)
 from lion_nb.security import Authority
 
 BAD = "<script>alert(1)</script>"

@@ -17,8 +17,15 @@ from lion_nb.engine.observe import ExecEvent, ObserveStream
 from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.notebook import EventView, SagaView, SchedulerView
-from lion_nb.patterns import (Event, EventAck, EventBroker, EventBrokerConfig, SagaDefinitionBuilder,
-                              SagaManager, SagaManagerConfig, SagaStep)
+from lion_nb.patterns import (
+    Event,
+    EventBroker,
+    EventBrokerConfig,
+    SagaDefinitionBuilder,
+    SagaManager,
+    SagaManagerConfig,
+    SagaStep,
+)
 
 BAD = "<script>alert(1)</script><img src=x onerror=alert(1)>"
 
@@ -281,7 +288,7 @@ async def test_event_view_counts_pending_and_dead_letters_per_subscriber(fronten
                          observe=ObserveStream())
     good_rx, good_ack = await broker.subscribe("order.*", "billing")
     bad_rx, bad_ack = await broker.subscribe("order.*", f"flaky {BAD}")
-    lazy_rx, _ = await broker.subscribe("order.*", "lazy")
+    _lazy_rx, _ = await broker.subscribe("order.*", "lazy")
     view = EventView(broker)
     for i in range(3):
         await broker.publish(Event("order.created", {"n": i}))

@@ -17,7 +17,8 @@ its dead letters counted from ``broker.history()``.
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
@@ -25,7 +26,7 @@ from .text import html_text
 from .views_base import LiveView, observe_of
 from .views_html import chip, figure_html, items_html, table_html
 
-__all__ = ["EventView", "DeliveryTrouble"]
+__all__ = ["DeliveryTrouble", "EventView"]
 
 
 class DeliveryTrouble(NamedTuple):

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
@@ -29,7 +30,7 @@ from .text import html_text
 from .views_base import LiveView, observe_of
 from .views_html import chip, items_html, table_html
 
-__all__ = ["SagaView", "SagaTransition", "SAGA_STATUS_STYLE"]
+__all__ = ["SAGA_STATUS_STYLE", "SagaTransition", "SagaView"]
 
 #: Saga instance status -> the STATE_STYLE entry it is drawn with.
 SAGA_STATUS_STYLE = {"created": "pending", "running": "running", "completed": "succeeded",
@@ -152,7 +153,7 @@ class SagaView(LiveView):
             return None
         return self._poll
 
-    # --- widgets -----------------------------------------------------------------------------------
+    # --- widgets -------------------------------------------------------------------------
 
     def _render(self) -> None:
         inst = self.instance

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
@@ -24,7 +25,7 @@ from .text import html_text
 from .views_base import LiveView
 from .views_html import bar_html, chip, figure_html, items_html, table_html
 
-__all__ = ["SchedulerView", "SchedulerDecision"]
+__all__ = ["SchedulerDecision", "SchedulerView"]
 
 _RATE_WINDOW = 2.0  # seconds of history behind the "recent" throughput
 

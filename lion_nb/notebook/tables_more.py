@@ -14,14 +14,22 @@ counts ``Int64``; pandas escapes the text when a frame is shown as HTML::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["event_history_frame", "deliveries_frame", "saga_history_frame",
-           "saga_steps_frame", "capability_audit_frame", "scheduler_statistics_frame",
-           "scheduler_decisions_frame"]
+__all__ = [
+    "capability_audit_frame",
+    "deliveries_frame",
+    "event_history_frame",
+    "saga_history_frame",
+    "saga_steps_frame",
+    "scheduler_decisions_frame",
+    "scheduler_statistics_frame",
+]
 
 _TIME = "datetime64[ns, UTC]"
 _SPAN = "timedelta64[ns]"
@@ -45,10 +53,17 @@ def _get(row: Any, name: str) -> Any:
     return getattr(value, "value", value)  # StrEnum members -> their plain string
 
 
+def _text(value: Any) -> str | None:
+    """``str(value)``, or None for a missing value (None or a float NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
 def _frame(rows: Sequence[Any], columns: Sequence[str], *, times: Sequence[str] = (),
            spans: Sequence[str] = (), categories: Sequence[str] = (),
            strings: Sequence[str] = (), counts: Sequence[str] = (),
-           floats: Sequence[str] = ()) -> "pd.DataFrame":
+           floats: Sequence[str] = ()) -> pd.DataFrame:
     """A frame of ``columns`` from rows (mappings or objects), each column given its dtype."""
     import pandas as pd
 
@@ -61,11 +76,9 @@ def _frame(rows: Sequence[Any], columns: Sequence[str], *, times: Sequence[str] 
         df[c] = pd.to_timedelta(pd.Series(df[c], dtype="float64"), unit="s").astype(_SPAN)
     # pandas 3 may already have turned None into NaN in text columns: test both.
     for c in categories:
-        df[c] = pd.Series([None if v is None or v != v else str(v) for v in df[c]],
-                          dtype="object").astype("category")
+        df[c] = pd.Series([_text(v) for v in df[c]], dtype="object").astype("category")
     for c in strings:
-        df[c] = pd.Series([None if v is None or v != v else str(v) for v in df[c]],
-                          dtype="object").astype("string")
+        df[c] = pd.Series([_text(v) for v in df[c]], dtype="object").astype("string")
     for c in counts:
         df[c] = pd.array([None if v is None or pd.isna(v) else int(v) for v in df[c]],
                          dtype="Int64")
@@ -74,13 +87,13 @@ def _frame(rows: Sequence[Any], columns: Sequence[str], *, times: Sequence[str] 
     return df
 
 
-# --- events --------------------------------------------------------------------------------------
+# --- events -----------------------------------------------------------------------------
 
 _EVENT_COLUMNS = ("time", "kind", "topic", "event_id", "subscriber", "attempt", "error")
 
 
-def event_history_frame(broker: Any) -> "pd.DataFrame":
-    """One row per broker happening (published, delivered, acked, failed, redelivery, dead_lettered)."""
+def event_history_frame(broker: Any) -> pd.DataFrame:
+    """One row per broker happening: published, delivered, acked, failed, redelivered, dead."""
     return _frame(_rows(broker, "history"), _EVENT_COLUMNS, times=("time",),
                   categories=("kind", "topic", "subscriber"), strings=("event_id", "error"),
                   counts=("attempt",))
@@ -90,7 +103,7 @@ _DELIVERY_COLUMNS = ("topic", "event_id", "subscriber", "outcome", "attempts", "
                      "first_delivered_at", "finished_at", "latency", "last_error")
 
 
-def deliveries_frame(broker: Any) -> "pd.DataFrame":
+def deliveries_frame(broker: Any) -> pd.DataFrame:
     """One row per (event, subscriber): outcome (acked, dead_lettered, pending), attempts, latency.
 
     ``latency`` runs from publication to the ack or dead letter. Rows come
@@ -130,7 +143,7 @@ def deliveries_frame(broker: Any) -> "pd.DataFrame":
                   strings=("event_id", "last_error"), counts=("attempts",))
 
 
-# --- sagas -----------------------------------------------------------------------------------------
+# --- sagas -----------------------------------------------------------------------------
 
 _SAGA_COLUMNS = ("time", "saga_id", "instance_id", "event", "status", "step_id", "step_name",
                  "phase", "attempt", "error")
@@ -140,7 +153,7 @@ _OUTCOME = {"succeeded": "succeeded", "attempt_failed": "failed",
             "operator_resolved": "resolved"}
 
 
-def saga_history_frame(saga_manager: Any) -> "pd.DataFrame":
+def saga_history_frame(saga_manager: Any) -> pd.DataFrame:
     """One row per saga happening, as ``saga_manager.history()`` records them."""
     return _frame(_rows(saga_manager, "history"), _SAGA_COLUMNS, times=("time",),
                   categories=("saga_id", "instance_id", "event", "status", "step_id",
@@ -148,7 +161,7 @@ def saga_history_frame(saga_manager: Any) -> "pd.DataFrame":
                   strings=("error",), counts=("attempt",))
 
 
-def saga_steps_frame(saga_manager: Any) -> "pd.DataFrame":
+def saga_steps_frame(saga_manager: Any) -> pd.DataFrame:
     """One row per step attempt, forward or compensating, in the order they started.
 
     ``outcome`` is the attempt's (succeeded, failed, resolved, or running while
@@ -189,26 +202,26 @@ def saga_steps_frame(saga_manager: Any) -> "pd.DataFrame":
                   strings=("error",), counts=("attempt",))
 
 
-# --- security -------------------------------------------------------------------------------------
+# --- security -----------------------------------------------------------------------------
 
 _AUDIT_COLUMNS = ("time", "action", "decision", "capability", "node", "instance_id", "holder",
                   "token_id", "reason")
 
 
-def capability_audit_frame(authority: Any) -> "pd.DataFrame":
+def capability_audit_frame(authority: Any) -> pd.DataFrame:
     """One row per audit record of ``authority.audit()``: grants, checks, denials, revocations."""
     return _frame(_rows(authority, "audit"), _AUDIT_COLUMNS, times=("time",),
                   categories=("action", "decision", "node", "instance_id", "holder"),
                   strings=("capability", "token_id", "reason"))
 
 
-# --- scheduler ------------------------------------------------------------------------------------
+# --- scheduler -----------------------------------------------------------------------------
 
 _STATS_COLUMNS = ("label", "policy", "queued", "running", "max_concurrent", "dispatched",
                   "completed", "deadline_misses", "wait_p50", "wait_p95", "throughput")
 
 
-def scheduler_statistics_frame(snapshots: Any) -> "pd.DataFrame":
+def scheduler_statistics_frame(snapshots: Any) -> pd.DataFrame:
     """One row per SchedulerStatistics snapshot: ``{label: stats}``, a list, or a scheduler."""
     if hasattr(snapshots, "statistics"):
         snapshots = {"now": snapshots.statistics()}
@@ -230,7 +243,7 @@ def scheduler_statistics_frame(snapshots: Any) -> "pd.DataFrame":
 _DECISION_COLUMNS = ("time", "kind", "node", "instance_id", "detail")
 
 
-def scheduler_decisions_frame(view: Any) -> "pd.DataFrame":
+def scheduler_decisions_frame(view: Any) -> pd.DataFrame:
     """The notable decisions a SchedulerView saw: policy changes, deadline misses, yields."""
     rows = list(getattr(view, "decisions", view))
     return _frame(rows, _DECISION_COLUMNS, times=("time",),

@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, Self
 
 from ..engine.observe import EventKind, ExecEvent
 
@@ -172,7 +173,7 @@ class LiveView:
 
     widget: Any
 
-    def __enter__(self) -> "LiveView":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .style import style_for
 from .text import html_text
 
-__all__ = ["chip", "table_html", "bar_html", "figure_html", "items_html"]
+__all__ = ["bar_html", "chip", "figure_html", "items_html", "table_html"]
 
 _CELL = "padding:1px 8px;text-align:left"
 
