@@ -134,9 +134,9 @@ async def test_scheduler_view_ends_matching_the_engine_with_policy_change_and_mi
 
 
 async def test_scheduler_view_follows_a_busy_scheduler_without_events_at_the_end(frontend):
-    # Raw submits: the last completion emits nothing, the view's re-read must catch it.
+    # Raw submits emit no event the view follows: its re-reads must catch them.
     scheduler = WorkflowScheduler(SchedulerConfig(max_concurrent_tasks=3))
-    view = SchedulerView(scheduler, interval=0.02)
+    view = SchedulerView(scheduler, interval=0.02, idle_poll=0.05)
 
     async def job():
         await asyncio.sleep(0.01)
@@ -147,9 +147,12 @@ async def test_scheduler_view_follows_a_busy_scheduler_without_events_at_the_end
     assert view.stats.completed == 9 and view.stats.running == 0
     assert "completed <b style='font-variant-numeric:tabular-nums'>9</b>" in view.figures.value
     flushes = view.flushes
-    await asyncio.sleep(0.1)
-    assert view.flushes == flushes  # idle: no more timer ticks
+    await asyncio.sleep(0.12)
+    assert view.flushes - flushes <= 3  # idle: only the slow heartbeat, not every interval
     view.close()
+    closed_at = view.flushes
+    await asyncio.sleep(0.12)
+    assert view.flushes == closed_at  # closed: no timer left
     await scheduler.close()
 
 
@@ -334,3 +337,48 @@ def test_views_render_without_a_running_loop():
     view.close()
     assert view.closed and "policy <b>fifo</b>" in view.title.value
     assert repr(view).startswith("SchedulerView(fifo")
+
+
+async def test_event_view_caps_updates_per_second_under_a_flood_of_events(frontend):
+    broker = EventBroker(EventBrokerConfig(max_pending=100_000), observe=ObserveStream())
+    rx, ack = await broker.subscribe("tick.*", "counter")
+    view = EventView(broker)
+    start = time.monotonic()
+    for i in range(5_000):
+        await broker.publish(Event("tick.now", {"i": i}))
+        if i % 10 == 0:  # spread over a second or two: the cap is per second
+            await asyncio.sleep(0.002)
+    for _ in range(5_000):
+        await ack.success(await rx.recv())
+    elapsed = time.monotonic() - start
+    view.close()
+    assert view.stats == broker.statistics() and view.stats.acked == 5_000
+    assert 5 <= view.flushes <= 10 * elapsed + 3  # it did follow along, within the cap
+    for w in view._widgets:
+        assert frontend.per_second_peak(comm_id(w)) <= 12
+    await broker.close()
+
+
+async def test_saga_view_caps_updates_per_second_on_a_long_saga(frontend):
+    mgr = SagaManager(None, SagaManagerConfig(), observe=ObserveStream())
+    b = SagaDefinitionBuilder("long", "Long saga")
+    for i in range(150):
+        b.add_step(SagaStep(f"s{i}", f"step {i}", {"n": i}, "svc").with_compensation({}))
+    await mgr.register_definition(b.build())
+
+    async def handler(cmd):
+        await asyncio.sleep(0.004)  # about 1.2 s in all: the cap is per second
+        if cmd.kind == "step" and cmd.action["n"] == 149:
+            raise RuntimeError("last step fails")
+
+    await mgr.register_service("svc", handler)
+    view = SagaView(mgr)
+    start = time.monotonic()
+    inst = await mgr.run("long", {})
+    elapsed = time.monotonic() - start
+    assert view.closed and view.compensation_path == inst.compensation_path
+    assert view.compensation_path == [f"s{i}" for i in range(148, -1, -1)]
+    assert 5 <= view.flushes <= 10 * elapsed + 3  # it did follow along, within the cap
+    for w in view._widgets:
+        assert frontend.per_second_peak(comm_id(w)) <= 12
+    await mgr.close()

@@ -66,7 +66,9 @@ class LiveView:
     # --- events (any thread) -----------------------------------------------------------
 
     def _on_event(self, ev: ExecEvent) -> None:
-        # The engine's hot path: one append and one flag test per event.
+        # The engine's hot path: one append and one flag test per event. ``_armed``
+        # means an event-driven tick is due; a slower re-read timer does not count,
+        # so the first event after a quiet spell replaces it with a prompt tick.
         self._buffer.append(ev)
         if not self._armed:
             self._armed = True
@@ -115,7 +117,7 @@ class LiveView:
             self._write()
             again = self._next_poll()  # the flush may have seen the subject go idle
         if again is not None and not self.closed:
-            self._armed = True
+            # Not marked armed: an event may still bring the next tick forward.
             self._arm(again)
 
     def _write(self) -> None:
@@ -136,7 +138,6 @@ class LiveView:
         """Arm the timer for a re-read if the subject wants one (call at the end of __init__)."""
         delay = self._next_poll()
         if delay is not None and not self._armed:
-            self._armed = True
             self._arm(delay)
 
     def flush(self) -> None:
