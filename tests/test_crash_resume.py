@@ -134,12 +134,13 @@ async def run_scenario(kind, root, scenario, rng, expected, budget):
     committed: dict[str, dict] = {}   # node name -> record, as of the last child
     committed_at: dict[str, int] = {}  # node name -> generation that committed it
     kills: list[str] = []
-    gen, done = 0, None
+    gen, done, stored = 0, None, None
     while True:
         last = gen == MAX_GENERATIONS - 1 or len(kills) >= budget
         plan = "none" if last else kill_plan(rng, kind)
-        code, acked, done = run_child(kind, path, log, gen, "start" if gen == 0 else "resume",
-                                      iid, plan)
+        # Killed before its header committed, the instance never existed: start it again.
+        action = "resume" if gen and stored is not None else "start"
+        code, acked, done = run_child(kind, path, log, gen, action, iid, plan)
         if code == -signal.SIGKILL:
             kills.append(plan.split(":")[0])
         stored, now = await snapshot(kind, path, iid)
