@@ -10,8 +10,7 @@
    (every task at once, dependencies as futures, Dask does the joining).
    Target: DaskRunner at most 1.5x the raw per-node time. A chain is printed
    too: there every node costs DaskRunner a client round trip that the raw
-   graph does not pay, and Dask's 10 ms client-side batching shows; the
-   ``submit_interval=1ms`` rows show what shortening it buys.
+   graph does not pay.
 
 Run: ``python benchmarks/dask_runner.py [--nodes 200 --ms 50 --noop 400]``.
 Prints a table; no assertions (numbers vary by machine).
@@ -145,7 +144,6 @@ async def main(args: argparse.Namespace) -> None:
                             asynchronous=True, dashboard_address=":0") as cluster, \
             Client(cluster, asynchronous=True) as client:
         runner = DaskRunner(client)
-        quick = DaskRunner(client, submit_interval=0.001)
         await runner.warm_up()
         await run_engine(workflow(20, edges(20, WIDTH), "noop", {}), runner)
 
@@ -179,10 +177,6 @@ async def main(args: argparse.Namespace) -> None:
             rows.append((f"no-op {label} {n} nodes, raw client.submit",
                          f"{raw_s / n * 1e6:,.0f} µs/node",
                          f"DaskRunner / raw {runner_s / raw_s:.2f}x{target}"))
-            quick_s = best([await run_engine(wf, quick) for _ in range(args.repeat)])
-            rows.append((f"no-op {label} {n} nodes, DaskRunner submit_interval=1ms",
-                         f"{quick_s / n * 1e6:,.0f} µs/node",
-                         f"DaskRunner / raw {quick_s / raw_s:.2f}x"))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'case':<{width}}  {'time':>16}  note")

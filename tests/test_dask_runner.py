@@ -247,14 +247,6 @@ async def test_synchronous_client_is_bridged(cluster):
         await asyncio.to_thread(client.close)
 
 
-async def test_submit_interval_shortens_the_clients_batching(cluster):
-    async with DaskRunner(cluster.scheduler_address, submit_interval=0.001) as r:
-        res = await run(single("Where"), {"Where": h.where}, r)
-        assert res.succeeded and r.client.scheduler_comm.interval == 0.001
-    with pytest.raises(ValueError):
-        DaskRunner("tcp://127.0.0.1:1", submit_interval=5)
-
-
 def test_importing_the_package_does_not_import_dask():
     code = ("import sys, lion_nb.distributed as d; assert 'distributed' not in sys.modules; "
             "d.DaskRunner; assert 'distributed' in sys.modules")

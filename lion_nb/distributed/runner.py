@@ -56,15 +56,12 @@ class DaskRunner:
     nodes run; ``local`` and ``cluster`` name exceptions; a node's own
     ``config={"lion.run_on": ...}`` overrides both. ``resources`` gives the
     amount of each node resource pool a task claims on a worker (default 1).
-    ``submit_interval`` (seconds) shortens how long the client batches messages
-    to the scheduler (Dask's fixed 10 ms): a node that becomes ready right after
-    another finished is sent sooner, which matters for long chains.
     """
 
     def __init__(self, client_or_address: Any, *, default: str = "cluster",
                  local: Iterable[str] = (), cluster: Iterable[str] = (),
                  resources: Mapping[str, float] | None = None, security: Any = None,
-                 submit_interval: float | None = None, keep_placements: int = 10_000) -> None:
+                 keep_placements: int = 10_000) -> None:
         if default not in _WHERE:
             raise ValueError(f"default must be one of {_WHERE}, not {default!r}")
         self.default = default
@@ -82,10 +79,6 @@ class DaskRunner:
             self.client = client_or_address
             self._owns_client = False
         self._security = security
-        if submit_interval is not None and not 0 <= submit_interval <= 1:
-            raise ValueError(f"submit_interval is in seconds (0..1), not {submit_interval!r}")
-        self.submit_interval = submit_interval
-        self._tuned: Any = None
         self._starting: asyncio.Lock | None = None
         self._placements: deque[Placement] = deque(maxlen=keep_placements)
         self._background: set[asyncio.Future[Any]] = set()
@@ -160,8 +153,6 @@ class DaskRunner:
         if not self.accepts(node):
             return await self._run_here(handler, ctx, node, is_async)
         client = self.client if self.client is not None else (await self.start()).client
-        if self._tuned is not client and self.submit_interval is not None:
-            self._tune(client)
         key = f"{node.name}-{uuid.uuid4().hex}"  # the dashboard groups tasks by node name
         rctx = RemoteContext(ctx.instance_id, ctx.current_node_id, node.name, node.config,
                              ctx.inputs, ctx.results, ctx.attempt, tuple(node.requires),
@@ -212,14 +203,6 @@ class DaskRunner:
         if inspect.isawaitable(out):
             out = await out
         return out
-
-    def _tune(self, client: Any) -> None:
-        # Dask hard-codes the client's batching interval; the attribute is public but
-        # undocumented, so a client without it is simply left as it is.
-        comm = getattr(client, "scheduler_comm", None)
-        if comm is not None and hasattr(comm, "interval"):
-            comm.interval = self.submit_interval
-            self._tuned = client
 
     def _dask_resources(self, node: Any) -> dict[str, float] | None:
         if not node.resources:
