@@ -256,22 +256,35 @@ def test_importing_the_package_does_not_import_dask():
 # --- last: kills a worker process (its nanny restarts it) -------------------------------
 
 async def test_worker_killed_mid_task_is_retried_on_another_worker(runner, tmp_path: Path):
+    from lion_nb.engine.durable import read_instance
+    from lion_nb.state import SqliteStorage, StateMachineManager
+
     pid_file = tmp_path / "victim.pid"
-    ex = WorkflowExecutor(config=ExecutorConfig(runner=runner))
+    storage = SqliteStorage(tmp_path / "state.db")
+    ex = WorkflowExecutor(state_manager=StateMachineManager(storage),
+                          config=ExecutorConfig(runner=runner))
+    ex.add_handler("Load", h.load)
     ex.add_handler("Victim", h.victim)
-    async with ex:
-        iid = await ex.execute_workflow(single("Victim", retry=1,
-                                               config={"pid_file": str(pid_file)}))
-        await until(_exists(pid_file))
-        killed = int(pid_file.read_text())
-        os.kill(killed, signal.SIGKILL)
-        res = await ex.wait(iid)
+    load, victim = Node("Load"), Node("Victim", retry=1, config={"pid_file": str(pid_file)})
+    wf = WorkflowBuilder("kill").add_nodes(load, victim).connect(load, victim).build()
+    try:
+        async with ex:
+            iid = await ex.execute_workflow(wf)
+            await until(_exists(pid_file))
+            killed = int(pid_file.read_text())
+            os.kill(killed, signal.SIGKILL)
+            res = await ex.wait(iid)
+        stored = await read_instance(storage, iid)
+    finally:
+        await storage.close()
     assert res.state is InstanceState.SUCCEEDED, res.errors
     assert res.attempts["Victim"] == 2
     assert res.results["Victim"] != killed
     first, second = [p for p in runner.placements() if p.node == "Victim"]
     assert first.outcome == "lost" and second.outcome == "succeeded"
     assert first.worker and second.worker and first.worker != second.worker
+    # Durable state holds the committed result of the attempt that finished, once.
+    assert stored.state == "succeeded" and stored.results == res.results
     await runner.client.wait_for_workers(2)
 
 
