@@ -232,7 +232,8 @@ class DaskRunner:
 
 
 def _import_worker_side() -> None:
-    import lion_nb.distributed.plugins
+    # Runs on each worker: importing is the point, so the names go unused.
+    import lion_nb.distributed.plugins  # noqa: F401
     import lion_nb.distributed.remote  # noqa: F401
 
 
