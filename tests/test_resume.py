@@ -261,12 +261,36 @@ async def test_group_commit_backend_runs_a_wide_fan_out(tmp_path):
         b.add_node(leaf).connect(root, leaf)
     h = Handlers()
     store = SqliteStorage(tmp_path / "s.db", group_commit_ms=2)
+    writes = []
+    real = store.put_many
+
+    async def counting(items, **kw):
+        writes.append(len(items))
+        await real(items, **kw)
+
+    store.put_many = counting
     ex = await new_executor(store, h)
     result = await ex.run(b.build())
     assert result.succeeded and len(result.results) == 201
     stored = await read_instance(store, result.instance_id)
     assert len(stored.nodes) == 201 and stored.state == "succeeded"
+    # Leaves finishing while a commit is in flight share the next write.
+    assert len(writes) < 100 and sum(writes) == 201 + 3  # + begin (2) and end (1)
     await ex.stop()
+
+
+async def test_stop_leaves_a_durable_instance_resumable_at_once(tmp_path):
+    h = Handlers(hold={"C"})
+    a = await new_executor(SqliteStorage(tmp_path / "s.db"), h, ttl=30)
+    iid = await a.execute_workflow(diamond())
+    await until(lambda: h.calls["C"] == 1 and h.calls["B"] == 1)
+    await until(lambda: a.snapshot(iid).node_states["B"] is NodeState.SUCCEEDED)
+    await a.stop()  # a graceful shutdown: not a cancel, and the lease is released
+    b = await new_executor(SqliteStorage(tmp_path / "s.db"), Handlers())
+    assert await b.resumable() == [iid]
+    await b.resume(iid)  # no LeaseError although the TTL is 30 s
+    assert (await b.wait(iid, check=True)).results == await uninterrupted(diamond())
+    await b.stop()
 
 
 async def test_memory_storage_executor_cannot_resume():

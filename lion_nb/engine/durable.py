@@ -24,16 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
-from ..errors import (DefinitionChangedError, InstanceNotFoundError, LeaseError, LionError,
-                      SerializationError, StateError)
-from ..model.definition import WorkflowDefinition
-from ..model.ids import InstanceId
-from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
+from ..errors import LeaseError, SerializationError, StateError
+from ..state.machine import InstanceState, NodeState
 from ..state.storage import Storage
-from .durable_layout import (HEADER_PREFIX, StoredInstance, definition_key, header_key,
-                             lease_key, new_owner_id, node_prefix, owner_is_dead, read_instance)
+from .durable_layout import (StoredInstance, definition_key, header_key, lease_key,
+                             new_owner_id, node_prefix, owner_is_dead, read_instance)
 from .observe import EventKind as K
 from .observe import ExecEvent
 
@@ -45,7 +42,6 @@ __all__ = ["InstanceStore", "resume_instance", "list_resumable", "read_instance"
            "StoredInstance", "executor_owner_id"]
 
 _log = logging.getLogger("lion_nb.durable")
-_TERMINAL_VALUES = frozenset(s.value for s in INSTANCE_TERMINAL)
 _owners: "weakref.WeakKeyDictionary[WorkflowExecutor, str]" = weakref.WeakKeyDictionary()
 
 
@@ -72,6 +68,8 @@ class InstanceStore:
         self._prefix = ""
         self._fence: tuple[str, str] = ("", "")
         self._renewer: asyncio.Task[None] | None = None
+        self._queue: list[tuple[list[tuple[str, dict[str, Any]]], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"InstanceStore({self._iid!r} in {self.storage!r}, owner {self.owner!r})"
@@ -120,9 +118,12 @@ class InstanceStore:
         self._emit("begin", InstanceState.RUNNING.value)
 
     async def commit(self, run: "InstanceRun", indices: list[int]) -> None:
-        """Write the records of ``indices`` (and nothing else) in one fenced ``put_many``.
+        """Durably write the records of ``indices``; return once they are committed.
 
-        Never raises: a failed commit stops the instance in this executor, since
+        Commits that arrive while a write is in flight share the next
+        ``put_many`` (one transaction or journal; no waiting when idle), so a
+        busy instance pays one fsync per group rather than per node. Never
+        raises: a failed commit stops the instance in this executor, since
         queueing successors of an uncommitted node would break resume's order.
         """
         if self.failure is not None:
@@ -138,24 +139,55 @@ class InstanceStore:
                 "name": names[i].name, "state": state.value,
                 "output": results[i] if state is NodeState.SUCCEEDED else None,
                 "attempts": attempts[i], "error": None if err is None else str(err)}))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((items, fut))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
         try:
-            await self.storage.put_many(items, fence=self._fence)
+            await fut
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             node = names[indices[0]].name
             what = ("lost its lease to another executor" if isinstance(exc, LeaseError)
                     else "could not commit")
-            self._fail(run, exc, f"instance {self._iid}: node {node!r} {what} ({exc}); "
-                                 f"it stopped here and stays resumable")
-            # cancel() awaits nothing, so this ends the instance CANCELLED before the
-            # caller decides its state -- even when this node was the last one.
-            await run.cancel(reason=str(self.failure))
+            first = self._fail(exc, f"instance {self._iid}: node {node!r} {what} ({exc}); "
+                                    f"it stopped here and stays resumable")
+            if first and not run.cancel_requested:
+                # cancel() awaits nothing, so this ends the instance CANCELLED before the
+                # caller decides its state -- even when this node was the last one.
+                await run.cancel(reason=str(self.failure))
+
+    async def _flush(self) -> None:
+        """Write queued commits, one ``put_many`` per group, until the queue is empty."""
+        try:
+            while self._queue:
+                group, self._queue = self._queue, []
+                items = group[0][0] if len(group) == 1 else [x for g, _ in group for x in g]
+                try:
+                    await self.storage.put_many(items, fence=self._fence)
+                except Exception as exc:  # every commit of the group hears it
+                    for _, fut in group:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for _, fut in group:
+                    if not fut.done():  # a cancelled waiter: its records committed anyway
+                        fut.set_result(None)
+        finally:
+            self._flusher = None
 
     async def end(self, run: "InstanceRun") -> None:
         """Write the final state and release the lease (one write); never raises."""
+        # The node that ended the run may not be the last to commit: its siblings'
+        # records can still be queued. The final state must follow them, not pass them.
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
         self.close()
         if self.failure is not None:
+            # Finished in memory, but not durably: say so, as the instance is resumable.
+            run.state = InstanceState.CANCELLED if run.state is InstanceState.SUCCEEDED \
+                else run.state
             run.error = self.failure
             return
         now = self._now()
@@ -174,6 +206,15 @@ class InstanceStore:
             run.error = run.error or failure
             return
         self._emit("end", run.state.value)
+
+    async def detach(self, run: "InstanceRun") -> None:
+        """The executor is stopping: write nothing more, release the lease, stay resumable."""
+        if self.failure is None:
+            self.failure = StateError(
+                f"instance {self._iid} was stopped with its executor; it is resumable: "
+                f"executor.resume({self._iid!r})", instance_id=self._iid)
+        self.close()
+        await self._release_quietly()
 
     # --- lease ------------------------------------------------------------------------
 
@@ -208,9 +249,9 @@ class InstanceStore:
                 await self.storage.acquire_lease(self._fence[0], self.owner, self.ttl,
                                                  self._now())
             except LeaseError as exc:
-                if run is not None and run.store is self:
-                    self._fail(run, exc, f"instance {self._iid}: another executor took its "
-                                         f"lease ({exc}); it stopped here")
+                if run is not None and run.store is self and self._fail(
+                        exc, f"instance {self._iid}: another executor took its lease "
+                             f"({exc}); it stopped here") and not run.cancel_requested:
                     self.executor.spawn(run.cancel(reason=str(self.failure)))
                 return
             except Exception as exc:  # transient: fencing keeps a lapsed lease safe
@@ -230,13 +271,15 @@ class InstanceStore:
         except Exception:  # best effort: the lease expires on its own
             pass
 
-    def _fail(self, run: "InstanceRun", exc: BaseException, message: str) -> None:
+    def _fail(self, exc: BaseException, message: str) -> bool:
+        """Record the first failure (True) -- later ones add nothing (False)."""
         if self.failure is not None:
-            return
+            return False
         cls = LeaseError if isinstance(exc, LeaseError) else StateError
         self.failure = cls(message, instance_id=self._iid, owner=self.owner)
         self.failure.__cause__ = exc
         _log.error("%s", message)
+        return True
 
     def _emit(self, what: str, state: str) -> None:
         obs = self.executor.observe
@@ -246,143 +289,5 @@ class InstanceStore:
                                 "storage": repr(self.storage)}))
 
 
-# --- resume ----------------------------------------------------------------------------
-
-def _storage(executor: "WorkflowExecutor") -> Storage:
-    if not executor.state_manager.durable:
-        raise StateError(
-            f"executor storage {executor.state_manager.storage!r} is not durable; create the "
-            f"executor with StateMachineManager(SqliteStorage(path)) to resume instances")
-    return executor.state_manager.storage
-
-
-def _definition(iid: str, stored: StoredInstance, workflow: WorkflowDefinition | None,
-                allow_changed: bool) -> WorkflowDefinition:
-    """The definition to resume with, after checking it against the stored fingerprint."""
-    if workflow is None:
-        if stored.definition is None:
-            raise StateError(
-                f"instance {iid} was started with a definition holding Python callable "
-                f"conditions, which cannot be stored; pass the same workflow: "
-                f"executor.resume({iid!r}, workflow)", instance_id=iid)
-        return WorkflowDefinition.from_dict(stored.definition)
-    if not isinstance(workflow, WorkflowDefinition):
-        raise LionError(f"resume takes a WorkflowDefinition, not {type(workflow).__name__}")
-    if workflow.fingerprint() != stored.header.get("fingerprint") and not allow_changed:
-        before = set()
-        if stored.definition is not None:
-            before = {n["name"] for n in stored.definition.get("nodes", ())}
-        after = {n.name for n in workflow.nodes}
-        detail = ""
-        if before:
-            detail = (f" (nodes added: {sorted(after - before)[:10]}, removed: "
-                      f"{sorted(before - after)[:10]}; or edges, handlers or conditions changed)")
-        raise DefinitionChangedError(
-            f"instance {iid} was started with a different structure of workflow "
-            f"{stored.header.get('workflow')!r}{detail}; pass allow_changed=True to resume "
-            f"anyway (committed nodes are matched by name)", instance_id=iid)
-    return workflow
-
-
-async def resume_instance(executor: "WorkflowExecutor", instance_id: str,
-                          workflow: WorkflowDefinition | None = None, *,
-                          allow_changed: bool = False,
-                          grants: Iterable[Any] | None = None) -> InstanceId:
-    """Continue ``instance_id`` from storage on ``executor`` (see ``WorkflowExecutor.resume``)."""
-    storage = _storage(executor)
-    iid = str(instance_id)
-    here = executor._runs.get(iid)
-    if here is not None and here.state is InstanceState.RUNNING:
-        return InstanceId(iid)  # already running on this executor: nothing to do
-    header = await storage.get(header_key(iid))
-    if header is None:
-        known = [k[len(HEADER_PREFIX):] for k in await storage.keys(HEADER_PREFIX)][:10]
-        raise InstanceNotFoundError(f"no instance {iid!r} in {storage!r} (stored: {known})",
-                                    instance_id=iid)
-    if header.get("state") in _TERMINAL_VALUES:
-        raise StateError(
-            f"instance {iid} already finished ({header['state']}); nothing to resume. Read "
-            f"its stored results with read_instance(storage, {iid!r}) or start a new instance "
-            f"with execute_workflow", instance_id=iid, state=header["state"])
-    store = InstanceStore(storage, executor)
-    store._bind(iid)
-    await store.acquire(takeover=True)
-    try:
-        # Read under the lease: no other executor can commit while we rebuild.
-        stored = await read_instance(storage, iid)
-        if stored is None:  # deleted between the two reads
-            raise InstanceNotFoundError(f"instance {iid!r} vanished from {storage!r}",
-                                        instance_id=iid)
-        definition = _definition(iid, stored, workflow, allow_changed)
-        run = executor._new_run(definition, iid, stored.header.get("inputs") or {}, None,
-                                None, grants)
-        committed = await _adopt(store, stored, definition)
-    except BaseException:
-        store.close()
-        await store._release_quietly()
-        raise
-    executor._runs[iid] = run
-    run.store = store
-    obs = executor.observe
-    if obs.wants(K.INSTANCE_STARTED):
-        obs.emit(ExecEvent(K.INSTANCE_STARTED, run.started_at, iid, None, 0,
-                           {"workflow": definition.name, "nodes": len(definition),
-                            "resumed": len(committed)}))
-    store._emit("resume", InstanceState.RUNNING.value)
-    run.restore(committed)
-    return InstanceId(iid)
-
-
-async def _adopt(store: InstanceStore, stored: StoredInstance, definition: WorkflowDefinition
-                 ) -> dict[int, tuple[NodeState, Any, int, str | None]]:
-    """Committed nodes by index of ``definition``; rewrite the header (and re-key if changed)."""
-    iid = stored.instance_id
-    prefix = node_prefix(iid)
-    by_name = definition.by_name
-    committed: dict[int, tuple[NodeState, Any, int, str | None]] = {}
-    moved: list[tuple[str, dict[str, Any]]] = []
-    stale: list[str] = []
-    for old, rec in stored.nodes.items():
-        i = by_name.get(rec.get("name"))  # matched by name: indices move if nodes changed
-        if i is None:
-            stale.append(f"{prefix}{old:06d}")
-            continue
-        committed[i] = (NodeState(rec["state"]), rec.get("output"), int(rec.get("attempts", 0)),
-                        rec.get("error"))
-        if i != old:
-            stale.append(f"{prefix}{old:06d}")
-            moved.append((f"{prefix}{i:06d}", rec))
-    header = dict(stored.header)
-    header.update(updated_at=store._now(), resumes=int(header.get("resumes", 0)) + 1,
-                  owner=store.owner)
-    items = [(header_key(iid), header)]
-    fingerprint = definition.fingerprint()
-    if fingerprint != header.get("fingerprint"):  # allow_changed: later resumes compare anew
-        header["fingerprint"] = fingerprint
-        try:
-            document: dict[str, Any] | None = definition.to_dict()
-        except SerializationError:
-            document = None
-        header["stored_definition"] = document is not None
-        items.append((definition_key(iid), {"document": document}))
-    moved_keys = {k for k, _ in moved}
-    await store.storage.put_many(items + moved,
-                                 deletes=[k for k in stale if k not in moved_keys],
-                                 fence=store._fence)
-    store.header = header
-    return committed
-
-
-async def list_resumable(executor: "WorkflowExecutor") -> list[InstanceId]:
-    """Ids of stored instances that did not finish and are not running on ``executor``."""
-    storage = _storage(executor)
-    out = []
-    for key in await storage.keys(HEADER_PREFIX):
-        iid = key[len(HEADER_PREFIX):]
-        here = executor._runs.get(iid)
-        if here is not None and here.state is InstanceState.RUNNING:
-            continue
-        header = await storage.get(key)
-        if header is not None and header.get("state") not in _TERMINAL_VALUES:
-            out.append(InstanceId(iid))
-    return out
+# Resume lives in its own module; imported here so ``engine.durable`` is the one entry point.
+from .durable_resume import list_resumable, resume_instance  # noqa: E402

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from lion_nb.engine import WorkflowExecutor
-from lion_nb.model import Edge, Node, WorkflowBuilder, WorkflowDefinition
+from lion_nb.model import Node, WorkflowBuilder, WorkflowDefinition
 
 __all__ = ["build", "register", "FANOUT", "REPORTS"]
 
