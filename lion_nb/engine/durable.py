@@ -6,10 +6,13 @@ executor gives every instance an :class:`InstanceStore`:
 * ``begin`` takes the instance's owner lease and writes its header and
   definition; a background task renews the lease every third of its TTL;
 * ``commit`` writes the records of a node that ended and of the nodes the join
-  rule decided with it, in ONE ``put_many`` fenced by the lease, before any
-  successor is queued -- so a successor never commits before its inputs did,
-  and an owner whose lease was taken over cannot commit at all;
-* ``end`` writes the final state and releases the lease in one write.
+  rule decided with it in one atomic ``put_many`` fenced by the lease (shared
+  with the commits that arrive while a write is in flight), and returns only
+  once they are durable, before any successor is queued -- so a successor never
+  commits before its inputs did, and an owner whose lease was taken over
+  cannot commit at all;
+* ``end`` writes the final state and releases the lease in one write, after
+  every queued commit; ``detach`` (executor.stop) releases the lease instead.
 
 ``resume_instance`` rebuilds an instance from those records in a new process:
 committed nodes keep their outputs and never run again, everything else runs
