@@ -17,9 +17,10 @@ Group commit is measured with 64 concurrent committers, as a busy executor has.
 ``--engine`` adds the real thing: a 10k-node workflow of no-op nodes run by a
 WorkflowExecutor on each durable backend, as 100 chains (64 nodes running at
 once, so commits overlap and share writes) and as one chain (never two
-commits at once: the plain per-commit cost). Its per-commit cost is (durable run - in-memory run) / nodes, next to
-the same number of bare durable writes of the executor's own node records,
-measured in the same run (``--engine-only`` skips the storage-level table).
+commits at once: the plain per-commit cost). Its per-commit cost is
+(durable run - in-memory run) / nodes, next to the same number of bare durable
+writes of the executor's own node records, measured in the same run
+(``--engine-only`` skips the storage-level table).
 Bare and lion_nb writes alternate in rounds and each side's median round is
 reported, so bursts of other I/O on a shared machine hit both sides alike.
 Prints microseconds per commit and the ratio to the bare cost. Nothing is
