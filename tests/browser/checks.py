@@ -149,6 +149,8 @@ def printed_marker(model: dict[str, Any]) -> dict[str, int | None] | None:
 
 def _check_ran(report: dict[str, Any]) -> list[Problem]:
     out = []
+    if report.get("kernel") == "dead":
+        out.append(Problem(-1, "kernel-dead", "the kernel died during the run"))
     for cell in report["cells"]:
         if cell["type"] != "code":
             continue

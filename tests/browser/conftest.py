@@ -27,7 +27,12 @@ SCREENSHOTS = REPO / "build" / "screenshots"
 
 @pytest.fixture(scope="package", autouse=True)
 def browser_requirements() -> None:
-    """Skip (or, in CI, fail) the whole folder when the browser stack is not installed."""
+    """Skip (or, in CI, fail) every test here when the browser stack is not installed.
+
+    A fixture rather than a module-level skip in this file: pytest cannot skip an
+    initial conftest (``pytest tests/browser``), and a failure here leaves the rest
+    of the suite running and reporting.
+    """
     why = missing_requirement()
     if why is None:
         return

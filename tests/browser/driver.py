@@ -91,6 +91,12 @@ def run_notebook(context: Any, server: LabServer, path: str, screenshot: Path | 
             screenshot.with_suffix(".json").write_text(
                 json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
         return NotebookRun(path, report, time.monotonic() - started, screenshot, page_errors)
+    except BaseException:
+        if screenshot is not None:  # how far it got, for the person reading the failure
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(screenshot.with_suffix(".failed.png")),
+                                full_page=True, timeout=10_000)
+        raise
     finally:
         with contextlib.suppress(Exception):  # the page may already be gone
             page.close()

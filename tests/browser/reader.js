@@ -54,7 +54,9 @@
       if (prompt && prompt.textContent.includes('*')) running += 1;
     }
     const status = kernelStatus(panel);
-    return {done: status === 'idle' && running === 0, status, running, counted, code};
+    // A dead kernel runs nothing more: done, and checks.py reports the cells it skipped.
+    return {done: (status === 'idle' && running === 0) || status === 'dead',
+            status, running, counted, code};
   }
 
   // Images still decoding, and widget views not attached yet, mean "not settled".

@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from .checks import explain, find_problems
 from .driver import run_notebook
 from .lab import LabServer
@@ -101,6 +99,8 @@ except ZeroDivisionError:
 
 
 def _write_broken_notebook(root: Path) -> str:
+    import nbformat  # with jupyterlab; imported here so a bare install can still skip
+
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
