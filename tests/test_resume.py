@@ -301,3 +301,26 @@ async def test_memory_storage_executor_cannot_resume():
     with pytest.raises(StateError, match="not durable"):
         await ex.resumable()
     await ex.stop()
+
+
+async def test_a_lease_left_by_an_exited_process_is_taken_over_at_once(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from lion_nb.engine.durable_layout import lease_key, new_owner_id, owner_is_dead
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid no longer exists
+    host, ns, _, token = new_owner_id().split("|")
+    dead = f"{host}|{ns}|{gone.pid}|{token}"
+    assert owner_is_dead(dead)
+    assert not owner_is_dead(new_owner_id())  # this process
+    assert not owner_is_dead(f"elsewhere|{ns}|{gone.pid}|{token}")  # another host: unknown
+    store = SqliteStorage(tmp_path / "s.db")
+    await store.acquire_lease(lease_key("run-orphan"), dead, ttl=3600, now=time.time())
+    ex = await new_executor(store, Handlers())
+    # Died before its header committed: starting the same id again is not blocked.
+    result = await ex.run(diamond(), instance_id="run-orphan")
+    assert result.succeeded
+    await ex.stop()

@@ -93,7 +93,9 @@ class InstanceStore:
         self._bind(iid)
         d = run.definition
         try:
-            await self.acquire(takeover=False)
+            # A process that died before its header committed may still hold the
+            # lease: acquire() takes it over, then the header check below decides.
+            await self.acquire()
             if await self.storage.get(header_key(iid)) is not None:
                 raise StateError(
                     f"instance {iid} already exists in {self.storage!r}; resume it with "
@@ -221,15 +223,15 @@ class InstanceStore:
 
     # --- lease ------------------------------------------------------------------------
 
-    async def acquire(self, *, takeover: bool) -> None:
-        """Take the instance's lease; with ``takeover``, also from an owner that has exited."""
+    async def acquire(self) -> None:
+        """Take the instance's lease: free, expired, or held by a process that has exited."""
         key, now = self._fence[0], self._now()
         try:
             await self.storage.acquire_lease(key, self.owner, self.ttl, now)
         except LeaseError as exc:
             held = await self.storage.get(key)
             holder = str((held or {}).get("owner", "?"))
-            if not (takeover and owner_is_dead(holder)):
+            if not owner_is_dead(holder):
                 raise LeaseError(
                     f"instance {self._iid} is owned by {holder!r} (lease {key!r} valid for "
                     f"{float((held or {}).get('expires', now)) - now:.1f}s more); wait for it "

@@ -89,7 +89,7 @@ async def resume_instance(executor: "WorkflowExecutor", instance_id: str,
             f"with execute_workflow", instance_id=iid, state=header["state"])
     store = InstanceStore(storage, executor)
     store._bind(iid)
-    await store.acquire(takeover=True)
+    await store.acquire()
     try:
         # Read under the lease: no other executor can commit while we rebuild.
         stored = await read_instance(storage, iid)
