@@ -2,9 +2,9 @@
 
 Each check reads one kind of output and returns :class:`Problem` rows; an
 empty list means the notebook looks right. Expectations come from the kernel's
-side of the same output (its ``text/plain`` summary, or ``lion_nb`` output
-metadata when present), and what is checked against them is what the browser
-drew::
+side: ``lion_nb`` output metadata when present, else a ``nodes=N edges=M`` line
+the cell printed before its picture, else the picture's own ``text/plain``
+summary. What is checked against them is what the browser drew::
 
     problems = find_problems(run.report)
     assert not problems, explain(run.path, problems)
@@ -13,13 +13,21 @@ drew::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from lion_nb.notebook.style import STATE_STYLE, TERMINAL_STATES
 
-__all__ = ["Problem", "find_problems", "explain", "declared_counts", "printed_marker",
-           "outputs_of", "WIDGET_MIME"]
+__all__ = [
+    "WIDGET_MIME",
+    "Problem",
+    "declared_counts",
+    "explain",
+    "find_problems",
+    "outputs_of",
+    "printed_marker",
+]
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 STDERR_MIME = "application/vnd.jupyter.stderr"

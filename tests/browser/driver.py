@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .lab import LabServer
 
-__all__ = ["NotebookRun", "run_notebook", "poll"]
+__all__ = ["NotebookRun", "poll", "run_notebook"]
 
 READER_JS = Path(__file__).with_name("reader.js")
 

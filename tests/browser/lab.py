@@ -28,8 +28,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "LabServer", "missing_requirement", "free_port",
-           "launch_chromium"]
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_FLAGS",
+    "LabServer",
+    "free_port",
+    "launch_chromium",
+    "missing_requirement",
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -103,7 +109,7 @@ class LabServer:
     log_path: Path
 
     @classmethod
-    def start(cls, base: Path, root_dir: Path, *, timeout: float = 60.0) -> "LabServer":
+    def start(cls, base: Path, root_dir: Path, *, timeout: float = 60.0) -> LabServer:
         """Start JupyterLab serving ``root_dir``; private dirs under ``base``; wait until up."""
         dirs = {name: base / name for name in ("config", "data", "runtime", "settings",
                                                "workspaces", "ipython")}
@@ -159,7 +165,7 @@ class LabServer:
         """Call the REST API; returns the decoded JSON (None for an empty answer)."""
         req = urllib.request.Request(f"{self.base_url}api/{path}", method=method,
                                      headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
         return json.loads(body) if body else None
 

@@ -102,13 +102,18 @@
     if (err || !doc.documentElement || doc.documentElement.nodeName !== 'svg') {
       return {parseError: err ? err.textContent.slice(0, 300) : 'no <svg> root'};
     }
-    const title = g => { const t = g.querySelector(':scope > title'); return t ? t.textContent : ''; };
+    const title = g => {
+      const t = g.querySelector(':scope > title');
+      return t ? t.textContent : '';
+    };
     const graph = doc.querySelector('g.graph');
-    const graphText = graph ? Array.from(graph.querySelectorAll(':scope > text')).map(t => t.textContent) : [];
+    const graphText = graph
+      ? Array.from(graph.querySelectorAll(':scope > text')).map(t => t.textContent) : [];
+    const all = sel => Array.from(doc.querySelectorAll(sel));
     return {
       graphText,
-      nodes: Array.from(doc.querySelectorAll('g.node')).map(g => ({title: title(g), text: texts(g), ...shapeColours(g)})),
-      edges: Array.from(doc.querySelectorAll('g.edge')).map(g => ({title: title(g), text: texts(g)})),
+      nodes: all('g.node').map(g => ({title: title(g), text: texts(g), ...shapeColours(g)})),
+      edges: all('g.edge').map(g => ({title: title(g), text: texts(g)})),
     };
   }
 
@@ -120,7 +125,8 @@
     try {
       if (src.startsWith('data:image/svg+xml')) {
         const body = src.slice(src.indexOf(',') + 1);
-        source = /;base64,/.test(src.slice(0, src.indexOf(',') + 1)) ? atob(body) : decodeURIComponent(body);
+        const base64 = /;base64,/.test(src.slice(0, src.indexOf(',') + 1));
+        source = base64 ? atob(body) : decodeURIComponent(body);
       } else if (src.startsWith('blob:')) {
         const resp = await fetch(src);  // ipywidgets' Image hands the bytes over as a blob
         source = await resp.text();
@@ -140,7 +146,8 @@
   function sagaInfo(el) {
     let steps = null;
     for (const table of el.querySelectorAll('table')) {
-      const head = Array.from(table.querySelectorAll('tr:first-child th')).map(th => th.textContent.trim());
+      const head = Array.from(table.querySelectorAll('tr:first-child th'))
+        .map(th => th.textContent.trim());
       const iStep = head.indexOf('step'), iStatus = head.indexOf('status');
       if (iStep < 0 || iStatus < 0) continue;
       steps = Array.from(table.querySelectorAll('tr')).slice(1).map(tr => {
@@ -156,12 +163,13 @@
       if (b.textContent.trim() !== 'Compensation path') continue;
       const list = b.parentElement.querySelector('ol, ul');
       compensation = list ? Array.from(list.querySelectorAll('li'))
-        .map(li => stripGlyph(li.textContent)).filter(t => !/\((compensating|compensation_failed)\)$/.test(t)) : [];
+        .map(li => stripGlyph(li.textContent))
+        .filter(t => !/\((compensating|compensation_failed)\)$/.test(t)) : [];  // still undoing
     }
     return {steps, compensation};
   }
 
-  async function outputInfo(child, model) {
+  async function outputInfo(child) {
     const el = child.querySelector('.jp-OutputArea-output') || child;
     const rect = el.getBoundingClientRect();
     const info = {
@@ -176,18 +184,16 @@
       widgetHeight: Math.max(0, ...Array.from(el.querySelectorAll('.jupyter-widgets'))
         .filter(w => !w.parentElement.closest('.jupyter-widgets'))
         .map(w => w.getBoundingClientRect().height)),
-      images: [], inlineSvgs: [], progress: [], saga: null,
+      images: [], progress: [], saga: null,
     };
     for (const img of el.querySelectorAll('img')) info.images.push(await imageInfo(img));
-    for (const svg of el.querySelectorAll('svg')) {
-      if (!svg.parentElement.closest('svg')) info.inlineSvgs.push(svgInfo(svg.outerHTML));
-    }
     el.querySelectorAll('.widget-hprogress, .widget-vprogress').forEach(p => {
       const bar = p.querySelector('.progress-bar');
       const label = p.querySelector('.widget-label');
       info.progress.push({label: label ? label.textContent : '',
                           width: bar ? bar.style.width : '', height: bar ? bar.style.height : '',
-                          classes: bar ? bar.className : '', vertical: p.classList.contains('widget-vprogress')});
+                          classes: bar ? bar.className : '',
+                          vertical: p.classList.contains('widget-vprogress')});
     });
     if (info.hasWidget) info.saga = sagaInfo(el);
     return info;
@@ -223,7 +229,7 @@
         const outs = cell.model.outputs;
         for (let j = 0; j < outs.length; j++) {
           entry.outputs.push({model: modelInfo(outs.get(j)),
-                              dom: children[j] ? await outputInfo(children[j], outs.get(j)) : null});
+                              dom: children[j] ? await outputInfo(children[j]) : null});
         }
       }
       cells.push(entry);
