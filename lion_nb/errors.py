@@ -15,6 +15,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── NodeFailedError                   .node, .instance_id, .attempt
     │   ├── NodeTimeoutError (TimeoutError)   .node, .timeout
     │   ├── ResultNotSerializableError        .node
+    │   ├── HandlerNotSerializableError       .node
     │   ├── WorkflowFailedError               .instance_id, .node
     │   ├── InstanceCancelledError            .instance_id
     │   ├── InstanceNotFoundError (KeyError)  .instance_id
@@ -64,7 +65,7 @@ __all__ = [
     "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
     "ConditionError", "SerializationError",
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
-    "ResultNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
+    "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
     "StateError", "IllegalTransitionError", "StorageError", "CheckpointError",
     "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
@@ -135,6 +136,10 @@ class NodeTimeoutError(ExecutionError, TimeoutError):
 
 class ResultNotSerializableError(ExecutionError):
     """A handler returned a value that cannot be stored as JSON."""
+
+
+class HandlerNotSerializableError(ExecutionError):
+    """A handler (or its inputs) cannot be shipped to another process; not retried."""
 
 
 class WorkflowFailedError(ExecutionError):

@@ -23,6 +23,7 @@ from lion_nb.distributed import DaskRunner
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
 from lion_nb.errors import (
     ExecutionError,
+    HandlerNotSerializableError,
     NodeFailedError,
     NodeTimeoutError,
     ResultNotSerializableError,
@@ -164,6 +165,8 @@ async def test_unpicklable_handler_fails_with_clear_error_naming_the_node(runner
     res = await run(single("Locked"), {"Locked": locked}, runner)
     err = res.exceptions["Locked"]
     assert isinstance(err, NodeFailedError) and err.node == "Locked"
+    assert isinstance(err.__cause__, HandlerNotSerializableError)
+    assert res.attempts["Locked"] == 1  # final: retrying cannot make it picklable
     assert "'Locked'" in str(err) and "cannot be pickled" in str(err)
     assert "lion.run_on" in str(err)  # says how to keep it local
 
@@ -216,7 +219,9 @@ async def test_nodes_run_locally_by_config_or_runner_set(cluster):
         res = await run(b.build(), {"Here": here, "There": h.where, "AlsoHere": here}, r)
     assert res.results["Here"] == res.results["AlsoHere"] == f"pid:{os.getpid()}"
     assert res.results["There"] != f"pid:{os.getpid()}"
-    assert {p.node: p.worker for p in r.placements()}["Here"] == "local"
+    placed = {p.node: p.worker for p in r.placements()}
+    assert "Here" not in placed and "AlsoHere" not in placed  # the engine ran them itself
+    assert placed["There"].startswith("tcp://")
 
 
 async def test_default_local_with_cluster_set(cluster):

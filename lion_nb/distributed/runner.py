@@ -25,7 +25,7 @@ from distributed import Client
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-from ..errors import CapabilityDeniedError, ExecutionError, NodeFailedError
+from ..errors import (CapabilityDeniedError, ExecutionError, HandlerNotSerializableError)
 from .remote import RemoteContext, execute
 
 __all__ = ["DaskRunner", "Placement", "RUN_ON"]
@@ -241,12 +241,12 @@ def _dumps(obj: Any, node: Any, ctx: Any, what: str) -> bytes:
     try:
         return cloudpickle.dumps(obj)
     except Exception as exc:
-        raise NodeFailedError(
+        raise HandlerNotSerializableError(
             f"node {node.name!r} cannot run on Dask: {what} cannot be pickled ({exc}). "
             "Define handlers at module level in a module the workers can import (or "
             "cloudpickle.register_pickle_by_value it), pass plain data between nodes, "
             f"or run the node here with config={{{RUN_ON!r}: 'local'}}",
-            node=node.name, instance_id=ctx.instance_id, attempt=ctx.attempt) from exc
+            node=node.name) from exc
 
 
 def _tokens_of(ctx: Any, node: Any) -> tuple[str, ...]:

@@ -67,7 +67,7 @@ class NodeContext:
     can make its side effects idempotent.
     """
 
-    __slots__ = ("_run", "_index", "_task", "attempt", "_logger")
+    __slots__ = ("_run", "_index", "_task", "attempt", "_logger", "worker")
 
     def __init__(self, run: "InstanceRun", index: int, task: Any, attempt: int) -> None:
         self._run = run
@@ -75,6 +75,7 @@ class NodeContext:
         self._task = task
         self.attempt = attempt
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self.worker: str | None = None  # set by a runner that ran the attempt elsewhere
 
     @property
     def instance_id(self) -> str:
@@ -110,6 +111,12 @@ class NodeContext:
     def results(self) -> dict[str, Any]:
         """Outputs of the predecessors that succeeded, by node name."""
         return self._run.predecessor_results(self._index)
+
+    @property
+    def grant_tokens(self) -> tuple[str, ...]:
+        """The instance's granted capability tokens, serialized (for remote runners)."""
+        grants = self._run.grants
+        return () if grants is None else tuple(t.serialize() for t in grants.tokens)
 
     @property
     def idempotency_key(self) -> str:

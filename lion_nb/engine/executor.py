@@ -116,6 +116,8 @@ class WorkflowExecutor:
         """Cancel running instances, stop the scheduler's workers and the thread pool."""
         for run in list(self._runs.values()):
             if run.state is InstanceState.RUNNING:
+                if run.store is not None:  # durable: stays resumable, its lease released
+                    await run.store.detach(run)
                 await run.cancel()
         self._started = False
         for t in list(self._background):
@@ -163,9 +165,12 @@ class WorkflowExecutor:
         for n in nodes:
             rel = _per_node(deadlines, n, n.deadline)
             dls.append(None if rel is None else now + rel)
-        gate, resource_gate = self._security_gates(instance_id, grants)
-        return InstanceRun(self, definition, instance_id, dict(inputs or {}), handlers, flags,
-                           prios, dls, gate, resource_gate)
+        grant_set = self._grant(instance_id, grants)
+        gate, resource_gate = self._security_gates(instance_id, grant_set)
+        run = InstanceRun(self, definition, instance_id, dict(inputs or {}), handlers, flags,
+                          prios, dls, gate, resource_gate)
+        run.grants = grant_set
+        return run
 
     async def execute_workflow(self, workflow: WorkflowDefinition, *,
                                inputs: Mapping[str, Any] | None = None,
@@ -312,16 +317,19 @@ class WorkflowExecutor:
             self.observe.emit(ExecEvent(K.CAPABILITY, record.time, record.instance_id,
                                         record.node, 0, record._asdict()))
 
-    def _security_gates(self, instance_id: str, grants: Iterable[Any] | None
+    def _grant(self, instance_id: str, grants: Iterable[Any] | None) -> GrantSet | None:
+        """Verify the tokens and bind them to this instance (None: no grants at all)."""
+        if grants is None:
+            return None
+        authority = self.config.authority
+        if authority is None:
+            raise SecurityError("grants were given but the executor has no authority; "
+                                "use ExecutorConfig(authority=...)")
+        return authority.grant(list(grants), instance_id=instance_id)
+
+    def _security_gates(self, instance_id: str, grant_set: GrantSet | None
                         ) -> tuple[Callable[..., None], Callable[..., Any]]:
         """The dispatch check and ``ctx.resource`` for one instance (deny by default)."""
-        authority = self.config.authority
-        grant_set: GrantSet | None = None
-        if grants is not None:
-            if authority is None:
-                raise SecurityError("grants were given but the executor has no authority; "
-                                    "use ExecutorConfig(authority=...)")
-            grant_set = authority.grant(list(grants), instance_id=instance_id)
         registry = self.resources
 
         def no_grants(node: Node, what: str) -> CapabilityDeniedError:

@@ -133,8 +133,11 @@ class HistoryRecorder:
                 self._open.pop((ev.instance_id, ev.node), None)  # type: ignore[arg-type]
             rec.state = _NODE_END[kind]
             rec.finished_at = ev.time
-            if ev.data and ev.data.get("error"):
-                rec.error = ev.data["error"]
+            if ev.data:
+                if ev.data.get("error"):
+                    rec.error = ev.data["error"]
+                if ev.data.get("worker"):
+                    rec.worker = ev.data["worker"]
         elif kind is K.INSTANCE_STARTED:
             self.instances[ev.instance_id] = InstanceRecord(  # type: ignore[index]
                 ev.instance_id, (ev.data or {}).get("workflow", ""), ev.time)  # type: ignore

@@ -83,8 +83,14 @@ class InstanceRun(JoinRule):
         self._time = self.clock.time
         self.require_json = executor.config.require_json_results
         no_default_timeout = executor.config.default_timeout is None
-        self.direct = [is_async[k] and executor.runner is None and node.timeout is None
+        runner = executor.runner
+        # Per node: does the runner take it (e.g. to a Dask cluster), or does it run here?
+        self.remote = [runner is not None and bool(getattr(runner, "accepts", lambda n: True)(n))
+                       for n in definition.nodes]
+        self.direct = [is_async[k] and not self.remote[k] and node.timeout is None
                        and no_default_timeout for k, node in enumerate(definition.nodes)]
+        self.grants: Any = None  # the instance's GrantSet (remote runners verify it again)
+        self.workers: dict[int, str] = {}  # node -> where its last attempt ran, if elsewhere
 
     # --- inputs for handlers ---------------------------------------------------
 
@@ -134,10 +140,11 @@ class InstanceRun(JoinRule):
             obs.emit(ExecEvent(_K_STARTED, self._time(), self.instance_id, node.name,
                                attempt, {"queued_at": task.queued_at}))
         try:
+            ctx = NodeContext(self, i, task, attempt)
             if self.direct[i]:  # async handler, no timeout, local: one await, no wrapper
-                out = await self.handlers[i](NodeContext(self, i, task, attempt))
+                out = await self.handlers[i](ctx)
             else:
-                out = await self._call(i, node, task, attempt)
+                out = await self._call(i, node, ctx)
         except asyncio.CancelledError:
             if not self.scheduler.absorb_interrupt():
                 raise
@@ -171,7 +178,7 @@ class InstanceRun(JoinRule):
         self.unfinished -= 1
         if obs.wants(_K_SUCCEEDED):
             obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id, node.name,
-                               attempt))
+                               attempt, self._where(i)))
         decided: list[int] = []
         self.propagate(i, decided)
         if self.store is not None:
@@ -193,28 +200,31 @@ class InstanceRun(JoinRule):
             return False
         return True
 
-    async def _call(self, i: int, node: Any, task: "ScheduledTask", attempt: int) -> Any:
-        ctx = NodeContext(self, i, task, attempt)
+    async def _call(self, i: int, node: Any, ctx: NodeContext) -> Any:
+        """Run a handler off the fast path: in a thread, on a runner, or under a timeout."""
         handler = self.handlers[i]
         timeout = node.timeout or self.executor.config.default_timeout
-        runner = self.executor.runner
-        if runner is not None:
-            coro = runner.run(handler, ctx, node, self.is_async[i])
+        if self.remote[i]:
+            coro = self.executor.runner.run(handler, ctx, node, self.is_async[i])
         elif self.is_async[i]:
             coro = handler(ctx)
         else:
             coro = self.executor.run_in_thread(handler, ctx)
-        if timeout is None:
-            return await coro
         try:
-            async with asyncio.timeout(timeout) as cm:
+            if timeout is None:
                 return await coro
-        except TimeoutError as exc:
-            if cm.expired():
-                raise NodeTimeoutError(
-                    f"node {node.name!r} timed out after {timeout}s (attempt {attempt})",
-                    node=node.name, timeout=timeout) from exc
-            raise
+            try:
+                async with asyncio.timeout(timeout) as cm:
+                    return await coro
+            except TimeoutError as exc:
+                if cm.expired():
+                    raise NodeTimeoutError(
+                        f"node {node.name!r} timed out after {timeout}s (attempt {ctx.attempt})",
+                        node=node.name, timeout=timeout) from exc
+                raise
+        finally:
+            if ctx.worker is not None:
+                self.workers[i] = ctx.worker
 
     async def _failed(self, i: int, node: Any, exc: BaseException, attempt: int,
                       retry: bool) -> None:
@@ -226,7 +236,8 @@ class InstanceRun(JoinRule):
             if self.observe.wants(K.NODE_RETRIED):
                 self.observe.emit(ExecEvent(K.NODE_RETRIED, self.clock.time(),
                                             self.instance_id, node.name, attempt,
-                                            {"error": repr(exc), "delay": delay}))
+                                            {"error": repr(exc), "delay": delay,
+                                             **(self._where(i) or {})}))
             if delay > 0:
                 self.executor.spawn(self._retry_after(i, delay))
             else:
@@ -261,13 +272,21 @@ class InstanceRun(JoinRule):
                            error: BaseException | None) -> None:
         obs = self.observe
         if obs.wants(kind):
+            data = self._where(i)
+            if error is not None:
+                data = {"error": repr(error), **(data or {})}
             obs.emit(ExecEvent(kind, self.clock.time(), self.instance_id, node.name, attempt,
-                               {"error": repr(error)} if error is not None else None))
+                               data))
         decided: list[int] = []
         self.propagate(i, decided)
         if self.store is not None:
             await self._commit(i, decided)
         self._advance(decided)
+
+    def _where(self, i: int) -> dict[str, str] | None:
+        """Event data naming the worker that ran node ``i`` elsewhere (None if here)."""
+        worker = self.workers.get(i) if self.workers else None
+        return None if worker is None else {"worker": worker}
 
     async def _commit(self, i: int, decided: list[int]) -> None:
         """Commit node ``i`` and the nodes its end decided, in one atomic write."""
@@ -317,8 +336,8 @@ class InstanceRun(JoinRule):
 
     async def cancel(self, reason: str = "cancelled") -> None:
         """Cancel queued and running nodes; the instance ends CANCELLED (or FAILED)."""
-        if self.state is not _I_RUNNING:
-            return
+        if self.state is not _I_RUNNING or self.cancel_requested:
+            return  # not running, or already being cancelled (interrupt workers once)
         self.cancel_requested = True
         for i, task in list(self.tasks.items()):
             if self.states[i] in (_QUEUED, NodeState.RETRYING):
@@ -338,5 +357,6 @@ class InstanceRun(JoinRule):
 
 def _is_final(exc: LionError) -> bool:
     """Errors that retrying cannot fix (denied capabilities, bad results)."""
-    from ..errors import ResultNotSerializableError, SecurityError
-    return isinstance(exc, (SecurityError, ResultNotSerializableError))
+    from ..errors import HandlerNotSerializableError, ResultNotSerializableError, SecurityError
+    return isinstance(exc, (SecurityError, ResultNotSerializableError,
+                            HandlerNotSerializableError))
