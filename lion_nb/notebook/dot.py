@@ -14,6 +14,8 @@ Graphs over ``max_nodes`` nodes are drawn collapsed by topological layer (see
 
 from __future__ import annotations
 
+import shutil
+
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .style import STATE_STYLE, style_for, states_present
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 
     from ..model import Node, WorkflowDefinition
 
-__all__ = ["workflow_dot", "instance_dot", "instance_overlay", "new_digraph", "legend_label",
+__all__ = ["workflow_dot", "instance_dot", "instance_overlay", "new_digraph", "add_legend",
+           "legend_label",
            "MAX_NODES", "NodeStyleHook"]
 
 #: Above this many nodes a picture is collapsed into layers unless ``full=True``.
@@ -59,6 +62,23 @@ def legend_label(states: list[str]) -> str:
         for s in states)
     return (f'<<table border="0" cellborder="1" cellspacing="2" cellpadding="3">'
             f'<tr><td border="0"><b>state</b></td></tr>{rows}</table>>')
+
+
+def add_legend(g: "graphviz.Digraph", states: list[str]) -> None:
+    """Add the legend node for ``states``: coloured rows when the system ``dot`` draws it.
+
+    Graphviz compiled to WebAssembly is built without HTML-like labels (it would
+    print the node id instead), so without a system ``dot`` the legend is a
+    record listing each state's glyph and name.
+    """
+    if not states:
+        return
+    if shutil.which("dot"):
+        g.node("legend", label=legend_label(states), shape="plaintext", margin="0")
+    else:
+        fields = "|".join(f"{STATE_STYLE[s].glyph} {s}" for s in states)
+        g.node("legend", label="{state|" + fields + "}", shape="record", fontsize="10",
+               style="rounded", color="#8c959f")
 
 
 def instance_overlay(instance: Any) -> dict[str, Mapping[str, Any]]:
@@ -126,8 +146,7 @@ def workflow_dot(definition: "WorkflowDefinition", *,
             attrs["color"] = "#afb8c1"
         g.edge(f"n{definition.edge_source[k]}", f"n{definition.edge_target[k]}", **attrs)
     present = states_present(shown)
-    if present:
-        g.node("legend", label=legend_label(present), shape="plaintext", margin="0")
+    add_legend(g, present)
     return g
 
 

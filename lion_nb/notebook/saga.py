@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .dot import legend_label, new_digraph
+from .dot import add_legend, new_digraph
 from .style import STATE_STYLE, style_for, states_present
 from .text import dot_label, truncate
 
@@ -86,7 +86,7 @@ def saga_dot(obj: Any, *, rankdir: str = "LR", **_ignored: Any) -> "graphviz.Dig
                    constraint="false")
     present = states_present(shown)
     if present:
-        g.node("legend", label=legend_label(present), shape="plaintext", margin="0")
+        add_legend(g, present)
     return g
 
 

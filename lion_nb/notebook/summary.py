@@ -94,7 +94,7 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
     """The collapsed Digraph: one box per band of layers, edges between bands with counts."""
     from graphviz import nohtml
 
-    from .dot import legend_label, new_digraph
+    from .dot import add_legend, new_digraph
 
     shape = _shape(definition, max_bands)
     g = new_digraph(f"{title} ({len(definition.nodes):,} nodes, "
@@ -131,5 +131,5 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
         g.edge(f"b{s}", f"b{t}", **attrs)
     present = states_present(all_states)
     if present:
-        g.node("legend", label=legend_label(present), shape="plaintext", margin="0")
+        add_legend(g, present)
     return g
