@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from .style import ERROR_STATES, TERMINAL_STATES
 
 __all__ = ["RunView", "QUEUED_LIMIT"]
 
+_SVG_WIDTH = re.compile(r'<svg[^>]*?\swidth="([0-9.]+(?:pt|px))"')
 _EVENT_STATE = {K.NODE_QUEUED: "queued", K.NODE_STARTED: "running", K.NODE_RETRIED: "retrying",
                 K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed",
                 K.NODE_SKIPPED: "skipped", K.NODE_UPSTREAM_FAILED: "upstream_failed",
@@ -289,6 +291,10 @@ class RunView:
             return
         with self.picture.hold_sync():  # type: ignore[union-attr]
             self.picture.value = svg.encode("utf-8")  # type: ignore[union-attr]
+            # An Image widget stretches to the output's width; keep the picture's own size.
+            size = _SVG_WIDTH.search(svg[:2000])
+            if size is not None:
+                self.picture.layout.max_width = size.group(1)  # type: ignore[union-attr]
 
     def _as_snapshot(self) -> Any:
         from types import SimpleNamespace
