@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import io
 import re
 from pathlib import Path
 
 import pytest
+from docs_runner import python_blocks, run_blocks
 
 import lion_nb.state
 
@@ -20,16 +18,8 @@ _NEEDED = ("CheckpointManager", "FileStorage", "SqliteStorage", "RecordCodec")
 @pytest.mark.skipif(not all(hasattr(lion_nb.state, n) for n in _NEEDED),
                     reason="lion_nb.state does not export the checkpoint names yet")
 async def test_checkpoint_doc_code_blocks_run_as_written():
-    blocks = _BLOCK.findall(DOC.read_text())
-    assert len(blocks) >= 8
-    namespace: dict[str, object] = {"__name__": "docs_checkpoints"}
-    for number, source in enumerate(blocks, 1):
-        code = compile(source, f"{DOC.name} block {number}", "exec",
-                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = eval(code, namespace)  # noqa: S307 - our own documentation
-            if result is not None:  # a coroutine when the block awaits at top level
-                await result
+    assert len(python_blocks(DOC)) >= 8
+    await run_blocks(DOC)
 
 
 def test_checkpoint_doc_shows_the_seed_example_verbatim():

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import io
-import re
 from pathlib import Path
 
 import pytest
+from docs_runner import python_blocks, run_blocks
 
 pytest.importorskip("distributed")
 
@@ -22,17 +19,10 @@ def test_dask_doc_states_the_trust_model():
 
 
 async def test_dask_doc_blocks_run_in_order():
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) >= 8
+    assert len(python_blocks(DOC)) >= 8
     namespace: dict = {"__name__": "dask_doc"}
     try:
-        for i, block in enumerate(blocks):
-            code = compile(block, f"{DOC.name}[block {i}]", "exec",
-                           flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-            with contextlib.redirect_stdout(io.StringIO()):
-                result = eval(code, namespace)
-                if result is not None:
-                    await result
+        await run_blocks(DOC, namespace)
     finally:  # a failing block must not leave worker processes behind
         for name in ("client", "cluster"):
             obj = namespace.get(name)

@@ -2,32 +2,7 @@
 
 from __future__ import annotations
 
-import ast
-import pathlib
-import re
-import types
-
-import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-
-
-def python_blocks(path: pathlib.Path) -> list[str]:
-    """The ```python blocks of a Markdown file."""
-    return BLOCK.findall(path.read_text(encoding="utf-8"))
-
-
-async def run_blocks(path: pathlib.Path) -> dict:
-    """Execute the blocks in one namespace, like cells of a notebook."""
-    namespace: dict = {"__name__": "__docs__"}
-    for i, source in enumerate(python_blocks(path)):
-        code = compile(source, f"{path.name}[block {i}]", "exec",
-                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        result = eval(code, namespace)  # noqa: S307 - our own documentation
-        if isinstance(result, types.CoroutineType):
-            await result
-    return namespace
+from docs_runner import ROOT, python_blocks, run_blocks
 
 
 def test_readme_has_the_two_commands_and_the_seed_examples():

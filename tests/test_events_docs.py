@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import ast
-import re
 from pathlib import Path
+
+from docs_runner import python_blocks, run_blocks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "events.md"
 
 
 async def test_events_doc_blocks_run_in_order():
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert blocks, "docs/events.md has no python blocks"
-    namespace: dict = {"__name__": "events_doc"}
-    for i, block in enumerate(blocks):
-        code = compile(block, f"{DOC.name}[block {i}]", "exec",
-                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        result = eval(code, namespace)  # noqa: S307 - our own documentation
-        if result is not None:
-            await result
+    assert python_blocks(DOC), "docs/events.md has no python blocks"
+    await run_blocks(DOC, quiet=False)

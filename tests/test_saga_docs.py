@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import ast
-import re
 from pathlib import Path
+
+from docs_runner import python_blocks, run_blocks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sagas.md"
 
 
 async def test_sagas_doc_blocks_run_in_order():
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) >= 8, "docs/sagas.md lost its examples"
-    namespace: dict = {"__name__": "sagas_doc"}
-    for i, block in enumerate(blocks):
-        code = compile(block, f"{DOC.name}[block {i}]", "exec",
-                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        result = eval(code, namespace)  # noqa: S307 - our own documentation
-        if result is not None:
-            await result
+    assert len(python_blocks(DOC)) >= 8, "docs/sagas.md lost its examples"
+    await run_blocks(DOC, quiet=False)

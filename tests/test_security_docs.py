@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import io
 import re
 from pathlib import Path
+
+from docs_runner import python_blocks, run_blocks
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -19,13 +18,5 @@ def test_security_doc_has_an_honesty_section():
 
 
 async def test_security_doc_code_blocks_run_as_written():
-    blocks = _BLOCK.findall(DOC.read_text())
-    assert len(blocks) >= 10
-    namespace: dict[str, object] = {"__name__": "docs_security"}
-    for number, source in enumerate(blocks, 1):
-        code = compile(source, f"{DOC.name} block {number}", "exec",
-                       flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = eval(code, namespace)  # noqa: S307 - our own documentation
-            if result is not None:  # a coroutine when the block awaits at top level
-                await result
+    assert len(python_blocks(DOC)) >= 10
+    await run_blocks(DOC)
