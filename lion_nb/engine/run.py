@@ -37,6 +37,7 @@ _RUNNING = NodeState.RUNNING
 _S_SUCCEEDED = NodeState.SUCCEEDED
 _QUEUED = NodeState.QUEUED
 _I_RUNNING = InstanceState.RUNNING
+_CANCEL_NOW = (CODE[NodeState.PENDING], CODE[NodeState.RETRYING])
 
 
 class InstanceRun(JoinRule):
@@ -148,6 +149,7 @@ class InstanceRun(JoinRule):
         except asyncio.CancelledError:
             if not self.scheduler.absorb_interrupt():
                 raise
+            self.tasks.pop(i, None)
             self._end_node(i, NodeState.CANCELLED, None)
             if self.unfinished == 0:
                 self.finish()
@@ -158,6 +160,7 @@ class InstanceRun(JoinRule):
         except Exception as exc:
             await self._failed(i, node, exc, attempt, retry=True)
             return
+        del self.tasks[i]  # keep nothing per node once it has run
         if type(out) is NodeResult:
             if out.kind is ResultKind.FAILURE:
                 await self._failed(i, node, handler_error(node, out.error), attempt, retry=True)
@@ -229,6 +232,7 @@ class InstanceRun(JoinRule):
     async def _failed(self, i: int, node: Any, exc: BaseException, attempt: int,
                       retry: bool) -> None:
         """An attempt failed: retry after the policy's backoff, or fail the node."""
+        self.tasks.pop(i, None)  # a retry queues a new task
         policy = node.retry
         if retry and attempt < policy.max_attempts and not self.cancel_requested:
             self.states.move(i, NodeState.RETRYING)
@@ -339,17 +343,16 @@ class InstanceRun(JoinRule):
         if self.state is not _I_RUNNING or self.cancel_requested:
             return  # not running, or already being cancelled (interrupt workers once)
         self.cancel_requested = True
-        for i, task in list(self.tasks.items()):
-            if self.states[i] in (_QUEUED, NodeState.RETRYING):
+        me = asyncio.current_task()
+        for i, task in list(self.tasks.items()):  # only queued and running nodes have one
+            if self.states[i] is _QUEUED:
                 task.cancelled = True
                 self._end_node(i, NodeState.CANCELLED, None)
-        me = asyncio.current_task()
-        for i, task in list(self.tasks.items()):
-            if self.states[i] is _RUNNING and task.worker not in (None, me):
+            elif self.states[i] is _RUNNING and task.worker not in (None, me):
                 self.scheduler.interrupt(task.worker)
         codes = self.states.codes
         for i in range(len(codes)):
-            if codes[i] == CODE[NodeState.PENDING]:
+            if codes[i] in _CANCEL_NOW:  # waiting to start, or to retry
                 self._end_node(i, NodeState.CANCELLED, None)
         if self.unfinished == 0:
             self.finish()
