@@ -231,3 +231,18 @@ def test_view_html_is_inert():
     s.feed(failures_html([bad], {bad: "failed"}, {bad: 3}, {bad: bad}, 5, 1, bad))
     s.feed(stats_html({"failed": 1}, 1.0))
     assert "script" not in s.tags and "img" not in s.tags
+
+
+async def test_runview_links_the_dask_dashboard_when_a_runner_has_one():
+    from lion_nb.engine import ExecutorConfig, WorkflowExecutor
+    from lion_nb.notebook import RunView
+
+    class Runner:  # what RunView reads of a DaskRunner
+        dashboard_link = "http://127.0.0.1:8787/status?x=<b>"
+
+        def accepts(self, node):
+            return False
+
+    view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
+    assert 'href="http://127.0.0.1:8787/status?x=&lt;b&gt;"' in view.dashboard.value
+    assert RunView(WorkflowExecutor(), picture=False).dashboard is None

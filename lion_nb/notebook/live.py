@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import re
 import threading
 import time
@@ -93,6 +94,9 @@ class RunView:
         self.failures = w.HTML()
         self.picture = w.Image(format="svg+xml", value=b"") if picture else None
         parts = [self.title, self.progress, self.stats, self.failures]
+        self.dashboard = _dashboard_widget(w, executor)
+        if self.dashboard is not None:
+            parts.insert(1, self.dashboard)
         self.widget = w.VBox(parts + ([self.picture] if self.picture is not None else []))
 
         self._buffer: list[ExecEvent] = []
@@ -345,3 +349,15 @@ class RunView:
         done = sum(self.counts[s] for s in TERMINAL_STATES)
         total = len(self.definition.nodes) if self.definition is not None else 0
         return f"RunView({self.instance_id}, {self.instance_state}, {done}/{total} done)"
+
+
+def _dashboard_widget(w: Any, executor: Any) -> Any:
+    """A link to the Dask dashboard when the executor runs handlers on Dask (else None)."""
+    try:
+        link = getattr(executor.runner, "dashboard_link", None)
+    except Exception:  # a runner whose client is gone has no dashboard to show
+        link = None
+    if not link or not str(link).startswith(("http://", "https://")):
+        return None
+    href = html.escape(str(link), quote=True)
+    return w.HTML(f'<a href="{href}" target="_blank" rel="noopener">Dask dashboard</a>')
