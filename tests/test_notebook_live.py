@@ -114,6 +114,7 @@ async def test_view_follows_a_failing_run_to_the_engines_final_state(frontend):
     assert "transform" in view.failures.value and "attempt 3" in view.failures.value
     assert "&lt;img src=x onerror=alert(1)&gt;" in view.failures.value
     assert "<script>" not in view.title.value
+    await view.drawn()  # the final picture renders off the loop
     svg = bytes(view.picture.value)
     assert svg.startswith(b"<?xml") and b"failed" in svg
     await ex.stop()
@@ -127,6 +128,7 @@ async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
     assert_matches_engine(view, result)
     assert view.progress.bar_style == "success"
     assert view.attempts["transform"] == 2
+    await view.drawn()
     assert b"attempt 2/3" in bytes(view.picture.value)
     await ex.stop()
 

@@ -82,6 +82,8 @@ class RunView:
         self._last_flush = self._last_picture = self._last_text = -1e9
         self._timer: asyncio.TimerHandle | None = None
         self._rendering = False
+        self._generation = 0
+        self._render_future: "asyncio.Future[str | None] | None" = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.get_ident()
         with contextlib.suppress(RuntimeError):
@@ -272,20 +274,33 @@ class RunView:
         if self._rendering and not sync:  # one render in flight; redo once it lands
             self._picture_dirty = True
             return
-        pic = Picture(self._as_snapshot())
-        if sync or self._loop is None:
-            self._show(pic.outcome.svg)
+        loop = self._loop
+        if loop is None or loop.is_closed() or (sync and not loop.is_running()):
+            self._show(Picture(self._as_snapshot()).outcome.svg)
             return
+        # Building the DOT and the Graphviz layout take a while for big graphs: both
+        # happen off the loop, on a copy of the states, even for the final picture, so
+        # a run never waits for its own portrait.
         self._rendering = True
-        # Graphviz layout can take a while for a few hundred nodes: off the loop.
-        fut = self._loop.run_in_executor(None, lambda: pic.outcome.svg)
-        fut.add_done_callback(self._rendered)
+        self._generation += 1
+        generation = self._generation
+        snapshot = self._as_snapshot(copy=True)
+        fut = loop.run_in_executor(None, lambda: Picture(snapshot).outcome.svg)
+        self._render_future = fut
+        fut.add_done_callback(lambda f: self._rendered(f, generation))
 
-    def _rendered(self, fut: "asyncio.Future[str | None]") -> None:
+    def _rendered(self, fut: "asyncio.Future[str | None]", generation: int) -> None:
+        if generation != self._generation:  # a newer picture (the final one) supersedes it
+            return
         self._rendering = False
-        # After the end, the final synchronous draw is authoritative: drop late renders.
-        if self._ended is None and not fut.cancelled() and fut.exception() is None:
+        if not fut.cancelled() and fut.exception() is None:
             self._show(fut.result())
+
+    async def drawn(self) -> None:
+        """Wait until the latest picture (the final one, after a run) is on the widget."""
+        while self._render_future is not None and not self._render_future.done():
+            await asyncio.wait([self._render_future])
+            await asyncio.sleep(0)  # let its done-callback run
 
     def _show(self, svg: str | None) -> None:
         self.pictures += 1
@@ -300,13 +315,15 @@ class RunView:
             if size is not None:
                 self.picture.layout.max_width = size.group(1)  # type: ignore[union-attr]
 
-    def _as_snapshot(self) -> Any:
+    def _as_snapshot(self, copy: bool = False) -> Any:
         from types import SimpleNamespace
-        # No copies: the DOT text is built right away, on this thread.
+        # Copies when the DOT is built on another thread while events keep arriving.
+        states, attempts, errors = self.states, self.attempts, self.errors
+        if copy:
+            states, attempts, errors = dict(states), dict(attempts), dict(errors)
         return SimpleNamespace(definition=self.definition, state=self.instance_state,
-                               node_states=self.states, attempts=self.attempts,
-                               errors=self.errors, instance_id=self.instance_id,
-                               _display_kind="instance")
+                               node_states=states, attempts=attempts, errors=errors,
+                               instance_id=self.instance_id, _display_kind="instance")
 
     # --- end and display ---------------------------------------------------------------
 
