@@ -132,8 +132,12 @@ class InstanceRun(JoinRule):
         if self.state is not _I_RUNNING or task.cancelled:
             return
         node = self.nodes[i]
-        if node.requires and not await self._permitted(i, node):
-            return
+        if node.requires:  # checked before dispatch: a denied node never runs
+            try:
+                self.gate(node, self)
+            except SecurityError as exc:
+                await self._denied(i, node, exc)
+                return
         self.states.move(i, _RUNNING)
         attempt = self.attempts[i] = self.attempts[i] + 1
         obs = self.observe
@@ -188,20 +192,16 @@ class InstanceRun(JoinRule):
             await self._commit(i, decided)
         self._advance(decided)
 
-    async def _permitted(self, i: int, node: Any) -> bool:
-        """Check the node's capabilities before dispatch; a denied node never runs."""
-        try:
-            self.gate(node, self)
-        except SecurityError as exc:
-            if self.executor.config.on_denied == "skip":
-                self.states.move(i, NodeState.SKIPPED)
-                self.unfinished -= 1
-                self.errors[i] = exc
-                await self._finish_node(i, node, K.NODE_SKIPPED, self.attempts[i], exc)
-            else:
-                await self._failed(i, node, exc, self.attempts[i], retry=False)
-            return False
-        return True
+    async def _denied(self, i: int, node: Any, exc: SecurityError) -> None:
+        """A node whose capabilities are not covered fails (or is skipped) without running."""
+        if self.executor.config.on_denied == "skip":
+            self.tasks.pop(i, None)
+            self.states.move(i, NodeState.SKIPPED)
+            self.unfinished -= 1
+            self.errors[i] = exc
+            await self._finish_node(i, node, K.NODE_SKIPPED, self.attempts[i], exc)
+        else:
+            await self._failed(i, node, exc, self.attempts[i], retry=False)
 
     async def _call(self, i: int, node: Any, ctx: NodeContext) -> Any:
         """Run a handler off the fast path: in a thread, on a runner, or under a timeout."""
