@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-dev browser-deps bench lab clean
+.PHONY: demo test install install-dev browser-deps bench bench-all lab clean
 
 $(VENV)/.stamp-base: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: install-dev browser-deps
 
 bench: install-dev
 	$(PY) benchmarks/engine_overhead.py
+
+bench-all: install-dev
+	for b in engine_overhead scheduler checkpoint events saga security notebook dask_runner; do \
+	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 lab: install-dev
 	$(VENV)/bin/jupyter lab notebooks/
