@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from widget_frontend import frontend  # noqa: F401  (shared fixture: widgets without a browser)
 
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
 from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler

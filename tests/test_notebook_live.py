@@ -7,62 +7,11 @@ import threading
 import time
 from html.parser import HTMLParser
 
-import comm
-import pytest
-
 from lion_nb.engine import WorkflowExecutor
 from lion_nb.engine.observe import EventKind as K
 from lion_nb.engine.observe import ExecEvent
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.notebook.live import RunView
-
-
-class FrontEnd:
-    """Stands in for the browser: every comm message is recorded with its time and widget."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[float, str, dict]] = []
-
-    def create_comm(self, **kwargs):
-        front = self
-
-        class RecordingComm:
-            comm_id = f"c{len(front.messages)}-{id(kwargs)}"
-            kernel = "Truthy"
-
-            def __init__(self) -> None:
-                self.model = kwargs.get("data", {}).get("state", {}).get("_model_name", "?")
-
-            def send(self, data=None, buffers=None, **kw):
-                front.messages.append((time.monotonic(), self.comm_id, data or {}))
-
-            def on_msg(self, *a, **k):
-                pass
-
-            def close(self, *a, **k):
-                pass
-
-            def open(self, *a, **k):
-                pass
-
-        return RecordingComm()
-
-    def per_second_peak(self, comm_id: str | None = None) -> int:
-        """The most messages (of one widget, or all) within any one-second window."""
-        times = [t for t, c, _ in self.messages if comm_id is None or c == comm_id]
-        peak, lo = 0, 0
-        for hi, t in enumerate(times):
-            while t - times[lo] > 1.0:
-                lo += 1
-            peak = max(peak, hi - lo + 1)
-        return peak
-
-
-@pytest.fixture
-def frontend(monkeypatch):
-    fe = FrontEnd()
-    monkeypatch.setattr(comm, "create_comm", fe.create_comm)
-    return fe
 
 
 def etl(fail: bool):

@@ -7,9 +7,6 @@ import threading
 import time
 from html.parser import HTMLParser
 
-import comm
-import pytest
-
 from lion_nb.clock import FakeClock
 from lion_nb.engine import WorkflowExecutor
 from lion_nb.engine.observe import EventKind as K
@@ -30,49 +27,6 @@ from lion_nb.patterns import (
 BAD = "<script>alert(1)</script><img src=x onerror=alert(1)>"
 
 
-class FrontEnd:
-    """Stands in for the browser: every comm message is recorded with its time and widget."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[float, str]] = []
-
-    def create_comm(self, **kwargs):
-        front = self
-
-        class RecordingComm:
-            comm_id = f"c{id(kwargs)}-{len(front.messages)}"
-            kernel = "Truthy"
-
-            def send(self, data=None, buffers=None, **kw):
-                front.messages.append((time.monotonic(), self.comm_id))
-
-            def on_msg(self, *a, **k):
-                pass
-
-            def close(self, *a, **k):
-                pass
-
-            def open(self, *a, **k):
-                pass
-
-        return RecordingComm()
-
-    def per_second_peak(self, comm_id: str) -> int:
-        """The most messages of one widget within any one-second window."""
-        times = [t for t, c in self.messages if c == comm_id]
-        peak, lo = 0, 0
-        for hi, t in enumerate(times):
-            while t - times[lo] > 1.0:
-                lo += 1
-            peak = max(peak, hi - lo + 1)
-        return peak
-
-
-@pytest.fixture
-def frontend(monkeypatch):
-    fe = FrontEnd()
-    monkeypatch.setattr(comm, "create_comm", fe.create_comm)
-    return fe
 
 
 class Inert(HTMLParser):
