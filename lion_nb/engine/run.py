@@ -306,13 +306,12 @@ class InstanceRun(JoinRule):
 
     # --- instance level ------------------------------------------------------------
 
-    def start(self, restored: bool = False) -> None:
-        """Queue the roots (or, after a restore, whatever is now runnable)."""
+    def start(self) -> None:
+        """Queue the roots (a restored run is started by ``restore`` instead)."""
         self.state = _I_RUNNING
-        if not restored:
-            for i, inc in enumerate(self.definition.in_edges):
-                if not inc:
-                    self.queue(i)
+        for i, inc in enumerate(self.definition.in_edges):
+            if not inc:
+                self.queue(i)
         if self.unfinished == 0:
             self.finish()
 

@@ -369,9 +369,9 @@ class WorkflowScheduler(Preemption):
         return self._queue.depths()
 
     def _emit_depth(self) -> None:
-        if True:
-            self.observe.emit(ExecEvent(EventKind.QUEUE_DEPTH, self.clock.time(), None, None, 0,
-                                        {"queued": self.queued, "running": self.running}))
+        """Tell the observe stream how deep the queue is (callers check ``wants`` first)."""
+        self.observe.emit(ExecEvent(_QUEUE_DEPTH, self.clock.time(), None, None, 0,
+                                    {"queued": self.queued, "running": self.running}))
 
     def statistics(self) -> SchedulerStatistics:
         """A frozen snapshot of queue depths, slots, waits, throughput and misses."""
