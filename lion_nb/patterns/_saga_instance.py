@@ -219,12 +219,13 @@ class SagaCommand:
     """
 
     __slots__ = ("command_id", "kind", "saga_id", "instance_id", "step_id", "step_name",
-                 "service", "attempt", "action", "data", "results", "result", "deadline")
+                 "service", "attempt", "action", "data", "results", "result", "deadline",
+                 "tokens")
 
     def __init__(self, command_id: str, kind: str, saga_id: str, instance_id: str,
                  step_id: str, step_name: str, service: str, attempt: int, action: Any,
                  data: Any, results: Mapping[str, Any], result: Any = None,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, tokens: tuple[str, ...] = ()) -> None:
         self.command_id = command_id
         self.kind = kind
         self.saga_id = saga_id
@@ -238,6 +239,7 @@ class SagaCommand:
         self.results = results
         self.result = result
         self.deadline = deadline
+        self.tokens = tokens  # capability tokens narrowed to this step (serialized)
 
     @property
     def compensating(self) -> bool:
@@ -251,7 +253,7 @@ class SagaCommand:
                 "step_name": self.step_name, "service": self.service,
                 "attempt": self.attempt, "action": self.action, "data": self.data,
                 "results": dict(self.results), "result": self.result,
-                "deadline": self.deadline, "reply_to": reply_to}
+                "deadline": self.deadline, "tokens": list(self.tokens), "reply_to": reply_to}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SagaCommand":
@@ -260,7 +262,7 @@ class SagaCommand:
                    d.get("step_name", d["step_id"]), d.get("service", ""),
                    int(d.get("attempt", 1)), d.get("action"), d.get("data"),
                    MappingProxyType(dict(d.get("results") or {})), d.get("result"),
-                   d.get("deadline"))
+                   d.get("deadline"), tuple(d.get("tokens") or ()))
 
     def __repr__(self) -> str:
         return (f"SagaCommand({self.kind} {self.step_id!r} of {self.saga_id!r}/"

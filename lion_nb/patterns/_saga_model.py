@@ -18,6 +18,7 @@ from .. import _display
 from ..errors import SagaDefinitionError
 from ._events_model import RetryBackoff
 from ._events_topics import validate_topic
+from ._saga_security import parse_requirements
 
 __all__ = [
     "SagaStatus", "StepStatus", "SagaStep", "SagaDefinition", "SagaDefinitionBuilder",
@@ -103,11 +104,12 @@ class SagaStep:
     """
 
     __slots__ = ("id", "name", "action", "service", "compensation", "timeout", "max_attempts",
-                 "backoff")
+                 "backoff", "requires")
 
     def __init__(self, id: str, name: str, action: Any, service: str, *,  # noqa: A002 - seed
                  compensation: Any = None, timeout: float | None = None,
-                 max_attempts: int | None = None, backoff: RetryBackoff | None = None) -> None:
+                 max_attempts: int | None = None, backoff: RetryBackoff | None = None,
+                 requires: Iterable[str] = ()) -> None:
         if not isinstance(id, str) or not id.strip() or "/" in id:
             raise SagaDefinitionError(f"step id must be a non-empty string without '/', "
                                       f"got {id!r}", saga=None, step=id)
@@ -131,6 +133,7 @@ class SagaStep:
         self.timeout: float | None = None
         self.max_attempts: int | None = None
         self.backoff = backoff
+        self.requires = parse_requirements(requires)  # capabilities its commands carry
         if compensation is not None:
             self.with_compensation(compensation)
         if timeout is not None:
@@ -183,7 +186,8 @@ class SagaStep:
         return {"id": self.id, "name": self.name, "action": self.action,
                 "service": self.service, "compensation": self.compensation,
                 "timeout": self.timeout, "max_attempts": self.max_attempts,
-                "backoff": None if b is None else [b.initial, b.multiplier, b.maximum]}
+                "backoff": None if b is None else [b.initial, b.multiplier, b.maximum],
+                "requires": list(self.requires)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SagaStep":
@@ -192,7 +196,8 @@ class SagaStep:
         return cls(data["id"], data["name"], data.get("action"), data["service"],
                    compensation=data.get("compensation"), timeout=data.get("timeout"),
                    max_attempts=data.get("max_attempts"),
-                   backoff=None if b is None else RetryBackoff(*b))
+                   backoff=None if b is None else RetryBackoff(*b),
+                   requires=data.get("requires") or ())
 
     def __repr__(self) -> str:
         comp = "pivot" if self.pivot else "compensable"

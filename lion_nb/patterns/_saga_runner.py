@@ -18,10 +18,12 @@ from typing import Any
 
 from ..clock import Clock
 from ..engine.observe import EventKind, ExecEvent, ObserveStream
+from ..errors import SecurityError
 from ._events_model import Event
 from ._saga_dispatch import Handler, RecentIds, Waiter, parse_reply, reply_ack, run_with_timeout
 from ._saga_instance import COMPENSATE, FORWARD, SagaCommand, SagaInstance
 from ._saga_log import SagaLog, check_json
+from ._saga_security import DENIED, step_tokens
 from ._saga_model import SagaManagerConfig, SagaStatus, SagaStep, StepStatus, command_topic, \
     reply_topic
 
@@ -42,6 +44,7 @@ class RunnerMixin:
     _broker: Any
     _saga_log: SagaLog
     _local: dict[str, Handler]
+    _grants: dict[str, Any]
     _history: deque[tuple[Any, ...]] | None
     _counts: dict[SagaStatus, int]
     _stats: dict[str, int]
@@ -231,7 +234,7 @@ class RunnerMixin:
                     self._stats["steps_succeeded" if fwd else "compensations_succeeded"] += 1
                     await self._ack_reply(delivery)
                     return None
-                final = attempt >= attempts
+                final = attempt >= attempts or str(value).startswith(DENIED)
                 self._stats["step_attempts_failed" if fwd
                             else "compensation_attempts_failed"] += 1
                 await self._commit(inst, {"k": "err", "s": step.id, "p": phase, "a": attempt,
@@ -259,12 +262,16 @@ class RunnerMixin:
         fwd = phase == FORWARD
         cid = f"{inst.id}.{'f' if fwd else 'c'}.{step.id}.{attempt}"
         clock = self._clock
+        try:  # narrowed to this step before anything is dispatched
+            tokens = step_tokens(self._grants.get(inst.id), step, inst.saga_id)
+        except SecurityError as exc:
+            return False, f"{DENIED}{exc}", None
         cmd = SagaCommand(cid, "step" if fwd else "compensate", inst.saga_id, inst.id, step.id,
                           step.name, step.service, attempt,
                           step.action if fwd else step.compensation, inst.data,
                           dict(inst.results),   # a snapshot: later steps change it
                           None if fwd else inst.steps[step.id].result,
-                          clock.time() + timeout)
+                          clock.time() + timeout, tokens)
         late = (f"SagaStepTimeoutError: service {step.service!r} did not answer "
                 f"{'step' if fwd else 'the compensation of step'} {step.id!r} of saga "
                 f"{inst.saga_id!r} within {timeout:g}s (attempt {attempt})")

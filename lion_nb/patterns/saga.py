@@ -32,7 +32,7 @@ from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..engine.observe import ObserveStream
-from ..errors import SagaError, SagaNotFoundError, SagaStateError
+from ..errors import SagaError, SagaNotFoundError, SagaStateError, SecurityError
 from ..state.storage import Storage
 from ._events_model import new_event_id
 from ._saga_dispatch import Handler, RecentIds, SagaService, Waiter, run_with_timeout, \
@@ -72,7 +72,7 @@ class SagaManager(OperatorMixin, RunnerMixin):
 
     def __init__(self, broker: Any, config: SagaManagerConfig | None = None, *,
                  storage: Storage | None = None, clock: Clock = SYSTEM_CLOCK,
-                 observe: ObserveStream | None = None) -> None:
+                 observe: ObserveStream | None = None, authority: Any = None) -> None:
         if storage is not None and not isinstance(storage, Storage):
             raise TypeError(f"storage must be a lion_nb.state Storage, got "
                             f"{type(storage).__name__}")
@@ -84,6 +84,8 @@ class SagaManager(OperatorMixin, RunnerMixin):
         self._definitions: dict[str, SagaDefinition] = {}
         self._instances: dict[str, SagaInstance] = {}
         self._local: dict[str, Handler] = {}
+        self._authority = authority  # verifies the grants of start_instance / recover
+        self._grants: dict[str, Any] = {}  # instance id -> GrantSet (memory only, never logged)
         self._services: list[SagaService] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, list[asyncio.Future[SagaInstance]]] = {}
@@ -208,10 +210,16 @@ class SagaManager(OperatorMixin, RunnerMixin):
         wanted = SagaStatus(status)
         return [i for i in self._instances.values() if i.status is wanted]
 
-    async def start_instance(self, instance_id: str) -> SagaInstance:
-        """Start a CREATED instance in the background; ``wait()`` for its end."""
+    async def start_instance(self, instance_id: str, *,
+                             grants: Any = None) -> SagaInstance:
+        """Start a CREATED instance in the background; ``wait()`` for its end.
+
+        ``grants`` (capability tokens) cover the steps' ``requires``; each
+        command carries them narrowed to its own step.
+        """
         self._check_open()
         inst = self.get_instance(instance_id)
+        self._bind_grants(inst, grants)
         if inst.status is not SagaStatus.CREATED or instance_id in self._tasks:
             raise SagaStateError(f"saga instance {instance_id!r} of {inst.saga_id!r} is "
                                  f"already {inst.status.value}; only a created instance can "
@@ -224,12 +232,21 @@ class SagaManager(OperatorMixin, RunnerMixin):
             await self._flush(inst)
         return inst
 
-    async def run(self, saga_id: str, data: Any = None, *,
-                  timeout: float | None = None) -> SagaInstance:
+    async def run(self, saga_id: str, data: Any = None, *, timeout: float | None = None,
+                  grants: Any = None) -> SagaInstance:
         """Create, start and wait for one instance; returns it at rest."""
         inst = await self.create_instance(saga_id, data)
-        await self.start_instance(inst.id)
+        await self.start_instance(inst.id, grants=grants)
         return await self.wait(inst.id, timeout=timeout)
+
+    def _bind_grants(self, inst: SagaInstance, grants: Any) -> None:
+        """Verify tokens with the authority and bind them to this instance."""
+        if grants is None:
+            return
+        if self._authority is None:
+            raise SecurityError(f"grants were given for saga instance {inst.id!r} but the "
+                                "manager has no authority: SagaManager(..., authority=...)")
+        self._grants[inst.id] = self._authority.grant(list(grants), instance_id=inst.id)
 
     def _spawn(self, inst: SagaInstance) -> None:
         self._tasks[inst.id] = asyncio.get_running_loop().create_task(
@@ -276,13 +293,15 @@ class SagaManager(OperatorMixin, RunnerMixin):
 
     # -- durability -------------------------------------------------------------------------
 
-    async def recover(self) -> list[SagaInstance]:
+    async def recover(self, *, grants: Any = None) -> list[SagaInstance]:
         """Load unfinished instances from the saga log and resume them; returns them.
 
         Register definitions and services first. Running sagas continue
         forward, compensating ones continue backward; steps and compensations
         whose outcome was committed are not run again. Instances that need
-        attention are loaded and wait for ``retry``/``mark_resolved``.
+        attention are loaded and wait for ``retry``/``mark_resolved``. Tokens
+        are never written to the log: pass ``grants={instance_id: [tokens]}``
+        for sagas whose steps require capabilities.
         """
         self._check_open()
         loaded = await self._saga_log.load(self._definitions, self._clock.time(),
@@ -290,6 +309,7 @@ class SagaManager(OperatorMixin, RunnerMixin):
         for inst in loaded:
             self._instances[inst.id] = inst
             self._counts[inst.status] += 1
+            self._bind_grants(inst, (grants or {}).get(inst.id))
             if inst.status in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
                 self._spawn(inst)
         return loaded
