@@ -227,6 +227,8 @@ async def test_executing_on_stopped_executor_raises():
     await ex.stop()
     with pytest.raises(ExecutorStoppedError):
         await ex.execute_workflow(build(nodes={"a": Node("a", handler="echo")}))
+    with pytest.raises(ExecutorStoppedError, match="create a new"):
+        await ex.start()
 
 
 async def test_cancel_stops_running_and_queued_nodes(executor):

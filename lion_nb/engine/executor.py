@@ -109,7 +109,10 @@ class WorkflowExecutor:
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Accept instances (idempotent)."""
+        """Accept instances (idempotent). A stopped executor stays stopped: make a new one."""
+        if self.scheduler.closed:
+            raise ExecutorStoppedError("this executor was stopped (its scheduler is closed); "
+                                       "create a new WorkflowExecutor")
         self._started = True
 
     async def stop(self) -> None:
