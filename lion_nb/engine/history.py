@@ -72,10 +72,9 @@ class InstanceRecord:
 _NODE_END = {K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed", K.NODE_SKIPPED: "skipped",
              K.NODE_UPSTREAM_FAILED: "upstream_failed", K.NODE_CANCELLED: "cancelled",
              K.NODE_RETRIED: "failed", K.NODE_RESTORED: "restored"}
-_STARTED = K.NODE_STARTED  # enum attribute access is slow on 3.11
-# NODE_QUEUED is not needed: NODE_STARTED carries the queue time, which saves
-# building one event per node when nothing else listens to queueing.
-KINDS = frozenset({K.INSTANCE_STARTED, K.INSTANCE_FINISHED, K.NODE_STARTED,
+# One event per attempt: its end carries when it was queued and started, so the
+# recorder needs neither NODE_QUEUED nor NODE_STARTED (not built unless a view asks).
+KINDS = frozenset({K.INSTANCE_STARTED, K.INSTANCE_FINISHED,
                    K.CHECKPOINT_SAVED, *_NODE_END})
 
 
@@ -86,7 +85,6 @@ class HistoryRecorder:
         self.records: list[AttemptRecord] = []
         self.instances: dict[str, InstanceRecord] = {}
         self.checkpoints: list[dict[str, Any]] = []
-        self._open: dict[tuple[str, str], AttemptRecord] = {}
         self._sub: Subscription | None = None
 
     def attach(self, stream: ObserveStream) -> "HistoryRecorder":
@@ -105,39 +103,22 @@ class HistoryRecorder:
         self.records.clear()
         self.instances.clear()
         self.checkpoints.clear()
-        self._open.clear()
 
     def on_event(self, ev: ExecEvent) -> None:
         """Fold one event into the records."""
         kind = ev.kind
-        if kind is _STARTED:
-            key = (ev.instance_id, ev.node)
-            rec = self._open.get(key)  # type: ignore[arg-type]
-            data = ev.data
-            if rec is None:
-                inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
-                rec = AttemptRecord(ev.instance_id, inst.workflow if inst else "",  # type: ignore
-                                    ev.node, ev.attempt,  # type: ignore[arg-type]
-                                    data.get("queued_at") if data else None)
-                self.records.append(rec)
-                self._open[key] = rec  # type: ignore[index]
-            rec.state = "running"
-            rec.started_at = ev.time
-            rec.attempt = ev.attempt
-            if data and "worker" in data:
-                rec.worker = data["worker"]
-        elif kind in _NODE_END:
-            rec = self._open.pop((ev.instance_id, ev.node), None)  # type: ignore[arg-type]
-            if rec is None:  # decided without running: skipped, upstream_failed, restored
-                rec = self._get(ev)
-                self._open.pop((ev.instance_id, ev.node), None)  # type: ignore[arg-type]
-            rec.state = _NODE_END[kind]
+        state = _NODE_END.get(kind)
+        if state is not None:  # an attempt ended (or a node was decided without one)
+            data = ev.data or {}
+            inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
+            rec = AttemptRecord(ev.instance_id, inst.workflow if inst else "",  # type: ignore
+                                ev.node, ev.attempt, data.get("queued_at"))  # type: ignore
+            rec.started_at = data.get("started_at")
+            rec.state = state
             rec.finished_at = ev.time
-            if ev.data:
-                if ev.data.get("error"):
-                    rec.error = ev.data["error"]
-                if ev.data.get("worker"):
-                    rec.worker = ev.data["worker"]
+            rec.error = data.get("error")
+            rec.worker = data.get("worker")
+            self.records.append(rec)
         elif kind is K.INSTANCE_STARTED:
             self.instances[ev.instance_id] = InstanceRecord(  # type: ignore[index]
                 ev.instance_id, (ev.data or {}).get("workflow", ""), ev.time)  # type: ignore
@@ -150,16 +131,6 @@ class HistoryRecorder:
         elif kind is K.CHECKPOINT_SAVED:
             self.checkpoints.append({"time": ev.time, "instance_id": ev.instance_id,
                                      **(ev.data or {})})
-
-    def _get(self, ev: ExecEvent) -> AttemptRecord:
-        rec = self._open.get((ev.instance_id, ev.node))  # type: ignore[arg-type]
-        if rec is None:
-            inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
-            rec = AttemptRecord(ev.instance_id, inst.workflow if inst else "",  # type: ignore
-                                ev.node, ev.attempt, None)  # type: ignore[arg-type]
-            self.records.append(rec)
-            self._open[(ev.instance_id, ev.node)] = rec  # type: ignore[index]
-        return rec
 
     def attempts(self, instance_id: str | None = None) -> list[AttemptRecord]:
         """Attempt records, optionally of one instance."""

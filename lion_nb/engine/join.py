@@ -29,7 +29,7 @@ _END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NOD
 
 class JoinRule:
     """Successor bookkeeping for InstanceRun, which provides the attributes below
-    and the ``queue(i)`` and ``finish()`` methods used here."""
+    and the ``queue(i)``, ``finish()`` and ``attempt_data(i)`` methods used here."""
 
     definition: Any
     states: Any
@@ -110,9 +110,11 @@ class JoinRule:
             self.first_failed = i
         kind = _END_KIND[state]
         if self.observe.wants(kind):
+            data = self.attempt_data(i)
+            if error is not None:
+                data["error"] = repr(error)
             self.observe.emit(ExecEvent(kind, self.clock.time(), self.instance_id,
-                                        self.definition.nodes[i].name, self.attempts[i],
-                                        {"error": repr(error)} if error is not None else None))
+                                        self.definition.nodes[i].name, self.attempts[i], data))
 
     def restore(self, committed: dict[int, tuple[NodeState, Any, int, str | None]]) -> None:
         """Rebuild from committed node records ``{index: (state, output, attempts, error)}``.

@@ -24,7 +24,7 @@ class ScheduledTask:
                  "payload", "enqueued_at", "slice_start", "resume", "cancelled", "name",
                  "instance_id", "missed", "worker", "queued_at")
 
-    def __init__(self, runner: Callable[["ScheduledTask"], Any], payload: Any = None, *,
+    def __init__(self, runner: Callable[["ScheduledTask"], Any], payload: Any = None,
                  priority: int = Priority.NORMAL, deadline: float | None = None,
                  group: Any = None, resources: tuple[str, ...] = (), name: str = "",
                  instance_id: str | None = None) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import (InstanceCancelledError, LionError, NodeFailedError,
                       NodeTimeoutError, SecurityError, WorkflowFailedError)
-from ..state.machine import CODE, InstanceState, NodeState, NodeStates
+from ..state.machine import CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates
 from .context import NodeContext, NodeResult, ResultKind
 from .observe import EventKind as K
 from .observe import ExecEvent
@@ -38,6 +38,11 @@ _S_SUCCEEDED = NodeState.SUCCEEDED
 _QUEUED = NodeState.QUEUED
 _I_RUNNING = InstanceState.RUNNING
 _CANCEL_NOW = (CODE[NodeState.PENDING], CODE[NodeState.RETRYING])
+# The three moves every node makes, checked inline (a method call per move costs
+# more than the check); an illegal one falls back to NodeStates.move, which raises.
+_NK = len(NODE_ORDER)
+_C_QUEUED, _C_RUNNING, _C_SUCCEEDED = (CODE[NodeState.QUEUED], CODE[NodeState.RUNNING],
+                                       CODE[NodeState.SUCCEEDED])
 
 
 class InstanceRun(JoinRule):
@@ -91,6 +96,10 @@ class InstanceRun(JoinRule):
         self.direct = [is_async[k] and not self.remote[k] and node.timeout is None
                        and no_default_timeout for k, node in enumerate(definition.nodes)]
         self.grants: Any = None  # the instance's GrantSet (remote runners verify it again)
+        # Wall-clock times of each node's current attempt: end events carry them, so the
+        # history recorder needs one event per attempt, not three.
+        self.queued_times: list[float | None] = [None] * n
+        self.started_times: list[float | None] = [None] * n
         self.workers: dict[int, str] = {}  # node -> where its last attempt ran, if elsewhere
 
     # --- inputs for handlers ---------------------------------------------------
@@ -111,13 +120,16 @@ class InstanceRun(JoinRule):
     def queue(self, i: int) -> None:
         """Hand node ``i`` to the scheduler."""
         node = self.nodes[i]
-        self.states.move(i, _QUEUED)
-        task = ScheduledTask(self.run_node, i, priority=self.priorities[i],
-                             deadline=self.deadlines[i], group=self.definition.id,
-                             resources=node.resources, name=node.name,
-                             instance_id=self.instance_id)
+        codes = self.states.codes
+        if LEGAL[codes[i] * _NK + _C_QUEUED]:
+            codes[i] = _C_QUEUED
+        else:
+            self.states.move(i, _QUEUED)
+        task = ScheduledTask(self.run_node, i, self.priorities[i], self.deadlines[i],
+                             self.definition.id, node.resources, node.name, self.instance_id)
         self.tasks[i] = task
-        task.queued_at = now = self._time()
+        self.queued_times[i] = now = self._time()
+        self.started_times[i] = None
         obs = self.observe
         if obs.wants(_K_QUEUED):
             obs.emit(ExecEvent(_K_QUEUED, now, self.instance_id, node.name,
@@ -138,12 +150,16 @@ class InstanceRun(JoinRule):
             except SecurityError as exc:
                 await self._denied(i, node, exc)
                 return
-        self.states.move(i, _RUNNING)
+        codes = self.states.codes
+        if LEGAL[codes[i] * _NK + _C_RUNNING]:
+            codes[i] = _C_RUNNING
+        else:
+            self.states.move(i, _RUNNING)
         attempt = self.attempts[i] = self.attempts[i] + 1
+        self.started_times[i] = started = self._time()
         obs = self.observe
         if obs.wants(_K_STARTED):
-            obs.emit(ExecEvent(_K_STARTED, self._time(), self.instance_id, node.name,
-                               attempt, {"queued_at": task.queued_at}))
+            obs.emit(ExecEvent(_K_STARTED, started, self.instance_id, node.name, attempt))
         try:
             ctx = NodeContext(self, i, task, attempt)
             if self.direct[i]:  # async handler, no timeout, local: one await, no wrapper
@@ -181,11 +197,15 @@ class InstanceRun(JoinRule):
                 await self._failed(i, node, problem, attempt, retry=False)
                 return
         self.results[i] = out
-        self.states.move(i, _S_SUCCEEDED)
+        codes = self.states.codes
+        if LEGAL[codes[i] * _NK + _C_SUCCEEDED]:
+            codes[i] = _C_SUCCEEDED
+        else:
+            self.states.move(i, _S_SUCCEEDED)
         self.unfinished -= 1
         if obs.wants(_K_SUCCEEDED):
             obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id, node.name,
-                               attempt, self._where(i)))
+                               attempt, self.attempt_data(i)))
         decided: list[int] = []
         self.propagate(i, decided)
         if self.store is not None:
@@ -241,7 +261,7 @@ class InstanceRun(JoinRule):
                 self.observe.emit(ExecEvent(K.NODE_RETRIED, self.clock.time(),
                                             self.instance_id, node.name, attempt,
                                             {"error": repr(exc), "delay": delay,
-                                             **(self._where(i) or {})}))
+                                             **self.attempt_data(i)}))
             if delay > 0:
                 self.executor.spawn(self._retry_after(i, delay))
             else:
@@ -276,9 +296,9 @@ class InstanceRun(JoinRule):
                            error: BaseException | None) -> None:
         obs = self.observe
         if obs.wants(kind):
-            data = self._where(i)
+            data = self.attempt_data(i)
             if error is not None:
-                data = {"error": repr(error), **(data or {})}
+                data["error"] = repr(error)
             obs.emit(ExecEvent(kind, self.clock.time(), self.instance_id, node.name, attempt,
                                data))
         decided: list[int] = []
@@ -287,10 +307,14 @@ class InstanceRun(JoinRule):
             await self._commit(i, decided)
         self._advance(decided)
 
-    def _where(self, i: int) -> dict[str, str] | None:
-        """Event data naming the worker that ran node ``i`` elsewhere (None if here)."""
-        worker = self.workers.get(i) if self.workers else None
-        return None if worker is None else {"worker": worker}
+    def attempt_data(self, i: int) -> dict[str, Any]:
+        """Event data for the end of node ``i``'s attempt: its times, and where it ran."""
+        data = {"queued_at": self.queued_times[i], "started_at": self.started_times[i]}
+        if self.workers:
+            worker = self.workers.get(i)
+            if worker is not None:
+                data["worker"] = worker
+        return data
 
     async def _commit(self, i: int, decided: list[int]) -> None:
         """Commit node ``i`` and the nodes its end decided, in one atomic write."""

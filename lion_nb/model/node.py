@@ -219,4 +219,5 @@ class Edge:
 def _node_id(value: Any) -> NodeId:
     if type(value) is NodeId:
         return value
-    return NodeId(getattr(value, "id", value))
+    value = getattr(value, "id", value)  # a Node: its id is already a NodeId
+    return value if type(value) is NodeId else NodeId(value)

@@ -12,7 +12,8 @@ from typing import Iterable
 
 from ..errors import IllegalTransitionError
 
-__all__ = ["NodeState", "InstanceState", "NodeStates", "StateMachineManager",
+__all__ = ["NodeState", "InstanceState", "NodeStates", "StateMachineManager", "CODE",
+           "NODE_ORDER", "LEGAL",
            "NODE_TERMINAL", "INSTANCE_TERMINAL", "check_instance_transition"]
 
 
@@ -69,6 +70,8 @@ _LEGAL = bytearray(_K * _K)
 for _src, _dsts in _NODE_MOVES.items():
     for _dst in _dsts:
         _LEGAL[CODE[_src] * _K + CODE[_dst]] = 1
+#: ``LEGAL[src_code * len(NODE_ORDER) + dst_code]`` is 1 for an allowed move (hot paths).
+LEGAL = bytes(_LEGAL)
 
 
 def check_instance_transition(instance_id: str, src: InstanceState, dst: InstanceState) -> None:
