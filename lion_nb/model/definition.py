@@ -159,7 +159,8 @@ class WorkflowBuilder:
         self._index: dict[NodeId, int] = {}
         self._names: set[str] = set()
         self._edge_ids: set[str] = set()
-        self._pairs: set[tuple[int, int]] = set()
+        # (source, target) as one int: no tuple per edge for the garbage collector to track.
+        self._pairs: set[int] = set()
         self._succ: list[list[int]] = []
 
     def add_node(self, node: Node) -> "WorkflowBuilder":
@@ -197,7 +198,8 @@ class WorkflowBuilder:
             raise UnknownNodeError(
                 f"edge {str(edge.id)!r} names unknown node {str(end)!r}",
                 node_id=end, edge_id=edge.id)
-        if (s, t) in self._pairs:
+        pair = (s << 32) | t
+        if pair in self._pairs:
             raise DuplicateIdError(
                 f"there is already an edge {self._nodes[s].name!r} -> {self._nodes[t].name!r}",
                 id=edge.id)
@@ -208,7 +210,7 @@ class WorkflowBuilder:
             raise CycleError(f"edge {' -> '.join(names[:2])} would close the cycle "
                              f"{' -> '.join(names)}", cycle=names, edge_id=edge.id)
         self._edge_ids.add(edge.id)
-        self._pairs.add((s, t))
+        self._pairs.add(pair)
         self._succ[s].append(t)
         self._edges.append(edge)
         return self
