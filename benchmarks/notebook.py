@@ -84,6 +84,7 @@ async def one_run(definition, with_view: bool, picture: bool = True
     messages = CountingComm.sent - before
     flushes = view.flushes if view is not None else 0
     if view is not None:
+        await view.drawn()  # the final picture renders after the run: not timed, not leaked
         view.close()
     await ex.stop()
     return elapsed, messages, flushes

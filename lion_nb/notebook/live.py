@@ -45,10 +45,12 @@ _PROBLEMS = ERROR_STATES | {"retrying"}
 _QUIET = frozenset({"pending", "queued", "running"})
 _FORWARD = _QUIET | {"succeeded"}
 _HEARTBEAT = 1.0  # seconds between elapsed-time refreshes while no node changes
-#: Up to this many nodes a view also follows NODE_QUEUED; above it, the engine is spared
-#: building one more event per node (nodes then go from pending straight to running).
+#: Up to this many nodes a view also follows NODE_QUEUED and NODE_STARTED; above it, the
+#: engine is spared building two more events per node (nodes then go from pending
+#: straight to their end state; retries and failures still show).
 QUEUED_LIMIT = 2_000
-_BASE_KINDS = frozenset(_EVENT_STATE) - {K.NODE_QUEUED}
+_STEP_KINDS = (K.NODE_QUEUED, K.NODE_STARTED)
+_BASE_KINDS = frozenset(_EVENT_STATE) - set(_STEP_KINDS)
 
 
 class RunView:
@@ -66,7 +68,7 @@ class RunView:
         self.text_interval = text_interval
         self.picture_interval = max(picture_interval, text_interval)
         self.max_failures = max_failures
-        self.follow_queued = queued  # None: only for graphs up to QUEUED_LIMIT nodes
+        self.follow_queued = queued  # queued/running too? None: up to QUEUED_LIMIT nodes
         self.states: dict[str, str] = {}
         self.attempts: dict[str, int] = {}
         self.errors: dict[str, str] = {}
@@ -134,6 +136,9 @@ class RunView:
             self.instance_id = ev.instance_id
             self._adopt(self.executor.snapshot(ev.instance_id))
             self._changed = self._picture_dirty = True
+            # The first picture waits one picture interval: a short run then pays for
+            # one picture (its final one, drawn after it ends) instead of two.
+            self._last_picture = time.monotonic()
             self._start_timer()
         elif ev.kind is K.INSTANCE_FINISHED and ev.instance_id == self.instance_id:
             self.finish()
@@ -201,7 +206,7 @@ class RunView:
                 follow = len(snapshot.definition.nodes) <= QUEUED_LIMIT
             if follow:  # subscribed before the roots are queued: no event is missed
                 self._subs.append(self.executor.observe.subscribe(self._append,
-                                                                  (K.NODE_QUEUED,)))
+                                                                  _STEP_KINDS))
         self.definition = snapshot.definition
         self.instance_state = str(getattr(snapshot.state, "value", snapshot.state))
         if self._started is None:
