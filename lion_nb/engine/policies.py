@@ -50,117 +50,92 @@ class ScheduledTask:
         return f"ScheduledTask({self.name!r}, seq={self.seq}, priority={self.priority})"
 
 
-class FifoQueue:
-    """First come, first served; a yielding task goes to the back (round robin)."""
+class FifoQueue(deque):
+    """First come, first served; a yielding task goes to the back (round robin).
+
+    The queues subclass the builtin containers so ``len()`` and truth tests, asked
+    at every dispatch, run in C.
+    """
 
     name = "fifo"
-
-    def __init__(self) -> None:
-        self._q: deque[ScheduledTask] = deque()
-        self.push = self._q.append
-        self.pop = self._q.popleft
-
-    def __len__(self) -> int:
-        return len(self._q)
+    push = deque.append
+    pop = deque.popleft  # type: ignore[assignment]
 
     def drain(self) -> list[ScheduledTask]:
         """Remove and return everything queued."""
-        items = list(self._q)
-        self._q.clear()
+        items = list(self)
+        self.clear()
         return items
 
     def depths(self) -> dict[str, int]:
         """Queued tasks per class."""
-        return {"fifo": len(self._q)}
+        return {"fifo": len(self)}
 
     def more_urgent_waiting(self, task: ScheduledTask) -> bool:
         """Whether a queued task should take ``task``'s slot at a yield point."""
-        return bool(self._q)
+        return bool(self)
 
 
-class PriorityQueue:
+class PriorityQueue(list):
     """Highest Priority first, FIFO within a level."""
 
     name = "priority"
 
-    def __init__(self) -> None:
-        self._h: list[tuple[int, int, ScheduledTask]] = []
-        self._counts = [0] * len(Priority)
-
     def push(self, task: ScheduledTask) -> None:
         """Queue a task."""
-        self._counts[task.priority] += 1
-        heapq.heappush(self._h, (-task.priority, task.seq, task))
+        heapq.heappush(self, (-task.priority, task.seq, task))
 
-    def pop(self) -> ScheduledTask:
+    def pop(self) -> ScheduledTask:  # type: ignore[override]
         """The most urgent task."""
-        task = heapq.heappop(self._h)[2]
-        self._counts[task.priority] -= 1
-        return task
-
-    def __len__(self) -> int:
-        return len(self._h)
+        return heapq.heappop(self)[2]
 
     def drain(self) -> list[ScheduledTask]:
         """Remove and return everything queued."""
-        items = [e[2] for e in self._h]
-        self._h.clear()
-        self._counts = [0] * len(Priority)
+        items = [e[2] for e in self]
+        self.clear()
         return items
 
     def depths(self) -> dict[str, int]:
-        """Queued tasks per priority level."""
-        return {p.name.lower(): self._counts[p] for p in reversed(Priority)}
+        """Queued tasks per priority level (counted on demand: views ask a few times a second)."""
+        counts = [0] * len(Priority)
+        for entry in self:
+            counts[-entry[0]] += 1
+        return {p.name.lower(): counts[p] for p in reversed(Priority)}
 
     def more_urgent_waiting(self, task: ScheduledTask) -> bool:
         """A queued task of at least the same priority (round robin within a level)."""
-        return bool(self._h) and -self._h[0][0] >= task.priority
+        return bool(self) and -self[0][0] >= task.priority
 
 
-class EdfQueue:
+class EdfQueue(list):
     """Earliest absolute deadline first; tasks without a deadline last, FIFO."""
 
     name = "edf"
 
-    def __init__(self) -> None:
-        self._h: list[tuple[float, int, ScheduledTask]] = []
-        self._with_deadline = 0
-
     def push(self, task: ScheduledTask) -> None:
         """Queue a task."""
         d = task.deadline
-        if d is None:
-            d = math.inf
-        else:
-            self._with_deadline += 1
-        heapq.heappush(self._h, (d, task.seq, task))
+        heapq.heappush(self, (math.inf if d is None else d, task.seq, task))
 
-    def pop(self) -> ScheduledTask:
+    def pop(self) -> ScheduledTask:  # type: ignore[override]
         """The task whose deadline comes first."""
-        task = heapq.heappop(self._h)[2]
-        if task.deadline is not None:
-            self._with_deadline -= 1
-        return task
-
-    def __len__(self) -> int:
-        return len(self._h)
+        return heapq.heappop(self)[2]
 
     def drain(self) -> list[ScheduledTask]:
         """Remove and return everything queued."""
-        items = [e[2] for e in self._h]
-        self._h.clear()
-        self._with_deadline = 0
+        items = [e[2] for e in self]
+        self.clear()
         return items
 
     def depths(self) -> dict[str, int]:
-        """Queued tasks with and without a deadline."""
-        return {"deadline": self._with_deadline,
-                "no_deadline": len(self._h) - self._with_deadline}
+        """Queued tasks with and without a deadline (counted on demand)."""
+        without = sum(1 for e in self if e[0] == math.inf)
+        return {"deadline": len(self) - without, "no_deadline": without}
 
     def more_urgent_waiting(self, task: ScheduledTask) -> bool:
         """A queued task whose deadline is earlier than ``task``'s."""
         mine = math.inf if task.deadline is None else task.deadline
-        return bool(self._h) and self._h[0][0] < mine
+        return bool(self) and self[0][0] < mine
 
 
 class MlfqQueue:

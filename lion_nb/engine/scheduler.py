@@ -97,7 +97,8 @@ class WorkflowScheduler(Preemption):
         the queue as it drains, so the engine cannot deadlock on its own
         backpressure; outside submitters (``submit``) wait instead.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         self._seq += 1
         task.seq = self._seq
         task.enqueued_at = self._now()
