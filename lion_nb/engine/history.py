@@ -79,7 +79,11 @@ KINDS = frozenset({K.INSTANCE_STARTED, K.INSTANCE_FINISHED,
 
 
 class HistoryRecorder:
-    """Subscribes to an observe stream and keeps attempts, instances and checkpoints."""
+    """Keeps one record per ended attempt, plus instances and checkpoints, from a stream.
+
+    An attempt is recorded when it ends (its end event carries when it was
+    queued and started), so a running attempt is not listed yet.
+    """
 
     def __init__(self) -> None:
         self.records: list[AttemptRecord] = []
