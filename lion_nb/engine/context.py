@@ -6,7 +6,6 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import CapabilityDeniedError
 
 if TYPE_CHECKING:
     from ..model.node import Node
@@ -134,13 +133,7 @@ class NodeContext:
 
     def resource(self, name: str, action: str, scope: str | None = None) -> Any:
         """The registered resource ``name``, if this node holds a grant for ``action`` on it."""
-        run = self._run
-        if run.resource_gate is None:
-            raise CapabilityDeniedError(
-                f"node {self.node_name!r} asked for resource {name!r} but the executor has no "
-                "resources or grants configured", capability=f"{name}:{action}",
-                node=self.node_name)
-        return run.resource_gate(self.node, name, action, scope)
+        return self._run.resource_gate(self.node, name, action, scope)
 
     async def yield_now(self) -> None:
         """Cooperative preemption point: let a more urgent task run if the time slice is up."""

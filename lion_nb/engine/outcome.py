@@ -12,9 +12,9 @@ __all__ = ["check_output", "handler_error"]
 _SCALARS = frozenset({type(None), bool, int, float, str})
 
 
-def check_output(node: Any, output: Any, require_json: bool) -> ResultNotSerializableError | None:
-    """None if ``output`` can be stored; otherwise the error naming the node."""
-    if not require_json or type(output) in _SCALARS:
+def check_output(node: Any, output: Any) -> ResultNotSerializableError | None:
+    """None if ``output`` is JSON data that can be stored; otherwise the error naming the node."""
+    if type(output) in _SCALARS:
         return None
     try:
         json.dumps(output)

@@ -76,17 +76,11 @@ class FifoQueue(deque):
         return bool(self)
 
 
-class PriorityQueue(list):
-    """Highest Priority first, FIFO within a level."""
-
-    name = "priority"
-
-    def push(self, task: ScheduledTask) -> None:
-        """Queue a task."""
-        heapq.heappush(self, (-task.priority, task.seq, task))
+class _HeapQueue(list):
+    """A heap of ``(key, seq, task)`` entries; subclasses choose the key in ``push``."""
 
     def pop(self) -> ScheduledTask:  # type: ignore[override]
-        """The most urgent task."""
+        """The task with the smallest key (oldest first among equals)."""
         return heapq.heappop(self)[2]
 
     def drain(self) -> list[ScheduledTask]:
@@ -94,6 +88,16 @@ class PriorityQueue(list):
         items = [e[2] for e in self]
         self.clear()
         return items
+
+
+class PriorityQueue(_HeapQueue):
+    """Highest Priority first, FIFO within a level."""
+
+    name = "priority"
+
+    def push(self, task: ScheduledTask) -> None:
+        """Queue a task."""
+        heapq.heappush(self, (-task.priority, task.seq, task))
 
     def depths(self) -> dict[str, int]:
         """Queued tasks per priority level (counted on demand: views ask a few times a second)."""
@@ -107,7 +111,7 @@ class PriorityQueue(list):
         return bool(self) and -self[0][0] >= task.priority
 
 
-class EdfQueue(list):
+class EdfQueue(_HeapQueue):
     """Earliest absolute deadline first; tasks without a deadline last, FIFO."""
 
     name = "edf"
@@ -116,16 +120,6 @@ class EdfQueue(list):
         """Queue a task."""
         d = task.deadline
         heapq.heappush(self, (math.inf if d is None else d, task.seq, task))
-
-    def pop(self) -> ScheduledTask:  # type: ignore[override]
-        """The task whose deadline comes first."""
-        return heapq.heappop(self)[2]
-
-    def drain(self) -> list[ScheduledTask]:
-        """Remove and return everything queued."""
-        items = [e[2] for e in self]
-        self.clear()
-        return items
 
     def depths(self) -> dict[str, int]:
         """Queued tasks with and without a deadline (counted on demand)."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import (InstanceCancelledError, LionError, NodeFailedError,
-                      NodeTimeoutError, SecurityError, WorkflowFailedError)
+from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
+                      NodeFailedError, NodeTimeoutError, ResultNotSerializableError,
+                      SecurityError, WorkflowFailedError)
 from ..state.machine import CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates
 from .context import NodeContext, NodeResult, ResultKind
 from .observe import EventKind as K
@@ -192,7 +193,7 @@ class InstanceRun(JoinRule):
                 return
             out = out.output
         if out is not None and self.require_json:
-            problem = check_output(node, out, True)
+            problem = check_output(node, out)
             if problem is not None:
                 await self._failed(i, node, problem, attempt, retry=False)
                 return
@@ -381,8 +382,9 @@ class InstanceRun(JoinRule):
             self.finish()
 
 
+_FINAL = (SecurityError, ResultNotSerializableError, HandlerNotSerializableError)
+
+
 def _is_final(exc: LionError) -> bool:
-    """Errors that retrying cannot fix (denied capabilities, bad results)."""
-    from ..errors import HandlerNotSerializableError, ResultNotSerializableError, SecurityError
-    return isinstance(exc, (SecurityError, ResultNotSerializableError,
-                            HandlerNotSerializableError))
+    """Errors that retrying cannot fix (denied capabilities, bad results, unshippable code)."""
+    return isinstance(exc, _FINAL)
