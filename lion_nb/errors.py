@@ -4,6 +4,7 @@ Every branch also subclasses the builtin a Python user would naturally catch,
 and keeps the culprit (node, edge, topic, step, capability) as attributes::
 
     LionError
+    ├── ConfigError (ValueError)              .field: a configuration value refused
     ├── DefinitionError (ValueError)          malformed workflow definitions
     │   ├── CycleError                        .cycle: list of node names
     │   ├── DuplicateIdError                  .id
@@ -37,6 +38,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     ├── EventError
     │   ├── TopicError (ValueError)           .topic
     │   ├── SubscriberError                   .subscriber
+    │   ├── EventTypeError (TypeError)        .value: not an Event / EventAck / EventStore
+    │   ├── EventCorruptError                 .offset, .event_id: a damaged stored event
     │   ├── AckError                          .event_id, .subscriber
     │   ├── SubscriberFullError               .subscriber
     │   └── BrokerClosedError
@@ -61,7 +64,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "LionError",
+    "LionError", "ConfigError",
     "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
     "ConditionError", "SerializationError",
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
@@ -72,7 +75,8 @@ __all__ = [
     "DefinitionChangedError", "LeaseError",
     "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
     "DeadlineMissedError",
-    "EventError", "TopicError", "SubscriberError", "AckError", "SubscriberFullError",
+    "EventError", "TopicError", "SubscriberError", "EventTypeError", "EventCorruptError",
+    "AckError", "SubscriberFullError",
     "BrokerClosedError",
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
     "SagaReplyError", "SagaStepTimeoutError",
@@ -88,6 +92,10 @@ class LionError(Exception):
         super().__init__(message)
         for key, value in culprits.items():
             setattr(self, key, value)
+
+
+class ConfigError(LionError, ValueError):
+    """A configuration object got a value it cannot work with; ``.field`` names it."""
 
 
 # --- definitions -----------------------------------------------------------
@@ -236,6 +244,14 @@ class TopicError(EventError, ValueError):
 
 class SubscriberError(EventError):
     """Unknown or duplicate subscriber; ``.subscriber`` names it."""
+
+
+class EventTypeError(EventError, TypeError):
+    """Not an Event, EventAck or EventStore where the broker needs one; ``.value`` is it."""
+
+
+class EventCorruptError(EventError):
+    """A stored event failed its checksum or does not decode; ``.offset``, ``.event_id``."""
 
 
 class AckError(EventError):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from docs_runner import python_blocks, run_blocks
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "events.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 
 
 async def test_events_doc_blocks_run_in_order():

@@ -11,7 +11,7 @@ from lion_nb.patterns import (
     Delivery, Event, EventAck, EventBroker, EventBrokerConfig, InMemoryEventStore,
 )
 
-from event_helpers import drain, make_broker
+from events.helpers import drain, make_broker
 
 
 async def test_seed_example_runs_as_written():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from lion_nb.errors import (
-    AckError, BrokerClosedError, ConditionError, EventError, SubscriberError, TopicError,
+    AckError, BrokerClosedError, ConditionError, ConfigError, DefinitionError, EventError,
+    EventTypeError, LionError, SubscriberError, TopicError,
 )
+from lion_nb.model import RetryPolicy
 from lion_nb.patterns import Event, EventAck, EventBrokerConfig, RetryBackoff, TopicPattern
-from lion_nb.patterns._events_topics import validate_topic
+from lion_nb.patterns.events import validate_topic
 
-from event_helpers import make_broker
+from events.helpers import make_broker
 
 
 @pytest.mark.parametrize("topic", ["", ".", "order.", ".order", "order..created", "order created",
@@ -103,8 +105,9 @@ async def test_unsubscribe_unknown_and_acks_after_unsubscribe():
     await broker.unsubscribe("s")
     with pytest.raises(AckError, match="unsubscribed"):
         await ack.send(EventAck.success("e", "s"))
+    assert await rx.recv() is None              # the channel is closed: recv() says so
     with pytest.raises(SubscriberError, match="unsubscribed"):
-        await rx.recv()
+        rx.recv_nowait()
 
 
 async def test_everything_fails_clearly_on_a_closed_broker():
@@ -118,8 +121,9 @@ async def test_everything_fails_clearly_on_a_closed_broker():
         await broker.publish_many([Event("a", 1)])
     with pytest.raises(BrokerClosedError):
         await broker.subscribe("a", "t")
+    assert await rx.recv() is None              # as the seed's `while let Some(e) = rx.recv()`
     with pytest.raises(BrokerClosedError):
-        await rx.recv()
+        rx.recv_nowait()
     with pytest.raises(BrokerClosedError):
         await ack.send(EventAck.success("e", "s"))
     assert [d async for d in rx] == []
@@ -138,20 +142,55 @@ async def test_with_event_store_after_first_use_is_refused():
     await broker.publish(Event("a", 1))
     with pytest.raises(EventError, match="before the broker is used"):
         broker.with_event_store(InMemoryEventStore())
-    with pytest.raises(TypeError):
+    with pytest.raises(EventTypeError) as info:
         make_broker()[0].with_event_store("not a store")
+    assert info.value.value == "not a store"
+
+
+@pytest.mark.parametrize("bad", [{"topic": "a"}, "a", None])
+async def test_publishing_what_is_not_an_event_names_it(bad):
+    broker, _ = make_broker()
+    with pytest.raises(EventTypeError, match="takes an Event") as info:
+        await broker.publish(bad)
+    assert info.value.value == bad and isinstance(info.value, LionError)
+    with pytest.raises(EventTypeError, match="takes Events"):
+        await broker.publish_many([Event("a", 1), bad])
+    assert broker.statistics().published == 0
 
 
 @pytest.mark.parametrize("kwargs", [{"ack_timeout": 0}, {"max_deliveries": 0},
                                     {"max_pending": 0}, {"on_full": "drop"},
                                     {"dedup_window": -1}, {"dead_letter_prefix": "dlq"}])
 def test_invalid_config_is_refused(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError) as info:
         EventBrokerConfig(**kwargs)
+    assert info.value.field == next(iter(kwargs))
+    assert isinstance(info.value, ValueError)   # what a Python user would catch, too
+
+
+def test_config_is_frozen_and_keyword_only():
+    import dataclasses
+    config = EventBrokerConfig(ack_timeout=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.ack_timeout = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        EventBrokerConfig(5)  # type: ignore[misc]
 
 
 def test_invalid_backoff_and_failure_delay():
-    with pytest.raises(ValueError):
+    with pytest.raises(DefinitionError):
+        RetryPolicy(multiplier=0.5)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError):
         RetryBackoff(multiplier=0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(AckError) as info:
         EventAck.failure("e", "s", "x", delay=-1)
+    assert info.value.event_id == "e"
+
+
+def test_retry_backoff_is_a_deprecated_retry_policy():
+    with pytest.warns(DeprecationWarning, match="RetryPolicy"):
+        old = RetryBackoff(1, 3, 10)
+    assert isinstance(old, RetryPolicy)
+    assert (old.initial, old.multiplier, old.maximum) == (1, 3, 10)
+    assert [old.delay(n) for n in (1, 2, 3)] == [1, 3, 9]
+    assert EventBrokerConfig(backoff=old).backoff is old

@@ -9,7 +9,7 @@ import pytest
 from lion_nb.errors import AckError, SubscriberFullError
 from lion_nb.patterns import Event, EventAck, RetryBackoff
 
-from event_helpers import drain, make_broker
+from events.helpers import drain, make_broker
 
 
 async def test_subscriber_that_never_acks_is_redelivered_then_dead_lettered():
@@ -113,7 +113,26 @@ async def test_stale_ack_from_an_earlier_attempt_is_rejected():
         await ack.send(EventAck.success(old.id, "s", attempt=1))
     await ack.send(EventAck.success(new, "s"))
     with pytest.raises(AckError, match="already acknowledged"):
-        await ack.send(EventAck.success(new, "s"))
+        await ack.send(EventAck.success(old, "s"))    # the stale attempt stays stale
+
+
+async def test_a_repeated_success_ack_is_accepted_and_changes_nothing():
+    # JetStream takes a second ack of a message; so do we (a retried ack must be safe),
+    # but only the same verdict on the same attempt: anything else is still an AckError.
+    broker, _ = make_broker()
+    rx, ack = await broker.subscribe("t", "s")
+    await broker.publish(Event("t", 1))
+    d = await rx.recv()
+    await ack.send(EventAck.success(d, "s"))
+    await ack.send(EventAck.success(d, "s"))
+    await ack.send(EventAck.success(d.id, "s"))
+    await ack.send_many([EventAck.success(d, "s")])
+    assert broker.statistics().acked == 1
+    assert [r["kind"] for r in broker.history()].count("acked") == 1
+    with pytest.raises(AckError, match="already acknowledged"):
+        await ack.send(EventAck.failure(d, "s", "changed my mind"))
+    with pytest.raises(AckError, match="already acknowledged"):
+        await ack.send(EventAck.success(d.id, "s", attempt=2))
 
 
 async def test_ack_while_waiting_for_redelivery_is_rejected():

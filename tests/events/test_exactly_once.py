@@ -7,7 +7,7 @@ import pytest
 from lion_nb.errors import AckError, SubscriberError
 from lion_nb.patterns import DeliveryMode, Event, EventAck, InMemoryEventStore, SqliteEventStore
 
-from event_helpers import drain, make_broker
+from events.helpers import drain, make_broker
 
 
 async def test_duplicate_publish_within_the_window_is_stored_once():

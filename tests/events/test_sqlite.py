@@ -13,9 +13,9 @@ import pytest
 from lion_nb.errors import EventError, StorageError
 from lion_nb.patterns import Event, EventAck, SqliteEventStore
 
-from event_helpers import drain, make_broker
+from events.helpers import drain, make_broker
 
-CHILD = Path(__file__).parent / "event_helpers" / "sigkill_child.py"
+CHILD = Path(__file__).parent / "helpers" / "sigkill_child.py"
 
 
 async def test_restart_redelivers_unacked_and_not_acked(tmp_path):
@@ -121,10 +121,9 @@ async def test_non_json_payload_is_refused_by_the_durable_store(tmp_path):
     await broker.close()
 
 
-async def test_unopenable_database_raises_storage_error(tmp_path):
-    broker, _ = make_broker(SqliteEventStore(tmp_path / "missing-dir" / "e.db"))
+async def test_unopenable_database_raises_storage_error_when_opened(tmp_path):
     with pytest.raises(StorageError, match="e.db"):
-        await broker.publish(Event("t", 1))
+        SqliteEventStore(tmp_path / "missing-dir" / "e.db")
 
 
 async def test_acks_from_concurrent_subscribers_share_a_commit(tmp_path):
@@ -145,7 +144,7 @@ async def test_acks_from_concurrent_subscribers_share_a_commit(tmp_path):
 def test_subscriber_killed_with_sigkill_loses_no_acked_event(tmp_path):
     db = tmp_path / "events.db"
     n = 300
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]) + os.pathsep
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]) + os.pathsep
                + os.environ.get("PYTHONPATH", ""))
     child = subprocess.Popen([sys.executable, str(CHILD), str(db), str(n)],
                              stdout=subprocess.PIPE, text=True, env=env)
