@@ -51,7 +51,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   └── SagaStepTimeoutError (TimeoutError) .step
     └── SecurityError (PermissionError)
         ├── CapabilityDeniedError             .capability, .node
-        ├── TokenError                        forged, malformed or wrong key
+        ├── TokenError                        .token_id (if known): forged, malformed, wrong key
         │   ├── TokenExpiredError             .token_id
         │   └── TokenRevokedError             .token_id
         ├── RequirementError (ValueError)     .requirement

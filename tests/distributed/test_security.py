@@ -23,11 +23,11 @@ from lion_nb.distributed import (
     register_worker_resources,
     revoke_on_workers,
 )
-from lion_nb.distributed.plugins import AUTHORITY_PLUGIN
+from lion_nb.distributed import AUTHORITY_PLUGIN
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
 from lion_nb.errors import CapabilityDeniedError, SecurityError
 from lion_nb.model import Node, WorkflowBuilder
-from lion_nb.security import Authority
+from lion_nb.security import Authority, Token
 from lion_nb.state.machine import NodeState
 
 ENV_KEY = secrets.token_bytes(32)
@@ -44,9 +44,10 @@ def cluster():
 @pytest.fixture
 async def runner(cluster):
     """A runner whose workers hold an authority (fresh key per test) and a ``db`` resource."""
-    async with DaskRunner(cluster.scheduler_address) as r:
+    key = secrets.token_bytes(32)
+    async with DaskRunner(cluster.scheduler_address, authority=Authority(key)) as r:
         await r.client.wait_for_workers(2)
-        r.key = secrets.token_bytes(32)
+        r.key = key
         await register_worker_authority(r.client, r.key)
         await register_worker_resources(r.client, factories={"db": h.make_db})
         yield r
@@ -110,6 +111,7 @@ async def test_revocation_forwarded_to_workers_applies_there(runner):
 async def test_worker_falls_back_to_key_from_its_environment(runner):
     await runner.client.unregister_worker_plugin(AUTHORITY_PLUGIN)
     env = Authority(ENV_KEY)
+    runner.authority = env  # tasks must now be signed with the key the workers read
     grants = env.grant([env.mint("db:read:orders/*")], instance_id="inst-1")
     assert (await runner.run(h.uses_db, ctx_for("inst-1", grants.tokens), READ,
                              False))["total"] == 120
@@ -163,3 +165,58 @@ async def test_executor_grants_reach_the_worker_or_the_gap_is_named(runner):
         err = res.exceptions["ReadOrder"]
         assert isinstance(err.__cause__, CapabilityDeniedError)
         assert "grant_tokens" in str(err) and res.attempts["ReadOrder"] == 1
+
+
+# --- signed task payloads, narrowed tokens (issue 15) ------------------------------------
+
+async def test_unsigned_task_is_refused_before_anything_is_unpickled(runner, tmp_path):
+    marker = tmp_path / "unpickled"
+    runner.authority = None  # a client that does not sign: what any cluster user could send
+    with pytest.raises(CapabilityDeniedError, match="not signed"):
+        await runner.run(h.Tripwire(str(marker)), ctx_for("inst-1", ()), Node("t"), False)
+    assert not marker.exists()
+
+
+async def test_task_signed_with_another_key_is_refused_before_unpickling(runner, tmp_path):
+    marker = tmp_path / "unpickled"
+    runner.authority = Authority.generate()
+    with pytest.raises(CapabilityDeniedError, match="does not verify"):
+        await runner.run(h.Tripwire(str(marker)), ctx_for("inst-1", ()), Node("t"), False)
+    assert not marker.exists()
+
+
+async def test_signed_task_runs(runner, tmp_path):
+    marker = tmp_path / "unpickled"
+    assert await runner.run(h.Tripwire(str(marker)), ctx_for("i", ()), Node("t"), False) == "ran"
+
+
+async def test_tokens_ship_narrowed_to_each_requirement_and_short_lived(runner):
+    here = Authority(runner.key)
+    grants = here.grant([here.mint("db:read,write,delete:orders/*"), here.mint("cache:write:*")],
+                        instance_id="inst-1")
+    node = Node("Two", requires=["db:read:orders/1", "cache:write:c/1"])
+    runner.token_ttl = 30.0
+    import time
+    shipped = [Token.parse(t) for t in await runner.run(
+        h.shipped_tokens, ctx_for("inst-1", grants.tokens), node, False)]
+    assert sorted(str(t.capability) for t in shipped) == ["cache:write:c/1", "db:read:orders/1"]
+    assert all(t.expires_at is not None and t.expires_at <= time.time() + 30 for t in shipped)
+    assert all(t.instance_id == "inst-1" for t in shipped)
+
+
+async def test_a_node_without_requires_ships_no_tokens(runner):
+    here = Authority(runner.key)
+    grants = here.grant([here.mint("db:read:orders/*")], instance_id="inst-1")
+    assert await runner.run(h.shipped_tokens, ctx_for("inst-1", grants.tokens), Node("n"),
+                            False) == ()
+
+
+async def test_workers_holding_only_an_ed25519_public_key_verify_tokens_and_tasks(runner):
+    issuer = Authority.generate_ed25519()
+    await register_worker_authority(runner.client, public_key=issuer.public_key)
+    runner.authority = issuer
+    grants = issuer.grant([issuer.mint("db:read:orders/*")], instance_id="inst-1")
+    out = await runner.run(h.uses_db, ctx_for("inst-1", grants.tokens), READ, False)
+    assert out["total"] == 120
+    with pytest.raises(SecurityError, match="public key"):
+        Authority.from_public_key(issuer.public_key).mint("db:read")

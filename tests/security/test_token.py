@@ -101,6 +101,12 @@ def test_verify_repeated_uses_the_cache(authority, token):
 
 # --- bad tokens --------------------------------------------------------------
 
+def _last_signature(token: Token) -> bytes:
+    """What any holder of an HMAC token knows: its last chain signature."""
+    text = token.serialize().rsplit(".", 1)[1]
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def _forge(token: Token, **changes) -> str:
     """Rewrite the identifier of ``token`` but keep its signature."""
     prefix, ident, *rest = token.serialize().split(".")
@@ -114,7 +120,7 @@ def _forge(token: Token, **changes) -> str:
     ("", "prefix"),
     ("lion1", "truncated"),
     ("lion1.abc", "truncated"),
-    ("lion2.eyJ9.AAAA", "prefix"),
+    ("lion9.eyJ9.AAAA", "prefix"),
     ("lion1.!!!.AAAA", "base64url"),
     ("lion1.eyJ9." + "A" * 43, "not JSON"),
     ("lion1.W10." + "A" * 43, "JSON object"),
@@ -147,7 +153,7 @@ def test_verify_rejects_a_widened_identifier(authority, token):
 
 def test_verify_rejects_a_token_from_another_key(token):
     other = Authority(b"o" * 32)
-    with pytest.raises(TokenError, match="signed by key"):
+    with pytest.raises(TokenError, match="another key"):
         other.verify(token.serialize())
 
 
@@ -161,7 +167,7 @@ def test_parse_rejects_a_widening_caveat_even_if_chained_correctly(token):
     # A holder knows the last signature, so can chain any caveat; it must still narrow.
     import hmac
     raw = json.dumps({"a": ["admin"], "id": "evil"}, separators=(",", ":")).encode()
-    sig = hmac.digest(token._signature, raw, "sha256")
+    sig = hmac.digest(_last_signature(token), raw, "sha256")
     parts = token.serialize().split(".")[:-1]
     b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
     with pytest.raises(TokenError, match="widens"):
@@ -172,7 +178,7 @@ def test_parse_rejects_a_widening_caveat_even_if_chained_correctly(token):
 def test_a_caveat_cannot_make_a_token_immortal_with_a_non_finite_expiry(authority, token, exp):
     import hmac
     raw = ('{"exp":%s,"id":"evil"}' % exp).encode()
-    sig = hmac.digest(token._signature, raw, "sha256")
+    sig = hmac.digest(_last_signature(token), raw, "sha256")
     parts = token.serialize().split(".")[:-1]
     b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
     with pytest.raises(TokenError, match="not JSON|finite"):

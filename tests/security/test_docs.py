@@ -7,7 +7,7 @@ from pathlib import Path
 
 from docs_runner import python_blocks, run_blocks
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 

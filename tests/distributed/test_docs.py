@@ -9,7 +9,7 @@ from docs_runner import python_blocks, run_blocks
 
 pytest.importorskip("distributed")
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "dask.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "dask.md"
 
 
 def test_dask_doc_states_the_trust_model():
