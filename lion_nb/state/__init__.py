@@ -7,5 +7,6 @@ from .records import RecordCodec
 from .sqlite_storage import SqliteStorage
 from .storage import MemoryStorage, Storage
 
-__all__ = ["CheckpointInfo", "CheckpointManager", "FileStorage", "InstanceState", "NodeState",
-           "StateMachineManager", "RecordCodec", "SqliteStorage", "MemoryStorage", "Storage"]
+__all__ = ["CheckpointInfo", "CheckpointManager", "FileStorage", "InstanceState",
+           "MemoryStorage", "NodeState", "RecordCodec", "SqliteStorage", "StateMachineManager",
+           "Storage"]

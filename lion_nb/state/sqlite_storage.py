@@ -21,12 +21,13 @@ savepoints: one caller's refused fence does not fail the others.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..errors import LeaseError, StorageError
+from ..errors import LeaseError, StateConfigError, StorageError
 from ._worker import Worker
 from .records import DEFAULT_CODEC, RecordCodec
 from .storage import Record, Storage
@@ -57,10 +58,12 @@ class SqliteStorage(Storage):
     def __init__(self, path: str | Path, *, synchronous: str = "FULL",
                  busy_timeout: float = 5.0, group_commit_ms: float | None = None,
                  codec: RecordCodec | None = None) -> None:
-        if synchronous.upper() not in _SYNC_MODES:
-            raise ValueError(f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}")
+        if str(synchronous).upper() not in _SYNC_MODES:
+            raise StateConfigError(f"synchronous must be one of {_SYNC_MODES}, "
+                                   f"not {synchronous!r}", field="synchronous")
         if group_commit_ms is not None and group_commit_ms < 0:
-            raise ValueError(f"group_commit_ms must be >= 0, not {group_commit_ms!r}")
+            raise StateConfigError(f"group_commit_ms must be >= 0, not {group_commit_ms!r}",
+                                   field="group_commit_ms")
         self.path = str(path)
         self.codec = codec or DEFAULT_CODEC
         self.busy_timeout = busy_timeout
@@ -72,7 +75,7 @@ class SqliteStorage(Storage):
         self._closed = False
         self._worker = Worker(f"lion-sqlite {self.path}")
         try:
-            self._conn = self._worker.call_sync(self._connect, synchronous.upper())
+            self._conn = self._worker.call_sync(self._connect, str(synchronous).upper())
         except BaseException:
             self._worker.stop()
             raise
@@ -86,7 +89,10 @@ class SqliteStorage(Storage):
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only: records may hold results and grants. SQLite gives its -wal
+                # and -shm files the database file's mode, so creating it first suffices.
+                Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
                                    isolation_level=None, check_same_thread=False)
             try:
