@@ -1,5 +1,6 @@
 """State: node and instance state machines, storage backends, checkpoints."""
 
+from ._postgres_storage import PostgresStorage
 from .checkpoint import CheckpointInfo, CheckpointManager
 from .file_storage import FileStorage
 from .machine import InstanceState, NodeState, StateMachineManager
@@ -8,5 +9,5 @@ from .sqlite_storage import SqliteStorage
 from .storage import MemoryStorage, Storage
 
 __all__ = ["CheckpointInfo", "CheckpointManager", "FileStorage", "InstanceState",
-           "MemoryStorage", "NodeState", "RecordCodec", "SqliteStorage", "StateMachineManager",
-           "Storage"]
+           "MemoryStorage", "NodeState", "PostgresStorage", "RecordCodec", "SqliteStorage",
+           "StateMachineManager", "Storage"]

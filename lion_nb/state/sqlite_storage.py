@@ -20,7 +20,6 @@ savepoints: one caller's refused fence does not fail the others.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import weakref
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import LeaseError, StateConfigError, StorageError
+from ._group_commit import GroupCommit
 from ._worker import Worker
 from .records import DEFAULT_CODEC, RecordCodec
 from .storage import Record, Storage
@@ -70,8 +70,8 @@ class SqliteStorage(Storage):
         self.group_commit_ms = group_commit_ms
         #: Tests set this to a callable that raises at a named step to simulate a crash.
         self.step_hook: Callable[[str], None] | None = None
-        self._pending: list[tuple[_Batch, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._group: GroupCommit[_Batch] = GroupCommit(self._commit_group,
+                                                      group_commit_ms or 0.0)
         self._closed = False
         self._worker = Worker(f"lion-sqlite {self.path}")
         try:
@@ -126,11 +126,7 @@ class SqliteStorage(Storage):
             if error is not None:
                 raise error
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((batch, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_groups())
-        await fut
+        await self._group.submit(batch)
 
     async def get(self, key: str) -> Record | None:
         """The record at ``key`` (verified and migrated), or None."""
@@ -149,37 +145,13 @@ class SqliteStorage(Storage):
         """Finish pending group commits, then close the connection and its thread."""
         if self._closed:
             return
-        if self._flusher is not None and not self._flusher.done():
-            await self._flusher
+        await self._group.drain()
         self._closed = True
         await self._worker.call(int)  # let calls already queued finish first
         self._finalizer()  # closes the connection on its own thread, then stops it
 
-    # --- group commit ---------------------------------------------------------------
-
-    async def _flush_groups(self) -> None:
-        # Real time on purpose: the window batches real I/O, a fake clock would stall it.
-        if self.group_commit_ms:
-            await asyncio.sleep(self.group_commit_ms / 1000)
-        # Whatever arrives while a commit is in flight forms the next group at once.
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                errors = await self._run(self._commit_sync, [b for b, _ in group])
-            except BaseException as exc:  # the whole transaction failed: everyone hears it
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, fut), error in zip(group, errors):
-                if fut.done():  # the caller was cancelled; its batch committed anyway
-                    continue
-                if error is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(error)
+    async def _commit_group(self, batches: list[_Batch]) -> list[Exception | None]:
+        return await self._run(self._commit_sync, batches)
 
     # --- synchronous work (the connection's own thread) -------------------------------
 

@@ -7,6 +7,7 @@ from lion_nb.errors import (CheckpointCorruptError, CheckpointError, CheckpointK
                             CheckpointNotFoundError, CheckpointVersionError, LionError,
                             SerializationError, StateConfigError)
 from lion_nb.model import Edge, Node, WorkflowBuilder, WorkflowDefinition
+from lion_nb.state import PostgresStorage
 from lion_nb.state.checkpoint import CheckpointInfo, CheckpointManager
 from lion_nb.state.file_storage import FileStorage, key_to_filename
 from lion_nb.state.sqlite_storage import SqliteStorage
@@ -21,10 +22,13 @@ def workflow(name="etl", id=None):
             .build())
 
 
-@pytest.fixture(params=["memory", "file", "sqlite"])
+@pytest.fixture(params=["memory", "file", "sqlite", "postgres"])
 async def manager(request, tmp_path):
     clock = FakeClock()
-    if request.param == "memory":
+    if request.param == "postgres":
+        m = CheckpointManager(PostgresStorage(request.getfixturevalue("pg_dsn")), "1.0.0",
+                              clock=clock)
+    elif request.param == "memory":
         m = CheckpointManager(MemoryStorage(), "1.0.0", clock=clock)
     elif request.param == "file":
         m = CheckpointManager.with_file_storage(tmp_path / "ckpt", "1.0.0", clock=clock)
