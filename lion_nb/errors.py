@@ -23,8 +23,10 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
+    │   ├── StateConfigError (ValueError)     .field: bad storage/checkpoint settings
     │   ├── StorageError (OSError)            .key
     │   ├── CheckpointError
+    │   │   ├── CheckpointKindError (TypeError) .kind: no to_dict/from_dict, unknown kind
     │   │   ├── CheckpointCorruptError        .key
     │   │   ├── CheckpointVersionError        .key, .version
     │   │   └── CheckpointNotFoundError (KeyError)
@@ -70,8 +72,8 @@ __all__ = [
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
-    "StateError", "IllegalTransitionError", "StorageError", "CheckpointError",
-    "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
+    "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
+    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
     "DefinitionChangedError", "LeaseError",
     "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
     "DeadlineMissedError",
@@ -179,12 +181,20 @@ class IllegalTransitionError(StateError):
     """A state machine refused a transition."""
 
 
+class StateConfigError(StateError, ValueError):
+    """A storage or checkpoint setting is invalid; ``.field`` names it."""
+
+
 class StorageError(StateError, OSError):
     """A storage backend could not read or write; ``.key`` names the record."""
 
 
 class CheckpointError(StateError):
     """A checkpoint cannot be used."""
+
+
+class CheckpointKindError(CheckpointError, TypeError):
+    """An object cannot be checkpointed, or a checkpoint holds an unknown kind; ``.kind``."""
 
 
 class CheckpointCorruptError(CheckpointError):

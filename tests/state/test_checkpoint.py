@@ -3,9 +3,11 @@
 import pytest
 
 from lion_nb.clock import FakeClock
-from lion_nb.errors import (CheckpointCorruptError, CheckpointError, CheckpointNotFoundError,
-                            CheckpointVersionError, SerializationError)
+from lion_nb.errors import (CheckpointCorruptError, CheckpointError, CheckpointKindError,
+                            CheckpointNotFoundError, CheckpointVersionError, LionError,
+                            SerializationError, StateConfigError)
 from lion_nb.model import Edge, Node, WorkflowBuilder, WorkflowDefinition
+from lion_nb.state import PostgresStorage
 from lion_nb.state.checkpoint import CheckpointInfo, CheckpointManager
 from lion_nb.state.file_storage import FileStorage, key_to_filename
 from lion_nb.state.sqlite_storage import SqliteStorage
@@ -20,10 +22,13 @@ def workflow(name="etl", id=None):
             .build())
 
 
-@pytest.fixture(params=["memory", "file", "sqlite"])
+@pytest.fixture(params=["memory", "file", "sqlite", "postgres"])
 async def manager(request, tmp_path):
     clock = FakeClock()
-    if request.param == "memory":
+    if request.param == "postgres":
+        m = CheckpointManager(PostgresStorage(request.getfixturevalue("pg_dsn")), "1.0.0",
+                              clock=clock)
+    elif request.param == "memory":
         m = CheckpointManager(MemoryStorage(), "1.0.0", clock=clock)
     elif request.param == "file":
         m = CheckpointManager.with_file_storage(tmp_path / "ckpt", "1.0.0", clock=clock)
@@ -178,15 +183,26 @@ async def test_on_saved_hook_hears_each_save_and_cannot_break_it(tmp_path):
 
 
 def test_bad_arguments_are_refused_at_the_call():
-    with pytest.raises(ValueError, match="schema version"):
-        CheckpointManager(MemoryStorage(), "one")
-    with pytest.raises(TypeError):
+    with pytest.raises(StateConfigError, match="schema version") as info:
+        CheckpointManager(MemoryStorage(), "one.two")
+    assert info.value.field == "schema_version"
+    assert isinstance(info.value, (LionError, ValueError))
+    with pytest.raises(CheckpointKindError) as kind:
         CheckpointManager(MemoryStorage()).register_kind("x")
+    assert isinstance(kind.value, TypeError) and kind.value.kind == "x"
+
+
+async def test_an_object_without_to_dict_is_a_lion_error():
+    with pytest.raises(CheckpointKindError, match="to_dict") as info:
+        await CheckpointManager(MemoryStorage()).save_checkpoint(object())
+    assert info.value.kind == "object"
+    assert isinstance(info.value, LionError)
 
 
 async def test_prune_rejects_negative_keep():
-    with pytest.raises(ValueError):
+    with pytest.raises(StateConfigError) as info:
         await CheckpointManager(MemoryStorage()).prune("wf", keep=-1)
+    assert info.value.field == "keep"
 
 
 async def test_checkpoint_files_are_one_record_each(tmp_path):

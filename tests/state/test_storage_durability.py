@@ -276,3 +276,25 @@ async def test_unclosed_storages_free_their_thread_when_collected(tmp_path):
             break
         await asyncio.sleep(0.01)
     assert len(lion_threads()) <= before
+
+
+# --- permissions (issue 15): records may hold results and grants -------------------------
+
+async def test_storage_files_are_owner_only(tmp_path):
+    old = os.umask(0o022)  # the usual umask: without explicit modes files would be 0644
+    try:
+        files = FileStorage(tmp_path / "files")
+        await files.put_many([("a", {}), ("b", {})])
+        await files.put("c", {})
+        await files.close()
+        db = SqliteStorage(tmp_path / "db" / "state.db")
+        await db.put("a", {})
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "db").iterdir()}
+        await db.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "files").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "db").stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "files").iterdir()} == {
+        ".lock": 0o600, "a.rec": 0o600, "b.rec": 0o600, "c.rec": 0o600}
+    assert modes["state.db"] == 0o600 and set(modes.values()) == {0o600}, modes

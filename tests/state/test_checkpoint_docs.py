@@ -10,7 +10,7 @@ from docs_runner import python_blocks, run_blocks
 
 import lion_nb.state
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "checkpoints.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "checkpoints.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 _NEEDED = ("CheckpointManager", "FileStorage", "SqliteStorage", "RecordCodec")
 

@@ -11,12 +11,15 @@ from hypothesis import strategies as st
 from lion_nb.errors import LeaseError
 from lion_nb.state.file_storage import FileStorage, filename_to_key, key_to_filename
 from lion_nb.state.sqlite_storage import SqliteStorage
+from lion_nb.state import PostgresStorage
 from lion_nb.state.storage import MemoryStorage
 
-BACKENDS = ["memory", "file", "sqlite", "sqlite_group"]
+BACKENDS = ["memory", "file", "sqlite", "sqlite_group", "postgres"]
 
 
-def make(kind, root):
+def make(kind, root, dsn=None):
+    if kind == "postgres":
+        return PostgresStorage(dsn)
     if kind == "memory":
         return MemoryStorage()
     if kind == "file":
@@ -28,7 +31,8 @@ def make(kind, root):
 
 @pytest.fixture(params=BACKENDS)
 async def storage(request, tmp_path):
-    s = make(request.param, tmp_path)
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else None
+    s = make(request.param, tmp_path, dsn)
     yield s
     await s.close()
 
@@ -111,15 +115,16 @@ async def test_concurrent_writers_all_land(storage):
     assert await storage.get("j/39") == {"i": 39}
 
 
-async def test_durable_backends_keep_records_across_reopen(tmp_path):
-    for kind in ["file", "sqlite", "sqlite_group"]:
-        s = make(kind, tmp_path)
-        await s.put_many([("a", {"v": 1}), ("b", {"v": 2})])
-        await s.close()
-        s = make(kind, tmp_path)
-        assert s.durable
-        assert [await s.get("a"), await s.get("b")] == [{"v": 1}, {"v": 2}]
-        await s.close()
+@pytest.mark.parametrize("kind", ["file", "sqlite", "sqlite_group", "postgres"])
+async def test_durable_backends_keep_records_across_reopen(tmp_path, request, kind):
+    dsn = request.getfixturevalue("pg_dsn") if kind == "postgres" else None
+    s = make(kind, tmp_path, dsn)
+    await s.put_many([("a", {"v": 1}), ("b", {"v": 2})])
+    await s.close()
+    s = make(kind, tmp_path, dsn)
+    assert s.durable
+    assert [await s.get("a"), await s.get("b")] == [{"v": 1}, {"v": 2}]
+    await s.close()
 
 
 @pytest.mark.parametrize("key", ["plain", "a/b/c", "UPPER", "..", ".hidden", "sp ace%2F",
@@ -142,9 +147,9 @@ records = st.dictionaries(st.text(), json_values, max_size=5)
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_any_json_record_round_trips_under_any_key(kind):
+def test_any_json_record_round_trips_under_any_key(kind, request):
     root = tempfile.mkdtemp()
-    store = make(kind, root)
+    store = make(kind, root, request.getfixturevalue("pg_dsn") if kind == "postgres" else None)
 
     @settings(max_examples=40, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
