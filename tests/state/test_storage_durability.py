@@ -271,7 +271,7 @@ async def test_unclosed_storages_free_their_thread_when_collected(tmp_path):
         await s.put("a", {})
     del f, s
     gc.collect()
-    for _ in range(1000)  # a loaded machine may take a while to end threads:
+    for _ in range(1000):  # a loaded machine may take a while to end threads
         if len(lion_threads()) <= before:
             break
         await asyncio.sleep(0.01)
