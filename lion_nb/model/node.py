@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import DefinitionError
-from ..security.capability import Requirement
+from ..security import Requirement
 from .condition import Condition
 from .ids import EdgeId, NodeId
 
