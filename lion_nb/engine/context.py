@@ -67,7 +67,8 @@ class NodeResult:
         return cls(ResultKind.SKIP, node_id, reason or None)
 
     def __repr__(self) -> str:
-        return f"NodeResult.{self.kind.value}({self.output if self.error is None else self.error!r})"
+        shown = self.output if self.error is None else self.error
+        return f"NodeResult.{self.kind.value}({shown!r})"
 
 
 class NodeContext:
