@@ -170,10 +170,11 @@ class InstanceStore:
         # records can still be queued. The final state must follow them, not pass them.
         if self._flusher is not None:
             await asyncio.wait([self._flusher])
-        self.close()
         if self.failure is not None:
+            await self.release()  # resumable at once, not after the lease's TTL
             return (InstanceState.CANCELLED if state is InstanceState.SUCCEEDED else state,
                     self.failure)
+        self.close()
         iid = self.instance_id
         now = self._clock.time()
         self.header.update(state=state.value, updated_at=now, finished_at=now,
@@ -290,14 +291,21 @@ class InstanceStore:
         return committed
 
     @staticmethod
-    async def unfinished(storage: Storage) -> list[str]:
-        """Ids of the instances in ``storage`` whose stored state is not final."""
-        out = []
+    async def unfinished(storage: Storage) -> tuple[list[str], dict[str, StateError]]:
+        """Ids of the instances in ``storage`` whose stored state is not final, and the
+        instances whose header cannot be read, with the error (one never hides the rest)."""
+        out, damaged = [], {}
         for key in await storage.keys(HEADER_PREFIX):
-            header = await storage.get(key)
+            iid = key[len(HEADER_PREFIX):]
+            try:
+                header = await storage.get(key)
+            except StateError as exc:  # CheckpointCorruptError, StorageError, ...
+                _log.warning("instance %s: header %r cannot be read: %s", iid, key, exc)
+                damaged[iid] = exc
+                continue
             if header is not None and header.get("state") not in _TERMINAL_VALUES:
-                out.append(key[len(HEADER_PREFIX):])
-        return out
+                out.append(iid)
+        return out, damaged
 
     # --- lease ------------------------------------------------------------------------
 

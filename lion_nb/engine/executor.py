@@ -25,10 +25,19 @@ from .observe import EventKind as K
 from .observe import ExecEvent
 from .scheduler import WorkflowScheduler
 
-__all__ = ["WorkflowExecutor", "ExecutorConfig", "NodeHandler"]
+__all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
 
 NodeHandler = Callable[[Any], Any]
 """A handler: ``async def h(ctx)`` or ``def h(ctx)``, returning a value or a NodeResult."""
+
+
+class Resumable(list[InstanceId]):
+    """What ``executor.resumable()`` returns: the healthy ids, and ``damaged`` ones."""
+
+    def __init__(self, ids: Iterable[InstanceId], damaged: Mapping[str, BaseException]) -> None:
+        super().__init__(ids)
+        #: Instance id -> the error reading its header (CheckpointCorruptError, ...).
+        self.damaged = dict(damaged)
 
 
 class WorkflowExecutor:
@@ -235,11 +244,15 @@ class WorkflowExecutor:
         run.restore(committed)
         return InstanceId(iid)
 
-    async def resumable(self) -> list[InstanceId]:
-        """Ids of instances in durable storage that did not finish and do not run here."""
-        ids = await InstanceStore.unfinished(self._durable_storage())
-        return [InstanceId(i) for i in ids
-                if i not in self._runs or self._runs[i].state is not InstanceState.RUNNING]
+    async def resumable(self) -> "Resumable":
+        """Ids of instances in durable storage that did not finish and do not run here.
+
+        A damaged instance header does not hide the others: the list holds the
+        healthy ones, and its ``damaged`` attribute maps each damaged id to its error.
+        """
+        ids, damaged = await InstanceStore.unfinished(self._durable_storage())
+        return Resumable((InstanceId(i) for i in ids if i not in self._runs
+                          or self._runs[i].state is not InstanceState.RUNNING), damaged)
 
     async def run(self, workflow: WorkflowDefinition, **kwargs: Any) -> InstanceResult:
         """``execute_workflow`` then ``wait``: the finished instance's result."""
