@@ -54,6 +54,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
         ├── RequirementError (ValueError)     .requirement
         ├── ResourceError                     .resource
         └── CapabilityError (ValueError)      .capability: malformed, or widened
+    NotebookError                             tables, pictures, views
+    └── UnsupportedSourceError (TypeError)    .source: the object that cannot be read
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ __all__ = [
     "SagaReplyError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
+    "NotebookError", "UnsupportedSourceError",
 ]
 
 
@@ -316,3 +319,13 @@ class CapabilityError(SecurityError, ValueError):
     it holds. Unlike :class:`CapabilityDeniedError` this is a mistake in the
     call, not a missing grant.
     """
+
+
+# --- notebook ----------------------------------------------------------------
+
+class NotebookError(LionError):
+    """The notebook layer (tables, pictures, live views) was handed something unusable."""
+
+
+class UnsupportedSourceError(NotebookError, TypeError):
+    """A table, picture or view cannot read the object given; ``.source`` is that object."""

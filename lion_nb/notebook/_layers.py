@@ -12,8 +12,9 @@ import weakref
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
-from .style import ERROR_STATES, STATE_ORDER, STATE_STYLE, style_for, states_present
-from .text import dot_label
+from ._digraph import add_legend, new_digraph
+from ._style import ERROR_STATES, STATE_ORDER, STATE_STYLE, style_for, states_present
+from ._text import dot_label
 
 if TYPE_CHECKING:
     import graphviz
@@ -94,7 +95,6 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
     """The collapsed Digraph: one box per band of layers, edges between bands with counts."""
     from graphviz import nohtml
 
-    from .dot import add_legend, new_digraph
 
     shape = _shape(definition, max_bands)
     g = new_digraph(f"{title} ({len(definition.nodes):,} nodes, "

@@ -11,8 +11,8 @@ import pytest
 from lion_nb.engine import WorkflowExecutor
 from lion_nb.errors import CycleError, DefinitionError, LionError, UnknownNodeError
 from lion_nb.model import Node, WorkflowBuilder
-from lion_nb.notebook.flow import Flow
-from lion_nb.notebook.tables import attempts_frame
+from lion_nb.notebook import Flow
+from lion_nb.notebook import attempts_frame
 
 
 def etl_flow() -> Flow:
@@ -143,7 +143,7 @@ def test_sync_helpers_work_inside_a_running_loop():
             return 1
 
         async def main():
-            from lion_nb.notebook.loop import nesting_applied
+            from lion_nb.notebook import nesting_applied
             assert not nesting_applied()
             async def seven():
                 await asyncio.sleep(0)

@@ -12,10 +12,10 @@ import pytest
 from lion_nb import _display
 from lion_nb.model import Node, WorkflowBuilder
 import lion_nb.notebook  # noqa: F401  (registers the display renderers)
-from lion_nb.notebook import render as render_mod
-from lion_nb.notebook.display import picture
-from lion_nb.notebook.tables import attempts_frame
-from lion_nb.notebook.timeline import timeline
+import lion_nb.notebook as nb
+from lion_nb.notebook import picture
+from lion_nb.notebook import attempts_frame
+from lion_nb.notebook import timeline
 
 HOSTILE = [
     'say "hi"', "back\\slash", "trailing\\", "\\N\\G\\l", "<b>bold</b>",
@@ -174,9 +174,17 @@ def test_mimebundles_of_definition_and_instance_are_inert():
         assert "\x00" not in bundle["text/plain"]
 
 
-def test_fallback_html_is_escaped_when_no_renderer_works(monkeypatch):
-    monkeypatch.setattr(render_mod, "RENDERERS", {})
-    render_mod.clear_cache()
+@pytest.fixture
+def no_renderer():
+    saved = dict(nb.RENDERERS)  # in order: the order is the order renderers are tried
+    nb.RENDERERS.clear()
+    nb.clear_picture_cache()
+    yield
+    nb.RENDERERS.update(saved)
+    nb.clear_picture_cache()
+
+
+def test_fallback_html_is_escaped_when_no_renderer_works(no_renderer):
     for obj in (hostile_definition(), hostile_instance()):
         bundle = obj._repr_mimebundle_()
         assert "image/svg+xml" not in bundle
