@@ -80,6 +80,7 @@ class EventView(LiveView):
         dead: Counter[str] = Counter()
         again: Counter[str] = Counter()
         errors: dict[str, str] = {}
+        trouble: deque[DeliveryTrouble] = deque(maxlen=self.trouble.maxlen)
         for row in self.broker.history():
             sub, kind = row.get("subscriber"), row.get("kind")
             if sub is None or kind not in ("dead_lettered", "redelivery"):
@@ -87,7 +88,12 @@ class EventView(LiveView):
             (dead if kind == "dead_lettered" else again)[sub] += 1
             if row.get("error"):
                 errors[sub] = str(row["error"])
+            trouble.append(DeliveryTrouble(
+                row.get("time") or 0.0, "dead_lettered" if kind == "dead_lettered"
+                else "redelivered", str(sub), str(row.get("topic")), str(row.get("event_id")),
+                int(row.get("attempt") or 0), row.get("error")))
         self.dead_lettered, self.redelivered, self.last_error = dead, again, errors
+        self.trouble = trouble
         self._counted_dead = self.stats.dead_lettered
 
     def _fold(self, events: Iterable[ExecEvent]) -> None:

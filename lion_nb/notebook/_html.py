@@ -7,8 +7,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from ._style import STATE_ORDER, style_for
 from ._text import html_text
 
-__all__ = ["bar_html", "chip", "failures_html", "figure_html", "items_html", "stats_html",
-           "table_html", "title_html"]
+__all__ = ["bar_html", "chip", "failures_html", "figure_html", "items_html", "snapshot_html",
+           "stats_html", "table_html", "title_html"]
+
+#: Bar colours of the progress styles ipywidgets uses (info, success, danger, warning).
+BAR_COLOURS = {"info": "#54aeff", "success": "#2da44e", "danger": "#cf222e",
+               "warning": "#d4a72c", "": "#54aeff"}
 
 _CELL = "padding:1px 8px;text-align:left"
 
@@ -84,3 +88,15 @@ def failures_html(nodes: Sequence[str], states: Mapping[str, str],
     if total > limit:
         items.append(f"<li>… {total - limit:,} more</li>")
     return f"<ul style='margin:2px 0'>{''.join(items)}</ul>{tail}"
+
+
+def snapshot_html(title: str, done: int, total: int, bar_style: str, *parts: str) -> str:
+    """A view's final state as static HTML: its escaped pieces under a header and a bar.
+
+    ``title`` and ``parts`` are HTML made by the helpers above (already escaped);
+    this is what a saved notebook shows where the widgets cannot render.
+    """
+    bar = bar_html(done, max(total, 1), BAR_COLOURS.get(bar_style, BAR_COLOURS["info"]), 240)
+    body = "".join(f"<div>{part}</div>" for part in parts if part)
+    return (f"<div class='lion-nb-snapshot'><div>{title}</div>"
+            f"<div>{bar} <small>{done:,}/{total:,}</small></div>{body}</div>")

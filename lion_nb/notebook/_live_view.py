@@ -1,18 +1,20 @@
-"""LiveView: the throttling core shared by SchedulerView, SagaView and EventView.
+"""LiveView: the one throttling core of every live view (run, scheduler, saga, events).
 
-The same contract as RunView (see ``live.py``): the engine's observe callback
-only appends to a buffer and arms a timer; the timer, on the kernel's loop,
-folds the buffer and flushes at most once per ``interval`` (tqdm's rule: a
-cheap check first, the clock only when armed). A flush writes every widget
-inside one ``hold_sync()`` each, so the front end gets at most one message per
-widget per flush. Events from another thread are handed to the loop with
-``call_soon_threadsafe``. ``flush()`` forces an update now; ``close()`` stops
-following and forces a last flush, so the final view matches the engine.
+The engine's observe callback only appends to a buffer: either the buffer's
+bound ``append`` itself (no Python frame per event, for views that poll while a
+run is on) or ``_on_event``, which also arms a timer after a quiet spell. The
+timer, on the kernel's loop, folds the buffer and flushes at most once per
+``interval`` (tqdm's rule: a cheap check first, the clock only when armed). A
+flush writes every widget inside one ``hold_sync()`` each, so the front end
+gets at most one message per widget per flush. Events from another thread are
+handed to the loop with ``call_soon_threadsafe``. ``flush()`` forces an update
+now; ``close()`` stops following and forces a last flush, so the final view
+matches the engine, then leaves a static HTML snapshot in the notebook.
 
-Subclasses implement ``_fold(events)`` (update their model from a batch of
-events), ``_render()`` (write widget values) and may set ``_poll`` (seconds)
-or override ``_next_poll()`` to re-read their subject on a timer while it has
-no event to send (no observe stream, or busy with no event at the end).
+Subclasses implement ``_fold(events)`` (update their model from a batch),
+``_render()`` (write widget values) and ``snapshot_html()``; they may override
+``_next_poll()`` (seconds until a re-read with no event, or None) and
+``_due()`` (whether a tick with nothing forced should write the widgets).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Self
 
 from ..engine.observe import EventKind, ExecEvent
@@ -33,7 +35,8 @@ def observe_of(subject: Any) -> Any:
     """The observe stream a broker, saga manager or scheduler publishes to, or None."""
     stream = getattr(subject, "observe", None)
     if stream is None:
-        # Brokers and saga managers take ``observe=`` but do not expose it publicly.
+        # TODO(issue 13): SagaManager and EventBroker take ``observe=`` but do not expose
+        # it yet; read the manager's field until they do (the broker's is out of reach).
         stream = getattr(subject, "_observe", None)
     return stream if hasattr(stream, "subscribe") else None
 
@@ -41,8 +44,11 @@ def observe_of(subject: Any) -> Any:
 class LiveView:
     """Buffered observe events, throttled flushes in ``hold_sync()``, a forced final flush."""
 
-    #: Event kinds the view follows (subclasses set it).
+    #: Event kinds the view follows from the stream given to ``__init__`` (subclasses set it).
     kinds: frozenset[EventKind] = frozenset()
+    widget: Any
+    #: The widgets a flush writes, each held in ``hold_sync()`` (subclasses set it).
+    _widgets: list[Any] = []
 
     def __init__(self, observe: Any, *, interval: float = 0.1,
                  poll: float | None = None) -> None:
@@ -54,14 +60,19 @@ class LiveView:
         self._armed = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = -1e9
-        self._widgets: list[Any] = []
+        self._display_id: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.get_ident()
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
         self._subs: list[Any] = []
         if observe is not None and self.kinds:
-            self._subs.append(observe.subscribe(self._on_event, self.kinds))
+            self._follow(observe, self.kinds)
+
+    def _follow(self, observe: Any, kinds: Collection[EventKind], *, wake: bool = True) -> None:
+        """Buffer ``kinds`` from ``observe``; ``wake=False``: append only, a poll reads them."""
+        callback = self._on_event if wake else self._buffer.append
+        self._subs.append(observe.subscribe(callback, kinds))
 
     # --- events (any thread) -----------------------------------------------------------
 
@@ -74,12 +85,26 @@ class LiveView:
             self._armed = True
             self._arm()
 
-    def _arm(self, delay: float | None = None) -> None:
-        loop = self._loop
-        if loop is None:  # built outside a loop (a script): adopt the one emitting
+    def _adopt_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The view's loop; built outside a loop (a script), it adopts the one running now."""
+        if self._loop is None:
             with contextlib.suppress(RuntimeError):
-                loop = self._loop = asyncio.get_running_loop()
+                self._loop = asyncio.get_running_loop()
                 self._thread = threading.get_ident()
+        return self._loop
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Call ``fn(*args)`` on the view's loop thread: now if on it, else handed over."""
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._thread \
+                and not loop.is_closed():
+            # Widgets and timers belong to the kernel's loop: hand the change over.
+            loop.call_soon_threadsafe(fn, *args)
+        else:
+            fn(*args)
+
+    def _arm(self, delay: float | None = None) -> None:
+        loop = self._adopt_loop()
         if loop is None or loop.is_closed():
             # No loop to defer to: flush inline, still at most once per interval.
             self._armed = False
@@ -87,7 +112,6 @@ class LiveView:
                 self._tick()
             return
         if threading.get_ident() != self._thread:
-            # Widgets and timers belong to the kernel's loop: hand the change over.
             loop.call_soon_threadsafe(self._arm, delay)
             return
         if delay is None:  # leading edge: flush soon after a quiet spell, never faster
@@ -114,7 +138,8 @@ class LiveView:
         again = self._next_poll()
         if batch or again is not None:
             self._fold(batch)
-            self._write()
+            if self._due():
+                self._write()
             again = self._next_poll()  # the flush may have seen the subject go idle
         if again is not None and not self.closed:
             # Not marked armed: an event may still bring the next tick forward.
@@ -140,23 +165,27 @@ class LiveView:
         if delay is not None and not self._armed:
             self._arm(delay)
 
-    def flush(self) -> None:
-        """Fold whatever is buffered and update the widgets now (ignores the throttle)."""
-        self._fold(self._take())
-        self._write()
-
-    def close(self) -> None:
-        """Stop following and force a final flush; the widgets stay on screen."""
-        if self.closed:
-            return
+    def _unsubscribe(self) -> None:
         for sub in self._subs:
             sub.close()
         self._subs = []
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def flush(self) -> None:
+        """Fold whatever is buffered and update the widgets now (ignores the throttle)."""
+        self._fold(self._take())
+        self._write()
+
+    def close(self) -> None:
+        """Stop following, force a final flush, and leave a static snapshot in the notebook."""
+        if self.closed:
+            return
+        self._unsubscribe()
         self.flush()
         self.closed = True
+        self._leave_snapshot()
 
     # --- for subclasses ---------------------------------------------------------------------
 
@@ -166,13 +195,19 @@ class LiveView:
     def _render(self) -> None:
         raise NotImplementedError
 
+    def snapshot_html(self) -> str:
+        """Static HTML of what the view shows now (what a saved notebook keeps)."""
+        raise NotImplementedError
+
     def _next_poll(self) -> float | None:
         """Seconds until the next re-read with no event, or None to wait for one."""
         return self._poll
 
-    # --- display -------------------------------------------------------------------------------
+    def _due(self) -> bool:
+        """Whether a timer tick should write the widgets (default: always)."""
+        return True
 
-    widget: Any
+    # --- display -------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
         return self
@@ -180,8 +215,36 @@ class LiveView:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+    def _ipython_display_(self) -> None:
+        # Displayed under a display id of our own, so the final state can replace the
+        # widget with static HTML: a saved notebook then shows it without a kernel.
+        from IPython.display import display
+
+        if self._display_id is None:
+            self._display_id = f"lion-nb-view-{id(self):x}-{time.monotonic_ns():x}"
+        if self.closed:
+            display(self._snapshot_bundle(), raw=True, display_id=self._display_id)
+        else:
+            display(self._bundle(), raw=True, display_id=self._display_id)
+
+    def _leave_snapshot(self) -> None:
+        if self._display_id is None:
+            return
+        from IPython.display import update_display
+
+        update_display(self._snapshot_bundle(), raw=True, display_id=self._display_id)
+
+    def _snapshot_bundle(self) -> dict[str, str]:
+        return {"text/html": self.snapshot_html(), "text/plain": repr(self)}
+
+    def _bundle(self, **kwargs: Any) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):  # a short text form, not the VBox's full repr
-            bundle["text/plain"] = repr(self)
+        if not isinstance(bundle, dict):
+            return {"text/plain": repr(self)}
+        bundle["text/plain"] = repr(self)  # a short text form, not the VBox's full repr
+        # Where widgets cannot render (a saved notebook on GitHub), the HTML still can.
+        bundle.setdefault("text/html", self.snapshot_html())
         return bundle
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self._bundle(**kwargs)

@@ -21,15 +21,17 @@ import asyncio
 import contextlib
 import html
 import re
-import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
 from ..errors import LionError
-from ._html import failures_html, stats_html, title_html
+from ._html import failures_html, snapshot_html, stats_html, title_html
+from ._live_view import LiveView
 from ._style import ERROR_STATES, TERMINAL_STATES
 
 __all__ = ["RunView", "QUEUED_LIMIT"]
@@ -53,7 +55,7 @@ _STEP_KINDS = (K.NODE_QUEUED, K.NODE_STARTED)
 _BASE_KINDS = frozenset(_EVENT_STATE) - set(_STEP_KINDS)
 
 
-class RunView:
+class RunView(LiveView):
     """Live picture, progress bar, counts per state, elapsed time and failures of one run."""
 
     def __init__(self, executor: Any, instance_id: str | None = None, *,
@@ -65,7 +67,6 @@ class RunView:
         self.executor = executor
         self.instance_id = instance_id
         self.definition: Any = None
-        self.text_interval = text_interval
         self.picture_interval = max(picture_interval, text_interval)
         self.max_failures = max_failures
         self.follow_queued = queued  # queued/running too? None: up to QUEUED_LIMIT nodes
@@ -75,21 +76,17 @@ class RunView:
         self.problems: dict[str, None] = {}  # insertion-ordered set of nodes in trouble
         self.counts: Counter[str] = Counter()
         self.instance_state: str | None = None
-        self.flushes = self.pictures = 0
+        self.pictures = 0
         self.picture_problem = ""
+        self.svg: str | None = None  # the latest picture
         self._started: float | None = None  # wall clock, as the engine stamps it
         self._ended: float | None = None
         self._had_error = False
-        self._changed = self._picture_dirty = False
-        self._last_flush = self._last_picture = self._last_text = -1e9
-        self._timer: asyncio.TimerHandle | None = None
+        self._changed = self._picture_dirty = self._final = False
+        self._last_picture = self._last_text = -1e9
         self._rendering = False
         self._generation = 0
         self._render_future: "asyncio.Future[str | None] | None" = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.get_ident()
-        with contextlib.suppress(RuntimeError):
-            self._loop = asyncio.get_running_loop()
 
         self.title = w.HTML()
         self.progress = w.IntProgress(min=0, max=1, value=0, description="0/0",
@@ -101,37 +98,32 @@ class RunView:
         self.dashboard = _dashboard_widget(w, executor)
         if self.dashboard is not None:
             parts.insert(1, self.dashboard)
+        self._widgets = [self.title, self.progress, self.stats, self.failures]
         self.widget = w.VBox(parts + ([self.picture] if self.picture is not None else []))
 
-        self._buffer: list[ExecEvent] = []
-        self._append = self._buffer.append  # one bound method: subscribe and unsubscribe it
+        super().__init__(None, interval=text_interval)
         observe = executor.observe
-        self._subs = [observe.subscribe(self._append, _BASE_KINDS),
-                      observe.subscribe(self._on_instance_event,
-                                        (K.INSTANCE_STARTED, K.INSTANCE_FINISHED))]
+        # Node events only append (no frame per event); the timer polls while a run is on.
+        self._follow(observe, _BASE_KINDS, wake=False)
+        self._subs.append(observe.subscribe(self._on_instance_event,
+                                            (K.INSTANCE_STARTED, K.INSTANCE_FINISHED)))
         if instance_id is not None:
             self._adopt(executor.snapshot(instance_id))
             if self._finished_state():
                 self.finish()
                 return
-            self._start_timer()
-        self._flush(force=True)
+            self._arm(self.interval)
+        self._final = True
+        self.flush()
+        self._final = False
 
     # --- instance events (any thread) -------------------------------------------------
 
     def _on_instance_event(self, ev: ExecEvent) -> None:
-        if self._loop is not None and threading.get_ident() != self._thread \
-                and not self._loop.is_closed():
-            # Widgets and timers belong to the kernel's loop: hand the change over.
-            self._loop.call_soon_threadsafe(self._instance_event, ev)
-        else:
-            self._instance_event(ev)
+        self._on_loop(self._instance_event, ev)
 
     def _instance_event(self, ev: ExecEvent) -> None:
-        if self._loop is None:  # built outside a loop (a script): adopt the run's loop
-            with contextlib.suppress(RuntimeError):
-                self._loop = asyncio.get_running_loop()
-                self._thread = threading.get_ident()
+        self._adopt_loop()
         if ev.kind is K.INSTANCE_STARTED and self.instance_id is None:
             self.instance_id = ev.instance_id
             self._adopt(self.executor.snapshot(ev.instance_id))
@@ -139,7 +131,7 @@ class RunView:
             # The first picture waits one picture interval: a short run then pays for
             # one picture (its final one, drawn after it ends) instead of two.
             self._last_picture = time.monotonic()
-            self._start_timer()
+            self._arm(self.interval)
         elif ev.kind is K.INSTANCE_FINISHED and ev.instance_id == self.instance_id:
             self.finish()
 
@@ -148,45 +140,40 @@ class RunView:
 
     # --- folding buffered node events (loop thread) ---------------------------------------
 
-    def _fold(self) -> None:
-        buf = self._buffer
-        n = len(buf)
-        if not n:
-            return
-        batch = buf[:n]
-        del buf[:n]  # one C call: appends from other threads land after it, never lost
+    def _fold(self, events: Iterable[ExecEvent]) -> None:
         iid, states, attempts = self.instance_id, self.states, self.attempts
         to_state, quiet, forward = _EVENT_STATE, _QUIET, _FORWARD
         counts = self.counts
-        for kind, _time, inst, node, attempt, data in batch:  # unpacking beats attributes
-            if inst != iid:
+        changed = False
+        for kind, _time, inst, node, attempt, data in events:  # unpacking beats attributes
+            if inst != iid or node is None:
                 continue
+            changed = True
             state = to_state[kind]
-            old = states.get(node, "pending")  # type: ignore[arg-type]
+            old = states.get(node, "pending")
             # The common case, a forward move of a healthy node, is handled inline:
             # this loop runs once per engine event.
-            if old in quiet and state in forward \
-                    and attempt >= attempts.get(node, 0):  # type: ignore[arg-type]
-                counts[old] -= 1  # type: ignore[index]
+            if old in quiet and state in forward and attempt >= attempts.get(node, 0):
+                counts[old] -= 1
                 counts[state] += 1
-                states[node] = state  # type: ignore[index]
-                attempts[node] = attempt  # type: ignore[index]
-            elif self._set(node, state, attempt):  # type: ignore[arg-type]
+                states[node] = state
+                attempts[node] = attempt
+            elif self._set(node, state, attempt):
                 if state in ("failed", "retrying") and data and data.get("error"):
-                    self.errors[node] = str(data["error"])  # type: ignore[index]
-        self._changed = self._picture_dirty = True
+                    self.errors[node] = str(data["error"])
+        if changed:
+            self._changed = self._picture_dirty = True
 
     def _set(self, node: str, state: str, attempt: int) -> bool:
         """Record a node's state; refuse stale updates and never paint an error over."""
         old = self.states.get(node, "pending")
         old_attempt = self.attempts.get(node, 0)
-        if old is not None:  # always true: kept for readers of the guard below
-            if attempt < old_attempt:
-                return False  # a late event of an earlier attempt
-            if old in TERMINAL_STATES and attempt == old_attempt and (
-                    state not in TERMINAL_STATES or old in ERROR_STATES):
-                return False  # out of order, or a success trying to hide a failure
-            self.counts[old] -= 1
+        if attempt < old_attempt:
+            return False  # a late event of an earlier attempt
+        if old in TERMINAL_STATES and attempt == old_attempt and (
+                state not in TERMINAL_STATES or old in ERROR_STATES):
+            return False  # out of order, or a success trying to hide a failure
+        self.counts[old] -= 1
         self.states[node] = state
         self.counts[state] += 1
         self.attempts[node] = attempt if attempt > old_attempt else old_attempt
@@ -205,8 +192,7 @@ class RunView:
             if follow is None:
                 follow = len(snapshot.definition.nodes) <= QUEUED_LIMIT
             if follow:  # subscribed before the roots are queued: no event is missed
-                self._subs.append(self.executor.observe.subscribe(self._append,
-                                                                  _STEP_KINDS))
+                self._follow(self.executor.observe, _STEP_KINDS, wake=False)
         self.definition = snapshot.definition
         self.instance_state = str(getattr(snapshot.state, "value", snapshot.state))
         if self._started is None:
@@ -222,7 +208,7 @@ class RunView:
         # NodeState is a StrEnum: its members are the strings, no conversion needed.
         self.states = dict(snapshot.node_states)
         self.attempts = dict(snapshot.attempts)
-        self.errors = dict(snapshot.errors)
+        self.errors = {k: str(v) for k, v in snapshot.errors.items()}
         self.counts = Counter(self.states.values())
         self.problems = {n: None for n, s in self.states.items() if s in _PROBLEMS}
         if self.counts.keys() & ERROR_STATES:
@@ -230,46 +216,44 @@ class RunView:
 
     # --- the timer and flushing (loop thread) -------------------------------------------
 
-    def _start_timer(self) -> None:
-        if self._timer is None and self._loop is not None and not self._loop.is_closed():
-            self._timer = self._loop.call_later(self.text_interval, self._tick)
+    def _next_poll(self) -> float | None:
+        following = self.instance_id is not None and self._ended is None and not self.closed
+        return self.interval if following else None
 
-    def _tick(self) -> None:
-        self._timer = None
-        self._fold()
+    def _due(self) -> bool:
         now = time.monotonic()
-        if self._changed or now - self._last_text >= _HEARTBEAT or (
-                self._picture_dirty and now - self._last_picture >= self.picture_interval):
-            self._flush()
-        if self._ended is None:
-            self._start_timer()
+        return self._changed or now - self._last_text >= _HEARTBEAT or (
+            self._picture_dirty and now - self._last_picture >= self.picture_interval)
 
-    def _flush(self, force: bool = False) -> None:
+    def _render(self) -> None:
         now = time.monotonic()
-        self._last_flush = self._last_text = now
-        self.flushes += 1
+        self._last_text = now
         total = len(self.definition.nodes) if self.definition is not None else 0
         done = sum(self.counts[s] for s in TERMINAL_STATES)
-        bar_style = "danger" if self._had_error else (
-            "success" if self._ended is not None and total and done == total else "info")
-        with self.progress.hold_sync():
-            self.progress.max = max(total, 1)
-            self.progress.value = done
-            self.progress.description = f"{done}/{total}"
-            self.progress.bar_style = bar_style
-        end = self._ended if self._ended is not None else time.time()
-        elapsed = 0.0 if self._started is None else max(0.0, end - self._started)
+        self.progress.max = max(total, 1)
+        self.progress.value = done
+        self.progress.description = f"{done}/{total}"
+        self.progress.bar_style = self._bar_style(done, total)
         name = self.definition.name if self.definition is not None else None
         self.title.value = title_html(name, self.instance_state, self.instance_id)
-        self.stats.value = stats_html(self.counts, elapsed)
+        self.stats.value = stats_html(self.counts, self._elapsed())
         self.failures.value = failures_html(list(self.problems)[:self.max_failures + 1],
                                             self.states, self.attempts, self.errors,
                                             self.max_failures, len(self.problems),
                                             self.picture_problem)
         self._changed = False
         if self.picture is not None and self._picture_dirty and self.definition is not None \
-                and (force or now - self._last_picture >= self.picture_interval):
-            self._draw(sync=force)
+                and (self._final or now - self._last_picture >= self.picture_interval):
+            self._draw(sync=self._final)
+
+    def _bar_style(self, done: int, total: int) -> str:
+        if self._had_error:
+            return "danger"
+        return "success" if self._ended is not None and total and done == total else "info"
+
+    def _elapsed(self) -> float:
+        end = self._ended if self._ended is not None else time.time()
+        return 0.0 if self._started is None else max(0.0, end - self._started)
 
     def _draw(self, sync: bool) -> None:
         from ._picture import Picture
@@ -313,15 +297,19 @@ class RunView:
             from ._render import INSTALL_HINT
             self.picture_problem = INSTALL_HINT
             return
-        with self.picture.hold_sync():  # type: ignore[union-attr]
-            self.picture.value = svg.encode("utf-8")  # type: ignore[union-attr]
+        self.svg = svg
+        if self.picture is None:
+            return
+        with self.picture.hold_sync():
+            self.picture.value = svg.encode("utf-8")
             # An Image widget stretches to the output's width; keep the picture's own size.
             size = _SVG_WIDTH.search(svg[:2000])
             if size is not None:
-                self.picture.layout.max_width = size.group(1)  # type: ignore[union-attr]
+                self.picture.layout.max_width = size.group(1)
+        if self.closed:  # the final picture landed after the snapshot: refresh it
+            self._leave_snapshot()
 
     def _as_snapshot(self, copy: bool = False) -> Any:
-        from types import SimpleNamespace
         # Copies when the DOT is built on another thread while events keep arriving.
         states, attempts, errors = self.states, self.attempts, self.errors
         if copy:
@@ -332,16 +320,10 @@ class RunView:
 
     # --- end and display ---------------------------------------------------------------
 
-    def _unsubscribe(self) -> None:
-        for sub in self._subs:
-            sub.close()
-        self._subs = []
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def finish(self) -> None:
         """Stop following; take the engine's final snapshot and flush it now."""
+        if self.closed:
+            return
         self._unsubscribe()
         snap = None
         if self.instance_id is not None:
@@ -350,22 +332,34 @@ class RunView:
         if snap is not None:
             del self._buffer[:]  # the snapshot supersedes whatever was still buffered
             self._adopt(snap)
-        else:
-            self._fold()
         self._ended = getattr(snap, "finished_at", None) or time.time()
         self._picture_dirty = True
-        self._flush(force=True)
+        self._final = True
+        try:
+            self.flush()
+        finally:
+            self._final = False
+        self.closed = True
+        self._leave_snapshot()
 
     def close(self) -> None:
-        """Stop following and close the widgets."""
-        self._unsubscribe()
+        """Stop following (a last flush), leave the static snapshot, close the widgets."""
+        self.finish()
         self.widget.close()
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):  # a short text form, not the VBox's full repr
-            bundle["text/plain"] = repr(self)
-        return bundle
+    def snapshot_html(self) -> str:
+        """Static HTML of the view: header, progress, counts, failures and the picture."""
+        total = len(self.definition.nodes) if self.definition is not None else 0
+        done = sum(self.counts[s] for s in TERMINAL_STATES)
+        name = self.definition.name if self.definition is not None else None
+        picture = self.svg if self.svg is not None else ""
+        return snapshot_html(title_html(name, self.instance_state, self.instance_id),
+                             done, total, self._bar_style(done, total),
+                             stats_html(self.counts, self._elapsed()),
+                             failures_html(list(self.problems)[:self.max_failures + 1],
+                                           self.states, self.attempts, self.errors,
+                                           self.max_failures, len(self.problems),
+                                           self.picture_problem), picture)
 
     def __repr__(self) -> str:
         done = sum(self.counts[s] for s in TERMINAL_STATES)

@@ -92,26 +92,37 @@ async def test_view_attached_to_a_finished_instance_shows_it(frontend):
 
 
 async def test_error_colour_is_never_overwritten_by_a_later_success(frontend):
-    ex = await executor_for(fail=False)
+    ex = WorkflowExecutor()
+    await ex.start()
+    gate = asyncio.Event()
+
+    async def wait(ctx):
+        await gate.wait()
+
+    ex.add_handler("extract", wait)
+    for name in ("transform", "load", "side"):
+        ex.add_handler(name, lambda ctx: None)
     view = RunView(ex, picture=False)
-    view.instance_id = "i"
-    view._adopt(type("S", (), {"definition": etl(False), "state": "running", "node_states": {},
-                               "attempts": {}, "errors": {}, "started_at": time.time()})())
-    events = [ExecEvent(K.NODE_STARTED, 0, "i", "load", 1),
-              ExecEvent(K.NODE_FAILED, 0, "i", "load", 1, {"error": "boom"}),
-              ExecEvent(K.NODE_SUCCEEDED, 0, "i", "load", 1),   # stale or contradictory
-              ExecEvent(K.NODE_STARTED, 0, "i", "load", 1),     # out of order
-              ExecEvent(K.NODE_STARTED, 0, "i", "side", 2),
-              ExecEvent(K.NODE_RETRIED, 0, "i", "side", 1),     # late event of attempt 1
-              ExecEvent(K.NODE_SUCCEEDED, 0, "i", "side", 2)]
-    view._buffer.extend(events)
-    view._fold()
-    view._flush()
+    iid = await ex.execute_workflow(etl(False))  # held at "extract": nothing else runs
+    await asyncio.sleep(0)
+    assert view.instance_id == iid
+    # Stale, contradictory and out-of-order events, as a threaded runner may deliver them.
+    for ev in [ExecEvent(K.NODE_STARTED, 0, iid, "load", 1),
+               ExecEvent(K.NODE_FAILED, 0, iid, "load", 1, {"error": "boom"}),
+               ExecEvent(K.NODE_SUCCEEDED, 0, iid, "load", 1),   # stale or contradictory
+               ExecEvent(K.NODE_STARTED, 0, iid, "load", 1),     # out of order
+               ExecEvent(K.NODE_STARTED, 0, iid, "side", 2),
+               ExecEvent(K.NODE_RETRIED, 0, iid, "side", 1),     # late event of attempt 1
+               ExecEvent(K.NODE_SUCCEEDED, 0, iid, "side", 2)]:
+        ex.observe.emit(ev)
+    view.flush()
     assert view.states["load"] == "failed" and view.errors["load"] == "boom"
     assert view.states["side"] == "succeeded" and view.attempts["side"] == 2
     assert view.progress.bar_style == "danger"
     assert view.counts["failed"] == 1 and view.counts["succeeded"] == 1
     view.close()
+    gate.set()
+    await ex.wait(iid)
     await ex.stop()
 
 
