@@ -7,6 +7,8 @@ reading a JSON document goes through a builder so each error names its field.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 from types import MappingProxyType
@@ -22,6 +24,17 @@ from ._ids import NodeId, WorkflowId
 from ._node import Node
 
 __all__ = ["WorkflowBuilder", "WorkflowDefinition"]
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class WorkflowDefinition:
@@ -46,6 +59,14 @@ class WorkflowDefinition:
         self.nodes = nodes
         self.edges = edges
         self.metadata = MappingProxyType(dict(metadata or {}))
+        # Tens of thousands of small lists and tuples, none in a cycle: the cyclic
+        # collector would only rescan the (large) heap again and again meanwhile.
+        with _collector_paused():
+            self._index_edges(_ends)
+
+    def _index_edges(self, _ends: tuple[dict[NodeId, int], list[int], list[int]] | None
+                     ) -> None:
+        nodes, edges = self.nodes, self.edges
         if _ends is None:
             index = {n.id: i for i, n in enumerate(nodes)}
             _ends = (index, [index[e.source] for e in edges], [index[e.target] for e in edges])

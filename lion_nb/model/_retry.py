@@ -54,6 +54,6 @@ def as_retry_policy(value: "RetryPolicy | int | None") -> RetryPolicy:
     if isinstance(value, RetryPolicy):
         return value
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return RetryPolicy(max_attempts=value + 1)
+        return RetryPolicy(max_attempts=value + 1) if value else NO_RETRY
     raise DefinitionError(f"retry is a RetryPolicy or a number of retries, not {value!r}",
                           field="retry")

@@ -21,9 +21,13 @@ it on an ordinary WorkflowExecutor -- it is a front end, not a second engine::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, Callable, Iterable, Mapping
 
 from .. import _display
+from ..engine import ExecutorConfig, HistoryRecorder, WorkflowExecutor
+from ..errors import DefinitionError, UnknownNodeError
+from ..model import Edge, Node, WorkflowBuilder, WorkflowDefinition
 
 __all__ = ["Flow", "Step"]
 
@@ -48,23 +52,28 @@ class Step:
 
 
 class Flow:
-    """A notebook-friendly workflow builder: ``@flow.step`` functions become nodes."""
+    """A notebook-friendly workflow builder: ``@flow.step`` functions become nodes.
+
+    Each step goes into one WorkflowBuilder as it is declared (validated there,
+    at the decorator); the definition is built once, when first needed after a
+    change. ``after=`` names only steps declared before, so no cycle can form.
+    """
 
     def __init__(self, name: str, *, executor: Any = None, config: Any = None) -> None:
-        from ..model import WorkflowBuilder
-
-        WorkflowBuilder(name)  # validates the name now, where the mistake is
+        self._builder = WorkflowBuilder(name)  # validates the name now, where the mistake is
         self.name = name
         self.steps: dict[str, Step] = {}
+        self._nodes: dict[str, Node] = {}
         self._names: dict[int, str] = {}  # id(handler function) -> step name
-        self._definition: Any = None
+        self._definition: WorkflowDefinition | None = None
         self._shared = executor
         self._config = config
         self._own: Any = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self.runs: list[Any] = []
-        from ..engine.history import HistoryRecorder
         self._history = HistoryRecorder()  # spans every executor this Flow creates
+        self._handed_to: Any = None  # the executor that has the handlers of ...
+        self._handed = 0  # ... this many steps
 
     # --- declaring --------------------------------------------------------------------
 
@@ -77,35 +86,45 @@ class Flow:
         edge condition (expression or callable) on each of them; ``retries``
         and any other keyword go to :class:`lion_nb.model.Node`.
         """
-        def register(f: Handler) -> Handler:
-            if not callable(f):
-                raise TypeError(f"@flow.step decorates a function, not {type(f).__name__}")
-            from ..errors import DefinitionError
-            step_name = name or getattr(f, "__name__", None)
-            if not step_name:
-                raise DefinitionError("this callable has no __name__; pass name=...")
-            if step_name in self.steps:
-                raise DefinitionError(f"flow {self.name!r} already has a step {step_name!r}")
-            preds = tuple(self._resolve(a) for a in _as_tuple(after))
-            if when is not None and not preds:
-                raise DefinitionError(f"step {step_name!r}: when= needs after=")
-            self.steps[step_name] = Step(step_name, f, preds, when,
-                                         {"retry": retries, **node_options})
-            self._names[id(f)] = step_name
-            try:
-                self._definition = None
-                self._build()  # validates now (cycles, bad conditions) at the decorator
-            except Exception:
-                del self.steps[step_name]
-                self._names.pop(id(f), None)
-                self._definition = None
-                raise
-            return f
+        if fn is None:
+            return lambda f: self._declare(f, name, after, when, retries, node_options)
+        return self._declare(fn, name, after, when, retries, node_options)
 
-        return register(fn) if fn is not None else register
+    def _declare(self, f: Handler, name: str | None, after: Any, when: Any, retries: int,
+                 node_options: dict[str, Any]) -> Handler:
+        if not callable(f):
+            raise DefinitionError(f"@flow.step decorates a function, not {type(f).__name__}",
+                                  step=f)
+        step_name = name or getattr(f, "__name__", None)
+        if not step_name:
+            raise DefinitionError("this callable has no __name__; pass name=...", step=f)
+        if step_name in self.steps:
+            raise DefinitionError(f"flow {self.name!r} already has a step {step_name!r}",
+                                  step=step_name)
+        preds = [self._resolve(a) for a in _as_tuple(after)]
+        if len(preds) > 1:
+            preds = list(dict.fromkeys(preds))
+        if when is not None and not preds:
+            raise DefinitionError(f"step {step_name!r}: when= needs after=", step=step_name)
+        options = {"retry": retries, **node_options} if retries or node_options else {}
+        # Everything that can fail happens before the builder is touched, so a refused
+        # step leaves nothing behind.
+        node = Node(step_name, **options)
+        nodes = self._nodes
+        edges = [Edge.between(nodes[p].id, node.id, when) for p in preds]
+        builder = self._builder
+        builder.add_node(node)
+        for edge in edges:  # known ends, new pairs, pointing backwards: cannot fail
+            builder.add_edge(edge)
+        self.steps[step_name] = Step(step_name, f, tuple(preds), when, options)
+        nodes[step_name] = node
+        self._names[id(f)] = step_name
+        self._definition = None
+        return f
 
     def _resolve(self, ref: Any) -> str:
-        from ..errors import UnknownNodeError
+        if type(ref) is str and ref in self.steps:  # a step's name: the common case
+            return ref
         if isinstance(ref, str):
             if ref not in self.steps:
                 raise UnknownNodeError(f"flow {self.name!r} has no step {ref!r} (declare "
@@ -120,28 +139,13 @@ class Flow:
 
     # --- the definition ----------------------------------------------------------------
 
-    def _build(self) -> Any:
-        from ..model import Node, WorkflowBuilder
-
-        b = WorkflowBuilder(self.name)
-        nodes = {}
-        for step in self.steps.values():
-            nodes[step.name] = Node(step.name, **step.options)
-            b.add_node(nodes[step.name])
-        for step in self.steps.values():
-            for pred in step.after:
-                b.connect(nodes[pred], nodes[step.name], step.when)
-        self._definition = b.build()
-        return self._definition
-
     @property
-    def definition(self) -> Any:
-        """The WorkflowDefinition these steps make (built by WorkflowBuilder)."""
+    def definition(self) -> WorkflowDefinition:
+        """The WorkflowDefinition these steps make (built once per change, by WorkflowBuilder)."""
         if self._definition is None:
-            from ..errors import DefinitionError
             if not self.steps:
-                raise DefinitionError(f"flow {self.name!r} has no steps yet")
-            self._build()
+                raise DefinitionError(f"flow {self.name!r} has no steps yet", workflow=self.name)
+            self._definition = self._builder.build()
         return self._definition
 
     # --- running ------------------------------------------------------------------------
@@ -153,22 +157,32 @@ class Flow:
         else:
             loop = asyncio.get_running_loop()
             if self._own is None or self._own_loop is not loop:
-                from ..engine import ExecutorConfig, WorkflowExecutor
                 # An executor's scheduler binds to the loop it first runs on;
-                # a new loop (another asyncio.run) gets a new executor.
+                # a new loop (another asyncio.run) gets a new executor. History is
+                # recorded once, by the Flow's recorder, which outlives executors.
                 config = self._config or ExecutorConfig(require_json_results=False)
+                config = dataclasses.replace(config, record_history=False)
                 self._own = WorkflowExecutor(config=config)
                 self._own_loop = loop
+                self._history.detach()
                 self._history.attach(self._own.observe)
             ex = self._own
         await ex.start()
-        for step in self.steps.values():
+        # Steps are only ever added: hand over those this executor has not seen yet.
+        seen = self._handed if self._handed_to is ex else 0
+        steps = list(self.steps.values())
+        for step in steps[seen:]:
             ex.add_handler(step.name, step.handler)
+        self._handed_to, self._handed = ex, len(steps)
         return ex
 
     async def run(self, *, inputs: Mapping[str, Any] | None = None, view: bool = False,
-                  **kwargs: Any) -> Any:
-        """Run the flow once and return the InstanceResult; ``view=True`` shows a RunView."""
+                  check: bool = False, **kwargs: Any) -> Any:
+        """Run the flow once and return the InstanceResult; ``view=True`` shows a RunView.
+
+        ``check=True`` raises the run's error (WorkflowFailedError) if it failed;
+        other keywords go to ``WorkflowExecutor.execute_workflow``.
+        """
         definition = self.definition
         ex = await self.executor()
         if view:
@@ -176,9 +190,9 @@ class Flow:
 
             from ._run_view import RunView
             display(RunView(ex))
-        result = await ex.run(definition, inputs=inputs, **kwargs)
+        result = await ex.wait(await ex.execute_workflow(definition, inputs=inputs, **kwargs))
         self.runs.append(result)
-        return result
+        return result.check() if check else result
 
     def run_sync(self, **kwargs: Any) -> Any:
         """``run`` from synchronous code: a script, or a notebook cell without ``await``."""
@@ -218,7 +232,9 @@ class Flow:
         return f"Flow({self.name!r}, steps={list(self.steps)})"
 
 
-def _as_tuple(value: Any) -> tuple[Any, ...]:
+def _as_tuple(value: Any) -> tuple[Any, ...] | list[Any]:
+    if type(value) is tuple or type(value) is list:  # the common case, before slow ABCs
+        return value
     if value is None:
         return ()
     if isinstance(value, (str, bytes)) or callable(value):

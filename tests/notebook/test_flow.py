@@ -9,7 +9,8 @@ import textwrap
 import pytest
 
 from lion_nb.engine import WorkflowExecutor
-from lion_nb.errors import CycleError, DefinitionError, LionError, UnknownNodeError
+from lion_nb.errors import (CycleError, DefinitionError, LionError, UnknownNodeError,
+                            WorkflowFailedError)
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.notebook import Flow
 from lion_nb.notebook import attempts_frame
@@ -97,6 +98,34 @@ def test_mistakes_are_reported_at_the_decorator():
     with pytest.raises(DefinitionError):
         Flow("")
     assert CycleError  # cycles cannot be declared: steps only point backwards
+    with pytest.raises(DefinitionError, match="decorates a function"):
+        flow.step(42)
+
+
+def test_declaring_steps_does_not_rebuild_the_definition():
+    flow = Flow("many")
+    previous = None
+    for i in range(300):
+        flow.step(lambda ctx: None, name=f"s{i}", after=previous)
+        previous = f"s{i}"
+    definition = flow.definition
+    assert len(definition) == 300 and flow.definition is definition  # built once
+    flow.step(lambda ctx: None, name="tail", after=previous)
+    assert flow.definition is not definition and len(flow.definition) == 301
+
+
+async def test_a_flow_run_records_history_once_and_check_raises_its_error():
+    flow = Flow("fails")
+
+    @flow.step
+    def boom(ctx):
+        raise ValueError("no")
+
+    with pytest.raises(WorkflowFailedError):
+        await flow.run(check=True)
+    ex = await flow.executor()
+    assert len(flow.history.records) == 1
+    assert ex.history.records == []  # the executor the Flow owns does not record twice
 
 
 def test_run_sync_works_in_a_plain_script_twice():
