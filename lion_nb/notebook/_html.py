@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from ._style import STATE_ORDER, style_for
 from ._text import html_text
 
-__all__ = ["bar_html", "chip", "failures_html", "figure_html", "items_html", "snapshot_html",
-           "stats_html", "table_html", "title_html"]
+__all__ = ["BAR_COLOURS", "bar_html", "chip", "failures_html", "figure_html", "items_html",
+           "progress_html", "snapshot_html", "stats_html", "table_html", "title_html"]
 
 #: Bar colours of the progress styles ipywidgets uses (info, success, danger, warning).
 BAR_COLOURS = {"info": "#54aeff", "success": "#2da44e", "danger": "#cf222e",
@@ -90,13 +90,16 @@ def failures_html(nodes: Sequence[str], states: Mapping[str, str],
     return f"<ul style='margin:2px 0'>{''.join(items)}</ul>{tail}"
 
 
-def snapshot_html(title: str, done: int, total: int, bar_style: str, *parts: str) -> str:
-    """A view's final state as static HTML: its escaped pieces under a header and a bar.
+def progress_html(value: int, maximum: int, bar_style: str, description: str) -> str:
+    """A progress widget's look in plain HTML: the bar in its style's colour, then its text."""
+    colour = BAR_COLOURS.get(bar_style or "", BAR_COLOURS["info"])
+    return f"{bar_html(value, max(maximum, 1), colour, 240)} <small>{html_text(description)}</small>"
 
-    ``title`` and ``parts`` are HTML made by the helpers above (already escaped);
-    this is what a saved notebook shows where the widgets cannot render.
+
+def snapshot_html(parts: Iterable[str]) -> str:
+    """A view's state as static HTML (what a saved notebook shows where widgets cannot).
+
+    ``parts`` are HTML made by the helpers above, already escaped.
     """
-    bar = bar_html(done, max(total, 1), BAR_COLOURS.get(bar_style, BAR_COLOURS["info"]), 240)
     body = "".join(f"<div>{part}</div>" for part in parts if part)
-    return (f"<div class='lion-nb-snapshot'><div>{title}</div>"
-            f"<div>{bar} <small>{done:,}/{total:,}</small></div>{body}</div>")
+    return f"<div class='lion-nb-snapshot'>{body}</div>"

@@ -11,8 +11,8 @@ handed to the loop with ``call_soon_threadsafe``. ``flush()`` forces an update
 now; ``close()`` stops following and forces a last flush, so the final view
 matches the engine, then leaves a static HTML snapshot in the notebook.
 
-Subclasses implement ``_fold(events)`` (update their model from a batch),
-``_render()`` (write widget values) and ``snapshot_html()``; they may override
+Subclasses implement ``_fold(events)`` (update their model from a batch) and
+``_render()`` (write widget values); they may override
 ``_next_poll()`` (seconds until a re-read with no event, or None) and
 ``_due()`` (whether a tick with nothing forced should write the widgets).
 """
@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any, Self
 
 from ..engine.observe import EventKind, ExecEvent
+from ._html import progress_html, snapshot_html
 
 __all__ = ["LiveView", "observe_of"]
 
@@ -197,7 +198,17 @@ class LiveView:
 
     def snapshot_html(self) -> str:
         """Static HTML of what the view shows now (what a saved notebook keeps)."""
-        raise NotImplementedError
+        return snapshot_html(self._widget_html())
+
+    def _widget_html(self) -> list[str]:
+        parts = []
+        for widget in self._widgets:
+            if hasattr(widget, "bar_style"):  # a progress bar: drawn, not a widget
+                parts.append(progress_html(widget.value, widget.max, widget.bar_style,
+                                           widget.description))
+            else:
+                parts.append(str(widget.value))
+        return parts
 
     def _next_poll(self) -> float | None:
         """Seconds until the next re-read with no event, or None to wait for one."""

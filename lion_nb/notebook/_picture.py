@@ -18,7 +18,7 @@ from typing import Any
 
 from ._render import INSTALL_HINT, RenderOutcome, render_svg
 from ._style import STATE_ORDER
-from ._text import html_text, truncate
+from ._text import counted, html_text, truncate
 
 __all__ = ["Picture", "picture", "describe", "workflow_bundle", "instance_bundle",
            "saga_bundle"]
@@ -52,9 +52,11 @@ def describe(obj: Any) -> str:
         tally = ", ".join(f"{s} {counts[s]}" for s in STATE_ORDER if counts.get(s))
         ident = getattr(obj, "instance_id", None) or getattr(obj, "id", "")
         head = (f"Instance of {truncate(definition.name)!r} {truncate(ident, 40)} — "
-                f"{_state(getattr(obj, 'state', None))}; {n} nodes: {tally or 'no states'}")
+                f"{_state(getattr(obj, 'state', None))}; {counted(n, 'node')}: "
+                f"{tally or 'no states'}")
     else:
-        head = f"Workflow {truncate(definition.name)!r} — {n} nodes, {m} edges"
+        head = (f"Workflow {truncate(definition.name)!r} — {counted(n, 'node')}, "
+                f"{counted(m, 'edge')}")
     lines = [head]
     for i, node in enumerate(definition.nodes[:_LIST_LIMIT]):
         preds = []

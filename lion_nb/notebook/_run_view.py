@@ -349,17 +349,10 @@ class RunView(LiveView):
 
     def snapshot_html(self) -> str:
         """Static HTML of the view: header, progress, counts, failures and the picture."""
-        total = len(self.definition.nodes) if self.definition is not None else 0
-        done = sum(self.counts[s] for s in TERMINAL_STATES)
-        name = self.definition.name if self.definition is not None else None
-        picture = self.svg if self.svg is not None else ""
-        return snapshot_html(title_html(name, self.instance_state, self.instance_id),
-                             done, total, self._bar_style(done, total),
-                             stats_html(self.counts, self._elapsed()),
-                             failures_html(list(self.problems)[:self.max_failures + 1],
-                                           self.states, self.attempts, self.errors,
-                                           self.max_failures, len(self.problems),
-                                           self.picture_problem), picture)
+        parts = self._widget_html()
+        if self.svg is not None:  # inline, not <img>: the nodes keep their tooltips
+            parts.append(self.svg[self.svg.find("<svg"):])
+        return snapshot_html(parts)
 
     def __repr__(self) -> str:
         done = sum(self.counts[s] for s in TERMINAL_STATES)

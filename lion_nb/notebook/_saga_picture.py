@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._digraph import add_legend, new_digraph
 from ._style import STATE_STYLE, style_for, states_present
-from ._text import dot_label, truncate
+from ._text import counted, dot_label, truncate
 
 if TYPE_CHECKING:
     import graphviz
@@ -94,7 +94,7 @@ def describe_saga(obj: Any) -> str:
     """A plain-text summary of a saga definition or instance."""
     definition, instance = _split(obj)
     if instance is None:
-        head = f"Saga {truncate(definition.name)!r} — {len(definition.steps)} steps"
+        head = f"Saga {truncate(definition.name)!r} — {counted(len(definition.steps), 'step')}"
     else:
         head = (f"Saga instance of {truncate(definition.name)!r} {truncate(instance.id, 40)} — "
                 f"{_status(instance.status)}")

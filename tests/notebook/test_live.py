@@ -217,3 +217,39 @@ async def test_runview_links_the_dask_dashboard_when_a_runner_has_one():
     view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
     assert 'href="http://127.0.0.1:8787/status?x=&lt;b&gt;"' in view.dashboard.value
     assert RunView(WorkflowExecutor(), picture=False).dashboard is None
+
+
+async def test_a_finished_view_leaves_a_static_snapshot_in_the_notebook(frontend, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+
+    shell = InteractiveShell.instance()
+    published = []
+    monkeypatch.setattr(shell.display_pub, "publish",
+                        lambda data, metadata=None, transient=None, update=False, **kw:
+                        published.append((data, (transient or {}).get("display_id"), update)))
+    ex = await executor_for(fail=True)
+    view = RunView(ex)
+    display(view)
+    first, display_id, update = published[0]
+    assert display_id and not update
+    assert "application/vnd.jupyter.widget-view+json" in first and "text/html" in first
+    result = await ex.run(etl(True))
+    await view.drawn()
+    data, same_id, update = published[-1]
+    assert same_id == display_id and update  # the widget's output is replaced in place ...
+    assert set(data) == {"text/html", "text/plain"}  # ... by HTML that needs no kernel
+    html = data["text/html"]
+    assert "failed" in html and f"{len(result.definition.nodes)}/" in html and "<svg" in html
+
+    class Tags(HTMLParser):
+        seen: list[tuple[str, list]] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.seen.append((tag, attrs))
+
+    tags = Tags()
+    tags.feed(html)
+    assert not [t for t, attrs in tags.seen
+                if t in ("script", "img") or any(k.startswith("on") for k, _ in attrs)]
+    await ex.stop()

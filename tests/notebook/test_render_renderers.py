@@ -162,3 +162,9 @@ def test_style_hook_is_keyword_only_and_applied_last():
                      if node.name == "a" else None)
     lines = {ln.strip().split(" ", 1)[0]: ln for ln in g.source.splitlines() if " [" in ln}
     assert "shape=ellipse" in lines["n0"] and "shape=ellipse" not in lines["n1"]
+
+
+def test_describe_counts_one_node_and_one_edge_in_the_singular():
+    one = WorkflowBuilder("one").add_node(Node("a")).build()
+    assert nb.describe(one).splitlines()[0] == "Workflow 'one' — 1 node, 0 edges"
+    assert "— 2 nodes, 1 edge" in nb.describe(small())

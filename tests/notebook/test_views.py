@@ -107,6 +107,10 @@ async def test_scheduler_view_follows_a_busy_scheduler_without_events_at_the_end
     closed_at = view.flushes
     await asyncio.sleep(0.12)
     assert view.flushes == closed_at  # closed: no timer left
+    # What a saved notebook keeps of it: the same figures as static HTML, the bar drawn.
+    snapshot = view.snapshot_html()
+    assert view.figures.value in snapshot and "0/3 slots" in snapshot
+    assert "text/html" in view._repr_mimebundle_()
     await scheduler.close()
 
 
