@@ -158,6 +158,29 @@ class HandlerNotSerializableError(ExecutionError):
 class WorkflowFailedError(ExecutionError):
     """An instance ended FAILED; ``.node`` is the first node that failed."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of the 3-exception chain (instance, node, handler):
+        # which node failed, the handler's error and the handler's own frames only.
+        import os
+        import sysconfig
+        import traceback
+
+        root: BaseException = self
+        while root.__cause__ is not None:
+            root = root.__cause__
+        engine, stdlib = os.path.dirname(__file__), sysconfig.get_paths()["stdlib"]
+        frames = [f for f in traceback.extract_tb(root.__traceback__)
+                  if not (path := os.path.abspath(f.filename)).startswith(engine)
+                  and (not path.startswith(stdlib) or "site-packages" in path)]
+        lines = [f"{type(self).__name__}: {self}"]
+        if root is not self:
+            lines.append(f"node {getattr(self, 'node', None)!r} raised "
+                         f"{''.join(traceback.format_exception_only(root)).strip()}")
+            lines += "".join(traceback.format_list(frames)).rstrip().splitlines()
+        lines.append("(the whole chain: import sys, traceback; "
+                     "traceback.print_exception(sys.last_value))")
+        return lines
+
 
 class InstanceCancelledError(ExecutionError):
     """The instance was cancelled before it finished."""

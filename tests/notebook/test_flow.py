@@ -189,3 +189,22 @@ def test_sync_helpers_work_inside_a_running_loop():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+async def test_a_failed_run_renders_the_handlers_line_first_in_ipython():
+    flow = Flow("etl")
+
+    @flow.step
+    def parse(ctx):
+        rows = ["1", "x"]
+        return [int(r) for r in rows]  # the user's line
+
+    with pytest.raises(WorkflowFailedError) as info:
+        await flow.run(check=True)
+    lines = info.value._render_traceback_()  # what IPython shows for it
+    text = "\n".join(lines)
+    assert lines[0].startswith("WorkflowFailedError: ") and "'parse'" in lines[0]
+    assert "node 'parse' raised ValueError: invalid literal for int()" in text
+    assert "in parse" in text and "the user's line" in text
+    assert "lion_nb" not in text.replace("lion_nb.errors", "")  # no engine frames
+    assert "asyncio" not in text
