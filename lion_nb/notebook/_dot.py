@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ._digraph import add_legend, new_digraph
+from ._digraph import new_digraph
 from ._layers import layered_dot
-from ._style import STATE_STYLE, style_for, states_present
+from ._style import STATE_STYLE, style_for
 from ._text import dot_label
 
 if TYPE_CHECKING:
@@ -83,10 +83,8 @@ def workflow_dot(definition: "WorkflowDefinition", *,
         return layered_dot(definition, states=states, title=title, rankdir=rankdir)
 
     g = new_digraph(title, rankdir)
-    shown: list[str | None] = []
     for i, node in enumerate(definition.nodes):
         state = _state_name(states.get(node.name))
-        shown.append(state)
         attrs = style_for(state).dot_attrs()
         error = errors.get(node.name)
         tooltip = node.name if not error else f"{node.name}\n{error}"
@@ -102,8 +100,6 @@ def workflow_dot(definition: "WorkflowDefinition", *,
                 in ("skipped", "upstream_failed"):
             edge_attrs["color"] = "#afb8c1"
         g.edge(f"n{definition.edge_source[k]}", f"n{definition.edge_target[k]}", **edge_attrs)
-    present = states_present(shown)
-    add_legend(g, present)
     return g
 
 

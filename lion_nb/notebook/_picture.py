@@ -16,6 +16,7 @@ from collections import Counter
 from functools import cached_property
 from typing import Any
 
+from ._legend import with_legend
 from ._render import INSTALL_HINT, RenderOutcome, render_svg
 from ._style import STATE_ORDER
 from ._text import counted, html_text, truncate
@@ -99,10 +100,20 @@ class Picture:
         """The render outcome (SVG or the problems met), computed once."""
         return render_svg(self.dot)
 
-    @property
+    @cached_property
     def svg(self) -> str | None:
-        """The SVG text, or None when no renderer worked."""
-        return self.outcome.svg
+        """The SVG text with its legend, or None when no renderer worked."""
+        svg = self.outcome.svg
+        return None if svg is None else with_legend(svg, self._legend_states())
+
+    def _legend_states(self) -> list[Any]:
+        obj = self.subject
+        if getattr(obj, "_display_kind", None) == "saga_instance":
+            return [step.status for step in obj.steps.values()]
+        states = self.options.get("states")
+        if states is None and _is_instance(obj):
+            states = getattr(obj, "node_states", None)
+        return list((states or {}).values())
 
     def text(self) -> str:
         """The plain-text summary."""
