@@ -2,7 +2,10 @@
 
 Times are ``datetime64[ns, UTC]``, durations ``timedelta64[ns]``, names and
 states ``category``, free text ``string``, counts ``Int64``; rows are ready for
-``groupby``, and pandas escapes the text when a frame is shown as HTML::
+``groupby``, and pandas escapes the text when a frame is shown as HTML. What a
+reader looks for comes first (node, state, duration, error; ids last), and the
+frames display readably (durations in ms/s, times to the millisecond, ids
+shortened, one missing-value marker) without changing the data::
 
     df = attempts_frame(executor)          # or executor.history, or a list of records
     df.groupby("node", observed=True)["duration"].sum()
@@ -87,7 +90,9 @@ def _frame(rows: Sequence[Any], columns: Sequence[str], *, times: Sequence[str] 
                          dtype="Int64")
     for c in floats:
         df[c] = pd.Series(df[c], dtype="float64")
-    return df
+    from ._readable import ReadableFrame
+
+    return ReadableFrame(df)
 
 
 # --- attempts and instances ----------------------------------------------------------
@@ -133,7 +138,9 @@ def attempts_frame(source: Any) -> "pd.DataFrame":
         df.loc[missing, "duration"] = (df.loc[missing, "finished_at"]
                                        - df.loc[missing, "started_at"])
     df["wait"] = df["started_at"] - df["queued_at"]
-    return df[list(ATTEMPT_COLUMNS[:8]) + ["wait", "duration", "error"]]
+    # What a reader looks for first: which node, how it ended, how long, why.
+    return df[["node", "state", "duration", "error", "attempt", "wait", "queued_at",
+               "started_at", "finished_at", "workflow", "instance_id"]]
 
 
 def _instance_state(states: "pd.Series") -> str:
@@ -150,8 +157,8 @@ def instances_frame(source: Any) -> "pd.DataFrame":
     import pandas as pd
 
     att = attempts_frame(source)
-    columns = ["instance_id", "workflow", "state", "started_at", "finished_at", "wall_time",
-               "busy_time", "nodes", "attempts", "retries", "failed_nodes"]
+    columns = ["workflow", "state", "wall_time", "failed_nodes", "nodes", "attempts", "retries",
+               "busy_time", "started_at", "finished_at", "instance_id"]
     known = {str(_get(r, "instance_id")): r for r in _instance_records(source) or ()}
     if att.empty and not known:
         empty = pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
@@ -209,12 +216,14 @@ def _instance_dtypes(df: "pd.DataFrame") -> "pd.DataFrame":
         df[c] = df[c].astype("int64")
     for c in ("instance_id", "workflow", "state"):
         df[c] = df[c].astype("category")
-    return df
+    from ._readable import ReadableFrame
+
+    return ReadableFrame(df)
 
 
 # --- events -----------------------------------------------------------------------------
 
-_EVENT_COLUMNS = ("time", "kind", "topic", "event_id", "subscriber", "attempt", "error")
+_EVENT_COLUMNS = ("time", "kind", "topic", "subscriber", "attempt", "error", "event_id")
 
 
 def event_history_frame(broker: Any) -> pd.DataFrame:
@@ -224,8 +233,8 @@ def event_history_frame(broker: Any) -> pd.DataFrame:
                   counts=("attempt",))
 
 
-_DELIVERY_COLUMNS = ("topic", "event_id", "subscriber", "outcome", "attempts", "published_at",
-                     "first_delivered_at", "finished_at", "latency", "last_error")
+_DELIVERY_COLUMNS = ("subscriber", "topic", "outcome", "attempts", "latency", "last_error",
+                     "published_at", "first_delivered_at", "finished_at", "event_id")
 
 
 def deliveries_frame(broker: Any) -> pd.DataFrame:
@@ -270,10 +279,10 @@ def deliveries_frame(broker: Any) -> pd.DataFrame:
 
 # --- sagas -----------------------------------------------------------------------------
 
-_SAGA_COLUMNS = ("time", "saga_id", "instance_id", "event", "status", "step_id", "step_name",
-                 "phase", "attempt", "error")
-_STEP_COLUMNS = ("instance_id", "saga_id", "step_id", "step_name", "phase", "attempt",
-                 "outcome", "status", "started_at", "finished_at", "duration", "error")
+_SAGA_COLUMNS = ("time", "event", "step_name", "phase", "status", "attempt", "error",
+                 "step_id", "saga_id", "instance_id")
+_STEP_COLUMNS = ("step_name", "phase", "outcome", "duration", "error", "status", "attempt",
+                 "started_at", "finished_at", "step_id", "saga_id", "instance_id")
 _OUTCOME = {"succeeded": "succeeded", "attempt_failed": "failed",
             "operator_resolved": "resolved"}
 
@@ -331,8 +340,8 @@ def saga_steps_frame(saga_manager: Any) -> pd.DataFrame:
 
 # --- security -----------------------------------------------------------------------------
 
-_AUDIT_COLUMNS = ("time", "action", "decision", "capability", "node", "instance_id", "holder",
-                  "token_id", "reason")
+_AUDIT_COLUMNS = ("time", "action", "decision", "capability", "node", "reason", "holder",
+                  "instance_id", "token_id")
 
 
 def capability_audit_frame(authority: Any) -> pd.DataFrame:
@@ -367,7 +376,7 @@ def scheduler_statistics_frame(snapshots: Any) -> pd.DataFrame:
                   floats=("throughput",))
 
 
-_DECISION_COLUMNS = ("time", "kind", "node", "instance_id", "detail")
+_DECISION_COLUMNS = ("time", "kind", "node", "detail", "instance_id")
 
 
 def scheduler_decisions_frame(view: Any) -> pd.DataFrame:
