@@ -265,7 +265,7 @@ class RunView(LiveView):
             return
         loop = self._loop
         if loop is None or loop.is_closed() or (sync and not loop.is_running()):
-            self._show(Picture(self._as_snapshot()).outcome.svg)
+            self._show(Picture(self._as_snapshot()).svg)
             return
         # Building the DOT and the Graphviz layout take a while for big graphs: both
         # happen off the loop, on a copy of the states, even for the final picture, so
@@ -274,7 +274,7 @@ class RunView(LiveView):
         self._generation += 1
         generation = self._generation
         snapshot = self._as_snapshot(copy=True)
-        fut = loop.run_in_executor(None, lambda: Picture(snapshot).outcome.svg)
+        fut = loop.run_in_executor(None, lambda: Picture(snapshot).svg)
         self._render_future = fut
         fut.add_done_callback(lambda f: self._rendered(f, generation))
 
