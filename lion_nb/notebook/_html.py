@@ -93,7 +93,8 @@ def failures_html(nodes: Sequence[str], states: Mapping[str, str],
 def progress_html(value: int, maximum: int, bar_style: str, description: str) -> str:
     """A progress widget's look in plain HTML: the bar in its style's colour, then its text."""
     colour = BAR_COLOURS.get(bar_style or "", BAR_COLOURS["info"])
-    return f"{bar_html(value, max(maximum, 1), colour, 240)} <small>{html_text(description)}</small>"
+    bar = bar_html(value, max(maximum, 1), colour, 240)
+    return f"{bar} <small>{html_text(description)}</small>"
 
 
 def snapshot_html(parts: Iterable[str]) -> str:
