@@ -298,9 +298,10 @@ def test_views_render_without_a_running_loop():
 
 
 async def test_event_view_caps_updates_per_second_under_a_flood_of_events(frontend):
-    broker = EventBroker(EventBrokerConfig(max_pending=100_000), observe=ObserveStream())
+    stream = ObserveStream()
+    broker = EventBroker(EventBrokerConfig(max_pending=100_000), observe=stream)
     rx, ack = await broker.subscribe("tick.*", "counter")
-    view = EventView(broker)
+    view = EventView(broker, observe=stream)
     start = time.monotonic()
     for i in range(5_000):
         await broker.publish(Event("tick.now", {"i": i}))
