@@ -16,6 +16,7 @@ from collections import Counter
 from functools import cached_property
 from typing import Any
 
+from ..errors import UnsupportedSourceError
 from ._legend import with_legend
 from ._render import INSTALL_HINT, RenderOutcome, render_svg
 from ._style import STATE_ORDER
@@ -91,6 +92,10 @@ class Picture:
 
         self.subject = obj
         self.options = options
+        if not (is_saga(obj) or _is_instance(obj) or hasattr(obj, "out_edges")):
+            raise UnsupportedSourceError(
+                "a picture shows a workflow definition, an instance result or snapshot, or a "
+                f"saga definition or instance, not {type(obj).__name__}", source=obj)
         build = saga_dot if is_saga(obj) else instance_dot if _is_instance(obj) else workflow_dot
         self.graph = build(obj, **options)
         self.dot: str = self.graph.source

