@@ -50,7 +50,7 @@ bench-all: install-dev
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 lab: install-dev
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -59,6 +59,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
         ├── RequirementError (ValueError)     .requirement
         ├── ResourceError                     .resource
         └── CapabilityError (ValueError)      .capability: malformed, or widened
+    NotebookError                             tables, pictures, views
+    └── UnsupportedSourceError (TypeError)    .source: the object that cannot be read
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ __all__ = [
     "SagaReplyError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
+    "NotebookError", "UnsupportedSourceError",
 ]
 
 
@@ -154,6 +157,29 @@ class HandlerNotSerializableError(ExecutionError):
 
 class WorkflowFailedError(ExecutionError):
     """An instance ended FAILED; ``.node`` is the first node that failed."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of the 3-exception chain (instance, node, handler):
+        # which node failed, the handler's error and the handler's own frames only.
+        import os
+        import sysconfig
+        import traceback
+
+        root: BaseException = self
+        while root.__cause__ is not None:
+            root = root.__cause__
+        engine, stdlib = os.path.dirname(__file__), sysconfig.get_paths()["stdlib"]
+        frames = [f for f in traceback.extract_tb(root.__traceback__)
+                  if not (path := os.path.abspath(f.filename)).startswith(engine)
+                  and (not path.startswith(stdlib) or "site-packages" in path)]
+        lines = [f"{type(self).__name__}: {self}"]
+        if root is not self:
+            lines.append(f"node {getattr(self, 'node', None)!r} raised "
+                         f"{''.join(traceback.format_exception_only(root)).strip()}")
+            lines += "".join(traceback.format_list(frames)).rstrip().splitlines()
+        lines.append("(the whole chain: import sys, traceback; "
+                     "traceback.print_exception(sys.last_value))")
+        return lines
 
 
 class InstanceCancelledError(ExecutionError):
@@ -342,3 +368,13 @@ class CapabilityError(SecurityError, ValueError):
     it holds. Unlike :class:`CapabilityDeniedError` this is a mistake in the
     call, not a missing grant.
     """
+
+
+# --- notebook ----------------------------------------------------------------
+
+class NotebookError(LionError):
+    """The notebook layer (tables, pictures, live views) was handed something unusable."""
+
+
+class UnsupportedSourceError(NotebookError, TypeError):
+    """A table, picture or view cannot read the object given; ``.source`` is that object."""

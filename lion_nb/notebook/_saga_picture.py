@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .dot import add_legend, new_digraph
-from .style import STATE_STYLE, style_for, states_present
-from .text import dot_label, truncate
+from ._digraph import new_digraph
+from ._style import STATE_STYLE, style_for
+from ._text import counted, dot_label, truncate
 
 if TYPE_CHECKING:
     import graphviz
@@ -50,7 +50,6 @@ def saga_dot(obj: Any, *, rankdir: str = "LR", **_ignored: Any) -> "graphviz.Dig
         title = f"{definition.name} — {_status(instance.status)}"
     g = new_digraph(title, rankdir)
     ids: dict[str, str] = {}
-    shown: list[str | None] = []
     for k, stage in enumerate(definition.stages):
         with g.subgraph(name=f"stage{k}") as column:
             column.attr(rank="same")
@@ -69,7 +68,6 @@ def saga_dot(obj: Any, *, rankdir: str = "LR", **_ignored: Any) -> "graphviz.Dig
                     if st.comp_attempts > 1:
                         extra += f" · undo attempt {st.comp_attempts}"
                     lines.append(dot_label(f"{state}{extra}"))
-                shown.append(state)
                 attrs = style_for(state).dot_attrs()
                 if step.pivot:
                     attrs["peripheries"] = "2"
@@ -84,9 +82,6 @@ def saga_dot(obj: Any, *, rankdir: str = "LR", **_ignored: Any) -> "graphviz.Dig
         for n, (a, b) in enumerate(zip(path, path[1:]), 1):
             g.edge(a, b, label=f"undo {n}", color=undo, fontcolor=undo, style="dashed",
                    constraint="false")
-    present = states_present(shown)
-    if present:
-        add_legend(g, present)
     return g
 
 
@@ -94,7 +89,7 @@ def describe_saga(obj: Any) -> str:
     """A plain-text summary of a saga definition or instance."""
     definition, instance = _split(obj)
     if instance is None:
-        head = f"Saga {truncate(definition.name)!r} — {len(definition.steps)} steps"
+        head = f"Saga {truncate(definition.name)!r} — {counted(len(definition.steps), 'step')}"
     else:
         head = (f"Saga instance of {truncate(definition.name)!r} {truncate(instance.id, 40)} — "
                 f"{_status(instance.status)}")

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from lion_nb.notebook.tables import attempts_frame, history_records, instances_frame
-from lion_nb.notebook.timeline import timeline
+from lion_nb.notebook import attempts_frame, instances_frame
+from lion_nb.notebook import timeline
 
 T0 = 1_700_000_000.0
 
@@ -53,7 +53,7 @@ def test_attempts_frame_accepts_executor_history_and_dicts():
     assert len(attempts_frame(executor.history)) == 5
     dicts = [vars(r) for r in RECORDS]
     assert attempts_frame(dicts)["node"].tolist() == attempts_frame(RECORDS)["node"].tolist()
-    assert history_records(iter(RECORDS)) == RECORDS
+    assert len(attempts_frame(iter(RECORDS))) == len(RECORDS)
 
 
 def test_empty_history_gives_empty_frames_with_dtypes():
@@ -89,3 +89,23 @@ def test_timeline_draws_one_row_per_node_and_one_bar_per_attempt():
 def test_timeline_of_nothing_is_still_an_svg():
     tl = timeline([])
     assert tl.svg.startswith("<svg") and "no attempts" in tl.svg
+
+
+def test_frames_keep_their_dtypes_but_display_for_reading():
+    queued_only = {"instance_id": "run-0123456789abcdef0123-1f", "workflow": "w", "node": "x",
+                   "attempt": 1, "state": "cancelled", "queued_at": T0 - 86_400}
+    df = attempts_frame([vars(r) for r in RECORDS] + [queued_only])
+    assert list(df.columns[:4]) == ["node", "state", "duration", "error"]
+    assert df.columns[-1] == "instance_id"
+    assert df["duration"].dtype == "timedelta64[ns]"  # the data is untouched
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        text = repr(df[["node", "duration", "queued_at", "error", "instance_id"]])
+    assert "500.0 ms" in text and "0 days" not in text  # durations in ms/s
+    assert "run…f0123-1f" in text  # ids shortened in the middle
+    assert "NaN" not in text and "NaT" not in text and "<NA>" not in text and "—" in text
+    stamp = df["queued_at"].iloc[0]
+    assert stamp.strftime("%H:%M:%S.%f")[:-3] in text  # to the millisecond
+    assert stamp.strftime("%Y-%m-%d") in text  # rows span two days: the date is shown
+    html = df._repr_html_()
+    assert "500.0 ms" in html and "—" in html
+    assert "0 days" in df.to_string()  # pandas' own rendering is still there

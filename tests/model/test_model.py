@@ -29,14 +29,47 @@ def test_node_shorthand_and_seed_forms_are_equivalent():
     assert (e1.source, e1.target) == (e2.source, e2.target)
 
 
-def test_add_edge_rejects_cycle_and_names_it():
+def test_build_rejects_cycle_and_names_it_from_the_edge_added_last():
     a, b, c = Node("a"), Node("b"), Node("c")
     builder = WorkflowBuilder("w").add_nodes(a, b, c).connect(a, b).connect(b, c)
+    builder.connect(c, a)  # found once, by build(), so edge order costs nothing
     with pytest.raises(CycleError) as info:
-        builder.connect(c, a)
+        builder.build()
     assert info.value.cycle == ["c", "a", "b", "c"]
-    assert "c -> a -> b -> c" in str(info.value)
+    assert "edge c -> a closes the cycle c -> a -> b -> c" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_cycle_behind_a_tail_and_before_a_branch_is_still_named():
+    names = "abcdefg"
+    nodes = {n: Node(n) for n in names}
+    builder = WorkflowBuilder("w").add_nodes(*nodes.values())
+    for s, t in ["ab", "bc", "cd", "de", "ec", "ef", "bg"]:  # c -> d -> e -> c
+        builder.connect(s, t)
+    with pytest.raises(CycleError) as info:
+        builder.build()
+    assert info.value.cycle == ["e", "c", "d", "e"]
+
+
+def test_edges_child_first_build_the_same_definition_as_parents_first():
+    nodes = [Node(f"n{i}") for i in range(200)]
+    forward = WorkflowBuilder("w").add_nodes(*nodes)
+    backward = WorkflowBuilder("w").add_nodes(*nodes)
+    for i in range(199):
+        forward.connect(nodes[i], nodes[i + 1])
+    for i in reversed(range(199)):
+        backward.connect(nodes[i], nodes[i + 1])
+    assert [n.name for n in backward.build().topological_order()] == \
+        [n.name for n in forward.build().topological_order()]
+
+
+def test_connect_accepts_node_names_and_names_an_unknown_one():
+    builder = WorkflowBuilder("w").add_nodes(Node("a"), Node("b"))
+    wf = builder.connect("a", "b").build()
+    assert [n.name for n in wf.successors("a")] == ["b"]
+    with pytest.raises(UnknownNodeError, match="'typo' is neither a node") as info:
+        builder.connect("a", "typo")
+    assert info.value.node_id == "typo"
 
 
 def test_self_loop_is_a_cycle():

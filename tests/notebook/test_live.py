@@ -11,7 +11,7 @@ from lion_nb.engine import WorkflowExecutor
 from lion_nb.engine.observe import EventKind as K
 from lion_nb.engine.observe import ExecEvent
 from lion_nb.model import Node, WorkflowBuilder
-from lion_nb.notebook.live import RunView
+from lion_nb.notebook import RunView
 
 
 def etl(fail: bool):
@@ -92,26 +92,37 @@ async def test_view_attached_to_a_finished_instance_shows_it(frontend):
 
 
 async def test_error_colour_is_never_overwritten_by_a_later_success(frontend):
-    ex = await executor_for(fail=False)
+    ex = WorkflowExecutor()
+    await ex.start()
+    gate = asyncio.Event()
+
+    async def wait(ctx):
+        await gate.wait()
+
+    ex.add_handler("extract", wait)
+    for name in ("transform", "load", "side"):
+        ex.add_handler(name, lambda ctx: None)
     view = RunView(ex, picture=False)
-    view.instance_id = "i"
-    view._adopt(type("S", (), {"definition": etl(False), "state": "running", "node_states": {},
-                               "attempts": {}, "errors": {}, "started_at": time.time()})())
-    events = [ExecEvent(K.NODE_STARTED, 0, "i", "load", 1),
-              ExecEvent(K.NODE_FAILED, 0, "i", "load", 1, {"error": "boom"}),
-              ExecEvent(K.NODE_SUCCEEDED, 0, "i", "load", 1),   # stale or contradictory
-              ExecEvent(K.NODE_STARTED, 0, "i", "load", 1),     # out of order
-              ExecEvent(K.NODE_STARTED, 0, "i", "side", 2),
-              ExecEvent(K.NODE_RETRIED, 0, "i", "side", 1),     # late event of attempt 1
-              ExecEvent(K.NODE_SUCCEEDED, 0, "i", "side", 2)]
-    view._buffer.extend(events)
-    view._fold()
-    view._flush()
+    iid = await ex.execute_workflow(etl(False))  # held at "extract": nothing else runs
+    await asyncio.sleep(0)
+    assert view.instance_id == iid
+    # Stale, contradictory and out-of-order events, as a threaded runner may deliver them.
+    for ev in [ExecEvent(K.NODE_STARTED, 0, iid, "load", 1),
+               ExecEvent(K.NODE_FAILED, 0, iid, "load", 1, {"error": "boom"}),
+               ExecEvent(K.NODE_SUCCEEDED, 0, iid, "load", 1),   # stale or contradictory
+               ExecEvent(K.NODE_STARTED, 0, iid, "load", 1),     # out of order
+               ExecEvent(K.NODE_STARTED, 0, iid, "side", 2),
+               ExecEvent(K.NODE_RETRIED, 0, iid, "side", 1),     # late event of attempt 1
+               ExecEvent(K.NODE_SUCCEEDED, 0, iid, "side", 2)]:
+        ex.observe.emit(ev)
+    view.flush()
     assert view.states["load"] == "failed" and view.errors["load"] == "boom"
     assert view.states["side"] == "succeeded" and view.attempts["side"] == 2
     assert view.progress.bar_style == "danger"
     assert view.counts["failed"] == 1 and view.counts["succeeded"] == 1
     view.close()
+    gate.set()
+    await ex.wait(iid)
     await ex.stop()
 
 
@@ -166,8 +177,17 @@ async def test_updates_per_second_stay_under_the_cap_for_a_10k_node_run(frontend
     await ex.stop()
 
 
-def test_view_html_is_inert():
-    from lion_nb.notebook.live_html import failures_html, stats_html, title_html
+async def test_view_html_is_inert(frontend):
+    bad = "<script>alert(1)</script><img src=x onerror=alert(1)>"
+    ex = WorkflowExecutor()
+    await ex.start()
+
+    def boom(ctx):
+        raise ValueError(bad)
+
+    ex.add_handler(bad, boom)
+    view = RunView(ex)
+    await ex.run(WorkflowBuilder(bad).add_node(Node(bad)).build())
 
     class Scan(HTMLParser):
         tags: list[str] = []
@@ -177,11 +197,11 @@ def test_view_html_is_inert():
             assert not any(k.startswith("on") for k, _ in attrs)
 
     s = Scan()
-    bad = "<script>alert(1)</script><img src=x onerror=alert(1)>"
-    s.feed(title_html(bad, "failed", bad))
-    s.feed(failures_html([bad], {bad: "failed"}, {bad: 3}, {bad: bad}, 5, 1, bad))
-    s.feed(stats_html({"failed": 1}, 1.0))
+    for html in (view.title.value, view.failures.value, view.stats.value):
+        s.feed(html)
+    assert "failed" in view.failures.value
     assert "script" not in s.tags and "img" not in s.tags
+    await ex.stop()
 
 
 async def test_runview_links_the_dask_dashboard_when_a_runner_has_one():
@@ -197,3 +217,39 @@ async def test_runview_links_the_dask_dashboard_when_a_runner_has_one():
     view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
     assert 'href="http://127.0.0.1:8787/status?x=&lt;b&gt;"' in view.dashboard.value
     assert RunView(WorkflowExecutor(), picture=False).dashboard is None
+
+
+async def test_a_finished_view_leaves_a_static_snapshot_in_the_notebook(frontend, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+
+    shell = InteractiveShell.instance()
+    published = []
+    monkeypatch.setattr(shell.display_pub, "publish",
+                        lambda data, metadata=None, transient=None, update=False, **kw:
+                        published.append((data, (transient or {}).get("display_id"), update)))
+    ex = await executor_for(fail=True)
+    view = RunView(ex)
+    display(view)
+    first, display_id, update = published[0]
+    assert display_id and not update
+    assert "application/vnd.jupyter.widget-view+json" in first and "text/html" in first
+    result = await ex.run(etl(True))
+    await view.drawn()
+    data, same_id, update = published[-1]
+    assert same_id == display_id and update  # the widget's output is replaced in place ...
+    assert set(data) == {"text/html", "text/plain"}  # ... by HTML that needs no kernel
+    html = data["text/html"]
+    assert "failed" in html and f"{len(result.definition.nodes)}/" in html and "<svg" in html
+
+    class Tags(HTMLParser):
+        seen: list[tuple[str, list]] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.seen.append((tag, attrs))
+
+    tags = Tags()
+    tags.feed(html)
+    assert not [t for t, attrs in tags.seen
+                if t in ("script", "img") or any(k.startswith("on") for k, _ in attrs)]
+    await ex.stop()

@@ -20,7 +20,7 @@ from lion_nb.notebook import (
     scheduler_decisions_frame,
     scheduler_statistics_frame,
 )
-from lion_nb.notebook.scheduler_view import SchedulerDecision
+from lion_nb.notebook import SchedulerDecision
 from lion_nb.patterns import (
     Event,
     EventBroker,

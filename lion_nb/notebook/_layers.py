@@ -12,8 +12,9 @@ import weakref
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
-from .style import ERROR_STATES, STATE_ORDER, STATE_STYLE, style_for, states_present
-from .text import dot_label
+from ._digraph import new_digraph
+from ._style import ERROR_STATES, STATE_ORDER, STATE_STYLE, style_for
+from ._text import dot_label
 
 if TYPE_CHECKING:
     import graphviz
@@ -94,14 +95,12 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
     """The collapsed Digraph: one box per band of layers, edges between bands with counts."""
     from graphviz import nohtml
 
-    from .dot import add_legend, new_digraph
 
     shape = _shape(definition, max_bands)
     g = new_digraph(f"{title} ({len(definition.nodes):,} nodes, "
                     f"{len(definition.edges):,} edges; collapsed by layer, full=True for all)",
                     rankdir)
     nodes = definition.nodes
-    all_states: list[str] = []
     for b, idx in enumerate(shape.members):
         lo, hi = b * shape.per_band, min(shape.depth, (b + 1) * shape.per_band) - 1
         head = f"layer {lo}" if lo == hi else f"layers {lo}–{hi}"
@@ -116,7 +115,6 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
                 if s is not None:
                     counts[str(getattr(s, "value", s))] += 1
         if counts:
-            all_states.extend(counts)
             parts = [f"{STATE_STYLE[s].glyph} {s} {counts[s]:,}" for s in STATE_ORDER
                      if counts.get(s)]
             lines.append(dot_label(" · ".join(parts), 200))
@@ -129,7 +127,4 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
         if cond:
             attrs["style"] = "dashed"
         g.edge(f"b{s}", f"b{t}", **attrs)
-    present = states_present(all_states)
-    if present:
-        add_legend(g, present)
     return g

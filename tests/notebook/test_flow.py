@@ -9,10 +9,11 @@ import textwrap
 import pytest
 
 from lion_nb.engine import WorkflowExecutor
-from lion_nb.errors import CycleError, DefinitionError, LionError, UnknownNodeError
+from lion_nb.errors import (CycleError, DefinitionError, LionError, UnknownNodeError,
+                            WorkflowFailedError)
 from lion_nb.model import Node, WorkflowBuilder
-from lion_nb.notebook.flow import Flow
-from lion_nb.notebook.tables import attempts_frame
+from lion_nb.notebook import Flow
+from lion_nb.notebook import attempts_frame
 
 
 def etl_flow() -> Flow:
@@ -97,6 +98,34 @@ def test_mistakes_are_reported_at_the_decorator():
     with pytest.raises(DefinitionError):
         Flow("")
     assert CycleError  # cycles cannot be declared: steps only point backwards
+    with pytest.raises(DefinitionError, match="decorates a function"):
+        flow.step(42)
+
+
+def test_declaring_steps_does_not_rebuild_the_definition():
+    flow = Flow("many")
+    previous = None
+    for i in range(300):
+        flow.step(lambda ctx: None, name=f"s{i}", after=previous)
+        previous = f"s{i}"
+    definition = flow.definition
+    assert len(definition) == 300 and flow.definition is definition  # built once
+    flow.step(lambda ctx: None, name="tail", after=previous)
+    assert flow.definition is not definition and len(flow.definition) == 301
+
+
+async def test_a_flow_run_records_history_once_and_check_raises_its_error():
+    flow = Flow("fails")
+
+    @flow.step
+    def boom(ctx):
+        raise ValueError("no")
+
+    with pytest.raises(WorkflowFailedError):
+        await flow.run(check=True)
+    ex = await flow.executor()
+    assert len(flow.history.records) == 1
+    assert ex.history.records == []  # the executor the Flow owns does not record twice
 
 
 def test_run_sync_works_in_a_plain_script_twice():
@@ -143,7 +172,7 @@ def test_sync_helpers_work_inside_a_running_loop():
             return 1
 
         async def main():
-            from lion_nb.notebook.loop import nesting_applied
+            from lion_nb.notebook import nesting_applied
             assert not nesting_applied()
             async def seven():
                 await asyncio.sleep(0)
@@ -160,3 +189,22 @@ def test_sync_helpers_work_inside_a_running_loop():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+async def test_a_failed_run_renders_the_handlers_line_first_in_ipython():
+    flow = Flow("etl")
+
+    @flow.step
+    def parse(ctx):
+        rows = ["1", "x"]
+        return [int(r) for r in rows]  # the user's line
+
+    with pytest.raises(WorkflowFailedError) as info:
+        await flow.run(check=True)
+    lines = info.value._render_traceback_()  # what IPython shows for it
+    text = "\n".join(lines)
+    assert lines[0].startswith("WorkflowFailedError: ") and "'parse'" in lines[0]
+    assert "node 'parse' raised ValueError: invalid literal for int()" in text
+    assert "in parse" in text and "the user's line" in text
+    assert "lion_nb" not in text.replace("lion_nb.errors", "")  # no engine frames
+    assert "asyncio" not in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["clean", "truncate", "dot_label", "html_text", "LABEL_LIMIT"]
+__all__ = ["LABEL_LIMIT", "clean", "counted", "dot_label", "html_text", "truncate"]
 
 #: Longest label shown in a picture; the rest is replaced by a visible marker.
 LABEL_LIMIT = 60
@@ -57,3 +57,8 @@ def html_text(text: object, limit: int | None = None) -> str:
     """Text escaped for HTML element content and quoted attributes."""
     s = clean(text) if limit is None else truncate(text, limit)
     return html.escape(s, quote=True)
+
+
+def counted(n: int, noun: str) -> str:
+    """``"1 node"``, ``"2 nodes"``, ``"1,000 nodes"``: a count with its noun."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

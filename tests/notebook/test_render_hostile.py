@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from lion_nb import _display
 from lion_nb.model import Node, WorkflowBuilder
 import lion_nb.notebook  # noqa: F401  (registers the display renderers)
-from lion_nb.notebook import render as render_mod
-from lion_nb.notebook.display import picture
-from lion_nb.notebook.tables import attempts_frame
-from lion_nb.notebook.timeline import timeline
+import lion_nb.notebook as nb
+from lion_nb.notebook import STATE_STYLE, picture
+from lion_nb.notebook import attempts_frame
+from lion_nb.notebook import timeline
 
 HOSTILE = [
     'say "hi"', "back\\slash", "trailing\\", "\\N\\G\\l", "<b>bold</b>",
@@ -110,7 +109,7 @@ class StandInInstance:
     _display_kind = "instance"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return _display.mimebundle(self, include, exclude)
+        return picture(self)._repr_mimebundle_(include, exclude)
 
 
 STATES = ["succeeded", "failed", "skipped", "upstream_failed", "running", "retrying", "queued",
@@ -143,7 +142,12 @@ def test_hostile_instance_renders_with_legend_of_present_states_only():
     model_nodes = [t for t in s.node_titles if re.fullmatch(r"n\d+", t)]
     assert len(model_nodes) == len(inst.definition.nodes)
     assert s.edge_count == len(inst.definition.edges)
-    assert "legend" in s.node_titles
+    # The legend is drawn under the layout, not in it: no legend node, colour swatches.
+    assert "legend" not in s.node_titles and 'class="lion-nb-legend"' in pic.svg
+    legend = pic.svg[pic.svg.index('class="lion-nb-legend"'):]
+    for state in {str(getattr(v, "value", v)) for v in inst.node_states.values()}:
+        assert f"{STATE_STYLE[state].glyph} {state}</text>" in legend
+        assert f'fill="{STATE_STYLE[state].fill}"' in legend
     assert "compensating" not in pic.svg  # not present, so not in the legend
 
 
@@ -158,12 +162,11 @@ def test_user_text_never_becomes_a_node_id_port_or_html_label():
     dot = picture(hostile_definition()).dot
     for line in dot.splitlines()[4:]:
         line = line.strip()
-        if line.startswith(("n", "legend")) and "->" not in line.split("[")[0]:
-            assert re.match(r"(n\d+|legend) \[", line), line
+        if line.startswith("n") and "->" not in line.split("[")[0]:
+            assert re.match(r"n\d+ \[", line), line
         elif "->" in line:
             assert re.match(r"n\d+ -> n\d+( \[|$)", line), line
-    # Only the legend (our own text) is an HTML-like label.
-    assert dot.count("label=<") == 0 and dot.count("label=<<table") <= 1
+    assert "label=<" not in dot  # no HTML-like label at all
 
 
 def test_mimebundles_of_definition_and_instance_are_inert():
@@ -174,9 +177,17 @@ def test_mimebundles_of_definition_and_instance_are_inert():
         assert "\x00" not in bundle["text/plain"]
 
 
-def test_fallback_html_is_escaped_when_no_renderer_works(monkeypatch):
-    monkeypatch.setattr(render_mod, "RENDERERS", {})
-    render_mod.clear_cache()
+@pytest.fixture
+def no_renderer():
+    saved = dict(nb.RENDERERS)  # in order: the order is the order renderers are tried
+    nb.RENDERERS.clear()
+    nb.clear_picture_cache()
+    yield
+    nb.RENDERERS.update(saved)
+    nb.clear_picture_cache()
+
+
+def test_fallback_html_is_escaped_when_no_renderer_works(no_renderer):
     for obj in (hostile_definition(), hostile_instance()):
         bundle = obj._repr_mimebundle_()
         assert "image/svg+xml" not in bundle
@@ -229,9 +240,8 @@ def test_each_hostile_name_alone_renders(name):
 def hostile_saga():
     import time as _time
 
-    from lion_nb.patterns import SagaDefinitionBuilder, SagaStep
-    from lion_nb.patterns._saga_instance import SagaInstance
-    from lion_nb.patterns._saga_model import SagaStatus, StepStatus
+    from lion_nb.patterns import (SagaDefinitionBuilder, SagaInstance, SagaStatus, SagaStep,
+                                  StepStatus)
 
     b = SagaDefinitionBuilder("hostile", "<script>saga</script> \"x\" \\")
     names = HOSTILE[:12]
