@@ -4,6 +4,7 @@ Every branch also subclasses the builtin a Python user would naturally catch,
 and keeps the culprit (node, edge, topic, step, capability) as attributes::
 
     LionError
+    ├── ConfigError (ValueError)              .field: a configuration value is bad
     ├── DefinitionError (ValueError)          malformed workflow definitions
     │   ├── CycleError                        .cycle: list of node names
     │   ├── DuplicateIdError                  .id
@@ -45,6 +46,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── SagaNotFoundError (KeyError)      .saga
     │   ├── SagaStateError                    .saga, .state
     │   ├── SagaReplyError                    .step
+    │   ├── SagaServiceError                  .step, .service: the service failed it
     │   └── SagaStepTimeoutError (TimeoutError) .step
     └── SecurityError (PermissionError)
         ├── CapabilityDeniedError             .capability, .node
@@ -61,7 +63,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "LionError",
+    "LionError", "ConfigError",
     "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
     "ConditionError", "SerializationError",
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
@@ -75,7 +77,7 @@ __all__ = [
     "EventError", "TopicError", "SubscriberError", "AckError", "SubscriberFullError",
     "BrokerClosedError",
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
-    "SagaReplyError", "SagaStepTimeoutError",
+    "SagaReplyError", "SagaServiceError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
 ]
@@ -88,6 +90,10 @@ class LionError(Exception):
         super().__init__(message)
         for key, value in culprits.items():
             setattr(self, key, value)
+
+
+class ConfigError(LionError, ValueError):
+    """A configuration object got a bad value; ``.field`` names it."""
 
 
 # --- definitions -----------------------------------------------------------
@@ -275,8 +281,12 @@ class SagaReplyError(SagaError):
     """A service replied with malformed data."""
 
 
+class SagaServiceError(SagaError):
+    """A saga step's service reported a failure; the message is the service's own text."""
+
+
 class SagaStepTimeoutError(SagaError, TimeoutError):
-    """A saga step's service did not reply in time."""
+    """A saga step's service did not reply in time; ``.step`` and ``.timeout`` say which."""
 
 
 # --- security --------------------------------------------------------------
