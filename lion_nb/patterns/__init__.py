@@ -17,8 +17,8 @@ from .events import (
 )
 from .saga import (
     COMMAND_TOPIC_PREFIX, REPLY_TOPIC_PREFIX, SagaCommand, SagaDefinition, SagaDefinitionBuilder,
-    SagaInstance, SagaManager, SagaManagerConfig, SagaService, SagaStatistics, SagaStatus,
-    SagaStep, StepState, StepStatus, command_topic, reply_topic,
+    SagaInstance, SagaKey, SagaManager, SagaManagerConfig, SagaService, SagaStatistics,
+    SagaStatus, SagaStep, StepState, StepStatus, command_topic, reply_topic,
 )
 
 from .triggers import WorkflowTrigger, connect_broker
@@ -32,7 +32,7 @@ __all__ = [
     "EventStore", "InMemoryEventStore", "SqliteEventStore", "TopicPattern",
     # sagas
     "SagaManager", "SagaManagerConfig", "SagaDefinition", "SagaDefinitionBuilder", "SagaStep",
-    "SagaInstance", "StepState", "SagaStatus", "StepStatus", "SagaCommand", "SagaService",
-    "SagaStatistics", "command_topic", "reply_topic", "COMMAND_TOPIC_PREFIX",
+    "SagaInstance", "SagaKey", "StepState", "SagaStatus", "StepStatus", "SagaCommand",
+    "SagaService", "SagaStatistics", "command_topic", "reply_topic", "COMMAND_TOPIC_PREFIX",
     "REPLY_TOPIC_PREFIX",
 ]

@@ -19,13 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lion_nb.patterns import (  # noqa: E402
-    EventBroker, RetryBackoff, SagaManager, SagaManagerConfig, SqliteEventStore,
+    EventBroker, RetryBackoff, SagaKey, SagaManager, SagaManagerConfig, SqliteEventStore,
 )
 from lion_nb.state import SqliteStorage  # noqa: E402
 
-from saga_helpers import chain  # noqa: E402
+from saga.helpers import chain  # noqa: E402
 
 STEPS = 4
+KEY = SagaKey(b"a test key that is 32 bytes long")
 
 
 def say(*words: str) -> None:
@@ -41,13 +42,15 @@ def build(db: str, dispatch: str) -> tuple[SagaManager, EventBroker]:
         broker.with_event_store(SqliteEventStore(db + ".events"))
     config = SagaManagerConfig(name="crashy", step_timeout=60, compensation_timeout=60,
                                compensation_backoff=RetryBackoff(0.0))
-    return SagaManager(broker, config, storage=SqliteStorage(db)), broker
+    # One key for the killed manager and the resuming one: replies and commands in flight
+    # across the crash stay valid.
+    return SagaManager(broker, config, storage=SqliteStorage(db), key=KEY), broker
 
 
 def handler_for(mode: str, report):
     """A service handler that reports each call and fails the last step in compensate mode."""
     async def handler(cmd):
-        await asyncio.sleep(0.002)        # real work takes time: the kill lands mid-saga
+        await asyncio.sleep(0.05)         # real work takes time: the kill lands mid-saga
         report(cmd)
         if mode == "compensate" and cmd.kind == "step" and cmd.step_id == f"s{STEPS}":
             raise RuntimeError("payment declined")
