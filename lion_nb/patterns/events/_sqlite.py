@@ -34,7 +34,7 @@ import sqlite3
 import weakref
 from typing import Any, Callable, Sequence
 
-from ...errors import EventCorruptError, EventError, StorageError
+from ...errors import ConfigError, EventCorruptError, EventError, StorageError
 from ...state._worker import Worker
 from ._model import Event
 from ._store import (
@@ -117,6 +117,12 @@ class SqliteEventStore(EventStore):
 
     def __init__(self, path: str | Any, *, max_batch: int = 1024,
                  busy_timeout: float = 0.5) -> None:
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"SqliteEventStore: max_batch must be an int >= 1, got "
+                              f"{max_batch!r}", field="max_batch")
+        if not isinstance(busy_timeout, (int, float)) or not busy_timeout >= 0:
+            raise ConfigError(f"SqliteEventStore: busy_timeout must be >= 0 seconds, got "
+                              f"{busy_timeout!r}", field="busy_timeout")
         self.path = str(path)
         self.max_batch = max_batch
         self._queued: list[tuple[Callable[..., Any], tuple[Any, ...],
