@@ -309,9 +309,12 @@ class SqliteEventStore(EventStore):
         if self._drain is not None and not self._drain.done():
             await asyncio.gather(self._drain, return_exceptions=True)
         self._closed = True
+        self._finalizer.detach()
         if not self._worker.stopped:
-            await self._worker.call(int)  # let calls already queued finish first
-        self._finalizer()  # closes the connection on its own thread, then stops it
+            # On its own thread, after what is queued; awaited, so the file (and its
+            # exclusive lock) is released when close() returns.
+            await self._worker.call(self._conn.close)
+            self._worker.stop()
 
 
 def _wrap(exc: BaseException, path: str) -> BaseException:
