@@ -125,6 +125,9 @@ class SqliteEventStore(EventStore):
                               f"{busy_timeout!r}", field="busy_timeout")
         self.path = str(path)
         self.max_batch = max_batch
+        #: Tests set this to a callable that stops the process at a named step
+        #: ("before_commit", "after_commit"), on the writer thread.
+        self.step_hook: Callable[[str], None] | None = None
         self._queued: list[tuple[Callable[..., Any], tuple[Any, ...],
                                  asyncio.Future[Any]]] = []
         self._drain: asyncio.Task[None] | None = None
@@ -253,7 +256,12 @@ class SqliteEventStore(EventStore):
                     if not single:
                         conn.execute("RELEASE op")
                     outcomes.append((True, value))
+            hook = self.step_hook
+            if hook is not None:
+                hook("before_commit")
             conn.execute("COMMIT")
+            if hook is not None:
+                hook("after_commit")
         except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
