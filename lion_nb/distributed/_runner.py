@@ -287,9 +287,6 @@ def _tokens_of(ctx: Any, node: Any) -> tuple[str, ...]:
     """The instance's granted tokens as strings (they are verified again on the worker)."""
     tokens = getattr(ctx, "grant_tokens", None)
     if tokens is None:
-        grants = getattr(getattr(ctx, "_run", None), "grants", None)
-        tokens = getattr(grants, "tokens", None)
-    if tokens is None:
         if node.requires:
             # Without the tokens the worker could only deny: say so here, plainly.
             raise CapabilityDeniedError(
