@@ -380,3 +380,23 @@ def test_a_factory_resource_receives_the_checked_scope(authority):
                         node="n") == "handle confined to reports/q1"
     with pytest.raises(CapabilityDeniedError):
         resource_for(grants, registry, "files", "read", "secrets/x", node="n")
+
+
+# --- sealed documents (stored definitions and records) ----------------------------------
+
+@pytest.mark.parametrize("make", [lambda: Authority(KEY), Authority.generate_ed25519])
+def test_sealed_data_verifies_before_it_is_parsed(make):
+    authority = make()
+    blob = authority.seal(b'{"nodes": []}', purpose="definition")
+    assert authority.unseal(blob, purpose="definition") == b'{"nodes": []}'
+    if authority.public_key is not None:
+        verifier = Authority.from_public_key(authority.public_key)
+        assert verifier.unseal(blob, purpose="definition") == b'{"nodes": []}'
+    tampered = blob.replace(b"[]", b"[1]")
+    for bad in (tampered, b'{"nodes": []}', blob[:20], b"lion-sealed1 x y\n{}"):
+        with pytest.raises(SecurityError):
+            authority.unseal(bad, purpose="definition")
+    with pytest.raises(SecurityError, match="does not verify"):
+        authority.unseal(blob, purpose="record")  # signed for another use
+    with pytest.raises(SecurityError, match="does not verify"):
+        Authority(b"o" * 32).unseal(blob, purpose="definition")
