@@ -400,3 +400,29 @@ def test_sealed_data_verifies_before_it_is_parsed(make):
         authority.unseal(blob, purpose="record")  # signed for another use
     with pytest.raises(SecurityError, match="does not verify"):
         Authority(b"o" * 32).unseal(blob, purpose="definition")
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda kids: st.lists(kids, max_size=4)
+                     | st.dictionaries(st.sampled_from(["id", "a", "s", "c", "exp", "inst", "tag",
+                                                        "run", "x"]), kids, max_size=5),
+                     max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(caveat=st.dictionaries(st.sampled_from(["id", "a", "s", "c", "exp", "inst", "tag", "run"]),
+                              _json, max_size=6))
+def test_any_holder_appended_caveat_is_refused_or_narrows_and_is_audited(caveat):
+    authority = Authority(KEY)
+    token = authority.mint("db:read,write:orders/*", expires_in=100)
+    try:
+        text = append_raw(token, json.dumps(caveat, allow_nan=True).encode())
+    except (TypeError, ValueError):
+        return
+    try:
+        out = authority.verify(text)
+    except TokenError:
+        assert authority.audit()[-1][1:3] == ("verify", "deny")
+        return
+    assert token.capability.covers(out.capability)
+    assert out.expires_at is not None and out.expires_at <= token.expires_at
