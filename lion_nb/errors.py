@@ -4,6 +4,7 @@ Every branch also subclasses the builtin a Python user would naturally catch,
 and keeps the culprit (node, edge, topic, step, capability) as attributes::
 
     LionError
+    ├── ConfigError (ValueError)              .field: an invalid configuration value
     ├── DefinitionError (ValueError)          malformed workflow definitions
     │   ├── CycleError                        .cycle: list of node names
     │   ├── DuplicateIdError                  .id
@@ -30,7 +31,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── DefinitionChangedError            .instance_id
     │   └── LeaseError                        .instance_id, .owner
     ├── SchedulerError
-    │   ├── SchedulerConfigError (ValueError) .field
+    │   ├── SchedulerConfigError (ConfigError) .field
     │   ├── QueueFullError                    .capacity
     │   ├── SchedulerClosedError
     │   └── DeadlineMissedError               .task
@@ -61,7 +62,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "LionError",
+    "LionError", "ConfigError",
     "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
     "ConditionError", "SerializationError",
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
@@ -88,6 +89,10 @@ class LionError(Exception):
         super().__init__(message)
         for key, value in culprits.items():
             setattr(self, key, value)
+
+
+class ConfigError(LionError, ValueError):
+    """A configuration object got an invalid value; ``.field`` names it."""
 
 
 # --- definitions -----------------------------------------------------------
@@ -208,7 +213,7 @@ class SchedulerError(LionError):
     """The scheduler refused a request."""
 
 
-class SchedulerConfigError(SchedulerError, ValueError):
+class SchedulerConfigError(SchedulerError, ConfigError):
     """A scheduler setting is invalid (unknown policy, limit <= 0); ``.field`` names it."""
 
 
