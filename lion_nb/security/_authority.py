@@ -238,7 +238,7 @@ class Authority:
                              f"{repr(instance_id)[:60]}", instance_id=instance_id)
         if isinstance(tokens, (str, Token)):
             tokens = (tokens,)
-        checked = [self._grantable(t, instance_id, holder) for t in tokens]
+        checked = [self._grantable(t, instance_id, holder, run_id) for t in tokens]
         bound = []
         for tok in checked:
             if tok.instance_id == instance_id and run_id in (None, tok.run_id):
@@ -249,7 +249,8 @@ class Authority:
                                        reason=f"from {tok.token_id}"))
         return GrantSet(self, instance_id, bound, holder=holder)
 
-    def _grantable(self, token: Token | str, instance_id: str, holder: str | None) -> Token:
+    def _grantable(self, token: Token | str, instance_id: str, holder: str | None,
+                   run_id: str | None) -> Token:
         try:
             tok = self.verify(token)
         except TokenError as exc:
@@ -260,6 +261,10 @@ class Authority:
         if tok.instance_id not in (None, instance_id):
             problem = (f"token {tok.token_id} is bound to instance {tok.instance_id!r}; "
                        f"it cannot be granted to {instance_id!r}")
+        elif tok.run_id is not None and tok.instance_id == instance_id \
+                and run_id is not None and tok.run_id != run_id:
+            problem = (f"token {tok.token_id} was granted to another run of instance "
+                       f"{clip(instance_id, 60)!r}; a new run needs its own grants")
         elif holder is not None and tok.holder not in (None, holder):
             problem = f"token {tok.token_id} was minted for {tok.holder!r}, not {holder!r}"
         if problem:

@@ -128,3 +128,63 @@ def test_registering_a_resource_twice_is_an_error():
     ex.resources.register("db", object())
     with pytest.raises(ResourceError):
         ex.resources.register("db", object())
+
+
+# --- issue 15, engine side ---------------------------------------------------------------
+
+async def test_any_exception_in_the_gate_is_an_audited_denial_and_ends_the_node(
+        secured, monkeypatch):
+    ex, authority, db, _ = secured
+    from lion_nb.security import GrantSet
+
+    def explode(self, requirement, *, node):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(GrantSet, "check", explode)
+    node = Node("SaveOrder", handler="save", requires=["db:write:orders/*"])
+    result = await ex.run(wf(node), grants=[authority.mint("db:write:orders/*")])
+    assert result.node_states["SaveOrder"] is NodeState.FAILED and db.rows == []
+    err = result.exceptions["SaveOrder"].__cause__
+    assert isinstance(err, CapabilityDeniedError) and err.node == "SaveOrder"
+    assert "RecursionError" in str(err)
+    last = [r for r in authority.audit() if r.decision == "deny"][-1]
+    assert (last.node, last.capability) == ("SaveOrder", "db:write:orders/*")
+
+
+async def test_grant_tokens_are_narrowed_to_the_node_and_empty_without_requires(secured):
+    ex, authority, _, clock = secured
+    seen = {}
+
+    async def grab(ctx):
+        seen[ctx.node_name] = ctx.grant_tokens
+
+    ex.add_handler("grab", grab)
+    reader = Node("Reader", handler="grab", requires=["db:read:orders/1"])
+    plain = Node("Plain", handler="grab")
+    token = authority.mint("db:read,write,delete:orders/*")
+    await ex.run(wf(reader, plain), grants=[token])
+    assert seen["Plain"] == ()
+    (text,) = seen["Reader"]
+    shipped = authority.verify(text)
+    assert str(shipped.capability) == "db:read:orders/1"
+    assert shipped.expires_at is not None and shipped.expires_at <= clock.time() + 300
+
+
+async def test_tokens_of_one_run_are_refused_for_a_later_workflow_under_the_same_id(secured):
+    ex, authority, _, _ = secured
+    stolen = {}
+
+    async def grab(ctx):
+        stolen["tokens"] = ctx.grant_tokens
+
+    ex.add_handler("grab", grab)
+    first = Node("Reader", handler="grab", requires=["db:read:orders/1"])
+    await ex.run(wf(first), grants=[authority.mint("db:read:orders/*")], instance_id="inst-x")
+    assert authority.verify(stolen["tokens"][0]).run_id  # bound to that run
+    other = WorkflowBuilder("other").add_node(
+        Node("Reader", handler="grab", requires=["db:read:orders/1"])).build()
+    later = WorkflowExecutor(config=ExecutorConfig(authority=authority))  # e.g. after a restart
+    later.add_handler("grab", grab)
+    async with later:
+        with pytest.raises(CapabilityDeniedError, match="another run"):
+            await later.run(other, grants=list(stolen["tokens"]), instance_id="inst-x")

@@ -426,3 +426,14 @@ def test_any_holder_appended_caveat_is_refused_or_narrows_and_is_audited(caveat)
         return
     assert token.capability.covers(out.capability)
     assert out.expires_at is not None and out.expires_at <= token.expires_at
+
+
+def test_tokens_of_one_run_cannot_be_granted_to_a_later_run_under_the_same_id(authority):
+    first = authority.grant([authority.mint("db:read:*")], instance_id="inst-1",
+                            run_id="nonce-1").tokens
+    with pytest.raises(CapabilityDeniedError, match="another run"):
+        authority.grant(first, instance_id="inst-1", run_id="nonce-2")
+    with pytest.raises(TokenError, match="later run"):
+        authority.bind(first[0], "inst-1", run_id="nonce-2")
+    # A child instance (sub-workflow) may get its own run.
+    assert authority.bind(first[0], "inst-1.sub", run_id="nonce-3").run_id == "nonce-3"
