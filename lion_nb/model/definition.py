@@ -15,6 +15,8 @@ from .node import Edge, Node, _node_id
 
 __all__ = ["WorkflowDefinition", "WorkflowBuilder"]
 
+_SIGNED_PURPOSE = "workflow-definition"
+
 
 class WorkflowDefinition:
     """An immutable, validated DAG of nodes and edges; build it with WorkflowBuilder.
@@ -122,14 +124,26 @@ class WorkflowDefinition:
         from .serialize import definition_from_dict
         return definition_from_dict(document)
 
-    def to_json(self, **kwargs: Any) -> str:
-        """``to_dict()`` as a JSON string."""
-        return json.dumps(self.to_dict(), **kwargs)
+    def to_json(self, *, sign: Any = None, **kwargs: Any) -> str:
+        """``to_dict()`` as a JSON string; ``sign=authority`` puts a signature line first."""
+        text = json.dumps(self.to_dict(), **kwargs)
+        if sign is None:
+            return text
+        return str(sign.seal(text.encode(), purpose=_SIGNED_PURPOSE).decode())
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "WorkflowDefinition":
-        """Parse a JSON document made by ``to_json``."""
+    def from_json(cls, text: str | bytes, *, verify: Any = None) -> "WorkflowDefinition":
+        """Parse a JSON document made by ``to_json``.
+
+        ``verify=authority`` first checks the signature ``to_json(sign=...)``
+        wrote, over the raw bytes, and refuses (SecurityError) an unsigned or
+        altered file before any of it is parsed: a file that decides which
+        checks run (``requires``, ``handler``, ``ceiling``) must not be edited.
+        """
         from .serialize import definition_from_json
+        if verify is not None:
+            raw = text.encode() if isinstance(text, str) else bytes(text)
+            text = verify.unseal(raw, purpose=_SIGNED_PURPOSE)
         return definition_from_json(text)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:

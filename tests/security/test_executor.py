@@ -188,3 +188,22 @@ async def test_tokens_of_one_run_are_refused_for_a_later_workflow_under_the_same
     async with later:
         with pytest.raises(CapabilityDeniedError, match="another run"):
             await later.run(other, grants=list(stolen["tokens"]), instance_id="inst-x")
+
+
+# --- signed definition files ------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [Authority.generate, Authority.generate_ed25519])
+def test_signed_definition_files_refuse_tampering_before_parsing(make):
+    import json as _json
+    from lion_nb.model import WorkflowDefinition
+    authority = make()
+    definition = wf(Node("SaveOrder", handler="save", requires=["db:write:orders/*"]))
+    text = definition.to_json(sign=authority)
+    assert WorkflowDefinition.from_json(text, verify=authority).fingerprint() == \
+        definition.fingerprint()
+    head, body = text.split("\n", 1)
+    doc = _json.loads(body)
+    doc["nodes"][0]["requires"] = []        # drop the check a privileged node needs
+    for tampered in (head + "\n" + _json.dumps(doc), definition.to_json()):
+        with pytest.raises(SecurityError):
+            WorkflowDefinition.from_json(tampered, verify=authority)
