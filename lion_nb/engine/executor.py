@@ -165,7 +165,8 @@ class WorkflowExecutor:
                 self.spawn(run.cancel(reason=str(error)))
         store = InstanceStore(self._durable_storage(), instance_id, owner=self._owner,
                               ttl=self.config.lease_ttl, clock=self.scheduler.clock,
-                              observe=self.observe, on_lost=lost)
+                              observe=self.observe, on_lost=lost,
+                              authority=self.config.authority)
         return store
 
     def _durable_storage(self) -> Any:

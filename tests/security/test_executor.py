@@ -207,3 +207,55 @@ def test_signed_definition_files_refuse_tampering_before_parsing(make):
     for tampered in (head + "\n" + _json.dumps(doc), definition.to_json()):
         with pytest.raises(SecurityError):
             WorkflowDefinition.from_json(tampered, verify=authority)
+
+
+# --- keyed MACs on durable records ------------------------------------------------------
+
+async def test_resume_refuses_a_forged_committed_output_when_an_authority_is_set(tmp_path):
+    import asyncio
+
+    from lion_nb.errors import CheckpointCorruptError
+    from lion_nb.state import SqliteStorage, StateMachineManager
+
+    authority = Authority.generate()
+    gate = asyncio.Event()
+
+    async def load(ctx):
+        return {"total": 10}
+
+    async def wait(ctx):
+        await gate.wait()
+        return ctx.results["Load"]["total"]
+
+    def executor(storage):
+        ex = WorkflowExecutor(state_manager=StateMachineManager(storage),
+                              config=ExecutorConfig(authority=authority))
+        ex.add_handler("load", load)
+        ex.add_handler("wait", wait)
+        return ex
+
+    load_n, pay_n = Node("Load", handler="load"), Node("Pay", handler="wait")
+    definition = WorkflowBuilder("pay").add_nodes(load_n, pay_n).connect(load_n, pay_n).build()
+    storage = SqliteStorage(tmp_path / "db.sqlite")
+    first = executor(storage)
+    async with first:
+        iid = await first.execute_workflow(definition)
+        while first.snapshot(iid).node_states["Load"] is not NodeState.SUCCEEDED:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # let the commit land
+    # Stopped mid-run: resumable. Someone with write access forges Load's output; the
+    # storage's own checksum is recomputed on write, so only the keyed MAC can tell.
+    keys = [k for k in await storage.keys("nodes/") if k.startswith(f"nodes/{iid}/")]
+    record = await storage.get(keys[0])
+    forged = dict(record, output={"total": 10_000})
+    await storage.put(keys[0], forged)
+    gate.set()
+    second = executor(storage)
+    async with second:
+        with pytest.raises(CheckpointCorruptError, match="keyed MAC"):
+            await second.resume(iid)
+        await storage.put(keys[0], record)  # the genuine record resumes fine
+        await second.resume(iid)
+        result = await second.wait(iid)
+        assert result.results["Pay"] == 10
+    await storage.close()
