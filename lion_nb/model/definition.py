@@ -49,6 +49,7 @@ class WorkflowDefinition:
             inc[self.edge_target[k]].append(k)
         self.out_edges = tuple(tuple(x) for x in out)
         self.in_edges = tuple(tuple(x) for x in inc)
+        self._fingerprint: str | None = None  # computed once: the definition is immutable
 
     # --- navigation ----------------------------------------------------------
 
@@ -103,13 +104,16 @@ class WorkflowDefinition:
 
     def fingerprint(self) -> str:
         """SHA-256 of the structure (names, handlers, edges, conditions): what resume compares."""
+        if self._fingerprint is not None:
+            return self._fingerprint
         shape = {
             "nodes": [[n.name, n.handler, n.trigger_rule.value] for n in self.nodes],
             "edges": [[self.nodes[s].name, self.nodes[t].name,
                        e.condition.label if e.condition else None]
                       for e, s, t in zip(self.edges, self.edge_source, self.edge_target)],
         }
-        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        self._fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        return self._fingerprint
 
     # --- serialization and display --------------------------------------------
 
