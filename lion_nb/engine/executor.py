@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 
@@ -12,7 +13,9 @@ from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFou
 from ..model.definition import WorkflowDefinition
 from ..model.ids import InstanceId
 from ..model.node import Node, Priority
-from ..security import GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers
+from ..security import (
+    AuditRecord, GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers,
+)
 from ..state.machine import InstanceState, StateMachineManager
 from ._env import RunEnv
 from ._executor_config import ExecutorConfig
@@ -159,7 +162,7 @@ class WorkflowExecutor:
         for n in nodes:
             rel = _per_node(deadlines, n, n.deadline)
             dls.append(None if rel is None else now + rel)
-        grant_set = self._grant(instance_id, grants)
+        grant_set = self._grant(instance_id, grants, definition)
         gate, resource_gate = self._security_gates(instance_id, grant_set)
         return InstanceRun(self._env, definition, instance_id, dict(inputs or {}), handlers,
                            flags, prios, dls, gate, resource_gate, grant_set)
@@ -171,7 +174,8 @@ class WorkflowExecutor:
                 self.spawn(run.cancel(reason=str(error)))
         store = InstanceStore(self._durable_storage(), instance_id, owner=self._owner,
                               ttl=self.config.lease_ttl, clock=self.scheduler.clock,
-                              observe=self.observe, on_lost=lost)
+                              observe=self.observe, on_lost=lost,
+                              authority=self.config.authority)
         return store
 
     def _durable_storage(self) -> Any:
@@ -345,15 +349,32 @@ class WorkflowExecutor:
             self.observe.emit(ExecEvent(K.CAPABILITY, record.time, record.instance_id,
                                         record.node, 0, record._asdict()))
 
-    def _grant(self, instance_id: str, grants: Iterable[Any] | None) -> GrantSet | None:
-        """Verify the tokens and bind them to this instance (None: no grants at all)."""
+    def _grant(self, instance_id: str, grants: Iterable[Any] | None,
+               definition: WorkflowDefinition) -> GrantSet | None:
+        """Verify the tokens and bind them to this run of this instance (None: no grants).
+
+        The binding names a nonce made here plus the definition's fingerprint, so a
+        later workflow started under the same instance id cannot reuse the tokens.
+        """
         if grants is None:
             return None
         authority = self.config.authority
         if authority is None:
             raise SecurityError("grants were given but the executor has no authority; "
                                 "use ExecutorConfig(authority=...)")
-        return authority.grant(list(grants), instance_id=instance_id)
+        run_id = f"{secrets.token_urlsafe(12)}.{definition.fingerprint()[:16]}"
+        return authority.grant(list(grants), instance_id=instance_id, run_id=run_id)
+
+    def _denial(self, instance_id: str, node: Node, exc: Exception) -> CapabilityDeniedError:
+        """A failed check turned into an audited denial naming the node."""
+        what = str(node.requires[0])[:200] if node.requires else None
+        reason = f"the check failed: {type(exc).__name__}: {str(exc)[:200]}"
+        authority = self.config.authority
+        if authority is not None:
+            authority.audit_log.record(AuditRecord(authority.clock.time(), "check", "deny", None,
+                                                   what, node.name, instance_id, None, reason))
+        return CapabilityDeniedError(f"node {node.name!r} of instance {instance_id}: {reason}",
+                                     capability=what, node=node.name)
 
     def _security_gates(self, instance_id: str, grant_set: GrantSet | None
                         ) -> tuple[Callable[..., None], Callable[..., Any]]:
@@ -368,8 +389,15 @@ class WorkflowExecutor:
         def gate(node: Node, run: Any) -> None:
             if grant_set is None:
                 raise no_grants(node, node.requires[0])
-            for req in node.requires:
-                grant_set.check(req, node=node.name)
+            try:
+                for req in node.requires:
+                    grant_set.check(req, node=node.name)
+            except SecurityError:
+                raise
+            except Exception as exc:
+                # Whatever a hostile requirement trips over, the node is denied (and
+                # the denial audited), never left running with a dead worker.
+                raise self._denial(instance_id, node, exc) from exc
 
         def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
             declared = [r for r in map(Requirement.parse, node.requires)
