@@ -65,7 +65,7 @@ class _Lost(Exception):
     """The connection died; ``.xid`` is the transaction whose COMMIT may have landed."""
 
     def __init__(self, cause: BaseException, xid: str | None, result: Any) -> None:
-        super().__init__(str(cause).strip())
+        super().__init__(_said(cause))
         self.cause, self.xid, self.result = cause, xid, result
 
 
@@ -79,6 +79,12 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _said(exc: BaseException) -> str:
+    """The server's message without the SQL excerpt that follows it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _where(dsn: str) -> str:
@@ -193,7 +199,7 @@ class PostgresStorage(Storage):
                 tcp_user_timeout=max(1000, int(self.connect_timeout * 1000)))
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL at {self.where}: "
-                               f"{str(exc).strip()}", key=None, path=self.where) from exc
+                               f"{_said(exc)}", key=None, path=self.where) from exc
         try:
             conn.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
             conn.commit()
@@ -400,14 +406,14 @@ class PostgresStorage(Storage):
 
     def _error(self, exc: psycopg.Error, key: str | None) -> StorageError:
         if isinstance(exc, pg_errors.InsufficientPrivilege):
-            text = (f"permission denied in PostgreSQL at {self.where}: {str(exc).strip()} "
+            text = (f"permission denied in PostgreSQL at {self.where}: {_said(exc)} "
                     f"(the role needs CREATE on the schema, or SELECT/INSERT/UPDATE/DELETE "
                     f"on lion_meta and lion_records)")
         elif isinstance(exc, pg_errors.LockNotAvailable):
             text = (f"PostgreSQL at {self.where}: a row stayed locked by another transaction "
                     f"for {self.lock_timeout:g}s (lock_timeout=)")
         else:
-            text = f"PostgreSQL at {self.where}: {str(exc).strip()}"
+            text = f"PostgreSQL at {self.where}: {_said(exc)}"
         return StorageError(text, key=key, path=self.where)
 
     def _step(self, name: str) -> None:

@@ -271,7 +271,7 @@ async def test_unclosed_storages_free_their_thread_when_collected(tmp_path):
         await s.put("a", {})
     del f, s
     gc.collect()
-    for _ in range(100):
+    for _ in range(500):  # threads end on their own schedule; a loaded machine is slow
         if len(lion_threads()) <= before:
             break
         await asyncio.sleep(0.01)
