@@ -178,6 +178,7 @@ class PostgresStorage(Storage):
         self._closed = True
         await self._worker.call(int)  # let calls already queued finish first
         self._finalizer()  # closes the connection on its own thread, then stops it
+        self._worker.join()  # the thread is gone when close() returns
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._closed:

@@ -162,6 +162,7 @@ class FileStorage(Storage):
         if not self._closed:
             await self._worker.call(self._close_sync)  # after calls already queued
             self._finalizer()  # closes the descriptors on the thread, then stops it
+            self._worker.join()  # the thread is gone when close() returns
 
     def _close_sync(self) -> None:
         with self._mutex:

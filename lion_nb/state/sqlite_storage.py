@@ -20,6 +20,7 @@ savepoints: one caller's refused fence does not fail the others.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import weakref
@@ -48,6 +49,14 @@ def _prefix_end(prefix: str) -> str | None:
             return prefix[:-1] + chr(c)
         prefix = prefix[:-1]
     return None
+
+
+def _close_db(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:  # another connection is reading: closing still checkpoints
+        pass
+    conn.close()
 
 
 class SqliteStorage(Storage):
@@ -81,7 +90,8 @@ class SqliteStorage(Storage):
             raise
         self.durable = self.path != ":memory:"
         # Dropped without close() (common in notebooks): still close it when collected.
-        self._finalizer = weakref.finalize(self, self._worker.stop, self._conn.close)
+        self._finalizer = weakref.finalize(self, self._worker.stop,
+                                           functools.partial(_close_db, self._conn))
 
     def __repr__(self) -> str:
         return f"SqliteStorage({self.path!r})"
@@ -148,7 +158,10 @@ class SqliteStorage(Storage):
         await self._group.drain()
         self._closed = True
         await self._worker.call(int)  # let calls already queued finish first
-        self._finalizer()  # closes the connection on its own thread, then stops it
+        self._finalizer()  # checkpoints and closes the connection on its thread, stops it
+        # Returns once the WAL is folded into the database file and the thread is gone,
+        # so a copy of the file taken right after close() holds everything.
+        self._worker.join()
 
     async def _commit_group(self, batches: list[_Batch]) -> list[Exception | None]:
         return await self._run(self._commit_sync, batches)

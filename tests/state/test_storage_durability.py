@@ -298,3 +298,31 @@ async def test_storage_files_are_owner_only(tmp_path):
     assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "files").iterdir()} == {
         ".lock": 0o600, "a.rec": 0o600, "b.rec": 0o600, "c.rec": 0o600}
     assert modes["state.db"] == 0o600 and set(modes.values()) == {0o600}, modes
+
+
+# --- close() means on disk (issue 14) -------------------------------------------------------
+
+async def test_a_copy_of_the_database_taken_right_after_close_holds_everything(tmp_path):
+    import shutil
+    import threading
+    for round_ in range(10):
+        path = tmp_path / f"r{round_}.db"
+        store = SqliteStorage(path)
+        await asyncio.gather(*(store.put(f"k/{i}", {"i": i}) for i in range(50)))
+        await store.close()
+        assert not any(t.name == f"lion-sqlite {path}" for t in threading.enumerate())
+        copy = tmp_path / f"copy{round_}.db"
+        shutil.copyfile(path, copy)  # the main file alone: no -wal beside it
+        reopened = SqliteStorage(copy)
+        try:
+            assert len(await reopened.keys("k/")) == 50
+        finally:
+            await reopened.close()
+
+
+async def test_file_storage_close_ends_its_thread(tmp_path):
+    import threading
+    store = FileStorage(tmp_path)
+    await store.put_many([("a", {}), ("b", {})])
+    await store.close()
+    assert not any(t.name == f"lion-files {tmp_path}" for t in threading.enumerate())
