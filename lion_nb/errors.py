@@ -4,6 +4,7 @@ Every branch also subclasses the builtin a Python user would naturally catch,
 and keeps the culprit (node, edge, topic, step, capability) as attributes::
 
     LionError
+    ├── ConfigError (ValueError)              .field: an invalid configuration value
     ├── DefinitionError (ValueError)          malformed workflow definitions
     │   ├── CycleError                        .cycle: list of node names
     │   ├── DuplicateIdError                  .id
@@ -22,7 +23,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
-    │   ├── StateConfigError (ValueError)     .field: bad storage/checkpoint settings
+    │   ├── StateConfigError (ConfigError)    .field: bad storage/checkpoint settings
     │   ├── StorageError (OSError)            .key
     │   ├── CheckpointError
     │   │   ├── CheckpointKindError (TypeError) .kind: no to_dict/from_dict, unknown kind
@@ -32,7 +33,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── DefinitionChangedError            .instance_id
     │   └── LeaseError                        .instance_id, .owner
     ├── SchedulerError
-    │   ├── SchedulerConfigError (ValueError) .field
+    │   ├── SchedulerConfigError (ConfigError) .field
     │   ├── QueueFullError                    .capacity
     │   ├── SchedulerClosedError
     │   └── DeadlineMissedError               .task
@@ -63,7 +64,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "LionError",
+    "LionError", "ConfigError",
     "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
     "ConditionError", "SerializationError",
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
@@ -90,6 +91,10 @@ class LionError(Exception):
         super().__init__(message)
         for key, value in culprits.items():
             setattr(self, key, value)
+
+
+class ConfigError(LionError, ValueError):
+    """A configuration object got an invalid value; ``.field`` names it."""
 
 
 # --- definitions -----------------------------------------------------------
@@ -173,7 +178,7 @@ class IllegalTransitionError(StateError):
     """A state machine refused a transition."""
 
 
-class StateConfigError(StateError, ValueError):
+class StateConfigError(StateError, ConfigError):
     """A storage or checkpoint setting is invalid; ``.field`` names it."""
 
 
@@ -218,7 +223,7 @@ class SchedulerError(LionError):
     """The scheduler refused a request."""
 
 
-class SchedulerConfigError(SchedulerError, ValueError):
+class SchedulerConfigError(SchedulerError, ConfigError):
     """A scheduler setting is invalid (unknown policy, limit <= 0); ``.field`` names it."""
 
 

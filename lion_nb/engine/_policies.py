@@ -22,7 +22,7 @@ class ScheduledTask:
 
     __slots__ = ("seq", "priority", "deadline", "level", "group", "resources", "runner",
                  "payload", "enqueued_at", "slice_start", "resume", "cancelled", "name",
-                 "instance_id", "missed", "worker", "queued_at")
+                 "instance_id", "missed", "worker")
 
     def __init__(self, runner: Callable[["ScheduledTask"], Any], payload: Any = None,
                  priority: int = Priority.NORMAL, deadline: float | None = None,
@@ -44,7 +44,6 @@ class ScheduledTask:
         self.cancelled = False
         self.missed = False
         self.worker: Any = None  # the asyncio Task running it (to interrupt it)
-        self.queued_at = 0.0  # wall clock, for history
 
     def __repr__(self) -> str:
         return f"ScheduledTask({self.name!r}, seq={self.seq}, priority={self.priority})"
@@ -59,7 +58,7 @@ class FifoQueue(deque):
 
     name = "fifo"
     push = deque.append
-    pop = deque.popleft  # type: ignore[assignment]
+    pop = deque.popleft
 
     def drain(self) -> list[ScheduledTask]:
         """Remove and return everything queued."""

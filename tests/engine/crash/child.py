@@ -2,7 +2,8 @@
 
     python child.py KIND STORE LOG GENERATION start|resume INSTANCE KILL
 
-KIND is ``sqlite``, ``file`` or ``postgres`` (STORE is then a DSN). KILL is ``none`` or ``MODE:K``: SIGKILL itself
+KIND is ``sqlite``, ``file`` or ``postgres`` (STORE is then a DSN). KILL is
+``none`` or ``MODE:K``: SIGKILL itself
 
 * ``before:K`` -- as the K-th ``put_many`` of this process is about to start;
 * ``inside:K`` -- at the K-th step hook of the backend (SQLite: transaction
@@ -24,9 +25,9 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/
 
-from crash.workflow import build, register  # noqa: E402
+from engine.crash.workflow import build, register  # noqa: E402
 from lion_nb.engine import WorkflowExecutor  # noqa: E402
 from lion_nb.errors import StateError  # noqa: E402
 from lion_nb.state import (  # noqa: E402
