@@ -62,6 +62,31 @@ class Storage(ABC):
         if rec is not None and rec.get("owner") == owner:
             await self.delete(key)
 
+    async def claim(self, prefix: str, owner: str, ttl: float,
+                    now: float) -> tuple[str, Record] | None:
+        """Take the first record under ``prefix`` whose lease is free: ``(key, record)`` or None.
+
+        Each record names its lease (``record["lease"]``, a key). Claiming takes
+        that lease for ``owner`` and deletes the record; two claimers never take
+        the same record. A claimer that dies in between leaves the record to be
+        claimed again once the lease expires. Backends may do it in one
+        transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``); this default uses
+        ``acquire_lease`` and a fenced delete, atomic on every backend.
+        """
+        for key in await self.keys(prefix):
+            record = await self.get(key)
+            lease = None if record is None else record.get("lease")
+            if not isinstance(lease, str):
+                continue
+            try:
+                await self.acquire_lease(lease, owner, ttl, now)
+                await self.put_many([], deletes=[key], fence=(lease, owner))
+            except LeaseError:
+                continue
+            assert record is not None
+            return key, record
+        return None
+
     async def close(self) -> None:
         """Release files and connections."""
 

@@ -163,3 +163,20 @@ def test_any_json_record_round_trips_under_any_key(kind, request):
 
     check()
     asyncio.run(store.close())
+
+
+async def test_claim_takes_each_queued_record_once_with_its_lease(storage):
+    for i in range(5):
+        await storage.put(f"queue/{i}", {"n": i, "lease": f"leases/{i}"})
+    await storage.put("queuex", {"lease": "leases/x"})  # not under the prefix
+    await storage.acquire_lease("leases/0", "other", ttl=10, now=0)  # live: skipped
+    claims = await asyncio.gather(*(storage.claim("queue/", f"w{j}", 10, 1) for j in range(8)))
+    taken = sorted(c[1]["n"] for c in claims if c is not None)
+    assert taken == [1, 2, 3, 4]
+    assert await storage.keys("queue/") == ["queue/0"]
+    owners = {(await storage.get(f"leases/{i}"))["owner"] for i in range(1, 5)}
+    assert len(owners) == 4  # every claimer that won holds its record's lease
+    assert await storage.claim("queue/", "w9", 10, 5) is None  # other's lease still live
+    key, record = await storage.claim("queue/", "w9", 10, 11)  # expired: claimable
+    assert key == "queue/0" and record["n"] == 0
+    assert await storage.claim("queue/", "w9", 10, 11) is None
