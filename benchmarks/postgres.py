@@ -1,6 +1,7 @@
 """Durable node commits on PostgreSQL next to bare psycopg writes, and worker throughput.
 
     python benchmarks/postgres.py [--n 2000] [--dsn postgresql://...] [--workers 1,2,4]
+                                  [--instances 400]
 
 Without ``--dsn`` a throwaway server is started from Debian's binaries
 (tests/pg_server.py) with ``fsync=on``: both sides pay a real WAL flush.
@@ -14,8 +15,9 @@ Without ``--dsn`` a throwaway server is started from Debian's binaries
 * Engine: a WorkflowExecutor run of ``--engine-n`` no-op nodes in 100 chains and in
   one chain; per-commit cost = (PostgreSQL run - in-memory run) / nodes, next to the
   same number of bare insert + commit of the run's own node records.
-* Workers: ``--workers`` processes each running 8-node instances against the same
-  database for ``--seconds``; instances/s in all.
+* Workers: ``--instances`` 8-node instances submitted, then claimed and run by
+  ``--workers`` processes (``python -m lion_nb worker``); instances/s until the
+  last one finished.
 
 Nothing is asserted: timings depend on the machine.
 """
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
+import signal
+import subprocess
 import os
 import statistics
 import sys
@@ -113,40 +116,43 @@ async def engine_level(new_dsn, n: int) -> list[tuple[str, float, float, str]]:
     return rows
 
 
-def _worker_process(dsn: str, seconds: float, out: "multiprocessing.Queue[int]") -> None:
-    async def main() -> int:
-        from lion_nb.engine import WorkflowExecutor
-        from lion_nb.state import StateMachineManager
-        storage = PostgresStorage(dsn)
+async def _noop(ctx):
+    return {"ok": True}
 
-        async def noop(ctx):
-            return {"ok": True}
 
-        executor = WorkflowExecutor(state_manager=StateMachineManager(storage))
-        executor.add_handler("noop", noop)
-        await executor.start()
-        workflow = chains_workflow(8, 2)
-        done, deadline = 0, time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            results = await asyncio.gather(*(executor.run(workflow) for _ in range(4)))
-            done += sum(r.succeeded for r in results)
-        await executor.stop()
+#: Handlers of the worker processes (``--handlers postgres:HANDLERS``).
+HANDLERS = {"noop": _noop}
+
+
+async def _submit_and_wait(dsn: str, instances: int, workers: int) -> float:
+    """Submit ``instances`` 8-node instances, let ``workers`` processes claim them; seconds."""
+    from lion_nb.engine import WorkflowExecutor
+    from lion_nb.state import StateMachineManager
+    storage = PostgresStorage(dsn)
+    submitter = WorkflowExecutor(state_manager=StateMachineManager(storage))
+    await submitter.start()
+    workflow = chains_workflow(8, 2)
+    ids = [await submitter.submit(workflow) for _ in range(instances)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+    procs = [subprocess.Popen([sys.executable, "-m", "lion_nb", "worker", "--storage", dsn,
+                               "--handlers", "postgres:HANDLERS"], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    try:
+        for p in procs:
+            p.stdout.readline()  # ready
+        t0 = time.perf_counter()
+        for iid in ids:
+            result = await submitter.wait(iid)
+            assert result.succeeded, result.error
+        elapsed = time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        await submitter.stop()
         await storage.close()
-        return done
-    out.put(asyncio.run(main()))
-
-
-def throughput(dsn: str, workers: int, seconds: float) -> float:
-    ctx = multiprocessing.get_context("spawn")
-    out: multiprocessing.Queue[int] = ctx.Queue()
-    procs = [ctx.Process(target=_worker_process, args=(dsn, seconds, out))
-             for _ in range(workers)]
-    for p in procs:
-        p.start()
-    total = sum(out.get(timeout=seconds + 120) for _ in procs)
-    for p in procs:
-        p.join()
-    return total / seconds
+    return elapsed
 
 
 def print_rows(title: str, rows: list[tuple[str, float, float, str]]) -> None:
@@ -163,7 +169,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved chunks")
     parser.add_argument("--engine-n", type=int, default=2000, help="nodes of the engine run")
     parser.add_argument("--workers", default="1,2,4", help="worker process counts")
-    parser.add_argument("--seconds", type=float, default=10.0, help="per throughput run")
+    parser.add_argument("--instances", type=int, default=400, help="per throughput run")
     args = parser.parse_args()
     server = None
     if args.dsn is None:
@@ -178,11 +184,13 @@ def main() -> None:
                    asyncio.run(storage_level(new_dsn(), args.n, args.rounds)))
         print_rows(f"\nWorkflowExecutor on PostgreSQL, {args.engine_n} no-op nodes",
                    asyncio.run(engine_level(new_dsn, args.engine_n)))
-        print(f"\nWorker processes on one database, 8-node instances, {args.seconds:g} s each")
-        print(f"{'workers':>7} {'instances/s':>12} {'nodes/s':>9}")
+        print(f"\n{args.instances} submitted 8-node instances claimed by worker processes "
+              f"(python -m lion_nb worker), one database")
+        print(f"{'workers':>7} {'seconds':>8} {'instances/s':>12} {'nodes/s':>9}")
         for w in (int(x) for x in args.workers.split(",")):
-            rate = throughput(new_dsn(), w, args.seconds)
-            print(f"{w:7d} {rate:12.1f} {rate * 8:9.0f}")
+            secs = asyncio.run(_submit_and_wait(new_dsn(), args.instances, w))
+            rate = args.instances / secs
+            print(f"{w:7d} {secs:8.2f} {rate:12.1f} {rate * 8:9.0f}")
     finally:
         if server is not None:
             server.destroy()
