@@ -28,6 +28,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── CheckpointError
     │   │   ├── CheckpointKindError (TypeError) .kind: no to_dict/from_dict, unknown kind
     │   │   ├── CheckpointCorruptError        .key
+    │   │   │   └── StorageCorruptError (StorageError) .path: a damaged database file
     │   │   ├── CheckpointVersionError        .key, .version
     │   │   └── CheckpointNotFoundError (KeyError)
     │   ├── DefinitionChangedError            .instance_id
@@ -71,7 +72,8 @@ __all__ = [
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
     "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
-    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
+    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "StorageCorruptError",
+    "CheckpointVersionError", "CheckpointNotFoundError",
     "DefinitionChangedError", "LeaseError",
     "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
     "DeadlineMissedError",
@@ -196,6 +198,10 @@ class CheckpointKindError(CheckpointError, TypeError):
 
 class CheckpointCorruptError(CheckpointError):
     """A stored record fails its checksum, is truncated or empty."""
+
+
+class StorageCorruptError(StorageError, CheckpointCorruptError):
+    """A storage's files are damaged beyond one record (a failed integrity check)."""
 
 
 class CheckpointVersionError(CheckpointError):

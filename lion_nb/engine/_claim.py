@@ -153,7 +153,7 @@ class Claimer:
             took = False
             try:
                 if self._busy() < self.limit:
-                    took = await self.claim_one()
+                    took = await self.claim_some()
                     now = time.monotonic()
                     if not took and now - last_scan >= max(self.poll, self.ttl / 3):
                         last_scan = now
@@ -165,14 +165,14 @@ class Claimer:
             if not took:
                 await asyncio.sleep(self.poll)
 
-    async def claim_one(self) -> bool:
-        """Claim and start one queued instance; False when the queue is empty."""
-        got = await self.storage.claim(QUEUE_PREFIX, self.owner, self.ttl, time.time())
-        if got is None:
-            return False
-        iid = str(got[1].get("instance_id"))
-        await self._start(iid)
-        return True
+    async def claim_some(self) -> bool:
+        """Claim queued instances up to the limit and start them; False if none was queued."""
+        free = self.limit - self._busy()
+        got = await self.storage.claim(QUEUE_PREFIX, self.owner, self.ttl, time.time(),
+                                       limit=min(free, 16))
+        # Started together, their first writes share transactions (group commit).
+        await asyncio.gather(*(self._start(str(rec.get("instance_id"))) for _, rec in got))
+        return bool(got)
 
     async def take_over_expired(self) -> bool:
         """Resume instances whose owner's lease expired; True if any was taken."""

@@ -171,10 +171,11 @@ class PostgresStorage(Storage):
         """Give up a lease this owner holds (no-op otherwise), atomically."""
         await self._run(self._write_sync, self._release_on, key, owner)
 
-    async def claim(self, prefix: str, owner: str, ttl: float,
-                    now: float) -> tuple[str, Record] | None:
-        """Take the first claimable record under ``prefix`` in one transaction (SKIP LOCKED)."""
-        return await self._run(self._write_sync, self._claim_on, prefix, owner, ttl, now)
+    async def claim(self, prefix: str, owner: str, ttl: float, now: float, *,
+                    limit: int = 1) -> list[tuple[str, Record]]:
+        """Take up to ``limit`` claimable records in one transaction (SKIP LOCKED)."""
+        return await self._run(self._write_sync, self._claim_on, prefix, owner, ttl, now,
+                               limit)
 
     async def close(self) -> None:
         """Finish pending group commits, then close the connection and its thread."""
@@ -388,14 +389,17 @@ class PostgresStorage(Storage):
         conn.execute("UPDATE lion_records SET body = %s WHERE key = %s", (body, _key(key)))
 
     def _claim_on(self, conn: psycopg.Connection[Any], prefix: str, owner: str, ttl: float,
-                  now: float) -> tuple[str, Record] | None:
+                  now: float, limit: int) -> list[tuple[str, Record]]:
         start = _key(prefix)
         end = _prefix_end(start) or b"\xff" * 8
         # Rows another claimer is taking are skipped, not waited for.
         rows = conn.execute("SELECT key, body FROM lion_records WHERE key >= %s AND key < %s "
-                            "ORDER BY key LIMIT 16 FOR UPDATE SKIP LOCKED",
-                            (start, end)).fetchall()
+                            "ORDER BY key LIMIT %s FOR UPDATE SKIP LOCKED",
+                            (start, end, limit + 16)).fetchall()
+        taken: list[tuple[str, Record]] = []
         for raw_key, body in rows:
+            if len(taken) >= limit:
+                break
             key = bytes(raw_key).decode("utf-8", "surrogatepass")
             record = self.codec.decode(bytes(body), key)[1]
             lease = record.get("lease")
@@ -405,9 +409,11 @@ class PostgresStorage(Storage):
                 self._lease_on(conn, lease, owner, ttl, now)
             except LeaseError:
                 continue
-            conn.execute("DELETE FROM lion_records WHERE key = %s", (bytes(raw_key),))
-            return key, record
-        return None
+            taken.append((key, record))
+        if taken:
+            conn.execute("DELETE FROM lion_records WHERE key = ANY(%s)",
+                         ([_key(k) for k, _ in taken],))
+        return taken
 
     def _release_on(self, conn: psycopg.Connection[Any], key: str, owner: str) -> None:
         held = self._locked_record(conn, key)
