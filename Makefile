@@ -45,8 +45,9 @@ test: install-dev browser-deps postgres-deps
 bench: install-dev
 	$(PY) benchmarks/engine_overhead.py
 
-bench-all: install-dev
-	for b in engine_overhead scheduler checkpoint events saga security notebook dask_runner; do \
+bench-all: install-dev postgres-deps
+	for b in engine_overhead scheduler checkpoint events saga security notebook dask_runner \
+	    postgres; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 lab: install-dev

@@ -23,11 +23,12 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
-    │   ├── StateConfigError (ValueError)     .field: bad storage/checkpoint settings
+    │   ├── StateConfigError (ConfigError)    .field: bad storage/checkpoint settings
     │   ├── StorageError (OSError)            .key
     │   ├── CheckpointError
     │   │   ├── CheckpointKindError (TypeError) .kind: no to_dict/from_dict, unknown kind
     │   │   ├── CheckpointCorruptError        .key
+    │   │   │   └── StorageCorruptError (StorageError) .path: a damaged database file
     │   │   ├── CheckpointVersionError        .key, .version
     │   │   └── CheckpointNotFoundError (KeyError)
     │   ├── DefinitionChangedError            .instance_id
@@ -76,7 +77,8 @@ __all__ = [
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
     "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
-    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
+    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "StorageCorruptError",
+    "CheckpointVersionError", "CheckpointNotFoundError",
     "DefinitionChangedError", "LeaseError",
     "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
     "DeadlineMissedError",
@@ -208,7 +210,7 @@ class IllegalTransitionError(StateError):
     """A state machine refused a transition."""
 
 
-class StateConfigError(StateError, ValueError):
+class StateConfigError(StateError, ConfigError):
     """A storage or checkpoint setting is invalid; ``.field`` names it."""
 
 
@@ -226,6 +228,10 @@ class CheckpointKindError(CheckpointError, TypeError):
 
 class CheckpointCorruptError(CheckpointError):
     """A stored record fails its checksum, is truncated or empty."""
+
+
+class StorageCorruptError(StorageError, CheckpointCorruptError):
+    """A storage's files are damaged beyond one record (a failed integrity check)."""
 
 
 class CheckpointVersionError(CheckpointError):

@@ -38,7 +38,7 @@ from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
 from ..state.records import canonical_json
 from ..state.storage import Storage
 from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
-                      node_key, owner_is_dead, read_instance)
+                      new_header, node_key, owner_is_dead, read_instance)
 from .observe import EventKind as K
 from .observe import ExecEvent, ObserveStream
 
@@ -99,12 +99,8 @@ class InstanceStore:
                     f"executor.resume({iid!r}) or start the workflow under a new id",
                     instance_id=iid)
             document = _document(d)
-            now = self._clock.time()
-            self.header = {"instance_id": iid, "workflow": d.name, "workflow_id": str(d.id),
-                           "fingerprint": d.fingerprint(), "nodes": len(d.nodes),
-                           "inputs": inputs, "state": InstanceState.RUNNING.value,
-                           "created_at": now, "updated_at": now, "finished_at": None,
-                           "error": None, "resumes": 0, "stored_definition": document is not None}
+            self.header = new_header(d, iid, inputs, self._clock.time(), InstanceState.RUNNING,
+                                     stored_definition=document is not None)
             await self.storage.put_many(
                 self._sealed([(header_key(iid), self.header),
                               (definition_key(iid), {"document": document})]),
@@ -314,7 +310,7 @@ class InstanceStore:
                 moved.append((node_key(iid, i), rec))
         header = dict(stored.header)
         header.update(updated_at=self._clock.time(), resumes=int(header.get("resumes", 0)) + 1,
-                      owner=self.owner)
+                      owner=self.owner, state=InstanceState.RUNNING.value)  # may be pending
         items = [(header_key(iid), header)]
         fingerprint = definition.fingerprint()
         if fingerprint != header.get("fingerprint"):  # allow_changed: later resumes compare anew

@@ -17,6 +17,7 @@ from ..security import (
     AuditRecord, GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers,
 )
 from ..state.machine import InstanceState, StateMachineManager
+from ._claim import Claimer, submit_instance, wait_stored
 from ._env import RunEnv
 from ._executor_config import ExecutorConfig
 from ._result import InstanceResult
@@ -64,6 +65,7 @@ class WorkflowExecutor:
         self._background: set[asyncio.Task[Any]] = set()
         self._event_sink = self.config.event_sink
         self._owner = new_owner_id()  # this executor's name on the leases it holds
+        self._claimer: Claimer | None = None
         self._env = RunEnv(scheduler=self.scheduler, observe=self.observe,
                            clock=self.scheduler.clock, config=self.config, runner=self.runner,
                            spawn=self.spawn, run_in_thread=self.run_in_thread,
@@ -97,15 +99,30 @@ class WorkflowExecutor:
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Accept instances (idempotent). A stopped executor stays stopped: make a new one."""
+    async def start(self, *, claim: bool = False, max_claimed: int = 32,
+                    poll: float = 0.1) -> None:
+        """Accept instances (idempotent). A stopped executor stays stopped: make a new one.
+
+        ``claim=True`` also runs instances that others ``submit`` to the durable
+        storage, and takes over those whose owner's lease expired, keeping at most
+        ``max_claimed`` instances running here; ``poll`` is the idle wait in seconds.
+        """
         if self.scheduler.closed:
             raise ExecutorStoppedError("this executor was stopped (its scheduler is closed); "
                                        "create a new WorkflowExecutor")
         self._started = True
+        if claim and self._claimer is None:
+            self._claimer = Claimer(
+                self._durable_storage(), owner=self._owner, ttl=self.config.lease_ttl,
+                resume=self.resume, limit=max_claimed, poll=poll,
+                busy=lambda: sum(r.state is InstanceState.RUNNING for r in self._runs.values()))
+            self._claimer.start()
 
     async def stop(self) -> None:
         """Cancel running instances, stop the scheduler's workers and the thread pool."""
+        if self._claimer is not None:
+            await self._claimer.stop()
+            self._claimer = None
         finishing = []
         for run in list(self._runs.values()):
             if run.finishing:  # its nodes are committed; let its final state be stored
@@ -214,6 +231,21 @@ class WorkflowExecutor:
         run.start()
         return iid
 
+    async def submit(self, workflow: WorkflowDefinition, *,
+                     inputs: Mapping[str, Any] | None = None,
+                     instance_id: str | None = None) -> InstanceId:
+        """Queue an instance in durable storage for an executor started with ``claim=True``.
+
+        Nothing runs here; ``wait(id)`` follows it wherever it runs. The workflow
+        must be serializable (declarative conditions), since the claimer rebuilds it.
+        """
+        if not isinstance(workflow, WorkflowDefinition):
+            raise LionError(f"submit takes a WorkflowDefinition, not {type(workflow).__name__}")
+        iid = InstanceId(instance_id or InstanceId.new())
+        await submit_instance(self._durable_storage(), workflow, iid, inputs or {},
+                              self.scheduler.clock.time())
+        return iid
+
     async def resume(self, instance_id: str, workflow: WorkflowDefinition | None = None, *,
                      allow_changed: bool = False, grants: Iterable[Any] | None = None
                      ) -> InstanceId:
@@ -271,7 +303,14 @@ class WorkflowExecutor:
 
     async def wait(self, instance_id: str, *, timeout: float | None = None,
                    check: bool = False) -> InstanceResult:
-        """Wait until the instance finishes; ``check=True`` raises its error if it failed."""
+        """Wait until the instance finishes; ``check=True`` raises its error if it failed.
+
+        An instance that runs elsewhere (``submit``) is followed in durable storage.
+        """
+        if instance_id not in self._runs and self.state_manager.durable:
+            result = await wait_stored(self.state_manager.storage, instance_id,
+                                       timeout=timeout)
+            return result.check() if check else result
         run = self._get(instance_id)
         if timeout is None:
             await asyncio.shield(run.done)
