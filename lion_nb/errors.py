@@ -50,6 +50,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── SagaNotFoundError (KeyError)      .saga
     │   ├── SagaStateError                    .saga, .state
     │   ├── SagaReplyError                    .step
+    │   ├── SagaServiceError                  .step, .service: the service failed it
     │   └── SagaStepTimeoutError (TimeoutError) .step
     └── SecurityError (PermissionError)
         ├── CapabilityDeniedError             .capability, .node
@@ -81,7 +82,7 @@ __all__ = [
     "AckError", "SubscriberFullError",
     "BrokerClosedError", "BrokerConnectionError", "StreamClashError",
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
-    "SagaReplyError", "SagaStepTimeoutError",
+    "SagaReplyError", "SagaServiceError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
 ]
@@ -301,8 +302,12 @@ class SagaReplyError(SagaError):
     """A service replied with malformed data."""
 
 
+class SagaServiceError(SagaError):
+    """A saga step's service reported a failure; the message is the service's own text."""
+
+
 class SagaStepTimeoutError(SagaError, TimeoutError):
-    """A saga step's service did not reply in time."""
+    """A saga step's service did not reply in time; ``.step`` and ``.timeout`` say which."""
 
 
 # --- security --------------------------------------------------------------

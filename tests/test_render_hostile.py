@@ -229,9 +229,8 @@ def test_each_hostile_name_alone_renders(name):
 def hostile_saga():
     import time as _time
 
-    from lion_nb.patterns import SagaDefinitionBuilder, SagaStep
-    from lion_nb.patterns._saga_instance import SagaInstance
-    from lion_nb.patterns._saga_model import SagaStatus, StepStatus
+    from lion_nb.patterns import (SagaDefinitionBuilder, SagaInstance, SagaStatus, SagaStep,
+                                  StepStatus)
 
     b = SagaDefinitionBuilder("hostile", "<script>saga</script> \"x\" \\")
     names = HOSTILE[:12]

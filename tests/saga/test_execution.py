@@ -6,12 +6,13 @@ import asyncio
 
 import pytest
 
+from lion_nb.errors import SagaServiceError, SagaStepTimeoutError
 from lion_nb.patterns import (
     EventBroker, SagaDefinitionBuilder, SagaManager, SagaManagerConfig, SagaStatus, SagaStep,
     StepStatus,
 )
 
-from saga_helpers import Services, chain, make_manager, settle
+from saga.helpers import Services, chain, make_manager, settle
 
 N = 4
 
@@ -184,6 +185,27 @@ async def test_service_that_never_replies_times_out_and_compensates(via_broker):
     assert "SagaStepTimeoutError" in inst.error and "'silent'" in inst.error
     assert "'s2'" in inst.error and "5s" in inst.error
     assert fast.steps("compensate") == ["s1"]
+    # The attempt failed with a real SagaStepTimeoutError, not a string that says so.
+    error = inst.steps["s2"].exception
+    assert isinstance(error, SagaStepTimeoutError) and isinstance(error, TimeoutError)
+    assert error.step == "s2" and error.timeout == 5
+    await manager.close()
+    await broker.close()
+
+
+@pytest.mark.parametrize("via_broker", [False, True], ids=["local", "broker"])
+async def test_a_failed_attempt_keeps_a_typed_error(via_broker):
+    manager, broker, _ = make_manager()
+    await manager.register_definition(chain(2))
+    await manager.register_service("svc", Services(fail_steps=["s2"]), via_broker=via_broker)
+    inst = await manager.run("chain")
+    assert inst.status is SagaStatus.COMPENSATED
+    error = inst.steps["s2"].exception
+    if via_broker:   # only the service's words cross the broker
+        assert isinstance(error, SagaServiceError) and error.step == "s2"
+    else:            # in process the handler's own exception is kept
+        assert isinstance(error, RuntimeError)
+    assert inst.steps["s2"].error == "RuntimeError: s2 broke"
     await manager.close()
     await broker.close()
 

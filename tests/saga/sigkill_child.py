@@ -23,7 +23,7 @@ from lion_nb.patterns import (  # noqa: E402
 )
 from lion_nb.state import SqliteStorage  # noqa: E402
 
-from saga_helpers import chain  # noqa: E402
+from saga.helpers import chain  # noqa: E402
 
 STEPS = 4
 
@@ -47,7 +47,7 @@ def build(db: str, dispatch: str) -> tuple[SagaManager, EventBroker]:
 def handler_for(mode: str, report):
     """A service handler that reports each call and fails the last step in compensate mode."""
     async def handler(cmd):
-        await asyncio.sleep(0.002)        # real work takes time: the kill lands mid-saga
+        await asyncio.sleep(0.05)         # real work takes time: the kill lands mid-saga
         report(cmd)
         if mode == "compensate" and cmd.kind == "step" and cmd.step_id == f"s{STEPS}":
             raise RuntimeError("payment declined")

@@ -1,66 +1,41 @@
-"""Sagas: multi-step transactions whose completed steps are compensated when a later one fails.
-
-The seed's example, in Python (``broker`` is an :class:`EventBroker`)::
-
-    saga = (SagaDefinitionBuilder("order-saga", "Order Processing")
-            .add_step(SagaStep("create-order", "Create Order", {"action": "create_order"},
-                               "order-service").with_compensation({"action": "cancel_order"}))
-            .build())
-    saga_manager = SagaManager(broker, SagaManagerConfig())
-    await saga_manager.register_definition(saga)
-    await saga_manager.register_service("order-service", handler)   # or a remote SagaService
-    instance = await saga_manager.create_instance("order-saga", {"order_id": "12345"})
-    await saga_manager.start_instance(instance.id)
-    await saga_manager.wait(instance.id)
-
-Steps reach services over the broker (``saga.command.<service>``, replies on
-``saga.reply.<manager name>``) or, for handlers registered in process, by a
-direct call. With ``storage=`` the saga log is persisted and ``recover()``
-resumes unfinished sagas after a crash. See docs/sagas.md.
-
-Statuses: CREATED -> RUNNING -> COMPLETED, or RUNNING -> COMPENSATING ->
-COMPENSATED; a compensation that keeps failing -> COMPENSATION_FAILED, a step
-failing after a pivot -> FAILED; both wait for ``retry`` or ``mark_resolved``.
-"""
+"""The saga manager: definitions and services, instances and their runs, operator actions."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
+from itertools import count
+from os import urandom
 from typing import Any
 
-from ..clock import SYSTEM_CLOCK, Clock
-from ..engine.observe import ObserveStream
-from ..errors import SagaError, SagaNotFoundError, SagaStateError, SecurityError
-from ..state.storage import Storage
-from ._events_model import new_event_id
-from ._saga_dispatch import Handler, RecentIds, SagaService, Waiter, run_with_timeout, \
-    wrap_handler
-from ._saga_instance import FORWARD, SagaCommand, SagaInstance, StepState
-from ._saga_log import SagaLog
-from ._saga_model import (
-    COMMAND_TOPIC_PREFIX, REPLY_TOPIC_PREFIX, SagaDefinition, SagaDefinitionBuilder,
-    SagaManagerConfig, SagaStatistics, SagaStatus, SagaStep, StepStatus, command_topic,
-    reply_topic,
-)
-from ._saga_operator import OperatorMixin
-from ._saga_runner import RunnerMixin
+from ...clock import SYSTEM_CLOCK, Clock
+from ...engine.observe import ObserveStream
+from ...errors import SagaError, SagaNotFoundError, SagaStateError, SecurityError
+from ...security import GrantSet
+from ...state.storage import Storage
+from ._channel import CommandChannel
+from ._config import SagaManagerConfig
+from ._definition import SagaDefinition
+from ._handler import Handler, run_with_timeout, wrap_handler
+from ._instance import COMPENSATE, FORWARD, SagaInstance
+from ._ledger import SagaLedger, SagaStatistics
+from ._log import SagaLog
+from ._run import SagaRun
+from ._service import SagaService
+from ._status import SagaStatus, StepStatus
+from ._topics import topic_segments_problem
 
-__all__ = [
-    "SagaManager", "SagaManagerConfig", "SagaDefinition", "SagaDefinitionBuilder", "SagaStep",
-    "SagaInstance", "StepState", "SagaStatus", "StepStatus", "SagaCommand", "SagaService",
-    "SagaStatistics", "command_topic", "reply_topic", "COMMAND_TOPIC_PREFIX",
-    "REPLY_TOPIC_PREFIX",
-]
+__all__ = ["SagaManager"]
 
-_HISTORY_FIELDS = ("time", "saga_id", "instance_id", "event", "status", "step_id",
-                   "step_name", "phase", "attempt", "error")
-_STAT_NAMES = ("steps_succeeded", "step_attempts_failed", "compensations_succeeded",
-               "compensation_attempts_failed", "duplicate_replies", "malformed_replies")
+_log = logging.getLogger("lion_nb.saga")
+# Instance ids: a random per-process prefix and a counter (uuid4 costs more than a step).
+_PREFIX = urandom(5).hex()
+_IDS = count()
 
 
-class SagaManager(OperatorMixin, RunnerMixin):
+class SagaManager:
     """Registers saga definitions and services, runs instances, and keeps their log.
 
     ``broker`` carries commands to services that are not registered in
@@ -80,25 +55,20 @@ class SagaManager(OperatorMixin, RunnerMixin):
         self._config = config = config or SagaManagerConfig()
         self._clock = clock
         self._observe = observe
-        self._saga_log = SagaLog(storage, config.name)
+        self._ledger = SagaLedger(config.history_limit, observe)
+        self._log = SagaLog(storage, config.name, self._ledger)
+        self._channel = None if broker is None else CommandChannel(
+            broker, config.name, clock, count=self._ledger.count,
+            noted=lambda problem: self._ledger.malformed(clock.time(), problem))
         self._definitions: dict[str, SagaDefinition] = {}
         self._instances: dict[str, SagaInstance] = {}
         self._local: dict[str, Handler] = {}
         self._authority = authority  # verifies the grants of start_instance / recover
-        self._grants: dict[str, Any] = {}  # instance id -> GrantSet (memory only, never logged)
+        self._grants: dict[str, GrantSet] = {}  # instance id -> grants (memory only)
         self._services: list[SagaService] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, list[asyncio.Future[SagaInstance]]] = {}
         self._finished: deque[str] = deque()
-        self._history = deque(maxlen=config.history_limit) if config.history_limit else None
-        self._counts = {status: 0 for status in SagaStatus}
-        self._stats = dict.fromkeys(_STAT_NAMES, 0)
-        self._waiting: dict[str, Waiter] = {}
-        self._recent = RecentIds()
-        self._orphans: dict[str, Any] = {}
-        self._reply_rx = self._reply_ack = None
-        self._reply_task: asyncio.Task[None] | None = None
-        self._reply_lock: asyncio.Lock | None = None
         self._closed = False
 
     @property
@@ -112,9 +82,19 @@ class SagaManager(OperatorMixin, RunnerMixin):
         return dict(self._definitions)
 
     @property
+    def observe(self) -> ObserveStream | None:
+        """The stream SAGA_STATE and SAGA_STEP events go to (None: not observed)."""
+        return self._observe
+
+    @property
+    def storage(self) -> Storage | None:
+        """The storage the saga log is kept in (None: memory only)."""
+        return self._log.storage
+
+    @property
     def durable(self) -> bool:
         """True if the saga log survives the process."""
-        storage = self._saga_log.storage
+        storage = self._log.storage
         return storage is not None and storage.durable
 
     def _check_open(self) -> None:
@@ -132,7 +112,7 @@ class SagaManager(OperatorMixin, RunnerMixin):
         if not isinstance(definition, SagaDefinition):
             raise TypeError(f"register_definition takes a SagaDefinition (from "
                             f"SagaDefinitionBuilder.build()), got {type(definition).__name__}")
-        await self._saga_log.save_definition(definition)
+        await self._log.save_definition(definition)
         self._definitions[definition.id] = definition
 
     async def register_service(self, service: str, handler: Any, *,
@@ -145,9 +125,9 @@ class SagaManager(OperatorMixin, RunnerMixin):
         returned). Plain functions run in a worker thread.
         """
         self._check_open()
-        if not isinstance(service, str) or not service:
-            raise SagaError(f"service name must be a non-empty string, got {service!r}")
-        command_topic(service)
+        problem = topic_segments_problem(service)
+        if problem is not None:
+            raise SagaError(f"service name {service!r} {problem}")
         wrapped = wrap_handler(handler, service)
         use_broker = (not self._config.local_dispatch) if via_broker is None else via_broker
         if not use_broker:
@@ -165,7 +145,11 @@ class SagaManager(OperatorMixin, RunnerMixin):
 
     async def create_instance(self, saga_id: str, data: Any = None, *,
                               instance_id: str | None = None) -> SagaInstance:
-        """A new CREATED instance of definition ``saga_id`` carrying ``data``."""
+        """A new CREATED instance of definition ``saga_id`` carrying ``data``.
+
+        An ``instance_id`` that this manager or its durable log already holds
+        is refused with SagaStateError.
+        """
         self._check_open()
         definition = self._definitions.get(saga_id)
         if definition is None:
@@ -173,26 +157,30 @@ class SagaManager(OperatorMixin, RunnerMixin):
             raise SagaNotFoundError(f"unknown saga definition {saga_id!r} (registered: "
                                     f"{known})", saga=saga_id)
         if instance_id is None:
-            instance_id = new_event_id()
+            instance_id = f"{_PREFIX}{next(_IDS):010x}"
         elif not isinstance(instance_id, str) or not instance_id or "/" in instance_id:
             raise SagaError(f"instance_id must be a non-empty string without '/', got "
                             f"{instance_id!r}", saga=saga_id)
-        if instance_id in self._instances:
+        elif instance_id in self._instances:
             raise SagaStateError(f"saga instance {instance_id!r} already exists", saga=saga_id,
                                  state=self._instances[instance_id].status)
-        if self._saga_log.enabled:
+        elif await self._log.holds(instance_id):
+            raise SagaStateError(f"saga instance {instance_id!r} is already in the saga log "
+                                 f"of manager {self._config.name!r}; recover() resumes it",
+                                 saga=saga_id, state=None)
+        if self._log.enabled:
             try:
                 json.dumps(data, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise SagaError(f"data of a new {saga_id!r} instance is not JSON-serializable "
                                 f"({exc}); the saga log is persisted", saga=saga_id) from None
+        if instance_id in self._instances:   # taken while the log was asked
+            raise SagaStateError(f"saga instance {instance_id!r} already exists", saga=saga_id,
+                                 state=self._instances[instance_id].status)
         inst = SagaInstance(instance_id, definition, data, self._clock.time())
         self._instances[instance_id] = inst
-        self._counts[SagaStatus.CREATED] += 1
-        if self._history is not None:
-            self._history.append((inst.created_at, saga_id, instance_id, "created", "created",
-                                  None, None, FORWARD, None, None))
-        await self._saga_log.create(inst)
+        self._ledger.created(inst)
+        await self._log.create(inst)
         return inst
 
     def get_instance(self, instance_id: str) -> SagaInstance:
@@ -215,21 +203,21 @@ class SagaManager(OperatorMixin, RunnerMixin):
         """Start a CREATED instance in the background; ``wait()`` for its end.
 
         ``grants`` (capability tokens) cover the steps' ``requires``; each
-        command carries them narrowed to its own step.
+        command carries them narrowed to its own step. A refused start
+        changes nothing, not even the grants of the instance.
         """
         self._check_open()
         inst = self.get_instance(instance_id)
-        self._bind_grants(inst, grants)
         if inst.status is not SagaStatus.CREATED or instance_id in self._tasks:
             raise SagaStateError(f"saga instance {instance_id!r} of {inst.saga_id!r} is "
                                  f"already {inst.status.value}; only a created instance can "
                                  "be started", saga=inst.saga_id, state=inst.status)
+        self._bind_grants(inst, grants)
         # Recorded before any await, so a second start_instance is refused at once.
-        self._record(inst, {"k": "status", "st": SagaStatus.RUNNING.value,
-                            "t": self._clock.time(), "e": None, "fs": None})
+        self._log.record(inst, {"k": "status", "st": SagaStatus.RUNNING.value,
+                                "t": self._clock.time(), "e": None, "fs": None})
         self._spawn(inst)
-        if self._saga_log.enabled:   # started means started: durable before we return
-            await self._flush(inst)
+        await self._log.flush(inst)   # started means started: durable before we return
         return inst
 
     async def run(self, saga_id: str, data: Any = None, *, timeout: float | None = None,
@@ -249,8 +237,27 @@ class SagaManager(OperatorMixin, RunnerMixin):
         self._grants[inst.id] = self._authority.grant(list(grants), instance_id=inst.id)
 
     def _spawn(self, inst: SagaInstance) -> None:
+        run = SagaRun(inst, config=self._config, clock=self._clock, log=self._log,
+                      channel=self._channel, handlers=self._local,
+                      grants=self._grants.get(inst.id))
         self._tasks[inst.id] = asyncio.get_running_loop().create_task(
-            self._drive(inst), name=f"lion-saga {inst.saga_id} {inst.id}")
+            self._drive(run), name=f"lion-saga {inst.saga_id} {inst.id}")
+
+    async def _drive(self, run: SagaRun) -> None:
+        inst = run.inst
+        try:
+            await run.drive()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # storage or broker failure: keep the saga where it is
+            _log.exception("saga instance %s of %r stopped: %s", inst.id, inst.saga_id, exc)
+            inst.error = f"saga manager error ({type(exc).__name__}: {exc}); the instance " \
+                         f"stays {inst.status.value}; fix the cause and call recover()"
+            self._rest(inst, exc)
+            return
+        finally:
+            self._tasks.pop(inst.id, None)
+        self._rest(inst, None)
 
     async def wait(self, instance_id: str, *, timeout: float | None = None) -> SagaInstance:
         """Wait until the instance rests (completed, compensated, or needs attention).
@@ -284,7 +291,8 @@ class SagaManager(OperatorMixin, RunnerMixin):
                 fut.set_result(inst)
             else:
                 fut.set_exception(SagaError(inst.error or str(error), saga=inst.saga_id))
-        if inst.status.final and self._config.keep_finished is not None:
+        if inst.status.final:
+            self._grants.pop(inst.id, None)
             self._finished.append(inst.id)
             while len(self._finished) > self._config.keep_finished:
                 old = self._instances.get(self._finished.popleft())
@@ -304,33 +312,90 @@ class SagaManager(OperatorMixin, RunnerMixin):
         for sagas whose steps require capabilities.
         """
         self._check_open()
-        loaded = await self._saga_log.load(self._definitions, self._clock.time(),
-                                           skip=self._instances)
+        loaded = await self._log.load(self._definitions, self._clock.time(),
+                                      skip=self._instances)
         for inst in loaded:
             self._instances[inst.id] = inst
-            self._counts[inst.status] += 1
+            self._ledger.created(inst)
             self._bind_grants(inst, (grants or {}).get(inst.id))
             if inst.status in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
                 self._spawn(inst)
         return loaded
 
+    # -- operator actions -------------------------------------------------------------------
+
+    async def abort(self, instance_id: str, reason: str = "aborted by user") -> SagaInstance:
+        """Stop a created or running saga and compensate what it completed.
+
+        The step in flight is awaited (a remote service cannot be recalled),
+        then compensations run in reverse. Refused once a pivot succeeded.
+        """
+        self._check_open()
+        inst = self.get_instance(instance_id)
+        status = inst.status
+        if status is SagaStatus.CREATED:
+            await self._log.commit(inst, {"k": "abort", "e": reason, "t": self._clock.time()})
+            self._rest(inst, None)
+            return inst
+        if status is not SagaStatus.RUNNING:
+            raise SagaStateError(f"saga instance {instance_id!r} of {inst.saga_id!r} is "
+                                 f"{status.value}; only a created or running saga can be "
+                                 "aborted", saga=inst.saga_id, state=status)
+        if inst.pivot_passed:
+            pivots = [s for s in inst.definition.pivots
+                      if inst.steps[s].status is StepStatus.SUCCEEDED]
+            raise SagaStateError(f"saga instance {instance_id!r} of {inst.saga_id!r} passed "
+                                 f"pivot step {pivots[0]!r}; it can only go forward",
+                                 saga=inst.saga_id, state=status)
+        if inst.abort_reason is None:
+            await self._log.commit(inst, {"k": "abort", "e": reason, "t": self._clock.time()})
+        return inst
+
+    def _attention(self, instance_id: str, action: str) -> tuple[SagaInstance, str, str]:
+        self._check_open()
+        inst = self.get_instance(instance_id)
+        if not inst.status.needs_attention or inst.failed_step is None \
+                or instance_id in self._tasks:
+            raise SagaStateError(f"saga instance {instance_id!r} of {inst.saga_id!r} is "
+                                 f"{inst.status.value}; {action}() applies to "
+                                 "compensation_failed or failed sagas", saga=inst.saga_id,
+                                 state=inst.status)
+        if inst.status is SagaStatus.COMPENSATION_FAILED:
+            return inst, COMPENSATE, inst.failed_step
+        return inst, FORWARD, inst.failed_step
+
+    async def retry(self, instance_id: str) -> SagaInstance:
+        """Operator: run the failed compensation (or post-pivot step) again, with fresh attempts."""
+        inst, phase, step_id = self._attention(instance_id, "retry")
+        await self._log.commit(inst, {"k": "retry", "s": step_id, "p": phase,
+                                      "t": self._clock.time()})
+        self._resume(inst)
+        return inst
+
+    async def mark_resolved(self, instance_id: str, note: str = "") -> SagaInstance:
+        """Operator: the failed compensation (or step) was done by hand; carry on from there."""
+        inst, phase, step_id = self._attention(instance_id, "mark_resolved")
+        await self._log.commit(inst, {"k": "resolved", "s": step_id, "p": phase,
+                                      "t": self._clock.time(),
+                                      "note": note or "resolved by operator"})
+        self._resume(inst)
+        return inst
+
+    def _resume(self, inst: SagaInstance) -> None:
+        if inst.status.resting:    # marking the last one resolved may have finished it
+            self._rest(inst, None)
+        else:
+            self._spawn(inst)
+
     # -- looking at it -----------------------------------------------------------------------
 
     def history(self) -> list[dict[str, Any]]:
         """One row per saga happening (created, status change, step start/outcome, ...)."""
-        if self._history is None:
-            return []
-        return [dict(zip(_HISTORY_FIELDS, row)) for row in self._history]
+        return self._ledger.history()
 
     def statistics(self) -> SagaStatistics:
         """Instances per status now and work counts since start (frozen snapshot)."""
-        c = self._counts
-        return SagaStatistics(
-            created=c[SagaStatus.CREATED], running=c[SagaStatus.RUNNING],
-            compensating=c[SagaStatus.COMPENSATING], completed=c[SagaStatus.COMPLETED],
-            compensated=c[SagaStatus.COMPENSATED],
-            compensation_failed=c[SagaStatus.COMPENSATION_FAILED],
-            failed=c[SagaStatus.FAILED], **self._stats)
+        return self._ledger.statistics()
 
     async def close(self) -> None:
         """Stop driving sagas and serving services. The broker and storage stay open.
@@ -342,11 +407,11 @@ class SagaManager(OperatorMixin, RunnerMixin):
             return
         self._closed = True
         tasks = list(self._tasks.values())
-        if self._reply_task is not None:
-            tasks.append(self._reply_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()
         for svc in self._services:
             await svc.stop()
         for futs in self._wake.values():

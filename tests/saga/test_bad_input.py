@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from lion_nb.errors import (
-    SagaDefinitionError, SagaError, SagaNotFoundError, SagaStateError,
+    ConfigError, SagaDefinitionError, SagaError, SagaNotFoundError, SagaStateError,
 )
-from lion_nb.patterns import Event, SagaDefinitionBuilder, SagaManagerConfig, SagaStatus, SagaStep
+from lion_nb.model import RetryPolicy
+from lion_nb.patterns import (
+    Event, RetryBackoff, SagaDefinitionBuilder, SagaManagerConfig, SagaStatus, SagaStep,
+)
 from lion_nb.state import MemoryStorage
 
-from saga_helpers import Services, chain, make_manager, settle
+from saga.helpers import Services, chain, make_manager, settle
 
 
 def test_duplicate_step_ids_are_refused_and_named():
@@ -53,13 +57,26 @@ def test_malformed_steps_are_refused_where_they_are_made(make, match):
         make()
 
 
-def test_bad_manager_config_is_refused():
-    with pytest.raises(ValueError, match="name"):
-        SagaManagerConfig(name="has space")
-    with pytest.raises(ValueError, match="step_timeout"):
-        SagaManagerConfig(step_timeout=-1)
-    with pytest.raises(ValueError, match="compensation_attempts"):
-        SagaManagerConfig(compensation_attempts=0)
+@pytest.mark.parametrize("field, value", [
+    ("name", "bad name"), ("name", ""), ("step_timeout", -1), ("step_timeout", float("inf")),
+    ("compensation_timeout", True), ("step_attempts", 1.5), ("compensation_attempts", 0),
+    ("history_limit", -1), ("keep_finished", None), ("local_dispatch", "yes"),
+    ("step_backoff", "soon"), ("compensation_backoff", -1.0),
+])
+def test_bad_manager_config_raises_config_error_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=field) as info:
+        SagaManagerConfig(**{field: value})
+    assert info.value.field == field and isinstance(info.value, ValueError)
+
+
+def test_manager_config_is_frozen_keyword_only_and_takes_one_retry_type():
+    config = SagaManagerConfig(step_backoff=0.5, compensation_backoff=RetryBackoff(0.0))
+    assert config.step_backoff == RetryPolicy(backoff=0.5)
+    assert isinstance(config.compensation_backoff, RetryPolicy)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SagaManagerConfig("positional")  # type: ignore[misc]
 
 
 async def test_unknown_definition_and_instance_ids():

@@ -14,10 +14,10 @@ import pytest
 from lion_nb.patterns import Event, SagaStatus, StepStatus
 from lion_nb.state import MemoryStorage
 
-from saga_helpers import Services, chain, make_manager, settle
-from saga_helpers.sigkill_child import STEPS, build, handler_for
+from saga.helpers import Services, chain, make_manager, settle
+from saga.sigkill_child import STEPS, build, handler_for
 
-CHILD = Path(__file__).parent / "saga_helpers" / "sigkill_child.py"
+CHILD = Path(__file__).parent / "sigkill_child.py"
 
 
 async def test_resume_forward_after_a_crash_skips_committed_steps():
@@ -243,7 +243,7 @@ async def _resume(db: Path, mode: str, dispatch: str) -> tuple[list, list, list,
         dispatched = list(calls)
     await manager.close()
     await broker.close()
-    await manager._saga_log.storage.close()
+    await manager.storage.close()
     return calls, dispatched, finals, committed
 
 
@@ -264,7 +264,7 @@ def test_sigkill_of_the_saga_manager_then_resume_runs_nothing_committed_twice(
 
     async def final_states():
         manager, broker = build(str(db), dispatch)
-        storage = manager._saga_log.storage
+        storage = manager.storage
         out = {}
         for key in await storage.keys("saga/crashy/inst/"):
             out[key.rsplit("/", 1)[1]] = (await storage.get(key))["status"]

@@ -1,25 +1,42 @@
-"""Saga instances, their steps' states, and the commands services receive.
+"""Saga instances and their steps' states: a fold over the saga log's entries.
 
-An instance changes only by applying *log entries* (small dicts). The runner
+An instance changes only by applying *log entries* (small dicts). The run
 applies each entry as it happens and the saga log persists the same entries,
 so recovery after a crash is the same fold over what was committed: the
 instance in memory and the instance rebuilt from the log cannot disagree.
+
+An outcome entry carries the status it implies: the fold itself moves the
+saga to ``compensating``/``failed`` when a stage ends with a final failure,
+to ``completed`` after the last step, to ``compensated`` after the last
+compensation and to ``compensation_failed`` when one gives up. So an outcome
+and the status it implies are one entry, written in one transaction, and
+there is no crash window between them.
+
+Entries (``t`` is the time in each)::
+
+    {"k": "status", "st": status, "e": error, "fs": failed step}   explicit change
+    {"k": "abort", "e": reason}
+    {"k": "start", "s": step, "p": phase, "a": attempt}
+    {"k": "ok", "s": step, "p": phase, "r": result}
+    {"k": "err", "s": step, "p": phase, "a": attempt, "e": error text, "final": bool}
+    {"k": "retry" | "resolved", "s": step, "p": phase, "note": text}   operator
 """
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any, Mapping
 
-from .. import _display
-from ._saga_model import SagaDefinition, SagaStatus, StepStatus
+from ... import _display
+from ._definition import SagaDefinition
+from ._status import SagaStatus, StepStatus
 
-__all__ = ["SagaInstance", "StepState", "SagaCommand", "FORWARD", "COMPENSATE"]
+__all__ = ["SagaInstance", "StepState", "FORWARD", "COMPENSATE"]
 
 #: Phase markers used in log entries and commands.
 FORWARD, COMPENSATE = "forward", "compensate"
 
 _S = StepStatus
+_UNDO = (_S.SUCCEEDED, _S.COMPENSATING, _S.COMPENSATION_FAILED)   # still to be undone
 
 
 class StepState:
@@ -27,7 +44,7 @@ class StepState:
 
     __slots__ = ("step_id", "name", "status", "attempts", "result", "error",
                  "comp_attempts", "comp_result", "comp_error", "inflight", "started_at",
-                 "finished_at", "resolved")
+                 "finished_at", "resolved", "exception")
 
     def __init__(self, step_id: str, name: str) -> None:
         self.step_id = step_id
@@ -43,6 +60,9 @@ class StepState:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.resolved: str | None = None   # operator's note when marked resolved
+        #: The last failed attempt's error as an exception (this process only; the
+        #: log keeps its text in ``error`` / ``comp_error``).
+        self.exception: BaseException | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The state as a plain dict (for tables and tests)."""
@@ -88,8 +108,6 @@ class SagaInstance:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.entries = 0                       # log entries applied (next sequence number)
-        # Entries applied but not yet in the saga log: (sequence number, entry).
-        self._unsaved: list[tuple[int, dict[str, Any]]] = []
 
     # -- derived -----------------------------------------------------------------
 
@@ -112,6 +130,20 @@ class SagaInstance:
         """Steps that succeeded and are not undone, in execution order."""
         return [sid for sid, st in self.steps.items() if st.status is _S.SUCCEEDED]
 
+    def to_undo(self) -> list[str]:
+        """Steps still to be compensated, in the order they are undone (last first)."""
+        steps = self.steps
+        return [s.id for s in reversed(self.definition.steps)
+                if not s.pivot and steps[s.id].status in _UNDO]
+
+    def next_stage(self) -> int | None:
+        """Index of the first stage with a step that has not succeeded, or None."""
+        steps = self.steps
+        for k, stage in enumerate(self.definition.stages):
+            if any(steps[s.id].status is not _S.SUCCEEDED for s in stage):
+                return k
+        return None
+
     # -- the fold ------------------------------------------------------------------
 
     def apply(self, entry: Mapping[str, Any]) -> None:
@@ -120,21 +152,17 @@ class SagaInstance:
         kind = entry["k"]
         t = entry.get("t")
         if kind == "status":
-            status = SagaStatus(entry["st"])
-            self.status = status
-            if "e" in entry:
-                self.error = entry["e"]
-                self.failed_step = entry.get("fs")
-                if status is SagaStatus.COMPENSATING and self.reason is None:
-                    self.reason, self.reason_step = self.error, self.failed_step
-            if status is SagaStatus.RUNNING and self.started_at is None:
-                self.started_at = t
-            self.finished_at = t if status.resting else None
+            self._set(SagaStatus(entry["st"]), t, entry)
             return
         if kind == "abort":
-            self.abort_reason = entry["e"]
+            if self.status is SagaStatus.CREATED:
+                reason = f"aborted: {entry['e']}"
+                self._set(SagaStatus.COMPENSATED, t, {"e": reason, "fs": None})
+            elif not self.pivot_passed:     # after a pivot an abort is refused
+                self.abort_reason = entry["e"]
             return
-        st = self.steps[entry["s"]]
+        sid = entry["s"]
+        st = self.steps[sid]
         forward = entry["p"] == FORWARD
         if kind == "start":
             st.inflight = True
@@ -144,47 +172,110 @@ class SagaInstance:
                     st.started_at = t
             else:
                 st.status, st.comp_attempts = _S.COMPENSATING, entry["a"]
-        elif kind == "ok":
-            st.inflight = False
+            return
+        st.inflight = False
+        if kind == "ok":
             st.finished_at = t
             if forward:
                 st.status, st.result, st.error = _S.SUCCEEDED, entry.get("r"), None
-                self.results[st.step_id] = st.result
+                self.results[sid] = st.result
             else:
                 st.status, st.comp_result, st.comp_error = _S.COMPENSATED, entry.get("r"), None
-                self.results.pop(st.step_id, None)
-                self.compensation_path.append(st.step_id)
+                self.results.pop(sid, None)
+                self.compensation_path.append(sid)
         elif kind == "err":
-            st.inflight = False
             if forward:
                 st.error = entry["e"]
                 st.attempts = max(st.attempts, entry["a"])
-                if entry.get("final"):
-                    st.status, st.finished_at = _S.FAILED, t
             else:
                 st.comp_error = entry["e"]
                 st.comp_attempts = max(st.comp_attempts, entry["a"])
-                if entry.get("final"):
-                    st.status, st.finished_at = _S.COMPENSATION_FAILED, t
+            if not entry.get("final"):
+                return
+            st.finished_at = t
+            if not forward:
+                st.status = _S.COMPENSATION_FAILED
+                self._set(SagaStatus.COMPENSATION_FAILED, t, {
+                    "e": f"compensation of step {sid!r} of saga {self.saga_id!r} failed after "
+                         f"{st.comp_attempts} attempt(s): {st.comp_error}; call retry() or "
+                         "mark_resolved()", "fs": sid})
+                return
+            st.status = _S.FAILED
         elif kind == "retry":      # operator: try this step (or compensation) afresh
-            st.inflight = False
             if forward:
                 st.status, st.attempts = _S.PENDING, 0
+                self._set(SagaStatus.RUNNING, t, {"e": None, "fs": None})
             else:
                 st.status, st.comp_attempts = _S.SUCCEEDED, 0
+                self._set(SagaStatus.COMPENSATING, t, {"e": self.reason,
+                                                       "fs": self.reason_step})
+            return
         elif kind == "resolved":   # operator: done by hand
-            st.inflight = False
             st.resolved = entry.get("note") or "resolved by operator"
             st.finished_at = t
             if forward:
                 st.status, st.error = _S.SUCCEEDED, None
-                self.results[st.step_id] = st.result
+                self.results[sid] = st.result
+                self._set(SagaStatus.RUNNING, t, {"e": None, "fs": None})
             else:
                 st.status, st.comp_error = _S.COMPENSATED, None
-                self.results.pop(st.step_id, None)
-                self.compensation_path.append(st.step_id)
+                self.results.pop(sid, None)
+                self.compensation_path.append(sid)
+                self._set(SagaStatus.COMPENSATING, t, {"e": self.reason,
+                                                       "fs": self.reason_step})
         else:
             raise ValueError(f"unknown saga log entry kind {kind!r} in instance {self.id!r}")
+        if forward:
+            self._settle_stage(sid, t)
+        elif self.status is SagaStatus.COMPENSATING:
+            self._settle_undo(t)
+
+    def _set(self, status: SagaStatus, t: Any, fields: Mapping[str, Any]) -> None:
+        self.status = status
+        if "e" in fields:
+            self.error = fields["e"]
+            self.failed_step = fields.get("fs")
+            if status is SagaStatus.COMPENSATING and self.reason is None:
+                self.reason, self.reason_step = self.error, self.failed_step
+        if status is SagaStatus.RUNNING and self.started_at is None:
+            self.started_at = t
+        self.finished_at = t if status.resting else None
+        if status is SagaStatus.COMPENSATING:
+            self._settle_undo(t)
+
+    def _settle_stage(self, sid: str, t: Any) -> None:
+        """The status a forward outcome implies once its stage has ended."""
+        if self.status is not SagaStatus.RUNNING:
+            return
+        steps = self.steps
+        stage = self.definition.stages[self.definition.stage_of(sid)]
+        if any(steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED) for s in stage):
+            return                                  # a sibling is still running
+        failed = [s.id for s in stage if steps[s.id].status is _S.FAILED]
+        if failed:
+            msg = f"step {failed[0]!r} of saga {self.saga_id!r} failed: " \
+                  f"{steps[failed[0]].error}"
+            if self.pivot_passed:
+                self._set(SagaStatus.FAILED, t, {
+                    "e": msg + " (after a pivot step: retry it or mark_resolved)",
+                    "fs": failed[0]})
+            else:
+                self._set(SagaStatus.COMPENSATING, t, {"e": msg, "fs": failed[0]})
+            return
+        if self.abort_reason is not None:
+            if self.pivot_passed:      # a pivot passed meanwhile: it only goes forward
+                self.abort_reason = None
+            else:
+                self._set(SagaStatus.COMPENSATING, t, {"e": f"aborted: {self.abort_reason}",
+                                                       "fs": None})
+                return
+        if self.next_stage() is None:
+            self._set(SagaStatus.COMPLETED, t, {"e": None, "fs": None})
+
+    def _settle_undo(self, t: Any) -> None:
+        """Compensating with nothing left to undo: compensated."""
+        if not self.to_undo():
+            self._set(SagaStatus.COMPENSATED, t, {"e": self.reason, "fs": self.reason_step})
 
     # -- showing it ---------------------------------------------------------------
 
@@ -206,64 +297,3 @@ class SagaInstance:
         steps = " ".join(f"{sid}={st.status.value}" for sid, st in self.steps.items())
         extra = f" error={self.error!r}" if self.error else ""
         return f"<SagaInstance {self.id} of {self.saga_id!r} {self.status.value}: {steps}{extra}>"
-
-
-class SagaCommand:
-    """What a service gets: do (or undo) one step of one saga instance.
-
-    ``kind`` is ``"step"`` or ``"compensate"``; ``action`` is the step's
-    action payload or its compensation payload; ``results`` maps earlier
-    steps to their results; for a compensation ``result`` is what this very
-    step returned. ``command_id`` is the same for every delivery of the same
-    attempt, and stable across a manager restart: use it to de-duplicate.
-    """
-
-    __slots__ = ("command_id", "kind", "saga_id", "instance_id", "step_id", "step_name",
-                 "service", "attempt", "action", "data", "results", "result", "deadline",
-                 "tokens")
-
-    def __init__(self, command_id: str, kind: str, saga_id: str, instance_id: str,
-                 step_id: str, step_name: str, service: str, attempt: int, action: Any,
-                 data: Any, results: Mapping[str, Any], result: Any = None,
-                 deadline: float | None = None, tokens: tuple[str, ...] = ()) -> None:
-        self.command_id = command_id
-        self.kind = kind
-        self.saga_id = saga_id
-        self.instance_id = instance_id
-        self.step_id = step_id
-        self.step_name = step_name
-        self.service = service
-        self.attempt = attempt
-        self.action = action
-        self.data = data
-        self.results = results
-        self.result = result
-        self.deadline = deadline
-        self.tokens = tokens  # capability tokens narrowed to this step (serialized)
-
-    @property
-    def compensating(self) -> bool:
-        """True for a compensation command."""
-        return self.kind == "compensate"
-
-    def to_dict(self, reply_to: str) -> dict[str, Any]:
-        """The command as an event payload, with the topic to reply on."""
-        return {"command_id": self.command_id, "kind": self.kind, "saga_id": self.saga_id,
-                "instance_id": self.instance_id, "step_id": self.step_id,
-                "step_name": self.step_name, "service": self.service,
-                "attempt": self.attempt, "action": self.action, "data": self.data,
-                "results": dict(self.results), "result": self.result,
-                "deadline": self.deadline, "tokens": list(self.tokens), "reply_to": reply_to}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SagaCommand":
-        """Rebuild a command from an event payload."""
-        return cls(d["command_id"], d["kind"], d["saga_id"], d["instance_id"], d["step_id"],
-                   d.get("step_name", d["step_id"]), d.get("service", ""),
-                   int(d.get("attempt", 1)), d.get("action"), d.get("data"),
-                   MappingProxyType(dict(d.get("results") or {})), d.get("result"),
-                   d.get("deadline"), tuple(d.get("tokens") or ()))
-
-    def __repr__(self) -> str:
-        return (f"SagaCommand({self.kind} {self.step_id!r} of {self.saga_id!r}/"
-                f"{self.instance_id}, attempt={self.attempt})")

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..errors import CapabilityDeniedError
-from ..security import GrantSet, Requirement
+from ...errors import CapabilityDeniedError
+from ...security import GrantSet, Requirement
 
-__all__ = ["DENIED", "parse_requirements", "step_tokens"]
-
-DENIED = "CapabilityDeniedError: "
+__all__ = ["parse_requirements", "step_tokens"]
 
 
 def parse_requirements(requires: Iterable[str] | str) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from docs_runner import python_blocks, run_blocks
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "sagas.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "sagas.md"
 
 
 async def test_sagas_doc_blocks_run_in_order():

@@ -1,4 +1,4 @@
-"""The saga log: instances and their entries, persisted through a state-layer Storage.
+"""The saga log: every entry applied to an instance, persisted through a state-layer Storage.
 
 Layout under ``saga/<manager name>/``::
 
@@ -6,49 +6,90 @@ Layout under ``saga/<manager name>/``::
     inst/<instance id>         header: saga id, digest, data, created_at, status
     log/<instance id>/<seq>    one entry per step start, outcome, status change
 
-Every commit is one ``put_many``: the entries and, when the status changed,
-the header. So after a crash the log holds a prefix of what happened, never a
-half-written transition, and folding it rebuilds the instance exactly.
+Entries are applied to the instance when they happen (``record``) and reach
+storage at the next ``flush``, as one ``put_many`` with the header when the
+status changed. An outcome carries the status it implies (see
+``_instance``), so after a crash the log holds a prefix of what happened,
+never an outcome without its status, and folding it rebuilds the instance.
+A step's *start* is only recorded: if the process dies before the next
+flush, resume runs the same attempt again under the same command id, which
+is what the lost start entry would have said anyway.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
-from ..errors import SagaNotFoundError, SagaReplyError
-from ..state.storage import Storage
-from ._saga_instance import SagaInstance
-from ._saga_model import SagaDefinition, SagaStatus
+from ...errors import SagaNotFoundError, SagaReplyError
+from ...state.storage import Storage
+from ._definition import SagaDefinition
+from ._instance import SagaInstance
+from ._ledger import SagaLedger
+from ._status import SagaStatus
 
-__all__ = ["SagaLog"]
+__all__ = ["SagaLog", "check_result"]
 
 _log = logging.getLogger("lion_nb.saga")
 
 
-def check_json(value: Any, what: str) -> None:
+def check_result(value: Any, what: str, step: str) -> None:
     """Raise SagaReplyError naming ``what`` unless ``value`` survives JSON."""
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SagaReplyError(f"{what} is not JSON-serializable ({exc}); the saga log is "
-                             "durable, so results must be JSON data", step=None) from None
+                             "durable, so results must be JSON data", step=step) from None
 
 
 class SagaLog:
-    """Writes and reads one manager's saga log; a no-op without storage."""
+    """Applies, buffers and persists one manager's saga log entries (memory only without storage)."""
 
-    def __init__(self, storage: Storage | None, namespace: str) -> None:
+    def __init__(self, storage: Storage | None, namespace: str, ledger: SagaLedger) -> None:
         self.storage = storage
         self.enabled = storage is not None
         self._root = f"saga/{namespace}/"
+        self._ledger = ledger
+        self._unsaved: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self._header_status: dict[str, SagaStatus] = {}   # status in each stored header
 
     def _inst_key(self, instance_id: str) -> str:
         return f"{self._root}inst/{instance_id}"
 
     def _entry_key(self, instance_id: str, seq: int) -> str:
         return f"{self._root}log/{instance_id}/{seq:08d}"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def record(self, inst: SagaInstance, entry: dict[str, Any]) -> None:
+        """Apply ``entry`` to ``inst`` now; it reaches storage with the next flush."""
+        old = inst.status
+        if self.enabled:
+            self._unsaved.setdefault(inst.id, []).append((inst.entries, entry))
+        inst.apply(entry)
+        self._ledger.applied(inst, entry, old)
+
+    async def commit(self, inst: SagaInstance, entry: dict[str, Any]) -> None:
+        """Record ``entry`` and flush: it is durable when this returns."""
+        self.record(inst, entry)
+        await self.flush(inst)
+
+    async def flush(self, inst: SagaInstance) -> None:
+        """Persist everything recorded for ``inst`` so far (one storage transaction)."""
+        batch = self._unsaved.pop(inst.id, None)
+        if self.storage is None or not batch:
+            return
+        items = [(self._entry_key(inst.id, seq), entry) for seq, entry in batch]
+        status = inst.status
+        if self._header_status.get(inst.id) is not status:
+            # The header's status lets load() skip finished instances without folding them.
+            items.append((self._inst_key(inst.id), self._header(inst)))
+        await self.storage.put_many(items)
+        if status.final:
+            self._header_status.pop(inst.id, None)
+        else:
+            self._header_status[inst.id] = status
 
     async def save_definition(self, definition: SagaDefinition) -> None:
         """Store ``definition`` so instances can be resumed even if it changes later."""
@@ -64,16 +105,15 @@ class SagaLog:
         """Persist a new instance's header."""
         if self.storage is not None:
             await self.storage.put(self._inst_key(inst.id), self._header(inst))
+            self._header_status[inst.id] = inst.status
 
-    async def commit(self, inst: SagaInstance, entries: Sequence[tuple[int, dict[str, Any]]],
-                     status_changed: bool) -> None:
-        """Persist ``(seq, entry)`` pairs (and the header if the status changed) atomically."""
-        if self.storage is None or not entries:
-            return
-        items = [(self._entry_key(inst.id, seq), entry) for seq, entry in entries]
-        if status_changed:
-            items.append((self._inst_key(inst.id), self._header(inst)))
-        await self.storage.put_many(items)
+    # -- reading -----------------------------------------------------------------------
+
+    async def holds(self, instance_id: str) -> bool:
+        """True if the durable log has an instance ``instance_id``."""
+        if self.storage is None:
+            return False
+        return await self.storage.get(self._inst_key(instance_id)) is not None
 
     async def load(self, definitions: dict[str, SagaDefinition], clock_time: float,
                    *, skip: Iterable[str] = ()) -> list[SagaInstance]:
@@ -105,6 +145,7 @@ class SagaLog:
                 if entry is not None:
                     inst.apply(entry)
             # The entry count decides the next key; keys are dense, so it matches.
+            self._header_status[instance_id] = SagaStatus(header["status"])
             found.append(inst)
         found.sort(key=lambda i: (i.created_at, i.id))
         return found

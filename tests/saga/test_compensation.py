@@ -9,7 +9,7 @@ import pytest
 from lion_nb.errors import SagaStateError
 from lion_nb.patterns import RetryBackoff, SagaStatus, StepStatus
 
-from saga_helpers import Services, chain, make_manager, settle
+from saga.helpers import Services, chain, make_manager, settle
 
 
 async def test_compensation_failing_twice_then_succeeding_backs_off_and_compensates():
