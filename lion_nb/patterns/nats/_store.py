@@ -64,7 +64,7 @@ _PRUNE_AT = 512              # prune committed-effect markers past this many
 class _Pump:
     """One attached consumer: a task pulling its messages into the broker's sink."""
 
-    __slots__ = ("consumer", "durable", "record", "sink", "task", "held", "room")
+    __slots__ = ("consumer", "durable", "record", "sink", "task", "held", "free", "wake")
 
     def __init__(self, consumer: str, durable: str, record: ConsumerRecord,
                  sink: ConsumerSink, window: int) -> None:
@@ -74,7 +74,14 @@ class _Pump:
         self.sink = sink
         self.task: asyncio.Task[None] | None = None
         self.held: dict[str, Any] = {}          # event id -> the message handed to the broker
-        self.room = asyncio.Semaphore(window)   # at most `window` messages held at once
+        self.free = window                      # how many more messages it may hold
+        self.wake = asyncio.Event()             # set when `free` goes up from 0
+
+    def release(self) -> None:
+        """One held message is settled (or replaced): room for one more."""
+        self.free += 1
+        if self.free == 1:
+            self.wake.set()
 
 
 class NatsEventStore(EventStore):
@@ -368,13 +375,13 @@ class NatsEventStore(EventStore):
         ack_wait = float(pump.record.options.get("ack_timeout") or 30.0)
         try:
             while True:
-                await pump.room.acquire()
-                free = 1
-                while free < self.fetch_batch and not pump.room.locked():
-                    await pump.room.acquire()
-                    free += 1
+                while pump.free <= 0:
+                    pump.wake.clear()
+                    await pump.wake.wait()
+                want = min(pump.free, self.fetch_batch)
+                pump.free -= want
                 try:
-                    msgs = await psub.fetch(free, timeout=1.0)
+                    msgs = await psub.fetch(want, timeout=1.0)
                 except TimeoutError:
                     msgs = []
                 except ConnectionClosedError:
@@ -383,8 +390,7 @@ class NatsEventStore(EventStore):
                     _log.debug("fetch for %r failed: %s", pump.consumer, exc)
                     msgs = []
                     await asyncio.sleep(0.2)
-                for _ in range(free - len(msgs)):
-                    pump.room.release()
+                pump.free += want - len(msgs)
                 for msg in msgs:
                     try:
                         self._hand(pump, msg, max_deliveries, ack_wait)
@@ -408,20 +414,20 @@ class NatsEventStore(EventStore):
             stub = Event(self.wire.topic_of(msg.subject) or "unknown",
                          None, id=getattr(exc, "event_id", None) or f"seq-{meta.sequence.stream}",
                          offset=meta.sequence.stream)
-            pump.room.release()
+            pump.release()
             asyncio.ensure_future(self._settle_msg(msg, DEAD))
             pump.sink.dead_lettered(pump.consumer, stub, attempt, str(exc))
             return
         if attempt > max_deliveries:
             # The extra delivery: the last real attempt went unacked for ack_wait.
-            pump.room.release()
+            pump.release()
             asyncio.ensure_future(self._settle_msg(msg, DEAD))
             pump.sink.dead_lettered(pump.consumer, event, max_deliveries,
                                     f"no ack within {ack_wait:g}s (attempt {max_deliveries})")
             return
         old = pump.held.pop(event.id, None)
         if old is not None:
-            pump.room.release()  # a redelivery replaces the attempt the broker still held
+            pump.release()  # a redelivery replaces the attempt the broker still held
         pump.held[event.id] = msg
         pump.sink.deliver(pump.consumer, event, attempt)
 
@@ -432,7 +438,7 @@ class NatsEventStore(EventStore):
         msg = pump.held.pop(event.id, None) if pump is not None else None
         if msg is None:
             return  # already superseded by a redelivery, or detached: the server redelivers
-        pump.room.release()  # type: ignore[union-attr]
+        pump.release()  # type: ignore[union-attr]
         await self._settle_msg(msg, outcome, delay)
 
     async def _settle_msg(self, msg: Any, outcome: int, delay: float | None = None) -> None:
