@@ -164,3 +164,18 @@ async def test_nats_full_subscriber_pauses_delivery_not_publishers(make_broker, 
     await ack.success(held[0])
     nxt = await recv(rx)
     assert nxt.payload == 3
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_new_subscription_replays_the_log_from_an_offset(make_broker, kind):
+    broker = make_broker(kind)
+    for i in range(3):
+        await broker.publish(Event("hist.item", i))
+    assert [e.payload for e in await broker.replay("hist.*", from_offset=2)] == [1, 2]
+    rx, ack = await broker.subscribe("hist.item", "late", from_offset=2)
+    got = [await recv(rx) for _ in range(2)]
+    assert [d.payload for d in got] == [1, 2]
+    for d in got:
+        await ack.success(d)
+    await broker.publish(Event("hist.item", 3))
+    assert (await recv(rx)).payload == 3
