@@ -85,6 +85,7 @@ class EventBroker:
         self._timer = RedeliveryTimer(clock, self._subs.values, self._expired)
         self._space_waiters: list[asyncio.Future[None]] = []
         self._compacted_at = clock.time()
+        self._retention = cfg.retention
         self._compaction: asyncio.Task[Any] | None = None
         self._use_store(store if store is not None else self._store)
 
@@ -300,7 +301,7 @@ class EventBroker:
             return event.id
         event.offset = offset
         self._route(event, targets)
-        if self._config.retention is not None:
+        if self._retention is not None:
             self._maybe_compact()
         return event.id
 
@@ -326,7 +327,7 @@ class EventBroker:
         batch: list[Event] = []
         ids: list[str | None] = []
         seen: dict[str, str] = {}
-        now = self._clock.time()
+        self._keys.expire(self._clock.time())
         for event in events:
             if not isinstance(event, Event):
                 raise EventTypeError(f"publish_many() takes Events, got {type(event).__name__}",
@@ -334,7 +335,7 @@ class EventBroker:
             if event.topic not in self._valid_topics:
                 self._check_topic(event.topic)
             key = event.idempotency_key
-            first = None if key is None else (seen.get(key) or self._keys.get(key, now))
+            first = None if key is None else (seen.get(key) or self._keys.find(key))
             if first is not None:
                 self._ledger.duplicates += 1
                 ids.append(first)
@@ -381,6 +382,8 @@ class EventBroker:
             else:
                 event.offset = offset
                 self._route(event, targets)
+        if self._config.retention is not None:
+            self._maybe_compact()
         out = iter(e.id for e in batch)
         return [i if i is not None else next(out) for i in ids]
 
@@ -393,7 +396,7 @@ class EventBroker:
             p = Pending(event)
             sub.pending[eid] = p
             sub.put(p)
-        self._ledger.on_published(event, [s.name for s in targets])
+        self._ledger.on_published(event, targets)
 
     # -- subscribing ------------------------------------------------------------------
 

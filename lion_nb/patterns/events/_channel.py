@@ -30,6 +30,7 @@ from ._topics import TopicPattern
 __all__ = ["EventReceiver", "AckSender"]
 
 READY, INFLIGHT, DELAYED, FINISHING = 0, 1, 2, 3
+_RECENT_ACKS = 1024           # acked ids a subscription remembers, for repeated acks
 
 
 class Alarm(Protocol):
@@ -75,12 +76,14 @@ class Subscription:
     __slots__ = ("name", "pattern", "filter", "mode", "ack_timeout", "max_deliveries",
                  "max_pending", "is_group", "members", "ready", "getters", "inflight",
                  "pending", "reserved", "closed", "shut", "filter_unknown", "recent_acks",
-                 "_out")
+                 "_acked_ring", "_ring_at", "_out", "_clock", "_alarm", "_ledger")
 
     def __init__(self, name: str, pattern: TopicPattern, flt: EventFilter | None,
                  mode: DeliveryMode, ack_timeout: float, max_deliveries: int,
                  max_pending: int, is_group: bool, handout: HandOut) -> None:
         self._out = handout
+        # hand-out runs per delivery: its collaborators one attribute away, not two
+        self._clock, self._alarm, self._ledger = handout.clock, handout.alarm, handout.ledger
         self.name = name
         self.pattern = pattern
         self.filter = flt
@@ -98,8 +101,11 @@ class Subscription:
         self.reserved = 0                 # slots held by publishes awaiting the store
         self.closed = False               # unsubscribed for good: routing skips it
         self.shut = False                 # the broker closed: receivers get None
-        # event id -> attempt of recent successful acks, so a repeated ack is a no-op
+        # event id -> attempt of recent successful acks, so a repeated ack is a no-op;
+        # a ring of their ids evicts the oldest in O(1)
         self.recent_acks: dict[str, int] = {}
+        self._acked_ring: list[str | None] = [None] * min(max_pending, _RECENT_ACKS)
+        self._ring_at = 0
         # Restored from a store whose filter was a callable: route everything
         # matching the pattern until a member re-attaches with the callable.
         self.filter_unknown = False
@@ -147,27 +153,29 @@ class Subscription:
         raise asyncio.QueueEmpty(f"no event ready for subscriber {member.id!r}")
 
     def _hand_out(self, member: "Member", p: "Pending") -> Delivery:
-        out = self._out
         p.attempts += 1
         p.state = INFLIGHT
         p.member = member
         event = p.event
         self.inflight[event.id] = p
-        alarm = out.alarm
+        alarm = self._alarm
         if alarm is not None:
-            deadline = p.deadline = out.clock.monotonic() + self.ack_timeout
+            deadline = p.deadline = self._clock.monotonic() + self.ack_timeout
             armed = alarm.armed_at
             if armed is None or deadline < armed:
                 alarm.arm(deadline)
-        out.ledger.on_delivered(event, member.id, p.attempts)
+        self._ledger.on_delivered(event, member.id, p.attempts)
         return Delivery(event, p.attempts, member.id)
 
     def remember_ack(self, event_id: str, attempt: int) -> None:
-        """Keep the last few acked ids (bounded by max_pending) to recognise a repeat."""
-        recent = self.recent_acks
-        recent[event_id] = attempt
-        if len(recent) > self.max_pending:
-            del recent[next(iter(recent))]
+        """Keep the last acked ids (at most max_pending, 1024) to recognise a repeated ack."""
+        ring, at = self._acked_ring, self._ring_at
+        old = ring[at]
+        if old is not None:
+            self.recent_acks.pop(old, None)
+        ring[at] = event_id
+        self._ring_at = (at + 1) % len(ring)
+        self.recent_acks[event_id] = attempt
 
     def shut_down(self) -> None:
         """The broker closed: receivers get None from now on."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ...clock import Clock
 from ...engine.observe import EventKind, ExecEvent, ObserveStream
@@ -34,15 +34,16 @@ class Ledger:
 
     # Each method below is on the per-event hot path: counters and rows inline.
 
-    def on_published(self, event: Event, subscribers: list[str]) -> None:
-        """A stored event was routed to ``subscribers``."""
+    def on_published(self, event: Event, subscribers: Sequence[Any]) -> None:
+        """A stored event was routed to ``subscribers`` (subscriptions: ``.name`` each)."""
         self.published += 1
         if self.rows is not None:
             self.rows.append((event.timestamp, "published", event.topic, event.id, None, 0,
                               None))
         obs = self._observe
         if obs is not None and obs.active:
-            self._emit(EventKind.EVENT_PUBLISHED, event, None, 0, subscribers=subscribers)
+            self._emit(EventKind.EVENT_PUBLISHED, event, None, 0,
+                       subscribers=[s.name for s in subscribers])
 
     def on_delivered(self, event: Event, subscriber: str, attempt: int) -> None:
         """An attempt was handed to ``subscriber``."""

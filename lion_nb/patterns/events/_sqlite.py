@@ -347,8 +347,7 @@ def _apply_effect(conn: sqlite3.Connection, consumer: str, seq: int | None,
                        (consumer, seq)).fetchone()
     if row is None or row[0] != PENDING or row[1]:
         return False  # finished or already processed: the effect was applied before
-    old = {k: json.loads(v) for k, v in
-           conn.execute("SELECT key, value FROM state WHERE consumer = ?", (consumer,))}
+    old = _state(conn, consumer)
     new = apply_effects(old, effects)
     gone = [(consumer, k) for k in old if k not in new]
     changed = [(consumer, k, json.dumps(v, allow_nan=False)) for k, v in new.items()
@@ -361,8 +360,8 @@ def _apply_effect(conn: sqlite3.Connection, consumer: str, seq: int | None,
 
 
 def _load(conn: sqlite3.Connection, keys_since: float) -> StoreSnapshot:
-    consumers = [ConsumerRecord(n, p, f, json.loads(o)) for n, p, f, o in
-                 conn.execute("SELECT name, pattern, filter, options FROM consumers")]
+    consumers = [ConsumerRecord(n, p, f, _json(o, f"options of consumer {n!r}")) for n, p, f, o
+                 in conn.execute("SELECT name, pattern, filter, options FROM consumers")]
     pending: dict[str, list[PendingRecord]] = {c.name: [] for c in consumers}
     damaged: list[DamagedRecord] = []
     for row in conn.execute(
@@ -431,8 +430,17 @@ def _compact(conn: sqlite3.Connection, before: float) -> int:
     return len(gone)
 
 
+def _json(text: str, what: str) -> Any:
+    """Parse a stored JSON text; a damaged one is a StorageError naming what it was."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise StorageError(f"event store: the stored {what} is damaged ({exc})",
+                           key=what) from None
+
+
 def _state(conn: sqlite3.Connection, consumer: str) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in
+    return {k: _json(v, f"state {k!r} of consumer {consumer!r}") for k, v in
             conn.execute("SELECT key, value FROM state WHERE consumer = ? ORDER BY key",
                          (consumer,))}
 
