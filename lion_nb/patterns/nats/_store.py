@@ -49,8 +49,8 @@ from ...errors import (
 )
 from ..events import (
     ACKED, DEAD, PENDING, ConsumerRecord, ConsumerSink, Event, EventStore, StoreSnapshot,
+    apply_effects,
 )
-from ..events._store import apply_effects
 from ._connect import connect_jetstream
 from ._wire import Wire
 
