@@ -179,3 +179,72 @@ async def test_new_subscription_replays_the_log_from_an_offset(make_broker, kind
         await ack.success(d)
     await broker.publish(Event("hist.item", 3))
     assert (await recv(rx)).payload == 3
+
+
+# -- JetStream's acknowledgement kinds, on every store ------------------------------------
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_terminate_dead_letters_at_once_with_the_reason(make_broker, kind):
+    broker = make_broker(kind, max_deliveries=5, ack_timeout=10)
+    rx, ack = await broker.subscribe("pay.charge", "payments")
+    dlq, _ = await broker.subscribe("$dlq.pay.charge", "ops")
+    await broker.publish(Event("pay.charge", {"card": "stolen"}))
+    d = await recv(rx)
+    await ack.terminate(d, "card reported stolen")
+    dead = await recv(dlq)
+    assert dead.payload["attempts"] == 1 and dead.payload["last_error"] == "card reported stolen"
+    assert await nothing_within(rx, 0.5)                 # never redelivered
+    assert EventAck.terminate(d, "payments", "x").final
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_in_progress_restarts_the_ack_timeout(make_broker, kind):
+    broker = make_broker(kind, ack_timeout=1.0, max_deliveries=3)
+    rx, ack = await broker.subscribe("job.long", "worker")
+    await broker.publish(Event("job.long", 1))
+    d = await recv(rx)
+    for _ in range(3):                        # 1.8 s of work in all, never 1 s without word
+        await asyncio.sleep(0.6)
+        await ack.in_progress(d)
+    assert await nothing_within(rx, 0.3)
+    await ack.success(d)
+    assert await nothing_within(rx, 1.2)
+    assert broker.statistics().redelivered == 0
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_backoff_list_sets_the_delay_before_each_redelivery(make_broker, kind):
+    broker = make_broker(kind, ack_timeout=10, max_deliveries=4)
+    rx, ack = await broker.subscribe("flaky.op", "retrier", backoff=[0.2, 0.8])
+    await broker.publish(Event("flaky.op", 1))
+    gaps = []
+    d = await recv(rx)
+    for _ in range(3):
+        t = time.monotonic()
+        await ack.failure(d, "try again")
+        d = await recv(rx)
+        gaps.append(time.monotonic() - t)
+    assert d.attempt == 4
+    assert 0.15 <= gaps[0] < 0.7 and gaps[1] >= 0.7 and gaps[2] >= 0.7  # the last repeats
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_max_ack_pending_pauses_delivery_not_publishers(make_broker, kind):
+    broker = make_broker(kind, ack_timeout=10)
+    rx, ack = await broker.subscribe("q.item", "slow", max_ack_pending=2)
+    for i in range(5):
+        await asyncio.wait_for(broker.publish(Event("q.item", i)), 5)
+    first, second = await recv(rx), await recv(rx)
+    assert await nothing_within(rx, 0.4)
+    await ack.success(first)
+    third = await recv(rx)
+    assert sorted(d.payload for d in (first, second, third)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("bad", [[], [-1], ["1"], [float("inf")], 3])
+async def test_backoff_list_is_checked(make_broker, bad):
+    from lion_nb.errors import SubscriberError
+    broker = make_broker("memory")
+    with pytest.raises(SubscriberError, match="backoff"):
+        await broker.subscribe("a.b", "s", backoff=bad)

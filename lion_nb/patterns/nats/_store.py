@@ -315,7 +315,8 @@ class NatsEventStore(EventStore):
             deliver_policy=DeliverPolicy.NEW,
             filter_subject=self.wire.filter_subject(record.pattern),
             ack_wait=ack_wait, max_deliver=max_deliveries + 1, backoff=backoff,
-            max_ack_pending=int(opts.get("max_pending") or 1000), max_waiting=512,
+            max_ack_pending=int(opts.get("max_ack_pending") or opts.get("max_pending") or 1000),
+            max_waiting=512,
             metadata={_MARK: meta}, description=f"lion_nb subscription {record.name!r}")
         existing = await self._consumer_info(js, durable)
         if existing is not None:
@@ -440,6 +441,16 @@ class NatsEventStore(EventStore):
             return  # already superseded by a redelivery, or detached: the server redelivers
         pump.release()  # type: ignore[union-attr]
         await self._settle_msg(msg, outcome, delay)
+
+    async def progress(self, consumer: str, event: Event) -> None:
+        """In progress: the server restarts the message's ack wait (``+WPI``)."""
+        pump = self._pumps.get(consumer)
+        msg = pump.held.get(event.id) if pump is not None else None
+        if msg is not None:
+            try:
+                await msg.in_progress()
+            except Exception as exc:  # lost with the connection: the ack wait runs out
+                _log.debug("in-progress for %s failed: %s", event.id, exc)
 
     async def _settle_msg(self, msg: Any, outcome: int, delay: float | None = None) -> None:
         try:
