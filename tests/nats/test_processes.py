@@ -138,3 +138,64 @@ async def test_server_restart_mid_stream_loses_nothing_acked(tmp_path):
             assert got == set(published) and len(published) == 600
     finally:
         server.stop()
+
+
+async def test_workflow_trigger_starts_an_instance_for_an_event_from_another_process(
+        executor, nats_url, broker_name):
+    from lion_nb.model import Node, WorkflowBuilder
+    from lion_nb.patterns import WorkflowTrigger, connect_broker
+    broker = EventBroker(EventBrokerConfig()).with_event_store(
+        NatsEventStore(nats_url, name=broker_name))
+    async with broker:
+        connect_broker(executor, broker)
+
+        async def announce(ctx):
+            await ctx.publish("order.shipped", {"order_id": ctx.inputs["order_id"]})
+
+        executor.add_handler("announce", announce)
+        flow = WorkflowBuilder("on-order").add_node(Node("announce")).build()
+        shipped_rx, shipped_ack = await broker.subscribe("order.shipped", "notifier")
+        trigger = await WorkflowTrigger.start(broker, executor, "order.created", flow)
+        try:
+            done = await asyncio.to_thread(subprocess.run, [
+                sys.executable, CHILD, "publish", nats_url, broker_name, "order.created",
+                '{"order_id": "777"}'], timeout=60)
+            assert done.returncode == 0
+            shipped = await asyncio.wait_for(shipped_rx.recv(), 20)
+            assert shipped.payload == {"order_id": "777"}
+            await shipped_ack.success(shipped)
+        finally:
+            await trigger.stop()
+
+
+async def test_exactly_once_effects_hold_across_processes_and_kills(nats_url, broker_name):
+    """The effect and its marker commit together in the server's KV: a redelivery to the
+    other process after a kill never applies an effect twice."""
+    total = 300
+    steady = spawn("count", nats_url, broker_name, "steady")
+    victim = spawn("count", nats_url, broker_name, "victim")
+    procs = [steady, victim]
+    try:
+        await asyncio.to_thread(wait_ready, steady)
+        await asyncio.to_thread(wait_ready, victim)
+        producer = spawn("produce", nats_url, broker_name, str(total), "0")
+        procs.append(producer)
+        for _ in range(8):
+            await asyncio.sleep(0.3)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            victim = spawn("count", nats_url, broker_name, "victim")
+            procs.append(victim)
+            await asyncio.to_thread(wait_ready, victim)
+        assert await asyncio.to_thread(producer.wait, 60) == 0
+        broker = EventBroker(EventBrokerConfig()).with_event_store(
+            NatsEventStore(nats_url, name=broker_name))
+        async with broker:
+            deadline = time.monotonic() + 60
+            while (await broker.subscriber_state("counters")).get("n", 0) < total:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(2.5)   # anything still redelivered after the ack wait
+            assert await broker.subscriber_state("counters") == {"n": total}
+    finally:
+        stop(*procs)
