@@ -45,7 +45,9 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── EventCorruptError                 .offset, .event_id: a damaged stored event
     │   ├── AckError                          .event_id, .subscriber
     │   ├── SubscriberFullError               .subscriber
-    │   └── BrokerClosedError
+    │   ├── BrokerClosedError
+    │   ├── BrokerConnectionError (ConnectionError) .url: message server unreachable
+    │   └── StreamClashError (ValueError)     .stream: a stream that is not this broker's
     ├── SagaError
     │   ├── SagaDefinitionError (ValueError)  .saga, .step
     │   ├── SagaNotFoundError (KeyError)      .saga
@@ -84,7 +86,7 @@ __all__ = [
     "DeadlineMissedError",
     "EventError", "TopicError", "SubscriberError", "EventTypeError", "EventCorruptError",
     "AckError", "SubscriberFullError",
-    "BrokerClosedError",
+    "BrokerClosedError", "BrokerConnectionError", "StreamClashError",
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
     "SagaReplyError", "SagaServiceError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
@@ -307,6 +309,14 @@ class SubscriberFullError(EventError):
 
 class BrokerClosedError(EventError):
     """The broker is closed."""
+
+
+class BrokerConnectionError(EventError, ConnectionError):
+    """The message server (NATS) cannot be reached, or has no JetStream; ``.url`` is where."""
+
+
+class StreamClashError(EventError, ValueError):
+    """A JetStream stream of that name or those subjects is not this broker's; ``.stream``."""
 
 
 # --- sagas -----------------------------------------------------------------

@@ -15,6 +15,7 @@ from .events import (
     EventBrokerConfig, EventFilter, EventReceiver, EventStore, InMemoryEventStore, RetryBackoff,
     SqliteEventStore, TopicPattern,
 )
+from .nats import NatsEventStore
 from .saga import (
     COMMAND_TOPIC_PREFIX, REPLY_TOPIC_PREFIX, SagaCommand, SagaDefinition, SagaDefinitionBuilder,
     SagaInstance, SagaKey, SagaManager, SagaManagerConfig, SagaService, SagaStatistics,
@@ -29,7 +30,7 @@ __all__ = [
     # events
     "Event", "Delivery", "EventAck", "DeliveryMode", "RetryBackoff", "EventBrokerConfig",
     "BrokerStatistics", "EventBroker", "EventReceiver", "AckSender", "EventFilter",
-    "EventStore", "InMemoryEventStore", "SqliteEventStore", "TopicPattern",
+    "EventStore", "InMemoryEventStore", "SqliteEventStore", "TopicPattern", "NatsEventStore",
     # sagas
     "SagaManager", "SagaManagerConfig", "SagaDefinition", "SagaDefinitionBuilder", "SagaStep",
     "SagaInstance", "SagaKey", "StepState", "SagaStatus", "StepStatus", "SagaCommand",

@@ -76,7 +76,8 @@ class Subscription:
     __slots__ = ("name", "pattern", "filter", "mode", "ack_timeout", "max_deliveries",
                  "max_pending", "is_group", "members", "ready", "getters", "inflight",
                  "pending", "reserved", "closed", "shut", "filter_unknown", "recent_acks",
-                 "_acked_ring", "_ring_at", "_out", "_clock", "_alarm", "_ledger")
+                 "_acked_ring", "_ring_at", "_out", "_clock", "_alarm", "_ledger", "backoff",
+                 "max_ack_pending")
 
     def __init__(self, name: str, pattern: TopicPattern, flt: EventFilter | None,
                  mode: DeliveryMode, ack_timeout: float, max_deliveries: int,
@@ -109,6 +110,10 @@ class Subscription:
         # Restored from a store whose filter was a callable: route everything
         # matching the pattern until a member re-attaches with the callable.
         self.filter_unknown = False
+        #: per-attempt redelivery delays (JetStream's BackOff); () uses the broker's policy
+        self.backoff: tuple[float, ...] = ()
+        #: at most this many deliveries in flight; hand-out pauses at it, publishing does not
+        self.max_ack_pending: int | None = None
 
     # -- the receiving side -------------------------------------------------------
 
@@ -118,7 +123,8 @@ class Subscription:
         while True:
             if self.shut or member.closed:
                 return None
-            if ready:
+            if ready and (self.max_ack_pending is None
+                          or len(self.inflight) < self.max_ack_pending):
                 p = ready.popleft()
                 if p.state != READY:
                     continue
@@ -142,7 +148,8 @@ class Subscription:
         if member.closed:
             raise SubscriberError(f"subscriber {member.id!r} has unsubscribed",
                                   subscriber=member.id)
-        while self.ready:
+        while self.ready and (self.max_ack_pending is None
+                              or len(self.inflight) < self.max_ack_pending):
             p = self.ready.popleft()
             if p.state != READY:
                 continue
@@ -194,6 +201,11 @@ class Subscription:
             if not fut.done():
                 fut.set_result(None)
                 return
+
+    def freed(self) -> None:
+        """A delivery left flight: under ``max_ack_pending`` a waiting receiver may go on."""
+        if self.max_ack_pending is not None and self.ready:
+            self.wake_one()
 
     def wake_one(self) -> None:
         """Wake the longest-waiting receiver, if any."""
@@ -277,17 +289,20 @@ class EventReceiver:
 
 Settle = Callable[[EventAck, Member], Awaitable[None]]
 SettleMany = Callable[[list[EventAck], Member], Awaitable[None]]
+Progress = Callable[[Delivery, Member], Awaitable[None]]
 
 
 class AckSender:
     """The acknowledging end: ``await ack_tx.send(EventAck.success(event.id, subscriber))``."""
 
-    __slots__ = ("_member", "_settle", "_settle_many")
+    __slots__ = ("_member", "_settle", "_settle_many", "_progress")
 
-    def __init__(self, member: Member, settle: Settle, settle_many: SettleMany) -> None:
+    def __init__(self, member: Member, settle: Settle, settle_many: SettleMany,
+                 progress: Progress) -> None:
         self._member = member
         self._settle = settle
         self._settle_many = settle_many
+        self._progress = progress
 
     @property
     def subscriber(self) -> str:
@@ -315,6 +330,15 @@ class AckSender:
         """Shorthand for ``send(EventAck.failure(delivery, <this subscriber>, error))``."""
         return self._settle(EventAck.failure(delivery, self._member.id, error, delay=delay),
                             self._member)
+
+    def terminate(self, delivery: Delivery, reason: object = "terminated") -> Awaitable[None]:
+        """Give up on ``delivery`` now: no redelivery, dead-lettered with ``reason``."""
+        return self._settle(EventAck.terminate(delivery, self._member.id, reason),
+                            self._member)
+
+    def in_progress(self, delivery: Delivery) -> Awaitable[None]:
+        """Still working on ``delivery``: its ack timeout starts again (JetStream's +WPI)."""
+        return self._progress(delivery, self._member)
 
     def __repr__(self) -> str:
         return f"AckSender({self._member.id!r})"
