@@ -19,6 +19,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── WorkflowFailedError               .instance_id, .node
     │   ├── InstanceCancelledError            .instance_id
     │   ├── InstanceNotFoundError (KeyError)  .instance_id
+    │   ├── RerunError                        .node: start_from/rerun cannot be honoured
+    │   ├── CacheConfigError (ValueError)     .field: invalid cache settings
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
@@ -54,6 +56,9 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
         ├── RequirementError (ValueError)     .requirement
         ├── ResourceError                     .resource
         └── CapabilityError (ValueError)      .capability: malformed, or widened
+
+Warnings (``warnings.warn``, never raised): LionWarning (UserWarning)
+    └── CacheCorruptWarning                   .key, .node: a cache entry failed its check
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ __all__ = [
     "SagaReplyError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
+    "RerunError", "CacheConfigError", "LionWarning", "CacheCorruptWarning",
 ]
 
 
@@ -159,6 +165,14 @@ class InstanceNotFoundError(ExecutionError, KeyError):
 
 class ExecutorStoppedError(ExecutionError):
     """The executor is not started (or was stopped)."""
+
+
+class RerunError(ExecutionError):
+    """``start_from``/``rerun`` cannot be honoured (no earlier run to start from); ``.node``."""
+
+
+class CacheConfigError(ExecutionError, ValueError):
+    """A cache setting is invalid (a negative TTL, an unknown storage); ``.field`` names it."""
 
 
 # --- state -----------------------------------------------------------------
@@ -316,3 +330,22 @@ class CapabilityError(SecurityError, ValueError):
     it holds. Unlike :class:`CapabilityDeniedError` this is a mistake in the
     call, not a missing grant.
     """
+
+
+# --- warnings ----------------------------------------------------------------
+
+class LionWarning(UserWarning):
+    """Root of the warnings lion_nb emits (filter them with ``warnings.simplefilter``)."""
+
+
+class CacheCorruptWarning(LionWarning):
+    """A cache entry failed its checksum or was changed in place; the node runs instead.
+
+    ``.key`` is the entry's storage key (None in memory), ``.node`` the node.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, node: str | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.node = node
