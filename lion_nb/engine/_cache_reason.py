@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-__all__ = ["CacheReason", "Verdict"]
+__all__ = ["CacheReason", "NodeReason"]
 
 
 class CacheReason(enum.StrEnum):
@@ -21,7 +21,7 @@ class CacheReason(enum.StrEnum):
     CORRUPT = "corrupt"              #: the cached entry failed its check (a warning says so)
 
 
-class Verdict(NamedTuple):
+class NodeReason(NamedTuple):
     """A node's reason, with a detail such as the predecessor whose result changed."""
 
     reason: CacheReason

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from ..errors import UnknownNodeError
 from ._cache_entry import CacheEntry
 from ._cache_reason import CacheReason as R
-from ._cache_reason import Verdict
+from ._cache_reason import NodeReason
 from ._code_version import code_version
 from ._fingerprint import Unhashable, digest, fingerprint
 
@@ -138,7 +138,7 @@ class CacheSession:
         self.plan = plan
         self.previous = previous if plan is not None and plan.restart else None
         n = len(definition.nodes)
-        self.verdicts: list[Verdict | None] = [None] * n
+        self.verdicts: list[NodeReason | None] = [None] * n
         self.fps: list[str | None] = [None] * n  # fingerprints of results (None: none)
         self._unhashable: dict[int, str] = {}  # node -> what about its result has no hash
         self._keys: list[tuple[str, dict[str, Any]] | None] = [None] * n
@@ -158,7 +158,7 @@ class CacheSession:
         previous = self.previous
         if previous is not None and forced is None and node.name in previous:
             result = previous[node.name]
-            self.verdicts[i] = Verdict(R.REUSED, "from the last run")
+            self.verdicts[i] = NodeReason(R.REUSED, "from the last run")
             if self.cache is not None:
                 self._note_result(i, result)
             self.reused += 1
@@ -166,21 +166,21 @@ class CacheSession:
         cache = self.cache
         if cache is None:
             if forced is not None:
-                self.verdicts[i] = Verdict(R.FORCED, forced)
+                self.verdicts[i] = NodeReason(R.FORCED, forced)
             elif previous is not None:
-                self.verdicts[i] = Verdict(R.FIRST_RUN, "no result in the last run")
+                self.verdicts[i] = NodeReason(R.FIRST_RUN, "no result in the last run")
             return False, None
         enabled, ttl, version = _policy(node)
         if not enabled:
-            self.verdicts[i] = Verdict(R.NOT_CACHEABLE, "cache=False")
+            self.verdicts[i] = NodeReason(R.NOT_CACHEABLE, "cache=False")
             return False, None
         keyed = self._key(i, version)
-        if isinstance(keyed, Verdict):
+        if isinstance(keyed, NodeReason):
             self.verdicts[i] = keyed
             return False, None
         self._keys[i] = keyed
         if forced is not None:
-            self.verdicts[i] = Verdict(R.FORCED, forced)
+            self.verdicts[i] = NodeReason(R.FORCED, forced)
             return False, None
         entry = cache.get(self.workflow, node.name)
         verdict = self._compare(entry, keyed, ttl)
@@ -194,17 +194,17 @@ class CacheSession:
             # place changed the cached result too. Never hand that on.
             cache.discard(entry, "its result was changed in place after it was cached")
             cache.misses += 1
-            self.verdicts[i] = Verdict(R.CORRUPT, "result changed in place")
+            self.verdicts[i] = NodeReason(R.CORRUPT, "result changed in place")
             return False, None
         cache.hits += 1
         self.reused += 1
-        self.verdicts[i] = Verdict(R.REUSED)
+        self.verdicts[i] = NodeReason(R.REUSED)
         self.fps[i] = entry.result_fp
         if entry.result_fp is None:
             self._unhashable[i] = "a cached result without a fingerprint"
         return True, entry.result
 
-    def _key(self, i: int, version: str | None) -> tuple[str, dict[str, Any]] | Verdict:
+    def _key(self, i: int, version: str | None) -> tuple[str, dict[str, Any]] | NodeReason:
         d = self.definition
         handler = self.handlers[i]
         memo = (id(handler), version)
@@ -216,10 +216,10 @@ class CacheSession:
                 code = exc
             self._versions[memo] = code
         if isinstance(code, Unhashable):
-            return Verdict(R.NOT_CACHEABLE, code.what)
+            return NodeReason(R.NOT_CACHEABLE, code.what)
         config, edges = self._static[2 * i], self._static[2 * i + 1]
         if config is None:
-            return Verdict(R.NOT_CACHEABLE, "its config has no stable hash")
+            return NodeReason(R.NOT_CACHEABLE, "its config has no stable hash")
         codes, ok, names, fps = self._codes, self._ok, d.nodes, self.fps
         preds: dict[str, str] = {}
         for k in d.in_edges[i]:
@@ -228,7 +228,7 @@ class CacheSession:
                 fp = fps[s]
                 if fp is None:
                     what = self._unhashable.get(s, "no fingerprint")
-                    return Verdict(R.NOT_CACHEABLE,
+                    return NodeReason(R.NOT_CACHEABLE,
                                    f"the result of {names[s].name!r} has no stable hash ({what})")
                 preds[names[s].name] = fp
         text = f"{code}|{config}|{edges}|" + ";".join(f"{n}={preds[n]}" for n in sorted(preds))
@@ -236,45 +236,45 @@ class CacheSession:
                                        "preds": preds}
 
     def _compare(self, entry: CacheEntry | None, keyed: tuple[str, dict[str, Any]],
-                 ttl: float | None) -> Verdict | None:
+                 ttl: float | None) -> NodeReason | None:
         """Why ``entry`` cannot serve a node with this key (None: it can)."""
         if entry is None:
-            return Verdict(R.FIRST_RUN)
+            return NodeReason(R.FIRST_RUN)
         key, parts = keyed
         if entry.key != key:
             old = entry.parts
             if old.get("code") != parts["code"]:
-                return Verdict(R.CODE_CHANGED)
+                return NodeReason(R.CODE_CHANGED)
             changed = sorted(n for n in set(parts["preds"]) | set(old.get("preds") or {})
                              if parts["preds"].get(n) != (old.get("preds") or {}).get(n))
             if changed:
-                return Verdict(R.INPUT_CHANGED, ", ".join(changed))
+                return NodeReason(R.INPUT_CHANGED, ", ".join(changed))
             if old.get("config") != parts["config"]:
-                return Verdict(R.INPUT_CHANGED, "config")
-            return Verdict(R.INPUT_CHANGED, "edges")
+                return NodeReason(R.INPUT_CHANGED, "config")
+            return NodeReason(R.INPUT_CHANGED, "edges")
         if entry.uncacheable is not None:
-            return Verdict(R.NOT_CACHEABLE, entry.uncacheable)
+            return NodeReason(R.NOT_CACHEABLE, entry.uncacheable)
         changed_input = self._changed_input(entry)
         if changed_input is not None:
             return changed_input
         ttl = ttl if ttl is not None else self.cache.ttl if self.cache is not None else None
         if ttl is not None and self._now() - entry.created > ttl:
-            return Verdict(R.EXPIRED, f"older than {ttl:g}s")
+            return NodeReason(R.EXPIRED, f"older than {ttl:g}s")
         return None
 
-    def _changed_input(self, entry: CacheEntry) -> Verdict | None:
+    def _changed_input(self, entry: CacheEntry) -> NodeReason | None:
         if entry.reads is None:
             try:
                 now_fp = fingerprint(dict(self.inputs))
             except Unhashable as exc:
-                return Verdict(R.NOT_CACHEABLE, f"an input has no stable hash ({exc.what})")
-            return None if now_fp == entry.inputs_fp else Verdict(R.INPUT_CHANGED, "inputs")
+                return NodeReason(R.NOT_CACHEABLE, f"an input has no stable hash ({exc.what})")
+            return None if now_fp == entry.inputs_fp else NodeReason(R.INPUT_CHANGED, "inputs")
         for name in sorted(entry.reads):
             fp = self._input_fp(name)
             if fp is None:
-                return Verdict(R.NOT_CACHEABLE, f"input {name!r} has no stable hash")
+                return NodeReason(R.NOT_CACHEABLE, f"input {name!r} has no stable hash")
             if fp != entry.reads[name]:
-                return Verdict(R.INPUT_CHANGED, f"input {name!r}")
+                return NodeReason(R.INPUT_CHANGED, f"input {name!r}")
         return None
 
     def _input_fp(self, name: str) -> str | None:
