@@ -21,6 +21,7 @@ read back.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -32,6 +33,8 @@ from ._cache_durable import DurableTier
 from ._cache_entry import CacheEntry
 
 __all__ = ["Cache"]
+
+_log = logging.getLogger("lion_nb.cache")
 
 
 class Cache:
@@ -62,32 +65,38 @@ class Cache:
                                    f"{type(storage).__name__}", field="storage")
         self.ttl = ttl
         self.namespace = namespace
-        self._memory: dict[tuple[str, str], CacheEntry] = {}
+        self._memory: dict[str, dict[str, CacheEntry]] = {}  # workflow -> node -> entry
         self._durable = DurableTier(storage, namespace) if storage is not None else None
         self._loaded: set[str] = set()
-        self.hits = 0
-        self.misses = 0
 
     @property
     def durable(self) -> bool:
         """Whether JSON results survive the process."""
         return self._durable is not None and bool(self._durable.storage.durable)
 
+    @property
+    def durable_pending(self) -> bool:
+        """Whether entries or deletions wait for a flush to the durable tier."""
+        return self._durable is not None and self._durable.pending
+
     # --- entries (used by each run's cache session) ------------------------------
 
-    def get(self, workflow: str, node: str) -> CacheEntry | None:
-        """The latest entry of ``node`` (call ``await load(workflow)`` first when durable)."""
-        return self._memory.get((workflow, node))
+    def table(self, workflow: str) -> dict[str, CacheEntry]:
+        """The live node -> entry table of ``workflow`` (``await load(workflow)`` first)."""
+        table = self._memory.get(workflow)
+        if table is None:
+            table = self._memory[workflow] = {}
+        return table
 
     def put(self, entry: CacheEntry) -> None:
         """Keep ``entry`` as the node's latest (durably at the next flush, if JSON)."""
-        self._memory[(entry.workflow, entry.node)] = entry
+        self.table(entry.workflow)[entry.node] = entry
         if self._durable is not None:
             self._durable.write(entry)
 
     def discard(self, entry: CacheEntry, why: str) -> None:
         """Drop an entry that failed its check, with the named warning."""
-        self._memory.pop((entry.workflow, entry.node), None)
+        self.table(entry.workflow).pop(entry.node, None)
         key = None
         if self._durable is not None:
             key = self._durable.key(entry.workflow, entry.node)
@@ -104,14 +113,22 @@ class Cache:
         for key, why in bad:
             _warn(f"cache entry {key!r} of {workflow!r} is unusable: {why}; its node runs "
                   "instead", key=key, node=None)
+        table = self.table(workflow)
         for entry in entries:
-            self._memory.setdefault((entry.workflow, entry.node), entry)
+            table.setdefault(entry.node, entry)
         self._loaded.add(workflow)
 
     async def flush(self) -> None:
         """Write buffered entries and deletions to the durable tier (no-op in memory)."""
         if self._durable is not None:
             await self._durable.flush()
+
+    async def flush_quietly(self) -> None:
+        """``flush``, logging instead of raising: a lost entry costs a re-run, not the run."""
+        try:
+            await self.flush()
+        except Exception:  # the storage's own error types vary by backend
+            _log.warning("could not write cache entries to %r", self, exc_info=True)
 
     # --- invalidation ---------------------------------------------------------------
 
@@ -122,24 +139,20 @@ class Cache:
         """
         dropped = 0
         for node in nodes:
-            for key in [k for k in self._memory
-                        if k[1] == node and (workflow is None or k[0] == workflow)]:
-                del self._memory[key]
-                dropped += 1
+            for name, table in self._memory.items():
+                if (workflow is None or name == workflow) and table.pop(node, None):
+                    dropped += 1
             if self._durable is not None:
                 self._durable.delete(workflow, node)
         return dropped
 
     def clear(self, workflow: str | None = None) -> None:
         """Forget every entry (of ``workflow``, or all)."""
-        if workflow is None:
-            self._memory.clear()
-        else:
-            for key in [k for k in self._memory if k[0] == workflow]:
-                del self._memory[key]
+        for name, table in self._memory.items():
+            if workflow is None or name == workflow:
+                table.clear()  # cleared in place: a running session holds the table
         if self._durable is not None:
             self._durable.delete(workflow, None)
-        self.hits = self.misses = 0
 
     # --- inspection and lifetime -------------------------------------------------------
 
@@ -148,13 +161,11 @@ class Cache:
         return [{"workflow": e.workflow, "node": e.node, "created": e.created,
                  "reads": None if e.reads is None else sorted(e.reads),
                  "cacheable": e.uncacheable is None}
-                for e in self._memory.values() if workflow is None or e.workflow == workflow]
+                for name, table in self._memory.items() if workflow in (None, name)
+                for e in table.values()]
 
     def __len__(self) -> int:
-        return len(self._memory)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._memory
+        return sum(map(len, self._memory.values()))
 
     async def close(self) -> None:
         """Flush, and close the storage this cache opened itself (a path it was given)."""
@@ -164,8 +175,7 @@ class Cache:
 
     def __repr__(self) -> str:
         where = "memory" if self._durable is None else f"memory + {self._durable.storage!r}"
-        return f"Cache({where}, entries={len(self._memory)}, hits={self.hits}, " \
-               f"misses={self.misses})"
+        return f"Cache({where}, entries={len(self)})"
 
 
 def _warn(message: str, *, key: str | None, node: str | None) -> None:

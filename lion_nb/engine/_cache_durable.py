@@ -29,6 +29,11 @@ class DurableTier:
         self._deletes: set[str] = set()
         self._prefix_deletes: list[tuple[str, str]] = []  # (prefix, suffix)
 
+    @property
+    def pending(self) -> bool:
+        """Whether a flush has anything to do."""
+        return bool(self._pending or self._deletes or self._prefix_deletes)
+
     def key(self, workflow: str, node: str) -> str:
         """The storage key of a node's entry."""
         return f"{self.namespace}/{self._wf(workflow)}/{digest(node.encode())}"

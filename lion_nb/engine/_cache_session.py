@@ -26,7 +26,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import UnknownNodeError
-from ._cache_entry import CacheEntry
+from ..state.machine import CODE, NodeState
+from ._cache_entry import CacheEntry, key_parts
 from ._cache_reason import CacheReason as R
 from ._cache_reason import NodeReason
 from ._code_version import code_version
@@ -36,12 +37,20 @@ if TYPE_CHECKING:
     from ..model.definition import WorkflowDefinition
     from ._cache import Cache
 
-__all__ = ["CacheSession", "InputReads", "RerunPlan"]
+__all__ = ["CacheSession", "InputReads", "RerunPlan", "RUN"]
+
+#: What ``CacheSession.decide`` returns for a node that must run (any other value is reused).
+RUN: Any = object()
 
 _ABSENT = "\0absent"
 _EMPTY_FP = fingerprint({})
 # Config and edges are immutable per definition: fingerprint them once per definition.
-_STATIC: "weakref.WeakKeyDictionary[Any, list[str | None]]" = weakref.WeakKeyDictionary()
+_STATIC: "weakref.WeakKeyDictionary[Any, _Static]" = weakref.WeakKeyDictionary()
+_REUSED = NodeReason(R.REUSED)
+_FROM_LAST_RUN = NodeReason(R.REUSED, "from the last run")
+_FIRST_RUN = NodeReason(R.FIRST_RUN)
+_CODE_CHANGED = NodeReason(R.CODE_CHANGED)
+_OPTED_OUT = NodeReason(R.NOT_CACHEABLE, "cache=False")
 
 
 class InputReads(Mapping[str, Any]):
@@ -113,18 +122,12 @@ def _names(value: Iterable[str] | str) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _policy(node: Any) -> tuple[bool, float | None, str | None]:
-    """A node's cache settings: enabled, time-to-live, explicit code version."""
-    return (getattr(node, "cache", True), getattr(node, "cache_ttl", None),
-            getattr(node, "version", None))
-
-
 class CacheSession:
     """The cache as one instance run sees it (engine-internal; see the module docstring)."""
 
     def __init__(self, definition: "WorkflowDefinition", handlers: list[Any],
                  inputs: Mapping[str, Any], cache: "Cache | None", codes: bytearray,
-                 succeeded_code: int, now: Callable[[], float],
+                 now: Callable[[], float],
                  plan: RerunPlan | None = None, previous: Mapping[str, Any] | None = None
                  ) -> None:
         self.definition = definition
@@ -133,7 +136,7 @@ class CacheSession:
         self.inputs = inputs
         self.cache = cache
         self._codes = codes
-        self._ok = succeeded_code
+        self._ok = CODE[NodeState.SUCCEEDED]
         self._now = now
         self.plan = plan
         self.previous = previous if plan is not None and plan.restart else None
@@ -141,115 +144,127 @@ class CacheSession:
         self.verdicts: list[NodeReason | None] = [None] * n
         self.fps: list[str | None] = [None] * n  # fingerprints of results (None: none)
         self._unhashable: dict[int, str] = {}  # node -> what about its result has no hash
-        self._keys: list[tuple[str, dict[str, Any]] | None] = [None] * n
+        self._keys: list[str | None] = [None] * n  # the key of each node that may be cached
         self._reads: dict[int, InputReads] = {}
-        self._versions: dict[tuple[int, str | None], str | Unhashable] = {}
+        self._versions: dict[tuple[int, str | None], str | NodeReason] = {}
         self._input_fps: dict[str, str | None] = {}
         self._static = _static_parts(definition)
-        self.reused = 0
+        self._entries = cache.table(definition.name) if cache is not None else {}
+        self._ttl = None if cache is None else cache.ttl
+        if plan is None:  # the common case: no re-run request, straight to the cache
+            self.decide = self._lookup_plain  # type: ignore[method-assign]
 
     # --- decisions --------------------------------------------------------------------
 
-    def decide(self, i: int) -> tuple[bool, Any]:
-        """``(True, result)`` to reuse a result for node ``i``, or ``(False, None)`` to run it."""
-        node = self.definition.nodes[i]
+    def decide(self, i: int) -> Any:
+        """A result to reuse for node ``i``, or ``RUN``: run its handler."""
         plan = self.plan
-        forced = None if plan is None else plan.forced.get(i)
+        assert plan is not None  # without one, __init__ bound decide to _lookup_plain
+        forced = plan.forced.get(i)
         previous = self.previous
-        if previous is not None and forced is None and node.name in previous:
-            result = previous[node.name]
-            self.verdicts[i] = NodeReason(R.REUSED, "from the last run")
+        name = self.definition.nodes[i].name
+        if previous is not None and forced is None and name in previous:
+            result = previous[name]
+            self.verdicts[i] = _FROM_LAST_RUN
             if self.cache is not None:
                 self._note_result(i, result)
-            self.reused += 1
-            return True, result
-        cache = self.cache
-        if cache is None:
-            if forced is not None:
-                self.verdicts[i] = NodeReason(R.FORCED, forced)
-            elif previous is not None:
-                self.verdicts[i] = NodeReason(R.FIRST_RUN, "no result in the last run")
-            return False, None
-        enabled, ttl, version = _policy(node)
-        if not enabled:
-            self.verdicts[i] = NodeReason(R.NOT_CACHEABLE, "cache=False")
-            return False, None
-        keyed = self._key(i, version)
-        if isinstance(keyed, NodeReason):
-            self.verdicts[i] = keyed
-            return False, None
-        self._keys[i] = keyed
+            return result
+        if self.cache is not None:
+            return self._lookup(i, forced)
         if forced is not None:
             self.verdicts[i] = NodeReason(R.FORCED, forced)
-            return False, None
-        entry = cache.get(self.workflow, node.name)
-        verdict = self._compare(entry, keyed, ttl)
-        if verdict is not None:
-            cache.misses += 1
-            self.verdicts[i] = verdict
-            return False, None
-        assert entry is not None
-        if entry.result_fp is not None and _fingerprint_or_none(entry.result) != entry.result_fp:
+        elif previous is not None:
+            self.verdicts[i] = NodeReason(R.FIRST_RUN, "no result in the last run")
+        return RUN
+
+    def _lookup_plain(self, i: int) -> Any:
+        return self._lookup(i, None)
+
+    def _lookup(self, i: int, forced: str | None) -> Any:
+        node = self.definition.nodes[i]
+        if not node.cache:
+            self.verdicts[i] = _OPTED_OUT
+            return RUN
+        key = self._key(i, node)
+        if type(key) is not str:
+            self.verdicts[i] = key
+            return RUN
+        self._keys[i] = key
+        if forced is not None:
+            self.verdicts[i] = NodeReason(R.FORCED, forced)
+            return RUN
+        entry = self._entries.get(node.name)
+        if (entry is None or entry.key != key or entry.reads is None or entry.reads
+                or entry.uncacheable is not None or node.cache_ttl is not None
+                or self._ttl is not None):  # the common case skips all of _compare
+            verdict = self._compare(i, node, entry, key)
+            if verdict is not None:
+                self.verdicts[i] = verdict
+                return RUN
+        result = entry.result  # type: ignore[union-attr]  (_compare returned None: an entry)
+        fp = entry.result_fp  # type: ignore[union-attr]
+        if result is not None and fp is not None and _fingerprint_or_none(result) != fp:
             # In memory the reused object is shared: a handler that changed its input in
             # place changed the cached result too. Never hand that on.
-            cache.discard(entry, "its result was changed in place after it was cached")
-            cache.misses += 1
+            assert self.cache is not None and entry is not None
+            self.cache.discard(entry, "its result was changed in place after it was cached")
             self.verdicts[i] = NodeReason(R.CORRUPT, "result changed in place")
-            return False, None
-        cache.hits += 1
-        self.reused += 1
-        self.verdicts[i] = NodeReason(R.REUSED)
-        self.fps[i] = entry.result_fp
-        if entry.result_fp is None:
+            return RUN
+        self.verdicts[i] = _REUSED
+        self.fps[i] = fp
+        if fp is None:
             self._unhashable[i] = "a cached result without a fingerprint"
-        return True, entry.result
+        return result
 
-    def _key(self, i: int, version: str | None) -> tuple[str, dict[str, Any]] | NodeReason:
-        d = self.definition
-        handler = self.handlers[i]
-        memo = (id(handler), version)
-        code = self._versions.get(memo)
+    def _key(self, i: int, node: Any) -> str | NodeReason:
+        """Code version, config, edges, then each succeeded predecessor's name and result."""
+        code = self._versions.get((id(self.handlers[i]), node.version))
         if code is None:
-            try:
-                code = code_version(handler, version)
-            except Unhashable as exc:
-                code = exc
-            self._versions[memo] = code
-        if isinstance(code, Unhashable):
-            return NodeReason(R.NOT_CACHEABLE, code.what)
-        config, edges = self._static[2 * i], self._static[2 * i + 1]
-        if config is None:
+            code = self._version(i, node)
+        if type(code) is not str:
+            return code
+        static = self._static
+        prefix = static.prefix[i]
+        if prefix is None:
             return NodeReason(R.NOT_CACHEABLE, "its config has no stable hash")
-        codes, ok, names, fps = self._codes, self._ok, d.nodes, self.fps
-        preds: dict[str, str] = {}
-        for k in d.in_edges[i]:
-            s = d.edge_source[k]
+        parts = [code, prefix]
+        codes, ok, fps = self._codes, self._ok, self.fps
+        for s, name in static.preds[i]:
             if codes[s] == ok:
                 fp = fps[s]
                 if fp is None:
                     what = self._unhashable.get(s, "no fingerprint")
                     return NodeReason(R.NOT_CACHEABLE,
-                                   f"the result of {names[s].name!r} has no stable hash ({what})")
-                preds[names[s].name] = fp
-        text = f"{code}|{config}|{edges}|" + ";".join(f"{n}={preds[n]}" for n in sorted(preds))
-        return digest(text.encode()), {"code": code, "config": config, "edges": edges,
-                                       "preds": preds}
+                                      f"the result of {name!r} has no stable hash ({what})")
+                parts.append(name)
+                parts.append(fp)
+        return "\0".join(parts)
 
-    def _compare(self, entry: CacheEntry | None, keyed: tuple[str, dict[str, Any]],
-                 ttl: float | None) -> NodeReason | None:
-        """Why ``entry`` cannot serve a node with this key (None: it can)."""
+    def _version(self, i: int, node: Any) -> str | NodeReason:
+        """Version handler ``i`` once per run (helpers may have changed since the last)."""
+        handler = self.handlers[i]
+        try:
+            code: str | NodeReason = code_version(handler, node.version)
+        except Unhashable as exc:
+            code = NodeReason(R.NOT_CACHEABLE, exc.what)
+        self._versions[(id(handler), node.version)] = code
+        return code
+
+    def _compare(self, i: int, node: Any, entry: CacheEntry | None, key: str
+                 ) -> NodeReason | None:
+        """Why ``entry`` cannot serve node ``i`` with this key (None: it can)."""
         if entry is None:
-            return NodeReason(R.FIRST_RUN)
-        key, parts = keyed
+            return _FIRST_RUN
         if entry.key != key:
-            old = entry.parts
-            if old.get("code") != parts["code"]:
-                return NodeReason(R.CODE_CHANGED)
-            changed = sorted(n for n in set(parts["preds"]) | set(old.get("preds") or {})
-                             if parts["preds"].get(n) != (old.get("preds") or {}).get(n))
+            parts, old = key_parts(key), key_parts(entry.key)
+            if old["code"] != parts["code"]:
+                return _CODE_CHANGED
+            before = old["preds"]
+            now = parts["preds"]
+            changed = sorted(n for n in set(now) | set(before) if now.get(n) != before.get(n))
             if changed:
                 return NodeReason(R.INPUT_CHANGED, ", ".join(changed))
-            if old.get("config") != parts["config"]:
+            if old["config"] != parts["config"]:
                 return NodeReason(R.INPUT_CHANGED, "config")
             return NodeReason(R.INPUT_CHANGED, "edges")
         if entry.uncacheable is not None:
@@ -257,7 +272,7 @@ class CacheSession:
         changed_input = self._changed_input(entry)
         if changed_input is not None:
             return changed_input
-        ttl = ttl if ttl is not None else self.cache.ttl if self.cache is not None else None
+        ttl = node.cache_ttl if node.cache_ttl is not None else self._ttl
         if ttl is not None and self._now() - entry.created > ttl:
             return NodeReason(R.EXPIRED, f"older than {ttl:g}s")
         return None
@@ -300,30 +315,30 @@ class CacheSession:
     def ran(self, i: int, result: Any) -> None:
         """Node ``i`` ran and succeeded with ``result``: fingerprint it, and cache it."""
         self._note_result(i, result)
-        keyed = self._keys[i]
+        key = self._keys[i]
         cache = self.cache
-        if keyed is None or cache is None:
+        if key is None or cache is None:
             return
         uncacheable = None
         reads: dict[str, str] | None = None
         inputs_fp = None
         tracked = self._reads.pop(i, None)
-        if tracked is None or tracked.read_all:
+        if tracked is not None and tracked.read_all:
             try:
                 inputs_fp = fingerprint(dict(self.inputs))
             except Unhashable as exc:
                 uncacheable = f"it read every input and one has no stable hash ({exc.what})"
         else:
             reads = {}
-            for name in tracked.keys_read:
+            for name in () if tracked is None else tracked.keys_read:
                 fp = self._input_fp(name)
                 if fp is None:
                     uncacheable = f"it read input {name!r}, which has no stable hash"
                     break
                 reads[name] = fp
-        cache.put(CacheEntry(self.workflow, self.definition.nodes[i].name, keyed[0],
-                             keyed[1], reads, inputs_fp, result, self.fps[i], self._now(),
-                             uncacheable))
+        cache.put(CacheEntry(self.workflow, self.definition.nodes[i].name, key,
+                             reads, inputs_fp, result, self.fps[i],
+                             self._now(), uncacheable))
 
     def _note_result(self, i: int, result: Any) -> None:
         try:
@@ -340,24 +355,30 @@ def _fingerprint_or_none(value: Any) -> str | None:
         return None
 
 
-def _static_parts(definition: "WorkflowDefinition") -> list[str | None]:
-    """Per node, fingerprints of its config and of its incoming edges (None: no hash)."""
-    parts = _STATIC.get(definition)
-    if parts is not None:
-        return parts
-    d = definition
-    parts = []
-    for i, node in enumerate(d.nodes):
-        if node.config:
+class _Static:
+    """Per definition: each node's config and edges fingerprints, its predecessors by name."""
+
+    __slots__ = ("prefix", "preds", "__weakref__")
+
+    def __init__(self, d: "WorkflowDefinition") -> None:
+        self.prefix: list[str | None] = []
+        self.preds: list[tuple[tuple[int, str], ...]] = []
+        for i, node in enumerate(d.nodes):
             try:
-                parts.append(fingerprint(dict(node.config)))
+                config = fingerprint(dict(node.config)) if node.config else _EMPTY_FP
             except Unhashable:
-                parts.append(None)
-        else:
-            parts.append(_EMPTY_FP)
-        edges = sorted((d.nodes[d.edge_source[k]].name,
-                        None if d.edges[k].condition is None else d.edges[k].condition.label)
-                       for k in d.in_edges[i])
-        parts.append(digest(repr(edges).encode()))
-    _STATIC[definition] = parts
-    return parts
+                config = None
+            incoming = sorted((d.nodes[d.edge_source[k]].name, d.edge_source[k],
+                               None if d.edges[k].condition is None
+                               else d.edges[k].condition.label) for k in d.in_edges[i])
+            edges = digest(repr([(name, cond) for name, _, cond in incoming]).encode())
+            self.prefix.append(None if config is None else f"{config}\0{edges}")
+            self.preds.append(tuple((s, name) for name, s, _ in incoming))
+
+
+def _static_parts(definition: "WorkflowDefinition") -> _Static:
+    """The definition's _Static, made once (definitions are immutable)."""
+    static = _STATIC.get(definition)
+    if static is None:
+        static = _STATIC[definition] = _Static(definition)
+    return static
