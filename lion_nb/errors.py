@@ -4,6 +4,7 @@ Every branch also subclasses the builtin a Python user would naturally catch,
 and keeps the culprit (node, edge, topic, step, capability) as attributes::
 
     LionError
+    ├── ConfigError (ValueError)              .field: a configuration value refused
     ├── DefinitionError (ValueError)          malformed workflow definitions
     │   ├── CycleError                        .cycle: list of node names
     │   ├── DuplicateIdError                  .id
@@ -24,8 +25,10 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
+    │   ├── StateConfigError (ValueError)     .field: bad storage/checkpoint settings
     │   ├── StorageError (OSError)            .key
     │   ├── CheckpointError
+    │   │   ├── CheckpointKindError (TypeError) .kind: no to_dict/from_dict, unknown kind
     │   │   ├── CheckpointCorruptError        .key
     │   │   ├── CheckpointVersionError        .key, .version
     │   │   └── CheckpointNotFoundError (KeyError)
@@ -39,6 +42,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     ├── EventError
     │   ├── TopicError (ValueError)           .topic
     │   ├── SubscriberError                   .subscriber
+    │   ├── EventTypeError (TypeError)        .value: not an Event / EventAck / EventStore
+    │   ├── EventCorruptError                 .offset, .event_id: a damaged stored event
     │   ├── AckError                          .event_id, .subscriber
     │   ├── SubscriberFullError               .subscriber
     │   └── BrokerClosedError
@@ -50,7 +55,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   └── SagaStepTimeoutError (TimeoutError) .step
     └── SecurityError (PermissionError)
         ├── CapabilityDeniedError             .capability, .node
-        ├── TokenError                        forged, malformed or wrong key
+        ├── TokenError                        .token_id (if known): forged, malformed, wrong key
         │   ├── TokenExpiredError             .token_id
         │   └── TokenRevokedError             .token_id
         ├── RequirementError (ValueError)     .requirement
@@ -66,18 +71,19 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "LionError",
+    "LionError", "ConfigError",
     "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
     "ConditionError", "SerializationError",
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
-    "StateError", "IllegalTransitionError", "StorageError", "CheckpointError",
-    "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
+    "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
+    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
     "DefinitionChangedError", "LeaseError",
     "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
     "DeadlineMissedError",
-    "EventError", "TopicError", "SubscriberError", "AckError", "SubscriberFullError",
+    "EventError", "TopicError", "SubscriberError", "EventTypeError", "EventCorruptError",
+    "AckError", "SubscriberFullError",
     "BrokerClosedError",
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
     "SagaReplyError", "SagaStepTimeoutError",
@@ -94,6 +100,10 @@ class LionError(Exception):
         super().__init__(message)
         for key, value in culprits.items():
             setattr(self, key, value)
+
+
+class ConfigError(LionError, ValueError):
+    """A configuration object got a value it cannot work with; ``.field`` names it."""
 
 
 # --- definitions -----------------------------------------------------------
@@ -185,12 +195,20 @@ class IllegalTransitionError(StateError):
     """A state machine refused a transition."""
 
 
+class StateConfigError(StateError, ValueError):
+    """A storage or checkpoint setting is invalid; ``.field`` names it."""
+
+
 class StorageError(StateError, OSError):
     """A storage backend could not read or write; ``.key`` names the record."""
 
 
 class CheckpointError(StateError):
     """A checkpoint cannot be used."""
+
+
+class CheckpointKindError(CheckpointError, TypeError):
+    """An object cannot be checkpointed, or a checkpoint holds an unknown kind; ``.kind``."""
 
 
 class CheckpointCorruptError(CheckpointError):
@@ -250,6 +268,14 @@ class TopicError(EventError, ValueError):
 
 class SubscriberError(EventError):
     """Unknown or duplicate subscriber; ``.subscriber`` names it."""
+
+
+class EventTypeError(EventError, TypeError):
+    """Not an Event, EventAck or EventStore where the broker needs one; ``.value`` is it."""
+
+
+class EventCorruptError(EventError):
+    """A stored event failed its checksum or does not decode; ``.offset``, ``.event_id``."""
 
 
 class AckError(EventError):

@@ -109,8 +109,9 @@ class FileStorage(Storage):
         self._opened = False  # temp files of crashed writers are dropped on first use
         self._closed = False
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            # Owner-only (0700 / 0600): records may hold results and grants.
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StorageError(f"checkpoint directory {str(self.directory)!r} is not "
                                f"usable: {exc.strerror or exc}", key=None,
@@ -305,7 +306,7 @@ class FileStorage(Storage):
         tmp = target if in_place else self.directory / f".tmp-{secrets.token_hex(8)}"
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if in_place else os.O_EXCL)
         try:
-            fd = os.open(tmp, flags, 0o644)
+            fd = os.open(tmp, flags, 0o600)
             try:
                 view = memoryview(data)
                 while view:
