@@ -27,7 +27,7 @@ import os
 import warnings
 from typing import Any
 
-from ..errors import CacheConfigError, CacheCorruptWarning
+from ..errors import CacheConfigError, CacheCorruptWarning, StorageError
 from ..state.storage import Storage
 from ._cache_durable import DurableTier
 from ._cache_entry import CacheEntry
@@ -108,8 +108,13 @@ class Cache:
         """Read ``workflow``'s durable entries into memory (once per process)."""
         if self._durable is None or workflow in self._loaded:
             return
-        await self.flush()  # deletions asked for before are applied before reading
-        entries, bad = await self._durable.load(workflow)
+        try:
+            await self.flush()  # deletions asked for before are applied before reading
+            entries, bad = await self._durable.load(workflow)
+        except StorageError:  # an unreadable cache costs re-runs, never the run itself
+            _log.warning("could not read cache entries of %r from %r; its nodes run",
+                         workflow, self, exc_info=True)
+            return
         for key, why in bad:
             _warn(f"cache entry {key!r} of {workflow!r} is unusable: {why}; its node runs "
                   "instead", key=key, node=None)
