@@ -145,7 +145,8 @@ class Cache:
         dropped = 0
         for node in nodes:
             for name, table in self._memory.items():
-                if (workflow is None or name == workflow) and table.pop(node, None):
+                if (workflow is None or name == workflow) and node in table:
+                    del table[node]
                     dropped += 1
             if self._durable is not None:
                 self._durable.delete(workflow, node)

@@ -186,7 +186,7 @@ class CacheSession:
             self.verdicts[i] = _OPTED_OUT
             return RUN
         key = self._key(i, node)
-        if type(key) is not str:
+        if isinstance(key, NodeReason):
             self.verdicts[i] = key
             return RUN
         self._keys[i] = key
@@ -201,12 +201,13 @@ class CacheSession:
             if verdict is not None:
                 self.verdicts[i] = verdict
                 return RUN
-        result = entry.result  # type: ignore[union-attr]  (_compare returned None: an entry)
-        fp = entry.result_fp  # type: ignore[union-attr]
+        assert entry is not None  # _compare returns FIRST_RUN without one
+        result = entry.result
+        fp = entry.result_fp
         if result is not None and fp is not None and _fingerprint_or_none(result) != fp:
             # In memory the reused object is shared: a handler that changed its input in
             # place changed the cached result too. Never hand that on.
-            assert self.cache is not None and entry is not None
+            assert self.cache is not None
             self.cache.discard(entry, "its result was changed in place after it was cached")
             self.verdicts[i] = NodeReason(R.CORRUPT, "result changed in place")
             return RUN
