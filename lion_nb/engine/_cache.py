@@ -32,7 +32,7 @@ from ..state.storage import Storage
 from ._cache_durable import DurableTier
 from ._cache_entry import CacheEntry
 
-__all__ = ["Cache"]
+__all__ = ["Cache", "as_cache"]
 
 _log = logging.getLogger("lion_nb.cache")
 
@@ -186,3 +186,16 @@ class Cache:
 
 def _warn(message: str, *, key: str | None, node: str | None) -> None:
     warnings.warn(CacheCorruptWarning(message, key=key, node=node), stacklevel=4)
+
+
+def as_cache(value: Any) -> Cache | None:
+    """A ``cache=`` setting as a Cache: True -> in memory, a path -> SQLite, None/False -> none."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Cache()
+    if isinstance(value, Cache):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return Cache(value)
+    raise CacheConfigError(f"cache is True, a path or a Cache, not {value!r}", field="cache")

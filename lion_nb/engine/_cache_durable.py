@@ -11,6 +11,8 @@ one SQLite file) never leave a mixed record: the last complete write wins.
 
 from __future__ import annotations
 
+import asyncio
+
 from ..errors import CheckpointError, StorageError
 from ..state.storage import Storage
 from ._cache_entry import CacheEntry, EntryCorrupt
@@ -28,6 +30,8 @@ class DurableTier:
         self._pending: dict[str, CacheEntry] = {}
         self._deletes: set[str] = set()
         self._prefix_deletes: list[tuple[str, str]] = []  # (prefix, suffix)
+        # One flush at a time: a second caller waits until the first one's write is durable.
+        self._flushing = asyncio.Lock()
 
     @property
     def pending(self) -> bool:
@@ -62,6 +66,10 @@ class DurableTier:
 
     async def flush(self) -> None:
         """Apply buffered deletions, then write buffered entries, in one transaction."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         pending, self._pending = self._pending, {}
         deletes, self._deletes = self._deletes, set()
         prefixes, self._prefix_deletes = self._prefix_deletes, []
