@@ -35,7 +35,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── DefinitionChangedError            .instance_id
     │   └── LeaseError                        .instance_id, .owner
     ├── SchedulerError
-    │   ├── SchedulerConfigError (ValueError) .field
+    │   ├── SchedulerConfigError (ConfigError) .field
     │   ├── QueueFullError                    .capacity
     │   ├── SchedulerClosedError
     │   └── DeadlineMissedError               .task
@@ -240,7 +240,7 @@ class SchedulerError(LionError):
     """The scheduler refused a request."""
 
 
-class SchedulerConfigError(SchedulerError, ValueError):
+class SchedulerConfigError(SchedulerError, ConfigError):
     """A scheduler setting is invalid (unknown policy, limit <= 0); ``.field`` names it."""
 
 

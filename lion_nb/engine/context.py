@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
-
-if TYPE_CHECKING:
-    from ..model.node import Node
-    from .run import InstanceRun
+from ..model.definition import WorkflowDefinition
+from ..model.node import Node
 
 __all__ = ["NodeContext", "NodeResult", "ResultKind"]
+
+
+class _Run(Protocol):
+    """What a NodeContext reads of the instance it belongs to (InstanceRun provides it)."""
+
+    instance_id: str
+    definition: WorkflowDefinition
+    inputs: Mapping[str, Any]
+    grants: Any
+    resource_gate: Callable[..., Any]
+    scheduler: Any
+
+    def predecessor_results(self, i: int) -> dict[str, Any]: ...
+
+    async def publish(self, node: str, topic: str, payload: Any) -> None: ...
 
 
 class ResultKind(enum.StrEnum):
@@ -54,7 +67,8 @@ class NodeResult:
         return cls(ResultKind.SKIP, node_id, reason or None)
 
     def __repr__(self) -> str:
-        return f"NodeResult.{self.kind.value}({self.output if self.error is None else self.error!r})"
+        shown = self.output if self.error is None else self.error
+        return f"NodeResult.{self.kind.value}({shown!r})"
 
 
 class NodeContext:
@@ -68,7 +82,7 @@ class NodeContext:
 
     __slots__ = ("_run", "_index", "_task", "attempt", "_logger", "worker")
 
-    def __init__(self, run: "InstanceRun", index: int, task: Any, attempt: int) -> None:
+    def __init__(self, run: _Run, index: int, task: Any, attempt: int) -> None:
         self._run = run
         self._index = index
         self._task = task
@@ -82,7 +96,7 @@ class NodeContext:
         return self._run.instance_id
 
     @property
-    def node(self) -> "Node":
+    def node(self) -> Node:
         """The node being run."""
         return self._run.definition.nodes[self._index]
 
@@ -143,7 +157,7 @@ class NodeContext:
 
     async def publish(self, topic: str, payload: Any) -> None:
         """Publish an event (headers name this instance and node) through the executor's sink."""
-        await self._run.executor.publish_from_node(self._run, self.node_name, topic, payload)
+        await self._run.publish(self.node_name, topic, payload)
 
     def __repr__(self) -> str:
         return f"NodeContext(instance={self.instance_id}, node={self.node_name!r}, " \

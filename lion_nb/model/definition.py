@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 
 from .. import _display
-from ..security.ceiling import DefinitionCeiling
+from ..security import DefinitionCeiling
 from ..errors import CycleError, DefinitionError, DuplicateIdError, UnknownNodeError
 from .ids import NodeId, WorkflowId
 from .node import Edge, Node, _node_id

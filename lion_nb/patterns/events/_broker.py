@@ -117,6 +117,11 @@ class EventBroker:
         return self._store
 
     @property
+    def observe(self) -> ObserveStream | None:
+        """The observe stream this broker reports EVENT_* events to (None without one)."""
+        return self._ledger.observe
+
+    @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
         return self._closed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 
 import pytest
@@ -10,12 +11,13 @@ import pytest
 from lion_nb.clock import FakeClock
 from lion_nb.engine import ExecutorConfig, NodeResult, WorkflowExecutor
 from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
-from lion_nb.errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFoundError,
-                            IllegalTransitionError, InstanceNotFoundError, NodeFailedError,
-                            NodeTimeoutError, ResultNotSerializableError, WorkflowFailedError)
+from lion_nb.errors import (CapabilityDeniedError, ConfigError, ExecutorStoppedError,
+                            HandlerNotFoundError, IllegalTransitionError,
+                            InstanceNotFoundError, NodeFailedError, NodeTimeoutError,
+                            ResultNotSerializableError, WorkflowFailedError)
 from lion_nb.model import Node, RetryPolicy, TriggerRule, WorkflowBuilder
 from lion_nb.state import InstanceState, NodeState
-from lion_nb.state.machine import NodeStates
+from lion_nb.state.machine import NodeStates, check_instance_transition
 
 
 def build(*edges, nodes=None):
@@ -290,3 +292,46 @@ def test_node_state_machine_refuses_illegal_transitions():
     states.move(0, NodeState.SUCCEEDED)
     with pytest.raises(IllegalTransitionError):
         states.move(0, NodeState.RUNNING)
+
+
+@pytest.mark.parametrize("field, value", [("on_denied", "ignore"), ("default_timeout", 0),
+                                          ("max_threads", 0), ("max_threads", 1.5),
+                                          ("lease_ttl", -1), ("event_sink", "not callable")])
+def test_executor_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ConfigError) as info:
+        ExecutorConfig(**{field: value})
+    assert info.value.field == field and isinstance(info.value, ValueError)
+
+
+def test_executor_config_is_frozen_and_keyword_only():
+    config = ExecutorConfig(fail_fast=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.fail_fast = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ExecutorConfig(True)  # type: ignore[misc]
+
+
+async def test_set_event_sink_routes_ctx_publish_and_leaves_the_config_alone(executor):
+    seen = []
+
+    async def sink(topic, payload, headers):
+        seen.append((topic, payload, headers["lion.node"]))
+
+    async def announce(ctx):
+        await ctx.publish("t.done", {"n": 1})
+
+    executor.add_handler("announce", announce)
+    executor.set_event_sink(sink)
+    result = await executor.run(build(nodes={"a": Node("a", handler="announce")}))
+    assert result.succeeded and seen == [("t.done", {"n": 1}, "a")]
+    assert executor.config.event_sink is None
+    executor.set_event_sink(None)
+    result = await executor.run(build(nodes={"a": Node("a", handler="announce")}))
+    assert "no event sink" in result.errors["a"]
+
+
+def test_instance_state_machine_refuses_a_second_final_state():
+    check_instance_transition("run-1", InstanceState.PENDING, InstanceState.RUNNING)
+    check_instance_transition("run-1", InstanceState.RUNNING, InstanceState.SUCCEEDED)
+    with pytest.raises(IllegalTransitionError):
+        check_instance_transition("run-1", InstanceState.SUCCEEDED, InstanceState.CANCELLED)

@@ -235,11 +235,14 @@ async def test_a_run_whose_node_commits_all_before_the_crash_finishes_on_resume(
     store = SqliteStorage(tmp_path / "s.db")
     a = await new_executor(store, h)
 
-    async def lost_end(run):  # the process died before writing the final state
-        run.store.close()
-
     iid = await a.execute_workflow(diamond(), instance_id="run-last-commit")
-    a._runs[iid].store.end = lost_end
+    durable = a._runs[iid].store
+
+    async def lost_end(state, error):  # the process died before writing the final state
+        durable.close()
+        return state, error
+
+    durable.end = lost_end
     await a.wait(iid)
     assert (await read_instance(store, iid)).state == "running"
     b = await new_executor(SqliteStorage(tmp_path / "s.db"), Handlers())
@@ -308,7 +311,7 @@ async def test_a_lease_left_by_an_exited_process_is_taken_over_at_once(tmp_path)
     import sys
     import time
 
-    from lion_nb.engine.durable_layout import lease_key, new_owner_id, owner_is_dead
+    from lion_nb.engine.durable import lease_key, new_owner_id, owner_is_dead
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # reaped: its pid no longer exists

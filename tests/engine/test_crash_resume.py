@@ -1,6 +1,6 @@
 """Crash harness: SIGKILL a process running a durable workflow at many points, resume, check.
 
-Each scenario starts the 26-node crash workflow (tests/crash/workflow.py) in a
+Each scenario starts the 26-node crash workflow (tests/engine/crash/workflow.py) in a
 child process with SqliteStorage or FileStorage and kills it -- as a write
 starts, inside a write (the backends' step hooks), right after a write was
 acknowledged, or at a random time -- then starts a new child that calls
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from crash.workflow import build, register
+from engine.crash.workflow import build, register
 from lion_nb.engine import WorkflowExecutor
 from lion_nb.engine.durable import read_instance
 from lion_nb.state import FileStorage, SqliteStorage

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping
 
 from .. import _display
 from ..state.machine import InstanceState, NodeState
-
-if TYPE_CHECKING:
-    from .run import InstanceRun
 
 __all__ = ["InstanceResult"]
 
@@ -18,27 +15,28 @@ class InstanceResult:
 
     ``result["Node"]`` is that node's output; ``check()`` raises the instance's
     error (WorkflowFailedError, with the node's exception chained) unless it
-    succeeded.
+    succeeded. ``executor.wait``/``snapshot`` make them.
     """
 
     _display_kind = "instance"
 
-    def __init__(self, run: "InstanceRun") -> None:
-        d = run.definition
-        self.instance_id = run.instance_id
-        self.definition = d
-        self.workflow = d.name
-        self.state: InstanceState = run.state
-        self.node_states: dict[str, NodeState] = run.states.as_dict()
-        self.attempts = {n.name: run.attempts[i] for i, n in enumerate(d.nodes)}
-        self.results = {d.nodes[i].name: run.results[i] for i, c in enumerate(run.states.codes)
-                        if run.states[i] is NodeState.SUCCEEDED}
-        self.exceptions: dict[str, BaseException] = {d.nodes[i].name: e
-                                                     for i, e in run.errors.items()}
+    def __init__(self, *, instance_id: str, definition: Any, state: InstanceState,
+                 node_states: dict[str, NodeState], attempts: dict[str, int],
+                 results: dict[str, Any], exceptions: Mapping[str, BaseException],
+                 error: BaseException | None, started_at: float,
+                 finished_at: float | None) -> None:
+        self.instance_id = instance_id
+        self.definition = definition
+        self.workflow: str = definition.name
+        self.state = state
+        self.node_states = node_states
+        self.attempts = attempts
+        self.results = results
+        self.exceptions = dict(exceptions)
         self.errors = {k: str(e) for k, e in self.exceptions.items()}
-        self.error = run.error
-        self.started_at = run.started_at
-        self.finished_at = run.finished_at
+        self.error = error
+        self.started_at = started_at
+        self.finished_at = finished_at
 
     @property
     def duration(self) -> float | None:

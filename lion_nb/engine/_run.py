@@ -1,34 +1,36 @@
-"""InstanceRun: one running instance — join rule, node attempts, retries, completion.
+"""InstanceRun: one running instance — node attempts, retries, the join rule's decisions.
 
 Everything here is indexed by node position in the definition, so the work per
 finished node is proportional to its own out-edges (DESIGN.md, "Speed").
+The run knows its executor only through a :class:`RunEnv`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
                       NodeFailedError, NodeTimeoutError, ResultNotSerializableError,
                       SecurityError, WorkflowFailedError)
-from ..state.machine import CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates
+from ..state.machine import (CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates,
+                             check_instance_transition)
+from ._env import RunEnv
+from ._join import JoinRule
+from ._outcome import check_output, handler_error
+from ._policies import ScheduledTask
+from ._result import InstanceResult
 from .context import NodeContext, NodeResult, ResultKind
+from .durable import node_record
 from .observe import EventKind as K
 from .observe import ExecEvent
-from .outcome import check_output, handler_error
-from .join import JoinRule
-from .policies import ScheduledTask
 
 if TYPE_CHECKING:
     from ..model.definition import WorkflowDefinition
-    from .executor import WorkflowExecutor
+    from ._store import InstanceStore
 
 __all__ = ["InstanceRun"]
 
-_TERMINAL = frozenset(CODE[s] for s in (NodeState.SUCCEEDED, NodeState.FAILED,
-                                         NodeState.SKIPPED, NodeState.UPSTREAM_FAILED,
-                                         NodeState.CANCELLED))
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
 # Enum member access costs ~100 ns on Python 3.11; the hot path uses these globals.
 _K_QUEUED = K.NODE_QUEUED
@@ -38,26 +40,29 @@ _RUNNING = NodeState.RUNNING
 _S_SUCCEEDED = NodeState.SUCCEEDED
 _QUEUED = NodeState.QUEUED
 _I_RUNNING = InstanceState.RUNNING
+_PENDING_CODE = CODE[NodeState.PENDING]
 _CANCEL_NOW = (CODE[NodeState.PENDING], CODE[NodeState.RETRYING])
 # The three moves every node makes, checked inline (a method call per move costs
 # more than the check); an illegal one falls back to NodeStates.move, which raises.
 _NK = len(NODE_ORDER)
 _C_QUEUED, _C_RUNNING, _C_SUCCEEDED = (CODE[NodeState.QUEUED], CODE[NodeState.RUNNING],
                                        CODE[NodeState.SUCCEEDED])
+_END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NODE_UPSTREAM_FAILED,
+             NodeState.CANCELLED: K.NODE_CANCELLED, NodeState.FAILED: K.NODE_FAILED}
 
 
-class InstanceRun(JoinRule):
-    """The live state of one instance; the executor's worker calls ``run_node``."""
+class InstanceRun:
+    """The live state of one instance; the scheduler's workers call ``run_node``."""
 
-    def __init__(self, executor: "WorkflowExecutor", definition: "WorkflowDefinition",
-                 instance_id: str, inputs: dict[str, Any], handlers: list[Any],
-                 is_async: list[bool], priorities: list[int], deadlines: list[float | None],
-                 gate: Callable[..., None] | None,
-                 resource_gate: Callable[..., Any] | None) -> None:
-        self.executor = executor
-        self.scheduler = executor.scheduler
-        self.observe = executor.observe
-        self.clock = executor.scheduler.clock
+    def __init__(self, env: RunEnv, definition: "WorkflowDefinition", instance_id: str,
+                 inputs: Mapping[str, Any], handlers: list[Any], is_async: list[bool],
+                 priorities: list[int], deadlines: list[float | None],
+                 gate: Callable[..., None], resource_gate: Callable[..., Any],
+                 grants: Any = None) -> None:
+        self.env = env
+        self.scheduler = env.scheduler
+        self.observe = env.observe
+        self.clock = env.clock
         self.definition = definition
         self.instance_id = instance_id
         self.inputs = inputs
@@ -67,43 +72,43 @@ class InstanceRun(JoinRule):
         self.deadlines = deadlines
         self.gate = gate
         self.resource_gate = resource_gate
+        self.grants = grants  # the instance's GrantSet (remote runners verify it again)
         n = len(definition.nodes)
+        self.join = JoinRule(definition)
         self.states: NodeStates = NodeStates((x.name for x in definition.nodes), instance_id)
         self.results: list[Any] = [None] * n
         self.errors: dict[int, BaseException] = {}
         self.attempts = [0] * n
-        self.remaining = [len(e) for e in definition.in_edges]
-        self.active_in = [0] * n
-        self.failed_in = [0] * n
         self.unfinished = n
         self.first_failed: int | None = None
-        self.tasks: dict[int, "ScheduledTask"] = {}
+        self.tasks: dict[int, ScheduledTask] = {}
         self.state = InstanceState.PENDING
         self.cancel_requested = False
+        #: Set once every node is terminal and the final state is being decided/stored.
+        self.finishing = False
         self.started_at = self.clock.time()
         self.finished_at: float | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.error: BaseException | None = None
-        self.store: Any = None  # durable committer (engine.durable), None in memory
-        self._conds = [e.condition for e in definition.edges]
+        self.store: InstanceStore | None = None  # durable committer, None in memory
         self.nodes = definition.nodes
         self._time = self.clock.time
-        self.require_json = executor.config.require_json_results
-        no_default_timeout = executor.config.default_timeout is None
-        runner = executor.runner
+        config = env.config
+        self.require_json = config.require_json_results
+        no_default_timeout = config.default_timeout is None
+        runner = env.runner
         # Per node: does the runner take it (e.g. to a Dask cluster), or does it run here?
         self.remote = [runner is not None and bool(getattr(runner, "accepts", lambda n: True)(n))
                        for n in definition.nodes]
         self.direct = [is_async[k] and not self.remote[k] and node.timeout is None
                        and no_default_timeout for k, node in enumerate(definition.nodes)]
-        self.grants: Any = None  # the instance's GrantSet (remote runners verify it again)
         # Wall-clock times of each node's current attempt: end events carry them, so the
         # history recorder needs one event per attempt, not three.
         self.queued_times: list[float | None] = [None] * n
         self.started_times: list[float | None] = [None] * n
         self.workers: dict[int, str] = {}  # node -> where its last attempt ran, if elsewhere
 
-    # --- inputs for handlers ---------------------------------------------------
+    # --- what handlers and callers read --------------------------------------------
 
     def predecessor_results(self, i: int) -> dict[str, Any]:
         """Outputs of the succeeded predecessors of node ``i`` by name."""
@@ -116,7 +121,27 @@ class InstanceRun(JoinRule):
                 out[d.nodes[s].name] = self.results[s]
         return out
 
-    # --- queueing and the join rule --------------------------------------------
+    async def publish(self, node: str, topic: str, payload: Any) -> None:
+        """``ctx.publish``: the executor's sink, with headers naming this instance and node."""
+        await self.env.publish(topic, payload, {"lion.instance_id": self.instance_id,
+                                                "lion.node": node,
+                                                "lion.workflow": self.definition.name})
+
+    def snapshot(self) -> InstanceResult:
+        """The instance as it is now."""
+        d = self.definition
+        states = self.states
+        exceptions = {d.nodes[i].name: e for i, e in self.errors.items()}
+        return InstanceResult(
+            instance_id=self.instance_id, definition=d, state=self.state,
+            node_states=states.as_dict(),
+            attempts={n.name: self.attempts[i] for i, n in enumerate(d.nodes)},
+            results={d.nodes[i].name: self.results[i] for i, c in enumerate(states.codes)
+                     if c == _SUCCEEDED},
+            exceptions=exceptions, error=self.error, started_at=self.started_at,
+            finished_at=self.finished_at)
+
+    # --- queueing -------------------------------------------------------------------
 
     def queue(self, i: int) -> None:
         """Hand node ``i`` to the scheduler."""
@@ -137,9 +162,9 @@ class InstanceRun(JoinRule):
                                self.attempts[i] + 1))
         self.scheduler.enqueue(task)
 
-    # --- one attempt -------------------------------------------------------------
+    # --- one attempt ------------------------------------------------------------------
 
-    async def run_node(self, task: "ScheduledTask") -> None:
+    async def run_node(self, task: ScheduledTask) -> None:
         """Run one attempt of node ``task.payload`` inside a scheduler slot."""
         i = task.payload
         if self.state is not _I_RUNNING or task.cancelled:
@@ -207,15 +232,15 @@ class InstanceRun(JoinRule):
         if obs.wants(_K_SUCCEEDED):
             obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id, node.name,
                                attempt, self.attempt_data(i)))
-        decided: list[int] = []
-        self.propagate(i, decided)
-        if self.store is not None:
+        decided = self.join.done(i, _C_SUCCEEDED, out)
+        if self.store is None:
+            self._advance(decided)
+        else:
             await self._commit(i, decided)
-        self._advance(decided)
 
     async def _denied(self, i: int, node: Any, exc: SecurityError) -> None:
         """A node whose capabilities are not covered fails (or is skipped) without running."""
-        if self.executor.config.on_denied == "skip":
+        if self.env.config.on_denied == "skip":
             self.tasks.pop(i, None)
             self.states.move(i, NodeState.SKIPPED)
             self.unfinished -= 1
@@ -227,13 +252,13 @@ class InstanceRun(JoinRule):
     async def _call(self, i: int, node: Any, ctx: NodeContext) -> Any:
         """Run a handler off the fast path: in a thread, on a runner, or under a timeout."""
         handler = self.handlers[i]
-        timeout = node.timeout or self.executor.config.default_timeout
+        timeout = node.timeout or self.env.config.default_timeout
         if self.remote[i]:
-            coro = self.executor.runner.run(handler, ctx, node, self.is_async[i])
+            coro = self.env.runner.run(handler, ctx, node, self.is_async[i])
         elif self.is_async[i]:
             coro = handler(ctx)
         else:
-            coro = self.executor.run_in_thread(handler, ctx)
+            coro = self.env.run_in_thread(handler, ctx)
         try:
             if timeout is None:
                 return await coro
@@ -264,7 +289,7 @@ class InstanceRun(JoinRule):
                                             {"error": repr(exc), "delay": delay,
                                              **self.attempt_data(i)}))
             if delay > 0:
-                self.executor.spawn(self._retry_after(i, delay))
+                self.env.spawn(self._retry_after(i, delay))
             else:
                 self.queue(i)
             return
@@ -280,7 +305,7 @@ class InstanceRun(JoinRule):
         if self.first_failed is None:
             self.first_failed = i
         await self._finish_node(i, node, K.NODE_FAILED, attempt, exc)
-        if self.executor.config.fail_fast:
+        if self.env.config.fail_fast:
             await self.cancel(reason=f"node {node.name!r} failed (fail_fast)")
 
     async def deadline_failed(self, i: int, error: Exception) -> None:
@@ -302,69 +327,159 @@ class InstanceRun(JoinRule):
                 data["error"] = repr(error)
             obs.emit(ExecEvent(kind, self.clock.time(), self.instance_id, node.name, attempt,
                                data))
-        decided: list[int] = []
-        self.propagate(i, decided)
-        if self.store is not None:
+        decided = self.join.done(i, self.states.codes[i], None)
+        if self.store is None:
+            self._advance(decided)
+        else:
             await self._commit(i, decided)
-        self._advance(decided)
 
     def attempt_data(self, i: int) -> dict[str, Any]:
         """Event data for the end of node ``i``'s attempt: its times, and where it ran."""
-        data = {"queued_at": self.queued_times[i], "started_at": self.started_times[i]}
+        data: dict[str, Any] = {"queued_at": self.queued_times[i],
+                                "started_at": self.started_times[i]}
         if self.workers:
             worker = self.workers.get(i)
             if worker is not None:
                 data["worker"] = worker
         return data
 
-    async def _commit(self, i: int, decided: list[int]) -> None:
-        """Commit node ``i`` and the nodes its end decided, in one atomic write."""
-        await self.store.commit(self, [i] + [t for t in decided if t >= 0])
+    # --- applying the join rule's decisions ----------------------------------------------
 
     def _advance(self, decided: list[int]) -> None:
-        """Queue what the join rule released; finish the instance when nothing is left."""
+        """End what the join rule ended, queue what it released, finish when nothing is left."""
         for t in decided:
-            if t < 0 and self.state is _I_RUNNING:
+            if t >= 0:
+                self._end_decided(t)
+            elif self.state is _I_RUNNING and not self.cancel_requested:
                 self.queue(~t)
         if self.unfinished == 0:
             self.finish()
 
-    # --- instance level ------------------------------------------------------------
+    def _end_decided(self, t: int) -> bool:
+        """Apply an end the join rule decided for ``t``; False if ``t`` was cancelled first."""
+        if self.states.codes[t] != _PENDING_CODE:
+            return False
+        state = self.join.verdict[t]
+        self._end_node(t, state, self.join.errors.get(t) if state is NodeState.FAILED else None)
+        return True
+
+    async def _commit(self, i: int, decided: list[int]) -> None:
+        """Commit node ``i`` and the ends decided with it in one write, then advance."""
+        assert self.store is not None
+        ended = [i] + [t for t in decided if t >= 0 and self._end_decided(t)]
+        failure = await self.store.commit([self._record(j) for j in ended])
+        if failure is not None and not self.cancel_requested:
+            # cancel() awaits nothing, so this ends the instance before any successor
+            # of an uncommitted node is queued -- even when this node was the last one.
+            await self.cancel(reason=str(failure))
+        self._advance([t for t in decided if t < 0])
+
+    def _record(self, i: int) -> tuple[int, dict[str, Any]]:
+        state = self.states[i]
+        err = self.errors.get(i)
+        return i, node_record(self.nodes[i].name, state,
+                              self.results[i] if state is _S_SUCCEEDED else None,
+                              self.attempts[i], None if err is None else str(err))
+
+    def _end_node(self, i: int, state: NodeState, error: BaseException | None) -> None:
+        """Terminal state for a node that will not run (again)."""
+        self.states.move(i, state)
+        self.unfinished -= 1
+        if error is not None:
+            self.errors[i] = error
+        if state is NodeState.FAILED and self.first_failed is None:
+            self.first_failed = i
+        kind = _END_KIND[state]
+        if self.observe.wants(kind):
+            data = self.attempt_data(i)
+            if error is not None:
+                data["error"] = repr(error)
+            self.observe.emit(ExecEvent(kind, self.clock.time(), self.instance_id,
+                                        self.definition.nodes[i].name, self.attempts[i], data))
+
+    # --- instance level ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Queue the roots (a restored run is started by ``restore`` instead)."""
-        self.state = _I_RUNNING
-        for i, inc in enumerate(self.definition.in_edges):
-            if not inc:
-                self.queue(i)
+        """Queue the roots (a resumed run is started by ``restore`` instead)."""
+        self._set_state(_I_RUNNING)
+        for i in self.join.ready():
+            self.queue(i)
         if self.unfinished == 0:
             self.finish()
 
+    def restore(self, committed: dict[int, tuple[NodeState, Any, int, str | None]]) -> None:
+        """Rebuild from committed node records ``{index: (state, output, attempts, error)}``.
+
+        Committed nodes keep their state and output and never run again; the join
+        rule is rebuilt from them, and whatever is now decidable is queued or decided.
+        """
+        d = self.definition
+        obs = self.observe
+        for i, (state, output, attempts, error) in committed.items():
+            self.states.restore(i, state)
+            self.results[i] = output if state is NodeState.SUCCEEDED else None
+            self.attempts[i] = attempts
+            self.unfinished -= 1
+            if state is NodeState.FAILED:
+                self.errors[i] = NodeFailedError(
+                    f"node {d.nodes[i].name!r} failed before the restart: {error}",
+                    node=d.nodes[i].name, instance_id=self.instance_id, attempt=attempts)
+                if self.first_failed is None:
+                    self.first_failed = i
+            if obs.wants(K.NODE_RESTORED):
+                obs.emit(ExecEvent(K.NODE_RESTORED, self.clock.time(), self.instance_id,
+                                   d.nodes[i].name, attempts, {"state": state.value}))
+        self._set_state(_I_RUNNING)
+        codes = self.states.codes
+        self._advance(self.join.restore({i: (codes[i], self.results[i]) for i in committed}))
+
+    def _set_state(self, state: InstanceState) -> None:
+        check_instance_transition(self.instance_id, self.state, state)
+        self.state = state
+
     def finish(self) -> None:
-        """All nodes are terminal: decide the instance state and wake waiters."""
-        if self.state not in (_I_RUNNING, InstanceState.PENDING):
+        """All nodes are terminal: decide the instance state, store it, wake waiters."""
+        if self.finishing or self.state is not _I_RUNNING:
             return
+        self.finishing = True
+        error: BaseException | None = None
         if self.first_failed is not None:  # fail_fast cancels too, but ends FAILED
             name = self.definition.nodes[self.first_failed].name
-            self.state = InstanceState.FAILED
-            err = WorkflowFailedError(
+            state = InstanceState.FAILED
+            cause = self.errors[self.first_failed]
+            error = WorkflowFailedError(
                 f"instance {self.instance_id} of {self.definition.name!r} failed at node "
-                f"{name!r}: {self.errors[self.first_failed]}",
-                instance_id=self.instance_id, node=name)
-            err.__cause__ = self.errors[self.first_failed]
-            self.error = err
+                f"{name!r}: {cause}", instance_id=self.instance_id, node=name)
+            error.__cause__ = cause
         elif self.cancel_requested:
-            self.state = InstanceState.CANCELLED
-            self.error = InstanceCancelledError(f"instance {self.instance_id} was cancelled",
-                                                instance_id=self.instance_id)
+            state = InstanceState.CANCELLED
+            error = InstanceCancelledError(f"instance {self.instance_id} was cancelled",
+                                           instance_id=self.instance_id)
         else:
-            self.state = InstanceState.SUCCEEDED
+            state = InstanceState.SUCCEEDED
         self.finished_at = self.clock.time()
-        self.executor.instance_finished(self)
+        if self.store is None:
+            self._finished(state, error)
+        else:  # the final state is what storage holds: decided after the last commit
+            self.env.spawn(self._finish_durably(self.store, state, error))
+
+    async def _finish_durably(self, store: "InstanceStore", state: InstanceState,
+                              error: BaseException | None) -> None:
+        try:
+            state, error = await store.end(state, error)
+        finally:
+            self._finished(state, error)
+
+    def _finished(self, state: InstanceState, error: BaseException | None) -> None:
+        self._set_state(state)
+        self.error = error
+        self.env.on_finished(self)
+        if not self.done.done():
+            self.done.set_result(None)
 
     async def cancel(self, reason: str = "cancelled") -> None:
         """Cancel queued and running nodes; the instance ends CANCELLED (or FAILED)."""
-        if self.state is not _I_RUNNING or self.cancel_requested:
+        if self.state is not _I_RUNNING or self.cancel_requested or self.finishing:
             return  # not running, or already being cancelled (interrupt workers once)
         self.cancel_requested = True
         me = asyncio.current_task()
@@ -388,3 +503,4 @@ _FINAL = (SecurityError, ResultNotSerializableError, HandlerNotSerializableError
 def _is_final(exc: LionError) -> bool:
     """Errors that retrying cannot fix (denied capabilities, bad results, unshippable code)."""
     return isinstance(exc, _FINAL)
+

@@ -24,9 +24,9 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/
 
-from crash.workflow import build, register  # noqa: E402
+from engine.crash.workflow import build, register  # noqa: E402
 from lion_nb.engine import WorkflowExecutor  # noqa: E402
 from lion_nb.errors import StateError  # noqa: E402
 from lion_nb.state import FileStorage, SqliteStorage, StateMachineManager  # noqa: E402

@@ -40,11 +40,6 @@ class StatsKeeper:
         self.completed = 0
         self.deadline_misses = 0
 
-    def dispatched(self, wait: float) -> None:
-        """Record one dispatch after ``wait`` seconds in the queue."""
-        self.dispatched_count += 1
-        self.waits.append(wait)
-
     def snapshot(self, policy: str, depths: dict[str, int], queued: int, running: int,
                  max_concurrent: int) -> SchedulerStatistics:
         """Freeze the counters."""
