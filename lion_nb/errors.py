@@ -21,7 +21,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── InstanceCancelledError            .instance_id
     │   ├── InstanceNotFoundError (KeyError)  .instance_id
     │   ├── RerunError                        .node: start_from/rerun cannot be honoured
-    │   ├── CacheConfigError (ValueError)     .field: invalid cache settings
+    │   ├── CacheConfigError (ConfigError)    .field: invalid cache settings
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
@@ -181,7 +181,7 @@ class RerunError(ExecutionError):
     """``start_from``/``rerun`` cannot be honoured (no earlier run to start from); ``.node``."""
 
 
-class CacheConfigError(ExecutionError, ValueError):
+class CacheConfigError(ExecutionError, ConfigError):
     """A cache setting is invalid (a negative TTL, an unknown storage); ``.field`` names it."""
 
 
