@@ -20,6 +20,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── WorkflowFailedError               .instance_id, .node
     │   ├── InstanceCancelledError            .instance_id
     │   ├── InstanceNotFoundError (KeyError)  .instance_id
+    │   ├── RerunError                        .node: start_from/rerun cannot be honoured
+    │   ├── CacheConfigError (ConfigError)    .field: invalid cache settings
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
@@ -65,6 +67,9 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
         └── CapabilityError (ValueError)      .capability: malformed, or widened
     NotebookError                             tables, pictures, views
     └── UnsupportedSourceError (TypeError)    .source: the object that cannot be read
+
+Warnings (``warnings.warn``, never raised): LionWarning (UserWarning)
+    └── CacheCorruptWarning                   .key, .node: a cache entry failed its check
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ __all__ = [
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
     "NotebookError", "UnsupportedSourceError",
+    "RerunError", "CacheConfigError", "LionWarning", "CacheCorruptWarning",
 ]
 
 
@@ -200,6 +206,14 @@ class InstanceNotFoundError(ExecutionError, KeyError):
 
 class ExecutorStoppedError(ExecutionError):
     """The executor is not started (or was stopped)."""
+
+
+class RerunError(ExecutionError):
+    """``start_from``/``rerun`` cannot be honoured (no earlier run to start from); ``.node``."""
+
+
+class CacheConfigError(ExecutionError, ConfigError):
+    """A cache setting is invalid (a negative TTL, an unknown storage); ``.field`` names it."""
 
 
 # --- state -----------------------------------------------------------------
@@ -399,3 +413,22 @@ class NotebookError(LionError):
 
 class UnsupportedSourceError(NotebookError, TypeError):
     """A table, picture or view cannot read the object given; ``.source`` is that object."""
+
+
+# --- warnings ----------------------------------------------------------------
+
+class LionWarning(UserWarning):
+    """Root of the warnings lion_nb emits (filter them with ``warnings.simplefilter``)."""
+
+
+class CacheCorruptWarning(LionWarning):
+    """A cache entry failed its checksum or was changed in place; the node runs instead.
+
+    ``.key`` is the entry's storage key (None in memory), ``.node`` the node.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, node: str | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.node = node

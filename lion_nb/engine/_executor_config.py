@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from ..errors import ConfigError
+from ._cache import Cache
 
 __all__ = ["ExecutorConfig"]
 
@@ -30,6 +32,8 @@ class ExecutorConfig:
     covered "fail"s (default) or is "skip"ped — it never runs either way.
     ``event_sink``: ``async (topic, payload, headers) -> None`` behind
     ``ctx.publish`` at start; ``executor.set_event_sink`` replaces it later.
+    ``cache``: reuse node results whose code and inputs did not change -- True
+    (in memory), a path (SQLite: survives restarts) or a ``Cache``.
     """
 
     fail_fast: bool = False
@@ -42,6 +46,7 @@ class ExecutorConfig:
     authority: Any = None
     on_denied: str = "fail"
     event_sink: Callable[..., Awaitable[Any]] | None = None
+    cache: Any = None
 
     def __post_init__(self) -> None:
         if self.on_denied not in _DENIED_ACTIONS:
@@ -57,6 +62,9 @@ class ExecutorConfig:
         if not _positive(self.lease_ttl):
             raise ConfigError(f"lease_ttl must be > 0 seconds, not {self.lease_ttl!r}",
                               field="lease_ttl")
+        if not (self.cache is None or isinstance(self.cache, (bool, str, os.PathLike, Cache))):
+            raise ConfigError(f"cache is True, a path or a Cache, not {self.cache!r}",
+                              field="cache")
         if self.event_sink is not None and not callable(self.event_sink):
             raise ConfigError(f"event_sink must be an async callable, not "
                               f"{self.event_sink!r}", field="event_sink")

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from .. import _display
 from ..state.machine import InstanceState, NodeState
+from ._cache_reason import CacheReason, NodeReason
 
 __all__ = ["InstanceResult"]
 
@@ -24,7 +25,8 @@ class InstanceResult:
                  node_states: dict[str, NodeState], attempts: dict[str, int],
                  results: dict[str, Any], exceptions: Mapping[str, BaseException],
                  error: BaseException | None, started_at: float,
-                 finished_at: float | None) -> None:
+                 finished_at: float | None,
+                 reasons: Mapping[str, NodeReason] | None = None) -> None:
         self.instance_id = instance_id
         self.definition = definition
         self.workflow: str = definition.name
@@ -37,6 +39,13 @@ class InstanceResult:
         self.error = error
         self.started_at = started_at
         self.finished_at = finished_at
+        #: Why each node ran or was reused (runs with a cache or a re-run request).
+        self.reasons: dict[str, NodeReason] = dict(reasons or {})
+
+    @property
+    def reused(self) -> list[str]:
+        """Nodes whose result came from the cache or the last run: their handler did not run."""
+        return [n for n, v in self.reasons.items() if v.reason is CacheReason.REUSED]
 
     @property
     def duration(self) -> float | None:

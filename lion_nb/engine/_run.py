@@ -15,6 +15,8 @@ from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionE
                       SecurityError, WorkflowFailedError)
 from ..state.machine import (CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates,
                              check_instance_transition)
+from ._cache_session import RUN as _RUN
+from ._cache_session import CacheSession
 from ._env import RunEnv
 from ._join import JoinRule
 from ._outcome import check_output, handler_error
@@ -47,6 +49,8 @@ _CANCEL_NOW = (CODE[NodeState.PENDING], CODE[NodeState.RETRYING])
 _NK = len(NODE_ORDER)
 _C_QUEUED, _C_RUNNING, _C_SUCCEEDED = (CODE[NodeState.QUEUED], CODE[NodeState.RUNNING],
                                        CODE[NodeState.SUCCEEDED])
+# The event data of a node reused without a detail: one shared dict, never mutated.
+_REUSED_DATA: dict[str, Any] = {"reason": "reused"}
 _END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NODE_UPSTREAM_FAILED,
              NodeState.CANCELLED: K.NODE_CANCELLED, NodeState.FAILED: K.NODE_FAILED}
 
@@ -107,6 +111,11 @@ class InstanceRun:
         self.queued_times: list[float | None] = [None] * n
         self.started_times: list[float | None] = [None] * n
         self.workers: dict[int, str] = {}  # node -> where its last attempt ran, if elsewhere
+        # Cache decisions (None: no cache and no re-run request). Reused nodes are settled
+        # in a loop over ``_ready``, not by recursion: a chain may be 100k nodes long.
+        self.cache: CacheSession | None = None
+        self._ready: list[int] = []
+        self._draining = False
 
     # --- what handlers and callers read --------------------------------------------
 
@@ -120,6 +129,10 @@ class InstanceRun:
             if codes[s] == _SUCCEEDED:
                 out[d.nodes[s].name] = self.results[s]
         return out
+
+    def node_inputs(self, i: int) -> Mapping[str, Any]:
+        """``ctx.inputs`` of node ``i``: under a cache, a view that notes what it reads."""
+        return self.inputs if self.cache is None else self.cache.inputs_for(i)
 
     async def publish(self, node: str, topic: str, payload: Any) -> None:
         """``ctx.publish``: the executor's sink, with headers naming this instance and node."""
@@ -139,12 +152,76 @@ class InstanceRun:
             results={d.nodes[i].name: self.results[i] for i, c in enumerate(states.codes)
                      if c == _SUCCEEDED},
             exceptions=exceptions, error=self.error, started_at=self.started_at,
-            finished_at=self.finished_at)
+            finished_at=self.finished_at,
+            reasons=None if self.cache is None else {
+                d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})
 
     # --- queueing -------------------------------------------------------------------
 
     def queue(self, i: int) -> None:
-        """Hand node ``i`` to the scheduler."""
+        """Hand node ``i`` to the scheduler (or settle it from the cache)."""
+        if self.cache is not None and self.attempts[i] == 0 and self.store is None:
+            self._ready.append(i)
+            if not self._draining:
+                self._drain()
+            return
+        self._enqueue(i)
+
+    def _drain(self) -> None:
+        """Decide ready nodes: reuse a cached result here, or queue the node to run."""
+        session = self.cache
+        assert session is not None
+        decide = session.decide
+        nodes = self.nodes
+        ready = self._ready
+        self._draining = True
+        try:
+            while ready:
+                i = ready.pop()
+                if self.state is not _I_RUNNING or self.cancel_requested:
+                    ready.clear()
+                    break
+                result = decide(i)
+                if result is _RUN or (nodes[i].requires and not self._may_reuse(i)):
+                    self._enqueue(i)
+                else:
+                    self._reuse(i, result)
+        finally:
+            self._draining = False
+
+    def _may_reuse(self, i: int) -> bool:
+        """The capability check runs for a cached node too: denied, it goes the normal way."""
+        try:
+            self.gate(self.nodes[i], self)
+        except SecurityError:
+            assert self.cache is not None
+            self.cache.verdicts[i] = None  # not reused after all; its failure says why
+            return False
+        return True
+
+    def _reuse(self, i: int, result: Any) -> None:
+        """Node ``i`` ends SUCCEEDED with a cached result; its handler does not run."""
+        self.states.codes[i] = _C_SUCCEEDED  # decided without an attempt: no transitions
+        self.results[i] = result
+        self.unfinished -= 1
+        obs = self.observe
+        if obs.wants(_K_SUCCEEDED):
+            assert self.cache is not None
+            verdict = self.cache.verdicts[i]
+            data = _REUSED_DATA if verdict is None or verdict.detail is None else {
+                "reason": "reused", "reason_detail": verdict.detail}
+            obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id,
+                               self.nodes[i].name, 0, data))
+        ready = self._ready
+        for t in self.join.done(i, _C_SUCCEEDED, result):
+            if t >= 0:
+                self._end_decided(t)
+            else:
+                ready.append(~t)
+        if self.unfinished == 0:
+            self.finish()
+
+    def _enqueue(self, i: int) -> None:
         node = self.nodes[i]
         codes = self.states.codes
         if LEGAL[codes[i] * _NK + _C_QUEUED]:
@@ -186,9 +263,17 @@ class InstanceRun:
         obs = self.observe
         if obs.wants(_K_STARTED):
             obs.emit(ExecEvent(_K_STARTED, started, self.instance_id, node.name, attempt))
+        session = self.cache
+        reused = False
+        if session is not None and attempt == 1 and self.store is not None:
+            # A durable instance commits every node, reused ones too: they take this path.
+            out = session.decide(i)
+            reused = out is not _RUN
         try:
             ctx = NodeContext(self, i, task, attempt)
-            if self.direct[i]:  # async handler, no timeout, local: one await, no wrapper
+            if reused:
+                pass
+            elif self.direct[i]:  # async handler, no timeout, local: one await, no wrapper
                 out = await self.handlers[i](ctx)
             else:
                 out = await self._call(i, node, ctx)
@@ -222,6 +307,8 @@ class InstanceRun:
             if problem is not None:
                 await self._failed(i, node, problem, attempt, retry=False)
                 return
+        if session is not None and not reused:
+            session.ran(i, out)
         self.results[i] = out
         codes = self.states.codes
         if LEGAL[codes[i] * _NK + _C_SUCCEEDED]:
@@ -337,6 +424,12 @@ class InstanceRun:
         """Event data for the end of node ``i``'s attempt: its times, and where it ran."""
         data: dict[str, Any] = {"queued_at": self.queued_times[i],
                                 "started_at": self.started_times[i]}
+        session = self.cache
+        if session is not None:
+            verdict = session.verdicts[i]
+            if verdict is not None:
+                data["reason"] = verdict.reason.value
+                data["reason_detail"] = verdict.detail
         if self.workers:
             worker = self.workers.get(i)
             if worker is not None:

@@ -19,12 +19,13 @@ class _Run(Protocol):
 
     instance_id: str
     definition: WorkflowDefinition
-    inputs: Mapping[str, Any]
     grants: Any
     resource_gate: Callable[..., Any]
     scheduler: Any
 
     def predecessor_results(self, i: int) -> dict[str, Any]: ...
+
+    def node_inputs(self, i: int) -> Mapping[str, Any]: ...
 
     async def publish(self, node: str, topic: str, payload: Any) -> None: ...
 
@@ -120,7 +121,7 @@ class NodeContext:
     @property
     def inputs(self) -> Mapping[str, Any]:
         """The inputs given to ``execute_workflow`` (read-only)."""
-        return self._run.inputs
+        return self._run.node_inputs(self._index)
 
     @property
     def results(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 
 from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFoundError,
-                      InstanceNotFoundError, LionError, SecurityError, StateError)
+                      InstanceNotFoundError, LionError, RerunError, SecurityError, StateError)
 from ..model.definition import WorkflowDefinition
 from ..model.ids import InstanceId
 from ..model.node import Node, Priority
@@ -18,6 +18,8 @@ from ..security import (
 )
 from ..state.machine import InstanceState, StateMachineManager
 from ._claim import Claimer, submit_instance, wait_stored
+from ._cache import Cache, as_cache
+from ._cache_session import CacheSession, RerunPlan
 from ._env import RunEnv
 from ._executor_config import ExecutorConfig
 from ._result import InstanceResult
@@ -72,6 +74,8 @@ class WorkflowExecutor:
                            publish=self._publish, on_finished=self._instance_finished)
         self.scheduler.on_deadline_failed = self._deadline_failed
         self.resources = ResourceRegistry()
+        #: The cache of ``ExecutorConfig(cache=...)`` (None: results are not reused).
+        self.cache: Cache | None = as_cache(self.config.cache)
         if self.config.authority is not None:
             self.config.authority.add_listener(self._audited)
 
@@ -207,16 +211,33 @@ class WorkflowExecutor:
                                instance_id: str | None = None,
                                priority: Priority | Mapping[str, Priority] | None = None,
                                deadlines: float | Mapping[str, float] | None = None,
-                               grants: Iterable[Any] | None = None) -> InstanceId:
+                               grants: Iterable[Any] | None = None,
+                               cache: Any = True,
+                               rerun: Iterable[str] | str = (),
+                               start_from: Iterable[str] | str = (),
+                               previous: Any = None) -> InstanceId:
         """Start an instance and return its id at once; ``wait(id)`` for the outcome.
 
         ``priority`` and ``deadlines`` (seconds from now) override the nodes' own,
         for every node or per node name. ``grants`` are capability tokens.
+        ``cache``: the executor's cache (default), another ``Cache``, or None.
+        ``rerun``: nodes to run whatever the cache says, with everything
+        downstream of them. ``start_from``: run these nodes and what follows;
+        every other node takes its result from ``previous`` (an InstanceResult;
+        default: this executor's last finished run of the same workflow).
         """
         iid = InstanceId(instance_id or InstanceId.new())
         if iid in self._runs:
             raise LionError(f"instance id {iid} is already in use")
+        cache_obj = self.cache if cache is True else as_cache(cache)
+        plan = RerunPlan(workflow, rerun, start_from) if rerun or start_from else None
+        earlier = self._previous(workflow, previous, start_from) if start_from else None
+        if cache_obj is not None:
+            await cache_obj.load(workflow.name)
         run = self._new_run(workflow, iid, inputs, priority, deadlines, grants)
+        if cache_obj is not None or plan is not None:
+            run.cache = CacheSession(workflow, run.handlers, run.inputs, cache_obj,
+                                     run.states.codes, run.clock.time, plan, earlier)
         self._runs[iid] = run
         if self.observe.wants(K.INSTANCE_STARTED):
             self.observe.emit(ExecEvent(K.INSTANCE_STARTED, run.started_at, iid, None, 0,
@@ -245,6 +266,25 @@ class WorkflowExecutor:
         await submit_instance(self._durable_storage(), workflow, iid, inputs or {},
                               self.scheduler.clock.time())
         return iid
+
+    def _previous(self, workflow: WorkflowDefinition, previous: Any,
+                  start_from: Iterable[str] | str) -> Mapping[str, Any]:
+        """The results ``start_from`` takes the other nodes' results from."""
+        if previous is None:
+            for run in reversed(list(self._runs.values())):
+                if run.definition.name == workflow.name and run.done.done():
+                    previous = run.snapshot()
+                    break
+        first = start_from if isinstance(start_from, str) else next(iter(start_from), None)
+        if previous is None:
+            raise RerunError(f"start_from={first!r}: this executor has no finished run of "
+                             f"{workflow.name!r} to take the other results from; run it "
+                             "once, or pass previous=", node=first)
+        results = getattr(previous, "results", previous)
+        if not isinstance(results, Mapping):
+            raise RerunError(f"previous is an InstanceResult or a mapping of results, not "
+                             f"{type(previous).__name__}", node=first)
+        return results
 
     async def resume(self, instance_id: str, workflow: WorkflowDefinition | None = None, *,
                      allow_changed: bool = False, grants: Iterable[Any] | None = None
@@ -317,6 +357,9 @@ class WorkflowExecutor:
         else:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(run.done)
+        session = run.cache
+        if session is not None and session.cache is not None:
+            await session.cache.flush_quietly()  # its entries are durable when wait returns
         result = run.snapshot()
         return result.check() if check else result
 
@@ -350,6 +393,9 @@ class WorkflowExecutor:
     # --- services handed to runs (RunEnv) ------------------------------------------------
 
     def _instance_finished(self, run: InstanceRun) -> None:
+        session = run.cache
+        if session is not None and session.cache is not None and session.cache.durable_pending:
+            self.spawn(session.cache.flush_quietly())  # also when nobody waits for the run
         if self.observe.wants(K.INSTANCE_FINISHED):
             self.observe.emit(ExecEvent(
                 K.INSTANCE_FINISHED, run.finished_at or 0.0, run.instance_id, None, 0,
