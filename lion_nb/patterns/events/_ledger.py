@@ -32,11 +32,6 @@ class Ledger:
         self._clock = clock
         self.observe = observe
 
-    @property
-    def observe(self) -> ObserveStream | None:
-        """The stream EVENT_* execution events go to, if any."""
-        return self._observe
-
     # Each method below is on the per-event hot path: counters and rows inline.
 
     def on_published(self, event: Event, subscribers: Sequence[Any]) -> None:
