@@ -299,7 +299,9 @@ class InstanceStore:
         moved: list[tuple[str, dict[str, Any]]] = []
         stale: list[str] = []
         for old, rec in stored.nodes.items():
-            i = by_name.get(rec.get("name"))  # matched by name: indices move if nodes changed
+            # matched by name: indices move if nodes changed
+            name = rec.get("name")
+            i = by_name.get(name) if isinstance(name, str) else None
             if i is None:
                 stale.append(node_key(iid, old))
                 continue
