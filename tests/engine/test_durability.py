@@ -131,3 +131,26 @@ async def test_attempts_count_across_crashes_and_a_poison_node_stops_running(tmp
     finally:
         for ex in executors:
             await ex.stop()
+
+
+async def test_without_crash_tracking_a_chain_writes_one_record_per_node(tmp_path):
+    store = SqliteStorage(tmp_path / "s.db")
+    written: list[str] = []
+    real = store.put_many
+
+    async def counting(items, **kwargs):
+        written.extend(k for k, _ in items if k.startswith("nodes/"))
+        await real(items, **kwargs)
+
+    store.put_many = counting
+    for limit, per_node in ((None, 1), (3, 2)):
+        written.clear()
+        ex = WorkflowExecutor(state_manager=StateMachineManager(store),
+                              config=ExecutorConfig(max_node_crashes=limit))
+        ex.add_handler("work", Work())
+        await ex.start()
+        try:
+            assert (await ex.run(chain("A", "B", "C"))).succeeded
+        finally:
+            await ex.stop()
+        assert len(written) == 3 * per_node  # with tracking: a start and an end record
