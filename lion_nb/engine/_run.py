@@ -341,10 +341,9 @@ class InstanceRun:
         """
         crashes = self.crashes.get(i, 0)
         if crashes >= (self.max_crashes or 0):
-            self.tasks.pop(i, None)
             error = PoisonNodeError(
-                f"node {node.name!r} of instance {self.instance_id} was running when its "
-                f"process died {crashes} times; it is not run again (ExecutorConfig."
+                f"node {node.name!r} of instance {self.instance_id} was queued or running "
+                f"when its process died, {crashes} times; it is not run again (ExecutorConfig."
                 f"max_node_crashes={self.max_crashes})", node=node.name,
                 instance_id=self.instance_id, attempt=attempt, crashes=crashes)
             await self._failed(i, node, error, attempt, retry=False)

@@ -154,3 +154,34 @@ async def test_without_crash_tracking_a_chain_writes_one_record_per_node(tmp_pat
         finally:
             await ex.stop()
         assert len(written) == 3 * per_node  # with tracking: a start and an end record
+
+
+def test_an_exited_but_unreaped_owner_and_a_reused_pid_count_as_dead():
+    import subprocess
+    import sys
+    import time
+
+    from lion_nb.engine.durable import new_owner_id, owner_is_dead
+
+    host, ns, _, token = new_owner_id().split("|")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(500):  # exited, but nobody waited for it: a zombie
+            with open(f"/proc/{zombie.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        assert owner_is_dead(f"{host}|{ns}|{zombie.pid}|{token}")
+    finally:
+        zombie.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with open(f"/proc/{alive.pid}/stat") as f:
+            started = f.read().rsplit(")", 1)[1].split()[19]
+        assert not owner_is_dead(f"{host}|{ns}|{alive.pid}.{started}|{token}")
+        assert not owner_is_dead(f"{host}|{ns}|{alive.pid}|{token}")  # old ids: no start
+        # The owner's pid now names a process that started at another time.
+        assert owner_is_dead(f"{host}|{ns}|{alive.pid}.{int(started) + 1}|{token}")
+    finally:
+        alive.kill()
+        alive.wait()
