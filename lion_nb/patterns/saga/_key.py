@@ -15,7 +15,6 @@ and no other subscriber can read one.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -87,7 +86,8 @@ class SagaKey:
         if self._mac is None:
             raise ConfigError("a manager's saga key signs nothing itself: use "
                               "key.for_service(name)", field="key")
-        return hmac.new(self._mac, kind.encode() + b"\0" + body, hashlib.sha256).hexdigest()
+        # hmac.digest is the one-shot C path: no HMAC object per message.
+        return hmac.digest(self._mac, kind.encode() + b"\0" + body, "sha256").hex()
 
     def _envelope(self, kind: str, content: Mapping[str, Any]) -> dict[str, Any]:
         body = json.dumps(content, separators=(",", ":"), allow_nan=False)
