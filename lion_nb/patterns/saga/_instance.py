@@ -130,23 +130,27 @@ class SagaInstance:
         """Steps that succeeded and are not undone, in execution order."""
         return [sid for sid, st in self.steps.items() if st.status is _S.SUCCEEDED]
 
-    def to_undo(self) -> list[str]:
-        """Steps still to be compensated, in the order they are undone (last first)."""
+    def next_undo(self) -> str | None:
+        """The next step to compensate (the last one not yet undone), or None."""
         steps = self.steps
-        return [s.id for s in reversed(self.definition.steps)
-                if not s.pivot and steps[s.id].status in _UNDO]
+        for s in reversed(self.definition.steps):
+            if steps[s.id].status in _UNDO and not s.pivot:
+                return s.id
+        return None
 
     def next_stage(self) -> int | None:
         """Index of the first stage with a step that has not succeeded, or None."""
         steps = self.steps
         stages = self.definition.stages
-        k = self._cursor     # stages before it all succeeded (apply moves it back)
-        while k < len(stages):
-            if any(steps[s.id].status is not _S.SUCCEEDED for s in stages[k]):
-                break
-            k += 1
-        self._cursor = k
-        return k if k < len(stages) else None
+        # Stages before the cursor all succeeded (apply moves it back when one no
+        # longer has); plain loops, as this runs on every outcome.
+        for k in range(self._cursor, len(stages)):
+            for s in stages[k]:
+                if steps[s.id].status is not _S.SUCCEEDED:
+                    self._cursor = k
+                    return k
+        self._cursor = len(stages)
+        return None
 
     # -- the fold ------------------------------------------------------------------
 
@@ -255,9 +259,13 @@ class SagaInstance:
             return
         steps = self.steps
         stage = self.definition.stages[self.definition.stage_of(sid)]
-        if any(steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED) for s in stage):
-            return                                  # a sibling is still running
-        failed = [s.id for s in stage if steps[s.id].status is _S.FAILED]
+        failed = []
+        for s in stage:
+            status = steps[s.id].status
+            if status is _S.FAILED:
+                failed.append(s.id)
+            elif status is not _S.SUCCEEDED:
+                return                              # a sibling is still running
         if failed:
             msg = f"step {failed[0]!r} of saga {self.saga_id!r} failed: " \
                   f"{steps[failed[0]].error}"
@@ -280,7 +288,7 @@ class SagaInstance:
 
     def _settle_undo(self, t: Any) -> None:
         """Compensating with nothing left to undo: compensated."""
-        if not self.to_undo():
+        if self.next_undo() is None:
             self._set(SagaStatus.COMPENSATED, t, {"e": self.reason, "fs": self.reason_step})
 
     # -- showing it ---------------------------------------------------------------
