@@ -4,12 +4,12 @@ from ._executor_config import ExecutorConfig
 from ._result import InstanceResult
 from .context import NodeContext, NodeResult
 from .durable import StoredInstance, read_instance
-from .executor import NodeHandler, WorkflowExecutor
+from .executor import NodeHandler, Resumable, WorkflowExecutor
 from .history import AttemptRecord, HistoryRecorder, InstanceRecord
 from .observe import EventKind, ExecEvent, ObserveStream
 from .scheduler import SchedulerConfig, SchedulingPolicy, WorkflowScheduler
 
 __all__ = ["AttemptRecord", "EventKind", "ExecEvent", "ExecutorConfig", "HistoryRecorder",
            "InstanceRecord", "InstanceResult", "NodeContext", "NodeHandler", "NodeResult",
-           "ObserveStream", "SchedulerConfig", "SchedulingPolicy", "StoredInstance",
+           "ObserveStream", "Resumable", "SchedulerConfig", "SchedulingPolicy", "StoredInstance",
            "WorkflowExecutor", "WorkflowScheduler", "read_instance"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ..errors import NodeFailedError, ResultNotSerializableError
@@ -13,15 +14,21 @@ _SCALARS = frozenset({type(None), bool, int, float, str})
 
 
 def check_output(node: Any, output: Any) -> ResultNotSerializableError | None:
-    """None if ``output`` is JSON data that can be stored; otherwise the error naming the node."""
-    if type(output) in _SCALARS:
+    """None if ``output`` is JSON data that can be stored; otherwise the error naming the node.
+
+    NaN and infinity are refused too: JSON has no spelling for them, so a durable
+    storage could not commit them and an in-memory run would not match a durable one.
+    """
+    kind = type(output)
+    if kind in _SCALARS and (kind is not float or math.isfinite(output)):
         return None
     try:
-        json.dumps(output)
+        json.dumps(output, allow_nan=False)
     except (TypeError, ValueError) as exc:
+        what = "NaN or infinity" if "float" in str(exc) else "not JSON-serializable"
         err = ResultNotSerializableError(
-            f"node {node.name!r} returned a {type(output).__name__} that is not JSON-"
-            f"serializable ({exc}); return JSON data, or set "
+            f"node {node.name!r} returned a {kind.__name__} that is {what} ({exc}); "
+            f"return JSON data, or set "
             "ExecutorConfig(require_json_results=False) to keep Python objects in memory "
             "(such results cannot be checkpointed)", node=node.name)
         err.__cause__ = exc

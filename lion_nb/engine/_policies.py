@@ -70,9 +70,12 @@ class FifoQueue(deque):
         """Queued tasks per class."""
         return {"fifo": len(self)}
 
-    def more_urgent_waiting(self, task: ScheduledTask) -> bool:
-        """Whether a queued task should take ``task``'s slot at a yield point."""
-        return bool(self)
+    def more_urgent_waiting(self, task: ScheduledTask, strict: bool = False) -> bool:
+        """Whether a queued task should take ``task``'s slot at a yield point.
+
+        ``strict``: only a more urgent one, which under FIFO none is.
+        """
+        return bool(self) and not strict
 
 
 class _HeapQueue(list):
@@ -105,9 +108,10 @@ class PriorityQueue(_HeapQueue):
             counts[-entry[0]] += 1
         return {p.name.lower(): counts[p] for p in reversed(Priority)}
 
-    def more_urgent_waiting(self, task: ScheduledTask) -> bool:
-        """A queued task of at least the same priority (round robin within a level)."""
-        return bool(self) and -self[0][0] >= task.priority
+    def more_urgent_waiting(self, task: ScheduledTask, strict: bool = False) -> bool:
+        """A queued task of at least the same priority (round robin), or higher if ``strict``."""
+        return bool(self) and (-self[0][0] > task.priority if strict
+                               else -self[0][0] >= task.priority)
 
 
 class EdfQueue(_HeapQueue):
@@ -125,8 +129,8 @@ class EdfQueue(_HeapQueue):
         without = sum(1 for e in self if e[0] == math.inf)
         return {"deadline": len(self) - without, "no_deadline": without}
 
-    def more_urgent_waiting(self, task: ScheduledTask) -> bool:
-        """A queued task whose deadline is earlier than ``task``'s."""
+    def more_urgent_waiting(self, task: ScheduledTask, strict: bool = False) -> bool:
+        """A queued task whose deadline is earlier than ``task``'s (strict or not)."""
         mine = math.inf if task.deadline is None else task.deadline
         return bool(self) and self[0][0] < mine
 
@@ -134,8 +138,9 @@ class EdfQueue(_HeapQueue):
 class MlfqQueue:
     """Multi-level feedback queue.
 
-    New tasks enter by priority (HIGH/CRITICAL at level 0, LOW at the bottom);
-    a task that uses up its quantum at a yield point is demoted one level; every
+    New tasks enter at level 0 (the textbook rule), or by priority with
+    ``by_priority`` (HIGH/CRITICAL at level 0, LOW at the bottom); a task that
+    uses up its quantum at a yield point is demoted one level; every
     ``boost_interval`` seconds all queued tasks are lifted to level 0 in
     submission order, so nothing starves under a stream of urgent work.
     """
@@ -143,8 +148,9 @@ class MlfqQueue:
     name = "mlfq"
 
     def __init__(self, levels: int, base_quantum: float, boost_interval: float,
-                 clock_fn: Callable[[], float]) -> None:
+                 clock_fn: Callable[[], float], by_priority: bool = False) -> None:
         self.levels = levels
+        self.by_priority = by_priority
         self.base_quantum = base_quantum
         self.boost_interval = boost_interval
         self._now = clock_fn
@@ -155,7 +161,7 @@ class MlfqQueue:
 
     def entry_level(self, priority: int) -> int:
         """Level a new task starts at."""
-        if priority >= Priority.HIGH:
+        if not self.by_priority or priority >= Priority.HIGH:
             return 0
         if priority == Priority.NORMAL:
             return min(1, self.levels - 1)
@@ -215,6 +221,6 @@ class MlfqQueue:
         """Queued tasks per level."""
         return {f"level{i}": len(q) for i, q in enumerate(self._q)}
 
-    def more_urgent_waiting(self, task: ScheduledTask) -> bool:
-        """A queued task at the same or a higher level."""
-        return any(self._q[i] for i in range(task.level + 1))
+    def more_urgent_waiting(self, task: ScheduledTask, strict: bool = False) -> bool:
+        """A queued task at the same or a higher level (only higher if ``strict``)."""
+        return any(self._q[i] for i in range(task.level + (0 if strict else 1)))

@@ -23,9 +23,11 @@ class SchedulingPolicy(enum.StrEnum):
 
 _MISS_ACTIONS = ("record", "fail", "demote")
 _PAST_ACTIONS = ("miss", "reject")
+_MLFQ_ENTRIES = ("top", "priority")
+_PREEMPTIONS = ("slice", "urgent")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SchedulerConfig:
     """Scheduler settings; invalid values raise SchedulerConfigError naming the field.
 
@@ -34,6 +36,10 @@ class SchedulerConfig:
     DeadlineMissedError) or "demote" (it loses its deadline and waits behind
     tasks that can still make theirs). ``past_deadline``: a task submitted with
     a deadline already past is a "miss" (handled as above) or "reject"ed.
+    ``mlfq_entry``: new MLFQ tasks enter the "top" level (the textbook rule) or
+    by "priority" (HIGH/CRITICAL top, NORMAL level 1, LOW bottom).
+    ``preemption``: at ``ctx.yield_now()`` a task gives its slot to a waiting one
+    once its time "slice" is used up, or at once to a strictly more "urgent" one.
     """
 
     max_queued_tasks: int = 100_000
@@ -47,6 +53,8 @@ class SchedulerConfig:
     max_per_group: int | None = None
     resource_limits: Mapping[str, int] = field(default_factory=dict)
     clock: Clock = SYSTEM_CLOCK
+    mlfq_entry: str = "top"
+    preemption: str = "slice"
 
     def __post_init__(self) -> None:
         try:
@@ -69,9 +77,9 @@ class SchedulerConfig:
             if not isinstance(limit, int) or limit <= 0:
                 raise SchedulerConfigError(f"resource pool {pool!r} limit must be a positive "
                                            f"int, not {limit!r}", field="resource_limits")
-        if self.deadline_miss not in _MISS_ACTIONS:
-            raise SchedulerConfigError(f"deadline_miss must be one of {_MISS_ACTIONS}",
-                                       field="deadline_miss")
-        if self.past_deadline not in _PAST_ACTIONS:
-            raise SchedulerConfigError(f"past_deadline must be one of {_PAST_ACTIONS}",
-                                       field="past_deadline")
+        for name, allowed in (("deadline_miss", _MISS_ACTIONS),
+                              ("past_deadline", _PAST_ACTIONS),
+                              ("mlfq_entry", _MLFQ_ENTRIES), ("preemption", _PREEMPTIONS)):
+            if getattr(self, name) not in allowed:
+                raise SchedulerConfigError(f"{name} must be one of {allowed}, not "
+                                           f"{getattr(self, name)!r}", field=name)

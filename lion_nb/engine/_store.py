@@ -47,6 +47,8 @@ _TERMINAL_VALUES = frozenset(s.value for s in INSTANCE_TERMINAL)
 
 #: Committed nodes by index: ``(state, output, attempts, error)``.
 Committed = dict[int, tuple[NodeState, Any, int, "str | None"]]
+#: Nodes that started and never ended, by index: ``(attempts, crashes)``, this crash counted.
+Started = dict[int, tuple[int, int]]
 
 
 class InstanceStore:
@@ -166,10 +168,11 @@ class InstanceStore:
         # records can still be queued. The final state must follow them, not pass them.
         if self._flusher is not None:
             await asyncio.wait([self._flusher])
-        self.close()
         if self.failure is not None:
+            await self.release()  # resumable at once, not after the lease's TTL
             return (InstanceState.CANCELLED if state is InstanceState.SUCCEEDED else state,
                     self.failure)
+        self.close()
         iid = self.instance_id
         now = self._clock.time()
         self.header.update(state=state.value, updated_at=now, finished_at=now,
@@ -251,11 +254,14 @@ class InstanceStore:
                 f"anyway (committed nodes are matched by name)", instance_id=iid)
         return workflow
 
-    async def rebind(self, stored: StoredInstance, definition: WorkflowDefinition) -> Committed:
-        """Committed nodes by index of ``definition``; rewrite the header (re-key if changed)."""
+    async def rebind(self, stored: StoredInstance, definition: WorkflowDefinition
+                     ) -> tuple[Committed, Started]:
+        """Committed and started nodes by index of ``definition``; rewrite the header
+        (and re-key the records if the definition changed)."""
         iid = self.instance_id
         by_name = definition.by_name
         committed: Committed = {}
+        started: Started = {}
         moved: list[tuple[str, dict[str, Any]]] = []
         stale: list[str] = []
         for old, rec in stored.nodes.items():
@@ -263,8 +269,11 @@ class InstanceStore:
             if i is None:
                 stale.append(node_key(iid, old))
                 continue
-            committed[i] = (NodeState(rec["state"]), rec.get("output"),
-                            int(rec.get("attempts", 0)), rec.get("error"))
+            if rec["state"] == NodeState.RUNNING.value:  # its process died under it
+                started[i] = (int(rec.get("attempts", 0)), int(rec.get("crashes", 0)) + 1)
+            else:
+                committed[i] = (NodeState(rec["state"]), rec.get("output"),
+                                int(rec.get("attempts", 0)), rec.get("error"))
             if i != old:
                 stale.append(node_key(iid, old))
                 moved.append((node_key(iid, i), rec))
@@ -283,17 +292,24 @@ class InstanceStore:
                                     deletes=[k for k in stale if k not in moved_keys],
                                     fence=self._fence)
         self.header = header
-        return committed
+        return committed, started
 
     @staticmethod
-    async def unfinished(storage: Storage) -> list[str]:
-        """Ids of the instances in ``storage`` whose stored state is not final."""
-        out = []
+    async def unfinished(storage: Storage) -> tuple[list[str], dict[str, StateError]]:
+        """Ids of the instances in ``storage`` whose stored state is not final, and the
+        instances whose header cannot be read, with the error (one never hides the rest)."""
+        out, damaged = [], {}
         for key in await storage.keys(HEADER_PREFIX):
-            header = await storage.get(key)
+            iid = key[len(HEADER_PREFIX):]
+            try:
+                header = await storage.get(key)
+            except StateError as exc:  # CheckpointCorruptError, StorageError, ...
+                _log.warning("instance %s: header %r cannot be read: %s", iid, key, exc)
+                damaged[iid] = exc
+                continue
             if header is not None and header.get("state") not in _TERMINAL_VALUES:
-                out.append(key[len(HEADER_PREFIX):])
-        return out
+                out.append(iid)
+        return out, damaged
 
     # --- lease ------------------------------------------------------------------------
 

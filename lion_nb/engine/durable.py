@@ -4,7 +4,8 @@ Key layout (one storage may hold many instances, checkpoints and user keys)::
 
     instances/<iid>               header: workflow, fingerprint, inputs, state, times
     definitions/<iid>             the definition document (None if it holds callables)
-    nodes/<iid>/<index:06d>       one record per node that ended and committed
+    nodes/<iid>/<index:06d>       one record per node that started (state "running",
+                                  its attempt and crash counts) or ended and committed
     leases/<iid>                  the owner lease (see Storage.acquire_lease)
 
 Headers live under their own prefix so listing instances never walks node
@@ -24,8 +25,8 @@ from ..state.machine import InstanceState, NodeState
 from ..state.storage import Storage
 
 __all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "header_key", "lease_key",
-           "new_header", "new_owner_id", "node_key", "node_prefix", "node_record", "owner_is_dead",
-           "read_instance"]
+           "new_header", "new_owner_id", "node_key", "node_prefix", "node_record",
+           "owner_is_dead", "read_instance", "start_record"]
 
 HEADER_PREFIX = "instances/"
 
@@ -65,6 +66,12 @@ def new_header(definition: Any, instance_id: str, inputs: Mapping[str, Any], now
             "fingerprint": d.fingerprint(), "nodes": len(d.nodes), "inputs": inputs,
             "state": state.value, "created_at": now, "updated_at": now, "finished_at": None,
             "error": None, "resumes": 0, "stored_definition": stored_definition}
+
+
+def start_record(name: str, attempt: int, crashes: int) -> dict[str, Any]:
+    """The record written before attempt ``attempt`` of a node runs (overwritten at its end)."""
+    return {"name": name, "state": NodeState.RUNNING.value, "output": None,
+            "attempts": attempt, "error": None, "crashes": crashes}
 
 
 def lease_key(instance_id: str) -> str:
@@ -132,7 +139,14 @@ class StoredInstance:
     @property
     def node_states(self) -> dict[str, str]:
         """Committed node states by node name (nodes not committed are absent)."""
-        return {r["name"]: r["state"] for r in self.nodes.values()}
+        return {r["name"]: r["state"] for r in self.nodes.values()
+                if r["state"] != NodeState.RUNNING.value}
+
+    @property
+    def started(self) -> dict[str, int]:
+        """Nodes that started and had not ended when their process stopped: their attempt."""
+        return {r["name"]: int(r.get("attempts", 0)) for r in self.nodes.values()
+                if r["state"] == NodeState.RUNNING.value}
 
 
 async def read_instance(storage: Storage, instance_id: str) -> StoredInstance | None:

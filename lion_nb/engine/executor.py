@@ -26,10 +26,19 @@ from .observe import EventKind as K
 from .observe import ExecEvent
 from .scheduler import WorkflowScheduler
 
-__all__ = ["WorkflowExecutor", "ExecutorConfig", "NodeHandler"]
+__all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
 
 NodeHandler = Callable[[Any], Any]
 """A handler: ``async def h(ctx)`` or ``def h(ctx)``, returning a value or a NodeResult."""
+
+
+class Resumable(list[InstanceId]):
+    """What ``executor.resumable()`` returns: the healthy ids, and ``damaged`` ones."""
+
+    def __init__(self, ids: Iterable[InstanceId], damaged: Mapping[str, BaseException]) -> None:
+        super().__init__(ids)
+        #: Instance id -> the error reading its header (CheckpointCorruptError, ...).
+        self.damaged = dict(damaged)
 
 
 class WorkflowExecutor:
@@ -253,7 +262,7 @@ class WorkflowExecutor:
             definition = store.definition_for(stored, workflow, allow_changed)
             run = self._new_run(definition, iid, stored.header.get("inputs") or {}, None,
                                 None, grants)
-            committed = await store.rebind(stored, definition)
+            committed, started = await store.rebind(stored, definition)
         except BaseException:
             await store.release()
             raise
@@ -264,14 +273,18 @@ class WorkflowExecutor:
                                         {"workflow": definition.name, "nodes": len(definition),
                                          "resumed": len(committed)}))
         store.announce("resume", InstanceState.RUNNING.value)
-        run.restore(committed)
+        run.restore(committed, started)
         return InstanceId(iid)
 
-    async def resumable(self) -> list[InstanceId]:
-        """Ids of instances in durable storage that did not finish and do not run here."""
-        ids = await InstanceStore.unfinished(self._durable_storage())
-        return [InstanceId(i) for i in ids
-                if i not in self._runs or self._runs[i].state is not InstanceState.RUNNING]
+    async def resumable(self) -> "Resumable":
+        """Ids of instances in durable storage that did not finish and do not run here.
+
+        A damaged instance header does not hide the others: the list holds the
+        healthy ones, and its ``damaged`` attribute maps each damaged id to its error.
+        """
+        ids, damaged = await InstanceStore.unfinished(self._durable_storage())
+        return Resumable((InstanceId(i) for i in ids if i not in self._runs
+                          or self._runs[i].state is not InstanceState.RUNNING), damaged)
 
     async def run(self, workflow: WorkflowDefinition, **kwargs: Any) -> InstanceResult:
         """``execute_workflow`` then ``wait``: the finished instance's result."""

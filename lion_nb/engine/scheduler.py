@@ -70,7 +70,8 @@ class WorkflowScheduler:
         if policy is SchedulingPolicy.EDF:
             return EdfQueue()
         return MlfqQueue(self.config.mlfq_levels, self.config.time_slice,
-                         self.config.mlfq_boost_interval, self._now)
+                         self.config.mlfq_boost_interval, self._now,
+                         by_priority=self.config.mlfq_entry == "priority")
 
     @property
     def queued(self) -> int:
@@ -371,7 +372,8 @@ class WorkflowScheduler:
         return self.config.time_slice
 
     async def yield_point(self, task: ScheduledTask) -> bool:
-        """Give ``task``'s slot to a more urgent waiter if its time slice is used up.
+        """Give ``task``'s slot to a waiter if its time slice is used up (or, with
+        ``preemption="urgent"``, to a strictly more urgent waiter at once).
 
         Returns True if the task was preempted (and has since been resumed).
         Without a waiter, or with a free slot, this costs a comparison or two.
@@ -380,12 +382,15 @@ class WorkflowScheduler:
             return False
         now = self._now()
         if now - task.slice_start < self._quantum(task):
-            return False
-        if isinstance(self._queue, MlfqQueue):
-            self._queue.demote(task)
-        if not self._queue.more_urgent_waiting(task):
-            task.slice_start = now
-            return False
+            if not (self.config.preemption == "urgent"
+                    and self._queue.more_urgent_waiting(task, strict=True)):
+                return False
+        else:
+            if isinstance(self._queue, MlfqQueue):
+                self._queue.demote(task)
+            if not self._queue.more_urgent_waiting(task):
+                task.slice_start = now
+                return False
         task.resume = self._get_loop().create_future()
         resume = task.resume
         self.running -= 1

@@ -16,7 +16,9 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "definition_to_dict", "definition_from_di
            "definition_from_json"]
 
 FORMAT = "lion_nb.workflow"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 named today's default rule "one_success" (before Airflow's meaning was taken).
+_V1_RULES = {"one_success": "none_failed_min_one_success"}
 
 
 def definition_to_dict(defn: "WorkflowDefinition") -> dict[str, Any]:
@@ -59,8 +61,11 @@ def _need(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
     return value
 
 
-def _node(doc: Mapping[str, Any], where: str) -> Node:
+def _node(doc: Mapping[str, Any], where: str, version: int) -> Node:
     retry = doc.get("retry")
+    rule = doc.get("trigger_rule", "none_failed_min_one_success")
+    if version < 2:
+        rule = _V1_RULES.get(rule, rule)
     try:
         return Node(
             NodeId(_need(doc, "id", str, where)), _need(doc, "name", str, where),
@@ -69,7 +74,7 @@ def _node(doc: Mapping[str, Any], where: str) -> Node:
             retry=RetryPolicy(**retry) if isinstance(retry, Mapping) else retry,
             timeout=doc.get("timeout"), deadline=doc.get("deadline"),
             priority=Priority[doc.get("priority", "NORMAL")],
-            trigger_rule=doc.get("trigger_rule", "one_success"),
+            trigger_rule=rule,
             resources=doc.get("resources") or ())
     except SerializationError:
         raise
@@ -101,7 +106,7 @@ def definition_from_dict(doc: Mapping[str, Any]) -> "WorkflowDefinition":
         raise SerializationError(f"ceiling: {exc}", field="ceiling") from exc
     for i, nd in enumerate(_need(doc, "nodes", list, "")):
         where = f"nodes[{i}]"
-        node = _node(nd, where)
+        node = _node(nd, where, version)
         try:
             builder.add_node(node)
         except DefinitionError as exc:

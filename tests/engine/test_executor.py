@@ -13,7 +13,8 @@ from lion_nb.engine import ExecutorConfig, NodeResult, WorkflowExecutor
 from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
 from lion_nb.errors import (CapabilityDeniedError, ConfigError, ExecutorStoppedError,
                             HandlerNotFoundError, IllegalTransitionError,
-                            InstanceNotFoundError, NodeFailedError, NodeTimeoutError, ResultNotSerializableError, WorkflowFailedError)
+                            InstanceNotFoundError, NodeFailedError, NodeTimeoutError,
+                            ResultNotSerializableError, WorkflowFailedError)
 from lion_nb.model import Node, RetryPolicy, TriggerRule, WorkflowBuilder
 from lion_nb.state import InstanceState, NodeState
 from lion_nb.state.machine import NodeStates, check_instance_transition

@@ -10,7 +10,7 @@ from lion_nb.clock import FakeClock
 from lion_nb.engine import EventKind, WorkflowExecutor
 from lion_nb.engine.scheduler import (Priority, SchedulerConfig, SchedulingPolicy,
                                       WorkflowScheduler)
-from lion_nb.errors import (DeadlineMissedError, QueueFullError, SchedulerClosedError,
+from lion_nb.errors import (ConfigError, DeadlineMissedError, QueueFullError, SchedulerClosedError,
                             SchedulerConfigError)
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.state import NodeState
@@ -248,11 +248,17 @@ async def test_statistics_snapshot():
     ({"max_concurrent_tasks": -1}, "max_concurrent_tasks"),
     ({"resource_limits": {"gpu": 0}}, "resource_limits"), ({"deadline_miss": "panic"},
                                                           "deadline_miss"),
+    ({"mlfq_entry": "middle"}, "mlfq_entry"), ({"preemption": "always"}, "preemption"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(SchedulerConfigError) as info:
         SchedulerConfig(**kwargs)
-    assert info.value.field == field and isinstance(info.value, ValueError)
+    assert info.value.field == field and isinstance(info.value, ConfigError)
+
+
+def test_scheduler_config_is_keyword_only():
+    with pytest.raises(TypeError):
+        SchedulerConfig(10)  # type: ignore[misc]
 
 
 async def test_past_deadline_reject_and_closed_scheduler():
@@ -308,3 +314,75 @@ async def test_deadline_miss_demote_runs_behind_tasks_that_can_still_make_it():
     gate.set()
     await drain(ex, [gid, late, fine])
     assert order == ["fine", "late"]
+
+
+@pytest.mark.parametrize("entry, depths", [
+    ("top", {"level0": 3, "level1": 0, "level2": 0}),
+    ("priority", {"level0": 1, "level1": 1, "level2": 1})])
+async def test_mlfq_new_tasks_enter_the_top_level_unless_asked_to_enter_by_priority(
+        entry, depths):
+    kwargs = {} if entry == "top" else {"mlfq_entry": entry}
+    sched = WorkflowScheduler(SchedulerConfig(max_concurrent_tasks=1, policy="mlfq",
+                                              clock=FakeClock(), **kwargs))
+    gate = asyncio.Event()
+
+    async def job():
+        pass
+
+    futures = [await sched.submit(gate.wait)]
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if sched.running:
+            break
+    for prio in (Priority.LOW, Priority.NORMAL, Priority.HIGH):
+        futures.append(await sched.submit(job, priority=prio))
+    assert sched.depths() == depths
+    gate.set()
+    await asyncio.gather(*futures)
+    await sched.close()
+
+
+async def low_runner_and_arrival(preemption, arrival=Priority.HIGH):
+    """A LOW node yielding every 1 ms of fake time; another node arrives while it runs."""
+    clock = FakeClock()
+    kwargs = {} if preemption is None else {"preemption": preemption}
+    ex = WorkflowExecutor(WorkflowScheduler(SchedulerConfig(
+        max_concurrent_tasks=1, policy=SchedulingPolicy.PRIORITY, time_slice=0.05,
+        clock=clock, **kwargs)))
+    await ex.start()
+    steps: list[str] = []
+
+    async def long(ctx):
+        for i in range(100):
+            steps.append(f"low{i}")
+            await clock.sleep(0.001)
+            await ctx.yield_now()
+
+    async def other(ctx):
+        steps.append("other")
+
+    ex.add_handler("long", long)
+    ex.add_handler("other", other)
+    low = await ex.execute_workflow(WorkflowBuilder("l").add_node(
+        Node("l", handler="long", priority=Priority.LOW)).build())
+    await clock.advance(0.0025)  # the low node is a few steps in, far from its 50 ms slice
+    late = await ex.execute_workflow(WorkflowBuilder("h").add_node(
+        Node("h", handler="other", priority=arrival)).build())
+    for _ in range(120):
+        await clock.advance(0.001)
+    await ex.wait(low, timeout=5)
+    await ex.wait(late, timeout=5)
+    await ex.stop()
+    return steps.index("other")
+
+
+async def test_by_default_an_urgent_arrival_waits_for_the_running_slice_to_end():
+    assert await low_runner_and_arrival(None) >= 50  # 50 steps of 1 ms: the whole slice
+
+
+async def test_urgent_preemption_hands_the_slot_over_at_the_next_yield_point():
+    assert await low_runner_and_arrival("urgent") <= 4  # the first yield point after it came
+
+
+async def test_urgent_preemption_waits_for_the_slice_when_the_arrival_is_not_more_urgent():
+    assert await low_runner_and_arrival("urgent", arrival=Priority.LOW) >= 50
