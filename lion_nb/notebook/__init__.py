@@ -88,7 +88,7 @@ def _bundle(obj: _typing.Any, include: _typing.Any = None,
             exclude: _typing.Any = None) -> dict[str, _typing.Any]:
     # Definitions, instances and sagas display through one path: picture(obj).
     from ._picture import Picture
-    return Picture(obj)._repr_mimebundle_(include, exclude)
+    return Picture(obj).mimebundle(include, exclude)
 
 
 for _kind in ("workflow", "instance", "saga_definition", "saga_instance"):

@@ -134,6 +134,10 @@ class Picture:
                 f"<pre>{html_text(self.dot)}</pre></details></div>")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.mimebundle(include, exclude)
+
+    def mimebundle(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The MIME bundle Jupyter shows: the SVG, or the text fallback with the DOT source."""
         text = self.text()
         if self.svg is not None:
             bundle = {"image/svg+xml": self.svg, "text/plain": text}
