@@ -20,20 +20,23 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── WorkflowFailedError               .instance_id, .node
     │   ├── InstanceCancelledError            .instance_id
     │   ├── InstanceNotFoundError (KeyError)  .instance_id
+    │   ├── RerunError                        .node: start_from/rerun cannot be honoured
+    │   ├── CacheConfigError (ConfigError)    .field: invalid cache settings
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
-    │   ├── StateConfigError (ValueError)     .field: bad storage/checkpoint settings
+    │   ├── StateConfigError (ConfigError)    .field: bad storage/checkpoint settings
     │   ├── StorageError (OSError)            .key
     │   ├── CheckpointError
     │   │   ├── CheckpointKindError (TypeError) .kind: no to_dict/from_dict, unknown kind
     │   │   ├── CheckpointCorruptError        .key
+    │   │   │   └── StorageCorruptError (StorageError) .path: a damaged database file
     │   │   ├── CheckpointVersionError        .key, .version
     │   │   └── CheckpointNotFoundError (KeyError)
     │   ├── DefinitionChangedError            .instance_id
     │   └── LeaseError                        .instance_id, .owner
     ├── SchedulerError
-    │   ├── SchedulerConfigError (ValueError) .field
+    │   ├── SchedulerConfigError (ConfigError) .field
     │   ├── QueueFullError                    .capacity
     │   ├── SchedulerClosedError
     │   └── DeadlineMissedError               .task
@@ -44,12 +47,15 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── EventCorruptError                 .offset, .event_id: a damaged stored event
     │   ├── AckError                          .event_id, .subscriber
     │   ├── SubscriberFullError               .subscriber
-    │   └── BrokerClosedError
+    │   ├── BrokerClosedError
+    │   ├── BrokerConnectionError (ConnectionError) .url: message server unreachable
+    │   └── StreamClashError (ValueError)     .stream: a stream that is not this broker's
     ├── SagaError
     │   ├── SagaDefinitionError (ValueError)  .saga, .step
     │   ├── SagaNotFoundError (KeyError)      .saga
     │   ├── SagaStateError                    .saga, .state
     │   ├── SagaReplyError                    .step
+    │   ├── SagaServiceError                  .step, .service: the service failed it
     │   └── SagaStepTimeoutError (TimeoutError) .step
     └── SecurityError (PermissionError)
         ├── CapabilityDeniedError             .capability, .node
@@ -61,6 +67,9 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
         └── CapabilityError (ValueError)      .capability: malformed, or widened
     NotebookError                             tables, pictures, views
     └── UnsupportedSourceError (TypeError)    .source: the object that cannot be read
+
+Warnings (``warnings.warn``, never raised): LionWarning (UserWarning)
+    └── CacheCorruptWarning                   .key, .node: a cache entry failed its check
 """
 
 from __future__ import annotations
@@ -75,18 +84,20 @@ __all__ = [
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
     "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
-    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
+    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "StorageCorruptError",
+    "CheckpointVersionError", "CheckpointNotFoundError",
     "DefinitionChangedError", "LeaseError",
     "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
     "DeadlineMissedError",
     "EventError", "TopicError", "SubscriberError", "EventTypeError", "EventCorruptError",
     "AckError", "SubscriberFullError",
-    "BrokerClosedError",
+    "BrokerClosedError", "BrokerConnectionError", "StreamClashError",
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
-    "SagaReplyError", "SagaStepTimeoutError",
+    "SagaReplyError", "SagaServiceError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
     "NotebookError", "UnsupportedSourceError",
+    "RerunError", "CacheConfigError", "LionWarning", "CacheCorruptWarning",
 ]
 
 
@@ -197,6 +208,14 @@ class ExecutorStoppedError(ExecutionError):
     """The executor is not started (or was stopped)."""
 
 
+class RerunError(ExecutionError):
+    """``start_from``/``rerun`` cannot be honoured (no earlier run to start from); ``.node``."""
+
+
+class CacheConfigError(ExecutionError, ConfigError):
+    """A cache setting is invalid (a negative TTL, an unknown storage); ``.field`` names it."""
+
+
 # --- state -----------------------------------------------------------------
 
 class StateError(LionError):
@@ -207,7 +226,7 @@ class IllegalTransitionError(StateError):
     """A state machine refused a transition."""
 
 
-class StateConfigError(StateError, ValueError):
+class StateConfigError(StateError, ConfigError):
     """A storage or checkpoint setting is invalid; ``.field`` names it."""
 
 
@@ -225,6 +244,10 @@ class CheckpointKindError(CheckpointError, TypeError):
 
 class CheckpointCorruptError(CheckpointError):
     """A stored record fails its checksum, is truncated or empty."""
+
+
+class StorageCorruptError(StorageError, CheckpointCorruptError):
+    """A storage's files are damaged beyond one record (a failed integrity check)."""
 
 
 class CheckpointVersionError(CheckpointError):
@@ -252,7 +275,7 @@ class SchedulerError(LionError):
     """The scheduler refused a request."""
 
 
-class SchedulerConfigError(SchedulerError, ValueError):
+class SchedulerConfigError(SchedulerError, ConfigError):
     """A scheduler setting is invalid (unknown policy, limit <= 0); ``.field`` names it."""
 
 
@@ -302,6 +325,14 @@ class BrokerClosedError(EventError):
     """The broker is closed."""
 
 
+class BrokerConnectionError(EventError, ConnectionError):
+    """The message server (NATS) cannot be reached, or has no JetStream; ``.url`` is where."""
+
+
+class StreamClashError(EventError, ValueError):
+    """A JetStream stream of that name or those subjects is not this broker's; ``.stream``."""
+
+
 # --- sagas -----------------------------------------------------------------
 
 class SagaError(LionError):
@@ -327,8 +358,12 @@ class SagaReplyError(SagaError):
     """A service replied with malformed data."""
 
 
+class SagaServiceError(SagaError):
+    """A saga step's service reported a failure; the message is the service's own text."""
+
+
 class SagaStepTimeoutError(SagaError, TimeoutError):
-    """A saga step's service did not reply in time."""
+    """A saga step's service did not reply in time; ``.step`` and ``.timeout`` say which."""
 
 
 # --- security --------------------------------------------------------------
@@ -378,3 +413,22 @@ class NotebookError(LionError):
 
 class UnsupportedSourceError(NotebookError, TypeError):
     """A table, picture or view cannot read the object given; ``.source`` is that object."""
+
+
+# --- warnings ----------------------------------------------------------------
+
+class LionWarning(UserWarning):
+    """Root of the warnings lion_nb emits (filter them with ``warnings.simplefilter``)."""
+
+
+class CacheCorruptWarning(LionWarning):
+    """A cache entry failed its checksum or was changed in place; the node runs instead.
+
+    ``.key`` is the entry's storage key (None in memory), ``.node`` the node.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, node: str | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.node = node

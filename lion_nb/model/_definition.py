@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from .. import _display
 from ..errors import (CycleError, DefinitionError, DuplicateIdError, SerializationError,
                       UnknownNodeError)
-from ..security.ceiling import DefinitionCeiling
+from ..security import DefinitionCeiling
 from . import _document as doc_format
 from ._edge import Edge
 from ._ids import NodeId, WorkflowId
@@ -35,6 +35,9 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+_SIGNED_PURPOSE = "workflow-definition"
 
 
 class WorkflowDefinition:
@@ -59,6 +62,7 @@ class WorkflowDefinition:
         self.nodes = nodes
         self.edges = edges
         self.metadata = MappingProxyType(dict(metadata or {}))
+        self._fingerprint: str | None = None  # computed once: the definition is immutable
         # Tens of thousands of small lists and tuples, none in a cycle: the cyclic
         # collector would only rescan the (large) heap again and again meanwhile.
         with _collector_paused():
@@ -165,13 +169,16 @@ class WorkflowDefinition:
 
     def fingerprint(self) -> str:
         """SHA-256 of the structure (names, handlers, edges, conditions): what resume compares."""
+        if self._fingerprint is not None:
+            return self._fingerprint
         shape = {
             "nodes": [[n.name, n.handler, n.trigger_rule.value] for n in self.nodes],
             "edges": [[self.nodes[s].name, self.nodes[t].name,
                        e.condition.label if e.condition else None]
                       for e, s, t in zip(self.edges, self.edge_source, self.edge_target)],
         }
-        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        self._fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        return self._fingerprint
 
     # --- serialization and display --------------------------------------------
 
@@ -194,31 +201,43 @@ class WorkflowDefinition:
     def from_dict(cls, document: Mapping[str, Any]) -> "WorkflowDefinition":
         """Rebuild (and re-validate) a definition; errors name the bad field."""
         need = doc_format.need
-        doc_format.read_header(document)
+        version = doc_format.read_header(document)
         ceiling = doc_format.read_ceiling(document)
         try:
             builder = WorkflowBuilder(need(document, "name", str), id=need(document, "id", str),
                                       metadata=document.get("metadata") or {}, ceiling=ceiling)
         except DefinitionError as exc:
             raise SerializationError(f"ceiling: {exc}", field="ceiling") from exc
-        for part, read, add in (("nodes", doc_format.read_node, builder.add_node),
-                                ("edges", doc_format.read_edge, builder.add_edge)):
+        for part, add in (("nodes", builder.add_node), ("edges", builder.add_edge)):
             for i, entry in enumerate(need(document, part, list)):
                 where = f"{part}[{i}]"
-                item = read(entry, where)
+                item = (doc_format.read_node(entry, where, version) if part == "nodes"
+                        else doc_format.read_edge(entry, where))
                 try:
                     add(item)  # type: ignore[arg-type]
                 except DefinitionError as exc:
                     raise SerializationError(f"{where}: {exc}", field=where) from exc
         return builder.build()
 
-    def to_json(self, **kwargs: Any) -> str:
-        """``to_dict()`` as a JSON string."""
-        return json.dumps(self.to_dict(), **kwargs)
+    def to_json(self, *, sign: Any = None, **kwargs: Any) -> str:
+        """``to_dict()`` as a JSON string; ``sign=authority`` puts a signature line first."""
+        text = json.dumps(self.to_dict(), **kwargs)
+        if sign is None:
+            return text
+        return str(sign.seal(text.encode(), purpose=_SIGNED_PURPOSE).decode())
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "WorkflowDefinition":
-        """Parse a JSON document made by ``to_json``."""
+    def from_json(cls, text: str | bytes, *, verify: Any = None) -> "WorkflowDefinition":
+        """Parse a JSON document made by ``to_json``.
+
+        ``verify=authority`` first checks the signature ``to_json(sign=...)``
+        wrote, over the raw bytes, and refuses (SecurityError) an unsigned or
+        altered file before any of it is parsed: a file that decides which
+        checks run (``requires``, ``handler``, ``ceiling``) must not be edited.
+        """
+        if verify is not None:
+            raw = text.encode() if isinstance(text, str) else bytes(text)
+            text = verify.unseal(raw, purpose=_SIGNED_PURPOSE)
         return cls.from_dict(doc_format.parse_json(text))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:

@@ -20,7 +20,9 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "check_json", "edge_document", "need", "p
            "read_ceiling", "read_edge", "read_header", "read_node"]
 
 FORMAT = "lion_nb.workflow"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 named today's default rule "one_success" (before Airflow's meaning was taken).
+_V1_RULES = {"one_success": "none_failed_min_one_success"}
 
 
 def need(doc: Any, key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
@@ -36,8 +38,8 @@ def need(doc: Any, key: str, kind: type | tuple[type, ...], where: str = "") -> 
     return value
 
 
-def read_header(doc: Any) -> None:
-    """Check the format name and that the version is one this lion_nb reads."""
+def read_header(doc: Any) -> int:
+    """Check the format name and that the version is one this lion_nb reads; return it."""
     if need(doc, "format", str) != FORMAT:
         raise SerializationError(f"not a {FORMAT} document (format={doc['format']!r})",
                                  field="format")
@@ -46,6 +48,7 @@ def read_header(doc: Any) -> None:
         raise SerializationError(
             f"document format_version {version} is newer than this lion_nb reads "
             f"({FORMAT_VERSION})", field="format_version")
+    return version
 
 
 def read_ceiling(doc: Mapping[str, Any]) -> list[str] | None:
@@ -56,10 +59,13 @@ def read_ceiling(doc: Mapping[str, Any]) -> list[str] | None:
     return ceiling
 
 
-def read_node(doc: Any, where: str) -> Node:
+def read_node(doc: Any, where: str, version: int = FORMAT_VERSION) -> Node:
     """The Node a document entry describes; errors name ``where``."""
     try:
         retry = doc.get("retry") if isinstance(doc, Mapping) else None
+        rule = doc.get("trigger_rule", "none_failed_min_one_success")
+        if version < 2:
+            rule = _V1_RULES.get(rule, rule)
         return Node(
             NodeId(need(doc, "id", str, where)), need(doc, "name", str, where),
             handler=doc.get("handler"), config=doc.get("config") or {},
@@ -67,7 +73,7 @@ def read_node(doc: Any, where: str) -> Node:
             retry=RetryPolicy(**retry) if isinstance(retry, Mapping) else retry,
             timeout=doc.get("timeout"), deadline=doc.get("deadline"),
             priority=Priority[doc.get("priority", "NORMAL")],
-            trigger_rule=doc.get("trigger_rule", "one_success"),
+            trigger_rule=rule,
             resources=doc.get("resources") or ())
     except SerializationError:
         raise

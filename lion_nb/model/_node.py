@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from ..errors import DefinitionError
-from ..security.capability import Requirement
+from ..security import Requirement
 from ._ids import NodeId
 from ._retry import NO_RETRY, RetryPolicy, as_retry_policy
 
@@ -25,17 +25,29 @@ class Priority(enum.IntEnum):
 
 
 class TriggerRule(enum.StrEnum):
-    """When a node runs, given how its predecessors ended.
+    """When a node runs, given how its inputs ended: Airflow's rules, with Airflow's meanings.
 
-    ONE_SUCCESS (default): every predecessor finished, none failed, and at least
-    one incoming edge is active; otherwise SKIPPED (or UPSTREAM_FAILED).
-    ALL_SUCCESS: every incoming edge must be active; any inactive edge skips it.
-    ALL_DONE: runs once every predecessor finished, whatever happened (cleanup).
+    The default, NONE_FAILED_MIN_ONE_SUCCESS, runs a node once no input failed and at
+    least one edge is active -- what joins after conditional branches need. An
+    edge whose condition is false counts as a skipped input. docs/semantics.md has
+    the table of every rule, and where it differs from Airflow.
     """
 
-    ONE_SUCCESS = "one_success"
     ALL_SUCCESS = "all_success"
+    ALL_FAILED = "all_failed"
     ALL_DONE = "all_done"
+    ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
+    ALL_SKIPPED = "all_skipped"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    ONE_DONE = "one_done"
+    NONE_FAILED = "none_failed"
+    NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
+    NONE_SKIPPED = "none_skipped"
+    ALWAYS = "always"
+
+
+_DEFAULT_RULE = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
 
 
 _put = object.__setattr__
@@ -87,7 +99,7 @@ class Node:
         timeout: float | None = None,
         priority: Priority | int = Priority.NORMAL,
         deadline: float | None = None,
-        trigger_rule: TriggerRule | str = TriggerRule.ONE_SUCCESS,
+        trigger_rule: TriggerRule | str = _DEFAULT_RULE,
         resources: Iterable[str] = (),
     ) -> None:
         if name is None:
@@ -105,7 +117,7 @@ class Node:
         if timeout is not None or deadline is not None:
             _check_seconds(name, timeout=timeout, deadline=deadline)
         # Fast paths for the defaults: enum lookups cost more than the rest of __init__.
-        if trigger_rule is not TriggerRule.ONE_SUCCESS or priority is not Priority.NORMAL:
+        if trigger_rule is not _DEFAULT_RULE or priority is not Priority.NORMAL:
             field = "trigger_rule"
             try:
                 trigger_rule = TriggerRule(trigger_rule)
