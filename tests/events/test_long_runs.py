@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lion_nb.errors import StorageError
-from lion_nb.patterns import Event, EventAck, SqliteEventStore
+from lion_nb.patterns import Event, SqliteEventStore
 
 from events.helpers import drain, make_broker
 
@@ -21,8 +21,10 @@ async def test_a_million_unique_idempotency_keys_stay_bounded_by_the_window():
     held = []
     batch = 10_000
     for start in range(0, 1_000_000, batch):
-        await broker.publish_many([Event("pay", start + i, idempotency_key=f"k{start + i}")
-                                   for i in range(batch)])
+        ids = await broker.publish_many([Event("pay", start + i, idempotency_key=f"k{start + i}")
+                                         for i in range(batch)])
+        if start == 0:
+            first_id = ids[0]
         await clock.advance(0.25)       # 40,000 keys per simulated second
         held.append(broker.statistics().idempotency_keys)
     assert broker.statistics().published == 1_000_000
@@ -31,9 +33,9 @@ async def test_a_million_unique_idempotency_keys_stay_bounded_by_the_window():
     assert len(broker.store) <= 12 * batch   # retention compacts the in-memory log too
     # a key inside the window still de-duplicates; one outside it no longer does
     last = f"k{1_000_000 - 1}"
-    assert await broker.publish(Event("pay", 0, idempotency_key=last)) != "new"
+    assert await broker.publish(Event("pay", 0, idempotency_key=last)) == ids[-1]
     assert broker.statistics().duplicates == 1
-    assert await broker.publish(Event("pay", 0, idempotency_key="k0")) is not None
+    assert await broker.publish(Event("pay", 0, idempotency_key="k0")) != first_id
     assert broker.statistics().duplicates == 1
 
 

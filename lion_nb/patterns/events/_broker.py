@@ -118,6 +118,11 @@ class EventBroker:
         return self._store
 
     @property
+    def observe(self) -> ObserveStream | None:
+        """The observe stream this broker emits EVENT_* execution events on, or None."""
+        return self._ledger.observe
+
+    @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
         return self._closed

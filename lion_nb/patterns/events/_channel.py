@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from typing import Awaitable, Callable, Iterable, Protocol
 
 from ...clock import Clock
 from ...errors import BrokerClosedError, SubscriberError

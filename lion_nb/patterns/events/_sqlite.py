@@ -34,7 +34,7 @@ import sqlite3
 import weakref
 from typing import Any, Callable, Sequence
 
-from ...errors import EventCorruptError, EventError, StorageError
+from ...errors import ConfigError, EventCorruptError, EventError, StorageError
 from ...state._worker import Worker
 from ._model import Event
 from ._store import (
@@ -117,8 +117,17 @@ class SqliteEventStore(EventStore):
 
     def __init__(self, path: str | Any, *, max_batch: int = 1024,
                  busy_timeout: float = 0.5) -> None:
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"SqliteEventStore: max_batch must be an int >= 1, got "
+                              f"{max_batch!r}", field="max_batch")
+        if not isinstance(busy_timeout, (int, float)) or not busy_timeout >= 0:
+            raise ConfigError(f"SqliteEventStore: busy_timeout must be >= 0 seconds, got "
+                              f"{busy_timeout!r}", field="busy_timeout")
         self.path = str(path)
         self.max_batch = max_batch
+        #: Tests set this to a callable that stops the process at a named step
+        #: ("before_commit", "after_commit"), on the writer thread.
+        self.step_hook: Callable[[str], None] | None = None
         self._queued: list[tuple[Callable[..., Any], tuple[Any, ...],
                                  asyncio.Future[Any]]] = []
         self._drain: asyncio.Task[None] | None = None
@@ -247,7 +256,12 @@ class SqliteEventStore(EventStore):
                     if not single:
                         conn.execute("RELEASE op")
                     outcomes.append((True, value))
+            hook = self.step_hook
+            if hook is not None:
+                hook("before_commit")
             conn.execute("COMMIT")
+            if hook is not None:
+                hook("after_commit")
         except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -303,9 +317,12 @@ class SqliteEventStore(EventStore):
         if self._drain is not None and not self._drain.done():
             await asyncio.gather(self._drain, return_exceptions=True)
         self._closed = True
+        self._finalizer.detach()
         if not self._worker.stopped:
-            await self._worker.call(int)  # let calls already queued finish first
-        self._finalizer()  # closes the connection on its own thread, then stops it
+            # On its own thread, after what is queued; awaited, so the file (and its
+            # exclusive lock) is released when close() returns.
+            await self._worker.call(self._conn.close)
+            self._worker.stop()
 
 
 def _wrap(exc: BaseException, path: str) -> BaseException:
