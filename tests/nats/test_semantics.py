@@ -16,7 +16,7 @@ import pytest
 from lion_nb.patterns import DeliveryMode, Event, EventAck
 
 STORES = ["memory", "sqlite", "nats"]
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
 
 
 async def recv(rx, timeout: float = 5.0):

@@ -242,9 +242,9 @@ class NatsEventStore(EventStore):
         if last == 0 or (from_offset is not None and from_offset > last):
             return []
         start = max(from_offset or 1, info.state.first_seq)
-        cfg = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                             opt_start_seq=start, inactive_threshold=30.0,
-                             mem_storage=True)
+        cfg = ConsumerConfig(ack_policy=AckPolicy.NONE,
+                             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                             opt_start_seq=start, inactive_threshold=30.0, mem_storage=True)
         psub = await js.pull_subscribe(self.wire.all_subjects, durable=None,
                                        stream=self.wire.stream, config=cfg)
         out: list[Event] = []
@@ -467,7 +467,8 @@ class NatsEventStore(EventStore):
             if outcome == ACKED:
                 await msg.ack()
             elif outcome == PENDING:
-                await msg.nak(delay=delay if delay else None)
+                # A plain nak would wait out the consumer's BackOff entry; 1 ms means "now".
+                await msg.nak(delay=delay if delay else 0.001)
             elif outcome == DEAD:
                 await msg.term()
         except Exception as exc:  # lost with the connection: the server redelivers
