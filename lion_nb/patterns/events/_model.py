@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ...errors import AckError, ConfigError
-from ...model.node import RetryPolicy
+from ...model import RetryPolicy
 
 __all__ = [
     "Event", "Delivery", "EventAck", "DeliveryMode", "RetryBackoff", "EventBrokerConfig",
