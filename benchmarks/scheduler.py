@@ -14,7 +14,7 @@ import heapq
 import random
 import time
 
-from lion_nb.engine.policies import ScheduledTask
+from lion_nb.engine.scheduler import ScheduledTask
 from lion_nb.engine.scheduler import SchedulerConfig, SchedulingPolicy, WorkflowScheduler
 
 BATCH = 1000

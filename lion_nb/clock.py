@@ -37,8 +37,8 @@ class Clock:
 class SystemClock(Clock):
     """The real clocks of the machine."""
 
-    monotonic = staticmethod(_time.monotonic)  # type: ignore[assignment]
-    time = staticmethod(_time.time)  # type: ignore[assignment]
+    monotonic = staticmethod(_time.monotonic)
+    time = staticmethod(_time.time)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep on the event loop."""

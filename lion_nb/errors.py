@@ -20,18 +20,23 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── WorkflowFailedError               .instance_id, .node
     │   ├── InstanceCancelledError            .instance_id
     │   ├── InstanceNotFoundError (KeyError)  .instance_id
+    │   ├── RerunError                        .node: start_from/rerun cannot be honoured
+    │   ├── CacheConfigError (ConfigError)    .field: invalid cache settings
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
+    │   ├── StateConfigError (ConfigError)    .field: bad storage/checkpoint settings
     │   ├── StorageError (OSError)            .key
     │   ├── CheckpointError
+    │   │   ├── CheckpointKindError (TypeError) .kind: no to_dict/from_dict, unknown kind
     │   │   ├── CheckpointCorruptError        .key
+    │   │   │   └── StorageCorruptError (StorageError) .path: a damaged database file
     │   │   ├── CheckpointVersionError        .key, .version
     │   │   └── CheckpointNotFoundError (KeyError)
     │   ├── DefinitionChangedError            .instance_id
     │   └── LeaseError                        .instance_id, .owner
     ├── SchedulerError
-    │   ├── SchedulerConfigError (ValueError) .field
+    │   ├── SchedulerConfigError (ConfigError) .field
     │   ├── QueueFullError                    .capacity
     │   ├── SchedulerClosedError
     │   └── DeadlineMissedError               .task
@@ -54,12 +59,17 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   └── SagaStepTimeoutError (TimeoutError) .step
     └── SecurityError (PermissionError)
         ├── CapabilityDeniedError             .capability, .node
-        ├── TokenError                        forged, malformed or wrong key
+        ├── TokenError                        .token_id (if known): forged, malformed, wrong key
         │   ├── TokenExpiredError             .token_id
         │   └── TokenRevokedError             .token_id
         ├── RequirementError (ValueError)     .requirement
         ├── ResourceError                     .resource
         └── CapabilityError (ValueError)      .capability: malformed, or widened
+    NotebookError                             tables, pictures, views
+    └── UnsupportedSourceError (TypeError)    .source: the object that cannot be read
+
+Warnings (``warnings.warn``, never raised): LionWarning (UserWarning)
+    └── CacheCorruptWarning                   .key, .node: a cache entry failed its check
 """
 
 from __future__ import annotations
@@ -73,8 +83,9 @@ __all__ = [
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
-    "StateError", "IllegalTransitionError", "StorageError", "CheckpointError",
-    "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
+    "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
+    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "StorageCorruptError",
+    "CheckpointVersionError", "CheckpointNotFoundError",
     "DefinitionChangedError", "LeaseError",
     "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
     "DeadlineMissedError",
@@ -85,6 +96,8 @@ __all__ = [
     "SagaReplyError", "SagaServiceError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
+    "NotebookError", "UnsupportedSourceError",
+    "RerunError", "CacheConfigError", "LionWarning", "CacheCorruptWarning",
 ]
 
 
@@ -156,6 +169,29 @@ class HandlerNotSerializableError(ExecutionError):
 class WorkflowFailedError(ExecutionError):
     """An instance ended FAILED; ``.node`` is the first node that failed."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of the 3-exception chain (instance, node, handler):
+        # which node failed, the handler's error and the handler's own frames only.
+        import os
+        import sysconfig
+        import traceback
+
+        root: BaseException = self
+        while root.__cause__ is not None:
+            root = root.__cause__
+        engine, stdlib = os.path.dirname(__file__), sysconfig.get_paths()["stdlib"]
+        frames = [f for f in traceback.extract_tb(root.__traceback__)
+                  if not (path := os.path.abspath(f.filename)).startswith(engine)
+                  and (not path.startswith(stdlib) or "site-packages" in path)]
+        lines = [f"{type(self).__name__}: {self}"]
+        if root is not self:
+            lines.append(f"node {getattr(self, 'node', None)!r} raised "
+                         f"{''.join(traceback.format_exception_only(root)).strip()}")
+            lines += "".join(traceback.format_list(frames)).rstrip().splitlines()
+        lines.append("(the whole chain: import sys, traceback; "
+                     "traceback.print_exception(sys.last_value))")
+        return lines
+
 
 class InstanceCancelledError(ExecutionError):
     """The instance was cancelled before it finished."""
@@ -172,6 +208,14 @@ class ExecutorStoppedError(ExecutionError):
     """The executor is not started (or was stopped)."""
 
 
+class RerunError(ExecutionError):
+    """``start_from``/``rerun`` cannot be honoured (no earlier run to start from); ``.node``."""
+
+
+class CacheConfigError(ExecutionError, ConfigError):
+    """A cache setting is invalid (a negative TTL, an unknown storage); ``.field`` names it."""
+
+
 # --- state -----------------------------------------------------------------
 
 class StateError(LionError):
@@ -182,6 +226,10 @@ class IllegalTransitionError(StateError):
     """A state machine refused a transition."""
 
 
+class StateConfigError(StateError, ConfigError):
+    """A storage or checkpoint setting is invalid; ``.field`` names it."""
+
+
 class StorageError(StateError, OSError):
     """A storage backend could not read or write; ``.key`` names the record."""
 
@@ -190,8 +238,16 @@ class CheckpointError(StateError):
     """A checkpoint cannot be used."""
 
 
+class CheckpointKindError(CheckpointError, TypeError):
+    """An object cannot be checkpointed, or a checkpoint holds an unknown kind; ``.kind``."""
+
+
 class CheckpointCorruptError(CheckpointError):
     """A stored record fails its checksum, is truncated or empty."""
+
+
+class StorageCorruptError(StorageError, CheckpointCorruptError):
+    """A storage's files are damaged beyond one record (a failed integrity check)."""
 
 
 class CheckpointVersionError(CheckpointError):
@@ -219,7 +275,7 @@ class SchedulerError(LionError):
     """The scheduler refused a request."""
 
 
-class SchedulerConfigError(SchedulerError, ValueError):
+class SchedulerConfigError(SchedulerError, ConfigError):
     """A scheduler setting is invalid (unknown policy, limit <= 0); ``.field`` names it."""
 
 
@@ -347,3 +403,32 @@ class CapabilityError(SecurityError, ValueError):
     it holds. Unlike :class:`CapabilityDeniedError` this is a mistake in the
     call, not a missing grant.
     """
+
+
+# --- notebook ----------------------------------------------------------------
+
+class NotebookError(LionError):
+    """The notebook layer (tables, pictures, live views) was handed something unusable."""
+
+
+class UnsupportedSourceError(NotebookError, TypeError):
+    """A table, picture or view cannot read the object given; ``.source`` is that object."""
+
+
+# --- warnings ----------------------------------------------------------------
+
+class LionWarning(UserWarning):
+    """Root of the warnings lion_nb emits (filter them with ``warnings.simplefilter``)."""
+
+
+class CacheCorruptWarning(LionWarning):
+    """A cache entry failed its checksum or was changed in place; the node runs instead.
+
+    ``.key`` is the entry's storage key (None in memory), ``.node`` the node.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, node: str | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.node = node

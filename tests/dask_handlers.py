@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Boom", "load", "flaky", "big", "small", "after_small", "broken", "after_broken",
-           "join", "victim", "slow_async", "where", "uses_db", "make_db", "Picky", "picky"]
+           "join", "victim", "slow_async", "where", "uses_db", "make_db", "Picky", "picky",
+           "Tripwire", "shipped_tokens"]
 
 
 class Boom(RuntimeError):
@@ -105,3 +106,22 @@ def uses_db(ctx: Any) -> Any:
 def make_db() -> dict[str, Any]:
     """Factory run on each worker: the resource is built there, never pickled."""
     return {"orders/1": {"total": 120, "pid": os.getpid()}}
+
+
+class Tripwire:
+    """A handler whose mere unpickling leaves a file behind (what a hostile payload does)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Path(state["path"]).write_text("unpickled")
+        self.__dict__.update(state)
+
+    def __call__(self, ctx: Any) -> str:
+        return "ran"
+
+
+def shipped_tokens(ctx: Any) -> tuple[str, ...]:
+    """The token strings this task carried to the worker."""
+    return tuple(ctx.tokens)

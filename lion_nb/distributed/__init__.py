@@ -17,30 +17,44 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["DaskRunner", "Placement", "RemoteContext", "RUN_ON", "WorkerAuthority",
-           "WorkerResources", "register_worker_authority", "register_worker_resources",
-           "revoke_on_workers", "KEY_ENV"]
+__all__ = [
+    "AUTHORITY_PLUGIN",
+    "DaskRunner",
+    "KEY_ENV",
+    "PUBLIC_KEY_ENV",
+    "Placement",
+    "RUN_ON",
+    "RemoteContext",
+    "WorkerAuthority",
+    "WorkerResources",
+    "register_worker_authority",
+    "register_worker_resources",
+    "revoke_on_workers",
+]
 
 # Public name -> submodule; resolved on first access so importing this package stays cheap.
 _LAZY = {
-    "DaskRunner": "runner", "Placement": "runner", "RUN_ON": "runner",
-    "RemoteContext": "remote",
-    "WorkerAuthority": "plugins", "WorkerResources": "plugins",
-    "register_worker_authority": "plugins", "register_worker_resources": "plugins",
-    "revoke_on_workers": "plugins", "KEY_ENV": "plugins",
+    "DaskRunner": "_runner", "Placement": "_runner", "RUN_ON": "_runner",
+    "RemoteContext": "_remote",
+    "WorkerAuthority": "_plugins", "WorkerResources": "_plugins",
+    "register_worker_authority": "_plugins", "register_worker_resources": "_plugins",
+    "revoke_on_workers": "_plugins", "KEY_ENV": "_plugins", "PUBLIC_KEY_ENV": "_plugins",
+    "AUTHORITY_PLUGIN": "_plugins",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .plugins import (
+    from ._plugins import (
+        AUTHORITY_PLUGIN,
         KEY_ENV,
+        PUBLIC_KEY_ENV,
         WorkerAuthority,
         WorkerResources,
         register_worker_authority,
         register_worker_resources,
         revoke_on_workers,
     )
-    from .remote import RemoteContext
-    from .runner import RUN_ON, DaskRunner, Placement
+    from ._remote import RemoteContext
+    from ._runner import RUN_ON, DaskRunner, Placement
 
 
 def __getattr__(name: str) -> Any:

@@ -1,13 +1,19 @@
 """Engine: scheduler, node context and results, the executor, history and the observe stream."""
 
+from ._cache import Cache
+from ._cache_reason import CacheReason, NodeReason
+from ._code_version import code_version
+from ._executor_config import ExecutorConfig
+from ._result import InstanceResult
 from .context import NodeContext, NodeResult
-from .executor import ExecutorConfig, NodeHandler, WorkflowExecutor
+from .durable import StoredInstance, read_instance
+from .executor import NodeHandler, Resumable, WorkflowExecutor
 from .history import AttemptRecord, HistoryRecorder, InstanceRecord
 from .observe import EventKind, ExecEvent, ObserveStream
-from .result import InstanceResult
 from .scheduler import SchedulerConfig, SchedulingPolicy, WorkflowScheduler
 
-__all__ = ["NodeContext", "NodeResult", "ExecutorConfig", "NodeHandler", "WorkflowExecutor",
-           "AttemptRecord", "HistoryRecorder", "InstanceRecord", "EventKind", "ExecEvent",
-           "ObserveStream", "InstanceResult", "SchedulerConfig", "SchedulingPolicy",
-           "WorkflowScheduler"]
+__all__ = ["AttemptRecord", "Cache", "CacheReason", "EventKind", "ExecEvent", "ExecutorConfig", "HistoryRecorder",
+           "InstanceRecord", "InstanceResult", "NodeContext", "NodeHandler", "NodeReason",
+           "NodeResult",
+           "ObserveStream", "Resumable", "SchedulerConfig", "SchedulingPolicy", "StoredInstance",
+           "WorkflowExecutor", "WorkflowScheduler", "code_version", "read_instance"]

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
-
-if TYPE_CHECKING:
-    from ..model.node import Node
-    from .run import InstanceRun
+from ..model.definition import WorkflowDefinition
+from ..model.node import Node
 
 __all__ = ["NodeContext", "NodeResult", "ResultKind"]
+
+_REMOTE_TOKEN_TTL = 300.0  # seconds a token shipped with remote work stays valid
+
+
+class _Run(Protocol):
+    """What a NodeContext reads of the instance it belongs to (InstanceRun provides it)."""
+
+    instance_id: str
+    definition: WorkflowDefinition
+    grants: Any
+    resource_gate: Callable[..., Any]
+    scheduler: Any
+
+    def predecessor_results(self, i: int) -> dict[str, Any]: ...
+
+    def node_inputs(self, i: int) -> Mapping[str, Any]: ...
+
+    async def publish(self, node: str, topic: str, payload: Any) -> None: ...
 
 
 class ResultKind(enum.StrEnum):
@@ -54,7 +70,8 @@ class NodeResult:
         return cls(ResultKind.SKIP, node_id, reason or None)
 
     def __repr__(self) -> str:
-        return f"NodeResult.{self.kind.value}({self.output if self.error is None else self.error!r})"
+        shown = self.output if self.error is None else self.error
+        return f"NodeResult.{self.kind.value}({shown!r})"
 
 
 class NodeContext:
@@ -68,7 +85,7 @@ class NodeContext:
 
     __slots__ = ("_run", "_index", "_task", "attempt", "_logger", "worker")
 
-    def __init__(self, run: "InstanceRun", index: int, task: Any, attempt: int) -> None:
+    def __init__(self, run: _Run, index: int, task: Any, attempt: int) -> None:
         self._run = run
         self._index = index
         self._task = task
@@ -82,7 +99,7 @@ class NodeContext:
         return self._run.instance_id
 
     @property
-    def node(self) -> "Node":
+    def node(self) -> Node:
         """The node being run."""
         return self._run.definition.nodes[self._index]
 
@@ -104,7 +121,7 @@ class NodeContext:
     @property
     def inputs(self) -> Mapping[str, Any]:
         """The inputs given to ``execute_workflow`` (read-only)."""
-        return self._run.inputs
+        return self._run.node_inputs(self._index)
 
     @property
     def results(self) -> dict[str, Any]:
@@ -113,9 +130,16 @@ class NodeContext:
 
     @property
     def grant_tokens(self) -> tuple[str, ...]:
-        """The instance's granted capability tokens, serialized (for remote runners)."""
-        grants = self._run.grants
-        return () if grants is None else tuple(t.serialize() for t in grants.tokens)
+        """This node's tokens for remote runners: one per declared requirement, short-lived.
+
+        A node that declared no ``requires`` gets none; the others get tokens
+        narrowed to exactly what they declared, expiring within five minutes.
+        """
+        grants, requires = self._run.grants, self.node.requires
+        if grants is None or not requires:
+            return ()
+        narrowed = grants.narrow(requires, expires_in=_REMOTE_TOKEN_TTL, node=self.node_name)
+        return tuple(t.serialize() for t in narrowed.tokens)
 
     @property
     def idempotency_key(self) -> str:
@@ -143,7 +167,7 @@ class NodeContext:
 
     async def publish(self, topic: str, payload: Any) -> None:
         """Publish an event (headers name this instance and node) through the executor's sink."""
-        await self._run.executor.publish_from_node(self._run, self.node_name, topic, payload)
+        await self._run.publish(self.node_name, topic, payload)
 
     def __repr__(self) -> str:
         return f"NodeContext(instance={self.instance_id}, node={self.node_name!r}, " \

@@ -4,60 +4,46 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 
 from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFoundError,
-                      InstanceNotFoundError, LionError, SecurityError)
+                      InstanceNotFoundError, LionError, RerunError, SecurityError, StateError)
 from ..model.definition import WorkflowDefinition
 from ..model.ids import InstanceId
 from ..model.node import Node, Priority
-from ..security import GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers
+from ..security import (
+    AuditRecord, GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers,
+)
 from ..state.machine import InstanceState, StateMachineManager
+from ._claim import Claimer, submit_instance, wait_stored
+from ._cache import Cache, as_cache
+from ._cache_session import CacheSession, RerunPlan
+from ._env import RunEnv
+from ._executor_config import ExecutorConfig
+from ._result import InstanceResult
+from ._run import InstanceRun
+from ._store import InstanceStore
+from .durable import new_owner_id
 from .history import HistoryRecorder
 from .observe import EventKind as K
 from .observe import ExecEvent
-from .result import InstanceResult
-from .run import InstanceRun
 from .scheduler import WorkflowScheduler
 
-__all__ = ["WorkflowExecutor", "ExecutorConfig", "NodeHandler"]
+__all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
 
 NodeHandler = Callable[[Any], Any]
 """A handler: ``async def h(ctx)`` or ``def h(ctx)``, returning a value or a NodeResult."""
 
 
-@dataclass
-class ExecutorConfig:
-    """Executor settings.
+class Resumable(list[InstanceId]):
+    """What ``executor.resumable()`` returns: the healthy ids, and ``damaged`` ones."""
 
-    ``fail_fast``: the first failed node cancels the rest of its instance
-    (default: independent branches go on; dependents end UPSTREAM_FAILED).
-    ``require_json_results``: outputs must be JSON data (so they can be
-    checkpointed); turn off to pass Python objects such as DataFrames in memory.
-    ``runner``: where handlers run (None: this process; see lion_nb.distributed).
-    ``authority``: the lion_nb.security Authority that verifies the ``grants`` of
-    ``execute_workflow``; ``on_denied``: a node whose requirements are not
-    covered "fail"s (default) or is "skip"ped — it never runs either way.
-    ``event_sink``: ``async (topic, payload, headers) -> None`` behind
-    ``ctx.publish``; ``lion_nb.patterns.connect_broker(executor, broker)`` sets it.
-    """
-
-    fail_fast: bool = False
-    default_timeout: float | None = None
-    require_json_results: bool = True
-    max_threads: int | None = None
-    record_history: bool = True
-    runner: Any = None
-    lease_ttl: float = 30.0
-    authority: Any = None
-    on_denied: str = "fail"
-    event_sink: Callable[..., Awaitable[Any]] | None = None
-
-    def __post_init__(self) -> None:
-        if self.on_denied not in ("fail", "skip"):
-            raise LionError(f"on_denied must be 'fail' or 'skip', not {self.on_denied!r}")
+    def __init__(self, ids: Iterable[InstanceId], damaged: Mapping[str, BaseException]) -> None:
+        super().__init__(ids)
+        #: Instance id -> the error reading its header (CheckpointCorruptError, ...).
+        self.damaged = dict(damaged)
 
 
 class WorkflowExecutor:
@@ -79,8 +65,17 @@ class WorkflowExecutor:
         self._started = False
         self._threads: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._event_sink = self.config.event_sink
+        self._owner = new_owner_id()  # this executor's name on the leases it holds
+        self._claimer: Claimer | None = None
+        self._env = RunEnv(scheduler=self.scheduler, observe=self.observe,
+                           clock=self.scheduler.clock, config=self.config, runner=self.runner,
+                           spawn=self.spawn, run_in_thread=self.run_in_thread,
+                           publish=self._publish, on_finished=self._instance_finished)
         self.scheduler.on_deadline_failed = self._deadline_failed
         self.resources = ResourceRegistry()
+        #: The cache of ``ExecutorConfig(cache=...)`` (None: results are not reused).
+        self.cache: Cache | None = as_cache(self.config.cache)
         if self.config.authority is not None:
             self.config.authority.add_listener(self._audited)
 
@@ -108,20 +103,40 @@ class WorkflowExecutor:
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Accept instances (idempotent). A stopped executor stays stopped: make a new one."""
+    async def start(self, *, claim: bool = False, max_claimed: int = 32,
+                    poll: float = 0.1) -> None:
+        """Accept instances (idempotent). A stopped executor stays stopped: make a new one.
+
+        ``claim=True`` also runs instances that others ``submit`` to the durable
+        storage, and takes over those whose owner's lease expired, keeping at most
+        ``max_claimed`` instances running here; ``poll`` is the idle wait in seconds.
+        """
         if self.scheduler.closed:
             raise ExecutorStoppedError("this executor was stopped (its scheduler is closed); "
                                        "create a new WorkflowExecutor")
         self._started = True
+        if claim and self._claimer is None:
+            self._claimer = Claimer(
+                self._durable_storage(), owner=self._owner, ttl=self.config.lease_ttl,
+                resume=self.resume, limit=max_claimed, poll=poll,
+                busy=lambda: sum(r.state is InstanceState.RUNNING for r in self._runs.values()))
+            self._claimer.start()
 
     async def stop(self) -> None:
         """Cancel running instances, stop the scheduler's workers and the thread pool."""
+        if self._claimer is not None:
+            await self._claimer.stop()
+            self._claimer = None
+        finishing = []
         for run in list(self._runs.values()):
-            if run.state is InstanceState.RUNNING:
+            if run.finishing:  # its nodes are committed; let its final state be stored
+                finishing.append(asyncio.shield(run.done))
+            elif run.state is InstanceState.RUNNING:
                 if run.store is not None:  # durable: stays resumable, its lease released
-                    await run.store.detach(run)
+                    await run.store.detach()
                 await run.cancel()
+        if finishing:
+            await asyncio.wait(finishing)
         self._started = False
         for t in list(self._background):
             t.cancel()
@@ -168,38 +183,108 @@ class WorkflowExecutor:
         for n in nodes:
             rel = _per_node(deadlines, n, n.deadline)
             dls.append(None if rel is None else now + rel)
-        grant_set = self._grant(instance_id, grants)
+        grant_set = self._grant(instance_id, grants, definition)
         gate, resource_gate = self._security_gates(instance_id, grant_set)
-        run = InstanceRun(self, definition, instance_id, dict(inputs or {}), handlers, flags,
-                          prios, dls, gate, resource_gate)
-        run.grants = grant_set
-        return run
+        return InstanceRun(self._env, definition, instance_id, dict(inputs or {}), handlers,
+                           flags, prios, dls, gate, resource_gate, grant_set)
+
+    def _new_store(self, instance_id: str) -> InstanceStore:
+        def lost(error: BaseException) -> None:
+            run = self._runs.get(instance_id)
+            if run is not None and run.store is store and not run.cancel_requested:
+                self.spawn(run.cancel(reason=str(error)))
+        store = InstanceStore(self._durable_storage(), instance_id, owner=self._owner,
+                              ttl=self.config.lease_ttl, clock=self.scheduler.clock,
+                              observe=self.observe, on_lost=lost,
+                              authority=self.config.authority)
+        return store
+
+    def _durable_storage(self) -> Any:
+        if not self.state_manager.durable:
+            raise StateError(
+                f"executor storage {self.state_manager.storage!r} is not durable; create the "
+                f"executor with StateMachineManager(SqliteStorage(path)) to resume instances")
+        return self.state_manager.storage
 
     async def execute_workflow(self, workflow: WorkflowDefinition, *,
                                inputs: Mapping[str, Any] | None = None,
                                instance_id: str | None = None,
                                priority: Priority | Mapping[str, Priority] | None = None,
                                deadlines: float | Mapping[str, float] | None = None,
-                               grants: Iterable[Any] | None = None) -> InstanceId:
+                               grants: Iterable[Any] | None = None,
+                               cache: Any = True,
+                               rerun: Iterable[str] | str = (),
+                               start_from: Iterable[str] | str = (),
+                               previous: Any = None) -> InstanceId:
         """Start an instance and return its id at once; ``wait(id)`` for the outcome.
 
         ``priority`` and ``deadlines`` (seconds from now) override the nodes' own,
         for every node or per node name. ``grants`` are capability tokens.
+        ``cache``: the executor's cache (default), another ``Cache``, or None.
+        ``rerun``: nodes to run whatever the cache says, with everything
+        downstream of them. ``start_from``: run these nodes and what follows;
+        every other node takes its result from ``previous`` (an InstanceResult;
+        default: this executor's last finished run of the same workflow).
         """
-        iid = InstanceId(instance_id) if instance_id else InstanceId.new()
+        iid = InstanceId(instance_id or InstanceId.new())
         if iid in self._runs:
             raise LionError(f"instance id {iid} is already in use")
+        cache_obj = self.cache if cache is True else as_cache(cache)
+        plan = RerunPlan(workflow, rerun, start_from) if rerun or start_from else None
+        earlier = self._previous(workflow, previous, start_from) if start_from else None
+        if cache_obj is not None:
+            await cache_obj.load(workflow.name)
         run = self._new_run(workflow, iid, inputs, priority, deadlines, grants)
+        if cache_obj is not None or plan is not None:
+            run.cache = CacheSession(workflow, run.handlers, run.inputs, cache_obj,
+                                     run.states.codes, run.clock.time, plan, earlier)
         self._runs[iid] = run
         if self.observe.wants(K.INSTANCE_STARTED):
             self.observe.emit(ExecEvent(K.INSTANCE_STARTED, run.started_at, iid, None, 0,
                                         {"workflow": workflow.name, "nodes": len(workflow)}))
         if self.state_manager.durable:
-            from .durable import InstanceStore
-            run.store = InstanceStore(self.state_manager.storage, self)
-            await run.store.begin(run)
+            run.store = self._new_store(iid)
+            try:
+                await run.store.begin(workflow, run.inputs)
+            except BaseException:
+                del self._runs[iid]  # the id stays usable
+                raise
         run.start()
         return iid
+
+    async def submit(self, workflow: WorkflowDefinition, *,
+                     inputs: Mapping[str, Any] | None = None,
+                     instance_id: str | None = None) -> InstanceId:
+        """Queue an instance in durable storage for an executor started with ``claim=True``.
+
+        Nothing runs here; ``wait(id)`` follows it wherever it runs. The workflow
+        must be serializable (declarative conditions), since the claimer rebuilds it.
+        """
+        if not isinstance(workflow, WorkflowDefinition):
+            raise LionError(f"submit takes a WorkflowDefinition, not {type(workflow).__name__}")
+        iid = InstanceId(instance_id or InstanceId.new())
+        await submit_instance(self._durable_storage(), workflow, iid, inputs or {},
+                              self.scheduler.clock.time())
+        return iid
+
+    def _previous(self, workflow: WorkflowDefinition, previous: Any,
+                  start_from: Iterable[str] | str) -> Mapping[str, Any]:
+        """The results ``start_from`` takes the other nodes' results from."""
+        if previous is None:
+            for run in reversed(list(self._runs.values())):
+                if run.definition.name == workflow.name and run.done.done():
+                    previous = run.snapshot()
+                    break
+        first = start_from if isinstance(start_from, str) else next(iter(start_from), None)
+        if previous is None:
+            raise RerunError(f"start_from={first!r}: this executor has no finished run of "
+                             f"{workflow.name!r} to take the other results from; run it "
+                             "once, or pass previous=", node=first)
+        results = getattr(previous, "results", previous)
+        if not isinstance(results, Mapping):
+            raise RerunError(f"previous is an InstanceResult or a mapping of results, not "
+                             f"{type(previous).__name__}", node=first)
+        return results
 
     async def resume(self, instance_id: str, workflow: WorkflowDefinition | None = None, *,
                      allow_changed: bool = False, grants: Iterable[Any] | None = None
@@ -211,14 +296,39 @@ class WorkflowExecutor:
         definition holds callables; a structurally different one is refused
         unless ``allow_changed=True``.
         """
-        from .durable import resume_instance
-        return await resume_instance(self, instance_id, workflow, allow_changed=allow_changed,
-                                     grants=grants)
+        iid = str(instance_id)
+        store = self._new_store(iid)
+        here = self._runs.get(iid)
+        if here is not None and here.state is InstanceState.RUNNING:
+            return InstanceId(iid)  # already running on this executor: nothing to do
+        stored = await store.adopt()
+        try:
+            definition = store.definition_for(stored, workflow, allow_changed)
+            run = self._new_run(definition, iid, stored.header.get("inputs") or {}, None,
+                                None, grants)
+            committed = await store.rebind(stored, definition)
+        except BaseException:
+            await store.release()
+            raise
+        self._runs[iid] = run
+        run.store = store
+        if self.observe.wants(K.INSTANCE_STARTED):
+            self.observe.emit(ExecEvent(K.INSTANCE_STARTED, run.started_at, iid, None, 0,
+                                        {"workflow": definition.name, "nodes": len(definition),
+                                         "resumed": len(committed)}))
+        store.announce("resume", InstanceState.RUNNING.value)
+        run.restore(committed)
+        return InstanceId(iid)
 
-    async def resumable(self) -> list[InstanceId]:
-        """Ids of instances in durable storage that did not finish."""
-        from .durable import list_resumable
-        return await list_resumable(self)
+    async def resumable(self) -> "Resumable":
+        """Ids of instances in durable storage that did not finish and do not run here.
+
+        A damaged instance header does not hide the others: the list holds the
+        healthy ones, and its ``damaged`` attribute maps each damaged id to its error.
+        """
+        ids, damaged = await InstanceStore.unfinished(self._durable_storage())
+        return Resumable((InstanceId(i) for i in ids if i not in self._runs
+                          or self._runs[i].state is not InstanceState.RUNNING), damaged)
 
     async def run(self, workflow: WorkflowDefinition, **kwargs: Any) -> InstanceResult:
         """``execute_workflow`` then ``wait``: the finished instance's result."""
@@ -233,14 +343,24 @@ class WorkflowExecutor:
 
     async def wait(self, instance_id: str, *, timeout: float | None = None,
                    check: bool = False) -> InstanceResult:
-        """Wait until the instance finishes; ``check=True`` raises its error if it failed."""
+        """Wait until the instance finishes; ``check=True`` raises its error if it failed.
+
+        An instance that runs elsewhere (``submit``) is followed in durable storage.
+        """
+        if instance_id not in self._runs and self.state_manager.durable:
+            result = await wait_stored(self.state_manager.storage, instance_id,
+                                       timeout=timeout)
+            return result.check() if check else result
         run = self._get(instance_id)
         if timeout is None:
             await asyncio.shield(run.done)
         else:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(run.done)
-        result = InstanceResult(run)
+        session = run.cache
+        if session is not None and session.cache is not None:
+            await session.cache.flush_quietly()  # its entries are durable when wait returns
+        result = run.snapshot()
         return result.check() if check else result
 
     async def cancel(self, instance_id: str) -> None:
@@ -253,7 +373,7 @@ class WorkflowExecutor:
 
     def snapshot(self, instance_id: str) -> InstanceResult:
         """The instance as it is now (running or finished)."""
-        return InstanceResult(self._get(instance_id))
+        return self._get(instance_id).snapshot()
 
     def instances(self) -> list[InstanceId]:
         """Ids of the instances this executor knows, oldest first."""
@@ -266,31 +386,27 @@ class WorkflowExecutor:
             raise LionError(f"instance {instance_id} is still running")
         del self._runs[instance_id]
 
-    # --- used by InstanceRun ----------------------------------------------------------
+    def set_event_sink(self, sink: Callable[..., Awaitable[Any]] | None) -> None:
+        """Route ``ctx.publish`` to ``sink(topic, payload, headers)`` (None: no sink)."""
+        self._event_sink = sink
 
-    def instance_finished(self, run: InstanceRun) -> None:
-        """Record and announce the end of an instance."""
+    # --- services handed to runs (RunEnv) ------------------------------------------------
+
+    def _instance_finished(self, run: InstanceRun) -> None:
+        session = run.cache
+        if session is not None and session.cache is not None and session.cache.durable_pending:
+            self.spawn(session.cache.flush_quietly())  # also when nobody waits for the run
         if self.observe.wants(K.INSTANCE_FINISHED):
             self.observe.emit(ExecEvent(
                 K.INSTANCE_FINISHED, run.finished_at or 0.0, run.instance_id, None, 0,
                 {"state": run.state.value, "workflow": run.definition.name,
                  "error": str(run.error) if run.error else None}))
-        if run.store is not None:
-            self.spawn(run.store.end(run), then=lambda: _resolve(run))
-        else:
-            _resolve(run)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], then: Callable[[], None] | None = None
-              ) -> None:
-        """Run a background coroutine owned by the executor (retries, commits)."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a background coroutine owned by the executor (retries, final writes)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._background.discard(t)
-            if then is not None:
-                then()
-        task.add_done_callback(done)
+        task.add_done_callback(self._background.discard)
 
     def run_in_thread(self, handler: NodeHandler, ctx: Any) -> Awaitable[Any]:
         """Run a plain-function handler in the worker thread pool."""
@@ -305,30 +421,45 @@ class WorkflowExecutor:
         if run is not None and run.state is InstanceState.RUNNING:
             self.spawn(run.deadline_failed(task.payload, error))
 
-    async def publish_from_node(self, run: InstanceRun, node: str, topic: str, payload: Any
-                                ) -> None:
-        """``ctx.publish``: hand the event to the configured sink, tagged with its source."""
-        sink = self.config.event_sink
+    async def _publish(self, topic: str, payload: Any, headers: dict[str, str]) -> None:
+        sink = self._event_sink
         if sink is None:
-            raise LionError(f"node {node!r} published to {topic!r} but the executor has no "
-                            "event sink; call lion_nb.patterns.connect_broker(executor, broker)")
-        await sink(topic, payload, {"lion.instance_id": run.instance_id, "lion.node": node,
-                                    "lion.workflow": run.definition.name})
+            raise LionError(f"node {headers.get('lion.node')!r} published to {topic!r} but the "
+                            "executor has no event sink; call "
+                            "lion_nb.patterns.connect_broker(executor, broker)")
+        await sink(topic, payload, headers)
 
     def _audited(self, record: Any) -> None:
         if self.observe.wants(K.CAPABILITY):
             self.observe.emit(ExecEvent(K.CAPABILITY, record.time, record.instance_id,
                                         record.node, 0, record._asdict()))
 
-    def _grant(self, instance_id: str, grants: Iterable[Any] | None) -> GrantSet | None:
-        """Verify the tokens and bind them to this instance (None: no grants at all)."""
+    def _grant(self, instance_id: str, grants: Iterable[Any] | None,
+               definition: WorkflowDefinition) -> GrantSet | None:
+        """Verify the tokens and bind them to this run of this instance (None: no grants).
+
+        The binding names a nonce made here plus the definition's fingerprint, so a
+        later workflow started under the same instance id cannot reuse the tokens.
+        """
         if grants is None:
             return None
         authority = self.config.authority
         if authority is None:
             raise SecurityError("grants were given but the executor has no authority; "
                                 "use ExecutorConfig(authority=...)")
-        return authority.grant(list(grants), instance_id=instance_id)
+        run_id = f"{secrets.token_urlsafe(12)}.{definition.fingerprint()[:16]}"
+        return authority.grant(list(grants), instance_id=instance_id, run_id=run_id)
+
+    def _denial(self, instance_id: str, node: Node, exc: Exception) -> CapabilityDeniedError:
+        """A failed check turned into an audited denial naming the node."""
+        what = str(node.requires[0])[:200] if node.requires else None
+        reason = f"the check failed: {type(exc).__name__}: {str(exc)[:200]}"
+        authority = self.config.authority
+        if authority is not None:
+            authority.audit_log.record(AuditRecord(authority.clock.time(), "check", "deny", None,
+                                                   what, node.name, instance_id, None, reason))
+        return CapabilityDeniedError(f"node {node.name!r} of instance {instance_id}: {reason}",
+                                     capability=what, node=node.name)
 
     def _security_gates(self, instance_id: str, grant_set: GrantSet | None
                         ) -> tuple[Callable[..., None], Callable[..., Any]]:
@@ -340,11 +471,18 @@ class WorkflowExecutor:
                 f"node {node.name!r} needs {what} but instance {instance_id} holds no grants",
                 capability=what, node=node.name)
 
-        def gate(node: Node, run: InstanceRun) -> None:
+        def gate(node: Node, run: Any) -> None:
             if grant_set is None:
                 raise no_grants(node, node.requires[0])
-            for req in node.requires:
-                grant_set.check(req, node=node.name)
+            try:
+                for req in node.requires:
+                    grant_set.check(req, node=node.name)
+            except SecurityError:
+                raise
+            except Exception as exc:
+                # Whatever a hostile requirement trips over, the node is denied (and
+                # the denial audited), never left running with a dead worker.
+                raise self._denial(instance_id, node, exc) from exc
 
         def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
             declared = [r for r in map(Requirement.parse, node.requires)
@@ -367,11 +505,6 @@ async def _maybe_await(fut: Awaitable[Any]) -> Any:
     if inspect.isawaitable(out):  # a sync callable that returned a coroutine
         out = await out
     return out
-
-
-def _resolve(run: InstanceRun) -> None:
-    if not run.done.done():
-        run.done.set_result(None)
 
 
 def _per_node(value: Any, node: Node, default: Any) -> Any:

@@ -14,7 +14,7 @@ class AttemptRecord:
     """One attempt of one node: times are wall-clock seconds (None until known)."""
 
     __slots__ = ("instance_id", "workflow", "node", "attempt", "state", "queued_at",
-                 "started_at", "finished_at", "error", "worker")
+                 "started_at", "finished_at", "error", "worker", "reason", "reason_detail")
 
     FIELDS = __slots__
 
@@ -30,6 +30,8 @@ class AttemptRecord:
         self.finished_at: float | None = None
         self.error: str | None = None
         self.worker: str | None = None
+        self.reason: str | None = None  # why it ran, or "reused" (runs with a cache)
+        self.reason_detail: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -122,6 +124,12 @@ class HistoryRecorder:
             rec.finished_at = ev.time
             rec.error = data.get("error")
             rec.worker = data.get("worker")
+            reason = data.get("reason")
+            if reason is not None:
+                rec.reason = reason
+                rec.reason_detail = data.get("reason_detail")
+                if reason == "reused" and state == "succeeded":
+                    rec.state = "reused"  # its handler did not run: no attempt, no duration
             self.records.append(rec)
         elif kind is K.INSTANCE_STARTED:
             self.instances[ev.instance_id] = InstanceRecord(  # type: ignore[index]

@@ -20,18 +20,17 @@ from ..errors import (DeadlineMissedError, QueueFullError, SchedulerClosedError,
                       SchedulerConfigError)
 from ..model.node import Priority
 from .observe import EventKind, ExecEvent, ObserveStream
-from .policies import EdfQueue, FifoQueue, MlfqQueue, PriorityQueue, ScheduledTask
-from .scheduler_preempt import Preemption
-from .scheduler_config import SchedulerConfig, SchedulingPolicy
-from .scheduler_stats import SchedulerStatistics, StatsKeeper
+from ._policies import EdfQueue, FifoQueue, MlfqQueue, PriorityQueue, ScheduledTask
+from ._scheduler_config import SchedulerConfig, SchedulingPolicy
+from ._scheduler_stats import SchedulerStatistics, StatsKeeper
 
 _QUEUE_DEPTH = EventKind.QUEUE_DEPTH  # enum attribute access is slow on 3.11
 
-__all__ = ["WorkflowScheduler", "SchedulerConfig", "SchedulingPolicy", "Priority",
-           "ScheduledTask", "SchedulerStatistics"]
+__all__ = ["Priority", "ScheduledTask", "SchedulerConfig", "SchedulerStatistics",
+           "SchedulingPolicy", "WorkflowScheduler"]
 
 
-class WorkflowScheduler(Preemption):
+class WorkflowScheduler:
     """Queues ready work by policy and runs it in at most ``max_concurrent_tasks`` slots."""
 
     def __init__(self, config: SchedulerConfig | None = None, *,
@@ -71,7 +70,8 @@ class WorkflowScheduler(Preemption):
         if policy is SchedulingPolicy.EDF:
             return EdfQueue()
         return MlfqQueue(self.config.mlfq_levels, self.config.time_slice,
-                         self.config.mlfq_boost_interval, self._now)
+                         self.config.mlfq_boost_interval, self._now,
+                         by_priority=self.config.mlfq_entry == "priority")
 
     @property
     def queued(self) -> int:
@@ -258,17 +258,18 @@ class WorkflowScheduler(Preemption):
 
     def _deadline_missed(self, task: ScheduledTask, now: float) -> bool:
         """Apply the configured miss action; True if the task should still run now."""
+        late = now - (task.deadline or now)
         task.missed = True
         self.stats.deadline_misses += 1
         if self.observe.wants(EventKind.DEADLINE_MISSED):
             self.observe.emit(ExecEvent(EventKind.DEADLINE_MISSED, self.clock.time(),
                                         task.instance_id, task.name, 0,
-                                        {"late_by": now - task.deadline,
+                                        {"late_by": late,
                                          "action": self.config.deadline_miss}))
         action = self.config.deadline_miss
         if action == "fail":
             error = DeadlineMissedError(
-                f"task {task.name!r} missed its deadline by {now - task.deadline:.3f}s",
+                f"task {task.name!r} missed its deadline by {late:.3f}s",
                 task=task.name)
             if isinstance(task.payload, asyncio.Future):  # a submitted job
                 if not task.payload.done():
@@ -344,6 +345,66 @@ class WorkflowScheduler(Preemption):
                         raise
         finally:
             self._workers -= 1
+
+    # --- cooperative preemption and node interrupts ------------------------------
+    #
+    # A handler's ``await ctx.yield_now()`` lands in ``yield_point``: when its time
+    # slice is used up and a more urgent task waits, the task gives its slot back,
+    # re-queues itself and sleeps until a worker dispatches it again.
+
+    def interrupt(self, worker: "asyncio.Task[Any]") -> None:
+        """Cancel the node running on ``worker`` without ending the worker itself."""
+        self._interrupted.add(worker)
+        worker.cancel()
+
+    def absorb_interrupt(self) -> bool:
+        """In a worker: True (and the cancellation undone) if it came from ``interrupt``."""
+        current = asyncio.current_task()
+        if current is None or current not in self._interrupted:
+            return False
+        self._interrupted.discard(current)
+        current.uncancel()
+        return True
+
+    def _quantum(self, task: ScheduledTask) -> float:
+        if isinstance(self._queue, MlfqQueue):
+            return self._queue.quantum(task.level)
+        return self.config.time_slice
+
+    async def yield_point(self, task: ScheduledTask) -> bool:
+        """Give ``task``'s slot to a waiter if its time slice is used up (or, with
+        ``preemption="urgent"``, to a strictly more urgent waiter at once).
+
+        Returns True if the task was preempted (and has since been resumed).
+        Without a waiter, or with a free slot, this costs a comparison or two.
+        """
+        if not self._queue or self.running < self.config.max_concurrent_tasks:
+            return False
+        now = self._now()
+        if now - task.slice_start < self._quantum(task):
+            if not (self.config.preemption == "urgent"
+                    and self._queue.more_urgent_waiting(task, strict=True)):
+                return False
+        else:
+            if isinstance(self._queue, MlfqQueue):
+                self._queue.demote(task)
+            if not self._queue.more_urgent_waiting(task):
+                task.slice_start = now
+                return False
+        task.resume = self._get_loop().create_future()
+        resume = task.resume
+        self.running -= 1
+        self._suspended += 1
+        self._seq += 1
+        task.seq = self._seq
+        task.enqueued_at = now
+        self._queue.push(task)
+        if self.observe.wants(EventKind.NODE_YIELDED):
+            self.observe.emit(ExecEvent(EventKind.NODE_YIELDED, self.clock.time(),
+                                        task.instance_id, task.name, 0, {"level": task.level}))
+        self._kick()
+        await resume
+        return True
 
     # --- policy, statistics, shutdown --------------------------------------------
 

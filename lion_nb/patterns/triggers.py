@@ -30,7 +30,7 @@ def connect_broker(executor: WorkflowExecutor, broker: EventBroker) -> None:
     async def sink(topic: str, payload: Any, headers: Mapping[str, Any]) -> None:
         await broker.publish(Event(topic, payload, headers=headers))
 
-    executor.config.event_sink = sink
+    executor.set_event_sink(sink)
 
 
 class WorkflowTrigger:

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import CheckpointError, CheckpointNotFoundError, CheckpointVersionError
+from ..errors import (
+    CheckpointKindError,
+    CheckpointNotFoundError,
+    CheckpointVersionError,
+    StateConfigError,
+)
 from .records import Migrations
 from .storage import Storage
 
@@ -73,7 +78,8 @@ def _parse_id(checkpoint_id: str) -> CheckpointInfo | None:
 def _major(version: str) -> int:
     head = str(version).split(".", 1)[0]
     if not head.isdigit():
-        raise ValueError(f"schema version must look like '1.0.0', not {version!r}")
+        raise StateConfigError(f"schema version must look like '1.0.0', not {version!r}",
+                               field="schema_version")
     return int(head)
 
 
@@ -117,11 +123,12 @@ class CheckpointManager:
                       load: Callable[[dict[str, Any]], Any] | None = None) -> None:
         """Teach the manager a type: stored under ``name``, ``to_dict``/``from_dict`` by default."""
         if cls is None and (dump is None or load is None):
-            raise TypeError("register_kind needs a class or both dump= and load=")
+            raise CheckpointKindError("register_kind needs a class or both dump= and load=",
+                                      kind=name)
         dump = dump or (lambda obj: obj.to_dict())
         load = load or getattr(cls, "from_dict", None)
         if load is None:
-            raise TypeError(f"{cls!r} has no from_dict; pass load=")
+            raise CheckpointKindError(f"{cls!r} has no from_dict; pass load=", kind=name)
         self._kinds[name] = _Kind(name, cls, dump, load)
 
     def register_migration(self, from_major: int,
@@ -142,8 +149,9 @@ class CheckpointManager:
             name = f"{cls.__module__}.{cls.__qualname__}"
             self.register_kind(name, cls)
             return self._kinds[name]
-        raise TypeError(f"cannot checkpoint a {cls.__name__}: give it to_dict/from_dict "
-                        f"or call register_kind()")
+        raise CheckpointKindError(f"cannot checkpoint a {cls.__name__}: give it "
+                                  f"to_dict/from_dict or call register_kind()",
+                                  kind=cls.__qualname__)
 
     def _ensure_model_kind(self) -> None:
         if "workflow_definition" not in self._kinds:
@@ -157,7 +165,8 @@ class CheckpointManager:
         kind = self._kind_of(obj)
         wid = workflow_id if workflow_id is not None else getattr(obj, "id", None)
         if wid is None:
-            raise TypeError(f"a {type(obj).__name__} has no .id; pass workflow_id=")
+            raise StateConfigError(f"a {type(obj).__name__} has no .id; pass workflow_id=",
+                                   field="workflow_id")
         wid = str(wid)
         document = kind.dump(obj)
         now = self.clock.time()
@@ -202,8 +211,8 @@ class CheckpointManager:
 
     async def prune(self, workflow_id: str, keep: int) -> int:
         """Delete all but the newest ``keep`` checkpoints (in one atomic write); how many."""
-        if keep < 0:
-            raise ValueError(f"keep must be >= 0, not {keep!r}")
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+            raise StateConfigError(f"keep must be an int >= 0, not {keep!r}", field="keep")
         infos = await self.list_checkpoints(workflow_id)
         doomed = infos[:max(0, len(infos) - keep)]
         if doomed:
@@ -231,7 +240,7 @@ class CheckpointManager:
         self._ensure_model_kind()
         kind = self._kinds.get(record.get("kind", ""))
         if kind is None:
-            raise CheckpointError(
+            raise CheckpointKindError(
                 f"checkpoint {checkpoint_id!r} holds a {record.get('kind')!r}, which this "
                 f"manager does not know; call register_kind({record.get('kind')!r}, cls)",
                 key=checkpoint_id, kind=record.get("kind"))

@@ -11,6 +11,7 @@ import enum
 from typing import Iterable
 
 from ..errors import IllegalTransitionError
+from .storage import MemoryStorage, Storage
 
 __all__ = ["NodeState", "InstanceState", "NodeStates", "StateMachineManager", "CODE",
            "NODE_ORDER", "LEGAL",
@@ -116,15 +117,14 @@ class NodeStates:
 
 
 class StateMachineManager:
-    """Creates node-state tables and routes committed state to ``storage``.
+    """Names the storage that committed instance and node states go to.
 
     With a non-durable storage (MemoryStorage) nothing is written per node:
     state lives in the executor's tables. With a durable one, every finished
     node is committed atomically with the states it decided.
     """
 
-    def __init__(self, storage: "Storage | None" = None) -> None:
-        from .storage import MemoryStorage
+    def __init__(self, storage: Storage | None = None) -> None:
         self.storage = storage if storage is not None else MemoryStorage()
 
     @property
@@ -132,9 +132,3 @@ class StateMachineManager:
         """Whether committed state survives the process."""
         return bool(getattr(self.storage, "durable", False))
 
-    def node_states(self, names: Iterable[str], instance_id: str) -> NodeStates:
-        """A fresh all-PENDING table for one instance."""
-        return NodeStates(names, instance_id)
-
-
-from .storage import Storage  # noqa: E402  (annotation only; avoids a cycle at import)

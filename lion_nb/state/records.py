@@ -27,7 +27,12 @@ import hashlib
 import json
 from typing import Any, Callable
 
-from ..errors import CheckpointCorruptError, CheckpointVersionError, SerializationError
+from ..errors import (
+    CheckpointCorruptError,
+    CheckpointVersionError,
+    SerializationError,
+    StateConfigError,
+)
 
 __all__ = ["RECORD_VERSION", "Migrations", "RecordCodec", "DEFAULT_CODEC", "canonical_json"]
 
@@ -58,7 +63,9 @@ class Migrations:
     def register(self, from_version: int, fn: Migration) -> Migration:
         """Register ``fn`` as the upgrade from ``from_version`` to ``from_version + 1``."""
         if from_version in self._steps:
-            raise ValueError(f"a migration from version {from_version} is already registered")
+            raise StateConfigError(
+                f"a migration from version {from_version} is already registered",
+                field="from_version")
         self._steps[from_version] = fn
         return fn
 
@@ -77,8 +84,9 @@ class Migrations:
                     f"from {version} to {version + 1} is registered", key=key, version=version)
             data = step(data)
             if not isinstance(data, dict):
-                raise TypeError(f"migration from version {version} returned "
-                                f"{type(data).__name__}, not a dict")
+                raise CheckpointVersionError(
+                    f"record {key!r}: the migration from version {version} returned "
+                    f"{type(data).__name__}, not a dict", key=key, version=version)
             version += 1
         return data
 
@@ -88,7 +96,8 @@ class RecordCodec:
 
     def __init__(self, version: int = RECORD_VERSION) -> None:
         if not isinstance(version, int) or version < 1:
-            raise ValueError(f"record version must be a positive int, not {version!r}")
+            raise StateConfigError(f"record version must be a positive int, not {version!r}",
+                                   field="version")
         self.version = version
         self.migrations = Migrations()
 

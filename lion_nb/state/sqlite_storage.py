@@ -20,13 +20,15 @@ savepoints: one caller's refused fence does not fail the others.
 
 from __future__ import annotations
 
-import asyncio
+import functools
+import os
 import sqlite3
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..errors import LeaseError, StorageError
+from ..errors import LeaseError, StateConfigError, StorageCorruptError, StorageError
+from ._group_commit import GroupCommit
 from ._worker import Worker
 from .records import DEFAULT_CODEC, RecordCodec
 from .storage import Record, Storage
@@ -49,6 +51,14 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
+def _close_db(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:  # another connection is reading: closing still checkpoints
+        pass
+    conn.close()
+
+
 class SqliteStorage(Storage):
     """Durable storage in one SQLite database (see the module docstring)."""
 
@@ -57,28 +67,31 @@ class SqliteStorage(Storage):
     def __init__(self, path: str | Path, *, synchronous: str = "FULL",
                  busy_timeout: float = 5.0, group_commit_ms: float | None = None,
                  codec: RecordCodec | None = None) -> None:
-        if synchronous.upper() not in _SYNC_MODES:
-            raise ValueError(f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}")
+        if str(synchronous).upper() not in _SYNC_MODES:
+            raise StateConfigError(f"synchronous must be one of {_SYNC_MODES}, "
+                                   f"not {synchronous!r}", field="synchronous")
         if group_commit_ms is not None and group_commit_ms < 0:
-            raise ValueError(f"group_commit_ms must be >= 0, not {group_commit_ms!r}")
+            raise StateConfigError(f"group_commit_ms must be >= 0, not {group_commit_ms!r}",
+                                   field="group_commit_ms")
         self.path = str(path)
         self.codec = codec or DEFAULT_CODEC
         self.busy_timeout = busy_timeout
         self.group_commit_ms = group_commit_ms
         #: Tests set this to a callable that raises at a named step to simulate a crash.
         self.step_hook: Callable[[str], None] | None = None
-        self._pending: list[tuple[_Batch, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._group: GroupCommit[_Batch] = GroupCommit(self._commit_group,
+                                                      group_commit_ms or 0.0)
         self._closed = False
         self._worker = Worker(f"lion-sqlite {self.path}")
         try:
-            self._conn = self._worker.call_sync(self._connect, synchronous.upper())
+            self._conn = self._worker.call_sync(self._connect, str(synchronous).upper())
         except BaseException:
             self._worker.stop()
             raise
         self.durable = self.path != ":memory:"
         # Dropped without close() (common in notebooks): still close it when collected.
-        self._finalizer = weakref.finalize(self, self._worker.stop, self._conn.close)
+        self._finalizer = weakref.finalize(self, self._worker.stop,
+                                           functools.partial(_close_db, self._conn))
 
     def __repr__(self) -> str:
         return f"SqliteStorage({self.path!r})"
@@ -86,7 +99,10 @@ class SqliteStorage(Storage):
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only: records may hold results and grants. SQLite gives its -wal
+                # and -shm files the database file's mode, so creating it first suffices.
+                Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
                                    isolation_level=None, check_same_thread=False)
             try:
@@ -94,10 +110,20 @@ class SqliteStorage(Storage):
                 conn.execute(f"PRAGMA synchronous={synchronous}")
                 conn.execute("CREATE TABLE IF NOT EXISTS lion_records "
                              "(key TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID")
+                # A damaged page can change a key or lose a row without any record's
+                # checksum seeing it: check the file's structure before trusting it.
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise StorageCorruptError(
+                        f"database {self.path!r} fails SQLite's integrity check: "
+                        f"{'; '.join(map(str, problems))}", key=None, path=self.path)
             except BaseException:
                 conn.close()
                 raise
         except (OSError, sqlite3.Error) as exc:
+            mapped = self._storage_error(exc, None) if isinstance(exc, sqlite3.Error) else None
+            if isinstance(mapped, StorageCorruptError):
+                raise mapped from exc
             raise StorageError(f"cannot open database {self.path!r}: {exc}", key=None,
                                path=self.path) from exc
         return conn
@@ -120,11 +146,7 @@ class SqliteStorage(Storage):
             if error is not None:
                 raise error
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((batch, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_groups())
-        await fut
+        await self._group.submit(batch)
 
     async def get(self, key: str) -> Record | None:
         """The record at ``key`` (verified and migrated), or None."""
@@ -143,37 +165,16 @@ class SqliteStorage(Storage):
         """Finish pending group commits, then close the connection and its thread."""
         if self._closed:
             return
-        if self._flusher is not None and not self._flusher.done():
-            await self._flusher
+        await self._group.drain()
         self._closed = True
         await self._worker.call(int)  # let calls already queued finish first
-        self._finalizer()  # closes the connection on its own thread, then stops it
+        self._finalizer()  # checkpoints and closes the connection on its thread, stops it
+        # Returns once the WAL is folded into the database file and the thread is gone,
+        # so a copy of the file taken right after close() holds everything.
+        self._worker.join()
 
-    # --- group commit ---------------------------------------------------------------
-
-    async def _flush_groups(self) -> None:
-        # Real time on purpose: the window batches real I/O, a fake clock would stall it.
-        if self.group_commit_ms:
-            await asyncio.sleep(self.group_commit_ms / 1000)
-        # Whatever arrives while a commit is in flight forms the next group at once.
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                errors = await self._run(self._commit_sync, [b for b, _ in group])
-            except BaseException as exc:  # the whole transaction failed: everyone hears it
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, fut), error in zip(group, errors):
-                if fut.done():  # the caller was cancelled; its batch committed anyway
-                    continue
-                if error is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(error)
+    async def _commit_group(self, batches: list[_Batch]) -> list[Exception | None]:
+        return await self._run(self._commit_sync, batches)
 
     # --- synchronous work (the connection's own thread) -------------------------------
 
@@ -250,7 +251,7 @@ class SqliteStorage(Storage):
         try:
             row = self._conn.execute("SELECT body FROM lion_records WHERE key = ?",
                                      (key,)).fetchone()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._storage_error(exc, key) from exc
         return None if row is None else bytes(row[0])
 
@@ -262,11 +263,16 @@ class SqliteStorage(Storage):
         try:
             # BINARY collation orders UTF-8 bytes, which is Python's code-point order.
             return [r[0] for r in self._conn.execute(sql + " ORDER BY key", args)]
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._storage_error(exc, prefix) from exc
 
-    def _storage_error(self, exc: sqlite3.Error, key: str | None) -> StorageError:
+    def _storage_error(self, exc: sqlite3.Error | UnicodeDecodeError,
+                       key: str | None) -> StorageError:
         text = str(exc)
+        if (isinstance(exc, UnicodeDecodeError) or "malformed" in text
+                or "not a database" in text or "decode" in text):
+            return StorageCorruptError(f"database {self.path!r} is damaged: {text}", key=key,
+                                       path=self.path)
         if "locked" in text or "busy" in text:
             text = (f"database {self.path!r} is locked by another connection "
                     f"(waited {self.busy_timeout:g}s; raise busy_timeout= or find the "

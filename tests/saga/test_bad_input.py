@@ -12,7 +12,7 @@ from lion_nb.errors import (
 )
 from lion_nb.model import RetryPolicy
 from lion_nb.patterns import (
-    Event, RetryBackoff, SagaDefinitionBuilder, SagaManagerConfig, SagaStatus, SagaStep,
+    Event, SagaDefinitionBuilder, SagaManagerConfig, SagaStatus, SagaStep,
 )
 from lion_nb.state import MemoryStorage
 
@@ -70,9 +70,9 @@ def test_bad_manager_config_raises_config_error_naming_the_field(field, value):
 
 
 def test_manager_config_is_frozen_keyword_only_and_takes_one_retry_type():
-    config = SagaManagerConfig(step_backoff=0.5, compensation_backoff=RetryBackoff(0.0))
+    config = SagaManagerConfig(step_backoff=0.5, compensation_backoff=RetryPolicy(backoff=2))
     assert config.step_backoff == RetryPolicy(backoff=0.5)
-    assert isinstance(config.compensation_backoff, RetryPolicy)
+    assert config.compensation_backoff.delay(2) == 4.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.name = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
@@ -124,13 +124,14 @@ async def test_a_reply_with_malformed_data_fails_the_step_and_names_it():
     good = Services()
     await manager.register_service("good", good, via_broker=True)
     rx, ack = await broker.subscribe("saga.command.weird", "weird")
+    key = manager.key.for_service("weird")
 
     async def weird():
         async for d in rx:
-            reply_to = d.payload["reply_to"]
-            await broker.publish(Event(reply_to, "not even an object"))       # no command id
-            await broker.publish(Event(reply_to, {"command_id": d.payload["command_id"],
-                                                  "ok": "yes"}))              # ok not a bool
+            cmd = key.open_command(d.payload)
+            await broker.publish(Event(cmd["reply_to"], "not even an object"))  # unsigned
+            await broker.publish(Event(cmd["reply_to"], key.seal_reply(
+                cmd, ok="yes")))                                              # ok not a bool
             await ack.success(d)
 
     server = asyncio.ensure_future(weird())
@@ -139,8 +140,9 @@ async def test_a_reply_with_malformed_data_fails_the_step_and_names_it():
     assert inst.failed_step == "s2"
     assert "SagaReplyError" in inst.error and "'ok'" in inst.error and "'s2'" in inst.error
     assert good.steps("compensate") == ["s1"]
-    assert manager.statistics().malformed_replies == 2
-    assert any(r["event"] == "malformed_reply" for r in manager.history())
+    assert manager.statistics().malformed_replies == 1     # signed, but not well formed
+    assert manager.statistics().rejected_replies == 1      # not signed: never looked at
+    assert any(r["event"] == "rejected_reply" for r in manager.history())
     server.cancel()
     await manager.close()
     await broker.close()

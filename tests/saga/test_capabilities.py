@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from lion_nb.errors import RequirementError, SecurityError
+from lion_nb.errors import RequirementError, SagaStateError, SecurityError
 from lion_nb.patterns import SagaDefinitionBuilder, SagaManager, SagaStep
 from lion_nb.security import Authority, Capability
 
@@ -87,3 +89,44 @@ async def test_grants_need_an_authority_and_requirements_must_parse():
 def test_requirements_survive_the_definition_round_trip():
     step = order_saga().steps[1]
     assert SagaStep.from_dict(step.to_dict()).requires == ("payment:write:orders/*",)
+
+
+async def test_a_step_gets_one_token_per_requirement_narrowed_exactly_and_short_lived(setup):
+    authority, manager, seen = setup
+    two = (SagaDefinitionBuilder("two", "Two needs")
+           .add_step(SagaStep("both", "Both", {"a": "both"}, "payments",
+                              requires=["db:read:orders/1", "cache:write:c/1"]).with_timeout(7))
+           .build())
+    await manager.register_definition(two)
+    wide = [authority.mint(Capability("db", {"read", "write"}, scope="orders/*")),
+            authority.mint(Capability("cache", {"read", "write"}, scope="*"))]
+    inst = await manager.run("two", {}, grants=wide)
+    assert inst.status == "completed"
+    [cmd] = seen
+    tokens = [authority.verify(t) for t in cmd.tokens]
+    assert sorted((t.capability.resource, sorted(t.capability.actions), t.capability.scope)
+                  for t in tokens) == [("cache", ["write"], "c/1"), ("db", ["read"], "orders/1")]
+    assert all(t.expires_at is not None and t.expires_at <= cmd.deadline + 1 for t in tokens)
+
+
+async def test_a_refused_start_of_a_running_saga_leaves_its_grants_alone(setup):
+    authority, manager, seen = setup
+    gate = asyncio.Event()
+
+    async def slow_stock(cmd):
+        seen.append(cmd)
+        await gate.wait()
+        return "held"
+
+    await manager.register_service("inventory", slow_stock)
+    grants = [authority.mint(Capability("stock", {"write"})),
+              authority.mint(Capability("payment", {"write"}))]
+    inst = await manager.create_instance("order", {"id": 4})
+    await manager.start_instance(inst.id, grants=grants)
+    await asyncio.sleep(0)
+    with pytest.raises(SagaStateError, match="already running"):
+        await manager.start_instance(inst.id, grants=[])    # refused: must touch nothing
+    gate.set()
+    await manager.wait(inst.id)
+    assert inst.status == "completed"                     # payment still had its grant
+    assert [c.step_id for c in seen] == ["reserve", "charge"]

@@ -135,16 +135,17 @@ async def test_duplicate_replies_are_applied_once():
     manager, broker, _ = make_manager()
     await manager.register_definition(chain(2))
     rx, ack = await broker.subscribe("saga.command.svc", "twice")
+    key = manager.key.for_service("svc")
     calls = []
 
     async def serve_twice():
         async for d in rx:
-            calls.append(d.payload["step_id"])
-            reply = {"command_id": d.payload["command_id"], "ok": True,
-                     "result": {"n": len(calls)}, "error": None}
+            cmd = key.open_command(d.payload)
+            calls.append(cmd["step_id"])
+            reply = key.seal_reply(cmd, ok=True, result={"n": len(calls)})
             # At-least-once on the service side: the same reply published twice.
-            await broker.publish(Event(d.payload["reply_to"], reply))
-            await broker.publish(Event(d.payload["reply_to"], dict(reply)))
+            await broker.publish(Event(cmd["reply_to"], reply))
+            await broker.publish(Event(cmd["reply_to"], dict(reply)))
             await ack.success(d)
 
     server = asyncio.ensure_future(serve_twice())
@@ -169,18 +170,18 @@ async def test_a_stale_failure_reply_does_not_fail_the_retry():
     first = await manager.create_instance("chain")
     await manager.start_instance(first.id)
     await settle()
-    attempt1 = rx.recv_nowait()
-    await ack.success(attempt1)
+    key = manager.key.for_service("svc")
+    delivery = rx.recv_nowait()
+    await ack.success(delivery)
+    attempt1 = key.open_command(delivery.payload)
     await clock.advance(5)                     # attempt 1 times out, attempt 2 is sent
-    attempt2 = rx.recv_nowait()
-    assert attempt2.payload["attempt"] == 2
-    reply_to = attempt1.payload["reply_to"]
-    await broker.publish(Event(reply_to, {"command_id": attempt1.payload["command_id"],
-                                          "ok": False, "error": "too late"}))
+    attempt2 = key.open_command(rx.recv_nowait().payload)
+    assert attempt2["attempt"] == 2
+    reply_to = attempt1["reply_to"]
+    await broker.publish(Event(reply_to, key.seal_reply(attempt1, ok=False, error="too late")))
     await settle()
     assert first.status is SagaStatus.RUNNING  # the stale failure was ignored
-    await broker.publish(Event(reply_to, {"command_id": attempt2.payload["command_id"],
-                                          "ok": True, "result": "fine"}))
+    await broker.publish(Event(reply_to, key.seal_reply(attempt2, ok=True, result="fine")))
     await manager.wait(first.id)
     assert first.status is SagaStatus.COMPLETED and first.results == {"s1": "fine"}
     await manager.close()
@@ -237,8 +238,10 @@ async def _resume(db: Path, mode: str, dispatch: str) -> tuple[list, list, list,
         # broker redelivers because the killed service never acked them: that is the
         # broker's at-least-once towards services (they de-duplicate on command_id),
         # not the saga re-running a step.
-        dispatched = [(e.payload["kind"], e.payload["instance_id"], e.payload["step_id"])
-                      for e in await broker.replay("saga.command.>", from_offset=start)]
+        key = manager.key.for_service("svc")
+        dispatched = [(c["kind"], c["instance_id"], c["step_id"]) for c in (
+            key.open_command(e.payload)
+            for e in await broker.replay("saga.command.>", from_offset=start))]
     else:
         dispatched = list(calls)
     await manager.close()

@@ -32,6 +32,7 @@ from ._command import SagaCommand
 from ._config import SagaManagerConfig
 from ._definition import SagaDefinition, SagaDefinitionBuilder
 from ._instance import SagaInstance, StepState
+from ._key import SagaKey
 from ._ledger import SagaStatistics
 from ._manager import SagaManager
 from ._service import SagaService
@@ -46,6 +47,7 @@ __all__ = [
     "SagaDefinition",
     "SagaDefinitionBuilder",
     "SagaInstance",
+    "SagaKey",
     "SagaManager",
     "SagaManagerConfig",
     "SagaService",

@@ -5,12 +5,16 @@
     manager --Event("saga.command.<service>", command)--> service
     manager <--Event("saga.reply.<manager>", reply)------ service
 
-A command is ``SagaCommand.to_dict(reply_to)``; a reply is
-``{"command_id": str, "ok": bool, "result": any, "error": str | None}``.
-Commands carry ``idempotency_key=command_id`` and replies
-``idempotency_key=command_id + ".reply"``, so a re-published command or reply
-is stored once. The run acks a reply only after the step's outcome is in
-the saga log, so a crash in between redelivers it.
+Both are signed envelopes (see ``_key``): a command is
+``SagaCommand.to_dict(reply_to)`` with its tokens sealed; a reply's body is
+``{"command_id", "attempt", "service", "ok", "result", "error"}``. A reply
+counts only if its MAC is right under the key of the service the command
+went to, and it answers a command this manager issued (same command id,
+attempt and service); anything else is rejected (``rejected_replies``) and
+never reaches a step. Commands carry ``idempotency_key=command_id`` and
+replies ``idempotency_key=command_id + ".reply"``, so a re-published command
+or reply is stored once. The run acks a reply only after the step's outcome
+is in the saga log, so a crash in between redelivers it.
 """
 
 from __future__ import annotations
@@ -25,37 +29,34 @@ from ...errors import SagaReplyError, SagaServiceError
 from ..events import Delivery, Event, EventAck
 from ._command import Attempt, SagaCommand, timed_out
 from ._handler import run_with_timeout
+from ._key import SagaKey
 from ._topics import command_topic, reply_topic
 
-__all__ = ["CommandChannel", "Waiter", "parse_reply"]
+__all__ = ["CommandChannel", "Waiter"]
 
 _log = logging.getLogger("lion_nb.saga")
 
 
-def parse_reply(payload: Any) -> tuple[str | None, str | None]:
-    """``(command_id, problem)``: problem is None for a well-formed reply."""
-    if not isinstance(payload, dict):
-        return None, f"reply is a {type(payload).__name__}, not an object"
-    cid = payload.get("command_id")
-    if not isinstance(cid, str) or not cid:
-        return None, "reply has no command_id"
-    if not isinstance(payload.get("ok"), bool):
-        return cid, f"reply 'ok' must be true or false, got {payload.get('ok')!r}"
-    if not payload["ok"] and not isinstance(payload.get("error"), (str, type(None))):
-        return cid, f"reply 'error' must be a string, got {type(payload['error']).__name__}"
-    return cid, None
+def reply_problem(body: dict[str, Any]) -> str | None:
+    """What is wrong with a genuine reply's body, or None."""
+    if not isinstance(body.get("ok"), bool):
+        return f"reply 'ok' must be true or false, got {body.get('ok')!r}"
+    if not body["ok"] and not isinstance(body.get("error"), (str, type(None))):
+        return f"reply 'error' must be a string, got {type(body['error']).__name__}"
+    return None
 
 
 class Waiter:
     """The manager's side of one step run over the broker, across its attempts."""
 
-    __slots__ = ("fut", "current", "cids", "step")
+    __slots__ = ("fut", "current", "cids", "step", "service")
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: str, service: str) -> None:
         self.step = step
+        self.service = service
         self.fut: asyncio.Future[Attempt] | None = None
         self.current: str | None = None      # command id of the attempt in flight
-        self.cids: list[str] = []            # every attempt's command id
+        self.cids: dict[str, int] = {}       # every attempt's command id -> its attempt
 
     def offer(self, cid: str, outcome: Attempt) -> bool:
         """Hand a reply to the attempt in flight; False if it is not wanted.
@@ -89,13 +90,16 @@ class _RecentIds:
 class CommandChannel:
     """Publishes commands for one manager and routes the replies to the steps waiting.
 
-    ``count(name)`` is told about duplicate and malformed replies (the
-    manager's statistics); ``noted(problem)`` about each malformed one.
+    ``key`` is the manager's SagaKey (each service's key is derived from it).
+    ``count(name)`` is told about duplicate, malformed and rejected replies
+    (the manager's statistics); ``noted(why)`` about each rejected one.
     """
 
-    def __init__(self, broker: Any, name: str, clock: Clock, *,
+    def __init__(self, broker: Any, name: str, clock: Clock, key: SagaKey, *,
                  count: Callable[[str], None], noted: Callable[[str], None]) -> None:
         self._broker = broker
+        self._key = key
+        self._keys: dict[str, SagaKey] = {}     # service -> its derived key
         self._name = name
         self._reply_topic = reply_topic(name)
         self._clock = clock
@@ -104,14 +108,27 @@ class CommandChannel:
         self._waiting: dict[str, Waiter] = {}
         self._recent = _RecentIds()
         self._orphans: dict[str, Attempt] = {}
+        # Commands a crashed manager may have issued: (service, attempt) by command id.
+        self._expected: dict[str, tuple[str, int]] = {}
         self._rx: Any = None
         self._ack: Any = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
-    def waiter(self, step: str) -> Waiter:
+    def waiter(self, step: str, service: str) -> Waiter:
         """A new waiter for one step run (all its attempts)."""
-        return Waiter(step)
+        return Waiter(step, service)
+
+    def expect(self, cid: str, service: str, attempt: int) -> None:
+        """A command issued before a restart: a genuine reply to it may come before we wait."""
+        self._expected[cid] = (service, attempt)
+        self._key_for(service)
+
+    def _key_for(self, service: str) -> SagaKey:
+        key = self._keys.get(service)
+        if key is None:
+            key = self._keys[service] = self._key.for_service(service)
+        return key
 
     def release(self, waiter: Waiter) -> None:
         """The step run is over: later replies to its commands are duplicates."""
@@ -123,9 +140,9 @@ class CommandChannel:
         """Send ``cmd`` and wait for its reply; SagaStepTimeoutError after ``timeout``."""
         cid = cmd.command_id
         waiter.current = cid
-        if cid not in waiter.cids:
-            waiter.cids.append(cid)
+        waiter.cids[cid] = cmd.attempt
         self._waiting[cid] = waiter
+        self._expected.pop(cid, None)
         fut = waiter.fut = asyncio.get_running_loop().create_future()
         try:
             await self._listen()
@@ -134,7 +151,8 @@ class CommandChannel:
                 waiter.offer(cid, early)
             else:
                 await self._broker.publish(Event(
-                    command_topic(cmd.service), cmd.to_dict(self._reply_topic),
+                    command_topic(cmd.service),
+                    self._key_for(cmd.service).seal_command(cmd.to_dict(self._reply_topic)),
                     idempotency_key=cid))
             finished, outcome = await run_with_timeout(self._clock, fut, timeout)
         finally:
@@ -165,40 +183,69 @@ class CommandChannel:
                 _log.exception("saga manager %r failed on reply %s", self._name, delivery.id)
 
     async def _on_reply(self, delivery: Delivery) -> None:
-        payload = delivery.payload
-        cid, problem = parse_reply(payload)
-        waiter = self._waiting.get(cid) if cid is not None else None
-        if cid is None or (problem is not None and waiter is None):
-            self._count("malformed_replies")
-            _log.warning("saga manager %r dropped a malformed reply (%s): %r", self._name,
-                         problem, payload)
-            self._noted(str(problem))
-        elif waiter is None:
-            if cid in self._recent:
-                self._count("duplicate_replies")
-            else:  # not waited for yet (a restart redelivered it early): keep it
-                self._orphans[cid] = self._outcome(payload, None, None, waiter)
-                while len(self._orphans) > 10_000:
-                    del self._orphans[next(iter(self._orphans))]
+        body, why = self._verify(delivery.payload)
+        if body is None:
+            self._reject(why, delivery)
         else:
-            if problem is not None:
-                self._count("malformed_replies")
-            if waiter.offer(cid, self._outcome(payload, problem, delivery, waiter)):
-                return        # acked by the run once the outcome is committed
-            self._count("duplicate_replies")
+            cid = body["command_id"]
+            waiter = self._waiting.get(cid)
+            if waiter is not None:
+                if waiter.offer(cid, self._outcome(body, delivery, waiter.step)):
+                    return        # acked by the run once the outcome is committed
+                self._count("duplicate_replies")
+            elif cid in self._recent:
+                self._count("duplicate_replies")
+            else:   # a restart redelivered it before the run waits again: keep it
+                self._expected.pop(cid)
+                self._orphans[cid] = self._outcome(body, None, None)
         await self.ack(delivery)
 
-    def _outcome(self, payload: dict[str, Any], problem: str | None, delivery: Any,
-                 waiter: Waiter | None) -> Attempt:
-        step = None if waiter is None else waiter.step
+    def _verify(self, payload: Any) -> tuple[dict[str, Any] | None, str]:
+        """The body of a genuine reply to a command we issued, or ``(None, why not)``."""
+        service = payload.get("service") if isinstance(payload, dict) else None
+        # Only services this manager commanded have a key here: a stranger's made-up
+        # service names cost nothing and grow nothing.
+        key = self._keys.get(service) if isinstance(service, str) else None
+        if key is None:
+            return None, "not a signed reply of a service this manager commands"
+        try:
+            body = key.open_reply(payload)
+        except SagaReplyError as exc:
+            return None, str(exc)
+        cid = body.get("command_id")
+        if not isinstance(cid, str):
+            return None, "signed reply without a command id"
+        waiter = self._waiting.get(cid)
+        if waiter is not None:
+            issued: tuple[str, int] | None = (waiter.service, waiter.cids[cid])
+        elif cid in self._recent:
+            return body, ""                            # a late duplicate: dropped quietly
+        else:
+            issued = self._expected.get(cid)
+        if issued is None:
+            return None, f"reply to command {cid!r}, which this manager did not issue"
+        if (body.get("service"), body.get("attempt")) != issued:
+            return None, (f"reply to command {cid!r} names service {body.get('service')!r} "
+                          f"attempt {body.get('attempt')!r}; it went to {issued[0]!r} "
+                          f"attempt {issued[1]}")
+        return body, ""
+
+    def _reject(self, why: str, delivery: Delivery) -> None:
+        self._count("rejected_replies")
+        _log.warning("saga manager %r rejected reply %s: %s", self._name, delivery.id, why)
+        self._noted(why)
+
+    def _outcome(self, body: dict[str, Any], delivery: Any, step: str | None) -> Attempt:
+        problem = reply_problem(body)
         if problem is not None:
+            self._count("malformed_replies")
             return Attempt(error=SagaReplyError(
-                f"the reply of service to command {payload.get('command_id')} is malformed: "
-                f"{problem}", step=step), reply=delivery)
-        if payload["ok"]:
-            return Attempt(payload.get("result"), reply=delivery)
-        return Attempt(error=SagaServiceError(payload.get("error") or "service reported "
-                                              "failure", step=step, service=None),
+                f"the reply of service {body.get('service')!r} to command "
+                f"{body['command_id']} is malformed: {problem}", step=step), reply=delivery)
+        if body["ok"]:
+            return Attempt(body.get("result"), reply=delivery)
+        return Attempt(error=SagaServiceError(body.get("error") or "service reported failure",
+                                              step=step, service=body.get("service")),
                        reply=delivery)
 
     async def ack(self, delivery: Any) -> None:

@@ -108,6 +108,7 @@ class SagaInstance:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.entries = 0                       # log entries applied (next sequence number)
+        self._cursor = 0                       # see next_stage
 
     # -- derived -----------------------------------------------------------------
 
@@ -115,8 +116,7 @@ class SagaInstance:
     def pivot_passed(self) -> bool:
         """True once a step without compensation succeeded: the saga only goes forward."""
         steps = self.steps
-        return any(s.pivot and steps[s.id].status is _S.SUCCEEDED
-                   for s in self.definition.steps)
+        return any(steps[sid].status is _S.SUCCEEDED for sid in self.definition.pivots)
 
     @property
     def phase(self) -> str:
@@ -139,10 +139,14 @@ class SagaInstance:
     def next_stage(self) -> int | None:
         """Index of the first stage with a step that has not succeeded, or None."""
         steps = self.steps
-        for k, stage in enumerate(self.definition.stages):
-            if any(steps[s.id].status is not _S.SUCCEEDED for s in stage):
-                return k
-        return None
+        stages = self.definition.stages
+        k = self._cursor     # stages before it all succeeded (apply moves it back)
+        while k < len(stages):
+            if any(steps[s.id].status is not _S.SUCCEEDED for s in stages[k]):
+                break
+            k += 1
+        self._cursor = k
+        return k if k < len(stages) else None
 
     # -- the fold ------------------------------------------------------------------
 
@@ -164,6 +168,8 @@ class SagaInstance:
         sid = entry["s"]
         st = self.steps[sid]
         forward = entry["p"] == FORWARD
+        if st.status is _S.SUCCEEDED:     # may stop being so: next_stage looks again
+            self._cursor = min(self._cursor, self.definition.stage_of(sid))
         if kind == "start":
             st.inflight = True
             if forward:

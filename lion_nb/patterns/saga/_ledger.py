@@ -68,11 +68,11 @@ class SagaLedger:
             self._history.append((inst.created_at, inst.saga_id, inst.id, "created",
                                   "created", None, None, "forward", None, None))
 
-    def malformed(self, time: float, problem: str) -> None:
-        """A reply was dropped before it reached any instance."""
+    def rejected(self, time: float, why: str) -> None:
+        """A reply was rejected before it reached any instance."""
         if self._history is not None:
-            self._history.append((time, None, None, "malformed_reply", None, None, None, None,
-                                  None, problem))
+            self._history.append((time, None, None, "rejected_reply", None, None, None, None,
+                                  None, why))
 
     def applied(self, inst: SagaInstance, entry: Mapping[str, Any], old: SagaStatus) -> None:
         """``entry`` was applied to ``inst``, whose status was ``old`` before."""

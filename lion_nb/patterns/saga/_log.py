@@ -44,7 +44,7 @@ def check_result(value: Any, what: str, step: str) -> None:
 
 
 class SagaLog:
-    """Applies, buffers and persists one manager's saga log entries (memory only without storage)."""
+    """Applies, buffers and persists a manager's log entries (in memory without storage)."""
 
     def __init__(self, storage: Storage | None, namespace: str, ledger: SagaLedger) -> None:
         self.storage = storage

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...clock import SYSTEM_CLOCK, Clock
 from ...engine.observe import ObserveStream
-from ...errors import SagaError, SagaNotFoundError, SagaStateError, SecurityError
+from ...errors import ConfigError, SagaError, SagaNotFoundError, SagaStateError, SecurityError
 from ...security import GrantSet
 from ...state.storage import Storage
 from ._channel import CommandChannel
@@ -20,6 +20,7 @@ from ._config import SagaManagerConfig
 from ._definition import SagaDefinition
 from ._handler import Handler, run_with_timeout, wrap_handler
 from ._instance import COMPENSATE, FORWARD, SagaInstance
+from ._key import SagaKey
 from ._ledger import SagaLedger, SagaStatistics
 from ._log import SagaLog
 from ._run import SagaRun
@@ -42,12 +43,19 @@ class SagaManager:
     process (it may be None if every service is). ``storage`` (a state-layer
     Storage, e.g. ``SqliteStorage(path)``) makes the saga log durable;
     without it sagas live in memory only. ``clock`` drives timeouts and
-    backoff; ``observe`` receives SAGA_STATE and SAGA_STEP events.
+    backoff; ``observe`` receives SAGA_STATE and SAGA_STEP events. ``key``
+    (a SagaKey) signs commands and checks replies of services on the broker;
+    pass the same key to every manager and service that must talk across a
+    restart or a process boundary (without one: the key in
+    ``$LION_NB_SAGA_KEY``, else a random one).
     """
 
     def __init__(self, broker: Any, config: SagaManagerConfig | None = None, *,
                  storage: Storage | None = None, clock: Clock = SYSTEM_CLOCK,
-                 observe: ObserveStream | None = None, authority: Any = None) -> None:
+                 observe: ObserveStream | None = None, authority: Any = None,
+                 key: SagaKey | None = None) -> None:
+        if key is not None and not isinstance(key, SagaKey):
+            raise ConfigError(f"key must be a SagaKey, got {type(key).__name__}", field="key")
         if storage is not None and not isinstance(storage, Storage):
             raise TypeError(f"storage must be a lion_nb.state Storage, got "
                             f"{type(storage).__name__}")
@@ -57,9 +65,10 @@ class SagaManager:
         self._observe = observe
         self._ledger = SagaLedger(config.history_limit, observe)
         self._log = SagaLog(storage, config.name, self._ledger)
+        self._key = key or SagaKey.from_env() or SagaKey.generate()
         self._channel = None if broker is None else CommandChannel(
-            broker, config.name, clock, count=self._ledger.count,
-            noted=lambda problem: self._ledger.malformed(clock.time(), problem))
+            broker, config.name, clock, self._key, count=self._ledger.count,
+            noted=lambda why: self._ledger.rejected(clock.time(), why))
         self._definitions: dict[str, SagaDefinition] = {}
         self._instances: dict[str, SagaInstance] = {}
         self._local: dict[str, Handler] = {}
@@ -85,6 +94,11 @@ class SagaManager:
     def observe(self) -> ObserveStream | None:
         """The stream SAGA_STATE and SAGA_STEP events go to (None: not observed)."""
         return self._observe
+
+    @property
+    def key(self) -> SagaKey:
+        """The key this manager shares with its services (give a remote one ``for_service``)."""
+        return self._key
 
     @property
     def storage(self) -> Storage | None:
@@ -137,7 +151,7 @@ class SagaManager:
             raise SagaError(f"service {service!r} cannot be served via the broker: the saga "
                             "manager has none")
         self._local.pop(service, None)
-        svc = await SagaService(self._broker, service, wrapped).start()
+        svc = await SagaService(self._broker, service, wrapped, key=self._key).start()
         self._services.append(svc)
         return svc
 
@@ -236,10 +250,13 @@ class SagaManager:
                                 "manager has no authority: SagaManager(..., authority=...)")
         self._grants[inst.id] = self._authority.grant(list(grants), instance_id=inst.id)
 
-    def _spawn(self, inst: SagaInstance) -> None:
+    def _spawn(self, inst: SagaInstance, *, resumed: bool = False) -> None:
         run = SagaRun(inst, config=self._config, clock=self._clock, log=self._log,
                       channel=self._channel, handlers=self._local,
                       grants=self._grants.get(inst.id))
+        if resumed and self._channel is not None:
+            for cid, service, attempt in run.first_commands():
+                self._channel.expect(cid, service, attempt)
         self._tasks[inst.id] = asyncio.get_running_loop().create_task(
             self._drive(run), name=f"lion-saga {inst.saga_id} {inst.id}")
 
@@ -319,7 +336,7 @@ class SagaManager:
             self._ledger.created(inst)
             self._bind_grants(inst, (grants or {}).get(inst.id))
             if inst.status in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
-                self._spawn(inst)
+                self._spawn(inst, resumed=True)
         return loaded
 
     # -- operator actions -------------------------------------------------------------------

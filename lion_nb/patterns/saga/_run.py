@@ -20,7 +20,7 @@ from ._channel import CommandChannel, Waiter
 from ._command import Attempt, SagaCommand, command_id, describe, timed_out
 from ._config import SagaManagerConfig
 from ._handler import Handler, run_with_timeout
-from ._instance import COMPENSATE, FORWARD, SagaInstance
+from ._instance import COMPENSATE, FORWARD, SagaInstance, StepState
 from ._log import SagaLog, check_result
 from ._security import step_tokens
 from ._status import SagaStatus, StepStatus
@@ -29,6 +29,12 @@ from ._step import SagaStep
 __all__ = ["SagaRun"]
 
 _S = StepStatus
+
+
+def next_attempt(st: StepState, fwd: bool) -> int:
+    """The attempt to run: resumed mid-attempt, the same one (same command id); else the next."""
+    done = st.attempts if fwd else st.comp_attempts
+    return done if st.inflight else done + 1
 
 
 class SagaRun:
@@ -50,6 +56,28 @@ class SagaRun:
         self._channel = channel
         self._handlers = handlers
         self._grants = grants
+
+    def first_commands(self) -> list[tuple[str, str, int]]:
+        """``(command id, service, attempt)`` of the commands this run sends first.
+
+        After a restart these may already have been sent (and answered) by the
+        manager that crashed; the channel accepts genuine replies to them early.
+        """
+        inst = self.inst
+        if inst.status is SagaStatus.RUNNING and inst.abort_reason is None:
+            k = inst.next_stage()
+            stage = () if k is None else inst.definition.stages[k]
+            todo = [(s, True) for s in stage
+                    if inst.steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED)]
+        elif inst.status is SagaStatus.COMPENSATING:
+            todo = [(inst.definition.step(sid), False) for sid in inst.to_undo()[:1]]
+        else:
+            todo = []
+        out = []
+        for step, fwd in todo:
+            attempt = next_attempt(inst.steps[step.id], fwd)
+            out.append((command_id(inst.id, not fwd, step.id, attempt), step.service, attempt))
+        return out
 
     async def drive(self) -> None:
         """Run until the instance rests; storage and broker failures propagate."""
@@ -87,21 +115,20 @@ class SagaRun:
         st = inst.steps[step.id]
         fwd = phase == FORWARD
         if fwd:
-            attempts, done = step.max_attempts or cfg.step_attempts, st.attempts
+            attempts = step.max_attempts or cfg.step_attempts
             timeout = step.timeout or cfg.step_timeout
             backoff = step.backoff if step.backoff is not None else cfg.step_backoff
         else:
-            attempts, done = cfg.compensation_attempts, st.comp_attempts
+            attempts = cfg.compensation_attempts
             timeout = step.timeout or cfg.compensation_timeout
             backoff = cfg.compensation_backoff
-        # Resumed mid-attempt: the same attempt again (same command id); else the next one.
-        attempt = done if st.inflight else done + 1
+        attempt = next_attempt(st, fwd)
         if not st.inflight:
             log.record(inst, {"k": "start", "s": step.id, "p": phase, "a": attempt,
                               "t": clock.time()})
         channel = self._channel
         waiter = None if channel is None or step.service in self._handlers \
-            else channel.waiter(step.id)
+            else channel.waiter(step.id, step.service)
         try:
             while True:
                 outcome = await self._attempt(step, fwd, attempt, timeout, waiter)
@@ -143,7 +170,7 @@ class SagaRun:
         """One attempt at ``step`` (or its compensation); failures come back as values."""
         inst = self.inst
         try:  # narrowed to this step before anything is dispatched
-            tokens = step_tokens(self._grants, step, inst.saga_id)
+            tokens = step_tokens(self._grants, step, inst.saga_id, timeout)
         except SecurityError as exc:
             return Attempt(error=exc)
         cmd = SagaCommand(command_id(inst.id, not fwd, step.id, attempt),

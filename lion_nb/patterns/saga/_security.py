@@ -2,10 +2,11 @@
 
 A step declares ``requires=["payment:write:orders/*"]``; the instance is
 started with ``grants=[token, ...]``. Before each attempt (and each
-compensation) the manager narrows the instance's grants to exactly the
-resources and actions the step declared, checks them, and puts the narrowed
-tokens on the command, so a service receives no more authority than the step
-needs and can verify it with the authority's key. A step whose requirements
+compensation) the manager narrows the instance's grants to exactly each
+requirement the step declared (one action on one scope of one resource),
+checks them, and puts the narrowed tokens on the command, so a service
+receives no more authority than the step needs and can verify it with the
+authority's key. A step whose requirements
 are not covered is not dispatched; the denial is final (retrying cannot help)
 and the saga compensates as for any failed step.
 """
@@ -28,20 +29,26 @@ def parse_requirements(requires: Iterable[str] | str) -> tuple[str, ...]:
     return reqs
 
 
-def step_tokens(grants: GrantSet | None, step: Any, saga_id: str) -> tuple[str, ...]:
-    """The serialized tokens a step's command carries; CapabilityDeniedError if not covered."""
+def step_tokens(grants: GrantSet | None, step: Any, saga_id: str,
+                expires_in: float | None = None) -> tuple[str, ...]:
+    """The serialized tokens a step's command carries; CapabilityDeniedError if not covered.
+
+    One narrowing per requirement, so the command gets exactly the action
+    and scope each requirement names (never the product of all resources
+    and actions), expiring within ``expires_in`` seconds.
+    """
     who = f"{saga_id}/{step.id}"
     if not step.requires:
         return ()
-    reqs = [Requirement.parse(r) for r in step.requires]
     if grants is None:
         raise CapabilityDeniedError(
             f"saga step {who!r} requires {list(step.requires)} but its instance holds no "
             "grants", capability=step.requires[0], node=who)
-    scopes = {r.scope for r in reqs}
-    narrowed = grants.attenuate(resources={r.resource for r in reqs},
-                                actions={r.action for r in reqs},
-                                scope=scopes.pop() if len(scopes) == 1 else None)
-    for req in reqs:
+    out: dict[str, None] = {}
+    for text in step.requires:
+        req = Requirement.parse(text)
+        narrowed = grants.attenuate(resources={req.resource}, actions={req.action},
+                                    scope=req.scope, expires_in=expires_in)
         narrowed.check(req, node=who)
-    return tuple(t.serialize() for t in narrowed.tokens)
+        out.update(dict.fromkeys(t.serialize() for t in narrowed.tokens))
+    return tuple(out)

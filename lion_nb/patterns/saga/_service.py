@@ -8,10 +8,12 @@ from itertools import count
 from os import urandom
 from typing import Any
 
+from ...errors import ConfigError, SagaReplyError
 from ..events import Delivery, Event
 from ._command import SagaCommand
 from ._handler import wrap_handler
-from ._topics import command_topic
+from ._key import ENV_VAR, SagaKey
+from ._topics import REPLY_TOPIC_PREFIX, command_topic
 
 __all__ = ["SagaService"]
 
@@ -26,17 +28,26 @@ class SagaService:
     Workers of the same service form one subscriber group, so each command
     goes to one of them; several commands run at once (``concurrency``). A
     handler's return value is the step's result; an exception is a failed
-    attempt, reported with its type and message.
+    attempt, reported with its type and message. ``key`` is the manager's
+    SagaKey or, better in another process, ``key.for_service(service)``
+    (default: the key in ``$LION_NB_SAGA_KEY``):
+    commands whose signature does not check are dropped unread, and replies
+    are signed with it.
     """
 
-    def __init__(self, broker: Any, service: str, handler: Any, *,
+    def __init__(self, broker: Any, service: str, handler: Any, *, key: SagaKey | None = None,
                  worker_id: str | None = None, concurrency: int = 64) -> None:
+        key = key or SagaKey.from_env()
+        if not isinstance(key, SagaKey):
+            raise ConfigError(f"SagaService {service!r} needs the SagaKey its saga manager "
+                              f"uses: key=, or its secret in hex in ${ENV_VAR}", field="key")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) \
                 or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         self.broker = broker
         self.service = service
         self.handler = wrap_handler(handler, service)
+        self._key = key.for_service(service)
         self.worker_id = worker_id or f"{service}.worker.{_PREFIX}{next(_WORKER_IDS):x}"
         self.group = f"saga-service.{service}"
         self._limit = asyncio.Semaphore(concurrency)
@@ -64,23 +75,25 @@ class SagaService:
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
-            payload = delivery.payload
             try:
-                cmd = SagaCommand.from_dict(payload)
-                reply_to = payload["reply_to"]
-            except (KeyError, TypeError, ValueError, AttributeError):
-                _log.warning("service %r dropped a malformed saga command %r", self.service,
-                             payload)
+                data = self._key.open_command(delivery.payload)
+                cmd = SagaCommand.from_dict(data)
+                reply_to = data["reply_to"]
+                if cmd.service != self.service or not isinstance(reply_to, str) \
+                        or not reply_to.startswith(REPLY_TOPIC_PREFIX + "."):
+                    raise ValueError(f"command for {cmd.service!r} replying to {reply_to!r}")
+            except (SagaReplyError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                _log.warning("service %r dropped saga command %s: %s", self.service,
+                             delivery.id, exc)
                 await self._ack.success(delivery)
                 return
             try:
-                reply = {"command_id": cmd.command_id, "ok": True,
-                         "result": await self.handler(cmd), "error": None}
+                reply = self._key.seal_reply(data, ok=True, result=await self.handler(cmd))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the service failed this attempt: tell the manager
-                reply = {"command_id": cmd.command_id, "ok": False, "result": None,
-                         "error": f"{type(exc).__name__}: {exc}"}
+                reply = self._key.seal_reply(data, ok=False,
+                                             error=f"{type(exc).__name__}: {exc}")
             await self.broker.publish(Event(reply_to, reply,
                                             idempotency_key=cmd.command_id + ".reply"))
             await self._ack.success(delivery)

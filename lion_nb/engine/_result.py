@@ -1,0 +1,84 @@
+"""InstanceResult: a snapshot of one instance that notebooks display and tests inspect."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .. import _display
+from ..state.machine import InstanceState, NodeState
+from ._cache_reason import CacheReason, NodeReason
+
+__all__ = ["InstanceResult"]
+
+
+class InstanceResult:
+    """State, node states, attempts, results and errors of an instance at one moment.
+
+    ``result["Node"]`` is that node's output; ``check()`` raises the instance's
+    error (WorkflowFailedError, with the node's exception chained) unless it
+    succeeded. ``executor.wait``/``snapshot`` make them.
+    """
+
+    _display_kind = "instance"
+
+    def __init__(self, *, instance_id: str, definition: Any, state: InstanceState,
+                 node_states: dict[str, NodeState], attempts: dict[str, int],
+                 results: dict[str, Any], exceptions: Mapping[str, BaseException],
+                 error: BaseException | None, started_at: float,
+                 finished_at: float | None,
+                 reasons: Mapping[str, NodeReason] | None = None) -> None:
+        self.instance_id = instance_id
+        self.definition = definition
+        self.workflow: str = definition.name
+        self.state = state
+        self.node_states = node_states
+        self.attempts = attempts
+        self.results = results
+        self.exceptions = dict(exceptions)
+        self.errors = {k: str(e) for k, e in self.exceptions.items()}
+        self.error = error
+        self.started_at = started_at
+        self.finished_at = finished_at
+        #: Why each node ran or was reused (runs with a cache or a re-run request).
+        self.reasons: dict[str, NodeReason] = dict(reasons or {})
+
+    @property
+    def reused(self) -> list[str]:
+        """Nodes whose result came from the cache or the last run: their handler did not run."""
+        return [n for n, v in self.reasons.items() if v.reason is CacheReason.REUSED]
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (None while running)."""
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the instance ended SUCCEEDED."""
+        return self.state is InstanceState.SUCCEEDED
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes per state (only states present)."""
+        out: dict[str, int] = {}
+        for s in self.node_states.values():
+            out[s.value] = out.get(s.value, 0) + 1
+        return out
+
+    def check(self) -> "InstanceResult":
+        """Return self if the instance succeeded, else raise its error."""
+        if self.state is not InstanceState.SUCCEEDED:
+            if self.error is not None:
+                raise self.error
+            raise RuntimeError(f"instance {self.instance_id} is {self.state.value}")
+        return self
+
+    def __getitem__(self, node_name: str) -> Any:
+        return self.results[node_name]
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts().items())
+        return (f"InstanceResult({self.workflow!r}, {self.instance_id}, {self.state.value}; "
+                f"{counts})")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return _display.mimebundle(self, include, exclude)

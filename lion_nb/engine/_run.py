@@ -1,0 +1,599 @@
+"""InstanceRun: one running instance — node attempts, retries, the join rule's decisions.
+
+Everything here is indexed by node position in the definition, so the work per
+finished node is proportional to its own out-edges (DESIGN.md, "Speed").
+The run knows its executor only through a :class:`RunEnv`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
+                      NodeFailedError, NodeTimeoutError, ResultNotSerializableError,
+                      SecurityError, WorkflowFailedError)
+from ..state.machine import (CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates,
+                             check_instance_transition)
+from ._cache_session import RUN as _RUN
+from ._cache_session import CacheSession
+from ._env import RunEnv
+from ._join import JoinRule
+from ._outcome import check_output, handler_error
+from ._policies import ScheduledTask
+from ._result import InstanceResult
+from .context import NodeContext, NodeResult, ResultKind
+from .durable import node_record
+from .observe import EventKind as K
+from .observe import ExecEvent
+
+if TYPE_CHECKING:
+    from ..model.definition import WorkflowDefinition
+    from ._store import InstanceStore
+
+__all__ = ["InstanceRun"]
+
+_SUCCEEDED = CODE[NodeState.SUCCEEDED]
+# Enum member access costs ~100 ns on Python 3.11; the hot path uses these globals.
+_K_QUEUED = K.NODE_QUEUED
+_K_STARTED = K.NODE_STARTED
+_K_SUCCEEDED = K.NODE_SUCCEEDED
+_RUNNING = NodeState.RUNNING
+_S_SUCCEEDED = NodeState.SUCCEEDED
+_QUEUED = NodeState.QUEUED
+_I_RUNNING = InstanceState.RUNNING
+_PENDING_CODE = CODE[NodeState.PENDING]
+_CANCEL_NOW = (CODE[NodeState.PENDING], CODE[NodeState.RETRYING])
+# The three moves every node makes, checked inline (a method call per move costs
+# more than the check); an illegal one falls back to NodeStates.move, which raises.
+_NK = len(NODE_ORDER)
+_C_QUEUED, _C_RUNNING, _C_SUCCEEDED = (CODE[NodeState.QUEUED], CODE[NodeState.RUNNING],
+                                       CODE[NodeState.SUCCEEDED])
+# The event data of a node reused without a detail: one shared dict, never mutated.
+_REUSED_DATA: dict[str, Any] = {"reason": "reused"}
+_END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NODE_UPSTREAM_FAILED,
+             NodeState.CANCELLED: K.NODE_CANCELLED, NodeState.FAILED: K.NODE_FAILED}
+
+
+class InstanceRun:
+    """The live state of one instance; the scheduler's workers call ``run_node``."""
+
+    def __init__(self, env: RunEnv, definition: "WorkflowDefinition", instance_id: str,
+                 inputs: Mapping[str, Any], handlers: list[Any], is_async: list[bool],
+                 priorities: list[int], deadlines: list[float | None],
+                 gate: Callable[..., None], resource_gate: Callable[..., Any],
+                 grants: Any = None) -> None:
+        self.env = env
+        self.scheduler = env.scheduler
+        self.observe = env.observe
+        self.clock = env.clock
+        self.definition = definition
+        self.instance_id = instance_id
+        self.inputs = inputs
+        self.handlers = handlers
+        self.is_async = is_async
+        self.priorities = priorities
+        self.deadlines = deadlines
+        self.gate = gate
+        self.resource_gate = resource_gate
+        self.grants = grants  # the instance's GrantSet (remote runners verify it again)
+        n = len(definition.nodes)
+        self.join = JoinRule(definition)
+        self.states: NodeStates = NodeStates((x.name for x in definition.nodes), instance_id)
+        self.results: list[Any] = [None] * n
+        self.errors: dict[int, BaseException] = {}
+        self.attempts = [0] * n
+        self.unfinished = n
+        self.first_failed: int | None = None
+        self.tasks: dict[int, ScheduledTask] = {}
+        self.state = InstanceState.PENDING
+        self.cancel_requested = False
+        #: Set once every node is terminal and the final state is being decided/stored.
+        self.finishing = False
+        self.started_at = self.clock.time()
+        self.finished_at: float | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.error: BaseException | None = None
+        self.store: InstanceStore | None = None  # durable committer, None in memory
+        self.nodes = definition.nodes
+        self._time = self.clock.time
+        config = env.config
+        self.require_json = config.require_json_results
+        no_default_timeout = config.default_timeout is None
+        runner = env.runner
+        # Per node: does the runner take it (e.g. to a Dask cluster), or does it run here?
+        self.remote = [runner is not None and bool(getattr(runner, "accepts", lambda n: True)(n))
+                       for n in definition.nodes]
+        self.direct = [is_async[k] and not self.remote[k] and node.timeout is None
+                       and no_default_timeout for k, node in enumerate(definition.nodes)]
+        # Wall-clock times of each node's current attempt: end events carry them, so the
+        # history recorder needs one event per attempt, not three.
+        self.queued_times: list[float | None] = [None] * n
+        self.started_times: list[float | None] = [None] * n
+        self.workers: dict[int, str] = {}  # node -> where its last attempt ran, if elsewhere
+        # Cache decisions (None: no cache and no re-run request). Reused nodes are settled
+        # in a loop over ``_ready``, not by recursion: a chain may be 100k nodes long.
+        self.cache: CacheSession | None = None
+        self._ready: list[int] = []
+        self._draining = False
+
+    # --- what handlers and callers read --------------------------------------------
+
+    def predecessor_results(self, i: int) -> dict[str, Any]:
+        """Outputs of the succeeded predecessors of node ``i`` by name."""
+        d = self.definition
+        codes = self.states.codes
+        out = {}
+        for k in d.in_edges[i]:
+            s = d.edge_source[k]
+            if codes[s] == _SUCCEEDED:
+                out[d.nodes[s].name] = self.results[s]
+        return out
+
+    def node_inputs(self, i: int) -> Mapping[str, Any]:
+        """``ctx.inputs`` of node ``i``: under a cache, a view that notes what it reads."""
+        return self.inputs if self.cache is None else self.cache.inputs_for(i)
+
+    async def publish(self, node: str, topic: str, payload: Any) -> None:
+        """``ctx.publish``: the executor's sink, with headers naming this instance and node."""
+        await self.env.publish(topic, payload, {"lion.instance_id": self.instance_id,
+                                                "lion.node": node,
+                                                "lion.workflow": self.definition.name})
+
+    def snapshot(self) -> InstanceResult:
+        """The instance as it is now."""
+        d = self.definition
+        states = self.states
+        exceptions = {d.nodes[i].name: e for i, e in self.errors.items()}
+        return InstanceResult(
+            instance_id=self.instance_id, definition=d, state=self.state,
+            node_states=states.as_dict(),
+            attempts={n.name: self.attempts[i] for i, n in enumerate(d.nodes)},
+            results={d.nodes[i].name: self.results[i] for i, c in enumerate(states.codes)
+                     if c == _SUCCEEDED},
+            exceptions=exceptions, error=self.error, started_at=self.started_at,
+            finished_at=self.finished_at,
+            reasons=None if self.cache is None else {
+                d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})
+
+    # --- queueing -------------------------------------------------------------------
+
+    def queue(self, i: int) -> None:
+        """Hand node ``i`` to the scheduler (or settle it from the cache)."""
+        if self.cache is not None and self.attempts[i] == 0 and self.store is None:
+            self._ready.append(i)
+            if not self._draining:
+                self._drain()
+            return
+        self._enqueue(i)
+
+    def _drain(self) -> None:
+        """Decide ready nodes: reuse a cached result here, or queue the node to run."""
+        session = self.cache
+        assert session is not None
+        decide = session.decide
+        nodes = self.nodes
+        ready = self._ready
+        self._draining = True
+        try:
+            while ready:
+                i = ready.pop()
+                if self.state is not _I_RUNNING or self.cancel_requested:
+                    ready.clear()
+                    break
+                result = decide(i)
+                if result is _RUN or (nodes[i].requires and not self._may_reuse(i)):
+                    self._enqueue(i)
+                else:
+                    self._reuse(i, result)
+        finally:
+            self._draining = False
+
+    def _may_reuse(self, i: int) -> bool:
+        """The capability check runs for a cached node too: denied, it goes the normal way."""
+        try:
+            self.gate(self.nodes[i], self)
+        except SecurityError:
+            assert self.cache is not None
+            self.cache.verdicts[i] = None  # not reused after all; its failure says why
+            return False
+        return True
+
+    def _reuse(self, i: int, result: Any) -> None:
+        """Node ``i`` ends SUCCEEDED with a cached result; its handler does not run."""
+        self.states.codes[i] = _C_SUCCEEDED  # decided without an attempt: no transitions
+        self.results[i] = result
+        self.unfinished -= 1
+        obs = self.observe
+        if obs.wants(_K_SUCCEEDED):
+            assert self.cache is not None
+            verdict = self.cache.verdicts[i]
+            data = _REUSED_DATA if verdict is None or verdict.detail is None else {
+                "reason": "reused", "reason_detail": verdict.detail}
+            obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id,
+                               self.nodes[i].name, 0, data))
+        ready = self._ready
+        for t in self.join.done(i, _C_SUCCEEDED, result):
+            if t >= 0:
+                self._end_decided(t)
+            else:
+                ready.append(~t)
+        if self.unfinished == 0:
+            self.finish()
+
+    def _enqueue(self, i: int) -> None:
+        node = self.nodes[i]
+        codes = self.states.codes
+        if LEGAL[codes[i] * _NK + _C_QUEUED]:
+            codes[i] = _C_QUEUED
+        else:
+            self.states.move(i, _QUEUED)
+        task = ScheduledTask(self.run_node, i, self.priorities[i], self.deadlines[i],
+                             self.definition.id, node.resources, node.name, self.instance_id)
+        self.tasks[i] = task
+        self.queued_times[i] = now = self._time()
+        self.started_times[i] = None
+        obs = self.observe
+        if obs.wants(_K_QUEUED):
+            obs.emit(ExecEvent(_K_QUEUED, now, self.instance_id, node.name,
+                               self.attempts[i] + 1))
+        self.scheduler.enqueue(task)
+
+    # --- one attempt ------------------------------------------------------------------
+
+    async def run_node(self, task: ScheduledTask) -> None:
+        """Run one attempt of node ``task.payload`` inside a scheduler slot."""
+        i = task.payload
+        if self.state is not _I_RUNNING or task.cancelled:
+            return
+        node = self.nodes[i]
+        if node.requires:  # checked before dispatch: a denied node never runs
+            try:
+                self.gate(node, self)
+            except SecurityError as exc:
+                await self._denied(i, node, exc)
+                return
+        codes = self.states.codes
+        if LEGAL[codes[i] * _NK + _C_RUNNING]:
+            codes[i] = _C_RUNNING
+        else:
+            self.states.move(i, _RUNNING)
+        attempt = self.attempts[i] = self.attempts[i] + 1
+        self.started_times[i] = started = self._time()
+        obs = self.observe
+        if obs.wants(_K_STARTED):
+            obs.emit(ExecEvent(_K_STARTED, started, self.instance_id, node.name, attempt))
+        session = self.cache
+        reused = False
+        if session is not None and attempt == 1 and self.store is not None:
+            # A durable instance commits every node, reused ones too: they take this path.
+            out = session.decide(i)
+            reused = out is not _RUN
+        try:
+            ctx = NodeContext(self, i, task, attempt)
+            if reused:
+                pass
+            elif self.direct[i]:  # async handler, no timeout, local: one await, no wrapper
+                out = await self.handlers[i](ctx)
+            else:
+                out = await self._call(i, node, ctx)
+        except asyncio.CancelledError:
+            if not self.scheduler.absorb_interrupt():
+                raise
+            self.tasks.pop(i, None)
+            self._end_node(i, NodeState.CANCELLED, None)
+            if self.unfinished == 0:
+                self.finish()
+            return
+        except LionError as exc:
+            await self._failed(i, node, exc, attempt, retry=not _is_final(exc))
+            return
+        except Exception as exc:
+            await self._failed(i, node, exc, attempt, retry=True)
+            return
+        del self.tasks[i]  # keep nothing per node once it has run
+        if type(out) is NodeResult:
+            if out.kind is ResultKind.FAILURE:
+                await self._failed(i, node, handler_error(node, out.error), attempt, retry=True)
+                return
+            if out.kind is ResultKind.SKIP:
+                self.states.move(i, NodeState.SKIPPED)
+                self.unfinished -= 1
+                await self._finish_node(i, node, K.NODE_SKIPPED, attempt, None)
+                return
+            out = out.output
+        if out is not None and self.require_json:
+            problem = check_output(node, out)
+            if problem is not None:
+                await self._failed(i, node, problem, attempt, retry=False)
+                return
+        if session is not None and not reused:
+            session.ran(i, out)
+        self.results[i] = out
+        codes = self.states.codes
+        if LEGAL[codes[i] * _NK + _C_SUCCEEDED]:
+            codes[i] = _C_SUCCEEDED
+        else:
+            self.states.move(i, _S_SUCCEEDED)
+        self.unfinished -= 1
+        if obs.wants(_K_SUCCEEDED):
+            obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id, node.name,
+                               attempt, self.attempt_data(i)))
+        decided = self.join.done(i, _C_SUCCEEDED, out)
+        if self.store is None:
+            self._advance(decided)
+        else:
+            await self._commit(i, decided)
+
+    async def _denied(self, i: int, node: Any, exc: SecurityError) -> None:
+        """A node whose capabilities are not covered fails (or is skipped) without running."""
+        if self.env.config.on_denied == "skip":
+            self.tasks.pop(i, None)
+            self.states.move(i, NodeState.SKIPPED)
+            self.unfinished -= 1
+            self.errors[i] = exc
+            await self._finish_node(i, node, K.NODE_SKIPPED, self.attempts[i], exc)
+        else:
+            await self._failed(i, node, exc, self.attempts[i], retry=False)
+
+    async def _call(self, i: int, node: Any, ctx: NodeContext) -> Any:
+        """Run a handler off the fast path: in a thread, on a runner, or under a timeout."""
+        handler = self.handlers[i]
+        timeout = node.timeout or self.env.config.default_timeout
+        if self.remote[i]:
+            coro = self.env.runner.run(handler, ctx, node, self.is_async[i])
+        elif self.is_async[i]:
+            coro = handler(ctx)
+        else:
+            coro = self.env.run_in_thread(handler, ctx)
+        try:
+            if timeout is None:
+                return await coro
+            try:
+                async with asyncio.timeout(timeout) as cm:
+                    return await coro
+            except TimeoutError as exc:
+                if cm.expired():
+                    raise NodeTimeoutError(
+                        f"node {node.name!r} timed out after {timeout}s (attempt {ctx.attempt})",
+                        node=node.name, timeout=timeout) from exc
+                raise
+        finally:
+            if ctx.worker is not None:
+                self.workers[i] = ctx.worker
+
+    async def _failed(self, i: int, node: Any, exc: BaseException, attempt: int,
+                      retry: bool) -> None:
+        """An attempt failed: retry after the policy's backoff, or fail the node."""
+        self.tasks.pop(i, None)  # a retry queues a new task
+        policy = node.retry
+        if retry and attempt < policy.max_attempts and not self.cancel_requested:
+            self.states.move(i, NodeState.RETRYING)
+            delay = policy.delay(attempt)
+            if self.observe.wants(K.NODE_RETRIED):
+                self.observe.emit(ExecEvent(K.NODE_RETRIED, self.clock.time(),
+                                            self.instance_id, node.name, attempt,
+                                            {"error": repr(exc), "delay": delay,
+                                             **self.attempt_data(i)}))
+            if delay > 0:
+                self.env.spawn(self._retry_after(i, delay))
+            else:
+                self.queue(i)
+            return
+        if not isinstance(exc, NodeFailedError):
+            wrapped = NodeFailedError(
+                f"node {node.name!r} failed after {attempt} attempt(s): {exc!r}",
+                node=node.name, instance_id=self.instance_id, attempt=attempt)
+            wrapped.__cause__ = exc
+            exc = wrapped
+        self.states.move(i, NodeState.FAILED)
+        self.unfinished -= 1
+        self.errors[i] = exc
+        if self.first_failed is None:
+            self.first_failed = i
+        await self._finish_node(i, node, K.NODE_FAILED, attempt, exc)
+        if self.env.config.fail_fast:
+            await self.cancel(reason=f"node {node.name!r} failed (fail_fast)")
+
+    async def deadline_failed(self, i: int, error: Exception) -> None:
+        """The scheduler dropped node ``i`` for missing its deadline (``deadline_miss="fail"``)."""
+        if self.states[i] is _QUEUED:
+            await self._failed(i, self.definition.nodes[i], error, self.attempts[i], retry=False)
+
+    async def _retry_after(self, i: int, delay: float) -> None:
+        await self.clock.sleep(delay)
+        if self.state is _I_RUNNING and self.states[i] is NodeState.RETRYING:
+            self.queue(i)
+
+    async def _finish_node(self, i: int, node: Any, kind: K, attempt: int,
+                           error: BaseException | None) -> None:
+        obs = self.observe
+        if obs.wants(kind):
+            data = self.attempt_data(i)
+            if error is not None:
+                data["error"] = repr(error)
+            obs.emit(ExecEvent(kind, self.clock.time(), self.instance_id, node.name, attempt,
+                               data))
+        decided = self.join.done(i, self.states.codes[i], None)
+        if self.store is None:
+            self._advance(decided)
+        else:
+            await self._commit(i, decided)
+
+    def attempt_data(self, i: int) -> dict[str, Any]:
+        """Event data for the end of node ``i``'s attempt: its times, and where it ran."""
+        data: dict[str, Any] = {"queued_at": self.queued_times[i],
+                                "started_at": self.started_times[i]}
+        session = self.cache
+        if session is not None:
+            verdict = session.verdicts[i]
+            if verdict is not None:
+                data["reason"] = verdict.reason.value
+                data["reason_detail"] = verdict.detail
+        if self.workers:
+            worker = self.workers.get(i)
+            if worker is not None:
+                data["worker"] = worker
+        return data
+
+    # --- applying the join rule's decisions ----------------------------------------------
+
+    def _advance(self, decided: list[int]) -> None:
+        """End what the join rule ended, queue what it released, finish when nothing is left."""
+        for t in decided:
+            if t >= 0:
+                self._end_decided(t)
+            elif self.state is _I_RUNNING and not self.cancel_requested:
+                self.queue(~t)
+        if self.unfinished == 0:
+            self.finish()
+
+    def _end_decided(self, t: int) -> bool:
+        """Apply an end the join rule decided for ``t``; False if ``t`` was cancelled first."""
+        if self.states.codes[t] != _PENDING_CODE:
+            return False
+        state = self.join.verdict[t]
+        self._end_node(t, state, self.join.errors.get(t) if state is NodeState.FAILED else None)
+        return True
+
+    async def _commit(self, i: int, decided: list[int]) -> None:
+        """Commit node ``i`` and the ends decided with it in one write, then advance."""
+        assert self.store is not None
+        ended = [i] + [t for t in decided if t >= 0 and self._end_decided(t)]
+        failure = await self.store.commit([self._record(j) for j in ended])
+        if failure is not None and not self.cancel_requested:
+            # cancel() awaits nothing, so this ends the instance before any successor
+            # of an uncommitted node is queued -- even when this node was the last one.
+            await self.cancel(reason=str(failure))
+        self._advance([t for t in decided if t < 0])
+
+    def _record(self, i: int) -> tuple[int, dict[str, Any]]:
+        state = self.states[i]
+        err = self.errors.get(i)
+        return i, node_record(self.nodes[i].name, state,
+                              self.results[i] if state is _S_SUCCEEDED else None,
+                              self.attempts[i], None if err is None else str(err))
+
+    def _end_node(self, i: int, state: NodeState, error: BaseException | None) -> None:
+        """Terminal state for a node that will not run (again)."""
+        self.states.move(i, state)
+        self.unfinished -= 1
+        if error is not None:
+            self.errors[i] = error
+        if state is NodeState.FAILED and self.first_failed is None:
+            self.first_failed = i
+        kind = _END_KIND[state]
+        if self.observe.wants(kind):
+            data = self.attempt_data(i)
+            if error is not None:
+                data["error"] = repr(error)
+            self.observe.emit(ExecEvent(kind, self.clock.time(), self.instance_id,
+                                        self.definition.nodes[i].name, self.attempts[i], data))
+
+    # --- instance level ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Queue the roots (a resumed run is started by ``restore`` instead)."""
+        self._set_state(_I_RUNNING)
+        for i in self.join.ready():
+            self.queue(i)
+        if self.unfinished == 0:
+            self.finish()
+
+    def restore(self, committed: dict[int, tuple[NodeState, Any, int, str | None]]) -> None:
+        """Rebuild from committed node records ``{index: (state, output, attempts, error)}``.
+
+        Committed nodes keep their state and output and never run again; the join
+        rule is rebuilt from them, and whatever is now decidable is queued or decided.
+        """
+        d = self.definition
+        obs = self.observe
+        for i, (state, output, attempts, error) in committed.items():
+            self.states.restore(i, state)
+            self.results[i] = output if state is NodeState.SUCCEEDED else None
+            self.attempts[i] = attempts
+            self.unfinished -= 1
+            if state is NodeState.FAILED:
+                self.errors[i] = NodeFailedError(
+                    f"node {d.nodes[i].name!r} failed before the restart: {error}",
+                    node=d.nodes[i].name, instance_id=self.instance_id, attempt=attempts)
+                if self.first_failed is None:
+                    self.first_failed = i
+            if obs.wants(K.NODE_RESTORED):
+                obs.emit(ExecEvent(K.NODE_RESTORED, self.clock.time(), self.instance_id,
+                                   d.nodes[i].name, attempts, {"state": state.value}))
+        self._set_state(_I_RUNNING)
+        codes = self.states.codes
+        self._advance(self.join.restore({i: (codes[i], self.results[i]) for i in committed}))
+
+    def _set_state(self, state: InstanceState) -> None:
+        check_instance_transition(self.instance_id, self.state, state)
+        self.state = state
+
+    def finish(self) -> None:
+        """All nodes are terminal: decide the instance state, store it, wake waiters."""
+        if self.finishing or self.state is not _I_RUNNING:
+            return
+        self.finishing = True
+        error: BaseException | None = None
+        if self.first_failed is not None:  # fail_fast cancels too, but ends FAILED
+            name = self.definition.nodes[self.first_failed].name
+            state = InstanceState.FAILED
+            cause = self.errors[self.first_failed]
+            error = WorkflowFailedError(
+                f"instance {self.instance_id} of {self.definition.name!r} failed at node "
+                f"{name!r}: {cause}", instance_id=self.instance_id, node=name)
+            error.__cause__ = cause
+        elif self.cancel_requested:
+            state = InstanceState.CANCELLED
+            error = InstanceCancelledError(f"instance {self.instance_id} was cancelled",
+                                           instance_id=self.instance_id)
+        else:
+            state = InstanceState.SUCCEEDED
+        self.finished_at = self.clock.time()
+        if self.store is None:
+            self._finished(state, error)
+        else:  # the final state is what storage holds: decided after the last commit
+            self.env.spawn(self._finish_durably(self.store, state, error))
+
+    async def _finish_durably(self, store: "InstanceStore", state: InstanceState,
+                              error: BaseException | None) -> None:
+        try:
+            state, error = await store.end(state, error)
+        finally:
+            self._finished(state, error)
+
+    def _finished(self, state: InstanceState, error: BaseException | None) -> None:
+        self._set_state(state)
+        self.error = error
+        self.env.on_finished(self)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def cancel(self, reason: str = "cancelled") -> None:
+        """Cancel queued and running nodes; the instance ends CANCELLED (or FAILED)."""
+        if self.state is not _I_RUNNING or self.cancel_requested or self.finishing:
+            return  # not running, or already being cancelled (interrupt workers once)
+        self.cancel_requested = True
+        me = asyncio.current_task()
+        for i, task in list(self.tasks.items()):  # only queued and running nodes have one
+            if self.states[i] is _QUEUED:
+                task.cancelled = True
+                self._end_node(i, NodeState.CANCELLED, None)
+            elif self.states[i] is _RUNNING and task.worker not in (None, me):
+                self.scheduler.interrupt(task.worker)
+        codes = self.states.codes
+        for i in range(len(codes)):
+            if codes[i] in _CANCEL_NOW:  # waiting to start, or to retry
+                self._end_node(i, NodeState.CANCELLED, None)
+        if self.unfinished == 0:
+            self.finish()
+
+
+_FINAL = (SecurityError, ResultNotSerializableError, HandlerNotSerializableError)
+
+
+def _is_final(exc: LionError) -> bool:
+    """Errors that retrying cannot fix (denied capabilities, bad results, unshippable code)."""
+    return isinstance(exc, _FINAL)
+

@@ -1,0 +1,423 @@
+"""InstanceStore: one instance's progress in durable storage, under an owner lease.
+
+With a durable storage (``StateMachineManager(SqliteStorage(path))``) the
+executor gives every instance an :class:`InstanceStore`:
+
+* ``begin`` takes the instance's owner lease and writes its header and
+  definition; a background task renews the lease every third of its TTL;
+* ``commit`` writes the records of a node that ended and of the nodes the join
+  rule decided with it in one atomic ``put_many`` fenced by the lease (shared
+  with the commits that arrive while a write is in flight), and returns only
+  once they are durable, before any successor is queued -- so a successor never
+  commits before its inputs did, and an owner whose lease was taken over
+  cannot commit at all;
+* ``end`` writes the final state and releases the lease in one write, after
+  every queued commit; ``detach`` (executor.stop) releases the lease instead.
+
+Resume is the other half: ``adopt`` takes the lease of a stored instance and
+reads it back under the lease (so nothing commits while it is rebuilt),
+``definition_for`` checks the definition to resume with, ``rebind`` rewrites the
+header and matches committed nodes to that definition by name. A handler runs
+at least once; its committed result exists exactly once. A commit that fails
+(lease lost, disk full, database locked) stops the instance in this executor --
+it ends CANCELLED with the cause as its error -- and leaves it resumable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import Any, Callable, Mapping
+
+from ..clock import Clock
+from ..errors import (CheckpointCorruptError, DefinitionChangedError, InstanceNotFoundError,
+                      LeaseError, LionError, SerializationError, StateError)
+from ..model.definition import WorkflowDefinition
+from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
+from ..state.records import canonical_json
+from ..state.storage import Storage
+from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
+                      new_header, node_key, owner_is_dead, read_instance)
+from .observe import EventKind as K
+from .observe import ExecEvent, ObserveStream
+
+__all__ = ["InstanceStore"]
+
+_log = logging.getLogger("lion_nb.durable")
+_TERMINAL_VALUES = frozenset(s.value for s in INSTANCE_TERMINAL)
+_MAC_PURPOSE = "lion-durable-record"
+
+#: Committed nodes by index: ``(state, output, attempts, error)``.
+Committed = dict[int, tuple[NodeState, Any, int, "str | None"]]
+
+
+class InstanceStore:
+    """Commits one instance's progress to durable storage under an owner lease.
+
+    ``on_lost(error)`` is called (once) when another owner took the lease while
+    the instance ran here; the executor cancels the run then.
+    """
+
+    def __init__(self, storage: Storage, instance_id: str, *, owner: str, ttl: float,
+                 clock: Clock, observe: ObserveStream,
+                 on_lost: Callable[[BaseException], None], authority: Any = None) -> None:
+        self.storage = storage
+        # With an authority, every record carries a keyed MAC over (key, value) and
+        # resume refuses one that lacks it or does not match: the unkeyed checksum
+        # catches damage, not someone who edits the file and recomputes it.
+        self._authority = authority
+        self.instance_id = iid = str(instance_id)
+        self.owner = owner
+        self.ttl = float(ttl)
+        self.header: dict[str, Any] = {}
+        #: Set when a commit or renewal failed: the instance stopped here, stays resumable.
+        self.failure: BaseException | None = None
+        self._clock = clock
+        self._observe = observe
+        self._on_lost = on_lost
+        self._fence = (lease_key(iid), owner)
+        self._renewer: asyncio.Task[None] | None = None
+        self._queue: list[tuple[list[tuple[str, dict[str, Any]]], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"InstanceStore({self.instance_id!r} in {self.storage!r}, owner {self.owner!r})"
+
+    # --- a new instance ----------------------------------------------------------------
+
+    async def begin(self, definition: WorkflowDefinition, inputs: Mapping[str, Any]) -> None:
+        """Take the lease and write the header and definition of a new instance."""
+        iid, d = self.instance_id, definition
+        try:
+            # A process that died before its header committed may still hold the
+            # lease: acquire() takes it over, then the header check below decides.
+            await self.acquire()
+            if await self.storage.get(header_key(iid)) is not None:
+                raise StateError(
+                    f"instance {iid} already exists in {self.storage!r}; resume it with "
+                    f"executor.resume({iid!r}) or start the workflow under a new id",
+                    instance_id=iid)
+            document = _document(d)
+            self.header = new_header(d, iid, inputs, self._clock.time(), InstanceState.RUNNING,
+                                     stored_definition=document is not None)
+            await self.storage.put_many(
+                self._sealed([(header_key(iid), self.header),
+                              (definition_key(iid), {"document": document})]),
+                fence=self._fence)
+        except BaseException:
+            await self.release()
+            raise
+        self.announce("begin", InstanceState.RUNNING.value)
+
+    # --- while it runs --------------------------------------------------------------------
+
+    async def commit(self, records: list[tuple[int, dict[str, Any]]]) -> BaseException | None:
+        """Durably write node ``records`` (index, record); return once they are committed.
+
+        Commits that arrive while a write is in flight share the next
+        ``put_many`` (one transaction or journal; no waiting when idle), so a
+        busy instance pays one fsync per group rather than per node. Never
+        raises: returns the failure when this commit is the first to fail (the
+        caller stops the instance, since queueing successors of an uncommitted
+        node would break resume's order), else None.
+        """
+        if self.failure is not None:
+            return None
+        items = [(node_key(self.instance_id, i), rec) for i, rec in records]
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.append((items, fut))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        try:
+            await fut
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            node = records[0][1]["name"]
+            what = ("lost its lease to another executor" if isinstance(exc, LeaseError)
+                    else "could not commit")
+            if self._fail(exc, f"instance {self.instance_id}: node {node!r} {what} ({exc}); "
+                               f"it stopped here and stays resumable"):
+                return self.failure
+        return None
+
+    async def _flush(self) -> None:
+        """Write queued commits, one ``put_many`` per group, until the queue is empty."""
+        try:
+            while self._queue:
+                group, self._queue = self._queue, []
+                items = group[0][0] if len(group) == 1 else [x for g, _ in group for x in g]
+                try:
+                    await self.storage.put_many(self._sealed(items), fence=self._fence)
+                except Exception as exc:  # every commit of the group hears it
+                    for _, fut in group:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for _, fut in group:
+                    if not fut.done():  # a cancelled waiter: its records committed anyway
+                        fut.set_result(None)
+        finally:
+            self._flusher = None
+
+    async def end(self, state: InstanceState, error: BaseException | None
+                  ) -> tuple[InstanceState, BaseException | None]:
+        """Write the final state and release the lease (one write); never raises.
+
+        Returns the state and error the instance ends with: CANCELLED with the
+        cause when a commit failed, since then it only finished in memory and is
+        still resumable from storage.
+        """
+        # The node that ended the run may not be the last to commit: its siblings'
+        # records can still be queued. The final state must follow them, not pass them.
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
+        if self.failure is not None:
+            await self.release()  # resumable at once, not after the lease's TTL
+            return (InstanceState.CANCELLED if state is InstanceState.SUCCEEDED else state,
+                    self.failure)
+        self.close()
+        iid = self.instance_id
+        now = self._clock.time()
+        self.header.update(state=state.value, updated_at=now, finished_at=now,
+                           error=None if error is None else str(error))
+        try:
+            await self.storage.put_many(self._sealed([(header_key(iid), self.header)]),
+                                        deletes=[self._fence[0]], fence=self._fence)
+        except Exception as exc:  # the nodes are committed; only the summary is missing
+            _log.warning("instance %s finished %s but its final state was not stored: %s",
+                         iid, state.value, exc)
+            failure = StateError(f"instance {iid} finished {state.value} but its final state "
+                                 f"could not be stored: {exc}", instance_id=iid)
+            failure.__cause__ = exc
+            return state, error or failure
+        self.announce("end", state.value)
+        return state, error
+
+    async def detach(self) -> None:
+        """The executor is stopping: write nothing more, release the lease, stay resumable."""
+        if self.failure is None:
+            self.failure = StateError(
+                f"instance {self.instance_id} was stopped with its executor; it is resumable: "
+                f"executor.resume({self.instance_id!r})", instance_id=self.instance_id)
+        await self.release()
+
+    # --- resume ---------------------------------------------------------------------------
+
+    async def adopt(self) -> StoredInstance:
+        """Take over a stored, unfinished instance: its lease first, then its records."""
+        iid, storage = self.instance_id, self.storage
+        header = await storage.get(header_key(iid))
+        if header is None:
+            known = [k[len(HEADER_PREFIX):] for k in await storage.keys(HEADER_PREFIX)][:10]
+            raise InstanceNotFoundError(f"no instance {iid!r} in {storage!r} (stored: {known})",
+                                        instance_id=iid)
+        if header.get("state") in _TERMINAL_VALUES:
+            raise StateError(
+                f"instance {iid} already finished ({header['state']}); nothing to resume. Read "
+                f"its stored results with read_instance(storage, {iid!r}) or start a new "
+                f"instance with execute_workflow", instance_id=iid, state=header["state"])
+        await self.acquire()
+        try:
+            # Read under the lease: no other executor can commit while we rebuild.
+            stored = await read_instance(storage, iid)
+            if stored is None:  # deleted between the two reads
+                raise InstanceNotFoundError(f"instance {iid!r} vanished from {storage!r}",
+                                            instance_id=iid)
+            if self._authority is not None:
+                self._check_mac(header_key(iid), stored.header)
+                self._check_mac(definition_key(iid), await storage.get(definition_key(iid)))
+                for i, rec in stored.nodes.items():
+                    self._check_mac(node_key(iid, i), rec)
+        except BaseException:
+            await self.release()
+            raise
+        return stored
+
+    def _sealed(self, items: list[tuple[str, dict[str, Any]]]
+                ) -> list[tuple[str, dict[str, Any]]]:
+        if self._authority is None:
+            return items
+        out = []
+        for key, value in items:
+            body = {k: v for k, v in value.items() if k != "mac"}
+            mac = self._authority.sign(canonical_json([key, body]), purpose=_MAC_PURPOSE)
+            out.append((key, {**body, "mac": base64.b64encode(mac).decode("ascii")}))
+        return out
+
+    def _check_mac(self, key: str, value: Any) -> None:
+        mac = value.get("mac") if isinstance(value, dict) else None
+        if isinstance(mac, str):
+            body = {k: v for k, v in value.items() if k != "mac"}
+            try:
+                raw = base64.b64decode(mac, validate=True)
+            except ValueError:
+                raw = b""
+            if self._authority.check_signature(canonical_json([key, body]), raw,
+                                               purpose=_MAC_PURPOSE):
+                return
+        raise CheckpointCorruptError(
+            f"record {key!r} of instance {self.instance_id} has no valid keyed MAC (altered, "
+            "forged, or written without this authority); refusing to resume from it", key=key)
+
+    def definition_for(self, stored: StoredInstance, workflow: WorkflowDefinition | None,
+                       allow_changed: bool) -> WorkflowDefinition:
+        """The definition to resume with, after checking it against the stored fingerprint."""
+        iid = self.instance_id
+        if workflow is None:
+            if stored.definition is None:
+                raise StateError(
+                    f"instance {iid} was started with a definition holding Python callable "
+                    f"conditions, which cannot be stored; pass the same workflow: "
+                    f"executor.resume({iid!r}, workflow)", instance_id=iid)
+            return WorkflowDefinition.from_dict(stored.definition)
+        if not isinstance(workflow, WorkflowDefinition):
+            raise LionError(f"resume takes a WorkflowDefinition, not {type(workflow).__name__}")
+        if workflow.fingerprint() != stored.header.get("fingerprint") and not allow_changed:
+            before = set()
+            if stored.definition is not None:
+                before = {n["name"] for n in stored.definition.get("nodes", ())}
+            after = {n.name for n in workflow.nodes}
+            detail = ""
+            if before:
+                detail = (f" (nodes added: {sorted(after - before)[:10]}, removed: "
+                          f"{sorted(before - after)[:10]}; or edges, handlers or conditions "
+                          f"changed)")
+            raise DefinitionChangedError(
+                f"instance {iid} was started with a different structure of workflow "
+                f"{stored.header.get('workflow')!r}{detail}; pass allow_changed=True to resume "
+                f"anyway (committed nodes are matched by name)", instance_id=iid)
+        return workflow
+
+    async def rebind(self, stored: StoredInstance, definition: WorkflowDefinition) -> Committed:
+        """Committed nodes by index of ``definition``; rewrite the header (re-key if changed)."""
+        iid = self.instance_id
+        by_name = definition.by_name
+        committed: Committed = {}
+        moved: list[tuple[str, dict[str, Any]]] = []
+        stale: list[str] = []
+        for old, rec in stored.nodes.items():
+            # matched by name: indices move if nodes changed
+            name = rec.get("name")
+            i = by_name.get(name) if isinstance(name, str) else None
+            if i is None:
+                stale.append(node_key(iid, old))
+                continue
+            committed[i] = (NodeState(rec["state"]), rec.get("output"),
+                            int(rec.get("attempts", 0)), rec.get("error"))
+            if i != old:
+                stale.append(node_key(iid, old))
+                moved.append((node_key(iid, i), rec))
+        header = dict(stored.header)
+        header.update(updated_at=self._clock.time(), resumes=int(header.get("resumes", 0)) + 1,
+                      owner=self.owner, state=InstanceState.RUNNING.value)  # may be pending
+        items = [(header_key(iid), header)]
+        fingerprint = definition.fingerprint()
+        if fingerprint != header.get("fingerprint"):  # allow_changed: later resumes compare anew
+            header["fingerprint"] = fingerprint
+            document = _document(definition)
+            header["stored_definition"] = document is not None
+            items.append((definition_key(iid), {"document": document}))
+        moved_keys = {k for k, _ in moved}
+        await self.storage.put_many(self._sealed(items + moved),
+                                    deletes=[k for k in stale if k not in moved_keys],
+                                    fence=self._fence)
+        self.header = header
+        return committed
+
+    @staticmethod
+    async def unfinished(storage: Storage) -> tuple[list[str], dict[str, StateError]]:
+        """Ids of the instances in ``storage`` whose stored state is not final, and the
+        instances whose header cannot be read, with the error (one never hides the rest)."""
+        out, damaged = [], {}
+        for key in await storage.keys(HEADER_PREFIX):
+            iid = key[len(HEADER_PREFIX):]
+            try:
+                header = await storage.get(key)
+            except StateError as exc:  # CheckpointCorruptError, StorageError, ...
+                _log.warning("instance %s: header %r cannot be read: %s", iid, key, exc)
+                damaged[iid] = exc
+                continue
+            if header is not None and header.get("state") not in _TERMINAL_VALUES:
+                out.append(iid)
+        return out, damaged
+
+    # --- lease ------------------------------------------------------------------------
+
+    async def acquire(self) -> None:
+        """Take the instance's lease: free, expired, or held by a process that has exited."""
+        key, now = self._fence[0], self._clock.time()
+        try:
+            await self.storage.acquire_lease(key, self.owner, self.ttl, now)
+        except LeaseError as exc:
+            held = await self.storage.get(key) or {}
+            holder = str(held.get("owner", "?"))
+            if not owner_is_dead(holder):
+                raise LeaseError(
+                    f"instance {self.instance_id} is owned by {holder!r} (lease {key!r} valid "
+                    f"for {float(held.get('expires', now)) - now:.1f}s more); wait for it to "
+                    f"expire or stop that executor", instance_id=self.instance_id,
+                    owner=holder, key=key) from exc
+            # Its process is gone: present a time just past its expiry. The storage
+            # still compares atomically, so of two resumers only one wins.
+            past = max(now, float(held.get("expires", now)) + 1e-3)
+            await self.storage.acquire_lease(key, self.owner, self.ttl, past)
+        if self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew(), name=f"lion-lease {self.instance_id}")
+
+    async def _renew(self) -> None:
+        while True:
+            await self._clock.sleep(self.ttl / 3)
+            try:
+                await self.storage.acquire_lease(self._fence[0], self.owner, self.ttl,
+                                                 self._clock.time())
+            except LeaseError as exc:
+                if self._fail(exc, f"instance {self.instance_id}: another executor took its "
+                                   f"lease ({exc}); it stopped here"):
+                    self._on_lost(self.failure or exc)
+                return
+            except Exception as exc:  # transient: fencing keeps a lapsed lease safe
+                _log.warning("instance %s: lease renewal failed: %s", self.instance_id, exc)
+
+    def close(self) -> None:
+        """Stop renewing the lease (the lease itself expires or is released by ``end``)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+
+    async def release(self) -> None:
+        """Stop renewing and give the lease back now (best effort: it expires anyway)."""
+        self.close()
+        try:
+            await self.storage.release_lease(self._fence[0], self.owner)
+        except Exception:  # the lease expires on its own
+            pass
+
+    def _fail(self, exc: BaseException, message: str) -> bool:
+        """Record the first failure (True) -- later ones add nothing (False)."""
+        if self.failure is not None:
+            return False
+        cls = LeaseError if isinstance(exc, LeaseError) else StateError
+        self.failure = cls(message, instance_id=self.instance_id, owner=self.owner)
+        self.failure.__cause__ = exc
+        _log.error("%s", message)
+        return True
+
+    def announce(self, what: str, state: str) -> None:
+        """Tell the observe stream that ``what`` (begin, resume, end) was stored."""
+        obs = self._observe
+        if obs.wants(K.CHECKPOINT_SAVED):
+            obs.emit(ExecEvent(K.CHECKPOINT_SAVED, self._clock.time(), self.instance_id, None,
+                               0, {"what": what, "state": state,
+                                   "key": header_key(self.instance_id),
+                                   "storage": repr(self.storage)}))
+
+
+def _document(definition: WorkflowDefinition) -> dict[str, Any] | None:
+    try:
+        return definition.to_dict()
+    except SerializationError:  # callable conditions: resume needs the workflow
+        return None

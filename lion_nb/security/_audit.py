@@ -1,0 +1,130 @@
+"""The audit trail: one immutable record per security decision or event.
+
+The :class:`~lion_nb.security.authority.Authority` appends an
+:class:`AuditRecord` for every mint, attenuation, grant, check (allowed or
+denied), revocation and failed verification, and hands each record to its
+listeners (the executor forwards them to the observe stream)::
+
+    log = AuditLog()
+    log.add_listener(print)
+    log.record(AuditRecord(time.time(), "revoke", None, "tok1"))
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Callable, Iterator, NamedTuple
+
+__all__ = ["ACTIONS", "DECISIONS", "AuditListener", "AuditLog", "AuditRecord", "clip"]
+
+_log = logging.getLogger("lion_nb.security")
+
+ACTIONS = ("mint", "attenuate", "grant", "check", "revoke", "verify")
+"""The values ``AuditRecord.action`` takes."""
+
+DECISIONS = ("allow", "deny", None)
+"""The values ``AuditRecord.decision`` takes (None: an event, not a decision)."""
+
+
+class AuditRecord(NamedTuple):
+    """One audited event: who, what, which node, the decision and why.
+
+    A NamedTuple rather than a frozen dataclass: an allowed check builds one per
+    node dispatch and this is the cheapest immutable record Python has (about a
+    third of a frozen dataclass's cost); ``_asdict()`` and pandas read it as is.
+    """
+
+    time: float
+    """Wall-clock seconds (from the authority's clock)."""
+    action: str
+    """One of :data:`ACTIONS`."""
+    decision: str | None = None
+    """"allow", "deny", or None for events that decide nothing (mint, revoke)."""
+    token_id: str | None = None
+    """The token concerned (for an allowed check, the one that covered it)."""
+    capability: str | None = None
+    """The capability or requirement, as text (``"db:write:orders/*"``)."""
+    node: str | None = None
+    """The node that asked, for checks."""
+    instance_id: str | None = None
+    """The workflow instance the grant or check belongs to."""
+    holder: str | None = None
+    """Who the token was issued to or granted for, if named."""
+    reason: str | None = None
+    """Why, for denials and derived tokens (``"expired"``, ``"from tok1"``)."""
+
+
+AuditListener = Callable[[AuditRecord], None]
+
+CLIP = 200
+"""Most characters of caller-supplied text an audit record keeps per field."""
+
+
+def clip(text: str | None, limit: int = CLIP) -> str | None:
+    """``text`` cut to ``limit`` characters (marked with its full length), None kept.
+
+    Audit fields may quote hostile input (a malformed token, a requirement);
+    without a cap, one 16 KB token per record would fill memory at the default limit.
+    """
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+class AuditLog:
+    """A bounded in-memory list of records plus synchronous listeners.
+
+    ``limit`` bounds memory in long-running processes (None: unbounded); the
+    oldest records fall off first, while listeners still see every record.
+    A listener that raises is logged and never breaks the decision it reports.
+    """
+
+    __slots__ = ("_records", "listeners", "limit", "append")
+
+    def __init__(self, limit: int | None = 100_000) -> None:
+        self._records: collections.deque[AuditRecord] = collections.deque(maxlen=limit)
+        self.listeners: tuple[AuditListener, ...] = ()
+        """The current listeners (read-only; use add_listener / remove_listener)."""
+        self.limit = limit
+        self.append = self._records.append
+        """Keep a record without notifying: for hot paths that call ``notify`` themselves."""
+
+    def record(self, rec: AuditRecord) -> None:
+        """Keep ``rec`` and hand it to every listener."""
+        self._records.append(rec)
+        if self.listeners:
+            self.notify(rec)
+
+    def notify(self, rec: AuditRecord) -> None:
+        """Hand ``rec`` to every listener; one that raises is logged and skipped."""
+        for listener in self.listeners:
+            try:
+                listener(rec)
+            except Exception:  # an observer's bug must not turn a check into a crash
+                _log.exception("audit listener %r failed on %s", listener, rec.action)
+
+    def add_listener(self, callback: AuditListener) -> Callable[[], None]:
+        """Call ``callback(record)`` for every new record; returns a remover."""
+        if not callable(callback):
+            raise TypeError(f"audit listener must be callable, not {callback!r}")
+        self.listeners = self.listeners + (callback,)
+        return lambda: self.remove_listener(callback)
+
+    def remove_listener(self, callback: AuditListener) -> None:
+        """Stop calling ``callback`` (idempotent)."""
+        self.listeners = tuple(cb for cb in self.listeners if cb is not callback)
+
+    def records(self) -> list[AuditRecord]:
+        """A snapshot list of the kept records, oldest first."""
+        return list(self._records)
+
+    def clear(self) -> None:
+        """Forget the kept records (listeners stay)."""
+        self._records.clear()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        return iter(self.records())

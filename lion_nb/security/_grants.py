@@ -1,0 +1,345 @@
+"""GrantSet: the verified tokens one workflow instance holds, and the checks on them.
+
+Deny by default: a requirement is allowed only if a live (unexpired,
+unrevoked) token in the set covers it. A GrantSet belongs to one instance:
+its tokens carry an instance binding made by the authority, so handing them
+to another instance's grant is refused (the confused-deputy case)::
+
+    grants = authority.grant([token], instance_id="inst-1")
+    grants.check("db:write:orders/7", node="SaveOrder")   # None, or CapabilityDeniedError
+    step = grants.narrow(["db:read:orders/7"], expires_in=60)   # exactly what a step needs
+
+A GrantSet works against a :class:`GrantIssuer` (what ``Authority`` offers),
+never against the authority's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, Protocol
+
+from lion_nb.clock import Clock
+from lion_nb.errors import CapabilityDeniedError, RequirementError, TokenError
+from lion_nb.security._audit import AuditLog, AuditRecord, clip
+from lion_nb.security._capability import Capability, Requirement, check_action
+from lion_nb.security._scope import scope_covers, validate_scope
+from lion_nb.security._token import Token, is_descendant
+
+__all__ = ["GrantIssuer", "GrantSet"]
+
+_MAX_HITS = 4096
+
+
+_new_record = tuple.__new__  # builds an AuditRecord without the Python-level __new__ frame
+
+
+class GrantIssuer(Protocol):
+    """What a GrantSet needs from the authority that verified its tokens."""
+
+    @property
+    def clock(self) -> Clock:
+        """Where check times come from."""
+        ...
+
+    @property
+    def audit_log(self) -> AuditLog:
+        """Where decisions are recorded."""
+        ...
+
+    @property
+    def revocation_epoch(self) -> int:
+        """A counter every revocation bumps, so holders know to drop revoked tokens."""
+        ...
+
+    def verify(self, token: Token | str, *, instance_id: str | None = None) -> Token:
+        """The verified token, or TokenError."""
+        ...
+
+    def is_revoked(self, token: str | Token) -> bool:
+        """True if the token or one of its ancestors is revoked."""
+        ...
+
+    def bind(self, token: Token, instance_id: str, *, holder: str | None = None,
+             reason: str | None = None) -> Token:
+        """``token`` bound to ``instance_id`` (audited as a grant)."""
+        ...
+
+
+class _Grant(NamedTuple):
+    token: Token
+    capability: Capability
+    expires_at: float | None
+    holder: str | None
+
+
+class _Hit(NamedTuple):
+    expires_at: float | None
+    token_id: str
+    text: str
+    holder: str | None
+    grant: _Grant
+
+
+class GrantSet:
+    """Tokens granted to one instance; made by ``Authority.grant``, not directly."""
+
+    __slots__ = ("_issuer", "_log", "_append", "_clock", "_time", "instance_id", "holder",
+                 "_grants", "_lost", "_hits", "_epoch")
+
+    def __init__(self, issuer: GrantIssuer, instance_id: str, tokens: Iterable[Token], *,
+                 holder: str | None = None) -> None:
+        self._issuer = issuer
+        self._log = issuer.audit_log
+        self._append = self._log.append  # bound once: check() is on the dispatch path
+        self._clock = issuer.clock
+        self._time = issuer.clock.time
+        self.instance_id = instance_id
+        """The workflow instance these grants belong to."""
+        self.holder = holder
+        """Who they were granted for, if named."""
+        self._epoch = issuer.revocation_epoch  # read first: a racing revocation rechecks
+        verified = []
+        for t in tokens:
+            # Verified again here (a cache hit for what Authority.grant made), so a
+            # GrantSet built by hand holds neither forged, unbound nor revoked tokens.
+            tok = issuer.verify(t, instance_id=instance_id)
+            if tok.instance_id != instance_id:
+                raise TokenError("a GrantSet holds only tokens bound to "
+                                 f"{clip(instance_id, 60)!r}; use authority.grant(...)",
+                                 token_id=tok.token_id)
+            verified.append(tok)
+        self._grants = tuple(_Grant(t, t.capability, t.expires_at, holder or t.holder)
+                             for t in verified)
+        # token id -> the capability it held, once revoked: deny messages then say why.
+        self._lost: dict[str, Capability] = {}
+        # requirement (as passed) -> what an allowed check needs, flat for speed.
+        self._hits: dict[object, _Hit] = {}
+
+    # --- checks -------------------------------------------------------------
+
+    def check(self, requirement: Requirement | str, *, node: str | None) -> None:
+        """Return if a live granted token covers ``requirement``, else raise.
+
+        Raises CapabilityDeniedError naming the node and the missing capability,
+        or RequirementError if the requirement does not parse. Audited either way.
+        """
+        # The cached path of _check, inlined: this runs at every node dispatch.
+        if self._epoch != self._issuer.revocation_epoch:
+            self._refresh()
+        try:
+            hit = self._hits.get(requirement)
+        except TypeError:  # unhashable: the slow path says why it is not a requirement
+            hit = None
+        if hit is not None:
+            now = self._time()
+            if hit.expires_at is None or now < hit.expires_at:
+                rec = _new_record(AuditRecord, (now, "check", "allow", hit.token_id, hit.text,
+                                                node, self.instance_id, hit.holder, None))
+                self._append(rec)
+                if self._log.listeners:
+                    self._log.notify(rec)
+                return
+        self._check_slow(requirement, node, self._time())
+
+    def allows(self, requirement: Requirement | str, *, node: str | None = None) -> bool:
+        """Like :meth:`check` but answers True or False (still audited)."""
+        try:
+            self._check(requirement, node)
+        except CapabilityDeniedError:
+            return False
+        return True
+
+    def capability_for(self, requirement: Requirement | str, *, node: str | None) -> Capability:
+        """Check, then return the granted capability that covers it (to read constraints)."""
+        return self._check(requirement, node).capability
+
+    def _check(self, requirement: Requirement | str, node: str | None) -> _Grant:
+        if self._epoch != self._issuer.revocation_epoch:
+            self._refresh()
+        try:
+            hit = self._hits.get(requirement)
+        except TypeError:
+            hit = None
+        now = self._time()
+        if hit is not None and (hit.expires_at is None or now < hit.expires_at):
+            self._log.record(AuditRecord(now, "check", "allow", hit.token_id, hit.text,
+                                         node, self.instance_id, hit.holder, None))
+            return hit.grant
+        return self._check_slow(requirement, node, now)
+
+    def _check_slow(self, requirement: Requirement | str, node: str | None,
+                    now: float) -> _Grant:
+        try:
+            req = Requirement.parse(requirement)
+        except RequirementError as exc:
+            self._deny(clip(str(requirement)) or "", node, now, None, f"unparsable: {exc}")
+            raise
+        text = str(req)
+        expired = None
+        for grant in self._grants:
+            if grant.capability.covers(req):
+                if grant.expires_at is not None and now >= grant.expires_at:
+                    expired = grant
+                    continue
+                if len(self._hits) >= _MAX_HITS:
+                    self._hits.clear()  # resource_for may pass endless distinct scopes
+                self._hits[requirement] = _Hit(grant.expires_at, grant.token.token_id, text,
+                                               grant.holder, grant)
+                self._log.record(AuditRecord(now, "check", "allow", grant.token.token_id, text,
+                                             node, self.instance_id, grant.holder, None))
+                return grant
+        token_id, reason = self._why_not(req, expired)
+        self._deny(text, node, now, token_id, reason)
+        raise CapabilityDeniedError(
+            f"node {node!r} of instance {self.instance_id!r} lacks capability {text!r}: {reason}",
+            capability=text, node=node)
+
+    def _why_not(self, req: Requirement, expired: _Grant | None) -> tuple[str | None, str]:
+        """(token id, reason) for a denial: name the token that would have covered it."""
+        if expired is not None:
+            tid = expired.token.token_id
+            return tid, f"token {tid} that covered it expired at {expired.expires_at}"
+        for tid, cap in self._lost.items():
+            if cap.covers(req):
+                return tid, f"token {tid} ({cap}) that covered it was revoked"
+        same = [str(g.capability) for g in self._grants if g.capability.resource == req.resource]
+        if same:
+            return None, f"the granted {', '.join(same)} do not cover it"
+        return None, f"no token for resource {req.resource!r} was granted"
+
+    def _deny(self, text: str, node: str | None, now: float, token_id: str | None,
+              reason: str) -> None:
+        self._log.record(AuditRecord(now, "check", "deny", token_id, text, node,
+                                     self.instance_id, self.holder, reason))
+
+    def _refresh(self) -> None:
+        """Drop revoked tokens after the authority's revocation epoch moved."""
+        epoch = self._issuer.revocation_epoch
+        keep = []
+        for grant in self._grants:
+            if self._issuer.is_revoked(grant.token):
+                self._lost[grant.token.token_id] = grant.capability
+            else:
+                keep.append(grant)
+        self._grants = tuple(keep)
+        self._hits = {}
+        self._epoch = epoch
+
+    # --- narrowing ----------------------------------------------------------
+
+    def attenuate(self, *, actions: Iterable[str] | str | None = None, scope: str | None = None,
+                  expires_in: float | None = None, resources: Iterable[str] | None = None,
+                  instance_id: str | None = None) -> "GrantSet":
+        """A narrower GrantSet for a sub-workflow: fewer actions, resources, scope, time.
+
+        Each token keeps only the given ``actions`` and ``resources``, the given
+        ``scope`` where it lies inside the token's, and at most ``expires_in``
+        seconds; a token with nothing left is dropped. ``instance_id`` re-binds
+        the result to a child instance (``"<this id>.<step>"``). Never wider than
+        this set; for exactly what a step declared, use :meth:`narrow`.
+        """
+        target = self._target(instance_id)
+        want = None
+        if actions is not None:
+            want = frozenset((actions,) if isinstance(actions, str) else actions)
+            for action in want:
+                check_action(action, "GrantSet.attenuate")
+        if scope is not None:
+            validate_scope(scope)
+        keep = None if resources is None else frozenset(
+            (resources,) if isinstance(resources, str) else resources)
+        now = self._clock.time()
+        out = []
+        for grant in self._live(now):
+            cap = grant.capability
+            if keep is not None and cap.resource not in keep:
+                continue
+            acts = cap.actions if want is None else cap.actions & want
+            if not acts:
+                continue
+            new_scope = cap.scope
+            if scope is not None:
+                if scope_covers(cap.scope, scope):
+                    new_scope = scope
+                elif not scope_covers(scope, cap.scope):
+                    continue  # the overlap is not expressible as one pattern: drop it
+            out.append(self._derive(grant, acts, new_scope, expires_in, now, target))
+        return GrantSet(self._issuer, target, out, holder=self.holder)
+
+    def narrow(self, requirements: Iterable[Requirement | str] | Requirement | str, *,
+               expires_in: float | None = None, node: str | None = None,
+               instance_id: str | None = None) -> "GrantSet":
+        """A GrantSet with one token per requirement, narrowed to exactly it.
+
+        Each token allows the one action on the one scope a requirement names
+        (not the product of all resources and actions), expires within
+        ``expires_in`` seconds if given, and is re-bound to ``instance_id`` (a
+        child of this instance) if given. CapabilityDeniedError (audited) if a
+        requirement is not covered; RequirementError if one does not parse.
+        """
+        if isinstance(requirements, (str, Requirement)):
+            requirements = (requirements,)
+        target = self._target(instance_id)
+        reqs = list(dict.fromkeys(Requirement.parse(r) for r in requirements))
+        now = self._clock.time()
+        out = []
+        for req in reqs:
+            grant = self._check(req, node)
+            out.append(self._derive(grant, req.actions, req.scope, expires_in, now, target,
+                                    always=True))
+        return GrantSet(self._issuer, target, out, holder=self.holder)
+
+    def _target(self, instance_id: str | None) -> str:
+        if self._epoch != self._issuer.revocation_epoch:
+            self._refresh()
+        if instance_id is None:
+            return self.instance_id
+        if not isinstance(instance_id, str) or not is_descendant(instance_id, self.instance_id):
+            raise TokenError(f"grants of instance {clip(self.instance_id, 60)!r} can only be "
+                             f"re-bound to a child instance ('{clip(self.instance_id, 60)}."
+                             f"<name>'), not {clip(str(instance_id), 60)!r}",
+                             instance_id=instance_id)
+        return instance_id
+
+    def _live(self, now: float) -> Iterator[_Grant]:
+        return (g for g in self._grants if g.expires_at is None or now < g.expires_at)
+
+    def _derive(self, grant: _Grant, actions: frozenset[str], scope: str,
+                expires_in: float | None, now: float, target: str, *,
+                always: bool = False) -> Token:
+        token, cap = grant.token, grant.capability
+        ttl = expires_in
+        if ttl is not None and grant.expires_at is not None and now + ttl >= grant.expires_at:
+            ttl = None  # already expires sooner
+        if always or actions != cap.actions or scope != cap.scope or ttl is not None:
+            # The issuer's hook audits the attenuation.
+            token = token.attenuate(actions=actions, scope=scope, expires_in=ttl,
+                                    clock=self._clock)
+        if target != token.instance_id:
+            token = self._issuer.bind(token, target, holder=self.holder,
+                                      reason=f"from {token.token_id} of {self.instance_id}")
+        return token
+
+    # --- inspection ---------------------------------------------------------
+
+    @property
+    def tokens(self) -> tuple[Token, ...]:
+        """The granted (instance-bound) tokens still held, e.g. to ship to a worker."""
+        if self._epoch != self._issuer.revocation_epoch:
+            self._refresh()
+        return tuple(g.token for g in self._grants)
+
+    @property
+    def capabilities(self) -> tuple[Capability, ...]:
+        """What the held tokens permit (expired ones included until they are dropped)."""
+        return tuple(g.capability for g in self._grants)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __iter__(self) -> Iterator[Token]:
+        return iter(self.tokens)
+
+    def __repr__(self) -> str:
+        caps = ", ".join(str(c) for c in self.capabilities) or "nothing"
+        return f"<GrantSet instance={self.instance_id!r}: {caps}>"
