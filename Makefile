@@ -40,17 +40,19 @@ postgres-deps:
 	else echo "make: PostgreSQL tests need Debian's postgresql (apt-get install it as root)"; fi
 
 test: install-dev browser-deps postgres-deps
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 bench: install-dev
 	$(PY) benchmarks/engine_overhead.py
 
-bench-all: install-dev
-	for b in engine_overhead scheduler checkpoint events saga security notebook dask_runner; do \
+bench-all: install-dev postgres-deps
+	for b in engine_overhead scheduler checkpoint events events_nats saga security notebook \
+	    dask_runner postgres cache peers; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 lab: install-dev
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -25,9 +25,7 @@ import comm
 
 from lion_nb.engine import WorkflowExecutor
 from lion_nb.model import Node, WorkflowBuilder
-from lion_nb.notebook.dot import workflow_dot
-from lion_nb.notebook.live import RunView
-from lion_nb.notebook.render import RENDERERS, RenderFailed
+from lion_nb.notebook import RENDERERS, RenderFailed, RunView, workflow_dot
 
 WIDTH = 50
 

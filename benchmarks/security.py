@@ -2,7 +2,8 @@
 
 Prints µs per operation (best of several rounds) for a bare dict lookup, a
 cached ``GrantSet.check`` (with and without an audit listener), a cached and
-an uncached ``Authority.verify``, minting and attenuating; and, as the yardstick
+an uncached ``Authority.verify`` (HMAC and Ed25519), minting, attenuating and
+narrowing to one requirement; and, as the yardstick
 the issue sets ("under 10% added per node"), a bare asyncio executor running
 one no-op Task per node, measured in the same run.
 
@@ -79,15 +80,25 @@ def main() -> None:
         for _ in range(k):
             authority.verify(text)
 
-    # One caveat deep, like a granted (instance-bound) token.
-    texts = [authority.mint("db:read").attenuate(scope="orders/1").serialize()
-             for _ in range(2_000)]
+    key = b"bench-key-bench-key-bench-key-32"
 
-    def verify_full(k: int) -> None:
-        for i in range(k):
-            if i % len(texts) == 0:
-                authority._cache.clear()  # so every verify parses and checks the HMAC chain
-            authority.verify(texts[i % len(texts)])
+    def verify_full_with(issuer: Authority, count: int) -> Callable[[int], None]:
+        # One caveat deep, like a granted (instance-bound) token; a verifier that
+        # remembers one token, so every verify checks the chain and parses.
+        texts = [issuer.mint("db:read").attenuate(scope="orders/1").serialize()
+                 for _ in range(count)]
+        fresh = (Authority.from_public_key(issuer.public_key, cache_size=1)
+                 if issuer.public_key is not None else Authority(key, cache_size=1))
+
+        def run(k: int) -> None:
+            for i in range(k):
+                fresh.verify(texts[i % count])
+        return run
+
+    verify_full = verify_full_with(Authority(key), 2_000)
+    ed = Authority.generate_ed25519(audit_limit=10_000)
+    verify_full_ed = verify_full_with(ed, 200)
+    ed_token = ed.mint("db:read,write:orders/*")
 
     def mint(k: int) -> None:
         for _ in range(k):
@@ -95,7 +106,15 @@ def main() -> None:
 
     def attenuate(k: int) -> None:
         for _ in range(k):
-            token._derive(actions={"read"})
+            token.attenuate(actions={"read"})
+
+    def attenuate_ed(k: int) -> None:
+        for _ in range(k):
+            ed_token.attenuate(actions={"read"})
+
+    def narrow(k: int) -> None:
+        for _ in range(k):
+            grants.narrow(["db:read:orders/1"], expires_in=60)
 
     node_us = bare_asyncio_node_us()
     rows = [
@@ -108,9 +127,12 @@ def main() -> None:
     rows += [
         ("resource_for (cached check + lookup)", per_op_us(resource, n)),
         ("authority.verify (cached)", per_op_us(verify_cached, n)),
-        ("authority.verify (full: parse + HMAC)", per_op_us(verify_full, 10_000)),
+        ("authority.verify (full: HMAC + parse)", per_op_us(verify_full, 10_000)),
+        ("authority.verify (full: Ed25519 + parse)", per_op_us(verify_full_ed, 1_000)),
         ("authority.mint", per_op_us(mint, 5_000)),
-        ("token attenuate (no audit)", per_op_us(attenuate, 5_000)),
+        ("token.attenuate (HMAC, audited)", per_op_us(attenuate, 5_000)),
+        ("token.attenuate (Ed25519, audited)", per_op_us(attenuate_ed, 1_000)),
+        ("grants.narrow to one requirement", per_op_us(narrow, 2_000)),
         ("bare asyncio executor, per node", node_us),
     ]
     print(f"{'operation':<42}{'µs/op':>10}{'% of a node':>14}")

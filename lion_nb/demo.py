@@ -22,7 +22,7 @@ ORDERS = [{"id": f"o-{i}", "amount": 40 + 35 * i} for i in range(8)]
 
 def build_demo_workflow() -> WorkflowDefinition:
     """The demo DAG: fetch -> validate -> (score | fraud check) -> ... -> report."""
-    n = {name: Node(name, **kw) for name, kw in [
+    specs: list[tuple[str, dict[str, Any]]] = [
         ("fetch_orders", {}),
         ("validate", {}),
         ("enrich_customers", {"retry": RetryPolicy(max_attempts=3, backoff=0.01)}),
@@ -33,7 +33,8 @@ def build_demo_workflow() -> WorkflowDefinition:
         ("charge", {}),
         ("notify", {}),
         ("report", {"trigger_rule": TriggerRule.ALL_DONE}),
-    ]}
+    ]
+    n = {name: Node(name, **kw) for name, kw in specs}
     b = WorkflowBuilder("order-processing").add_nodes(*n.values())
     b.connect(n["fetch_orders"], n["validate"])
     b.connect(n["validate"], n["enrich_customers"])

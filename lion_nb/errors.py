@@ -25,11 +25,12 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   └── ExecutorStoppedError
     ├── StateError                            state machines and storage
     │   ├── IllegalTransitionError            .entity, .from_state, .to_state
-    │   ├── StateConfigError (ValueError)     .field: bad storage/checkpoint settings
+    │   ├── StateConfigError (ConfigError)    .field: bad storage/checkpoint settings
     │   ├── StorageError (OSError)            .key
     │   ├── CheckpointError
     │   │   ├── CheckpointKindError (TypeError) .kind: no to_dict/from_dict, unknown kind
     │   │   ├── CheckpointCorruptError        .key
+    │   │   │   └── StorageCorruptError (StorageError) .path: a damaged database file
     │   │   ├── CheckpointVersionError        .key, .version
     │   │   └── CheckpointNotFoundError (KeyError)
     │   ├── DefinitionChangedError            .instance_id
@@ -46,12 +47,15 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── EventCorruptError                 .offset, .event_id: a damaged stored event
     │   ├── AckError                          .event_id, .subscriber
     │   ├── SubscriberFullError               .subscriber
-    │   └── BrokerClosedError
+    │   ├── BrokerClosedError
+    │   ├── BrokerConnectionError (ConnectionError) .url: message server unreachable
+    │   └── StreamClashError (ValueError)     .stream: a stream that is not this broker's
     ├── SagaError
     │   ├── SagaDefinitionError (ValueError)  .saga, .step
     │   ├── SagaNotFoundError (KeyError)      .saga
     │   ├── SagaStateError                    .saga, .state
     │   ├── SagaReplyError                    .step
+    │   ├── SagaServiceError                  .step, .service: the service failed it
     │   └── SagaStepTimeoutError (TimeoutError) .step
     └── SecurityError (PermissionError)
         ├── CapabilityDeniedError             .capability, .node
@@ -61,6 +65,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
         ├── RequirementError (ValueError)     .requirement
         ├── ResourceError                     .resource
         └── CapabilityError (ValueError)      .capability: malformed, or widened
+    NotebookError                             tables, pictures, views
+    └── UnsupportedSourceError (TypeError)    .source: the object that cannot be read
 
 Warnings (``warnings.warn``, never raised): LionWarning (UserWarning)
     └── CacheCorruptWarning                   .key, .node: a cache entry failed its check
@@ -78,17 +84,19 @@ __all__ = [
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
     "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
-    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "CheckpointVersionError", "CheckpointNotFoundError",
+    "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "StorageCorruptError",
+    "CheckpointVersionError", "CheckpointNotFoundError",
     "DefinitionChangedError", "LeaseError",
     "SchedulerError", "SchedulerConfigError", "QueueFullError", "SchedulerClosedError",
     "DeadlineMissedError",
     "EventError", "TopicError", "SubscriberError", "EventTypeError", "EventCorruptError",
     "AckError", "SubscriberFullError",
-    "BrokerClosedError",
+    "BrokerClosedError", "BrokerConnectionError", "StreamClashError",
     "SagaError", "SagaDefinitionError", "SagaNotFoundError", "SagaStateError",
-    "SagaReplyError", "SagaStepTimeoutError",
+    "SagaReplyError", "SagaServiceError", "SagaStepTimeoutError",
     "SecurityError", "CapabilityDeniedError", "TokenError", "TokenExpiredError",
     "TokenRevokedError", "RequirementError", "ResourceError", "CapabilityError",
+    "NotebookError", "UnsupportedSourceError",
     "RerunError", "CacheConfigError", "LionWarning", "CacheCorruptWarning",
 ]
 
@@ -161,6 +169,29 @@ class HandlerNotSerializableError(ExecutionError):
 class WorkflowFailedError(ExecutionError):
     """An instance ended FAILED; ``.node`` is the first node that failed."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of the 3-exception chain (instance, node, handler):
+        # which node failed, the handler's error and the handler's own frames only.
+        import os
+        import sysconfig
+        import traceback
+
+        root: BaseException = self
+        while root.__cause__ is not None:
+            root = root.__cause__
+        engine, stdlib = os.path.dirname(__file__), sysconfig.get_paths()["stdlib"]
+        frames = [f for f in traceback.extract_tb(root.__traceback__)
+                  if not (path := os.path.abspath(f.filename)).startswith(engine)
+                  and (not path.startswith(stdlib) or "site-packages" in path)]
+        lines = [f"{type(self).__name__}: {self}"]
+        if root is not self:
+            lines.append(f"node {getattr(self, 'node', None)!r} raised "
+                         f"{''.join(traceback.format_exception_only(root)).strip()}")
+            lines += "".join(traceback.format_list(frames)).rstrip().splitlines()
+        lines.append("(the whole chain: import sys, traceback; "
+                     "traceback.print_exception(sys.last_value))")
+        return lines
+
 
 class InstanceCancelledError(ExecutionError):
     """The instance was cancelled before it finished."""
@@ -195,7 +226,7 @@ class IllegalTransitionError(StateError):
     """A state machine refused a transition."""
 
 
-class StateConfigError(StateError, ValueError):
+class StateConfigError(StateError, ConfigError):
     """A storage or checkpoint setting is invalid; ``.field`` names it."""
 
 
@@ -213,6 +244,10 @@ class CheckpointKindError(CheckpointError, TypeError):
 
 class CheckpointCorruptError(CheckpointError):
     """A stored record fails its checksum, is truncated or empty."""
+
+
+class StorageCorruptError(StorageError, CheckpointCorruptError):
+    """A storage's files are damaged beyond one record (a failed integrity check)."""
 
 
 class CheckpointVersionError(CheckpointError):
@@ -290,6 +325,14 @@ class BrokerClosedError(EventError):
     """The broker is closed."""
 
 
+class BrokerConnectionError(EventError, ConnectionError):
+    """The message server (NATS) cannot be reached, or has no JetStream; ``.url`` is where."""
+
+
+class StreamClashError(EventError, ValueError):
+    """A JetStream stream of that name or those subjects is not this broker's; ``.stream``."""
+
+
 # --- sagas -----------------------------------------------------------------
 
 class SagaError(LionError):
@@ -315,8 +358,12 @@ class SagaReplyError(SagaError):
     """A service replied with malformed data."""
 
 
+class SagaServiceError(SagaError):
+    """A saga step's service reported a failure; the message is the service's own text."""
+
+
 class SagaStepTimeoutError(SagaError, TimeoutError):
-    """A saga step's service did not reply in time."""
+    """A saga step's service did not reply in time; ``.step`` and ``.timeout`` say which."""
 
 
 # --- security --------------------------------------------------------------
@@ -356,6 +403,16 @@ class CapabilityError(SecurityError, ValueError):
     it holds. Unlike :class:`CapabilityDeniedError` this is a mistake in the
     call, not a missing grant.
     """
+
+
+# --- notebook ----------------------------------------------------------------
+
+class NotebookError(LionError):
+    """The notebook layer (tables, pictures, live views) was handed something unusable."""
+
+
+class UnsupportedSourceError(NotebookError, TypeError):
+    """A table, picture or view cannot read the object given; ``.source`` is that object."""
 
 
 # --- warnings ----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pg_server import pg_dsn, pg_server  # noqa: F401  (throwaway PostgreSQL server)
 from widget_frontend import frontend  # noqa: F401  (shared fixture: widgets without a browser)
 
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor

@@ -3,6 +3,8 @@
 ``initdb`` into a temp dir and ``pg_ctl start`` on a free loopback port. initdb
 refuses to run as root, so under root every server command runs as the
 ``postgres`` user (``runuser -u postgres --``) and the temp dir is handed to it.
+The ``pg_server`` fixture starts one per session; ``pg_dsn`` gives each test a
+schema of its own on it, so tests never see each other's tables.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+import pytest
+import services
 
 
 def bin_dir() -> Path | None:
@@ -96,3 +102,36 @@ class PgServer:
         """Stop the server and delete its files."""
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- pytest fixtures (tests/conftest.py imports them) --------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A running PostgreSQL server (skips, or fails under CI, when none can be had)."""
+    try:
+        import psycopg  # noqa: F401  (the `postgres` extra)
+    except ImportError:
+        services.unavailable("PostgreSQL", "psycopg is not installed "
+                             "(pip install 'lion_nb[postgres]')")
+    try:
+        server = PgServer().start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        services.unavailable("PostgreSQL", str(exc).splitlines()[0])
+    yield server
+    server.destroy()
+
+
+def new_schema(server: PgServer) -> str:
+    """A DSN whose tables live in a fresh schema of ``server``."""
+    import psycopg
+    name = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    return server.dsn(options=f"-csearch_path%3D{name}")
+
+
+@pytest.fixture
+def pg_dsn(pg_server):
+    """A DSN to a schema of its own on the session's PostgreSQL server."""
+    return new_schema(pg_server)

@@ -32,7 +32,7 @@ from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
 from ..errors import (
-    CapabilityDeniedError, ExecutionError, HandlerNotSerializableError, SecurityError,
+    CapabilityDeniedError, ConfigError, ExecutionError, HandlerNotSerializableError,
 )
 from ..security import Authority, narrow_tokens
 from ._remote import RemoteContext, execute, seal_message
@@ -82,11 +82,12 @@ class DaskRunner:
         if self.local & self.cluster:
             raise ValueError(f"nodes both local and cluster: {sorted(self.local & self.cluster)}")
         if authority is not None and not isinstance(authority, Authority):
-            raise SecurityError(f"authority must be a lion_nb Authority, not "
-                                f"{type(authority).__name__}")
+            raise ConfigError(f"authority must be a lion_nb Authority, not "
+                              f"{type(authority).__name__}", field="authority")
         if isinstance(token_ttl, bool) or not isinstance(token_ttl, (int, float)) \
                 or not 0 < token_ttl < 86_400:
-            raise SecurityError(f"token_ttl must be seconds in (0, 86400), not {token_ttl!r}")
+            raise ConfigError(f"token_ttl must be seconds in (0, 86400), not {token_ttl!r}",
+                              field="token_ttl")
         self.authority = authority
         self.token_ttl = float(token_ttl)
         self.resources = dict(resources or {})
@@ -286,9 +287,6 @@ def _node_tokens(ctx: Any, node: Any, ttl: float) -> tuple[str, ...]:
 def _tokens_of(ctx: Any, node: Any) -> tuple[str, ...]:
     """The instance's granted tokens as strings (they are verified again on the worker)."""
     tokens = getattr(ctx, "grant_tokens", None)
-    if tokens is None:
-        grants = getattr(getattr(ctx, "_run", None), "grants", None)
-        tokens = getattr(grants, "tokens", None)
     if tokens is None:
         if node.requires:
             # Without the tokens the worker could only deny: say so here, plainly.

@@ -371,8 +371,7 @@ class _Static:
             except Unhashable:
                 config = None
             incoming = sorted((d.nodes[d.edge_source[k]].name, d.edge_source[k],
-                               None if d.edges[k].condition is None
-                               else d.edges[k].condition.label) for k in d.in_edges[i])
+                               _label(d.edges[k].condition)) for k in d.in_edges[i])
             edges = digest(repr([(name, cond) for name, _, cond in incoming]).encode())
             self.prefix.append(None if config is None else f"{config}\0{edges}")
             self.preds.append(tuple((s, name) for name, s, _ in incoming))
@@ -384,3 +383,8 @@ def _static_parts(definition: "WorkflowDefinition") -> _Static:
     if static is None:
         static = _STATIC[definition] = _Static(definition)
     return static
+
+
+def _label(condition: Any) -> str | None:
+    """An edge condition's label as the cache key sees it (None: unconditional)."""
+    return None if condition is None else str(condition.label)

@@ -26,17 +26,19 @@ it ends CANCELLED with the cause as its error -- and leaves it resumable.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from typing import Any, Callable, Mapping
 
 from ..clock import Clock
-from ..errors import (DefinitionChangedError, InstanceNotFoundError, LeaseError, LionError,
-                      SerializationError, StateError)
+from ..errors import (CheckpointCorruptError, DefinitionChangedError, InstanceNotFoundError,
+                      LeaseError, LionError, SerializationError, StateError)
 from ..model.definition import WorkflowDefinition
 from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
+from ..state.records import canonical_json
 from ..state.storage import Storage
 from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
-                      node_key, owner_is_dead, read_instance)
+                      new_header, node_key, owner_is_dead, read_instance)
 from .observe import EventKind as K
 from .observe import ExecEvent, ObserveStream
 
@@ -44,6 +46,7 @@ __all__ = ["InstanceStore"]
 
 _log = logging.getLogger("lion_nb.durable")
 _TERMINAL_VALUES = frozenset(s.value for s in INSTANCE_TERMINAL)
+_MAC_PURPOSE = "lion-durable-record"
 
 #: Committed nodes by index: ``(state, output, attempts, error)``.
 Committed = dict[int, tuple[NodeState, Any, int, "str | None"]]
@@ -58,8 +61,12 @@ class InstanceStore:
 
     def __init__(self, storage: Storage, instance_id: str, *, owner: str, ttl: float,
                  clock: Clock, observe: ObserveStream,
-                 on_lost: Callable[[BaseException], None]) -> None:
+                 on_lost: Callable[[BaseException], None], authority: Any = None) -> None:
         self.storage = storage
+        # With an authority, every record carries a keyed MAC over (key, value) and
+        # resume refuses one that lacks it or does not match: the unkeyed checksum
+        # catches damage, not someone who edits the file and recomputes it.
+        self._authority = authority
         self.instance_id = iid = str(instance_id)
         self.owner = owner
         self.ttl = float(ttl)
@@ -92,14 +99,11 @@ class InstanceStore:
                     f"executor.resume({iid!r}) or start the workflow under a new id",
                     instance_id=iid)
             document = _document(d)
-            now = self._clock.time()
-            self.header = {"instance_id": iid, "workflow": d.name, "workflow_id": str(d.id),
-                           "fingerprint": d.fingerprint(), "nodes": len(d.nodes),
-                           "inputs": inputs, "state": InstanceState.RUNNING.value,
-                           "created_at": now, "updated_at": now, "finished_at": None,
-                           "error": None, "resumes": 0, "stored_definition": document is not None}
+            self.header = new_header(d, iid, inputs, self._clock.time(), InstanceState.RUNNING,
+                                     stored_definition=document is not None)
             await self.storage.put_many(
-                [(header_key(iid), self.header), (definition_key(iid), {"document": document})],
+                self._sealed([(header_key(iid), self.header),
+                              (definition_key(iid), {"document": document})]),
                 fence=self._fence)
         except BaseException:
             await self.release()
@@ -146,7 +150,7 @@ class InstanceStore:
                 group, self._queue = self._queue, []
                 items = group[0][0] if len(group) == 1 else [x for g, _ in group for x in g]
                 try:
-                    await self.storage.put_many(items, fence=self._fence)
+                    await self.storage.put_many(self._sealed(items), fence=self._fence)
                 except Exception as exc:  # every commit of the group hears it
                     for _, fut in group:
                         if not fut.done():
@@ -180,7 +184,7 @@ class InstanceStore:
         self.header.update(state=state.value, updated_at=now, finished_at=now,
                            error=None if error is None else str(error))
         try:
-            await self.storage.put_many([(header_key(iid), self.header)],
+            await self.storage.put_many(self._sealed([(header_key(iid), self.header)]),
                                         deletes=[self._fence[0]], fence=self._fence)
         except Exception as exc:  # the nodes are committed; only the summary is missing
             _log.warning("instance %s finished %s but its final state was not stored: %s",
@@ -222,10 +226,41 @@ class InstanceStore:
             if stored is None:  # deleted between the two reads
                 raise InstanceNotFoundError(f"instance {iid!r} vanished from {storage!r}",
                                             instance_id=iid)
+            if self._authority is not None:
+                self._check_mac(header_key(iid), stored.header)
+                self._check_mac(definition_key(iid), await storage.get(definition_key(iid)))
+                for i, rec in stored.nodes.items():
+                    self._check_mac(node_key(iid, i), rec)
         except BaseException:
             await self.release()
             raise
         return stored
+
+    def _sealed(self, items: list[tuple[str, dict[str, Any]]]
+                ) -> list[tuple[str, dict[str, Any]]]:
+        if self._authority is None:
+            return items
+        out = []
+        for key, value in items:
+            body = {k: v for k, v in value.items() if k != "mac"}
+            mac = self._authority.sign(canonical_json([key, body]), purpose=_MAC_PURPOSE)
+            out.append((key, {**body, "mac": base64.b64encode(mac).decode("ascii")}))
+        return out
+
+    def _check_mac(self, key: str, value: Any) -> None:
+        mac = value.get("mac") if isinstance(value, dict) else None
+        if isinstance(mac, str):
+            body = {k: v for k, v in value.items() if k != "mac"}
+            try:
+                raw = base64.b64decode(mac, validate=True)
+            except ValueError:
+                raw = b""
+            if self._authority.check_signature(canonical_json([key, body]), raw,
+                                               purpose=_MAC_PURPOSE):
+                return
+        raise CheckpointCorruptError(
+            f"record {key!r} of instance {self.instance_id} has no valid keyed MAC (altered, "
+            "forged, or written without this authority); refusing to resume from it", key=key)
 
     def definition_for(self, stored: StoredInstance, workflow: WorkflowDefinition | None,
                        allow_changed: bool) -> WorkflowDefinition:
@@ -264,7 +299,9 @@ class InstanceStore:
         moved: list[tuple[str, dict[str, Any]]] = []
         stale: list[str] = []
         for old, rec in stored.nodes.items():
-            i = by_name.get(rec.get("name"))  # matched by name: indices move if nodes changed
+            # matched by name: indices move if nodes changed
+            name = rec.get("name")
+            i = by_name.get(name) if isinstance(name, str) else None
             if i is None:
                 stale.append(node_key(iid, old))
                 continue
@@ -275,7 +312,7 @@ class InstanceStore:
                 moved.append((node_key(iid, i), rec))
         header = dict(stored.header)
         header.update(updated_at=self._clock.time(), resumes=int(header.get("resumes", 0)) + 1,
-                      owner=self.owner)
+                      owner=self.owner, state=InstanceState.RUNNING.value)  # may be pending
         items = [(header_key(iid), header)]
         fingerprint = definition.fingerprint()
         if fingerprint != header.get("fingerprint"):  # allow_changed: later resumes compare anew
@@ -284,7 +321,7 @@ class InstanceStore:
             header["stored_definition"] = document is not None
             items.append((definition_key(iid), {"document": document}))
         moved_keys = {k for k, _ in moved}
-        await self.storage.put_many(items + moved,
+        await self.storage.put_many(self._sealed(items + moved),
                                     deletes=[k for k in stale if k not in moved_keys],
                                     fence=self._fence)
         self.header = header

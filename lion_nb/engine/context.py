@@ -11,6 +11,8 @@ from ..model.node import Node
 
 __all__ = ["NodeContext", "NodeResult", "ResultKind"]
 
+_REMOTE_TOKEN_TTL = 300.0  # seconds a token shipped with remote work stays valid
+
 
 class _Run(Protocol):
     """What a NodeContext reads of the instance it belongs to (InstanceRun provides it)."""
@@ -128,9 +130,16 @@ class NodeContext:
 
     @property
     def grant_tokens(self) -> tuple[str, ...]:
-        """The instance's granted capability tokens, serialized (for remote runners)."""
-        grants = self._run.grants
-        return () if grants is None else tuple(t.serialize() for t in grants.tokens)
+        """This node's tokens for remote runners: one per declared requirement, short-lived.
+
+        A node that declared no ``requires`` gets none; the others get tokens
+        narrowed to exactly what they declared, expiring within five minutes.
+        """
+        grants, requires = self._run.grants, self.node.requires
+        if grants is None or not requires:
+            return ()
+        narrowed = grants.narrow(requires, expires_in=_REMOTE_TOKEN_TTL, node=self.node_name)
+        return tuple(t.serialize() for t in narrowed.tokens)
 
     @property
     def idempotency_key(self) -> str:

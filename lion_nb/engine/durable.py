@@ -18,13 +18,13 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
-from ..state.machine import NodeState
+from ..state.machine import InstanceState, NodeState
 from ..state.storage import Storage
 
 __all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "header_key", "lease_key",
-           "new_owner_id", "node_key", "node_prefix", "node_record", "owner_is_dead",
+           "new_header", "new_owner_id", "node_key", "node_prefix", "node_record", "owner_is_dead",
            "read_instance"]
 
 HEADER_PREFIX = "instances/"
@@ -55,6 +55,16 @@ def node_record(name: str, state: NodeState, output: Any, attempts: int,
     """The record committed for a node that ended (``output`` only if it succeeded)."""
     return {"name": name, "state": state.value, "output": output, "attempts": attempts,
             "error": error}
+
+
+def new_header(definition: Any, instance_id: str, inputs: Mapping[str, Any], now: float,
+               state: InstanceState, *, stored_definition: bool) -> dict[str, Any]:
+    """The header record of a new instance (begun here, or submitted to run elsewhere)."""
+    d = definition
+    return {"instance_id": instance_id, "workflow": d.name, "workflow_id": str(d.id),
+            "fingerprint": d.fingerprint(), "nodes": len(d.nodes), "inputs": inputs,
+            "state": state.value, "created_at": now, "updated_at": now, "finished_at": None,
+            "error": None, "resumes": 0, "stored_definition": stored_definition}
 
 
 def lease_key(instance_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 
@@ -12,8 +13,11 @@ from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFou
 from ..model.definition import WorkflowDefinition
 from ..model.ids import InstanceId
 from ..model.node import Node, Priority
-from ..security import GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers
+from ..security import (
+    AuditRecord, GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers,
+)
 from ..state.machine import InstanceState, StateMachineManager
+from ._claim import Claimer, submit_instance, wait_stored
 from ._cache import Cache, as_cache
 from ._cache_session import CacheSession, RerunPlan
 from ._env import RunEnv
@@ -63,6 +67,7 @@ class WorkflowExecutor:
         self._background: set[asyncio.Task[Any]] = set()
         self._event_sink = self.config.event_sink
         self._owner = new_owner_id()  # this executor's name on the leases it holds
+        self._claimer: Claimer | None = None
         self._env = RunEnv(scheduler=self.scheduler, observe=self.observe,
                            clock=self.scheduler.clock, config=self.config, runner=self.runner,
                            spawn=self.spawn, run_in_thread=self.run_in_thread,
@@ -98,15 +103,30 @@ class WorkflowExecutor:
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Accept instances (idempotent). A stopped executor stays stopped: make a new one."""
+    async def start(self, *, claim: bool = False, max_claimed: int = 32,
+                    poll: float = 0.1) -> None:
+        """Accept instances (idempotent). A stopped executor stays stopped: make a new one.
+
+        ``claim=True`` also runs instances that others ``submit`` to the durable
+        storage, and takes over those whose owner's lease expired, keeping at most
+        ``max_claimed`` instances running here; ``poll`` is the idle wait in seconds.
+        """
         if self.scheduler.closed:
             raise ExecutorStoppedError("this executor was stopped (its scheduler is closed); "
                                        "create a new WorkflowExecutor")
         self._started = True
+        if claim and self._claimer is None:
+            self._claimer = Claimer(
+                self._durable_storage(), owner=self._owner, ttl=self.config.lease_ttl,
+                resume=self.resume, limit=max_claimed, poll=poll,
+                busy=lambda: sum(r.state is InstanceState.RUNNING for r in self._runs.values()))
+            self._claimer.start()
 
     async def stop(self) -> None:
         """Cancel running instances, stop the scheduler's workers and the thread pool."""
+        if self._claimer is not None:
+            await self._claimer.stop()
+            self._claimer = None
         finishing = []
         for run in list(self._runs.values()):
             if run.finishing:  # its nodes are committed; let its final state be stored
@@ -163,7 +183,7 @@ class WorkflowExecutor:
         for n in nodes:
             rel = _per_node(deadlines, n, n.deadline)
             dls.append(None if rel is None else now + rel)
-        grant_set = self._grant(instance_id, grants)
+        grant_set = self._grant(instance_id, grants, definition)
         gate, resource_gate = self._security_gates(instance_id, grant_set)
         return InstanceRun(self._env, definition, instance_id, dict(inputs or {}), handlers,
                            flags, prios, dls, gate, resource_gate, grant_set)
@@ -175,7 +195,8 @@ class WorkflowExecutor:
                 self.spawn(run.cancel(reason=str(error)))
         store = InstanceStore(self._durable_storage(), instance_id, owner=self._owner,
                               ttl=self.config.lease_ttl, clock=self.scheduler.clock,
-                              observe=self.observe, on_lost=lost)
+                              observe=self.observe, on_lost=lost,
+                              authority=self.config.authority)
         return store
 
     def _durable_storage(self) -> Any:
@@ -229,6 +250,21 @@ class WorkflowExecutor:
                 del self._runs[iid]  # the id stays usable
                 raise
         run.start()
+        return iid
+
+    async def submit(self, workflow: WorkflowDefinition, *,
+                     inputs: Mapping[str, Any] | None = None,
+                     instance_id: str | None = None) -> InstanceId:
+        """Queue an instance in durable storage for an executor started with ``claim=True``.
+
+        Nothing runs here; ``wait(id)`` follows it wherever it runs. The workflow
+        must be serializable (declarative conditions), since the claimer rebuilds it.
+        """
+        if not isinstance(workflow, WorkflowDefinition):
+            raise LionError(f"submit takes a WorkflowDefinition, not {type(workflow).__name__}")
+        iid = InstanceId(instance_id or InstanceId.new())
+        await submit_instance(self._durable_storage(), workflow, iid, inputs or {},
+                              self.scheduler.clock.time())
         return iid
 
     def _previous(self, workflow: WorkflowDefinition, previous: Any,
@@ -307,7 +343,14 @@ class WorkflowExecutor:
 
     async def wait(self, instance_id: str, *, timeout: float | None = None,
                    check: bool = False) -> InstanceResult:
-        """Wait until the instance finishes; ``check=True`` raises its error if it failed."""
+        """Wait until the instance finishes; ``check=True`` raises its error if it failed.
+
+        An instance that runs elsewhere (``submit``) is followed in durable storage.
+        """
+        if instance_id not in self._runs and self.state_manager.durable:
+            result = await wait_stored(self.state_manager.storage, instance_id,
+                                       timeout=timeout)
+            return result.check() if check else result
         run = self._get(instance_id)
         if timeout is None:
             await asyncio.shield(run.done)
@@ -391,15 +434,32 @@ class WorkflowExecutor:
             self.observe.emit(ExecEvent(K.CAPABILITY, record.time, record.instance_id,
                                         record.node, 0, record._asdict()))
 
-    def _grant(self, instance_id: str, grants: Iterable[Any] | None) -> GrantSet | None:
-        """Verify the tokens and bind them to this instance (None: no grants at all)."""
+    def _grant(self, instance_id: str, grants: Iterable[Any] | None,
+               definition: WorkflowDefinition) -> GrantSet | None:
+        """Verify the tokens and bind them to this run of this instance (None: no grants).
+
+        The binding names a nonce made here plus the definition's fingerprint, so a
+        later workflow started under the same instance id cannot reuse the tokens.
+        """
         if grants is None:
             return None
         authority = self.config.authority
         if authority is None:
             raise SecurityError("grants were given but the executor has no authority; "
                                 "use ExecutorConfig(authority=...)")
-        return authority.grant(list(grants), instance_id=instance_id)
+        run_id = f"{secrets.token_urlsafe(12)}.{definition.fingerprint()[:16]}"
+        return authority.grant(list(grants), instance_id=instance_id, run_id=run_id)
+
+    def _denial(self, instance_id: str, node: Node, exc: Exception) -> CapabilityDeniedError:
+        """A failed check turned into an audited denial naming the node."""
+        what = str(node.requires[0])[:200] if node.requires else None
+        reason = f"the check failed: {type(exc).__name__}: {str(exc)[:200]}"
+        authority = self.config.authority
+        if authority is not None:
+            authority.audit_log.record(AuditRecord(authority.clock.time(), "check", "deny", None,
+                                                   what, node.name, instance_id, None, reason))
+        return CapabilityDeniedError(f"node {node.name!r} of instance {instance_id}: {reason}",
+                                     capability=what, node=node.name)
 
     def _security_gates(self, instance_id: str, grant_set: GrantSet | None
                         ) -> tuple[Callable[..., None], Callable[..., Any]]:
@@ -414,8 +474,15 @@ class WorkflowExecutor:
         def gate(node: Node, run: Any) -> None:
             if grant_set is None:
                 raise no_grants(node, node.requires[0])
-            for req in node.requires:
-                grant_set.check(req, node=node.name)
+            try:
+                for req in node.requires:
+                    grant_set.check(req, node=node.name)
+            except SecurityError:
+                raise
+            except Exception as exc:
+                # Whatever a hostile requirement trips over, the node is denied (and
+                # the denial audited), never left running with a dead worker.
+                raise self._denial(instance_id, node, exc) from exc
 
         def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
             declared = [r for r in map(Requirement.parse, node.requires)

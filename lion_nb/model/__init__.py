@@ -1,9 +1,11 @@
 """Workflow model: ids, nodes, edges, conditions, definitions and the builder. Pure data."""
 
+from ._definition import WorkflowBuilder, WorkflowDefinition
+from ._edge import Edge
+from ._ids import EdgeId, InstanceId, NodeId, WorkflowId
+from ._node import Node, Priority, TriggerRule
+from ._retry import RetryPolicy
 from .condition import Condition
-from .definition import WorkflowBuilder, WorkflowDefinition
-from .ids import EdgeId, InstanceId, NodeId, WorkflowId
-from .node import Edge, Node, Priority, RetryPolicy, TriggerRule
 
-__all__ = ["Condition", "WorkflowBuilder", "WorkflowDefinition", "EdgeId", "InstanceId",
-           "NodeId", "WorkflowId", "Edge", "Node", "Priority", "RetryPolicy", "TriggerRule"]
+__all__ = ["Condition", "Edge", "EdgeId", "InstanceId", "Node", "NodeId", "Priority",
+           "RetryPolicy", "TriggerRule", "WorkflowBuilder", "WorkflowDefinition", "WorkflowId"]

@@ -1,58 +1,9 @@
-"""Identifiers: strings with a type, so a NodeId is never mistaken for an EdgeId."""
+"""Deprecated: import these names from ``lion_nb.model``."""
 
-from __future__ import annotations
+import warnings
 
-import itertools
-import os
+from ._ids import EdgeId, InstanceId, NodeId, WorkflowId
 
-__all__ = ["NodeId", "EdgeId", "WorkflowId", "InstanceId"]
-
-
-# Ids are a random per-process token plus a counter: unique across processes
-# (80 random bits) and about ten times cheaper than uuid4() per id, which
-# matters when a notebook builds a 100k-node graph.
-_PROCESS_TOKEN = os.urandom(10).hex()
-_COUNTER = itertools.count(1)
-
-
-class _Id(str):
-    """A string id; ``new()`` makes a fresh one."""
-
-    __slots__ = ()
-    prefix = ""
-
-    @classmethod
-    def new(cls) -> "_Id":
-        """A fresh id, unique across processes."""
-        return cls(f"{cls.prefix}{_PROCESS_TOKEN}-{next(_COUNTER):x}")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str.__repr__(self)})"
-
-
-class NodeId(_Id):
-    """Identifies a node within a workflow definition."""
-
-    __slots__ = ()
-    prefix = "n-"
-
-
-class EdgeId(_Id):
-    """Identifies an edge within a workflow definition."""
-
-    __slots__ = ()
-    prefix = "e-"
-
-
-class WorkflowId(_Id):
-    """Identifies a workflow definition."""
-
-    __slots__ = ()
-    prefix = "wf-"
-
-
-class InstanceId(_Id):
-    """Identifies one run (instance) of a workflow."""
-
-    __slots__ = ()
-    prefix = "run-"
+__all__ = ["EdgeId", "InstanceId", "NodeId", "WorkflowId"]
+warnings.warn("lion_nb.model.ids is deprecated: import from lion_nb.model",
+              DeprecationWarning, stacklevel=2)

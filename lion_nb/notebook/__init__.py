@@ -19,36 +19,56 @@ Importing it is cheap: it registers display renderers and nothing heavy
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _display
 
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports on use
+    from ._dot import instance_dot, workflow_dot
+    from ._event_view import DeliveryTrouble, EventView
+    from ._flow import Flow, Step
+    from ._loop import nesting_applied, run
+    from ._picture import Picture, describe, picture
+    from ._render import (INSTALL_HINT, RENDERERS, RenderFailed, RenderOutcome,
+        clear_picture_cache, render_svg)
+    from ._run_view import RunView
+    from ._saga_view import SagaTransition, SagaView
+    from ._scheduler_view import SchedulerDecision, SchedulerView
+    from ._style import STATE_STYLE, StateStyle
+    from ._tables import (attempts_frame, capability_audit_frame, deliveries_frame,
+        event_history_frame, instances_frame, saga_history_frame, saga_steps_frame,
+        scheduler_decisions_frame, scheduler_statistics_frame)
+    from ._timeline import Timeline, timeline
+
 __all__ = [
-    "STATE_STYLE", "StateStyle",
-    "workflow_dot", "instance_dot", "render_svg", "RenderOutcome",
-    "Picture", "picture", "describe",
-    "attempts_frame", "instances_frame",
-    "Timeline", "timeline",
-    "RunView", "Flow", "Step", "run",
-    "SchedulerView", "SagaView", "EventView",
-    "event_history_frame", "deliveries_frame", "saga_history_frame", "saga_steps_frame",
-    "capability_audit_frame", "scheduler_statistics_frame", "scheduler_decisions_frame",
+    "DeliveryTrouble", "EventView", "Flow", "INSTALL_HINT", "Picture", "RENDERERS",
+    "RenderFailed", "RenderOutcome", "RunView", "STATE_STYLE", "SagaTransition", "SagaView",
+    "SchedulerDecision", "SchedulerView", "StateStyle", "Step", "Timeline", "attempts_frame",
+    "capability_audit_frame", "clear_picture_cache", "deliveries_frame", "describe",
+    "event_history_frame", "instance_dot", "instances_frame", "nesting_applied", "picture",
+    "render_svg", "run", "saga_history_frame", "saga_steps_frame", "scheduler_decisions_frame",
+    "scheduler_statistics_frame", "timeline", "workflow_dot",
 ]
 
-# Public name -> submodule; resolved on first access so `import lion_nb` stays fast.
+# Public name -> private module; resolved on first access so `import lion_nb` stays fast.
 _LAZY = {
-    "STATE_STYLE": "style", "StateStyle": "style",
-    "workflow_dot": "dot", "instance_dot": "dot",
-    "render_svg": "render", "RenderOutcome": "render",
-    "Picture": "display", "picture": "display", "describe": "display",
-    "attempts_frame": "tables", "instances_frame": "tables",
-    "Timeline": "timeline", "timeline": "timeline",
-    "RunView": "live", "Flow": "flow", "Step": "flow", "run": "loop",
-    "SchedulerView": "scheduler_view", "SagaView": "saga_view", "EventView": "event_view",
-    "event_history_frame": "tables_more", "deliveries_frame": "tables_more",
-    "saga_history_frame": "tables_more", "saga_steps_frame": "tables_more",
-    "capability_audit_frame": "tables_more", "scheduler_statistics_frame": "tables_more",
-    "scheduler_decisions_frame": "tables_more",
+    "instance_dot": "_dot", "workflow_dot": "_dot",
+    "DeliveryTrouble": "_event_view", "EventView": "_event_view",
+    "Flow": "_flow", "Step": "_flow",
+    "nesting_applied": "_loop", "run": "_loop",
+    "Picture": "_picture", "describe": "_picture", "picture": "_picture",
+    "INSTALL_HINT": "_render", "RENDERERS": "_render", "RenderFailed": "_render",
+    "RenderOutcome": "_render", "clear_picture_cache": "_render", "render_svg": "_render",
+    "RunView": "_run_view",
+    "SagaTransition": "_saga_view", "SagaView": "_saga_view",
+    "SchedulerDecision": "_scheduler_view", "SchedulerView": "_scheduler_view",
+    "STATE_STYLE": "_style", "StateStyle": "_style",
+    "attempts_frame": "_tables", "capability_audit_frame": "_tables",
+    "deliveries_frame": "_tables", "event_history_frame": "_tables",
+    "instances_frame": "_tables", "saga_history_frame": "_tables",
+    "saga_steps_frame": "_tables", "scheduler_decisions_frame": "_tables",
+    "scheduler_statistics_frame": "_tables",
+    "Timeline": "_timeline", "timeline": "_timeline",
 }
 
 
@@ -66,17 +86,17 @@ def __dir__() -> list[str]:
 
 
 def _workflow_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    from .display import workflow_bundle
+    from ._picture import workflow_bundle
     return workflow_bundle(obj, include, exclude)
 
 
 def _instance_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    from .display import instance_bundle
+    from ._picture import instance_bundle
     return instance_bundle(obj, include, exclude)
 
 
 def _saga_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    from .display import saga_bundle
+    from ._picture import saga_bundle
     return saga_bundle(obj, include, exclude)
 
 

@@ -15,10 +15,11 @@ from .events import (
     EventBrokerConfig, EventFilter, EventReceiver, EventStore, InMemoryEventStore, RetryBackoff,
     SqliteEventStore, TopicPattern,
 )
+from .nats import NatsEventStore
 from .saga import (
     COMMAND_TOPIC_PREFIX, REPLY_TOPIC_PREFIX, SagaCommand, SagaDefinition, SagaDefinitionBuilder,
-    SagaInstance, SagaManager, SagaManagerConfig, SagaService, SagaStatistics, SagaStatus,
-    SagaStep, StepState, StepStatus, command_topic, reply_topic,
+    SagaInstance, SagaKey, SagaManager, SagaManagerConfig, SagaService, SagaStatistics,
+    SagaStatus, SagaStep, StepState, StepStatus, command_topic, reply_topic,
 )
 
 from .triggers import WorkflowTrigger, connect_broker
@@ -29,10 +30,10 @@ __all__ = [
     # events
     "Event", "Delivery", "EventAck", "DeliveryMode", "RetryBackoff", "EventBrokerConfig",
     "BrokerStatistics", "EventBroker", "EventReceiver", "AckSender", "EventFilter",
-    "EventStore", "InMemoryEventStore", "SqliteEventStore", "TopicPattern",
+    "EventStore", "InMemoryEventStore", "SqliteEventStore", "TopicPattern", "NatsEventStore",
     # sagas
     "SagaManager", "SagaManagerConfig", "SagaDefinition", "SagaDefinitionBuilder", "SagaStep",
-    "SagaInstance", "StepState", "SagaStatus", "StepStatus", "SagaCommand", "SagaService",
-    "SagaStatistics", "command_topic", "reply_topic", "COMMAND_TOPIC_PREFIX",
+    "SagaInstance", "SagaKey", "StepState", "SagaStatus", "StepStatus", "SagaCommand",
+    "SagaService", "SagaStatistics", "command_topic", "reply_topic", "COMMAND_TOPIC_PREFIX",
     "REPLY_TOPIC_PREFIX",
 ]

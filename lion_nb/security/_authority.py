@@ -26,7 +26,8 @@ from typing import Any
 
 from lion_nb.clock import SYSTEM_CLOCK, Clock
 from lion_nb.errors import (
-    CapabilityDeniedError, CapabilityError, TokenError, TokenExpiredError, TokenRevokedError,
+    CapabilityDeniedError, CapabilityError, SecurityError, TokenError, TokenExpiredError,
+    TokenRevokedError,
 )
 from lion_nb.security._audit import AuditListener, AuditLog, AuditRecord, clip
 from lion_nb.security._capability import Capability, register_action
@@ -37,6 +38,7 @@ from lion_nb.security._token import Token, new_token_id, verify_token
 __all__ = ["Authority"]
 
 _SIGNED = b"lion-signed\x00"
+_SEAL_TAG = b"lion-sealed1 "
 
 
 class Authority:
@@ -236,7 +238,7 @@ class Authority:
                              f"{repr(instance_id)[:60]}", instance_id=instance_id)
         if isinstance(tokens, (str, Token)):
             tokens = (tokens,)
-        checked = [self._grantable(t, instance_id, holder) for t in tokens]
+        checked = [self._grantable(t, instance_id, holder, run_id) for t in tokens]
         bound = []
         for tok in checked:
             if tok.instance_id == instance_id and run_id in (None, tok.run_id):
@@ -247,7 +249,8 @@ class Authority:
                                        reason=f"from {tok.token_id}"))
         return GrantSet(self, instance_id, bound, holder=holder)
 
-    def _grantable(self, token: Token | str, instance_id: str, holder: str | None) -> Token:
+    def _grantable(self, token: Token | str, instance_id: str, holder: str | None,
+                   run_id: str | None) -> Token:
         try:
             tok = self.verify(token)
         except TokenError as exc:
@@ -258,6 +261,10 @@ class Authority:
         if tok.instance_id not in (None, instance_id):
             problem = (f"token {tok.token_id} is bound to instance {tok.instance_id!r}; "
                        f"it cannot be granted to {instance_id!r}")
+        elif tok.run_id is not None and tok.instance_id == instance_id \
+                and run_id is not None and tok.run_id != run_id:
+            problem = (f"token {tok.token_id} was granted to another run of instance "
+                       f"{clip(instance_id, 60)!r}; a new run needs its own grants")
         elif holder is not None and tok.holder not in (None, holder):
             problem = f"token {tok.token_id} was minted for {tok.holder!r}, not {holder!r}"
         if problem:
@@ -296,6 +303,33 @@ class Authority:
             return False
         return self._key.check_mark(_SIGNED + purpose.encode() + b"\x00" + bytes(data),
                                     bytes(signature))
+
+    def seal(self, data: bytes, *, purpose: str) -> bytes:
+        """``data`` with this authority's signature line in front (files, stored records).
+
+        :meth:`unseal` checks the signature over the raw bytes before anyone
+        parses them.
+        """
+        sig = self.sign(data, purpose=purpose)
+        return b"".join((_SEAL_TAG, self.key_id.encode(), b" ", _b64(sig).encode(), b"\n",
+                         bytes(data)))
+
+    def unseal(self, blob: bytes, *, purpose: str) -> bytes:
+        """The data of a :meth:`seal`ed blob; SecurityError (``.purpose``) if it does not verify."""
+        head, sep, data = bytes(blob).partition(b"\n")
+        fields = head[len(_SEAL_TAG):].split(b" ") if head.startswith(_SEAL_TAG) else []
+        if not sep or len(head) > 256 or len(fields) != 2:
+            raise SecurityError(f"{purpose}: not signed (expected a '{_SEAL_TAG.decode()}' "
+                                "line first)", purpose=purpose)
+        try:
+            sig = base64.urlsafe_b64decode(fields[1] + b"=" * (-len(fields[1]) % 4))
+        except ValueError:
+            sig = b""
+        if not self.check_signature(data, sig, purpose=purpose):
+            raise SecurityError(f"{purpose}: the signature does not verify (altered, or signed "
+                                f"by key {fields[0][:16].decode(errors='replace')!r}, not "
+                                f"{self.key_id!r})", purpose=purpose)
+        return data
 
     def _attenuated(self, child: Token, parent: Token) -> None:
         self._audit("attenuate", token=child, reason=f"from {parent.token_id}")

@@ -227,6 +227,10 @@ class Token:
             raise TokenError(f"token {self.token_id} is bound to {self.instance_id!r}; it can "
                              f"only be re-bound to a child of it, not {instance_id[:60]!r}",
                              token_id=self.token_id)
+        if self.run_id is not None and instance_id == self.instance_id and run_id != self.run_id:
+            raise TokenError(f"token {self.token_id} is bound to one run of {instance_id!r}; "
+                             "a later run under the same id cannot take it over",
+                             token_id=self.token_id)
         tag = mark(_bind_message(tail_signature(self.scheme, self._blocks, self._proof),
                                  instance_id, run_id))
         caveat: dict[str, Any] = {"id": new_token_id(), "inst": instance_id, "tag": _b64e(tag)}
@@ -422,6 +426,9 @@ def _decode_checked(prefix: str, blocks: tuple[bytes, ...], proof: bytes, clock:
             if instance is not None and not is_descendant(new, instance):
                 raise TokenError(f"token caveat {n} re-binds {instance[:60]!r} to an unrelated "
                                  f"instance {new[:60]!r}", token_id=tid)
+            if run is not None and new == instance and cav.get("run") != run:
+                raise TokenError(f"token caveat {n} moves a run-bound token to another run",
+                                 token_id=tid)
             instance, run = new, cav.get("run")
         else:
             cap, expires_at = _apply_caveat(cap, expires_at, cav, n)

@@ -10,6 +10,7 @@ LeaseError that refused just that batch), or raises when the whole transaction f
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Awaitable, Callable, Generic, TypeVar
 
 __all__ = ["GroupCommit"]
@@ -22,7 +23,9 @@ class GroupCommit(Generic[B]):
 
     def __init__(self, commit: Callable[[list[B]], Awaitable[list[Exception | None]]],
                  window_ms: float = 0.0) -> None:
-        self._commit = commit
+        # Weakly: a storage holding this object must stay free of reference cycles, so
+        # one dropped without close() is freed (and its thread stopped) at once.
+        self._commit = weakref.WeakMethod(commit)
         self._window = window_ms / 1000
         self._pending: list[tuple[B, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -48,7 +51,10 @@ class GroupCommit(Generic[B]):
         while self._pending:
             group, self._pending = self._pending, []
             try:
-                errors = await self._commit([b for b, _ in group])
+                commit = self._commit()
+                if commit is None:  # unreachable while a caller awaits its own storage
+                    raise RuntimeError("the storage of this group commit is gone")
+                errors = await commit([b for b, _ in group])
             except BaseException as exc:  # the whole transaction failed: everyone hears it
                 for _, fut in group:
                     if not fut.done():

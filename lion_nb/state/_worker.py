@@ -77,6 +77,10 @@ class Worker:
             self.stopped = True
             self._queue.put(_STOP)
 
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the thread has ended (after ``stop()``: queued work and ``last`` ran)."""
+        self._thread.join(timeout)
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()

@@ -34,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import logging
 import os
 import secrets
 import threading
@@ -49,6 +50,8 @@ from .storage import Record, Storage
 __all__ = ["FileStorage", "key_to_filename", "filename_to_key"]
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_HEX_UPPER = frozenset("0123456789ABCDEF")
+_log = logging.getLogger("lion_nb.storage")
 _SUFFIX = ".rec"
 _MAX_NAME = 200  # well under NAME_MAX (255) with room for the suffix
 _JOURNAL = ".journal"  # writers are serialized by the lock, so one journal name suffices
@@ -77,14 +80,22 @@ def filename_to_key(name: str) -> str | None:
         return ""
     out = bytearray()
     i = 0
-    while i < len(stem):
-        if stem[i] == "%":
-            out.append(int(stem[i + 1:i + 3], 16))
-            i += 3
-        else:
-            out.append(ord(stem[i]))
-            i += 1
-    return out.decode("utf-8", "surrogatepass")
+    try:
+        while i < len(stem):
+            if stem[i] == "%":
+                hex_pair = stem[i + 1:i + 3]
+                if len(hex_pair) != 2 or not _HEX_UPPER.issuperset(hex_pair):
+                    return None
+                out.append(int(hex_pair, 16))
+                i += 3
+            else:
+                out.append(ord(stem[i]))
+                i += 1
+        key = out.decode("utf-8", "surrogatepass")
+    except (ValueError, UnicodeDecodeError):  # not a name this module wrote
+        return None
+    # Only the one name key_to_filename gives a key is that key's file.
+    return key if key_to_filename(key) == name else None
 
 
 def _close_fds(*fds: int) -> None:
@@ -106,6 +117,8 @@ class FileStorage(Storage):
         # One I/O thread runs the calls, but close() and tests may come from others,
         # and flock does not exclude threads sharing one descriptor.
         self._mutex = threading.Lock()
+        #: Files in the directory that are not records of this storage (skipped by keys()).
+        self.foreign_files: set[str] = set()
         self._opened = False  # temp files of crashed writers are dropped on first use
         self._closed = False
         try:
@@ -162,6 +175,7 @@ class FileStorage(Storage):
         if not self._closed:
             await self._worker.call(self._close_sync)  # after calls already queued
             self._finalizer()  # closes the descriptors on the thread, then stops it
+            self._worker.join()  # the thread is gone when close() returns
 
     def _close_sync(self) -> None:
         with self._mutex:
@@ -262,13 +276,24 @@ class FileStorage(Storage):
     def _keys_sync(self, prefix: str) -> list[str]:
         found = []
         for name in os.listdir(self.directory):
+            if name.startswith("."):
+                continue  # the lock, a journal, temp files
             if name.startswith("=") and name.endswith(_SUFFIX):
                 key = self._key_inside(name)
             else:
                 key = filename_to_key(name)
+                if key is None:
+                    self._foreign(name)
             if key is not None and key.startswith(prefix):
                 found.append(key)
         return sorted(found)
+
+    def _foreign(self, name: str) -> None:
+        """A file this storage did not write: skipped, reported once."""
+        if name not in self.foreign_files:
+            self.foreign_files.add(name)
+            _log.warning("%s: skipping %r, which is not a record file of this storage",
+                         self, name)
 
     def _key_inside(self, name: str) -> str | None:
         raw = self._read_path(self.directory / name, name)

@@ -20,13 +20,14 @@ savepoints: one caller's refused fence does not fail the others.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..errors import LeaseError, StateConfigError, StorageError
+from ..errors import LeaseError, StateConfigError, StorageCorruptError, StorageError
 from ._group_commit import GroupCommit
 from ._worker import Worker
 from .records import DEFAULT_CODEC, RecordCodec
@@ -48,6 +49,14 @@ def _prefix_end(prefix: str) -> str | None:
             return prefix[:-1] + chr(c)
         prefix = prefix[:-1]
     return None
+
+
+def _close_db(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:  # another connection is reading: closing still checkpoints
+        pass
+    conn.close()
 
 
 class SqliteStorage(Storage):
@@ -81,7 +90,8 @@ class SqliteStorage(Storage):
             raise
         self.durable = self.path != ":memory:"
         # Dropped without close() (common in notebooks): still close it when collected.
-        self._finalizer = weakref.finalize(self, self._worker.stop, self._conn.close)
+        self._finalizer = weakref.finalize(self, self._worker.stop,
+                                           functools.partial(_close_db, self._conn))
 
     def __repr__(self) -> str:
         return f"SqliteStorage({self.path!r})"
@@ -100,10 +110,20 @@ class SqliteStorage(Storage):
                 conn.execute(f"PRAGMA synchronous={synchronous}")
                 conn.execute("CREATE TABLE IF NOT EXISTS lion_records "
                              "(key TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID")
+                # A damaged page can change a key or lose a row without any record's
+                # checksum seeing it: check the file's structure before trusting it.
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise StorageCorruptError(
+                        f"database {self.path!r} fails SQLite's integrity check: "
+                        f"{'; '.join(map(str, problems))}", key=None, path=self.path)
             except BaseException:
                 conn.close()
                 raise
         except (OSError, sqlite3.Error) as exc:
+            mapped = self._storage_error(exc, None) if isinstance(exc, sqlite3.Error) else None
+            if isinstance(mapped, StorageCorruptError):
+                raise mapped from exc
             raise StorageError(f"cannot open database {self.path!r}: {exc}", key=None,
                                path=self.path) from exc
         return conn
@@ -148,7 +168,10 @@ class SqliteStorage(Storage):
         await self._group.drain()
         self._closed = True
         await self._worker.call(int)  # let calls already queued finish first
-        self._finalizer()  # closes the connection on its own thread, then stops it
+        self._finalizer()  # checkpoints and closes the connection on its thread, stops it
+        # Returns once the WAL is folded into the database file and the thread is gone,
+        # so a copy of the file taken right after close() holds everything.
+        self._worker.join()
 
     async def _commit_group(self, batches: list[_Batch]) -> list[Exception | None]:
         return await self._run(self._commit_sync, batches)
@@ -228,7 +251,7 @@ class SqliteStorage(Storage):
         try:
             row = self._conn.execute("SELECT body FROM lion_records WHERE key = ?",
                                      (key,)).fetchone()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._storage_error(exc, key) from exc
         return None if row is None else bytes(row[0])
 
@@ -240,11 +263,16 @@ class SqliteStorage(Storage):
         try:
             # BINARY collation orders UTF-8 bytes, which is Python's code-point order.
             return [r[0] for r in self._conn.execute(sql + " ORDER BY key", args)]
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._storage_error(exc, prefix) from exc
 
-    def _storage_error(self, exc: sqlite3.Error, key: str | None) -> StorageError:
+    def _storage_error(self, exc: sqlite3.Error | UnicodeDecodeError,
+                       key: str | None) -> StorageError:
         text = str(exc)
+        if (isinstance(exc, UnicodeDecodeError) or "malformed" in text
+                or "not a database" in text or "decode" in text):
+            return StorageCorruptError(f"database {self.path!r} is damaged: {text}", key=key,
+                                       path=self.path)
         if "locked" in text or "busy" in text:
             text = (f"database {self.path!r} is locked by another connection "
                     f"(waited {self.busy_timeout:g}s; raise busy_timeout= or find the "

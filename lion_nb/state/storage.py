@@ -6,11 +6,12 @@ atomicity: either every write (and delete) in it is visible, or none is.
 
 from __future__ import annotations
 
-import copy
+import json
 from abc import ABC, abstractmethod
 from typing import Any, Iterable, Sequence
 
-from ..errors import LeaseError
+from ..errors import LeaseError, SerializationError
+from .records import canonical_json
 
 __all__ = ["Storage", "MemoryStorage"]
 
@@ -62,35 +63,72 @@ class Storage(ABC):
         if rec is not None and rec.get("owner") == owner:
             await self.delete(key)
 
+    async def claim(self, prefix: str, owner: str, ttl: float, now: float, *,
+                    limit: int = 1) -> list[tuple[str, Record]]:
+        """Take up to ``limit`` records under ``prefix`` whose lease is free, in key order.
+
+        Each record names its lease (``record["lease"]``, a key). Claiming takes
+        that lease for ``owner`` and deletes the record; two claimers never take
+        the same record. A claimer that dies in between leaves the record to be
+        claimed again once the lease expires. Backends may do it in one
+        transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``); this default uses
+        ``acquire_lease`` and a fenced delete, atomic on every backend.
+        """
+        taken: list[tuple[str, Record]] = []
+        for key in await self.keys(prefix):
+            if len(taken) >= limit:
+                break
+            record = await self.get(key)
+            lease = None if record is None else record.get("lease")
+            if record is None or not isinstance(lease, str):
+                continue
+            try:
+                await self.acquire_lease(lease, owner, ttl, now)
+                await self.put_many([], deletes=[key], fence=(lease, owner))
+            except LeaseError:
+                continue
+            taken.append((key, record))
+        return taken
+
     async def close(self) -> None:
         """Release files and connections."""
 
 
 class MemoryStorage(Storage):
-    """Dict-backed storage: fast, not durable. Records are deep-copied in and out."""
+    """Dict-backed storage: fast, not durable.
+
+    Records are kept as canonical JSON, so the same records are refused
+    (SerializationError: not a dict, not JSON, NaN or infinity) and come back
+    the same (tuples as lists, copies) as from the durable backends.
+    """
 
     durable = False
 
     def __init__(self) -> None:
-        self._data: dict[str, Record] = {}
+        self._data: dict[str, bytes] = {}
 
-    async def put_many(self, items, *, deletes=(), fence=None) -> None:
+    async def put_many(self, items: Sequence[tuple[str, Record]], *,
+                       deletes: Iterable[str] = (),
+                       fence: tuple[str, str] | None = None) -> None:
         """Write and delete atomically (nothing can interleave on one loop)."""
         if fence is not None:
-            lease = self._data.get(fence[0])
+            lease = self._record(fence[0])
             if lease is None or lease.get("owner") != fence[1]:
                 raise LeaseError(
                     f"lease {fence[0]!r} is not held by {fence[1]!r}", key=fence[0], owner=fence[1]
                 )
-        staged = [(k, copy.deepcopy(v)) for k, v in items]
+        staged = [(k, _json(k, v)) for k, v in items]  # bad records fail before any change
         for k in deletes:
             self._data.pop(k, None)
         self._data.update(staged)
 
     async def get(self, key: str) -> Record | None:
         """A copy of the record, or None."""
-        rec = self._data.get(key)
-        return copy.deepcopy(rec) if rec is not None else None
+        return self._record(key)
+
+    def _record(self, key: str) -> Record | None:
+        raw = self._data.get(key)
+        return None if raw is None else json.loads(raw)
 
     async def keys(self, prefix: str = "") -> list[str]:
         """Sorted matching keys."""
@@ -98,7 +136,19 @@ class MemoryStorage(Storage):
 
     async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
         """Take the lease unless a different owner's lease is still live."""
-        cur = self._data.get(key)
+        cur = self._record(key)
         if cur is not None and cur["owner"] != owner and cur["expires"] > now:
             raise LeaseError(f"{key!r} is leased by {cur['owner']!r}", key=key, owner=cur["owner"])
-        self._data[key] = {"owner": owner, "expires": now + ttl}
+        self._data[key] = _json(key, {"owner": owner, "expires": now + ttl})
+
+
+def _json(key: str, record: Any) -> bytes:
+    """``record`` as canonical JSON, under the rules every durable backend applies."""
+    if not isinstance(record, dict):
+        raise SerializationError(f"record {key!r} must be a dict, not {type(record).__name__}",
+                                 field=key)
+    try:
+        return canonical_json(record)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"record {key!r} is not JSON-serializable: {exc}",
+                                 field=key) from exc

@@ -220,3 +220,12 @@ async def test_workers_holding_only_an_ed25519_public_key_verify_tokens_and_task
     assert out["total"] == 120
     with pytest.raises(SecurityError, match="public key"):
         Authority.from_public_key(issuer.public_key).mint("db:read")
+
+
+@pytest.mark.parametrize("kwargs", [dict(authority="key"), dict(token_ttl=0),
+                                    dict(token_ttl=True), dict(token_ttl=10 ** 9)])
+def test_runner_security_options_are_validated(kwargs):
+    from lion_nb.errors import ConfigError
+    with pytest.raises(ConfigError) as info:
+        DaskRunner("tcp://127.0.0.1:1", **kwargs)
+    assert info.value.field in kwargs

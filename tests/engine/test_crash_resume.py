@@ -31,9 +31,10 @@ from pathlib import Path
 import pytest
 
 from engine.crash.workflow import build, register
+from pg_server import new_schema
 from lion_nb.engine import WorkflowExecutor
 from lion_nb.engine.durable import read_instance
-from lion_nb.state import FileStorage, SqliteStorage
+from lion_nb.state import FileStorage, PostgresStorage, SqliteStorage
 
 CHILD = str(Path(__file__).parent / "crash" / "child.py")
 KILLS = int(os.environ.get("LION_CRASH_KILLS", "0") or 0)
@@ -57,7 +58,7 @@ async def expected_outcome() -> dict:
 
 
 def open_storage(kind, path):
-    return SqliteStorage(path) if kind == "sqlite" else FileStorage(path)
+    return {"sqlite": SqliteStorage, "file": FileStorage, "postgres": PostgresStorage}[kind](path)
 
 
 async def snapshot(kind, path, iid):
@@ -126,9 +127,11 @@ def read_log(log):
     return by_gen
 
 
-async def run_scenario(kind, root, scenario, rng, expected, budget):
+async def run_scenario(kind, root, scenario, rng, expected, budget, pg=None):
     """One instance from start to finish under kills; returns the kill modes that struck."""
     path = str(root / (f"s{scenario}.db" if kind == "sqlite" else f"s{scenario}"))
+    if kind == "postgres":
+        path = new_schema(pg)
     log = str(root / f"s{scenario}.log")
     iid = f"crash-{kind}-{scenario}"
     committed: dict[str, dict] = {}   # node name -> record, as of the last child
@@ -178,8 +181,10 @@ async def run_scenario(kind, root, scenario, rng, expected, budget):
 
 
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("kind", ["sqlite", "file"])
-async def test_sigkill_anywhere_then_resume_loses_nothing_and_reruns_nothing(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["sqlite", "file", "postgres"])
+async def test_sigkill_anywhere_then_resume_loses_nothing_and_reruns_nothing(tmp_path, kind,
+                                                                              request):
+    pg = request.getfixturevalue("pg_server") if kind == "postgres" else None
     expected = await expected_outcome()
     assert expected["node_states"]["Small"] == "skipped"
     assert expected["node_states"]["Final"] == "succeeded"
@@ -189,7 +194,7 @@ async def test_sigkill_anywhere_then_resume_loses_nothing_and_reruns_nothing(tmp
     scenario = 0
     while len(struck) < target:
         struck += await run_scenario(kind, tmp_path, scenario, rng, expected,
-                                     target - len(struck))
+                                     target - len(struck), pg)
         scenario += 1
     assert set(struck) == set(MODES), f"some kill points were never hit: {struck}"
     await asyncio.sleep(0)

@@ -194,3 +194,11 @@ def test_retry_backoff_is_a_deprecated_retry_policy():
     assert (old.initial, old.multiplier, old.maximum) == (1, 3, 10)
     assert [old.delay(n) for n in (1, 2, 3)] == [1, 3, 9]
     assert EventBrokerConfig(backoff=old).backoff is old
+
+
+@pytest.mark.parametrize("kwargs", [{"max_batch": 0}, {"busy_timeout": -1}])
+def test_invalid_sqlite_store_options_are_refused(tmp_path, kwargs):
+    from lion_nb.patterns import SqliteEventStore
+    with pytest.raises(ConfigError) as info:
+        SqliteEventStore(tmp_path / "e.db", **kwargs)
+    assert info.value.field == next(iter(kwargs))

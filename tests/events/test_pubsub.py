@@ -8,7 +8,7 @@ import pytest
 
 from lion_nb.engine.observe import EventKind, ObserveStream
 from lion_nb.patterns import (
-    Delivery, Event, EventAck, EventBroker, EventBrokerConfig, InMemoryEventStore,
+    Delivery, Event, EventAck, EventBroker, EventBrokerConfig, InMemoryEventStore, TopicPattern,
 )
 
 from events.helpers import drain, make_broker
@@ -187,3 +187,17 @@ async def test_delivery_reads_like_the_event():
     assert (d.topic, d.payload, d.headers) == ("t", {"k": 1}, {"h": "v"})
     assert d.idempotency_key == "key-1"
     assert d.offset == 1 and d.timestamp is not None and not d.redelivered
+
+
+@pytest.mark.parametrize("pattern", [">", "*", "*.*", "foo.>", "foo.*", "*.bar", "foo.*.bar"])
+@pytest.mark.parametrize("not_a_topic", ["", ".", ".foo", "foo.", "foo..bar", "..", "foo.bar.",
+                                         ".foo.bar"])
+def test_a_string_that_is_not_a_topic_matches_no_pattern(pattern, not_a_topic):
+    assert TopicPattern(pattern).matches(not_a_topic) is False
+
+
+def test_valid_topics_still_match_the_wildcards():
+    assert TopicPattern(">").matches("foo")
+    assert TopicPattern("*").matches("foo")
+    assert TopicPattern("foo.>").matches("foo.bar.baz")
+    assert TopicPattern("foo.*.bar").matches("foo.x.bar")

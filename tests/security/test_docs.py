@@ -13,8 +13,9 @@ _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 def test_security_doc_has_an_honesty_section():
     text = DOC.read_text()
-    assert "What this protects against, and what it does not" in text
+    assert "## Threat model" in text and "Inside one process, not protected" in text
     assert "not a sandbox" in text
+    assert "## Compared with macaroons and Biscuit" in text
 
 
 async def test_security_doc_code_blocks_run_as_written():

@@ -128,3 +128,134 @@ def test_registering_a_resource_twice_is_an_error():
     ex.resources.register("db", object())
     with pytest.raises(ResourceError):
         ex.resources.register("db", object())
+
+
+# --- issue 15, engine side ---------------------------------------------------------------
+
+async def test_any_exception_in_the_gate_is_an_audited_denial_and_ends_the_node(
+        secured, monkeypatch):
+    ex, authority, db, _ = secured
+    from lion_nb.security import GrantSet
+
+    def explode(self, requirement, *, node):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(GrantSet, "check", explode)
+    node = Node("SaveOrder", handler="save", requires=["db:write:orders/*"])
+    result = await ex.run(wf(node), grants=[authority.mint("db:write:orders/*")])
+    assert result.node_states["SaveOrder"] is NodeState.FAILED and db.rows == []
+    err = result.exceptions["SaveOrder"].__cause__
+    assert isinstance(err, CapabilityDeniedError) and err.node == "SaveOrder"
+    assert "RecursionError" in str(err)
+    last = [r for r in authority.audit() if r.decision == "deny"][-1]
+    assert (last.node, last.capability) == ("SaveOrder", "db:write:orders/*")
+
+
+async def test_grant_tokens_are_narrowed_to_the_node_and_empty_without_requires(secured):
+    ex, authority, _, clock = secured
+    seen = {}
+
+    async def grab(ctx):
+        seen[ctx.node_name] = ctx.grant_tokens
+
+    ex.add_handler("grab", grab)
+    reader = Node("Reader", handler="grab", requires=["db:read:orders/1"])
+    plain = Node("Plain", handler="grab")
+    token = authority.mint("db:read,write,delete:orders/*")
+    await ex.run(wf(reader, plain), grants=[token])
+    assert seen["Plain"] == ()
+    (text,) = seen["Reader"]
+    shipped = authority.verify(text)
+    assert str(shipped.capability) == "db:read:orders/1"
+    assert shipped.expires_at is not None and shipped.expires_at <= clock.time() + 300
+
+
+async def test_tokens_of_one_run_are_refused_for_a_later_workflow_under_the_same_id(secured):
+    ex, authority, _, _ = secured
+    stolen = {}
+
+    async def grab(ctx):
+        stolen["tokens"] = ctx.grant_tokens
+
+    ex.add_handler("grab", grab)
+    first = Node("Reader", handler="grab", requires=["db:read:orders/1"])
+    await ex.run(wf(first), grants=[authority.mint("db:read:orders/*")], instance_id="inst-x")
+    assert authority.verify(stolen["tokens"][0]).run_id  # bound to that run
+    other = WorkflowBuilder("other").add_node(
+        Node("Reader", handler="grab", requires=["db:read:orders/1"])).build()
+    later = WorkflowExecutor(config=ExecutorConfig(authority=authority))  # e.g. after a restart
+    later.add_handler("grab", grab)
+    async with later:
+        with pytest.raises(CapabilityDeniedError, match="another run"):
+            await later.run(other, grants=list(stolen["tokens"]), instance_id="inst-x")
+
+
+# --- signed definition files ------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [Authority.generate, Authority.generate_ed25519])
+def test_signed_definition_files_refuse_tampering_before_parsing(make):
+    import json as _json
+    from lion_nb.model import WorkflowDefinition
+    authority = make()
+    definition = wf(Node("SaveOrder", handler="save", requires=["db:write:orders/*"]))
+    text = definition.to_json(sign=authority)
+    assert WorkflowDefinition.from_json(text, verify=authority).fingerprint() == \
+        definition.fingerprint()
+    head, body = text.split("\n", 1)
+    doc = _json.loads(body)
+    doc["nodes"][0]["requires"] = []        # drop the check a privileged node needs
+    for tampered in (head + "\n" + _json.dumps(doc), definition.to_json()):
+        with pytest.raises(SecurityError):
+            WorkflowDefinition.from_json(tampered, verify=authority)
+
+
+# --- keyed MACs on durable records ------------------------------------------------------
+
+async def test_resume_refuses_a_forged_committed_output_when_an_authority_is_set(tmp_path):
+    import asyncio
+
+    from lion_nb.errors import CheckpointCorruptError
+    from lion_nb.state import SqliteStorage, StateMachineManager
+
+    authority = Authority.generate()
+    gate = asyncio.Event()
+
+    async def load(ctx):
+        return {"total": 10}
+
+    async def wait(ctx):
+        await gate.wait()
+        return ctx.results["Load"]["total"]
+
+    def executor(storage):
+        ex = WorkflowExecutor(state_manager=StateMachineManager(storage),
+                              config=ExecutorConfig(authority=authority))
+        ex.add_handler("load", load)
+        ex.add_handler("wait", wait)
+        return ex
+
+    load_n, pay_n = Node("Load", handler="load"), Node("Pay", handler="wait")
+    definition = WorkflowBuilder("pay").add_nodes(load_n, pay_n).connect(load_n, pay_n).build()
+    storage = SqliteStorage(tmp_path / "db.sqlite")
+    first = executor(storage)
+    async with first:
+        iid = await first.execute_workflow(definition)
+        while first.snapshot(iid).node_states["Load"] is not NodeState.SUCCEEDED:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # let the commit land
+    # Stopped mid-run: resumable. Someone with write access forges Load's output; the
+    # storage's own checksum is recomputed on write, so only the keyed MAC can tell.
+    keys = [k for k in await storage.keys("nodes/") if k.startswith(f"nodes/{iid}/")]
+    record = await storage.get(keys[0])
+    forged = dict(record, output={"total": 10_000})
+    await storage.put(keys[0], forged)
+    gate.set()
+    second = executor(storage)
+    async with second:
+        with pytest.raises(CheckpointCorruptError, match="keyed MAC"):
+            await second.resume(iid)
+        await storage.put(keys[0], record)  # the genuine record resumes fine
+        await second.resume(iid)
+        result = await second.wait(iid)
+        assert result.results["Pay"] == 10
+    await storage.close()

@@ -17,7 +17,8 @@ _NEEDED = ("CheckpointManager", "FileStorage", "SqliteStorage", "RecordCodec")
 
 @pytest.mark.skipif(not all(hasattr(lion_nb.state, n) for n in _NEEDED),
                     reason="lion_nb.state does not export the checkpoint names yet")
-async def test_checkpoint_doc_code_blocks_run_as_written():
+async def test_checkpoint_doc_code_blocks_run_as_written(pg_dsn, monkeypatch):
+    monkeypatch.setenv("LION_POSTGRES_DSN", pg_dsn)  # the PostgreSQL section's server
     assert len(python_blocks(DOC)) >= 8
     await run_blocks(DOC)
 

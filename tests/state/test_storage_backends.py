@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lion_nb.errors import LeaseError
+from lion_nb.errors import LeaseError, SerializationError
 from lion_nb.state.file_storage import FileStorage, filename_to_key, key_to_filename
 from lion_nb.state.sqlite_storage import SqliteStorage
 from lion_nb.state import PostgresStorage
@@ -163,3 +163,42 @@ def test_any_json_record_round_trips_under_any_key(kind, request):
 
     check()
     asyncio.run(store.close())
+
+
+async def test_claim_takes_each_queued_record_once_with_its_lease(storage):
+    for i in range(5):
+        await storage.put(f"queue/{i}", {"n": i, "lease": f"leases/{i}"})
+    await storage.put("queuex", {"lease": "leases/x"})  # not under the prefix
+    await storage.acquire_lease("leases/0", "other", ttl=10, now=0)  # live: skipped
+    claims = await asyncio.gather(*(storage.claim("queue/", f"w{j}", 10, 1) for j in range(8)))
+    taken = sorted(rec["n"] for c in claims for _, rec in c)
+    assert taken == [1, 2, 3, 4]
+    assert await storage.keys("queue/") == ["queue/0"]
+    owners = {(await storage.get(f"leases/{i}"))["owner"] for i in range(1, 5)}
+    assert len(owners) == 4  # every claimer that won holds its record's lease
+    assert await storage.claim("queue/", "w9", 10, 5) == []  # other's lease still live
+    [(key, record)] = await storage.claim("queue/", "w9", 10, 11)  # expired: claimable
+    assert key == "queue/0" and record["n"] == 0
+    assert await storage.claim("queue/", "w9", 10, 11) == []
+
+
+async def test_claim_takes_several_at_once_in_key_order(storage):
+    for i in range(6):
+        await storage.put(f"queue/{i}", {"n": i, "lease": f"leases/{i}"})
+    first = await storage.claim("queue/", "w", 10, 0, limit=4)
+    assert [rec["n"] for _, rec in first] == [0, 1, 2, 3]
+    assert [rec["n"] for _, rec in await storage.claim("queue/", "v", 10, 0, limit=4)] == [4, 5]
+
+
+@pytest.mark.parametrize("bad", [{"x": float("nan")}, {"x": float("inf")}, {"x": {1, 2}},
+                                 {"x": object()}, ["not", "a", "dict"]])
+async def test_every_backend_refuses_the_same_non_json_records(storage, bad):
+    await storage.put("a", {"v": 1})
+    with pytest.raises(SerializationError):
+        await storage.put_many([("b", {"ok": True}), ("a", bad)])
+    assert await storage.get("a") == {"v": 1} and await storage.get("b") is None
+
+
+async def test_every_backend_returns_what_json_gives_back(storage):
+    await storage.put("a", {"t": (1, 2), "nested": {"z": [None, True, 1.5]}})
+    assert await storage.get("a") == {"t": [1, 2], "nested": {"z": [None, True, 1.5]}}

@@ -298,3 +298,90 @@ async def test_storage_files_are_owner_only(tmp_path):
     assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "files").iterdir()} == {
         ".lock": 0o600, "a.rec": 0o600, "b.rec": 0o600, "c.rec": 0o600}
     assert modes["state.db"] == 0o600 and set(modes.values()) == {0o600}, modes
+
+
+# --- close() means on disk (issue 14) -------------------------------------------------------
+
+async def test_a_copy_of_the_database_taken_right_after_close_holds_everything(tmp_path):
+    import shutil
+    import threading
+    for round_ in range(10):
+        path = tmp_path / f"r{round_}.db"
+        store = SqliteStorage(path)
+        await asyncio.gather(*(store.put(f"k/{i}", {"i": i}) for i in range(50)))
+        await store.close()
+        assert not any(t.name == f"lion-sqlite {path}" for t in threading.enumerate())
+        copy = tmp_path / f"copy{round_}.db"
+        shutil.copyfile(path, copy)  # the main file alone: no -wal beside it
+        reopened = SqliteStorage(copy)
+        try:
+            assert len(await reopened.keys("k/")) == 50
+        finally:
+            await reopened.close()
+
+
+async def test_file_storage_close_ends_its_thread(tmp_path):
+    import threading
+    store = FileStorage(tmp_path)
+    await store.put_many([("a", {}), ("b", {})])
+    await store.close()
+    assert not any(t.name == f"lion-files {tmp_path}" for t in threading.enumerate())
+
+
+async def test_stray_files_in_a_file_storage_are_skipped_and_reported(tmp_path, caplog):
+    store = FileStorage(tmp_path)
+    await store.put_many([("instances/a", {}), ("b", {})])
+    for stray in ["notes%ZZ.rec", "x%C3.rec", "UPPER.rec", "readme.txt", "%4.rec"]:
+        (tmp_path / stray).write_text("not mine")
+    try:
+        assert await store.keys() == ["b", "instances/a"]
+        assert await store.keys("instances/") == ["instances/a"]
+        assert store.foreign_files == {"notes%ZZ.rec", "x%C3.rec", "UPPER.rec", "readme.txt",
+                                       "%4.rec"}
+        assert "notes%ZZ.rec" in caplog.text
+        caplog.clear()
+        await store.keys()
+        assert "notes%ZZ.rec" not in caplog.text  # reported once, not on every listing
+    finally:
+        await store.close()
+
+
+# --- a damaged SQLite file is named, never a raw sqlite3 or decode error (issue 14) -----------
+
+async def test_a_key_that_is_not_utf8_is_a_storage_corrupt_error(tmp_path):
+    from lion_nb.errors import StorageCorruptError
+    store = SqliteStorage(tmp_path / "s.db")
+    await store.put("a", {})
+    await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute("INSERT INTO lion_records VALUES (CAST(x'ff41' AS TEXT), x'00')")
+    store = SqliteStorage(tmp_path / "s.db")
+    try:
+        with pytest.raises(StorageCorruptError, match="damaged"):
+            await store.keys()
+    finally:
+        await store.close()
+
+
+async def test_a_damaged_sqlite_file_is_refused_when_opened(tmp_path):
+    from lion_nb.errors import CheckpointCorruptError, StorageCorruptError
+    path = tmp_path / "s.db"
+    store = SqliteStorage(path)
+    await store.put_many([(f"k/{i:04d}", {"i": i, "pad": "x" * 200}) for i in range(400)])
+    await store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for offset in range(2 * page, 2 * page + 64):  # garble an interior b-tree page header
+        data[offset] ^= 0xA5
+    path.write_bytes(bytes(data))
+    try:
+        store = SqliteStorage(path)
+    except StorageCorruptError as exc:
+        assert isinstance(exc, CheckpointCorruptError) and exc.path == str(path)
+    else:
+        try:  # if the garbled page went unnoticed at open, reading must still name it
+            with pytest.raises(CheckpointCorruptError):
+                for key in await store.keys():
+                    await store.get(key)
+        finally:
+            await store.close()

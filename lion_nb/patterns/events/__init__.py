@@ -23,7 +23,7 @@ from ._model import (
 from ._sqlite import SqliteEventStore
 from ._store import (
     ACKED, DEAD, PENDING, ConsumerRecord, ConsumerSink, DamagedRecord, EventStore,
-    InMemoryEventStore, PendingRecord, StoreSnapshot,
+    InMemoryEventStore, PendingRecord, StoreSnapshot, apply_effects,
 )
 from ._topics import TopicPattern, validate_topic
 
@@ -32,5 +32,5 @@ __all__ = [
     "DamagedRecord", "Delivery", "DeliveryMode", "Event", "EventAck", "EventBroker",
     "EventBrokerConfig", "EventFilter", "EventReceiver", "EventStore", "InMemoryEventStore",
     "PENDING", "PendingRecord", "RetryBackoff", "SqliteEventStore", "StoreSnapshot",
-    "TopicPattern", "new_event_id", "validate_topic",
+    "TopicPattern", "apply_effects", "new_event_id", "validate_topic",
 ]

@@ -85,6 +85,7 @@ class EventBroker:
         self._timer = RedeliveryTimer(clock, self._subs.values, self._expired)
         self._space_waiters: list[asyncio.Future[None]] = []
         self._compacted_at = clock.time()
+        self._retention = cfg.retention
         self._compaction: asyncio.Task[Any] | None = None
         self._use_store(store if store is not None else self._store)
 
@@ -118,7 +119,7 @@ class EventBroker:
 
     @property
     def observe(self) -> ObserveStream | None:
-        """The observe stream this broker reports EVENT_* events to (None without one)."""
+        """The observe stream this broker emits EVENT_* execution events on, or None."""
         return self._ledger.observe
 
     @property
@@ -177,6 +178,8 @@ class EventBroker:
             DeliveryMode(opts.get("mode", cfg.delivery_mode)), opts.get("ack_timeout"),
             opts.get("max_deliveries"), opts.get("max_pending"), bool(opts.get("group", False)))
         sub.filter_unknown = bool(opts.get("callable_filter", False))
+        self._limits(sub, opts.get("backoff") if opts.get("backoff_list") else None,
+                     opts.get("max_ack_pending"))
         return sub
 
     def _new_subscription(self, name: str, pattern: TopicPattern, flt: EventFilter | None,
@@ -305,7 +308,7 @@ class EventBroker:
             return event.id
         event.offset = offset
         self._route(event, targets)
-        if self._config.retention is not None:
+        if self._retention is not None:
             self._maybe_compact()
         return event.id
 
@@ -331,7 +334,7 @@ class EventBroker:
         batch: list[Event] = []
         ids: list[str | None] = []
         seen: dict[str, str] = {}
-        now = self._clock.time()
+        self._keys.expire(self._clock.time())
         for event in events:
             if not isinstance(event, Event):
                 raise EventTypeError(f"publish_many() takes Events, got {type(event).__name__}",
@@ -339,7 +342,7 @@ class EventBroker:
             if event.topic not in self._valid_topics:
                 self._check_topic(event.topic)
             key = event.idempotency_key
-            first = None if key is None else (seen.get(key) or self._keys.get(key, now))
+            first = None if key is None else (seen.get(key) or self._keys.find(key))
             if first is not None:
                 self._ledger.duplicates += 1
                 ids.append(first)
@@ -386,6 +389,8 @@ class EventBroker:
             else:
                 event.offset = offset
                 self._route(event, targets)
+        if self._config.retention is not None:
+            self._maybe_compact()
         out = iter(e.id for e in batch)
         return [i if i is not None else next(out) for i in ids]
 
@@ -398,7 +403,7 @@ class EventBroker:
             p = Pending(event)
             sub.pending[eid] = p
             sub.put(p)
-        self._ledger.on_published(event, [s.name for s in targets])
+        self._ledger.on_published(event, targets)
 
     # -- subscribing ------------------------------------------------------------------
 
@@ -407,7 +412,8 @@ class EventBroker:
         group: str | None = None, mode: DeliveryMode | str | None = None,
         ack_timeout: float | None = None, max_deliveries: int | None = None,
         max_pending: int | None = None, from_offset: int | None = None,
-        since: float | None = None,
+        since: float | None = None, backoff: Sequence[float] | None = None,
+        max_ack_pending: int | None = None,
     ) -> tuple[EventReceiver, AckSender]:
         """Subscribe ``subscriber_id`` to a topic or pattern; return ``(receiver, ack sender)``.
 
@@ -415,7 +421,10 @@ class EventBroker:
         With ``group``, members share one delivery state and each event goes
         to one member. A subscriber known to a durable store re-attaches and
         gets its unfinished events. ``from_offset`` / ``since`` (new
-        subscriptions only) first replay matching logged events.
+        subscriptions only) first replay matching logged events. ``backoff``
+        lists the delay before each redelivery (JetStream's BackOff; the last
+        repeats). ``max_ack_pending`` pauses hand-out while that many
+        deliveries are unacked; publishers are not blocked by it.
         """
         self._check_open()
         if not self._opened:
@@ -442,6 +451,8 @@ class EventBroker:
             self._check_rejoin(sub, pattern, flt, group, replay)
             if not sub.members:  # a durable subscription re-attaching after a restart
                 self._reattach(sub, flt, mode, ack_timeout, max_deliveries, max_pending)
+        if new or not sub.members:
+            self._limits(sub, backoff, max_ack_pending)
         self._routes.clear()
         member = Member(subscriber_id, sub)
         sub.members[subscriber_id] = member
@@ -468,7 +479,8 @@ class EventBroker:
                 self._subs.pop(name, None)
                 self._routes.clear()
             raise
-        return EventReceiver(member), AckSender(member, self._settle, self._settle_many)
+        return EventReceiver(member), AckSender(member, self._settle, self._settle_many,
+                                                self._progress)
 
     def _check_rejoin(self, sub: Subscription, pattern: TopicPattern, flt: EventFilter | None,
                       group: str | None, replay: bool) -> None:
@@ -504,14 +516,38 @@ class EventBroker:
         sub.max_deliveries = max_deliveries or sub.max_deliveries
         sub.max_pending = max_pending or sub.max_pending
 
+    @staticmethod
+    def _limits(sub: Subscription, backoff: Sequence[float] | None,
+                max_ack_pending: int | None) -> None:
+        """Check and set a subscription's backoff list and max ack pending (None: unchanged)."""
+        if backoff is not None:
+            delays = tuple(backoff) if isinstance(backoff, (list, tuple)) else None
+            if not delays or not all(isinstance(d, (int, float)) and not isinstance(d, bool)
+                                     and 0 <= d < float("inf") for d in delays):
+                raise SubscriberError(f"backoff must be a non-empty list of delays >= 0 "
+                                      f"seconds, got {backoff!r}", subscriber=sub.name)
+            sub.backoff = tuple(float(d) for d in delays)
+        if max_ack_pending is not None:
+            if isinstance(max_ack_pending, bool) or not isinstance(max_ack_pending, int) \
+                    or max_ack_pending < 1:
+                raise SubscriberError(f"max_ack_pending must be an int >= 1, got "
+                                      f"{max_ack_pending!r}", subscriber=sub.name)
+            sub.max_ack_pending = max_ack_pending
+
+    def _delay(self, sub: Subscription, attempts: int) -> float:
+        """Seconds before redelivering after the ``attempts``-th delivery failed or timed out."""
+        if sub.backoff:
+            return sub.backoff[min(attempts, len(sub.backoff)) - 1]
+        return self._config.backoff.delay(attempts)
+
     def _record(self, sub: Subscription) -> ConsumerRecord:
         flt = sub.filter
-        backoff = self._config.backoff
         return ConsumerRecord(sub.name, sub.pattern.pattern, flt.expression if flt else None, {
             "mode": sub.mode.value, "group": sub.is_group, "ack_timeout": sub.ack_timeout,
             "max_deliveries": sub.max_deliveries, "max_pending": sub.max_pending,
             "callable_filter": bool(flt is not None and flt.expression is None),
-            "backoff": [backoff.delay(n) for n in range(1, sub.max_deliveries)]})
+            "backoff": [self._delay(sub, n) for n in range(1, sub.max_deliveries)],
+            "backoff_list": bool(sub.backoff), "max_ack_pending": sub.max_ack_pending})
 
     async def _backfill(self, sub: Subscription, logged: list[Event]) -> None:
         chosen = [e for e in logged if sub.pattern.matches(e.topic) and e.id not in sub.pending
@@ -691,7 +727,29 @@ class EventBroker:
 
     def _fail(self, sub: Subscription, p: Pending, ack: EventAck) -> None:
         self._ledger.on_failed(p.event, ack.subscriber, p.attempts, ack.error)
+        if ack.final:  # terminate: no redelivery, whatever attempts are left
+            sub.inflight.pop(p.event.id, None)
+            p.last_error, p.member = ack.error, None
+            sub.freed()
+            self._dead_letter(sub, p)
+            return
         self._retry(sub, p, ack.error, ack.delay, "failure")
+
+    async def _progress(self, delivery: Delivery, member: Member) -> None:
+        """In progress: the delivery's ack deadline starts again (JetStream's +WPI)."""
+        if not isinstance(delivery, Delivery):
+            raise EventTypeError(f"in_progress() takes the Delivery received, got "
+                                 f"{type(delivery).__name__}", value=delivery)
+        found = self._check_ack(EventAck.success(delivery, member.id), member)
+        if found is None:
+            return  # already acknowledged: nothing left to extend
+        sub, p = found
+        if self._owned:
+            await _resolve(self._store.progress(sub.name, p.event))
+            return
+        p.deadline = self._clock.monotonic() + sub.ack_timeout
+        del sub.inflight[p.event.id]   # re-inserted last: inflight stays in deadline order
+        sub.inflight[p.event.id] = p
 
     def _stale_reason(self, ack: EventAck, p: Pending, member: Member) -> str:
         where = {READY: "waiting to be redelivered" if p.attempts else "not delivered yet",
@@ -709,6 +767,7 @@ class EventBroker:
         event = p.event
         del sub.pending[event.id]
         sub.remember_ack(event.id, p.attempts)
+        sub.freed()
         self._ledger.on_acked(event, subscriber, p.attempts)
         if self._space_waiters:
             self._wake_publishers()
@@ -723,6 +782,7 @@ class EventBroker:
         else:
             self._write_bg((), ((sub.name, p.event.offset, ACKED, p.attempts, None),))
         self._ledger.on_acked(p.event, sub.name, p.attempts, "effect already committed")
+        sub.freed()
         if self._space_waiters:
             self._wake_publishers()
 
@@ -785,11 +845,12 @@ class EventBroker:
         sub.inflight.pop(event.id, None)
         p.last_error = error
         p.member = None
+        sub.freed()
         if p.attempts >= sub.max_deliveries:
             self._dead_letter(sub, p)
             return
         if delay is None:
-            delay = self._config.backoff.delay(p.attempts)
+            delay = self._delay(sub, p.attempts)
         self._ledger.on_redelivery(event, sub.name, p.attempts, error, reason, delay)
         if self._owned:  # nak: the store redelivers after the delay
             p.state = DELAYED

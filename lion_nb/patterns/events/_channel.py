@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from typing import Awaitable, Callable, Iterable, Protocol
 
 from ...clock import Clock
 from ...errors import BrokerClosedError, SubscriberError
@@ -30,6 +30,7 @@ from ._topics import TopicPattern
 __all__ = ["EventReceiver", "AckSender"]
 
 READY, INFLIGHT, DELAYED, FINISHING = 0, 1, 2, 3
+_RECENT_ACKS = 1024           # acked ids a subscription remembers, for repeated acks
 
 
 class Alarm(Protocol):
@@ -75,12 +76,15 @@ class Subscription:
     __slots__ = ("name", "pattern", "filter", "mode", "ack_timeout", "max_deliveries",
                  "max_pending", "is_group", "members", "ready", "getters", "inflight",
                  "pending", "reserved", "closed", "shut", "filter_unknown", "recent_acks",
-                 "_out")
+                 "_acked_ring", "_ring_at", "_out", "_clock", "_alarm", "_ledger", "backoff",
+                 "max_ack_pending")
 
     def __init__(self, name: str, pattern: TopicPattern, flt: EventFilter | None,
                  mode: DeliveryMode, ack_timeout: float, max_deliveries: int,
                  max_pending: int, is_group: bool, handout: HandOut) -> None:
         self._out = handout
+        # hand-out runs per delivery: its collaborators one attribute away, not two
+        self._clock, self._alarm, self._ledger = handout.clock, handout.alarm, handout.ledger
         self.name = name
         self.pattern = pattern
         self.filter = flt
@@ -98,11 +102,18 @@ class Subscription:
         self.reserved = 0                 # slots held by publishes awaiting the store
         self.closed = False               # unsubscribed for good: routing skips it
         self.shut = False                 # the broker closed: receivers get None
-        # event id -> attempt of recent successful acks, so a repeated ack is a no-op
+        # event id -> attempt of recent successful acks, so a repeated ack is a no-op;
+        # a ring of their ids evicts the oldest in O(1)
         self.recent_acks: dict[str, int] = {}
+        self._acked_ring: list[str | None] = [None] * min(max_pending, _RECENT_ACKS)
+        self._ring_at = 0
         # Restored from a store whose filter was a callable: route everything
         # matching the pattern until a member re-attaches with the callable.
         self.filter_unknown = False
+        #: per-attempt redelivery delays (JetStream's BackOff); () uses the broker's policy
+        self.backoff: tuple[float, ...] = ()
+        #: at most this many deliveries in flight; hand-out pauses at it, publishing does not
+        self.max_ack_pending: int | None = None
 
     # -- the receiving side -------------------------------------------------------
 
@@ -112,7 +123,8 @@ class Subscription:
         while True:
             if self.shut or member.closed:
                 return None
-            if ready:
+            if ready and (self.max_ack_pending is None
+                          or len(self.inflight) < self.max_ack_pending):
                 p = ready.popleft()
                 if p.state != READY:
                     continue
@@ -136,7 +148,8 @@ class Subscription:
         if member.closed:
             raise SubscriberError(f"subscriber {member.id!r} has unsubscribed",
                                   subscriber=member.id)
-        while self.ready:
+        while self.ready and (self.max_ack_pending is None
+                              or len(self.inflight) < self.max_ack_pending):
             p = self.ready.popleft()
             if p.state != READY:
                 continue
@@ -147,27 +160,29 @@ class Subscription:
         raise asyncio.QueueEmpty(f"no event ready for subscriber {member.id!r}")
 
     def _hand_out(self, member: "Member", p: "Pending") -> Delivery:
-        out = self._out
         p.attempts += 1
         p.state = INFLIGHT
         p.member = member
         event = p.event
         self.inflight[event.id] = p
-        alarm = out.alarm
+        alarm = self._alarm
         if alarm is not None:
-            deadline = p.deadline = out.clock.monotonic() + self.ack_timeout
+            deadline = p.deadline = self._clock.monotonic() + self.ack_timeout
             armed = alarm.armed_at
             if armed is None or deadline < armed:
                 alarm.arm(deadline)
-        out.ledger.on_delivered(event, member.id, p.attempts)
+        self._ledger.on_delivered(event, member.id, p.attempts)
         return Delivery(event, p.attempts, member.id)
 
     def remember_ack(self, event_id: str, attempt: int) -> None:
-        """Keep the last few acked ids (bounded by max_pending) to recognise a repeat."""
-        recent = self.recent_acks
-        recent[event_id] = attempt
-        if len(recent) > self.max_pending:
-            del recent[next(iter(recent))]
+        """Keep the last acked ids (at most max_pending, 1024) to recognise a repeated ack."""
+        ring, at = self._acked_ring, self._ring_at
+        old = ring[at]
+        if old is not None:
+            self.recent_acks.pop(old, None)
+        ring[at] = event_id
+        self._ring_at = (at + 1) % len(ring)
+        self.recent_acks[event_id] = attempt
 
     def shut_down(self) -> None:
         """The broker closed: receivers get None from now on."""
@@ -186,6 +201,11 @@ class Subscription:
             if not fut.done():
                 fut.set_result(None)
                 return
+
+    def freed(self) -> None:
+        """A delivery left flight: under ``max_ack_pending`` a waiting receiver may go on."""
+        if self.max_ack_pending is not None and self.ready:
+            self.wake_one()
 
     def wake_one(self) -> None:
         """Wake the longest-waiting receiver, if any."""
@@ -269,17 +289,20 @@ class EventReceiver:
 
 Settle = Callable[[EventAck, Member], Awaitable[None]]
 SettleMany = Callable[[list[EventAck], Member], Awaitable[None]]
+Progress = Callable[[Delivery, Member], Awaitable[None]]
 
 
 class AckSender:
     """The acknowledging end: ``await ack_tx.send(EventAck.success(event.id, subscriber))``."""
 
-    __slots__ = ("_member", "_settle", "_settle_many")
+    __slots__ = ("_member", "_settle", "_settle_many", "_progress")
 
-    def __init__(self, member: Member, settle: Settle, settle_many: SettleMany) -> None:
+    def __init__(self, member: Member, settle: Settle, settle_many: SettleMany,
+                 progress: Progress) -> None:
         self._member = member
         self._settle = settle
         self._settle_many = settle_many
+        self._progress = progress
 
     @property
     def subscriber(self) -> str:
@@ -307,6 +330,15 @@ class AckSender:
         """Shorthand for ``send(EventAck.failure(delivery, <this subscriber>, error))``."""
         return self._settle(EventAck.failure(delivery, self._member.id, error, delay=delay),
                             self._member)
+
+    def terminate(self, delivery: Delivery, reason: object = "terminated") -> Awaitable[None]:
+        """Give up on ``delivery`` now: no redelivery, dead-lettered with ``reason``."""
+        return self._settle(EventAck.terminate(delivery, self._member.id, reason),
+                            self._member)
+
+    def in_progress(self, delivery: Delivery) -> Awaitable[None]:
+        """Still working on ``delivery``: its ack timeout starts again (JetStream's +WPI)."""
+        return self._progress(delivery, self._member)
 
     def __repr__(self) -> str:
         return f"AckSender({self._member.id!r})"

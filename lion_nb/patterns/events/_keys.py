@@ -34,6 +34,11 @@ class IdempotencyKeys:
         hit = self._keys.get(key)
         return None if hit is None else hit[0]
 
+    def find(self, key: str) -> str | None:
+        """Like :meth:`get` without expiring first (after one ``expire`` for a batch)."""
+        hit = self._keys.get(key)
+        return None if hit is None else hit[0]
+
     def add(self, key: str, event_id: str, stamp: float) -> None:
         """Remember ``key`` -> ``event_id`` as published at ``stamp`` (wall seconds)."""
         self._keys[key] = (event_id, stamp)

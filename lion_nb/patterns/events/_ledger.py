@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ...clock import Clock
 from ...engine.observe import EventKind, ExecEvent, ObserveStream
@@ -22,7 +22,7 @@ class Ledger:
     """
 
     __slots__ = ("published", "duplicates", "delivered", "acked", "failed", "redelivered",
-                 "dead_lettered", "rows", "_clock", "_observe")
+                 "dead_lettered", "rows", "_clock", "observe")
 
     def __init__(self, clock: Clock, observe: ObserveStream | None, history_limit: int) -> None:
         self.published = self.duplicates = self.delivered = self.acked = 0
@@ -30,24 +30,20 @@ class Ledger:
         self.rows: deque[tuple[Any, ...]] | None = \
             deque(maxlen=history_limit) if history_limit else None
         self._clock = clock
-        self._observe = observe
-
-    @property
-    def observe(self) -> ObserveStream | None:
-        """The stream EVENT_* execution events go to, if any."""
-        return self._observe
+        self.observe = observe
 
     # Each method below is on the per-event hot path: counters and rows inline.
 
-    def on_published(self, event: Event, subscribers: list[str]) -> None:
-        """A stored event was routed to ``subscribers``."""
+    def on_published(self, event: Event, subscribers: Sequence[Any]) -> None:
+        """A stored event was routed to ``subscribers`` (subscriptions: ``.name`` each)."""
         self.published += 1
         if self.rows is not None:
             self.rows.append((event.timestamp, "published", event.topic, event.id, None, 0,
                               None))
-        obs = self._observe
+        obs = self.observe
         if obs is not None and obs.active:
-            self._emit(EventKind.EVENT_PUBLISHED, event, None, 0, subscribers=subscribers)
+            self._emit(EventKind.EVENT_PUBLISHED, event, None, 0,
+                       subscribers=[s.name for s in subscribers])
 
     def on_delivered(self, event: Event, subscriber: str, attempt: int) -> None:
         """An attempt was handed to ``subscriber``."""
@@ -55,7 +51,7 @@ class Ledger:
         if self.rows is not None:
             self.rows.append((self._clock.time(), "delivered", event.topic, event.id,
                               subscriber, attempt, None))
-        obs = self._observe
+        obs = self.observe
         if obs is not None and obs.active:
             self._emit(EventKind.EVENT_DELIVERED, event, subscriber, attempt)
 
@@ -66,7 +62,7 @@ class Ledger:
         if self.rows is not None:
             self.rows.append((self._clock.time(), "acked", event.topic, event.id, subscriber,
                               attempt, note))
-        obs = self._observe
+        obs = self.observe
         if obs is not None and obs.active and note is None:
             self._emit(EventKind.EVENT_ACKED, event, subscriber, attempt)
 
@@ -84,7 +80,7 @@ class Ledger:
         if self.rows is not None:
             self.rows.append((self._clock.time(), "redelivery", event.topic, event.id,
                               subscriber, attempt, error))
-        obs = self._observe
+        obs = self.observe
         if obs is not None and obs.active:
             self._emit(EventKind.EVENT_REDELIVERED, event, subscriber, attempt,
                        reason=reason, delay=delay, error=error)
@@ -96,7 +92,7 @@ class Ledger:
         if self.rows is not None:
             self.rows.append((self._clock.time(), "dead_lettered", event.topic, event.id,
                               subscriber, attempt, error))
-        obs = self._observe
+        obs = self.observe
         if obs is not None and obs.active:
             self._emit(EventKind.EVENT_DEAD_LETTERED, event, subscriber, attempt, error=error)
 
@@ -117,5 +113,5 @@ class Ledger:
               **extra: Any) -> None:
         data = {"topic": event.topic, "event_id": event.id, "subscriber": subscriber}
         data.update(extra)
-        assert self._observe is not None
-        self._observe.emit(ExecEvent(kind, self._clock.time(), None, subscriber, attempt, data))
+        assert self.observe is not None
+        self.observe.emit(ExecEvent(kind, self._clock.time(), None, subscriber, attempt, data))

@@ -134,11 +134,12 @@ Effects = Mapping[str, Any] | Callable[[dict[str, Any]], None]
 class EventAck:
     """A subscriber's verdict on a delivery: ``success`` finishes it, ``failure`` retries it."""
 
-    __slots__ = ("event_id", "subscriber", "ok", "error", "delay", "attempt", "effects")
+    __slots__ = ("event_id", "subscriber", "ok", "error", "delay", "attempt", "effects",
+                 "final")
 
     def __init__(self, event_id: str, subscriber: str, ok: bool, *, error: str | None = None,
                  delay: float | None = None, attempt: int | None = None,
-                 effects: Effects | None = None) -> None:
+                 effects: Effects | None = None, final: bool = False) -> None:
         self.event_id = event_id
         self.subscriber = subscriber
         self.ok = ok
@@ -146,6 +147,7 @@ class EventAck:
         self.delay = delay
         self.attempt = attempt
         self.effects = effects
+        self.final = final                # terminate: no redelivery, dead-lettered now
 
     @classmethod
     def success(cls, event: "str | Delivery", subscriber: str, *, attempt: int | None = None,
@@ -174,8 +176,19 @@ class EventAck:
                        attempt=event.attempt if attempt is None else attempt)
         return cls(event, subscriber, False, error=text, delay=delay, attempt=attempt)
 
+    @classmethod
+    def terminate(cls, event: "str | Delivery", subscriber: str, reason: object = "terminated",
+                  *, attempt: int | None = None) -> "EventAck":
+        """Give up on ``event`` now (JetStream's term): no redelivery, dead-lettered with ``reason``."""
+        text = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
+        if isinstance(event, Delivery):
+            attempt = event.attempt if attempt is None else attempt
+            event = event.event.id
+        return cls(event, subscriber, False, error=text, attempt=attempt, final=True)
+
     def __repr__(self) -> str:
-        verdict = "success" if self.ok else f"failure({self.error!r})"
+        verdict = "success" if self.ok else \
+            f"{'terminate' if self.final else 'failure'}({self.error!r})"
         return f"EventAck.{verdict}[{self.event_id!r}, {self.subscriber!r}, attempt={self.attempt}]"
 
 

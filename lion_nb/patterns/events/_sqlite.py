@@ -34,7 +34,7 @@ import sqlite3
 import weakref
 from typing import Any, Callable, Sequence
 
-from ...errors import EventCorruptError, EventError, StorageError
+from ...errors import ConfigError, EventCorruptError, EventError, StorageError
 from ...state._worker import Worker
 from ._model import Event
 from ._store import (
@@ -117,8 +117,17 @@ class SqliteEventStore(EventStore):
 
     def __init__(self, path: str | Any, *, max_batch: int = 1024,
                  busy_timeout: float = 0.5) -> None:
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"SqliteEventStore: max_batch must be an int >= 1, got "
+                              f"{max_batch!r}", field="max_batch")
+        if not isinstance(busy_timeout, (int, float)) or not busy_timeout >= 0:
+            raise ConfigError(f"SqliteEventStore: busy_timeout must be >= 0 seconds, got "
+                              f"{busy_timeout!r}", field="busy_timeout")
         self.path = str(path)
         self.max_batch = max_batch
+        #: Tests set this to a callable that stops the process at a named step
+        #: ("before_commit", "after_commit"), on the writer thread.
+        self.step_hook: Callable[[str], None] | None = None
         self._queued: list[tuple[Callable[..., Any], tuple[Any, ...],
                                  asyncio.Future[Any]]] = []
         self._drain: asyncio.Task[None] | None = None
@@ -247,7 +256,12 @@ class SqliteEventStore(EventStore):
                     if not single:
                         conn.execute("RELEASE op")
                     outcomes.append((True, value))
+            hook = self.step_hook
+            if hook is not None:
+                hook("before_commit")
             conn.execute("COMMIT")
+            if hook is not None:
+                hook("after_commit")
         except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -303,9 +317,12 @@ class SqliteEventStore(EventStore):
         if self._drain is not None and not self._drain.done():
             await asyncio.gather(self._drain, return_exceptions=True)
         self._closed = True
+        self._finalizer.detach()
         if not self._worker.stopped:
-            await self._worker.call(int)  # let calls already queued finish first
-        self._finalizer()  # closes the connection on its own thread, then stops it
+            # On its own thread, after what is queued; awaited, so the file (and its
+            # exclusive lock) is released when close() returns.
+            await self._worker.call(self._conn.close)
+            self._worker.stop()
 
 
 def _wrap(exc: BaseException, path: str) -> BaseException:
@@ -347,8 +364,7 @@ def _apply_effect(conn: sqlite3.Connection, consumer: str, seq: int | None,
                        (consumer, seq)).fetchone()
     if row is None or row[0] != PENDING or row[1]:
         return False  # finished or already processed: the effect was applied before
-    old = {k: json.loads(v) for k, v in
-           conn.execute("SELECT key, value FROM state WHERE consumer = ?", (consumer,))}
+    old = _state(conn, consumer)
     new = apply_effects(old, effects)
     gone = [(consumer, k) for k in old if k not in new]
     changed = [(consumer, k, json.dumps(v, allow_nan=False)) for k, v in new.items()
@@ -361,8 +377,8 @@ def _apply_effect(conn: sqlite3.Connection, consumer: str, seq: int | None,
 
 
 def _load(conn: sqlite3.Connection, keys_since: float) -> StoreSnapshot:
-    consumers = [ConsumerRecord(n, p, f, json.loads(o)) for n, p, f, o in
-                 conn.execute("SELECT name, pattern, filter, options FROM consumers")]
+    consumers = [ConsumerRecord(n, p, f, _json(o, f"options of consumer {n!r}")) for n, p, f, o
+                 in conn.execute("SELECT name, pattern, filter, options FROM consumers")]
     pending: dict[str, list[PendingRecord]] = {c.name: [] for c in consumers}
     damaged: list[DamagedRecord] = []
     for row in conn.execute(
@@ -431,8 +447,17 @@ def _compact(conn: sqlite3.Connection, before: float) -> int:
     return len(gone)
 
 
+def _json(text: str, what: str) -> Any:
+    """Parse a stored JSON text; a damaged one is a StorageError naming what it was."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise StorageError(f"event store: the stored {what} is damaged ({exc})",
+                           key=what) from None
+
+
 def _state(conn: sqlite3.Connection, consumer: str) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in
+    return {k: _json(v, f"state {k!r} of consumer {consumer!r}") for k, v in
             conn.execute("SELECT key, value FROM state WHERE consumer = ? ORDER BY key",
                          (consumer,))}
 

@@ -198,6 +198,10 @@ class EventStore(ABC):
         """Delivery-owning stores: stop pushing ``consumer``'s deliveries (it stays durable)."""
         raise NotImplementedError(f"{type(self).__name__} does not own delivery")
 
+    def progress(self, consumer: str, event: Event) -> MaybeAwaitable[None]:
+        """Delivery-owning stores: ``event`` is still being handled; restart its ack wait."""
+        raise NotImplementedError(f"{type(self).__name__} does not own delivery")
+
     def settle(self, consumer: str, event: Event, outcome: int, attempts: int,
                delay: float | None = None, error: str | None = None) -> MaybeAwaitable[None]:
         """Delivery-owning stores: the verdict on ``event``'s delivery to ``consumer``.

@@ -2,12 +2,13 @@
 
     python child.py KIND STORE LOG GENERATION start|resume INSTANCE KILL
 
-KIND is ``sqlite`` or ``file``. KILL is ``none`` or ``MODE:K``: SIGKILL itself
+KIND is ``sqlite``, ``file`` or ``postgres`` (STORE is then a DSN). KILL is
+``none`` or ``MODE:K``: SIGKILL itself
 
 * ``before:K`` -- as the K-th ``put_many`` of this process is about to start;
 * ``inside:K`` -- at the K-th step hook of the backend (SQLite: transaction
   built, not committed; files: batch journal committed, or one record of it
-  applied);
+  applied; PostgreSQL: before or after COMMIT);
 * ``after:K``  -- right after the K-th ``put_many`` returned (acknowledged,
   successors not yet queued).
 
@@ -29,7 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/
 from engine.crash.workflow import build, register  # noqa: E402
 from lion_nb.engine import WorkflowExecutor  # noqa: E402
 from lion_nb.errors import StateError  # noqa: E402
-from lion_nb.state import FileStorage, SqliteStorage, StateMachineManager  # noqa: E402
+from lion_nb.state import (  # noqa: E402
+    FileStorage,
+    PostgresStorage,
+    SqliteStorage,
+    StateMachineManager,
+)
 
 
 def die() -> None:
@@ -64,7 +70,8 @@ def instrument(storage, kill: str) -> None:
 
 async def main(kind: str, store: str, log: str, generation: str, action: str, iid: str,
                kill: str) -> None:
-    storage = SqliteStorage(store) if kind == "sqlite" else FileStorage(store)
+    storage = {"sqlite": SqliteStorage, "file": FileStorage,
+               "postgres": PostgresStorage}[kind](store)
     instrument(storage, kill)
     executor = WorkflowExecutor(state_manager=StateMachineManager(storage))
     register(executor, log, int(generation))

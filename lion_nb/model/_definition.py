@@ -1,0 +1,355 @@
+"""WorkflowDefinition (an immutable, validated DAG) and WorkflowBuilder, which makes one.
+
+The two share one module because the builder is the definition's constructor
+front end: it hands over the index arrays it has already computed, and
+reading a JSON document goes through a builder so each error names its field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
+
+from .. import _display
+from ..errors import (CycleError, DefinitionError, DuplicateIdError, SerializationError,
+                      UnknownNodeError)
+from ..security import DefinitionCeiling
+from . import _document as doc_format
+from ._edge import Edge
+from ._ids import NodeId, WorkflowId
+from ._node import Node
+
+__all__ = ["WorkflowBuilder", "WorkflowDefinition"]
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+_SIGNED_PURPOSE = "workflow-definition"
+
+
+class WorkflowDefinition:
+    """An immutable, validated DAG of nodes and edges; build it with WorkflowBuilder.
+
+    Nodes are kept in insertion order and addressed by index internally;
+    ``out_edges[i]``/``in_edges[i]`` are adjacency lists of edge indices, which
+    the executor walks with integers only. Constructing one checks that the
+    graph is acyclic (Kahn's algorithm, linear time); CycleError names a cycle.
+    """
+
+    _display_kind = "workflow"
+
+    def __init__(self, name: str, nodes: tuple[Node, ...], edges: tuple[Edge, ...], *,
+                 id: WorkflowId | str | None = None,
+                 metadata: Mapping[str, Any] | None = None,
+                 ceiling: tuple[str, ...] | None = None,
+                 _ends: tuple[dict[NodeId, int], list[int], list[int]] | None = None) -> None:
+        self.id = WorkflowId(id) if id else WorkflowId.new()
+        self.ceiling = ceiling
+        self.name = name
+        self.nodes = nodes
+        self.edges = edges
+        self.metadata = MappingProxyType(dict(metadata or {}))
+        self._fingerprint: str | None = None  # computed once: the definition is immutable
+        # Tens of thousands of small lists and tuples, none in a cycle: the cyclic
+        # collector would only rescan the (large) heap again and again meanwhile.
+        with _collector_paused():
+            self._index_edges(_ends)
+
+    def _index_edges(self, _ends: tuple[dict[NodeId, int], list[int], list[int]] | None
+                     ) -> None:
+        nodes, edges = self.nodes, self.edges
+        if _ends is None:
+            index = {n.id: i for i, n in enumerate(nodes)}
+            _ends = (index, [index[e.source] for e in edges], [index[e.target] for e in edges])
+        self.index, self.edge_source, self.edge_target = _ends
+        self.by_name = {n.name: i for i, n in enumerate(nodes)}
+        out: list[list[int]] = [[] for _ in nodes]
+        inc: list[list[int]] = [[] for _ in nodes]
+        for k, (s, t) in enumerate(zip(self.edge_source, self.edge_target)):
+            out[s].append(k)
+            inc[t].append(k)
+        self.out_edges = tuple(tuple(x) for x in out)
+        self.in_edges = tuple(tuple(x) for x in inc)
+        self._order = self._kahn()
+
+    def _kahn(self) -> list[int]:
+        """Node indices in topological order; CycleError naming a cycle if there is one."""
+        target = self.edge_target
+        indeg = [len(x) for x in self.in_edges]
+        order = [i for i, d in enumerate(indeg) if d == 0]
+        out = self.out_edges
+        for i in order:  # the list grows while we walk it
+            for k in out[i]:
+                t = target[k]
+                indeg[t] -= 1
+                if indeg[t] == 0:
+                    order.append(t)
+        if len(order) != len(self.nodes):
+            raise self._cycle_error(indeg)
+        return order
+
+    def _cycle_error(self, indeg: list[int]) -> CycleError:
+        # Nodes Kahn could not free each keep an incoming edge from another such
+        # node, so walking those edges backwards must come round: that is a cycle.
+        stuck = {i for i, d in enumerate(indeg) if d > 0}
+        seen: dict[int, int] = {}
+        walk: list[int] = []
+        i = min(stuck)
+        while i not in seen:
+            seen[i] = len(walk)
+            walk.append(i)
+            k = next(k for k in self.in_edges[i] if self.edge_source[k] in stuck)
+            i = self.edge_source[k]
+        loop = walk[seen[i]:][::-1]  # forward order: each node has an edge to the next
+        ring = list(zip(loop, loop[1:] + loop[:1]))
+        # Start at the edge added last: the one most likely to be the mistake.
+        pairs = {(self.edge_source[k], self.edge_target[k]): k for k in range(len(self.edges))}
+        last = max(range(len(ring)), key=lambda j: pairs[ring[j]])
+        path = [s for s, _ in ring[last:] + ring[:last]]
+        names = [self.nodes[j].name for j in path + path[:1]]
+        edge = self.edges[pairs[ring[last]]]
+        return CycleError(f"workflow {self.name!r}: edge {' -> '.join(names[:2])} closes the "
+                          f"cycle {' -> '.join(names)}", cycle=names, edge_id=edge.id)
+
+    # --- navigation ----------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __repr__(self) -> str:
+        return (f"WorkflowDefinition({self.name!r}, {len(self.nodes)} nodes, "
+                f"{len(self.edges)} edges)")
+
+    def node(self, key: NodeId | str) -> Node:
+        """The node with this id or name; UnknownNodeError otherwise."""
+        i = self.index.get(key) if isinstance(key, NodeId) else None
+        if i is None:
+            i = self.by_name.get(key, self.index.get(NodeId(key)))
+        if i is None:
+            raise UnknownNodeError(f"workflow {self.name!r} has no node {key!r}", node_id=key)
+        return self.nodes[i]
+
+    def successors(self, key: NodeId | str) -> list[Node]:
+        """Nodes reached by the node's outgoing edges."""
+        i = self.index[self.node(key).id]
+        return [self.nodes[self.edge_target[k]] for k in self.out_edges[i]]
+
+    def predecessors(self, key: NodeId | str) -> list[Node]:
+        """Nodes with an edge into this node."""
+        i = self.index[self.node(key).id]
+        return [self.nodes[self.edge_source[k]] for k in self.in_edges[i]]
+
+    def roots(self) -> list[Node]:
+        """Nodes without incoming edges."""
+        return [n for i, n in enumerate(self.nodes) if not self.in_edges[i]]
+
+    def leaves(self) -> list[Node]:
+        """Nodes without outgoing edges."""
+        return [n for i, n in enumerate(self.nodes) if not self.out_edges[i]]
+
+    def topological_order(self) -> list[Node]:
+        """Nodes so that every edge points forward (Kahn's algorithm, stable)."""
+        return [self.nodes[i] for i in self._order]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the structure (names, handlers, edges, conditions): what resume compares."""
+        if self._fingerprint is not None:
+            return self._fingerprint
+        shape = {
+            "nodes": [[n.name, n.handler, n.trigger_rule.value] for n in self.nodes],
+            "edges": [[self.nodes[s].name, self.nodes[t].name,
+                       e.condition.label if e.condition else None]
+                      for e, s, t in zip(self.edges, self.edge_source, self.edge_target)],
+        }
+        self._fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        return self._fingerprint
+
+    # --- serialization and display --------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able document; SerializationError if an edge holds a Python callable."""
+        names = [n.name for n in self.nodes]
+        edges = [doc_format.edge_document(
+                     e, k, f"{names[self.edge_source[k]]!r} -> {names[self.edge_target[k]]!r}")
+                 for k, e in enumerate(self.edges)]
+        doc_format.check_json(dict(self.metadata), "metadata")
+        nodes = [n.to_dict() for n in self.nodes]
+        for k, n in enumerate(nodes):
+            doc_format.check_json(n["config"], f"nodes[{k}].config")
+        return {"format": doc_format.FORMAT, "format_version": doc_format.FORMAT_VERSION,
+                "id": str(self.id), "name": self.name, "metadata": dict(self.metadata),
+                "ceiling": list(self.ceiling) if self.ceiling is not None else None,
+                "nodes": nodes, "edges": edges}
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> "WorkflowDefinition":
+        """Rebuild (and re-validate) a definition; errors name the bad field."""
+        need = doc_format.need
+        version = doc_format.read_header(document)
+        ceiling = doc_format.read_ceiling(document)
+        try:
+            builder = WorkflowBuilder(need(document, "name", str), id=need(document, "id", str),
+                                      metadata=document.get("metadata") or {}, ceiling=ceiling)
+        except DefinitionError as exc:
+            raise SerializationError(f"ceiling: {exc}", field="ceiling") from exc
+        for part, add in (("nodes", builder.add_node), ("edges", builder.add_edge)):
+            for i, entry in enumerate(need(document, part, list)):
+                where = f"{part}[{i}]"
+                item = (doc_format.read_node(entry, where, version) if part == "nodes"
+                        else doc_format.read_edge(entry, where))
+                try:
+                    add(item)  # type: ignore[arg-type]
+                except DefinitionError as exc:
+                    raise SerializationError(f"{where}: {exc}", field=where) from exc
+        return builder.build()
+
+    def to_json(self, *, sign: Any = None, **kwargs: Any) -> str:
+        """``to_dict()`` as a JSON string; ``sign=authority`` puts a signature line first."""
+        text = json.dumps(self.to_dict(), **kwargs)
+        if sign is None:
+            return text
+        return str(sign.seal(text.encode(), purpose=_SIGNED_PURPOSE).decode())
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, verify: Any = None) -> "WorkflowDefinition":
+        """Parse a JSON document made by ``to_json``.
+
+        ``verify=authority`` first checks the signature ``to_json(sign=...)``
+        wrote, over the raw bytes, and refuses (SecurityError) an unsigned or
+        altered file before any of it is parsed: a file that decides which
+        checks run (``requires``, ``handler``, ``ceiling``) must not be edited.
+        """
+        if verify is not None:
+            raw = text.encode() if isinstance(text, str) else bytes(text)
+            text = verify.unseal(raw, purpose=_SIGNED_PURPOSE)
+        return cls.from_dict(doc_format.parse_json(text))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return _display.mimebundle(self, include, exclude)
+
+
+class WorkflowBuilder:
+    """Builds a WorkflowDefinition; every ``add_*`` validates and returns ``self``.
+
+    ``add_edge`` rejects unknown endpoints, duplicate ids and edges, and
+    self-loops at the call. Longer cycles are found once, by ``build()``, in
+    linear time (so adding edges costs the same in any order); the CycleError
+    names the cycle's path.
+    """
+
+    def __init__(self, name: str, *, id: WorkflowId | str | None = None,
+                 metadata: Mapping[str, Any] | None = None,
+                 ceiling: Iterable[str] | None = None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise DefinitionError(f"workflow name must be a non-empty string, not {name!r}",
+                                  workflow=name)
+        self.name = name
+        self._id = id
+        self._metadata = metadata
+        # The most any node of this workflow may ever require (None: no ceiling).
+        self._ceiling = None if ceiling is None else DefinitionCeiling(ceiling)
+        self._ceiling_src = None if ceiling is None else tuple(str(c) for c in ceiling)
+        self._nodes: list[Node] = []
+        self._edges: list[Edge] = []
+        self._index: dict[NodeId, int] = {}
+        self._by_name: dict[str, int] = {}
+        self._edge_ids: set[str] = set()
+        self._sources: list[int] = []
+        self._targets: list[int] = []
+        # (source, target) as one int: no tuple per edge for the garbage collector to track.
+        self._pairs: set[int] = set()
+
+    def add_node(self, node: Node) -> "WorkflowBuilder":
+        """Add a node; its id and name must be new."""
+        if type(node) is not Node:
+            raise DefinitionError(f"add_node takes a Node, not {type(node).__name__}",
+                                  node=node)
+        if node.id in self._index:
+            raise DuplicateIdError(f"duplicate node id {str(node.id)!r}", id=node.id)
+        if node.name in self._by_name:
+            raise DuplicateIdError(f"duplicate node name {node.name!r}", id=node.name)
+        if self._ceiling is not None and node.requires:
+            self._ceiling.check(node.requires, node=node.name)
+        self._index[node.id] = self._by_name[node.name] = len(self._nodes)
+        self._nodes.append(node)
+        return self
+
+    def add_nodes(self, *nodes: Node) -> "WorkflowBuilder":
+        """Add several nodes."""
+        for node in nodes:
+            self.add_node(node)
+        return self
+
+    def add_edge(self, edge: Edge) -> "WorkflowBuilder":
+        """Add an edge between known nodes (cycles are reported by ``build()``)."""
+        if type(edge) is not Edge:
+            raise DefinitionError(f"add_edge takes an Edge, not {type(edge).__name__}",
+                                  edge=edge)
+        if edge.id in self._edge_ids:
+            raise DuplicateIdError(f"duplicate edge id {str(edge.id)!r}", id=edge.id)
+        index = self._index
+        s, t = index.get(edge.source), index.get(edge.target)
+        if s is None or t is None:
+            end = edge.source if s is None else edge.target
+            raise UnknownNodeError(
+                f"edge {str(edge.id)!r} names unknown node {str(end)!r}",
+                node_id=end, edge_id=edge.id)
+        pair = (s << 32) | t
+        if pair in self._pairs:
+            raise DuplicateIdError(
+                f"there is already an edge {self._nodes[s].name!r} -> {self._nodes[t].name!r}",
+                id=edge.id)
+        if s == t:
+            name = self._nodes[s].name
+            raise CycleError(f"edge {name} -> {name} would close the cycle {name} -> {name}",
+                             cycle=[name, name], edge_id=edge.id)
+        self._edge_ids.add(edge.id)
+        self._pairs.add(pair)
+        self._sources.append(s)
+        self._targets.append(t)
+        self._edges.append(edge)
+        return self
+
+    def connect(self, source: Node | NodeId | str, target: Node | NodeId | str,
+                condition: Any = None) -> "WorkflowBuilder":
+        """``add_edge(Edge(source.id, target.id, condition=...))``; nodes, ids or names."""
+        return self.add_edge(Edge.between(self._node_id(source, "source"),
+                                          self._node_id(target, "target"), condition))
+
+    def _node_id(self, ref: Node | NodeId | str, role: str) -> NodeId:
+        if type(ref) is Node:
+            return ref.id
+        if type(ref) is NodeId or ref in self._index:
+            return NodeId(ref)
+        i = self._by_name.get(ref) if isinstance(ref, str) else None
+        if i is None:
+            raise UnknownNodeError(f"connect: the {role} {ref!r} is neither a node of "
+                                   f"workflow {self.name!r} nor the name or id of one",
+                                   node_id=ref)
+        return self._nodes[i].id
+
+    def build(self) -> WorkflowDefinition:
+        """The immutable definition; CycleError if the edges close a cycle."""
+        if not self._nodes:
+            raise DefinitionError(f"workflow {self.name!r} has no nodes", workflow=self.name)
+        return WorkflowDefinition(self.name, tuple(self._nodes), tuple(self._edges),
+                                  id=self._id, metadata=self._metadata,
+                                  ceiling=self._ceiling_src,
+                                  _ends=(dict(self._index), list(self._sources),
+                                         list(self._targets)))

@@ -1,0 +1,153 @@
+"""Node: a step of a workflow, with its priority, trigger rule and retry policy."""
+
+from __future__ import annotations
+
+import enum
+import math
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from ..errors import DefinitionError
+from ..security import Requirement
+from ._ids import NodeId
+from ._retry import NO_RETRY, RetryPolicy, as_retry_policy
+
+__all__ = ["Node", "Priority", "TriggerRule"]
+
+
+class Priority(enum.IntEnum):
+    """Scheduling priority of a node; higher runs first under the PRIORITY policy."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    CRITICAL = 3
+
+
+class TriggerRule(enum.StrEnum):
+    """When a node runs, given how its inputs ended: Airflow's rules, with Airflow's meanings.
+
+    The default, NONE_FAILED_MIN_ONE_SUCCESS, runs a node once no input failed and at
+    least one edge is active -- what joins after conditional branches need. An
+    edge whose condition is false counts as a skipped input. docs/semantics.md has
+    the table of every rule, and where it differs from Airflow.
+    """
+
+    ALL_SUCCESS = "all_success"
+    ALL_FAILED = "all_failed"
+    ALL_DONE = "all_done"
+    ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
+    ALL_SKIPPED = "all_skipped"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    ONE_DONE = "one_done"
+    NONE_FAILED = "none_failed"
+    NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
+    NONE_SKIPPED = "none_skipped"
+    ALWAYS = "always"
+
+
+_DEFAULT_RULE = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+
+
+_put = object.__setattr__
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _check_seconds(name: str, **values: float | None) -> None:
+    for label, value in values.items():
+        if value is not None and (not isinstance(value, (int, float)) or value <= 0
+                                  or math.isnan(value)):
+            raise DefinitionError(f"node {name!r}: {label} must be > 0 seconds, not {value!r}",
+                                  node=name, field=label)
+
+
+class Node:
+    """A step of a workflow: ``Node("Extract")`` or ``Node(NodeId.new(), "Extract")``.
+
+    ``handler`` (default: the name) is the key a handler is registered under;
+    ``requires`` lists capability requirements such as ``"db:write:orders/*"``;
+    ``retry`` is a RetryPolicy or a number of retries; ``timeout`` and
+    ``deadline`` are seconds (the deadline counts from the instance's start).
+    Nodes are immutable.
+    """
+
+    __slots__ = ("id", "name", "handler", "config", "requires", "retry", "timeout",
+                 "priority", "deadline", "trigger_rule", "resources")
+
+    id: NodeId
+    name: str
+    handler: str
+    config: Mapping[str, Any]
+    requires: tuple[str, ...]
+    retry: RetryPolicy
+    timeout: float | None
+    priority: Priority
+    deadline: float | None
+    trigger_rule: TriggerRule
+    resources: tuple[str, ...]
+
+    def __init__(
+        self,
+        id_or_name: NodeId | str,
+        name: str | None = None,
+        *,
+        handler: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        requires: Iterable[str] = (),
+        retry: RetryPolicy | int | None = None,
+        timeout: float | None = None,
+        priority: Priority | int = Priority.NORMAL,
+        deadline: float | None = None,
+        trigger_rule: TriggerRule | str = _DEFAULT_RULE,
+        resources: Iterable[str] = (),
+    ) -> None:
+        if name is None:
+            node_id, name = NodeId.new(), id_or_name
+        else:
+            node_id = id_or_name if type(id_or_name) is NodeId else NodeId(id_or_name)
+        if type(name) is not str or not name or name.isspace():
+            raise DefinitionError(f"node name must be a non-empty string, not {name!r}",
+                                  node=name, field="name")
+        needs: tuple[str, ...] = ()
+        if requires:
+            needs = (requires,) if isinstance(requires, str) else tuple(requires)
+            for req in needs:  # a typo fails here, at the line that wrote it
+                Requirement.parse(req)
+        if timeout is not None or deadline is not None:
+            _check_seconds(name, timeout=timeout, deadline=deadline)
+        # Fast paths for the defaults: enum lookups cost more than the rest of __init__.
+        if trigger_rule is not _DEFAULT_RULE or priority is not Priority.NORMAL:
+            field = "trigger_rule"
+            try:
+                trigger_rule = TriggerRule(trigger_rule)
+                field = "priority"
+                priority = Priority(priority)
+            except ValueError as exc:
+                raise DefinitionError(f"node {name!r}: {exc}", node=name, field=field) from None
+        put = _put
+        put(self, "id", node_id)
+        put(self, "name", name)
+        put(self, "handler", handler or name)
+        put(self, "config", MappingProxyType(dict(config)) if config else _EMPTY)
+        put(self, "requires", needs)
+        put(self, "retry", NO_RETRY if retry is None else as_retry_policy(retry))
+        put(self, "timeout", timeout)
+        put(self, "priority", priority)
+        put(self, "deadline", deadline)
+        put(self, "trigger_rule", trigger_rule)
+        put(self, "resources", tuple(resources) if resources else ())
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"Node is immutable (tried to set {key!r})")
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, id={str(self.id)!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"id": str(self.id), "name": self.name, "handler": self.handler,
+                "config": dict(self.config), "requires": list(self.requires),
+                "retry": self.retry.to_dict(), "timeout": self.timeout,
+                "priority": self.priority.name, "deadline": self.deadline,
+                "trigger_rule": self.trigger_rule.value, "resources": list(self.resources)}

@@ -1,0 +1,299 @@
+"""Saga instances and their steps' states: a fold over the saga log's entries.
+
+An instance changes only by applying *log entries* (small dicts). The run
+applies each entry as it happens and the saga log persists the same entries,
+so recovery after a crash is the same fold over what was committed: the
+instance in memory and the instance rebuilt from the log cannot disagree.
+
+An outcome entry carries the status it implies: the fold itself moves the
+saga to ``compensating``/``failed`` when a stage ends with a final failure,
+to ``completed`` after the last step, to ``compensated`` after the last
+compensation and to ``compensation_failed`` when one gives up. So an outcome
+and the status it implies are one entry, written in one transaction, and
+there is no crash window between them.
+
+Entries (``t`` is the time in each)::
+
+    {"k": "status", "st": status, "e": error, "fs": failed step}   explicit change
+    {"k": "abort", "e": reason}
+    {"k": "start", "s": step, "p": phase, "a": attempt}
+    {"k": "ok", "s": step, "p": phase, "r": result}
+    {"k": "err", "s": step, "p": phase, "a": attempt, "e": error text, "final": bool}
+    {"k": "retry" | "resolved", "s": step, "p": phase, "note": text}   operator
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ... import _display
+from ._definition import SagaDefinition
+from ._status import SagaStatus, StepStatus
+
+__all__ = ["SagaInstance", "StepState", "FORWARD", "COMPENSATE"]
+
+#: Phase markers used in log entries and commands.
+FORWARD, COMPENSATE = "forward", "compensate"
+
+_S = StepStatus
+_UNDO = (_S.SUCCEEDED, _S.COMPENSATING, _S.COMPENSATION_FAILED)   # still to be undone
+
+
+class StepState:
+    """What happened to one step of one instance (forward and compensation)."""
+
+    __slots__ = ("step_id", "name", "status", "attempts", "result", "error",
+                 "comp_attempts", "comp_result", "comp_error", "inflight", "started_at",
+                 "finished_at", "resolved", "exception")
+
+    def __init__(self, step_id: str, name: str) -> None:
+        self.step_id = step_id
+        self.name = name
+        self.status = _S.PENDING
+        self.attempts = 0            # forward attempts started
+        self.result: Any = None
+        self.error: str | None = None
+        self.comp_attempts = 0       # compensation attempts started
+        self.comp_result: Any = None
+        self.comp_error: str | None = None
+        self.inflight = False        # an attempt was started and has no outcome yet
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.resolved: str | None = None   # operator's note when marked resolved
+        #: The last failed attempt's error as an exception (this process only; the
+        #: log keeps its text in ``error`` / ``comp_error``).
+        self.exception: BaseException | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as a plain dict (for tables and tests)."""
+        return {"step_id": self.step_id, "name": self.name, "status": self.status.value,
+                "attempts": self.attempts, "result": self.result, "error": self.error,
+                "compensation_attempts": self.comp_attempts,
+                "compensation_result": self.comp_result, "compensation_error": self.comp_error,
+                "started_at": self.started_at, "finished_at": self.finished_at,
+                "resolved": self.resolved}
+
+    def __repr__(self) -> str:
+        return f"<StepState {self.step_id!r} {self.status.value} attempts={self.attempts}>"
+
+
+class SagaInstance:
+    """One run of a saga definition: its data, status and per-step states.
+
+    Read it, don't change it: the manager applies log entries to it. ``steps``
+    maps step id to :class:`StepState` in execution order; ``results`` maps
+    each succeeded step to its result; ``compensation_path`` lists the steps
+    compensated so far, in the order they were undone.
+    """
+
+    _display_kind = "saga_instance"
+
+    def __init__(self, instance_id: str, definition: SagaDefinition, data: Any,
+                 created_at: float) -> None:
+        self.id = instance_id
+        self.definition = definition
+        self.saga_id = definition.id
+        self.data = data
+        self.status = SagaStatus.CREATED
+        self.steps: dict[str, StepState] = {s.id: StepState(s.id, s.name)
+                                            for s in definition.steps}
+        self.results: dict[str, Any] = {}
+        self.compensation_path: list[str] = []
+        self.error: str | None = None          # why it compensates / failed / needs attention
+        self.failed_step: str | None = None    # the step (or compensation) that failed
+        self.abort_reason: str | None = None
+        self.reason: str | None = None         # why it started compensating (kept to the end)
+        self.reason_step: str | None = None    # the step whose failure started it, if any
+        self.created_at = created_at
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.entries = 0                       # log entries applied (next sequence number)
+
+    # -- derived -----------------------------------------------------------------
+
+    @property
+    def pivot_passed(self) -> bool:
+        """True once a step without compensation succeeded: the saga only goes forward."""
+        steps = self.steps
+        return any(s.pivot and steps[s.id].status is _S.SUCCEEDED
+                   for s in self.definition.steps)
+
+    @property
+    def phase(self) -> str:
+        """``"forward"`` or ``"compensating"`` (for live views)."""
+        return COMPENSATE if self.status in (SagaStatus.COMPENSATING,
+                                             SagaStatus.COMPENSATION_FAILED,
+                                             SagaStatus.COMPENSATED) else FORWARD
+
+    @property
+    def completed_steps(self) -> list[str]:
+        """Steps that succeeded and are not undone, in execution order."""
+        return [sid for sid, st in self.steps.items() if st.status is _S.SUCCEEDED]
+
+    def to_undo(self) -> list[str]:
+        """Steps still to be compensated, in the order they are undone (last first)."""
+        steps = self.steps
+        return [s.id for s in reversed(self.definition.steps)
+                if not s.pivot and steps[s.id].status in _UNDO]
+
+    def next_stage(self) -> int | None:
+        """Index of the first stage with a step that has not succeeded, or None."""
+        steps = self.steps
+        for k, stage in enumerate(self.definition.stages):
+            if any(steps[s.id].status is not _S.SUCCEEDED for s in stage):
+                return k
+        return None
+
+    # -- the fold ------------------------------------------------------------------
+
+    def apply(self, entry: Mapping[str, Any]) -> None:
+        """Apply one log entry (see the module docstring)."""
+        self.entries += 1
+        kind = entry["k"]
+        t = entry.get("t")
+        if kind == "status":
+            self._set(SagaStatus(entry["st"]), t, entry)
+            return
+        if kind == "abort":
+            if self.status is SagaStatus.CREATED:
+                reason = f"aborted: {entry['e']}"
+                self._set(SagaStatus.COMPENSATED, t, {"e": reason, "fs": None})
+            elif not self.pivot_passed:     # after a pivot an abort is refused
+                self.abort_reason = entry["e"]
+            return
+        sid = entry["s"]
+        st = self.steps[sid]
+        forward = entry["p"] == FORWARD
+        if kind == "start":
+            st.inflight = True
+            if forward:
+                st.status, st.attempts = _S.RUNNING, entry["a"]
+                if st.started_at is None:
+                    st.started_at = t
+            else:
+                st.status, st.comp_attempts = _S.COMPENSATING, entry["a"]
+            return
+        st.inflight = False
+        if kind == "ok":
+            st.finished_at = t
+            if forward:
+                st.status, st.result, st.error = _S.SUCCEEDED, entry.get("r"), None
+                self.results[sid] = st.result
+            else:
+                st.status, st.comp_result, st.comp_error = _S.COMPENSATED, entry.get("r"), None
+                self.results.pop(sid, None)
+                self.compensation_path.append(sid)
+        elif kind == "err":
+            if forward:
+                st.error = entry["e"]
+                st.attempts = max(st.attempts, entry["a"])
+            else:
+                st.comp_error = entry["e"]
+                st.comp_attempts = max(st.comp_attempts, entry["a"])
+            if not entry.get("final"):
+                return
+            st.finished_at = t
+            if not forward:
+                st.status = _S.COMPENSATION_FAILED
+                self._set(SagaStatus.COMPENSATION_FAILED, t, {
+                    "e": f"compensation of step {sid!r} of saga {self.saga_id!r} failed after "
+                         f"{st.comp_attempts} attempt(s): {st.comp_error}; call retry() or "
+                         "mark_resolved()", "fs": sid})
+                return
+            st.status = _S.FAILED
+        elif kind == "retry":      # operator: try this step (or compensation) afresh
+            if forward:
+                st.status, st.attempts = _S.PENDING, 0
+                self._set(SagaStatus.RUNNING, t, {"e": None, "fs": None})
+            else:
+                st.status, st.comp_attempts = _S.SUCCEEDED, 0
+                self._set(SagaStatus.COMPENSATING, t, {"e": self.reason,
+                                                       "fs": self.reason_step})
+            return
+        elif kind == "resolved":   # operator: done by hand
+            st.resolved = entry.get("note") or "resolved by operator"
+            st.finished_at = t
+            if forward:
+                st.status, st.error = _S.SUCCEEDED, None
+                self.results[sid] = st.result
+                self._set(SagaStatus.RUNNING, t, {"e": None, "fs": None})
+            else:
+                st.status, st.comp_error = _S.COMPENSATED, None
+                self.results.pop(sid, None)
+                self.compensation_path.append(sid)
+                self._set(SagaStatus.COMPENSATING, t, {"e": self.reason,
+                                                       "fs": self.reason_step})
+        else:
+            raise ValueError(f"unknown saga log entry kind {kind!r} in instance {self.id!r}")
+        if forward:
+            self._settle_stage(sid, t)
+        elif self.status is SagaStatus.COMPENSATING:
+            self._settle_undo(t)
+
+    def _set(self, status: SagaStatus, t: Any, fields: Mapping[str, Any]) -> None:
+        self.status = status
+        if "e" in fields:
+            self.error = fields["e"]
+            self.failed_step = fields.get("fs")
+            if status is SagaStatus.COMPENSATING and self.reason is None:
+                self.reason, self.reason_step = self.error, self.failed_step
+        if status is SagaStatus.RUNNING and self.started_at is None:
+            self.started_at = t
+        self.finished_at = t if status.resting else None
+        if status is SagaStatus.COMPENSATING:
+            self._settle_undo(t)
+
+    def _settle_stage(self, sid: str, t: Any) -> None:
+        """The status a forward outcome implies once its stage has ended."""
+        if self.status is not SagaStatus.RUNNING:
+            return
+        steps = self.steps
+        stage = self.definition.stages[self.definition.stage_of(sid)]
+        if any(steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED) for s in stage):
+            return                                  # a sibling is still running
+        failed = [s.id for s in stage if steps[s.id].status is _S.FAILED]
+        if failed:
+            msg = f"step {failed[0]!r} of saga {self.saga_id!r} failed: " \
+                  f"{steps[failed[0]].error}"
+            if self.pivot_passed:
+                self._set(SagaStatus.FAILED, t, {
+                    "e": msg + " (after a pivot step: retry it or mark_resolved)",
+                    "fs": failed[0]})
+            else:
+                self._set(SagaStatus.COMPENSATING, t, {"e": msg, "fs": failed[0]})
+            return
+        if self.abort_reason is not None:
+            if self.pivot_passed:      # a pivot passed meanwhile: it only goes forward
+                self.abort_reason = None
+            else:
+                self._set(SagaStatus.COMPENSATING, t, {"e": f"aborted: {self.abort_reason}",
+                                                       "fs": None})
+                return
+        if self.next_stage() is None:
+            self._set(SagaStatus.COMPLETED, t, {"e": None, "fs": None})
+
+    def _settle_undo(self, t: Any) -> None:
+        """Compensating with nothing left to undo: compensated."""
+        if not self.to_undo():
+            self._set(SagaStatus.COMPENSATED, t, {"e": self.reason, "fs": self.reason_step})
+
+    # -- showing it ---------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain summary (status, error, per-step states)."""
+        return {"id": self.id, "saga_id": self.saga_id, "status": self.status.value,
+                "data": self.data, "error": self.error, "failed_step": self.failed_step,
+                "abort_reason": self.abort_reason, "reason": self.reason,
+                "results": dict(self.results),
+                "compensation_path": list(self.compensation_path),
+                "steps": [st.to_dict() for st in self.steps.values()],
+                "created_at": self.created_at, "started_at": self.started_at,
+                "finished_at": self.finished_at}
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return _display.mimebundle(self, include, exclude)
+
+    def __repr__(self) -> str:
+        steps = " ".join(f"{sid}={st.status.value}" for sid, st in self.steps.items())
+        extra = f" error={self.error!r}" if self.error else ""
+        return f"<SagaInstance {self.id} of {self.saga_id!r} {self.status.value}: {steps}{extra}>"

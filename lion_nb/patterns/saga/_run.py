@@ -1,0 +1,198 @@
+"""One saga instance on the move: forward through its stages, or backward through compensations.
+
+What to do next is read from the instance alone, which is the fold of the
+saga log, so a run started by ``recover()`` after a crash and a run started
+by ``start_instance`` are the same code: running means the first stage with
+an unfinished step, compensating means the last step not yet undone. Every
+outcome is committed (with the status it implies) before the run moves on,
+so a committed step or compensation never runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Mapping
+
+from ...clock import Clock
+from ...errors import CapabilityDeniedError, SagaError, SecurityError
+from ...security import GrantSet
+from ._channel import CommandChannel, Waiter
+from ._command import Attempt, SagaCommand, command_id, describe, timed_out
+from ._config import SagaManagerConfig
+from ._handler import Handler, run_with_timeout
+from ._instance import COMPENSATE, FORWARD, SagaInstance, StepState
+from ._log import SagaLog, check_result
+from ._security import step_tokens
+from ._status import SagaStatus, StepStatus
+from ._step import SagaStep
+
+__all__ = ["SagaRun"]
+
+_S = StepStatus
+
+
+def next_attempt(st: StepState, fwd: bool) -> int:
+    """The attempt to run: resumed mid-attempt, the same one (same command id); else the next."""
+    done = st.attempts if fwd else st.comp_attempts
+    return done if st.inflight else done + 1
+
+
+class SagaRun:
+    """Drives one instance until it rests (finished, or waiting for an operator).
+
+    ``handlers`` maps services served in this process to their handlers
+    (read at each attempt); other services are reached through ``channel``
+    (None when the manager has no broker). ``grants`` are the instance's
+    capability tokens, narrowed per step for each command.
+    """
+
+    def __init__(self, inst: SagaInstance, *, config: SagaManagerConfig, clock: Clock,
+                 log: SagaLog, channel: CommandChannel | None,
+                 handlers: Mapping[str, Handler], grants: GrantSet | None) -> None:
+        self.inst = inst
+        self._config = config
+        self._clock = clock
+        self._log = log
+        self._channel = channel
+        self._handlers = handlers
+        self._grants = grants
+
+    def first_commands(self) -> list[tuple[str, str, int]]:
+        """``(command id, service, attempt)`` of the commands this run sends first.
+
+        After a restart these may already have been sent (and answered) by the
+        manager that crashed; the channel accepts genuine replies to them early.
+        """
+        inst = self.inst
+        if inst.status is SagaStatus.RUNNING and inst.abort_reason is None:
+            k = inst.next_stage()
+            stage = () if k is None else inst.definition.stages[k]
+            todo = [(s, True) for s in stage
+                    if inst.steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED)]
+        elif inst.status is SagaStatus.COMPENSATING:
+            todo = [(inst.definition.step(sid), False) for sid in inst.to_undo()[:1]]
+        else:
+            todo = []
+        out = []
+        for step, fwd in todo:
+            attempt = next_attempt(inst.steps[step.id], fwd)
+            out.append((command_id(inst.id, not fwd, step.id, attempt), step.service, attempt))
+        return out
+
+    async def drive(self) -> None:
+        """Run until the instance rests; storage and broker failures propagate."""
+        inst = self.inst
+        definition = inst.definition
+        while True:
+            if inst.status is SagaStatus.RUNNING:
+                if inst.abort_reason is not None:   # aborted between two stages
+                    await self._log.commit(inst, {
+                        "k": "status", "st": SagaStatus.COMPENSATING.value,
+                        "e": f"aborted: {inst.abort_reason}", "fs": None,
+                        "t": self._clock.time()})
+                    continue
+                k = inst.next_stage()
+                if k is None:
+                    raise SagaError(f"saga instance {inst.id!r} is running with every step "
+                                    "done; its log is inconsistent", saga=inst.saga_id)
+                todo = [s for s in definition.stages[k]
+                        if inst.steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED)]
+                if len(todo) == 1:
+                    await self._run_step(todo[0], FORWARD)
+                else:
+                    await asyncio.gather(*(self._run_step(s, FORWARD) for s in todo))
+            elif inst.status is SagaStatus.COMPENSATING:
+                await self._run_step(definition.step(inst.to_undo()[0]), COMPENSATE)
+            else:
+                return
+
+    async def _run_step(self, step: SagaStep, phase: str) -> None:
+        """Run one step (or its compensation) through its attempts, committing each outcome."""
+        cfg = self._config
+        inst = self.inst
+        log = self._log
+        clock = self._clock
+        st = inst.steps[step.id]
+        fwd = phase == FORWARD
+        if fwd:
+            attempts = step.max_attempts or cfg.step_attempts
+            timeout = step.timeout or cfg.step_timeout
+            backoff = step.backoff if step.backoff is not None else cfg.step_backoff
+        else:
+            attempts = cfg.compensation_attempts
+            timeout = step.timeout or cfg.compensation_timeout
+            backoff = cfg.compensation_backoff
+        attempt = next_attempt(st, fwd)
+        if not st.inflight:
+            log.record(inst, {"k": "start", "s": step.id, "p": phase, "a": attempt,
+                              "t": clock.time()})
+        channel = self._channel
+        waiter = None if channel is None or step.service in self._handlers \
+            else channel.waiter(step.id, step.service)
+        try:
+            while True:
+                outcome = await self._attempt(step, fwd, attempt, timeout, waiter)
+                if outcome.error is None and log.enabled:
+                    try:
+                        check_result(outcome.result, f"the result of step {step.id!r} (saga "
+                                     f"{inst.saga_id!r}, service {step.service!r})", step.id)
+                    except SagaError as exc:
+                        outcome = Attempt(error=exc, reply=outcome.reply)
+                if outcome.error is None:
+                    await log.commit(inst, {"k": "ok", "s": step.id, "p": phase,
+                                            "r": outcome.result, "t": clock.time()})
+                    await self._ack(outcome)
+                    return
+                final = attempt >= attempts or isinstance(outcome.error, CapabilityDeniedError)
+                st.exception = outcome.error
+                await log.commit(inst, {"k": "err", "s": step.id, "p": phase, "a": attempt,
+                                        "e": describe(outcome.error), "final": final,
+                                        "t": clock.time()})
+                await self._ack(outcome)
+                if final:
+                    return
+                delay = backoff.delay(attempt)
+                if delay > 0:
+                    await clock.sleep(delay)
+                attempt += 1
+                log.record(inst, {"k": "start", "s": step.id, "p": phase, "a": attempt,
+                                  "t": clock.time()})
+        finally:
+            if waiter is not None and channel is not None:
+                channel.release(waiter)
+
+    async def _ack(self, outcome: Attempt) -> None:
+        if outcome.reply is not None and self._channel is not None:
+            await self._channel.ack(outcome.reply)
+
+    async def _attempt(self, step: SagaStep, fwd: bool, attempt: int, timeout: float,
+                       waiter: Waiter | None) -> Attempt:
+        """One attempt at ``step`` (or its compensation); failures come back as values."""
+        inst = self.inst
+        try:  # narrowed to this step before anything is dispatched
+            tokens = step_tokens(self._grants, step, inst.saga_id, timeout)
+        except SecurityError as exc:
+            return Attempt(error=exc)
+        cmd = SagaCommand(command_id(inst.id, not fwd, step.id, attempt),
+                          "step" if fwd else "compensate", inst.saga_id, inst.id, step.id,
+                          step.name, step.service, attempt,
+                          step.action if fwd else step.compensation, inst.data,
+                          dict(inst.results),   # a snapshot: later steps change it
+                          None if fwd else inst.steps[step.id].result,
+                          self._clock.time() + timeout, tokens)
+        handler = self._handlers.get(step.service)
+        try:
+            if handler is not None:
+                finished, result = await run_with_timeout(self._clock, handler(cmd), timeout)
+                if not finished:
+                    raise timed_out(cmd, timeout)
+                return Attempt(result)
+            if self._channel is None or waiter is None:
+                raise SagaError(f"no handler is registered for service {step.service!r} "
+                                f"(step {step.id!r}) and the manager has no broker",
+                                saga=inst.saga_id)
+            return await self._channel.request(waiter, cmd, timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the service's failure, a timeout, a broker refusal
+            return Attempt(error=exc)

@@ -1,0 +1,210 @@
+"""Flow builds the same WorkflowDefinition as WorkflowBuilder and runs on WorkflowExecutor."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lion_nb.engine import WorkflowExecutor
+from lion_nb.errors import (CycleError, DefinitionError, LionError, UnknownNodeError,
+                            WorkflowFailedError)
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.notebook import Flow
+from lion_nb.notebook import attempts_frame
+
+
+def etl_flow() -> Flow:
+    flow = Flow("etl")
+
+    @flow.step
+    async def extract(ctx):
+        return {"rows": 3}
+
+    @flow.step(after=extract, when="result.rows > 0", retries=2)
+    def transform(ctx):
+        return ctx.results["extract"]["rows"] * 2
+
+    @flow.step(after=[transform, "extract"], timeout=5)
+    def load(ctx):
+        return sorted(ctx.results)
+
+    return flow
+
+
+def test_flow_builds_the_same_definition_as_workflow_builder():
+    flow = etl_flow()
+    b = WorkflowBuilder("etl")
+    e, t, l = Node("extract"), Node("transform", retry=2), Node("load", timeout=5)
+    b.add_nodes(e, t, l).connect(e, t, "result.rows > 0").connect(t, l).connect(e, l)
+    assert flow.definition.fingerprint() == b.build().fingerprint()
+    assert flow.definition.node("transform").retry.max_attempts == 3
+
+
+async def test_flow_runs_with_top_level_await_on_a_real_executor():
+    flow = etl_flow()
+    run = await flow.run()
+    assert run.succeeded
+    assert run["transform"] == 6 and run["load"] == ["extract", "transform"]
+    assert isinstance(await flow.executor(), WorkflowExecutor)
+    assert list(attempts_frame(flow)["node"]) == ["extract", "transform", "load"]
+    assert flow.last is run
+
+
+async def test_flow_can_use_a_shared_executor():
+    ex = WorkflowExecutor()
+    flow = Flow("shared", executor=ex)
+
+    @flow.step
+    def only(ctx):
+        return 1
+
+    run = await flow.run()
+    assert run.succeeded and flow.history is ex.history and len(ex.history.records) == 1
+    await ex.stop()
+
+
+def test_flow_displays_itself():
+    bundle = etl_flow()._repr_mimebundle_()
+    assert "image/svg+xml" in bundle and "result.rows &gt; 0" in bundle["image/svg+xml"]
+    assert Flow("empty")._repr_mimebundle_() == {"text/plain": "Flow('empty') with no steps yet"}
+
+
+def test_mistakes_are_reported_at_the_decorator():
+    flow = Flow("bad")
+
+    @flow.step
+    def a(ctx):
+        return 1
+
+    with pytest.raises(UnknownNodeError):
+        @flow.step(after="nope")
+        def b(ctx):
+            return 1
+
+    with pytest.raises(DefinitionError):
+        @flow.step(name="a")
+        def again(ctx):
+            return 1
+
+    with pytest.raises(LionError):  # a bad condition is refused where it is written
+        @flow.step(after=a, when="__import__('os')")
+        def c(ctx):
+            return 1
+
+    assert list(flow.steps) == ["a"]  # failed declarations leave nothing behind
+    with pytest.raises(DefinitionError):
+        Flow("")
+    assert CycleError  # cycles cannot be declared: steps only point backwards
+    with pytest.raises(DefinitionError, match="decorates a function"):
+        flow.step(42)
+
+
+def test_declaring_steps_does_not_rebuild_the_definition():
+    flow = Flow("many")
+    previous = None
+    for i in range(300):
+        flow.step(lambda ctx: None, name=f"s{i}", after=previous)
+        previous = f"s{i}"
+    definition = flow.definition
+    assert len(definition) == 300 and flow.definition is definition  # built once
+    flow.step(lambda ctx: None, name="tail", after=previous)
+    assert flow.definition is not definition and len(flow.definition) == 301
+
+
+async def test_a_flow_run_records_history_once_and_check_raises_its_error():
+    flow = Flow("fails")
+
+    @flow.step
+    def boom(ctx):
+        raise ValueError("no")
+
+    with pytest.raises(WorkflowFailedError):
+        await flow.run(check=True)
+    ex = await flow.executor()
+    assert len(flow.history.records) == 1
+    assert ex.history.records == []  # the executor the Flow owns does not record twice
+
+
+def test_run_sync_works_in_a_plain_script_twice():
+    script = textwrap.dedent("""
+        import asyncio
+        original = asyncio.run
+        from lion_nb.notebook import Flow, run
+        flow = Flow("script")
+
+        @flow.step
+        def one(ctx):
+            return 1
+
+        @flow.step(after=one)
+        async def two(ctx):
+            return ctx.results["one"] + 1
+
+        assert flow.run_sync()["two"] == 2
+        assert flow.run_sync()["two"] == 2   # a second asyncio.run, a second loop
+        async def answer():
+            return 42
+        assert run(answer()) == 42
+        assert asyncio.run is original, "no patching outside a running loop"
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_sync_helpers_work_inside_a_running_loop():
+    # In a subprocess: nest_asyncio2 patches asyncio process-wide once applied.
+    script = textwrap.dedent("""
+        import asyncio
+        original = asyncio.run
+        import lion_nb.notebook as nb
+        assert asyncio.run is original
+
+        flow = nb.Flow("nested")
+
+        @flow.step
+        def one(ctx):
+            return 1
+
+        async def main():
+            from lion_nb.notebook import nesting_applied
+            assert not nesting_applied()
+            async def seven():
+                await asyncio.sleep(0)
+                return 7
+            assert nb.run(seven()) == 7          # sync call inside a running loop
+            assert nesting_applied()
+            assert flow.run_sync()["one"] == 1   # the Flow's executor lives on this loop
+            assert (await flow.run())["one"] == 1
+            return "ok"
+
+        print(asyncio.run(main()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+async def test_a_failed_run_renders_the_handlers_line_first_in_ipython():
+    flow = Flow("etl")
+
+    @flow.step
+    def parse(ctx):
+        rows = ["1", "x"]
+        return [int(r) for r in rows]  # the user's line
+
+    with pytest.raises(WorkflowFailedError) as info:
+        await flow.run(check=True)
+    lines = info.value._render_traceback_()  # what IPython shows for it
+    text = "\n".join(lines)
+    assert lines[0].startswith("WorkflowFailedError: ") and "'parse'" in lines[0]
+    assert "node 'parse' raised ValueError: invalid literal for int()" in text
+    assert "in parse" in text and "the user's line" in text
+    assert "lion_nb" not in text.replace("lion_nb.errors", "")  # no engine frames
+    assert "asyncio" not in text

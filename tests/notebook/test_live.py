@@ -1,0 +1,255 @@
+"""RunView driven by real runs: final state matches the engine, updates stay under the cap."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from html.parser import HTMLParser
+
+from lion_nb.engine import WorkflowExecutor
+from lion_nb.engine.observe import EventKind as K
+from lion_nb.engine.observe import ExecEvent
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.notebook import RunView
+
+
+def etl(fail: bool):
+    b = WorkflowBuilder("etl <script>x</script>")
+    a, t, l, side = Node("extract"), Node("transform", retry=2), Node("load"), Node("side")
+    b.add_nodes(a, t, l, side).connect(a, t, "result.rows > 0").connect(t, l).connect(a, side)
+    return b.build()
+
+
+async def executor_for(fail: bool, delay: float = 0.0):
+    ex = WorkflowExecutor()
+    await ex.start()
+    calls = {"n": 0}
+
+    async def extract(ctx):
+        await asyncio.sleep(delay)
+        return {"rows": 3}
+
+    def transform(ctx):
+        calls["n"] += 1
+        if fail or calls["n"] < 2:
+            raise ValueError("<img src=x onerror=alert(1)> bad row")
+        return 6
+
+    ex.add_handler("extract", extract)
+    ex.add_handler("transform", transform)
+    ex.add_handler("load", lambda ctx: None)
+    ex.add_handler("side", lambda ctx: None)
+    return ex
+
+
+def assert_matches_engine(view: RunView, result) -> None:
+    assert {k: str(v) for k, v in view.states.items()} == \
+        {k: v.value for k, v in result.node_states.items()}
+    assert view.attempts == result.attempts
+    assert view.instance_state == result.state.value
+    assert view.progress.value == len(result.definition.nodes) == view.progress.max
+    for state, n in result.counts().items():
+        assert f"{state} {n:,}" in view.stats.value
+
+
+async def test_view_follows_a_failing_run_to_the_engines_final_state(frontend):
+    ex = await executor_for(fail=True)
+    view = RunView(ex)
+    result = await ex.run(etl(True))
+    assert result.state.value == "failed"
+    assert_matches_engine(view, result)
+    assert view.progress.bar_style == "danger"
+    assert "transform" in view.failures.value and "attempt 3" in view.failures.value
+    assert "&lt;img src=x onerror=alert(1)&gt;" in view.failures.value
+    assert "<script>" not in view.title.value
+    await view.drawn()  # the final picture renders off the loop
+    svg = bytes(view.picture.value)
+    assert svg.startswith(b"<?xml") and b"failed" in svg
+    await ex.stop()
+
+
+async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
+    ex = await executor_for(fail=False)
+    view = RunView(ex)
+    result = await ex.run(etl(False))
+    assert result.succeeded
+    assert_matches_engine(view, result)
+    assert view.progress.bar_style == "success"
+    assert view.attempts["transform"] == 2
+    await view.drawn()
+    assert b"attempt 2/3" in bytes(view.picture.value)
+    await ex.stop()
+
+
+async def test_view_attached_to_a_finished_instance_shows_it(frontend):
+    ex = await executor_for(fail=True)
+    result = await ex.run(etl(True))
+    view = RunView(ex, result.instance_id)
+    assert_matches_engine(view, result)
+    assert view.progress.bar_style == "danger"
+    await ex.stop()
+
+
+async def test_error_colour_is_never_overwritten_by_a_later_success(frontend):
+    ex = WorkflowExecutor()
+    await ex.start()
+    gate = asyncio.Event()
+
+    async def wait(ctx):
+        await gate.wait()
+
+    ex.add_handler("extract", wait)
+    for name in ("transform", "load", "side"):
+        ex.add_handler(name, lambda ctx: None)
+    view = RunView(ex, picture=False)
+    iid = await ex.execute_workflow(etl(False))  # held at "extract": nothing else runs
+    await asyncio.sleep(0)
+    assert view.instance_id == iid
+    # Stale, contradictory and out-of-order events, as a threaded runner may deliver them.
+    for ev in [ExecEvent(K.NODE_STARTED, 0, iid, "load", 1),
+               ExecEvent(K.NODE_FAILED, 0, iid, "load", 1, {"error": "boom"}),
+               ExecEvent(K.NODE_SUCCEEDED, 0, iid, "load", 1),   # stale or contradictory
+               ExecEvent(K.NODE_STARTED, 0, iid, "load", 1),     # out of order
+               ExecEvent(K.NODE_STARTED, 0, iid, "side", 2),
+               ExecEvent(K.NODE_RETRIED, 0, iid, "side", 1),     # late event of attempt 1
+               ExecEvent(K.NODE_SUCCEEDED, 0, iid, "side", 2)]:
+        ex.observe.emit(ev)
+    view.flush()
+    assert view.states["load"] == "failed" and view.errors["load"] == "boom"
+    assert view.states["side"] == "succeeded" and view.attempts["side"] == 2
+    assert view.progress.bar_style == "danger"
+    assert view.counts["failed"] == 1 and view.counts["succeeded"] == 1
+    view.close()
+    gate.set()
+    await ex.wait(iid)
+    await ex.stop()
+
+
+async def test_instance_events_from_a_worker_thread_are_handed_to_the_loop(frontend):
+    ex = await executor_for(fail=False)
+    view = RunView(ex, picture=False)
+    seen = []
+    real = view._instance_event
+    view._instance_event = lambda ev: (seen.append(threading.get_ident()), real(ev))
+    d = etl(False)
+    iid = await ex.execute_workflow(d)  # started on the loop: the view latched on
+    seen.clear()
+    thread = threading.Thread(target=view._on_instance_event,
+                              args=(ExecEvent(K.INSTANCE_FINISHED, 0.0, iid),))
+    thread.start()
+    thread.join()
+    assert seen == []  # not applied on the worker thread ...
+    await asyncio.sleep(0.01)
+    assert seen == [threading.get_ident()]  # ... but on the loop's
+    await ex.wait(iid)
+    await ex.stop()
+
+
+async def test_updates_per_second_stay_under_the_cap_for_a_10k_node_run(frontend):
+    n, width = 10_000, 50
+    b = WorkflowBuilder("big")
+    nodes = [Node(f"n{i}", handler="step") for i in range(n)]
+    b.add_nodes(*nodes)
+    for i in range(width, n):
+        b.connect(nodes[i - width], nodes[i])
+    ex = WorkflowExecutor()
+    await ex.start()
+
+    async def step(ctx):
+        await asyncio.sleep(0.0002)  # stretch the run over a few seconds of wall time
+
+    ex.add_handler("step", step)
+    view = RunView(ex)
+    start = time.monotonic()
+    result = await ex.run(b.build())
+    elapsed = time.monotonic() - start
+    assert result.succeeded
+    assert_matches_engine(view, result)
+    ids = {name: getattr(w, "comm").comm_id for name, w in
+           [("progress", view.progress), ("stats", view.stats), ("picture", view.picture)]}
+    # 10 text flushes a second (+1 for the forced final one), 2 pictures a second (+1).
+    assert frontend.per_second_peak(ids["progress"]) <= 11
+    assert frontend.per_second_peak(ids["stats"]) <= 11
+    assert frontend.per_second_peak(ids["picture"]) <= 3
+    assert view.flushes <= 10 * elapsed + 3
+    assert len(frontend.messages) < 200 * (elapsed + 1)
+    await ex.stop()
+
+
+async def test_view_html_is_inert(frontend):
+    bad = "<script>alert(1)</script><img src=x onerror=alert(1)>"
+    ex = WorkflowExecutor()
+    await ex.start()
+
+    def boom(ctx):
+        raise ValueError(bad)
+
+    ex.add_handler(bad, boom)
+    view = RunView(ex)
+    await ex.run(WorkflowBuilder(bad).add_node(Node(bad)).build())
+
+    class Scan(HTMLParser):
+        tags: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            assert not any(k.startswith("on") for k, _ in attrs)
+
+    s = Scan()
+    for html in (view.title.value, view.failures.value, view.stats.value):
+        s.feed(html)
+    assert "failed" in view.failures.value
+    assert "script" not in s.tags and "img" not in s.tags
+    await ex.stop()
+
+
+async def test_runview_links_the_dask_dashboard_when_a_runner_has_one():
+    from lion_nb.engine import ExecutorConfig, WorkflowExecutor
+    from lion_nb.notebook import RunView
+
+    class Runner:  # what RunView reads of a DaskRunner
+        dashboard_link = "http://127.0.0.1:8787/status?x=<b>"
+
+        def accepts(self, node):
+            return False
+
+    view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
+    assert 'href="http://127.0.0.1:8787/status?x=&lt;b&gt;"' in view.dashboard.value
+    assert RunView(WorkflowExecutor(), picture=False).dashboard is None
+
+
+async def test_a_finished_view_leaves_a_static_snapshot_in_the_notebook(frontend, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+
+    shell = InteractiveShell.instance()
+    published = []
+    monkeypatch.setattr(shell.display_pub, "publish",
+                        lambda data, metadata=None, transient=None, update=False, **kw:
+                        published.append((data, (transient or {}).get("display_id"), update)))
+    ex = await executor_for(fail=True)
+    view = RunView(ex)
+    display(view)
+    first, display_id, update = published[0]
+    assert display_id and not update
+    assert "application/vnd.jupyter.widget-view+json" in first and "text/html" in first
+    result = await ex.run(etl(True))
+    await view.drawn()
+    data, same_id, update = published[-1]
+    assert same_id == display_id and update  # the widget's output is replaced in place ...
+    assert set(data) == {"text/html", "text/plain"}  # ... by HTML that needs no kernel
+    html = data["text/html"]
+    assert "failed" in html and f"{len(result.definition.nodes)}/" in html and "<svg" in html
+
+    class Tags(HTMLParser):
+        seen: list[tuple[str, list]] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.seen.append((tag, attrs))
+
+    tags = Tags()
+    tags.feed(html)
+    assert not [t for t, attrs in tags.seen
+                if t in ("script", "img") or any(k.startswith("on") for k, _ in attrs)]
+    await ex.stop()

@@ -1,0 +1,1 @@
+"""Saga tests: definitions, execution, compensation, durability, capabilities, visibility."""

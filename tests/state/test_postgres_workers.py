@@ -1,0 +1,223 @@
+"""Submit here, run anywhere: worker processes claim instances from one PostgreSQL database."""
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lion_nb.engine import ExecutorConfig, WorkflowExecutor
+from lion_nb.engine.durable import read_instance
+from lion_nb.errors import SerializationError
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.state import InstanceState, PostgresStorage, StateMachineManager
+
+HERE = Path(__file__).resolve().parent
+
+
+def chain(n, name="chain"):
+    nodes = [Node(f"s{i}", handler="step") for i in range(n)]
+    builder = WorkflowBuilder(name).add_nodes(*nodes)
+    for a, b in zip(nodes, nodes[1:]):
+        builder.connect(a, b)
+    return builder.build()
+
+
+def read_log(path):
+    runs = Counter()
+    pids = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            pid, iid, node = line.split()
+            runs[(iid, node)] += 1
+            pids[pid] += 1
+    return runs, pids
+
+
+class Workers:
+    """Worker processes (``python -m lion_nb worker``), killed at the end whatever happens."""
+
+    def __init__(self, dsn, log, *, ttl=30.0, sleep=0.0):
+        self.dsn, self.log, self.ttl, self.sleep = dsn, log, ttl, sleep
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
+               "LION_TEST_LOG": str(self.log), "LION_TEST_SLEEP": str(self.sleep)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lion_nb", "worker", "--storage", self.dsn,
+             "--handlers", "claim_handlers:HANDLERS", "--lease-ttl", str(self.ttl)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = proc.stdout.readline()
+        assert line.startswith("lion_nb worker ready"), proc.stderr.read()
+        self.procs.append(proc)
+        return proc
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def until_all_finished(storage, ids, timeout):
+    deadline = time.monotonic() + timeout
+    pending = list(ids)
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} instances unfinished"
+        still = []
+        for iid in pending:
+            header = await storage.get(f"instances/{iid}")
+            if header is None or header["state"] not in ("succeeded", "failed", "cancelled"):
+                still.append(iid)
+        pending = still
+        if pending:
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def submitter(pg_dsn):
+    storage = PostgresStorage(pg_dsn)
+    executor = WorkflowExecutor(state_manager=StateMachineManager(storage))
+    await executor.start()
+    yield executor
+    await executor.stop()
+    await storage.close()
+
+
+async def test_submit_then_a_claiming_executor_runs_it_and_the_submitter_waits(pg_dsn,
+                                                                               submitter):
+    ids = [await submitter.submit(chain(3), inputs={"n": i}) for i in range(5)]
+    assert submitter.instances() == []  # nothing runs here
+    stored = await read_instance(submitter.state_manager.storage, ids[0])
+    assert stored.state == "pending"
+    storage = PostgresStorage(pg_dsn)
+    worker = WorkflowExecutor(state_manager=StateMachineManager(storage))
+
+    async def step(ctx):
+        return {"n": ctx.inputs.get("n", 0) + sum(r["n"] for r in ctx.results.values()) + 1}
+
+    worker.add_handler("step", step)
+    try:
+        await worker.start(claim=True, poll=0.02)
+        results = [await submitter.wait(iid, timeout=30) for iid in ids]
+    finally:
+        await worker.stop()
+        await storage.close()
+    assert [r.state for r in results] == [InstanceState.SUCCEEDED] * 5
+    assert results[2]["s2"] == {"n": 9}  # s0 = n+1, s1 = n+s0+1, s2 = n+s1+1
+    assert results[0].node_states["s2"].value == "succeeded"
+
+
+async def test_submit_refuses_what_a_worker_could_not_rebuild(submitter):
+    a, b = Node("a", handler="step"), Node("b", handler="step")
+    wf = WorkflowBuilder("callable").add_nodes(a, b).connect(
+        a, b, condition=lambda r: True).build()
+    with pytest.raises(SerializationError):
+        await submitter.submit(wf)
+    iid = await submitter.submit(chain(1), instance_id="dup")
+    with pytest.raises(Exception, match="already exists"):
+        await submitter.submit(chain(1), instance_id=iid)
+
+
+async def test_a_worker_without_the_handler_fails_the_instance_and_says_why(pg_dsn,
+                                                                             submitter):
+    iid = await submitter.submit(chain(2))
+    storage = PostgresStorage(pg_dsn)
+    worker = WorkflowExecutor(state_manager=StateMachineManager(storage))
+    try:
+        await worker.start(claim=True, poll=0.02)
+        result = await submitter.wait(iid, timeout=30)
+    finally:
+        await worker.stop()
+        await storage.close()
+    assert result.state is InstanceState.FAILED
+    assert "no registered handler 'step'" in str(result.error)
+
+
+@pytest.mark.timeout(600)
+async def test_three_workers_claim_1000_instances_each_runs_exactly_once(pg_dsn, submitter,
+                                                                         tmp_path):
+    log = tmp_path / "runs.log"
+    workflow = chain(2)
+    ids = [await submitter.submit(workflow, inputs={"n": i}) for i in range(1000)]
+    workers = Workers(pg_dsn, log)
+    try:
+        for _ in range(3):
+            workers.start()
+        await until_all_finished(submitter.state_manager.storage, ids, timeout=400)
+    finally:
+        workers.close()
+    runs, pids = read_log(log)
+    assert set(runs) == {(iid, f"s{k}") for iid in ids for k in range(2)}
+    assert set(runs.values()) == {1}, [k for k, v in runs.items() if v > 1][:5]
+    assert len(pids) >= 2, f"one worker did everything: {pids}"
+    sample = await submitter.wait(ids[7])
+    assert sample.succeeded and sample["s1"] == {"n": 7 + (7 + 1) + 1}
+
+
+@pytest.mark.timeout(600)
+async def test_sigkill_sweep_two_workers_lose_nothing_and_rerun_nothing_committed(
+        pg_dsn, submitter, tmp_path):
+    log = tmp_path / "runs.log"
+    workflow = chain(6)
+    ids = [await submitter.submit(workflow, inputs={"n": i}) for i in range(60)]
+    storage = submitter.state_manager.storage
+    rng = random.Random(17)
+    ttl = 1.0
+    workers = Workers(pg_dsn, log, ttl=ttl, sleep=0.01)
+    runs_when_committed: dict[tuple[str, str], int] = {}
+    kills = 0
+    try:
+        survivor = workers.start()
+        victim = workers.start()
+        for _ in range(4):  # kill the second worker mid-run, again and again
+            await asyncio.sleep(rng.uniform(0.3, 1.0))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            committed = set()
+            for iid in ids:  # what is committed now must never run again...
+                stored = await read_instance(storage, iid)
+                committed |= {(iid, rec["name"]) for rec in stored.nodes.values()}
+            runs_at_kill, _ = read_log(log)  # ...so its runs so far are all it ever gets
+            for key in committed - set(runs_when_committed):
+                runs_when_committed[key] = runs_at_kill[key]
+            victim = workers.start()
+        started = time.monotonic()
+        await until_all_finished(storage, ids, timeout=300)
+        assert survivor.poll() is None
+    finally:
+        workers.close()
+    runs, _ = read_log(log)
+    assert kills == 4 and runs_at_kill
+    assert runs_when_committed
+    for key, before in runs_when_committed.items():
+        assert runs[key] == before, f"{key} was committed, then ran again"
+    for i, iid in enumerate(ids):
+        result = await submitter.wait(iid)
+        assert result.succeeded, (iid, result.error)
+        assert result.results == await uninterrupted(i)
+    assert time.monotonic() - started < 60
+
+
+async def uninterrupted(n):
+    executor = WorkflowExecutor(config=ExecutorConfig())
+
+    async def step(ctx):
+        return {"n": ctx.inputs.get("n", 0) + sum(r["n"] for r in ctx.results.values()) + 1}
+
+    executor.add_handler("step", step)
+    async with executor:
+        return (await executor.run(chain(6), inputs={"n": n})).results
