@@ -26,9 +26,6 @@ from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.state import MemoryStorage, NodeState, SqliteStorage
 
 R = CacheReason
-# Node(cache=..., cache_ttl=..., version=...) arrives with the model restructure (branch nb).
-node_options = pytest.mark.skipif(not hasattr(Node("x"), "cache"),
-                                  reason="Node cache options land with the model restructure")
 
 
 def chain(*names, name="etl", **options):
@@ -130,7 +127,6 @@ async def test_code_change_with_the_same_result_leaves_dependants_reused(make_ex
     assert reasons(again) == {"a": R.CODE_CHANGED, "b": R.REUSED}
 
 
-@node_options
 async def test_a_changed_predecessor_result_reruns_its_dependants(make_executor):
     ex = await make_executor(cache=True)
     counter = iter(range(100))
@@ -219,7 +215,6 @@ async def test_start_from_takes_upstream_results_from_the_last_run_without_a_cac
     assert again.results == first.results
 
 
-@node_options
 async def test_ttl_expires_an_entry(make_executor):
     clock = FakeClock()
     ex = await make_executor(cache=True, clock=clock)
@@ -249,7 +244,6 @@ async def test_clear_and_per_node_invalidation(make_executor):
     assert reasons(await ex.run(wf)) == {"a": R.FIRST_RUN, "b": R.FIRST_RUN}
 
 
-@node_options
 async def test_unhashable_closure_is_not_cacheable_unless_given_a_version(make_executor):
     ex = await make_executor(cache=True)
     lock = threading.Lock()
