@@ -22,9 +22,11 @@ from .model import Edge, Node, RetryPolicy, TriggerRule, WorkflowBuilder, Workfl
 
 __version__ = "0.1.0"
 
-__all__ = ["ExecutorConfig", "NodeResult", "WorkflowExecutor", "Priority", "SchedulerConfig",
-           "SchedulingPolicy", "WorkflowScheduler", "LionError", "Edge", "Node", "RetryPolicy",
-           "TriggerRule", "WorkflowBuilder", "WorkflowDefinition", "__version__"]
+__all__ = [
+    "Edge", "ExecutorConfig", "LionError", "Node", "NodeResult", "Priority", "RetryPolicy",
+    "SchedulerConfig", "SchedulingPolicy", "TriggerRule", "WorkflowBuilder",
+    "WorkflowDefinition", "WorkflowExecutor", "WorkflowScheduler", "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -177,13 +177,16 @@ PACKAGES = sorted(n for n, p in MODULES.items() if p.name == "__init__.py")
 
 
 def _public_bindings(tree: ast.Module) -> set[str]:
-    """Public names an ``__init__`` binds at top level (TYPE_CHECKING-only names excluded)."""
+    """Public names an ``__init__`` binds at top level: lion_nb re-exports and definitions.
+
+    Helpers it imports from the standard library (``typing.Any``, ``importlib``) are
+    tools of the module, not its surface.
+    """
     names: set[str] = set()
     for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            names.update(a.asname or a.name for a in node.names)
-        elif isinstance(node, ast.Import):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        if isinstance(node, ast.ImportFrom) and (
+                node.level or (node.module or "").startswith("lion_nb")):
+            names.update(a.asname or a.name for a in node.names)  # re-exports, not helpers
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, ast.Assign):

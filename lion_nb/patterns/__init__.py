@@ -25,15 +25,11 @@ from .saga import (
 from .triggers import WorkflowTrigger, connect_broker
 
 __all__ = [
-    # workflows meet events
-    "WorkflowTrigger", "connect_broker",
-    # events
-    "Event", "Delivery", "EventAck", "DeliveryMode", "RetryBackoff", "EventBrokerConfig",
-    "BrokerStatistics", "EventBroker", "EventReceiver", "AckSender", "EventFilter",
-    "EventStore", "InMemoryEventStore", "SqliteEventStore", "TopicPattern", "NatsEventStore",
-    # sagas
-    "SagaManager", "SagaManagerConfig", "SagaDefinition", "SagaDefinitionBuilder", "SagaStep",
-    "SagaInstance", "SagaKey", "StepState", "SagaStatus", "StepStatus", "SagaCommand",
-    "SagaService", "SagaStatistics", "command_topic", "reply_topic", "COMMAND_TOPIC_PREFIX",
-    "REPLY_TOPIC_PREFIX",
+    "AckSender", "BrokerStatistics", "COMMAND_TOPIC_PREFIX", "Delivery", "DeliveryMode",
+    "Event", "EventAck", "EventBroker", "EventBrokerConfig", "EventFilter", "EventReceiver",
+    "EventStore", "InMemoryEventStore", "NatsEventStore", "REPLY_TOPIC_PREFIX", "RetryBackoff",
+    "SagaCommand", "SagaDefinition", "SagaDefinitionBuilder", "SagaInstance", "SagaKey",
+    "SagaManager", "SagaManagerConfig", "SagaService", "SagaStatistics", "SagaStatus",
+    "SagaStep", "SqliteEventStore", "StepState", "StepStatus", "TopicPattern",
+    "WorkflowTrigger", "command_topic", "connect_broker", "reply_topic",
 ]
