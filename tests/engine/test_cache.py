@@ -563,3 +563,66 @@ def test_cache_settings_are_checked():
         Cache(storage=42)
     with pytest.raises(CacheConfigError):
         Cache(namespace="a/b")
+
+
+CRASH_CHILD = """
+import asyncio, os, sys
+from lion_nb.engine import Cache, ExecutorConfig, WorkflowExecutor
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.state import FileStorage, SqliteStorage
+
+where, backend, path = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def crash(step):
+    if step == where:
+        os._exit(17)  # the process dies inside the cache's one write, at that step
+
+
+async def main():
+    nodes = [Node(n, version="1") for n in ("a", "b", "c")]
+    b = WorkflowBuilder("crashy").add_nodes(*nodes)
+    b.connect(nodes[0], nodes[1]).connect(nodes[1], nodes[2])
+    storage = SqliteStorage(path) if backend == "sqlite" else FileStorage(path)
+    storage.step_hook = crash
+    ex = WorkflowExecutor(config=ExecutorConfig(cache=Cache(storage)))
+    await ex.start()
+    for n in ("a", "b", "c"):
+        ex.add_handler(n, lambda ctx: [ctx.node_name, sorted(ctx.results)])
+    await ex.run(b.build())
+    os._exit(18)  # right after: wait() returned, so the entries were written
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("backend, where, expected", [
+    ("sqlite", "before_commit", R.FIRST_RUN),     # stopped right before the write: no entry
+    ("sqlite", "after", R.REUSED),                # right after it: every entry
+    ("files", "journal_committed", R.REUSED),     # after the commit point: rolled forward
+    ("files", "record_applied", R.REUSED),        # torn while applying: rolled forward
+    ("files", "after", R.REUSED),
+])
+async def test_a_crash_at_the_cache_write_leaves_a_sound_cache(make_executor, tmp_path,
+                                                               backend, where, expected):
+    from lion_nb.state import FileStorage
+    path = str(tmp_path / ("c.db" if backend == "sqlite" else "cache"))
+    script = tmp_path / "child.py"
+    script.write_text(CRASH_CHILD)
+    child = subprocess.run([sys.executable, str(script), where, backend, path],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == (18 if where == "after" else 17), child.stderr
+    storage = SqliteStorage(path) if backend == "sqlite" else FileStorage(path)
+    cache = Cache(storage)
+    ex = await make_executor(cache=cache)
+    for n in "abc":
+        ex.add_handler(n, lambda ctx: [ctx.node_name, sorted(ctx.results)])
+    b = WorkflowBuilder("crashy").add_nodes(*(Node(n, version="1") for n in "abc"))
+    b.connect("a", "b").connect("b", "c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptWarning)
+        result = await ex.run(b.build())
+    assert reasons(result) == {"a": expected, "b": expected, "c": expected}
+    assert result["c"] == ["c", ["b"]]
+    await storage.close()
