@@ -626,3 +626,20 @@ async def test_a_crash_at_the_cache_write_leaves_a_sound_cache(make_executor, tm
     assert reasons(result) == {"a": expected, "b": expected, "c": expected}
     assert result["c"] == ["c", ["b"]]
     await storage.close()
+
+
+async def test_durable_cache_on_postgresql(make_executor, pg_dsn):
+    from lion_nb.state import PostgresStorage
+    calls = Calls()
+    for round_ in range(2):
+        storage = PostgresStorage(pg_dsn)
+        cache = Cache(storage)
+        ex = await make_executor(cache=cache)
+        calls.register(ex, "ab")
+        try:
+            result = await ex.run(chain("a", "b"))
+        finally:
+            await storage.close()
+        expected = R.FIRST_RUN if round_ == 0 else R.REUSED
+        assert reasons(result) == {"a": expected, "b": expected}
+    assert calls == {"a": 1, "b": 1}
