@@ -643,3 +643,23 @@ async def test_durable_cache_on_postgresql(make_executor, pg_dsn):
         expected = R.FIRST_RUN if round_ == 0 else R.REUSED
         assert reasons(result) == {"a": expected, "b": expected}
     assert calls == {"a": 1, "b": 1}
+
+
+async def test_a_durable_instance_commits_its_reused_nodes_too(tmp_path):
+    from lion_nb.state import StateMachineManager
+    storage = SqliteStorage(tmp_path / "state.db")
+    ex = WorkflowExecutor(state_manager=StateMachineManager(storage),
+                          config=ExecutorConfig(cache=True))
+    await ex.start()
+    try:
+        calls = Calls().register(ex, "abc")
+        wf = chain("a", "b", "c")
+        await ex.run(wf)
+        again = await ex.run(wf)
+        assert reasons(again) == {"a": R.REUSED, "b": R.REUSED, "c": R.REUSED}
+        assert calls == {"a": 1, "b": 1, "c": 1}
+        assert again.succeeded and again.results["c"] == (await ex.run(wf)).results["c"]
+        assert again.instance_id not in await ex.resumable()  # it ended, durably
+    finally:
+        await ex.stop()
+        await storage.close()
