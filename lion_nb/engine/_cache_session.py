@@ -182,7 +182,7 @@ class CacheSession:
 
     def _lookup(self, i: int, forced: str | None) -> Any:
         node = self.definition.nodes[i]
-        if not getattr(node, "cache", True):
+        if not node.cache:
             self.verdicts[i] = _OPTED_OUT
             return RUN
         key = self._key(i, node)
@@ -196,7 +196,7 @@ class CacheSession:
         entry = self._entries.get(node.name)
         if (entry is None or entry.key != key or entry.reads is None or entry.reads
                 or entry.uncacheable is not None
-                or getattr(node, "cache_ttl", None) is not None
+                or node.cache_ttl is not None
                 or self._ttl is not None):  # the common case skips all of _compare
             verdict = self._compare(i, node, entry, key)
             if verdict is not None:
@@ -220,7 +220,7 @@ class CacheSession:
 
     def _key(self, i: int, node: Any) -> str | NodeReason:
         """Code version, config, edges, then each succeeded predecessor's name and result."""
-        code = self._versions.get((id(self.handlers[i]), getattr(node, "version", None)))
+        code = self._versions.get((id(self.handlers[i]), node.version))
         if code is None:
             code = self._version(i, node)
         if type(code) is not str:
@@ -246,10 +246,10 @@ class CacheSession:
         """Version handler ``i`` once per run (helpers may have changed since the last)."""
         handler = self.handlers[i]
         try:
-            code: str | NodeReason = code_version(handler, getattr(node, "version", None))
+            code: str | NodeReason = code_version(handler, node.version)
         except Unhashable as exc:
             code = NodeReason(R.NOT_CACHEABLE, exc.what)
-        self._versions[(id(handler), getattr(node, "version", None))] = code
+        self._versions[(id(handler), node.version)] = code
         return code
 
     def _compare(self, i: int, node: Any, entry: CacheEntry | None, key: str
@@ -274,7 +274,7 @@ class CacheSession:
         changed_input = self._changed_input(entry)
         if changed_input is not None:
             return changed_input
-        ttl = getattr(node, "cache_ttl", None) or self._ttl
+        ttl = node.cache_ttl if node.cache_ttl is not None else self._ttl
         if ttl is not None and self._now() - entry.created > ttl:
             return NodeReason(R.EXPIRED, f"older than {ttl:g}s")
         return None

@@ -74,7 +74,8 @@ def read_node(doc: Any, where: str, version: int = FORMAT_VERSION) -> Node:
             timeout=doc.get("timeout"), deadline=doc.get("deadline"),
             priority=Priority[doc.get("priority", "NORMAL")],
             trigger_rule=rule,
-            resources=doc.get("resources") or ())
+            resources=doc.get("resources") or (), cache=doc.get("cache", True),
+            cache_ttl=doc.get("cache_ttl"), version=doc.get("version"))
     except SerializationError:
         raise
     except (DefinitionError, KeyError, TypeError, ValueError) as exc:

@@ -69,11 +69,15 @@ class Node:
     ``requires`` lists capability requirements such as ``"db:write:orders/*"``;
     ``retry`` is a RetryPolicy or a number of retries; ``timeout`` and
     ``deadline`` are seconds (the deadline counts from the instance's start).
+    ``cache=False`` keeps the node out of the result cache (side effects,
+    randomness); ``cache_ttl`` is how many seconds a cached result stays good;
+    ``version`` replaces the handler's code version (code that cannot be read).
     Nodes are immutable.
     """
 
     __slots__ = ("id", "name", "handler", "config", "requires", "retry", "timeout",
-                 "priority", "deadline", "trigger_rule", "resources")
+                 "priority", "deadline", "trigger_rule", "resources", "cache", "cache_ttl",
+                 "version")
 
     id: NodeId
     name: str
@@ -86,6 +90,9 @@ class Node:
     deadline: float | None
     trigger_rule: TriggerRule
     resources: tuple[str, ...]
+    cache: bool
+    cache_ttl: float | None
+    version: str | None
 
     def __init__(
         self,
@@ -101,6 +108,9 @@ class Node:
         deadline: float | None = None,
         trigger_rule: TriggerRule | str = _DEFAULT_RULE,
         resources: Iterable[str] = (),
+        cache: bool = True,
+        cache_ttl: float | None = None,
+        version: str | None = None,
     ) -> None:
         if name is None:
             node_id, name = NodeId.new(), id_or_name
@@ -114,8 +124,14 @@ class Node:
             needs = (requires,) if isinstance(requires, str) else tuple(requires)
             for req in needs:  # a typo fails here, at the line that wrote it
                 Requirement.parse(req)
-        if timeout is not None or deadline is not None:
-            _check_seconds(name, timeout=timeout, deadline=deadline)
+        if timeout is not None or deadline is not None or cache_ttl is not None:
+            _check_seconds(name, timeout=timeout, deadline=deadline, cache_ttl=cache_ttl)
+        if type(cache) is not bool:
+            raise DefinitionError(f"node {name!r}: cache is True or False, not {cache!r}",
+                                  node=name, field="cache")
+        if version is not None and (type(version) is not str or not version):
+            raise DefinitionError(f"node {name!r}: version is a non-empty string, not "
+                                  f"{version!r}", node=name, field="version")
         # Fast paths for the defaults: enum lookups cost more than the rest of __init__.
         if trigger_rule is not _DEFAULT_RULE or priority is not Priority.NORMAL:
             field = "trigger_rule"
@@ -137,6 +153,9 @@ class Node:
         put(self, "deadline", deadline)
         put(self, "trigger_rule", trigger_rule)
         put(self, "resources", tuple(resources) if resources else ())
+        put(self, "cache", cache)
+        put(self, "cache_ttl", cache_ttl)
+        put(self, "version", version)
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError(f"Node is immutable (tried to set {key!r})")
@@ -145,9 +164,12 @@ class Node:
         return f"Node({self.name!r}, id={str(self.id)!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"id": str(self.id), "name": self.name, "handler": self.handler,
-                "config": dict(self.config), "requires": list(self.requires),
-                "retry": self.retry.to_dict(), "timeout": self.timeout,
-                "priority": self.priority.name, "deadline": self.deadline,
-                "trigger_rule": self.trigger_rule.value, "resources": list(self.resources)}
+        """JSON form (the cache settings only when they are not the defaults)."""
+        doc = {"id": str(self.id), "name": self.name, "handler": self.handler,
+               "config": dict(self.config), "requires": list(self.requires),
+               "retry": self.retry.to_dict(), "timeout": self.timeout,
+               "priority": self.priority.name, "deadline": self.deadline,
+               "trigger_rule": self.trigger_rule.value, "resources": list(self.resources)}
+        if not self.cache or self.cache_ttl is not None or self.version is not None:
+            doc.update(cache=self.cache, cache_ttl=self.cache_ttl, version=self.version)
+        return doc

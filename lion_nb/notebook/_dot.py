@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
     from ..model import Node, WorkflowDefinition
 
-__all__ = ["MAX_NODES", "NodeStyleHook", "instance_dot", "instance_overlay", "workflow_dot"]
+__all__ = ["MAX_NODES", "NodeStyleHook", "instance_dot", "instance_overlay", "with_reasons",
+           "workflow_dot"]
 
 #: Above this many nodes a picture is collapsed into layers unless ``full=True``.
 MAX_NODES = 300
@@ -39,14 +40,30 @@ def _state_name(state: object) -> str | None:
     return None if state is None else str(getattr(state, "value", state))
 
 
+def with_reasons(states: Mapping[str, Any], reasons: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+    """States with "reused" for the nodes whose result was reused, and the reasons as text."""
+    out = dict(states)
+    texts = {n: str(r) for n, r in reasons.items()}
+    for name, text in texts.items():
+        if text.startswith("reused") and _state_name(out.get(name)) == "succeeded":
+            out[name] = "reused"
+    return out, texts
+
+
 def instance_overlay(instance: Any) -> dict[str, Mapping[str, Any]]:
-    """The ``states``/``attempts``/``errors`` keyword arguments read off an instance result."""
-    return {"states": dict(getattr(instance, "node_states", None) or {}),
-            "attempts": dict(getattr(instance, "attempts", None) or {}),
-            "errors": dict(getattr(instance, "errors", None) or {})}
+    """The ``states``/``attempts``/``errors``/``reasons`` keyword arguments of an instance.
+
+    A node whose result was reused (incremental re-runs) is drawn "reused".
+    """
+    states, reasons = with_reasons(getattr(instance, "node_states", None) or {},
+                                   getattr(instance, "reasons", None) or {})
+    return {"states": states, "attempts": dict(getattr(instance, "attempts", None) or {}),
+            "errors": dict(getattr(instance, "errors", None) or {}), "reasons": reasons}
 
 
-def _node_text(node: "Node", state: str | None, attempts: int) -> str:
+def _node_text(node: "Node", state: str | None, attempts: int, reason: str | None = None
+               ) -> str:
     lines = [dot_label(node.name)]
     max_attempts = node.retry.max_attempts
     if state is not None:
@@ -56,6 +73,11 @@ def _node_text(node: "Node", state: str | None, attempts: int) -> str:
             extra = f" · attempt {attempts}/{max_attempts}" if max_attempts > 1 \
                 else f" · attempt {attempts}"
         lines.append(dot_label(f"{glyph} {state}{extra}".strip()))
+        if reason and state in ("succeeded", "failed", "reused"):
+            # Why it ran, or where a reused result came from: the picture says what changed.
+            detail = reason if state != "reused" else reason.partition(": ")[2]
+            if detail:
+                lines.append(dot_label(detail, 40))
     elif max_attempts > 1:
         lines.append(f"↻ up to {max_attempts} attempts")
     from graphviz import nohtml
@@ -68,6 +90,7 @@ def workflow_dot(definition: "WorkflowDefinition", *,
                  states: Mapping[str, Any] | None = None,
                  attempts: Mapping[str, int] | None = None,
                  errors: Mapping[str, str] | None = None,
+                 reasons: Mapping[str, str] | None = None,
                  title: str | None = None,
                  full: bool = False,
                  max_nodes: int = MAX_NODES,
@@ -77,6 +100,7 @@ def workflow_dot(definition: "WorkflowDefinition", *,
     states = states or {}
     attempts = attempts or {}
     errors = errors or {}
+    reasons = reasons or {}
     if title is None:
         title = definition.name
     if len(definition.nodes) > max_nodes and not full:
@@ -91,7 +115,8 @@ def workflow_dot(definition: "WorkflowDefinition", *,
         attrs["tooltip"] = dot_label(tooltip, 300)
         if node_style is not None:
             attrs.update(node_style(node, state) or {})
-        g.node(f"n{i}", label=_node_text(node, state, int(attempts.get(node.name, 0))), **attrs)
+        g.node(f"n{i}", label=_node_text(node, state, int(attempts.get(node.name, 0)),
+                                         reasons.get(node.name)), **attrs)
     for k, edge in enumerate(definition.edges):
         edge_attrs: dict[str, str] = {}
         if edge.condition is not None:

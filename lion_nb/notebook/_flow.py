@@ -16,17 +16,23 @@ it on an ordinary WorkflowExecutor -- it is a front end, not a second engine::
     flow                          # displays the DAG
     run = await flow.run()        # top-level await in Jupyter
     run = flow.run_sync()         # or from synchronous code
+
+``Flow("etl", cache=True)`` reuses, run after run, every step whose code and
+inputs did not change; re-running the cell that defines a step replaces it.
+``flow.run(rerun=["extract"])`` forces steps, ``flow.run(start_from="transform")``
+takes the other steps' results from the last run (no cache needed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from typing import Any, Callable, Iterable, Mapping
 
 from .. import _display
-from ..engine import ExecutorConfig, HistoryRecorder, WorkflowExecutor
-from ..errors import DefinitionError, UnknownNodeError
+from ..engine import Cache, ExecutorConfig, HistoryRecorder, WorkflowExecutor
+from ..errors import CacheConfigError, DefinitionError, UnknownNodeError
 from ..model import Edge, Node, WorkflowBuilder, WorkflowDefinition
 
 __all__ = ["Flow", "Step"]
@@ -59,7 +65,8 @@ class Flow:
     change. ``after=`` names only steps declared before, so no cycle can form.
     """
 
-    def __init__(self, name: str, *, executor: Any = None, config: Any = None) -> None:
+    def __init__(self, name: str, *, executor: Any = None, config: Any = None,
+                 cache: Cache | str | os.PathLike[str] | bool | None = None) -> None:
         self._builder = WorkflowBuilder(name)  # validates the name now, where the mistake is
         self.name = name
         self.steps: dict[str, Step] = {}
@@ -74,6 +81,14 @@ class Flow:
         self._history = HistoryRecorder()  # spans every executor this Flow creates
         self._handed_to: Any = None  # the executor that has the handlers of ...
         self._handed = 0  # ... this many steps
+        if cache is True:
+            cache = Cache()
+        elif isinstance(cache, (str, os.PathLike)):
+            cache = Cache(cache)
+        elif not (cache is None or cache is False or isinstance(cache, Cache)):
+            raise CacheConfigError(f"cache is True, a path or a Cache, not {cache!r}",
+                                   field="cache")
+        self._cache: Cache | None = cache if isinstance(cache, Cache) else None
 
     # --- declaring --------------------------------------------------------------------
 
@@ -98,7 +113,8 @@ class Flow:
         step_name = name or getattr(f, "__name__", None)
         if not step_name:
             raise DefinitionError("this callable has no __name__; pass name=...", step=f)
-        if step_name in self.steps:
+        old = self.steps.get(step_name)
+        if old is not None and not _same_function(old.handler, f):
             raise DefinitionError(f"flow {self.name!r} already has a step {step_name!r}",
                                   step=step_name)
         preds = [self._resolve(a) for a in _as_tuple(after)]
@@ -107,6 +123,8 @@ class Flow:
         if when is not None and not preds:
             raise DefinitionError(f"step {step_name!r}: when= needs after=", step=step_name)
         options = {"retry": retries, **node_options} if retries or node_options else {}
+        if old is not None:  # the same function defined again: its cell was re-run
+            return self._redeclare(old, f, tuple(preds), when, options)
         # Everything that can fail happens before the builder is touched, so a refused
         # step leaves nothing behind.
         node = Node(step_name, **options)
@@ -120,6 +138,27 @@ class Flow:
         nodes[step_name] = node
         self._names[id(f)] = step_name
         self._definition = None
+        return f
+
+    def _redeclare(self, old: Step, f: Handler, preds: tuple[str, ...], when: Any,
+                   options: dict[str, Any]) -> Handler:
+        """Replace a step in place; the definition is rebuilt only if its shape changed."""
+        step = Step(old.name, f, preds, when, options)
+        if (preds, options, when) != (old.after, old.options, old.when):
+            steps = {n: (step if n == old.name else s) for n, s in self.steps.items()}
+            builder, nodes = WorkflowBuilder(self.name), {}
+            for s in steps.values():  # replayed in order: a refusal changes nothing
+                nodes[s.name] = node = Node(s.name, **s.options)
+                builder.add_node(node)
+                for p in s.after:
+                    if p not in nodes:
+                        raise DefinitionError(f"step {s.name!r} comes after {p!r}, which is "
+                                              "declared later", step=s.name)
+                    builder.add_edge(Edge.between(nodes[p].id, node.id, s.when))
+            self._builder, self._nodes, self._definition = builder, nodes, None
+        self.steps[old.name] = step
+        self._names[id(f)] = old.name
+        self._handed_to = None  # hand every handler over again, the new one included
         return f
 
     def _resolve(self, ref: Any) -> str:
@@ -181,7 +220,9 @@ class Flow:
         """Run the flow once and return the InstanceResult; ``view=True`` shows a RunView.
 
         ``check=True`` raises the run's error (WorkflowFailedError) if it failed;
-        other keywords go to ``WorkflowExecutor.execute_workflow``.
+        other keywords go to ``WorkflowExecutor.execute_workflow``: ``rerun=[...]``
+        runs steps whatever the cache says (and what follows them),
+        ``start_from=`` takes every other step's result from this flow's last run.
         """
         definition = self.definition
         ex = await self.executor()
@@ -190,6 +231,10 @@ class Flow:
 
             from ._run_view import RunView
             display(RunView(ex))
+        if self._cache is not None:
+            kwargs.setdefault("cache", self._cache)
+        if kwargs.get("start_from"):
+            kwargs.setdefault("previous", self.last)
         result = await ex.wait(await ex.execute_workflow(definition, inputs=inputs, **kwargs))
         self.runs.append(result)
         return result.check() if check else result
@@ -217,6 +262,14 @@ class Flow:
         return self._shared.history if self._shared is not None else self._history
 
     @property
+    def cache(self) -> Cache | None:
+        """The cache of this flow's runs (None: results are not reused)."""
+        if self._cache is not None:
+            return self._cache
+        executor = self._shared if self._shared is not None else self._own
+        return getattr(executor, "cache", None)
+
+    @property
     def last(self) -> Any:
         """The result of the latest run (None before the first)."""
         return self.runs[-1] if self.runs else None
@@ -230,6 +283,12 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r}, steps={list(self.steps)})"
+
+
+def _same_function(old: Any, new: Any) -> bool:
+    """Whether ``new`` is ``old`` defined again (a re-run cell): same module and qualname."""
+    return (getattr(old, "__module__", None), getattr(old, "__qualname__", None)) == \
+        (getattr(new, "__module__", None), getattr(new, "__qualname__", None))
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...] | list[Any]:

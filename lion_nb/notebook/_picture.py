@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import UnsupportedSourceError
+from ._dot import instance_overlay, with_reasons
 from ._legend import with_legend
 from ._render import INSTALL_HINT, RenderOutcome, render_svg
 from ._style import STATE_ORDER
@@ -44,7 +45,8 @@ def describe(obj: Any) -> str:
         return describe_saga(obj)
     instance = _is_instance(obj)
     definition = obj.definition if instance else obj
-    states = dict(getattr(obj, "node_states", None) or {}) if instance else {}
+    states, reasons = with_reasons(getattr(obj, "node_states", None) or {},
+                                   getattr(obj, "reasons", None) or {}) if instance else ({}, {})
     attempts = dict(getattr(obj, "attempts", None) or {}) if instance else {}
     errors = dict(getattr(obj, "errors", None) or {}) if instance else {}
     n, m = len(definition.nodes), len(definition.edges)
@@ -74,6 +76,10 @@ def describe(obj: Any) -> str:
                 line += f" (attempt {attempts[node.name]})"
             if node.name in errors:
                 line += f" — {truncate(errors[node.name], 120)}"
+            reason = reasons.get(node.name, "")
+            detail = reason.partition(": ")[2] if reason.startswith("reused") else reason
+            if detail:
+                line += f" ({truncate(detail, 60)})"
         elif node.retry.max_attempts > 1:
             line += f"  (up to {node.retry.max_attempts} attempts)"
         lines.append(line.replace("\n", " "))
@@ -116,7 +122,7 @@ class Picture:
             return [step.status for step in obj.steps.values()]
         states = self.options.get("states")
         if states is None and _is_instance(obj):
-            states = getattr(obj, "node_states", None)
+            states = instance_overlay(obj)["states"]
         return list((states or {}).values())
 
     def text(self) -> str:

@@ -31,6 +31,7 @@ from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
 from ..errors import LionError
 from ._html import failures_html, snapshot_html, stats_html, title_html
+from ._dot import with_reasons
 from ._live_view import LiveView
 from ._style import ERROR_STATES, TERMINAL_STATES
 
@@ -45,7 +46,8 @@ _PROBLEMS = ERROR_STATES | {"retrying"}
 # Moves from a quiet state to a forward one (queued, running, succeeded) need no
 # guard: they are most of the events, so _fold handles them inline.
 _QUIET = frozenset({"pending", "queued", "running"})
-_FORWARD = _QUIET | {"succeeded"}
+_FORWARD = _QUIET | {"succeeded", "reused"}
+_SUCCEEDED = K.NODE_SUCCEEDED
 _HEARTBEAT = 1.0  # seconds between elapsed-time refreshes while no node changes
 #: Up to this many nodes a view also follows NODE_QUEUED and NODE_STARTED; above it, the
 #: engine is spared building two more events per node (nodes then go from pending
@@ -73,6 +75,7 @@ class RunView(LiveView):
         self.states: dict[str, str] = {}
         self.attempts: dict[str, int] = {}
         self.errors: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}  # why each node ran or was reused (with a cache)
         self.problems: dict[str, None] = {}  # insertion-ordered set of nodes in trouble
         self.counts: Counter[str] = Counter()
         self.instance_state: str | None = None
@@ -150,6 +153,8 @@ class RunView(LiveView):
                 continue
             changed = True
             state = to_state[kind]
+            if kind is _SUCCEEDED and data and data.get("reason") == "reused":
+                state = "reused"  # a cached result: the handler did not run
             old = states.get(node, "pending")
             # The common case, a forward move of a healthy node, is handled inline:
             # this loop runs once per engine event.
@@ -206,7 +211,8 @@ class RunView(LiveView):
             self.counts = Counter({"pending": len(self.definition.nodes)})
             return
         # NodeState is a StrEnum: its members are the strings, no conversion needed.
-        self.states = dict(snapshot.node_states)
+        self.states, self.reasons = with_reasons(snapshot.node_states,
+                                                 getattr(snapshot, "reasons", None) or {})
         self.attempts = dict(snapshot.attempts)
         self.errors = {k: str(v) for k, v in snapshot.errors.items()}
         self.counts = Counter(self.states.values())
@@ -316,6 +322,7 @@ class RunView(LiveView):
             states, attempts, errors = dict(states), dict(attempts), dict(errors)
         return SimpleNamespace(definition=self.definition, state=self.instance_state,
                                node_states=states, attempts=attempts, errors=errors,
+                               reasons=dict(self.reasons) if copy else self.reasons,
                                instance_id=self.instance_id, _display_kind="instance")
 
     # --- end and display ---------------------------------------------------------------

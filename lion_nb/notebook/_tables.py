@@ -99,7 +99,8 @@ def _frame(rows: Sequence[Any], columns: Sequence[str], *, times: Sequence[str] 
 
 #: Fields read from every attempt record (attribute or mapping key), in column order.
 ATTEMPT_COLUMNS = ("instance_id", "workflow", "node", "attempt", "state", "queued_at",
-                   "started_at", "finished_at", "duration", "error")
+                   "started_at", "finished_at", "duration", "error", "reason",
+                   "reason_detail")
 
 
 
@@ -127,11 +128,16 @@ def _instance_records(source: Any) -> list[Any] | None:
 
 
 def attempts_frame(source: Any) -> "pd.DataFrame":
-    """One row per node attempt: ids, state, queued/started/finished, wait, duration, error."""
+    """One row per node attempt: ids, state, queued/started/finished, wait, duration, error.
+
+    With a cache (or a re-run request), ``reason`` says why the node ran or was
+    reused and ``reason_detail`` what changed; a reused node has attempt 0 and
+    state "reused".
+    """
     df = _frame(history_records(source), ATTEMPT_COLUMNS,
                 times=("queued_at", "started_at", "finished_at"), spans=("duration",),
-                categories=("instance_id", "workflow", "node", "state"), strings=("error",),
-                counts=("attempt",))
+                categories=("instance_id", "workflow", "node", "state", "reason"),
+                strings=("error", "reason_detail"), counts=("attempt",))
     # Where the recorder left duration out, it is what the stamps say.
     missing = df["duration"].isna()
     if missing.any():
@@ -139,8 +145,8 @@ def attempts_frame(source: Any) -> "pd.DataFrame":
                                        - df.loc[missing, "started_at"])
     df["wait"] = df["started_at"] - df["queued_at"]
     # What a reader looks for first: which node, how it ended, how long, why.
-    return df[["node", "state", "duration", "error", "attempt", "wait", "queued_at",
-               "started_at", "finished_at", "workflow", "instance_id"]]
+    return df[["node", "state", "duration", "error", "reason", "reason_detail", "attempt",
+               "wait", "queued_at", "started_at", "finished_at", "workflow", "instance_id"]]
 
 
 def _instance_state(states: "pd.Series") -> str:

@@ -26,9 +26,6 @@ from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.state import MemoryStorage, NodeState, SqliteStorage
 
 R = CacheReason
-# Node(cache=..., cache_ttl=..., version=...) arrives with the model restructure (branch nb).
-node_options = pytest.mark.skipif(not hasattr(Node("x"), "cache"),
-                                  reason="Node cache options land with the model restructure")
 
 
 def chain(*names, name="etl", **options):
@@ -130,7 +127,6 @@ async def test_code_change_with_the_same_result_leaves_dependants_reused(make_ex
     assert reasons(again) == {"a": R.CODE_CHANGED, "b": R.REUSED}
 
 
-@node_options
 async def test_a_changed_predecessor_result_reruns_its_dependants(make_executor):
     ex = await make_executor(cache=True)
     counter = iter(range(100))
@@ -219,7 +215,6 @@ async def test_start_from_takes_upstream_results_from_the_last_run_without_a_cac
     assert again.results == first.results
 
 
-@node_options
 async def test_ttl_expires_an_entry(make_executor):
     clock = FakeClock()
     ex = await make_executor(cache=True, clock=clock)
@@ -249,7 +244,6 @@ async def test_clear_and_per_node_invalidation(make_executor):
     assert reasons(await ex.run(wf)) == {"a": R.FIRST_RUN, "b": R.FIRST_RUN}
 
 
-@node_options
 async def test_unhashable_closure_is_not_cacheable_unless_given_a_version(make_executor):
     ex = await make_executor(cache=True)
     lock = threading.Lock()
@@ -569,3 +563,103 @@ def test_cache_settings_are_checked():
         Cache(storage=42)
     with pytest.raises(CacheConfigError):
         Cache(namespace="a/b")
+
+
+CRASH_CHILD = """
+import asyncio, os, sys
+from lion_nb.engine import Cache, ExecutorConfig, WorkflowExecutor
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.state import FileStorage, SqliteStorage
+
+where, backend, path = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def crash(step):
+    if step == where:
+        os._exit(17)  # the process dies inside the cache's one write, at that step
+
+
+async def main():
+    nodes = [Node(n, version="1") for n in ("a", "b", "c")]
+    b = WorkflowBuilder("crashy").add_nodes(*nodes)
+    b.connect(nodes[0], nodes[1]).connect(nodes[1], nodes[2])
+    storage = SqliteStorage(path) if backend == "sqlite" else FileStorage(path)
+    storage.step_hook = crash
+    ex = WorkflowExecutor(config=ExecutorConfig(cache=Cache(storage)))
+    await ex.start()
+    for n in ("a", "b", "c"):
+        ex.add_handler(n, lambda ctx: [ctx.node_name, sorted(ctx.results)])
+    await ex.run(b.build())
+    os._exit(18)  # right after: wait() returned, so the entries were written
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("backend, where, expected", [
+    ("sqlite", "before_commit", R.FIRST_RUN),     # stopped right before the write: no entry
+    ("sqlite", "after", R.REUSED),                # right after it: every entry
+    ("files", "journal_committed", R.REUSED),     # after the commit point: rolled forward
+    ("files", "record_applied", R.REUSED),        # torn while applying: rolled forward
+    ("files", "after", R.REUSED),
+])
+async def test_a_crash_at_the_cache_write_leaves_a_sound_cache(make_executor, tmp_path,
+                                                               backend, where, expected):
+    from lion_nb.state import FileStorage
+    path = str(tmp_path / ("c.db" if backend == "sqlite" else "cache"))
+    script = tmp_path / "child.py"
+    script.write_text(CRASH_CHILD)
+    child = subprocess.run([sys.executable, str(script), where, backend, path],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == (18 if where == "after" else 17), child.stderr
+    storage = SqliteStorage(path) if backend == "sqlite" else FileStorage(path)
+    cache = Cache(storage)
+    ex = await make_executor(cache=cache)
+    for n in "abc":
+        ex.add_handler(n, lambda ctx: [ctx.node_name, sorted(ctx.results)])
+    b = WorkflowBuilder("crashy").add_nodes(*(Node(n, version="1") for n in "abc"))
+    b.connect("a", "b").connect("b", "c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptWarning)
+        result = await ex.run(b.build())
+    assert reasons(result) == {"a": expected, "b": expected, "c": expected}
+    assert result["c"] == ["c", ["b"]]
+    await storage.close()
+
+
+async def test_durable_cache_on_postgresql(make_executor, pg_dsn):
+    from lion_nb.state import PostgresStorage
+    calls = Calls()
+    for round_ in range(2):
+        storage = PostgresStorage(pg_dsn)
+        cache = Cache(storage)
+        ex = await make_executor(cache=cache)
+        calls.register(ex, "ab")
+        try:
+            result = await ex.run(chain("a", "b"))
+        finally:
+            await storage.close()
+        expected = R.FIRST_RUN if round_ == 0 else R.REUSED
+        assert reasons(result) == {"a": expected, "b": expected}
+    assert calls == {"a": 1, "b": 1}
+
+
+async def test_a_durable_instance_commits_its_reused_nodes_too(tmp_path):
+    from lion_nb.state import StateMachineManager
+    storage = SqliteStorage(tmp_path / "state.db")
+    ex = WorkflowExecutor(state_manager=StateMachineManager(storage),
+                          config=ExecutorConfig(cache=True))
+    await ex.start()
+    try:
+        calls = Calls().register(ex, "abc")
+        wf = chain("a", "b", "c")
+        await ex.run(wf)
+        again = await ex.run(wf)
+        assert reasons(again) == {"a": R.REUSED, "b": R.REUSED, "c": R.REUSED}
+        assert calls == {"a": 1, "b": 1, "c": 1}
+        assert again.succeeded and again.results["c"] == (await ex.run(wf)).results["c"]
+        assert again.instance_id not in await ex.resumable()  # it ended, durably
+    finally:
+        await ex.stop()
+        await storage.close()
