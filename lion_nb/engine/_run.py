@@ -158,7 +158,7 @@ class InstanceRun:
                      if c == _SUCCEEDED},
             exceptions=exceptions, error=self.error, started_at=self.started_at,
             finished_at=self.finished_at,
-            reasons=None if self.cache is None else {
+            reasons={} if self.cache is None else {
                 d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})
 
     # --- queueing -------------------------------------------------------------------
