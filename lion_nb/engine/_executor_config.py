@@ -26,7 +26,9 @@ class ExecutorConfig:
     ``runner``: where handlers run (None: this process; see lion_nb.distributed).
     ``lease_ttl``: seconds an executor owns a durable instance without renewing.
     ``max_node_crashes``: a durable node whose process died this many times while
-    it was queued or running fails with PoisonNodeError instead of running again.
+    it was queued or running fails with PoisonNodeError instead of running again;
+    None records no attempt before it starts (one write less per node, but
+    ``ctx.attempt`` restarts at 1 after a resume and such a node runs forever).
     ``authority``: the lion_nb.security Authority that verifies the ``grants`` of
     ``execute_workflow``; ``on_denied``: a node whose requirements are not
     covered "fail"s (default) or is "skip"ped — it never runs either way.
@@ -41,7 +43,7 @@ class ExecutorConfig:
     record_history: bool = True
     runner: Any = None
     lease_ttl: float = 30.0
-    max_node_crashes: int = 3
+    max_node_crashes: int | None = 3
     authority: Any = None
     on_denied: str = "fail"
     event_sink: Callable[..., Awaitable[Any]] | None = None
@@ -60,8 +62,9 @@ class ExecutorConfig:
         if not _positive(self.lease_ttl):
             raise ConfigError(f"lease_ttl must be > 0 seconds, not {self.lease_ttl!r}",
                               field="lease_ttl")
-        if not (_positive(self.max_node_crashes) and isinstance(self.max_node_crashes, int)):
-            raise ConfigError(f"max_node_crashes must be a positive int, not "
+        if self.max_node_crashes is not None and not (
+                _positive(self.max_node_crashes) and isinstance(self.max_node_crashes, int)):
+            raise ConfigError(f"max_node_crashes must be None or a positive int, not "
                               f"{self.max_node_crashes!r}", field="max_node_crashes")
         if self.event_sink is not None and not callable(self.event_sink):
             raise ConfigError(f"event_sink must be an async callable, not "

@@ -111,6 +111,7 @@ class InstanceRun:
         # the attempt whose start record a commit already wrote (no second write then).
         self.crashes: dict[int, int] = {}
         self.announced: dict[int, int] = {}
+        self.max_crashes = config.max_node_crashes
 
     # --- what handlers and callers read --------------------------------------------
 
@@ -186,7 +187,8 @@ class InstanceRun:
         else:
             self.states.move(i, _RUNNING)
         attempt = self.attempts[i] = self.attempts[i] + 1
-        if self.store is not None and not await self._announce(i, node, attempt):
+        if self.store is not None and self.max_crashes and not await self._announce(
+                i, node, attempt):
             return
         self.started_times[i] = started = self._time()
         obs = self.observe
@@ -251,12 +253,11 @@ class InstanceRun:
         fails as a poison node instead of running on every resume.
         """
         crashes = self.crashes.get(i, 0)
-        if crashes >= self.env.config.max_node_crashes:
-            self.tasks.pop(i, None)
+        if crashes >= (self.max_crashes or 0):
             error = PoisonNodeError(
-                f"node {node.name!r} of instance {self.instance_id} was running when its "
-                f"process died {crashes} times; it is not run again (ExecutorConfig."
-                f"max_node_crashes={self.env.config.max_node_crashes})", node=node.name,
+                f"node {node.name!r} of instance {self.instance_id} was queued or running "
+                f"when its process died, {crashes} times; it is not run again (ExecutorConfig."
+                f"max_node_crashes={self.max_crashes})", node=node.name,
                 instance_id=self.instance_id, attempt=attempt, crashes=crashes)
             await self._failed(i, node, error, attempt, retry=False)
             return False
@@ -405,7 +406,7 @@ class InstanceRun:
         ended = [i] + [t for t in decided if t >= 0 and self._end_decided(t)]
         records = [self._record(j) for j in ended]
         for t in decided:  # successors about to be queued: their start records ride along
-            if t < 0:
+            if t < 0 and self.max_crashes:
                 t = ~t
                 attempt = self.announced[t] = self.attempts[t] + 1
                 records.append((t, start_record(self.nodes[t].name, attempt,

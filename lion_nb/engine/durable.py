@@ -87,26 +87,55 @@ def _pid_namespace() -> str:
         return "-"
 
 
+def _process(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time in clock ticks) of process ``pid``, from /proc; None if
+    it has no entry there."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the name in (...) may hold spaces
+    return fields[0], fields[19]
+
+
+_HAVE_PROC = _process(os.getpid()) is not None
+
+
 def new_owner_id() -> str:
-    """A lease owner id for one executor: ``host|pid namespace|pid|random``."""
-    return f"{socket.gethostname()}|{_pid_namespace()}|{os.getpid()}|{secrets.token_hex(6)}"
+    """A lease owner id for one executor: ``host|pid namespace|pid.start time|random``."""
+    pid = os.getpid()
+    proc = _process(pid)
+    where = f"{pid}.{proc[1]}" if proc else str(pid)
+    return f"{socket.gethostname()}|{_pid_namespace()}|{where}|{secrets.token_hex(6)}"
 
 
 def owner_is_dead(owner: str) -> bool:
     """True only if ``owner`` is a process of this host and pid namespace that has exited.
 
     Lets a restarted process take over the lease of the one that crashed at
-    once instead of waiting out its TTL. Anything uncertain (another host, a
-    reused pid, no permission to signal) counts as alive: waiting is safe.
+    once instead of waiting out its TTL. An exited process that its parent has
+    not reaped yet (a zombie) is dead; so is an owner whose pid now belongs to a
+    process started at another time. Anything uncertain (another host, no /proc
+    and no permission to signal) counts as alive: waiting is safe.
     """
     parts = owner.split("|")
-    if len(parts) != 4 or not parts[2].isdigit():
+    if len(parts) != 4:
         return False
-    host, ns, pid = parts[0], parts[1], int(parts[2])
+    pid_text, _, started = parts[2].partition(".")
+    if not pid_text.isdigit():
+        return False
+    host, ns, pid = parts[0], parts[1], int(pid_text)
     if host != socket.gethostname() or ns != _pid_namespace() or ns == "-":
         return False
     if pid == os.getpid():
         return False  # another executor of this very process: alive
+    if _HAVE_PROC:
+        proc = _process(pid)
+        if proc is None:
+            return True
+        state, now_started = proc
+        return state in ("Z", "X") or bool(started) and now_started != started
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -131,3 +131,57 @@ async def test_attempts_count_across_crashes_and_a_poison_node_stops_running(tmp
     finally:
         for ex in executors:
             await ex.stop()
+
+
+async def test_without_crash_tracking_a_chain_writes_one_record_per_node(tmp_path):
+    store = SqliteStorage(tmp_path / "s.db")
+    written: list[str] = []
+    real = store.put_many
+
+    async def counting(items, **kwargs):
+        written.extend(k for k, _ in items if k.startswith("nodes/"))
+        await real(items, **kwargs)
+
+    store.put_many = counting
+    for limit, per_node in ((None, 1), (3, 2)):
+        written.clear()
+        ex = WorkflowExecutor(state_manager=StateMachineManager(store),
+                              config=ExecutorConfig(max_node_crashes=limit))
+        ex.add_handler("work", Work())
+        await ex.start()
+        try:
+            assert (await ex.run(chain("A", "B", "C"))).succeeded
+        finally:
+            await ex.stop()
+        assert len(written) == 3 * per_node  # with tracking: a start and an end record
+
+
+def test_an_exited_but_unreaped_owner_and_a_reused_pid_count_as_dead():
+    import subprocess
+    import sys
+    import time
+
+    from lion_nb.engine.durable import new_owner_id, owner_is_dead
+
+    host, ns, _, token = new_owner_id().split("|")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(500):  # exited, but nobody waited for it: a zombie
+            with open(f"/proc/{zombie.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        assert owner_is_dead(f"{host}|{ns}|{zombie.pid}|{token}")
+    finally:
+        zombie.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with open(f"/proc/{alive.pid}/stat") as f:
+            started = f.read().rsplit(")", 1)[1].split()[19]
+        assert not owner_is_dead(f"{host}|{ns}|{alive.pid}.{started}|{token}")
+        assert not owner_is_dead(f"{host}|{ns}|{alive.pid}|{token}")  # old ids: no start
+        # The owner's pid now names a process that started at another time.
+        assert owner_is_dead(f"{host}|{ns}|{alive.pid}.{int(started) + 1}|{token}")
+    finally:
+        alive.kill()
+        alive.wait()
