@@ -142,18 +142,7 @@ def owner_is_dead(owner: str) -> bool:
         return True
     except OSError:
         return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """An exited process its parent has not reaped yet still answers ``kill(pid, 0)``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False  # no /proc (macOS) or gone meanwhile: the next check decides
-    # The state follows the parenthesised command name, which may itself hold ')'.
-    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"Z", b"X")
+    return False
 
 
 @dataclass
