@@ -34,7 +34,7 @@ from ._code_version import code_version
 from ._fingerprint import Unhashable, digest, fingerprint
 
 if TYPE_CHECKING:
-    from ..model.definition import WorkflowDefinition
+    from ..model import WorkflowDefinition
     from ._cache import Cache
 
 __all__ = ["CacheSession", "InputReads", "RerunPlan", "RUN"]

@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from ..errors import (InstanceCancelledError, InstanceNotFoundError, LeaseError, LionError,
                       NodeFailedError, StateError, WorkflowFailedError)
-from ..model.definition import WorkflowDefinition
+from ..model import WorkflowDefinition
 from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
 from ..state.storage import Storage
 from ._result import InstanceResult

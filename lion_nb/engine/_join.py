@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConditionError
-from ..model.node import TriggerRule as R
+from ..model import TriggerRule as R
 from ..state.machine import CODE, NodeState
 
 if TYPE_CHECKING:
-    from ..model.definition import WorkflowDefinition
+    from ..model import WorkflowDefinition
 
 __all__ = ["JoinRule"]
 

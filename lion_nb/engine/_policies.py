@@ -12,7 +12,7 @@ import math
 from collections import deque
 from typing import Any, Callable
 
-from ..model.node import Priority
+from ..model import Priority
 
 __all__ = ["ScheduledTask", "FifoQueue", "PriorityQueue", "EdfQueue", "MlfqQueue"]
 

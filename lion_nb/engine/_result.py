@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _display
-from ..model.definition import WorkflowDefinition
+from ..model import WorkflowDefinition
 from ..state.machine import InstanceState, NodeState
 from ._cache_reason import CacheReason, NodeReason
 

@@ -28,7 +28,7 @@ from .observe import EventKind as K
 from .observe import ExecEvent
 
 if TYPE_CHECKING:
-    from ..model.definition import WorkflowDefinition
+    from ..model import WorkflowDefinition
     from ._store import InstanceStore
 
 __all__ = ["InstanceRun"]

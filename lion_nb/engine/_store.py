@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from ..clock import Clock
 from ..errors import (CheckpointCorruptError, DefinitionChangedError, InstanceNotFoundError,
                       LeaseError, LionError, SerializationError, StateError)
-from ..model.definition import WorkflowDefinition
+from ..model import WorkflowDefinition
 from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
 from ..state.records import canonical_json
 from ..state.storage import Storage

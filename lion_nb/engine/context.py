@@ -6,8 +6,7 @@ import enum
 import logging
 from typing import Any, Callable, Mapping, Protocol
 
-from ..model.definition import WorkflowDefinition
-from ..model.node import Node
+from ..model import Node, WorkflowDefinition
 
 __all__ = ["NodeContext", "NodeResult", "ResultKind"]
 

@@ -10,9 +10,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 
 from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFoundError,
                       InstanceNotFoundError, LionError, RerunError, SecurityError, StateError)
-from ..model.definition import WorkflowDefinition
-from ..model.ids import InstanceId
-from ..model.node import Node, Priority
+from ..model import InstanceId, Node, Priority, WorkflowDefinition
 from ..security import (
     AuditRecord, GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers,
 )
