@@ -18,7 +18,7 @@ import asyncio
 from typing import Any, Callable, Mapping
 
 from ..engine.executor import WorkflowExecutor
-from ..model.definition import WorkflowDefinition
+from ..model import WorkflowDefinition
 from .events import Event, EventAck, EventBroker
 
 __all__ = ["connect_broker", "WorkflowTrigger"]
