@@ -14,6 +14,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     ├── ExecutionError (RuntimeError)         running instances
     │   ├── HandlerNotFoundError              .node, .handler
     │   ├── NodeFailedError                   .node, .instance_id, .attempt
+    │   │   └── PoisonNodeError               .crashes: its process died that often
     │   ├── NodeTimeoutError (TimeoutError)   .node, .timeout
     │   ├── ResultNotSerializableError        .node
     │   ├── HandlerNotSerializableError       .node
@@ -80,7 +81,8 @@ __all__ = [
     "LionError", "ConfigError",
     "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
     "ConditionError", "SerializationError",
-    "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "NodeTimeoutError",
+    "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "PoisonNodeError",
+    "NodeTimeoutError",
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "ExecutorStoppedError",
     "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
@@ -152,6 +154,10 @@ class HandlerNotFoundError(ExecutionError):
 
 class NodeFailedError(ExecutionError):
     """A node's handler failed after its retries; the cause is chained."""
+
+
+class PoisonNodeError(NodeFailedError):
+    """A durable node's process died ``.crashes`` times while it ran: it is not run again."""
 
 
 class NodeTimeoutError(ExecutionError, TimeoutError):

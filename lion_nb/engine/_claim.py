@@ -59,7 +59,7 @@ def stored_result(stored: StoredInstance) -> InstanceResult:
     header, iid = stored.header, stored.instance_id
     definition = (WorkflowDefinition.from_dict(stored.definition)
                   if stored.definition is not None else None)
-    names = ([n.name for n in definition.nodes] if definition is not None
+    names = (list(definition.by_name) if definition is not None  # in node order
              else [r["name"] for r in stored.nodes.values()])
     states = {n: NodeState.PENDING for n in names}
     attempts = {n: 0 for n in names}

@@ -27,6 +27,10 @@ class ExecutorConfig:
     ``record_history``: keep execution records in ``executor.history``.
     ``runner``: where handlers run (None: this process; see lion_nb.distributed).
     ``lease_ttl``: seconds an executor owns a durable instance without renewing.
+    ``max_node_crashes``: a durable node whose process died this many times while
+    it was queued or running fails with PoisonNodeError instead of running again;
+    None records no attempt before it starts (one write less per node, but
+    ``ctx.attempt`` restarts at 1 after a resume and such a node runs forever).
     ``authority``: the lion_nb.security Authority that verifies the ``grants`` of
     ``execute_workflow``; ``on_denied``: a node whose requirements are not
     covered "fail"s (default) or is "skip"ped — it never runs either way.
@@ -43,6 +47,7 @@ class ExecutorConfig:
     record_history: bool = True
     runner: Any = None
     lease_ttl: float = 30.0
+    max_node_crashes: int | None = 3
     authority: Any = None
     on_denied: str = "fail"
     event_sink: Callable[..., Awaitable[Any]] | None = None
@@ -65,6 +70,10 @@ class ExecutorConfig:
         if not (self.cache is None or isinstance(self.cache, (bool, str, os.PathLike, Cache))):
             raise ConfigError(f"cache is True, a path or a Cache, not {self.cache!r}",
                               field="cache")
+        if self.max_node_crashes is not None and not (
+                _positive(self.max_node_crashes) and isinstance(self.max_node_crashes, int)):
+            raise ConfigError(f"max_node_crashes must be None or a positive int, not "
+                              f"{self.max_node_crashes!r}", field="max_node_crashes")
         if self.event_sink is not None and not callable(self.event_sink):
             raise ConfigError(f"event_sink must be an async callable, not "
                               f"{self.event_sink!r}", field="event_sink")

@@ -61,8 +61,8 @@ class JoinRule:
         self._size = [len(e) for e in d.in_edges]
         self.remaining = list(self._size)
         self.active = [0] * n  # input edges whose source succeeded and condition held
-        self.failed = [0] * n
-        self.upfailed = [0] * n
+        self.failed = [0] * n  # failed or upstream_failed
+        self.upfailed = [0] * n  # upstream_failed only
         self.skipped = [0] * n  # including false edges
         self.inactive = [0] * n  # false edges only
         # Conditional input edges not counted yet: while any is left, a false edge may
@@ -137,6 +137,7 @@ class JoinRule:
         elif code == _FAILED:
             self.failed[t] += 1
         elif code == _UPSTREAM_FAILED:
+            self.failed[t] += 1
             self.upfailed[t] += 1
         elif code == _SKIPPED:
             self.skipped[t] += 1
@@ -156,7 +157,7 @@ class JoinRule:
         d = self._definition
         targets, out, flag = d.edge_target, d.out_edges, self._decided
         remaining, active, conds, rules = self.remaining, self.active, self._conds, self._rules
-        failed, upfailed = self.failed, self.upfailed
+        failed = self.failed
         while stack:
             j, code, result = stack.pop()
             for k in out[j]:
@@ -167,10 +168,10 @@ class JoinRule:
                 # an unconditional edge from a success into a default-rule node
                 if code == _SUCCEEDED and conds[k] is None:
                     active[t] += 1
-                    remaining[t] -= 1
-                    if rules[t] is not _DEFAULT or failed[t] or upfailed[t]:
+                    left = remaining[t] = remaining[t] - 1
+                    if rules[t] is not _DEFAULT or failed[t]:
                         self._decide(t, decided, stack)
-                    elif not remaining[t]:  # no failure and one active edge at least: run
+                    elif not left:  # no failure and one active edge at least: run
                         flag[t] = 1
                         decided.append(~t)
                 else:
@@ -201,8 +202,8 @@ class JoinRule:
         Early verdicts are the ones no input still to come could change.
         """
         rule = self._rules[t]
-        s, f, k = self.active[t], self.failed[t], self.skipped[t]
-        bad = f + self.upfailed[t]
+        s, bad, k = self.active[t], self.failed[t], self.skipped[t]
+        f = bad - self.upfailed[t]  # failed itself (ONE_DONE does not count upstream_failed)
         left = self.remaining[t]
         if rule is _DEFAULT:
             return _UPFAIL if bad else None if left else _SKIP if k == self._size[t] else _RUN

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from .. import _display
+from ..model.definition import WorkflowDefinition
 from ..state.machine import InstanceState, NodeState
 from ._cache_reason import CacheReason, NodeReason
 
 __all__ = ["InstanceResult"]
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class InstanceResult:
     """State, node states, attempts, results and errors of an instance at one moment.
 
@@ -21,26 +24,25 @@ class InstanceResult:
 
     _display_kind = "instance"
 
-    def __init__(self, *, instance_id: str, definition: Any, state: InstanceState,
-                 node_states: dict[str, NodeState], attempts: dict[str, int],
-                 results: dict[str, Any], exceptions: Mapping[str, BaseException],
-                 error: BaseException | None, started_at: float,
-                 finished_at: float | None,
-                 reasons: Mapping[str, NodeReason] | None = None) -> None:
-        self.instance_id = instance_id
-        self.definition = definition
-        self.workflow: str = definition.name
-        self.state = state
-        self.node_states = node_states
-        self.attempts = attempts
-        self.results = results
-        self.exceptions = dict(exceptions)
+    instance_id: str
+    definition: WorkflowDefinition
+    state: InstanceState
+    node_states: dict[str, NodeState]
+    attempts: dict[str, int]
+    results: dict[str, Any]
+    exceptions: dict[str, BaseException]
+    error: BaseException | None
+    started_at: float
+    finished_at: float | None
+    #: Why each node ran or was reused (runs with a cache or a re-run request).
+    reasons: dict[str, NodeReason] = field(default_factory=dict)
+    workflow: str = field(init=False)
+    errors: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workflow = self.definition.name
         self.errors = {k: str(e) for k, e in self.exceptions.items()}
-        self.error = error
-        self.started_at = started_at
-        self.finished_at = finished_at
-        #: Why each node ran or was reused (runs with a cache or a re-run request).
-        self.reasons: dict[str, NodeReason] = dict(reasons or {})
+        self.reasons = dict(self.reasons)
 
     @property
     def reused(self) -> list[str]:

@@ -11,8 +11,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
-                      NodeFailedError, NodeTimeoutError, ResultNotSerializableError,
-                      SecurityError, WorkflowFailedError)
+                      NodeFailedError, NodeTimeoutError, PoisonNodeError,
+                      ResultNotSerializableError, SecurityError, WorkflowFailedError)
 from ..state.machine import (CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates,
                              check_instance_transition)
 from ._cache_session import RUN as _RUN
@@ -23,7 +23,7 @@ from ._outcome import check_output, handler_error
 from ._policies import ScheduledTask
 from ._result import InstanceResult
 from .context import NodeContext, NodeResult, ResultKind
-from .durable import node_record
+from .durable import node_record, start_record
 from .observe import EventKind as K
 from .observe import ExecEvent
 
@@ -116,6 +116,11 @@ class InstanceRun:
         self.cache: CacheSession | None = None
         self._ready: list[int] = []
         self._draining = False
+        # Durable runs only: how often a node's process died under it (from storage), and
+        # the attempt whose start record a commit already wrote (no second write then).
+        self.crashes: dict[int, int] = {}
+        self.announced: dict[int, int] = {}
+        self.max_crashes = config.max_node_crashes
 
     # --- what handlers and callers read --------------------------------------------
 
@@ -153,7 +158,7 @@ class InstanceRun:
                      if c == _SUCCEEDED},
             exceptions=exceptions, error=self.error, started_at=self.started_at,
             finished_at=self.finished_at,
-            reasons=None if self.cache is None else {
+            reasons={} if self.cache is None else {
                 d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})
 
     # --- queueing -------------------------------------------------------------------
@@ -259,6 +264,9 @@ class InstanceRun:
         else:
             self.states.move(i, _RUNNING)
         attempt = self.attempts[i] = self.attempts[i] + 1
+        if self.store is not None and self.max_crashes and not await self._announce(
+                i, node, attempt):
+            return
         self.started_times[i] = started = self._time()
         obs = self.observe
         if obs.wants(_K_STARTED):
@@ -324,6 +332,35 @@ class InstanceRun:
             self._advance(decided)
         else:
             await self._commit(i, decided)
+
+    async def _announce(self, i: int, node: Any, attempt: int) -> bool:
+        """Durably record that ``attempt`` of node ``i`` starts; False if it must not run.
+
+        So attempts count across crashes, and a node that keeps killing its process
+        fails as a poison node instead of running on every resume.
+        """
+        crashes = self.crashes.get(i, 0)
+        if crashes >= (self.max_crashes or 0):
+            error = PoisonNodeError(
+                f"node {node.name!r} of instance {self.instance_id} was queued or running "
+                f"when its process died, {crashes} times; it is not run again (ExecutorConfig."
+                f"max_node_crashes={self.max_crashes})", node=node.name,
+                instance_id=self.instance_id, attempt=attempt, crashes=crashes)
+            await self._failed(i, node, error, attempt, retry=False)
+            return False
+        if self.announced.pop(i, 0) == attempt:
+            return True  # written with the commit that released it
+        assert self.store is not None
+        failure = await self.store.commit([(i, start_record(node.name, attempt, crashes))])
+        if failure is None:
+            return True
+        if not self.cancel_requested:
+            await self.cancel(reason=str(failure))
+        self.tasks.pop(i, None)
+        self._end_node(i, NodeState.CANCELLED, None)
+        if self.unfinished == 0:
+            self.finish()
+        return False
 
     async def _denied(self, i: int, node: Any, exc: SecurityError) -> None:
         """A node whose capabilities are not covered fails (or is skipped) without running."""
@@ -460,7 +497,14 @@ class InstanceRun:
         """Commit node ``i`` and the ends decided with it in one write, then advance."""
         assert self.store is not None
         ended = [i] + [t for t in decided if t >= 0 and self._end_decided(t)]
-        failure = await self.store.commit([self._record(j) for j in ended])
+        records = [self._record(j) for j in ended]
+        for t in decided:  # successors about to be queued: their start records ride along
+            if t < 0 and self.max_crashes:
+                t = ~t
+                attempt = self.announced[t] = self.attempts[t] + 1
+                records.append((t, start_record(self.nodes[t].name, attempt,
+                                                self.crashes.get(t, 0))))
+        failure = await self.store.commit(records)
         if failure is not None and not self.cancel_requested:
             # cancel() awaits nothing, so this ends the instance before any successor
             # of an uncommitted node is queued -- even when this node was the last one.
@@ -500,14 +544,20 @@ class InstanceRun:
         if self.unfinished == 0:
             self.finish()
 
-    def restore(self, committed: dict[int, tuple[NodeState, Any, int, str | None]]) -> None:
-        """Rebuild from committed node records ``{index: (state, output, attempts, error)}``.
+    def restore(self, committed: dict[int, tuple[NodeState, Any, int, str | None]],
+                started: dict[int, tuple[int, int]]) -> None:
+        """Rebuild from committed node records ``{index: (state, output, attempts, error)}``
+        and the nodes that had started when the process died ``{index: (attempts, crashes)}``.
 
         Committed nodes keep their state and output and never run again; the join
         rule is rebuilt from them, and whatever is now decidable is queued or decided.
+        Started nodes run again, their attempts counted on from where they were.
         """
         d = self.definition
         obs = self.observe
+        for i, (attempts, crashes) in started.items():
+            self.attempts[i] = attempts
+            self.crashes[i] = crashes
         for i, (state, output, attempts, error) in committed.items():
             self.states.restore(i, state)
             self.results[i] = output if state is NodeState.SUCCEEDED else None

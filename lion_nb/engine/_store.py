@@ -50,6 +50,8 @@ _MAC_PURPOSE = "lion-durable-record"
 
 #: Committed nodes by index: ``(state, output, attempts, error)``.
 Committed = dict[int, tuple[NodeState, Any, int, "str | None"]]
+#: Nodes that started and never ended, by index: ``(attempts, crashes)``, this crash counted.
+Started = dict[int, tuple[int, int]]
 
 
 class InstanceStore:
@@ -291,11 +293,14 @@ class InstanceStore:
                 f"anyway (committed nodes are matched by name)", instance_id=iid)
         return workflow
 
-    async def rebind(self, stored: StoredInstance, definition: WorkflowDefinition) -> Committed:
-        """Committed nodes by index of ``definition``; rewrite the header (re-key if changed)."""
+    async def rebind(self, stored: StoredInstance, definition: WorkflowDefinition
+                     ) -> tuple[Committed, Started]:
+        """Committed and started nodes by index of ``definition``; rewrite the header
+        (and re-key the records if the definition changed)."""
         iid = self.instance_id
         by_name = definition.by_name
         committed: Committed = {}
+        started: Started = {}
         moved: list[tuple[str, dict[str, Any]]] = []
         stale: list[str] = []
         for old, rec in stored.nodes.items():
@@ -305,8 +310,11 @@ class InstanceStore:
             if i is None:
                 stale.append(node_key(iid, old))
                 continue
-            committed[i] = (NodeState(rec["state"]), rec.get("output"),
-                            int(rec.get("attempts", 0)), rec.get("error"))
+            if rec["state"] == NodeState.RUNNING.value:  # its process died under it
+                started[i] = (int(rec.get("attempts", 0)), int(rec.get("crashes", 0)) + 1)
+            else:
+                committed[i] = (NodeState(rec["state"]), rec.get("output"),
+                                int(rec.get("attempts", 0)), rec.get("error"))
             if i != old:
                 stale.append(node_key(iid, old))
                 moved.append((node_key(iid, i), rec))
@@ -325,7 +333,7 @@ class InstanceStore:
                                     deletes=[k for k in stale if k not in moved_keys],
                                     fence=self._fence)
         self.header = header
-        return committed
+        return committed, started
 
     @staticmethod
     async def unfinished(storage: Storage) -> tuple[list[str], dict[str, StateError]]:

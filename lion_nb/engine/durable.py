@@ -4,7 +4,8 @@ Key layout (one storage may hold many instances, checkpoints and user keys)::
 
     instances/<iid>               header: workflow, fingerprint, inputs, state, times
     definitions/<iid>             the definition document (None if it holds callables)
-    nodes/<iid>/<index:06d>       one record per node that ended and committed
+    nodes/<iid>/<index:06d>       one record per node that started (state "running",
+                                  its attempt and crash counts) or ended and committed
     leases/<iid>                  the owner lease (see Storage.acquire_lease)
 
 Headers live under their own prefix so listing instances never walks node
@@ -24,8 +25,8 @@ from ..state.machine import InstanceState, NodeState
 from ..state.storage import Storage
 
 __all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "header_key", "lease_key",
-           "new_header", "new_owner_id", "node_key", "node_prefix", "node_record", "owner_is_dead",
-           "read_instance"]
+           "new_header", "new_owner_id", "node_key", "node_prefix", "node_record",
+           "owner_is_dead", "read_instance", "start_record"]
 
 HEADER_PREFIX = "instances/"
 
@@ -67,6 +68,12 @@ def new_header(definition: Any, instance_id: str, inputs: Mapping[str, Any], now
             "error": None, "resumes": 0, "stored_definition": stored_definition}
 
 
+def start_record(name: str, attempt: int, crashes: int) -> dict[str, Any]:
+    """The record written before attempt ``attempt`` of a node runs (overwritten at its end)."""
+    return {"name": name, "state": NodeState.RUNNING.value, "output": None,
+            "attempts": attempt, "error": None, "crashes": crashes}
+
+
 def lease_key(instance_id: str) -> str:
     """Key of an instance's owner lease."""
     return f"leases/{instance_id}"
@@ -80,26 +87,55 @@ def _pid_namespace() -> str:
         return "-"
 
 
+def _process(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time in clock ticks) of process ``pid``, from /proc; None if
+    it has no entry there."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the name in (...) may hold spaces
+    return fields[0], fields[19]
+
+
+_HAVE_PROC = _process(os.getpid()) is not None
+
+
 def new_owner_id() -> str:
-    """A lease owner id for one executor: ``host|pid namespace|pid|random``."""
-    return f"{socket.gethostname()}|{_pid_namespace()}|{os.getpid()}|{secrets.token_hex(6)}"
+    """A lease owner id for one executor: ``host|pid namespace|pid.start time|random``."""
+    pid = os.getpid()
+    proc = _process(pid)
+    where = f"{pid}.{proc[1]}" if proc else str(pid)
+    return f"{socket.gethostname()}|{_pid_namespace()}|{where}|{secrets.token_hex(6)}"
 
 
 def owner_is_dead(owner: str) -> bool:
     """True only if ``owner`` is a process of this host and pid namespace that has exited.
 
     Lets a restarted process take over the lease of the one that crashed at
-    once instead of waiting out its TTL. Anything uncertain (another host, a
-    reused pid, no permission to signal) counts as alive: waiting is safe.
+    once instead of waiting out its TTL. An exited process that its parent has
+    not reaped yet (a zombie) is dead; so is an owner whose pid now belongs to a
+    process started at another time. Anything uncertain (another host, no /proc
+    and no permission to signal) counts as alive: waiting is safe.
     """
     parts = owner.split("|")
-    if len(parts) != 4 or not parts[2].isdigit():
+    if len(parts) != 4:
         return False
-    host, ns, pid = parts[0], parts[1], int(parts[2])
+    pid_text, _, started = parts[2].partition(".")
+    if not pid_text.isdigit():
+        return False
+    host, ns, pid = parts[0], parts[1], int(pid_text)
     if host != socket.gethostname() or ns != _pid_namespace() or ns == "-":
         return False
     if pid == os.getpid():
         return False  # another executor of this very process: alive
+    if _HAVE_PROC:
+        proc = _process(pid)
+        if proc is None:
+            return True
+        state, now_started = proc
+        return state in ("Z", "X") or bool(started) and now_started != started
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -132,7 +168,14 @@ class StoredInstance:
     @property
     def node_states(self) -> dict[str, str]:
         """Committed node states by node name (nodes not committed are absent)."""
-        return {r["name"]: r["state"] for r in self.nodes.values()}
+        return {r["name"]: r["state"] for r in self.nodes.values()
+                if r["state"] != NodeState.RUNNING.value}
+
+    @property
+    def started(self) -> dict[str, int]:
+        """Nodes that started and had not ended when their process stopped: their attempt."""
+        return {r["name"]: int(r.get("attempts", 0)) for r in self.nodes.values()
+                if r["state"] == NodeState.RUNNING.value}
 
 
 async def read_instance(storage: Storage, instance_id: str) -> StoredInstance | None:

@@ -306,7 +306,7 @@ class WorkflowExecutor:
             definition = store.definition_for(stored, workflow, allow_changed)
             run = self._new_run(definition, iid, stored.header.get("inputs") or {}, None,
                                 None, grants)
-            committed = await store.rebind(stored, definition)
+            committed, started = await store.rebind(stored, definition)
         except BaseException:
             await store.release()
             raise
@@ -317,7 +317,7 @@ class WorkflowExecutor:
                                         {"workflow": definition.name, "nodes": len(definition),
                                          "resumed": len(committed)}))
         store.announce("resume", InstanceState.RUNNING.value)
-        run.restore(committed)
+        run.restore(committed, started)
         return InstanceId(iid)
 
     async def resumable(self) -> "Resumable":

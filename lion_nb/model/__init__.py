@@ -9,3 +9,8 @@ from .condition import Condition
 
 __all__ = ["Condition", "Edge", "EdgeId", "InstanceId", "Node", "NodeId", "Priority",
            "RetryPolicy", "TriggerRule", "WorkflowBuilder", "WorkflowDefinition", "WorkflowId"]
+
+
+def __dir__() -> list[str]:
+    # The public names; the modules behind them are private (old paths are shims).
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

@@ -16,14 +16,12 @@ Importing it is cheap: it registers display renderers and nothing heavy
     nb.run(coro)                    # sync helper: scripts and inside Jupyter's loop
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from .. import _display
 
-if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports on use
+if _typing.TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports on use
     from ._dot import instance_dot, workflow_dot
     from ._event_view import DeliveryTrouble, EventView
     from ._flow import Flow, Step
@@ -72,35 +70,26 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public names (loaded or not); submodules are private, shims deprecated.
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})
 
 
-def _workflow_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    from ._picture import workflow_bundle
-    return workflow_bundle(obj, include, exclude)
+def _bundle(obj: _typing.Any, include: _typing.Any = None,
+            exclude: _typing.Any = None) -> dict[str, _typing.Any]:
+    # Definitions, instances and sagas display through one path: picture(obj).
+    from ._picture import Picture
+    return Picture(obj).mimebundle(include, exclude)
 
 
-def _instance_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    from ._picture import instance_bundle
-    return instance_bundle(obj, include, exclude)
-
-
-def _saga_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    from ._picture import saga_bundle
-    return saga_bundle(obj, include, exclude)
-
-
-_display.register("workflow", _workflow_bundle)
-_display.register("instance", _instance_bundle)
-_display.register("saga_definition", _saga_bundle)
-_display.register("saga_instance", _saga_bundle)
+for _kind in ("workflow", "instance", "saga_definition", "saga_instance"):
+    _display.register(_kind, _bundle)

@@ -23,8 +23,7 @@ from ._render import INSTALL_HINT, RenderOutcome, render_svg
 from ._style import STATE_ORDER
 from ._text import counted, html_text, truncate
 
-__all__ = ["Picture", "picture", "describe", "workflow_bundle", "instance_bundle",
-           "saga_bundle"]
+__all__ = ["Picture", "describe", "picture"]
 
 _LIST_LIMIT = 40
 
@@ -141,6 +140,10 @@ class Picture:
                 f"<pre>{html_text(self.dot)}</pre></details></div>")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.mimebundle(include, exclude)
+
+    def mimebundle(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The MIME bundle Jupyter shows: the SVG, or the text fallback with the DOT source."""
         text = self.text()
         if self.svg is not None:
             bundle = {"image/svg+xml": self.svg, "text/plain": text}
@@ -160,18 +163,3 @@ class Picture:
 def picture(obj: Any, **options: Any) -> Picture:
     """A Picture of a definition or instance; options go to ``workflow_dot``."""
     return Picture(obj, **options)
-
-
-def workflow_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    """The MIME bundle of a WorkflowDefinition (registered for display kind "workflow")."""
-    return Picture(obj)._repr_mimebundle_(include, exclude)
-
-
-def saga_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    """The MIME bundle of a saga definition or instance (the two "saga_*" display kinds)."""
-    return Picture(obj)._repr_mimebundle_(include, exclude)
-
-
-def instance_bundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    """The MIME bundle of an instance result or snapshot (display kind "instance")."""
-    return Picture(obj)._repr_mimebundle_(include, exclude)

@@ -5,13 +5,14 @@ with nanoseconds that wraps over two lines, and mixes ``NaN``, ``NaT`` and
 ``<NA>``. The history tables return this subclass instead: the data (and every
 frame derived from it) is untouched; only ``repr`` and the notebook HTML use a
 formatted copy with durations in µs/ms/s, timestamps to the millisecond (the
-date only when the rows span several days), long ids shortened in the middle
+date only when the rows span several days), generated ids shortened
 and one missing-value marker. ``frame.to_string()`` and ``pd.DataFrame(frame)``
 give pandas' own rendering.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -20,7 +21,8 @@ __all__ = ["MISSING", "ReadableFrame", "format_span"]
 
 #: What every missing value (None, NaN, NaT, <NA>) looks like in a displayed table.
 MISSING = "—"
-_ID_KEEP = 8  # characters kept at the end of a shortened id (its counter and some entropy)
+_ID_KEEP = 6  # hex digits kept of a generated id's random part: enough to tell runs apart
+_HEX_RUN = re.compile(r"[0-9a-f]{12,}")
 
 
 def format_span(value: Any) -> str:
@@ -43,11 +45,9 @@ def format_span(value: Any) -> str:
 
 
 def _short_id(value: Any) -> str:
-    text = str(value)
-    if len(text) <= 2 * _ID_KEEP:
-        return text
-    head = text.split("-", 1)[0] if "-" in text[:8] else text[:4]
-    return f"{head}…{text[-_ID_KEEP:]}"
+    # Only generated ids are cut (their long hex run, keeping its tail); names that
+    # people chose, such as "confirm-18-revoked", are shown whole.
+    return _HEX_RUN.sub(lambda m: f"…{m.group(0)[-_ID_KEEP:]}", str(value))
 
 
 def _display_copy(frame: pd.DataFrame) -> pd.DataFrame:

@@ -185,8 +185,10 @@ class Authority:
                 raise TokenError(f"token {tok.token_id} is bound to another run of instance "
                                  f"{clip(tok.instance_id, 60)!r}", token_id=tok.token_id)
         except TokenError as exc:
-            self._audit("verify", "deny", token=tok, instance_id=instance_id,
-                        reason=f"{exc}; presented {clip(text, 60)!r}")
+            # Quote what was presented only when it did not even parse (a short,
+            # clipped prefix): the text of a real token is a credential.
+            reason = str(exc) if tok is not None else f"{exc}; presented {clip(text, 40)!r}"
+            self._audit("verify", "deny", token=tok, instance_id=instance_id, reason=reason)
             raise
         return tok
 

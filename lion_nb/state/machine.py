@@ -13,9 +13,8 @@ from typing import Iterable
 from ..errors import IllegalTransitionError
 from .storage import MemoryStorage, Storage
 
-__all__ = ["NodeState", "InstanceState", "NodeStates", "StateMachineManager", "CODE",
-           "NODE_ORDER", "LEGAL",
-           "NODE_TERMINAL", "INSTANCE_TERMINAL", "check_instance_transition"]
+__all__ = ["CODE", "INSTANCE_TERMINAL", "LEGAL", "NODE_ORDER", "InstanceState", "NodeState",
+           "NodeStates", "StateMachineManager", "check_instance_transition"]
 
 
 class NodeState(enum.StrEnum):
@@ -44,8 +43,6 @@ class InstanceState(enum.StrEnum):
 
 _N = NodeState
 NODE_ORDER: tuple[NodeState, ...] = tuple(NodeState)
-NODE_TERMINAL = frozenset({_N.SUCCEEDED, _N.FAILED, _N.SKIPPED, _N.UPSTREAM_FAILED,
-                           _N.CANCELLED})
 INSTANCE_TERMINAL = frozenset({InstanceState.SUCCEEDED, InstanceState.FAILED,
                                InstanceState.CANCELLED})
 

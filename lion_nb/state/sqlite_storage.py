@@ -51,6 +51,33 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
+def _create_table(conn: sqlite3.Connection) -> None:
+    """Create ``lion_records`` (or move an older WITHOUT ROWID one to the rowid layout).
+
+    A rowid table keeps the key index apart from the rows: looking up a lease or
+    writing a node record never walks past a multi-megabyte definition row, so a
+    commit costs the same whatever else the file holds (issue 21: 3x slower per
+    node at 10k nodes in the WITHOUT ROWID layout).
+    """
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                       "AND name = 'lion_records'").fetchone()
+    if row is None:
+        conn.execute("CREATE TABLE IF NOT EXISTS lion_records "
+                     "(key TEXT PRIMARY KEY, body BLOB NOT NULL)")
+    elif "WITHOUT ROWID" in str(row[0]).upper():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE lion_records_rowid "
+                         "(key TEXT PRIMARY KEY, body BLOB NOT NULL)")
+            conn.execute("INSERT INTO lion_records_rowid SELECT key, body FROM lion_records")
+            conn.execute("DROP TABLE lion_records")
+            conn.execute("ALTER TABLE lion_records_rowid RENAME TO lion_records")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
 def _close_db(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -108,8 +135,7 @@ class SqliteStorage(Storage):
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={synchronous}")
-                conn.execute("CREATE TABLE IF NOT EXISTS lion_records "
-                             "(key TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID")
+                _create_table(conn)
                 # A damaged page can change a key or lose a row without any record's
                 # checksum seeing it: check the file's structure before trusting it.
                 problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
@@ -120,6 +146,8 @@ class SqliteStorage(Storage):
             except BaseException:
                 conn.close()
                 raise
+        except StorageError:
+            raise
         except (OSError, sqlite3.Error) as exc:
             mapped = self._storage_error(exc, None) if isinstance(exc, sqlite3.Error) else None
             if isinstance(mapped, StorageCorruptError):

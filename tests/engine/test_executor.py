@@ -296,7 +296,8 @@ def test_node_state_machine_refuses_illegal_transitions():
 
 @pytest.mark.parametrize("field, value", [("on_denied", "ignore"), ("default_timeout", 0),
                                           ("max_threads", 0), ("max_threads", 1.5),
-                                          ("lease_ttl", -1), ("event_sink", "not callable")])
+                                          ("lease_ttl", -1), ("event_sink", "not callable"),
+                                          ("max_node_crashes", 0)])
 def test_executor_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError) as info:
         ExecutorConfig(**{field: value})

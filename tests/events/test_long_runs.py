@@ -177,3 +177,4 @@ async def test_recv_returns_none_to_a_waiting_receiver_when_the_broker_closes():
 
 async def _consume(rx):
     return [d async for d in rx]
+

@@ -4,6 +4,8 @@
     child.py consume URL NAME MEMBER OUTFILE    group "workers": write the id, then ack
     child.py publish URL NAME TOPIC JSON        publish one event
     child.py count URL NAME MEMBER              exactly-once group "counters": n += 1 per event
+    child.py crash URL NAME MEMBER WHERE        take one event, then die (os._exit) right
+                                                "before" or "after" committing its effect
 
 A consumer writes each event id to OUTFILE (flushed) *before* acking it, so a
 kill between the two shows up as a duplicate, never as a loss.
@@ -62,9 +64,29 @@ async def count(url: str, name: str, member: str) -> None:
             await ack.success(delivery, effects=bump)
 
 
+async def crash(url: str, name: str, member: str, where: str) -> None:
+    config = EventBrokerConfig(ack_timeout=1.0, max_deliveries=1000,
+                               delivery_mode=DeliveryMode.EXACTLY_ONCE)
+    broker = EventBroker(config).with_event_store(NatsEventStore(url, name=name))
+
+    def bump(state: dict) -> None:
+        state["n"] = state.get("n", 0) + 1
+
+    await broker.__aenter__()
+    rx, ack = await broker.subscribe("load.item", member, group="counters")
+    print("ready", flush=True)
+    delivery = await rx.recv()
+    if where == "after":
+        assert await broker.apply_effect(member, delivery, bump)
+    print("dying", delivery.id, flush=True)
+    os._exit(9)   # no ack, no close: a crash at this commit boundary
+
+
 def main(argv: list[str]) -> None:
     role, url, name = argv[:3]
-    if role == "count":
+    if role == "crash":
+        asyncio.run(crash(url, name, argv[3], argv[4]))
+    elif role == "count":
         asyncio.run(count(url, name, argv[3]))
     elif role == "publish":
         asyncio.run(publish_one(url, name, argv[3], argv[4]))

@@ -12,7 +12,7 @@ from lion_nb.errors import (
 )
 from lion_nb.patterns import Event, EventBroker, NatsEventStore
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
 
 
 def free_port() -> int:

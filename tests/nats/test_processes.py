@@ -199,3 +199,35 @@ async def test_exactly_once_effects_hold_across_processes_and_kills(nats_url, br
             assert await broker.subscriber_state("counters") == {"n": total}
     finally:
         stop(*procs)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+async def test_consumer_crashing_at_the_effect_commit_boundary_applies_it_once(
+        nats_url, broker_name, where):
+    """A child dies right before / right after committing an event's effect, never acking;
+    the redelivery to another process applies the effect only if it was not committed."""
+    victim = spawn("crash", nats_url, broker_name, "victim", where)
+    procs = [victim]
+    try:
+        await asyncio.to_thread(wait_ready, victim)
+        producer = spawn("produce", nats_url, broker_name, "5", "0")
+        procs.append(producer)
+        assert await asyncio.to_thread(producer.wait, 60) == 0
+        assert victim.stdout is not None
+        line = await asyncio.to_thread(victim.stdout.readline)
+        assert line.startswith(b"dying ev-")
+        assert await asyncio.to_thread(victim.wait, 30) == 9
+        survivor = spawn("count", nats_url, broker_name, "survivor")
+        procs.append(survivor)
+        await asyncio.to_thread(wait_ready, survivor)
+        broker = EventBroker(EventBrokerConfig()).with_event_store(
+            NatsEventStore(nats_url, name=broker_name))
+        async with broker:
+            deadline = time.monotonic() + 30
+            while (await broker.subscriber_state("counters")).get("n", 0) < 5:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(2.5)          # the victim's event came back after its ack wait
+            assert await broker.subscriber_state("counters") == {"n": 5}
+    finally:
+        stop(*procs)

@@ -21,6 +21,12 @@ HERE = Path(__file__).parent
 pytestmark = pytest.mark.timeout(180)
 
 
+@pytest.fixture(autouse=True)
+def saga_key(monkeypatch):
+    """One saga key for the managers and the service processes (they sign what they send)."""
+    monkeypatch.setenv("LION_NB_SAGA_KEY", os.urandom(32).hex())
+
+
 @pytest.fixture
 def order_saga(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))

@@ -101,7 +101,8 @@ def test_frames_keep_their_dtypes_but_display_for_reading():
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         text = repr(df[["node", "duration", "queued_at", "error", "instance_id"]])
     assert "500.0 ms" in text and "0 days" not in text  # durations in ms/s
-    assert "run…f0123-1f" in text  # ids shortened in the middle
+    assert "run-…ef0123-1f" in text  # generated ids shortened ...
+    assert "i1" in text  # ... ids people chose are not
     assert "NaN" not in text and "NaT" not in text and "<NA>" not in text and "—" in text
     stamp = df["queued_at"].iloc[0]
     assert stamp.strftime("%H:%M:%S.%f")[:-3] in text  # to the millisecond

@@ -6,8 +6,9 @@ import asyncio
 from typing import Any, Iterable
 
 from lion_nb.clock import FakeClock
+from lion_nb.model import RetryPolicy
 from lion_nb.patterns import (
-    EventBroker, EventBrokerConfig, RetryBackoff, SagaDefinition, SagaDefinitionBuilder,
+    EventBroker, EventBrokerConfig, SagaDefinition, SagaDefinitionBuilder,
     SagaManager, SagaManagerConfig, SagaStep,
 )
 
@@ -75,7 +76,7 @@ def make_manager(*, clock: FakeClock | None = None, broker: EventBroker | None =
     """A manager (and broker) on a FakeClock, with zero compensation backoff by default."""
     clock = clock or FakeClock()
     broker = broker or EventBroker(EventBrokerConfig(), clock=clock)
-    config.setdefault("compensation_backoff", RetryBackoff(0.0))
+    config.setdefault("compensation_backoff", RetryPolicy())
     manager = SagaManager(broker, SagaManagerConfig(**config), storage=storage, clock=clock,
                           observe=observe)
     return manager, broker, clock

@@ -19,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lion_nb.patterns import (  # noqa: E402
-    EventBroker, RetryBackoff, SagaKey, SagaManager, SagaManagerConfig, SqliteEventStore,
+    EventBroker, SagaKey, SagaManager, SagaManagerConfig, SqliteEventStore,
 )
+from lion_nb.model import RetryPolicy  # noqa: E402
 from lion_nb.state import SqliteStorage  # noqa: E402
 
 from saga.helpers import chain  # noqa: E402
@@ -41,7 +42,7 @@ def build(db: str, dispatch: str) -> tuple[SagaManager, EventBroker]:
     if dispatch == "broker":
         broker.with_event_store(SqliteEventStore(db + ".events"))
     config = SagaManagerConfig(name="crashy", step_timeout=60, compensation_timeout=60,
-                               compensation_backoff=RetryBackoff(0.0))
+                               compensation_backoff=RetryPolicy())
     # One key for the killed manager and the resuming one: replies and commands in flight
     # across the crash stay valid.
     return SagaManager(broker, config, storage=SqliteStorage(db), key=KEY), broker

@@ -7,13 +7,15 @@ import asyncio
 import pytest
 
 from lion_nb.errors import SagaStateError
-from lion_nb.patterns import RetryBackoff, SagaStatus, StepStatus
+from lion_nb.model import RetryPolicy
+from lion_nb.patterns import SagaStatus, StepStatus
 
 from saga.helpers import Services, chain, make_manager, settle
 
 
 async def test_compensation_failing_twice_then_succeeding_backs_off_and_compensates():
-    manager, broker, clock = make_manager(compensation_backoff=RetryBackoff(1.0, 2.0, 60.0))
+    manager, broker, clock = make_manager(compensation_backoff=RetryPolicy(
+        backoff=1.0, multiplier=2.0, max_backoff=60.0))
     await manager.register_definition(chain(3))
     services = Services(fail_steps=["s3"], comp_failures={"s2": 2})
     await manager.register_service("svc", services)

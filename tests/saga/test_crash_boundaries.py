@@ -27,7 +27,7 @@ SWEEP = Path(__file__).parent / "crash_sweep.py"
 # scenario -> (its final status, the fewest writes it must make)
 EXPECTED = {"forward": ("completed", 7), "backward": ("compensated", 12),
             "stuck": ("compensation_failed", 9), "pivot": ("failed", 6),
-            "parallel": ("compensated", 8)}
+            "parallel": ("compensated", 8), "abort": ("compensated", 8)}
 
 
 @pytest.mark.parametrize("scenario", sorted(EXPECTED))
@@ -43,8 +43,11 @@ def test_a_crash_at_every_commit_boundary_recovers_to_the_right_status(tmp_path,
     assert writes >= fewest
     assert [(r["boundary"], r["when"]) for r in results] == [
         (n, when) for n in range(1, writes + 1) for when in ("before", "after")]
-    bad = [r for r in results if r["problems"] or r["status"] != status]
-    assert bad == []
+    assert [r for r in results if r["problems"]] == []
+    # Every boundary ends in the scenario's status, except where a crash lost an abort()
+    # call that never returned (the sweep expects "completed" there, and checks it).
+    assert [r for r in results if r["status"] != status] == [
+        r for r in results if scenario == "abort" and r["status"] == "completed"]
 
 
 async def test_create_instance_refuses_an_id_the_durable_log_holds(tmp_path):

@@ -157,3 +157,20 @@ async def test_tokens_are_never_at_rest_in_the_event_store_or_the_saga_log(tmp_p
     for token in [*seen, grant.serialize() if hasattr(grant, "serialize") else str(grant)]:
         secret = token.split(".")[-1].encode()     # the signature part alone is enough
         assert secret not in at_rest
+
+
+async def test_a_manager_and_a_service_take_the_key_from_the_environment(monkeypatch):
+    key = SagaKey.generate()
+    monkeypatch.setenv("LION_NB_SAGA_KEY", key.secret.hex())
+    manager, broker, _ = make_manager()
+    assert manager.key.secret == key.secret
+    worker = await SagaService(broker, "svc", Services()).start()
+    await manager.register_definition(chain(1))
+    inst = await manager.run("chain")
+    assert inst.status is SagaStatus.COMPLETED and worker.handled == 1
+    await worker.stop()
+    await manager.close()
+    await broker.close()
+    monkeypatch.setenv("LION_NB_SAGA_KEY", "not hex")
+    with pytest.raises(ConfigError, match="LION_NB_SAGA_KEY"):
+        SagaKey.from_env()

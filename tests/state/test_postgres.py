@@ -8,8 +8,12 @@ import asyncio
 import time
 from collections import Counter
 
-import psycopg
 import pytest
+
+try:
+    import psycopg
+except ImportError:  # without the `postgres` extra every test here skips via its pg fixture
+    psycopg = None
 
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
 from lion_nb.errors import (CheckpointCorruptError, CheckpointVersionError, LeaseError,
@@ -45,7 +49,7 @@ def test_unreachable_server_is_a_clear_error_without_a_hang(pg_server):
     assert time.monotonic() - started < 6
 
 
-def test_bad_settings_are_config_errors():
+def test_bad_settings_are_config_errors(pg_server):
     with pytest.raises(StateConfigError) as info:
         PostgresStorage("")
     assert info.value.field == "dsn"

@@ -190,7 +190,8 @@ async def test_sigkill_sweep_two_workers_lose_nothing_and_rerun_nothing_committe
             committed = set()
             for iid in ids:  # what is committed now must never run again...
                 stored = await read_instance(storage, iid)
-                committed |= {(iid, rec["name"]) for rec in stored.nodes.values()}
+                committed |= {(iid, rec["name"]) for rec in stored.nodes.values()
+                              if rec["state"] != "running"}  # not a start record
             runs_at_kill, _ = read_log(log)  # ...so its runs so far are all it ever gets
             for key in committed - set(runs_when_committed):
                 runs_when_committed[key] = runs_at_kill[key]

@@ -385,3 +385,22 @@ async def test_a_damaged_sqlite_file_is_refused_when_opened(tmp_path):
                     await store.get(key)
         finally:
             await store.close()
+
+
+async def test_an_older_without_rowid_database_is_moved_to_the_rowid_layout(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the layout of earlier versions
+        conn.execute("CREATE TABLE lion_records (key TEXT PRIMARY KEY, body BLOB NOT NULL) "
+                     "WITHOUT ROWID")
+    old = RecordCodec().encode("a", {"v": 1})
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO lion_records VALUES ('a', ?)", (old,))
+    store = SqliteStorage(path)
+    try:
+        assert await store.get("a") == {"v": 1}
+        await store.put("b", {"v": 2})
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'lion_records'").fetchone()
+    assert "WITHOUT ROWID" not in sql[0].upper()

@@ -41,6 +41,7 @@ __all__ = ["EventBroker"]
 
 _log = logging.getLogger("lion_nb.events")
 Route = tuple[tuple[Subscription, ...], bool, list[str]]
+_ROUTE_CACHE = 65_536         # topics whose validity and routes are cached
 
 
 async def _resolve(value: Any) -> Any:
@@ -212,7 +213,7 @@ class EventBroker:
 
     def _check_topic(self, topic: str) -> None:
         validate_topic(topic)
-        if len(self._valid_topics) < 65_536:  # a cache, not a leak
+        if len(self._valid_topics) < _ROUTE_CACHE:  # a cache, not a leak
             self._valid_topics.add(topic)
 
     def _targets(self, event: Event) -> Sequence[Subscription]:
@@ -229,6 +230,8 @@ class EventBroker:
         subs = () if self._owned else \
             tuple(s for s in self._subs.values() if s.pattern.matches(topic))
         route = (subs, any(s.filter is not None for s in subs), [s.name for s in subs])
+        if len(self._routes) >= _ROUTE_CACHE:  # many distinct topics: a cache, not a leak
+            self._routes.clear()
         self._routes[topic] = route
         return route
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ...errors import AckError, ConfigError
-from ...model.node import RetryPolicy
+from ...model import RetryPolicy
 
 __all__ = [
     "Event", "Delivery", "EventAck", "DeliveryMode", "RetryBackoff", "EventBrokerConfig",
@@ -179,7 +179,7 @@ class EventAck:
     @classmethod
     def terminate(cls, event: "str | Delivery", subscriber: str, reason: object = "terminated",
                   *, attempt: int | None = None) -> "EventAck":
-        """Give up on ``event`` now (JetStream's term): no redelivery, dead-lettered with ``reason``."""
+        """Give up on ``event`` now (JetStream's term): dead-lettered with ``reason``, no retry."""
         text = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
         if isinstance(event, Delivery):
             attempt = event.attempt if attempt is None else attempt

@@ -191,25 +191,29 @@ class NatsEventStore(EventStore):
         Returns a future at once: the work is queued in call order, as the
         store contract asks, and the broker may attach callbacks to it.
         """
-        for event, _ in appends:
-            self.wire.encode(event)  # refuse a non-JSON payload at the call, not later
-        return asyncio.ensure_future(self._write(appends, effects))
+        wire = self.wire
+        # Encoded here, at the call: a non-JSON payload is refused before anything is queued.
+        bodies = [(wire.subject(e.topic), wire.encode(e), e.idempotency_key or e.id)
+                  for e, _ in appends]
+        return asyncio.ensure_future(self._write(bodies, effects))
 
-    async def _write(self, appends: Sequence[tuple[Event, Sequence[str]]],
+    async def _write(self, bodies: list[tuple[str, bytes, str]],
                      effects: Sequence[tuple[str, int | None, Any]],
                      ) -> tuple[list[int | None], list[bool]]:
-        js = await self._ready()
+        js = self._js if self._js is not None else await self._ready()
         applied = [await self._apply_effect(c, o, fx) for c, o, fx in effects]
         offsets: list[int | None] = []
-        wire = self.wire
-        for event, _ in appends:
-            body = wire.encode(event)
-            offsets.append(await self._publish(js, wire.subject(event.topic), body,
-                                               event.idempotency_key or event.id))
+        for subject, body, msg_id in bodies:
+            offsets.append(await self._publish(js, subject, body, msg_id))
         return offsets, applied
 
     async def _publish(self, js: Any, subject: str, body: bytes, msg_id: str) -> int | None:
         """Publish with retries while the server is away; the Msg-Id makes retrying safe."""
+        try:
+            ack = await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+            return None if ack.duplicate else int(ack.seq)
+        except Exception:  # the slow path below retries and tells closed from away
+            pass
         from nats.errors import ConnectionClosedError
         deadline = time.monotonic() + self.publish_timeout
         delay = 0.05
@@ -238,9 +242,9 @@ class NatsEventStore(EventStore):
         if last == 0 or (from_offset is not None and from_offset > last):
             return []
         start = max(from_offset or 1, info.state.first_seq)
-        cfg = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                             opt_start_seq=start, inactive_threshold=30.0,
-                             mem_storage=True)
+        cfg = ConsumerConfig(ack_policy=AckPolicy.NONE,
+                             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                             opt_start_seq=start, inactive_threshold=30.0, mem_storage=True)
         psub = await js.pull_subscribe(self.wire.all_subjects, durable=None,
                                        stream=self.wire.stream, config=cfg)
         out: list[Event] = []
@@ -440,6 +444,12 @@ class NatsEventStore(EventStore):
         if msg is None:
             return  # already superseded by a redelivery, or detached: the server redelivers
         pump.release()  # type: ignore[union-attr]
+        if outcome == ACKED:  # the common case, one call deep
+            try:
+                await msg.ack()
+            except Exception as exc:  # lost with the connection: the server redelivers
+                _log.debug("ack failed: %s", exc)
+            return
         await self._settle_msg(msg, outcome, delay)
 
     async def progress(self, consumer: str, event: Event) -> None:
@@ -457,7 +467,8 @@ class NatsEventStore(EventStore):
             if outcome == ACKED:
                 await msg.ack()
             elif outcome == PENDING:
-                await msg.nak(delay=delay if delay else None)
+                # A plain nak would wait out the consumer's BackOff entry; 1 ms means "now".
+                await msg.nak(delay=delay if delay else 0.001)
             elif outcome == DEAD:
                 await msg.term()
         except Exception as exc:  # lost with the connection: the server redelivers

@@ -18,6 +18,8 @@ __all__ = ["Attempt", "SagaCommand", "command_id", "describe", "timed_out"]
 
 
 def _part(text: str) -> str:
+    if "." not in text and "%" not in text:
+        return text
     return text.replace("%", "%25").replace(".", "%2E")
 
 

@@ -19,9 +19,8 @@ class SagaManagerConfig:
     """Defaults for every saga of a manager; steps may override timeout and retries.
 
     The backoffs take a ``RetryPolicy`` (only its delays are used; the
-    attempts come from ``*_attempts``), seconds of first delay, or the event
-    broker's ``RetryBackoff``; they are stored as RetryPolicy. Bad values
-    raise ConfigError naming the field.
+    attempts come from ``*_attempts``) or seconds of first delay; they are
+    stored as RetryPolicy. Bad values raise ConfigError naming the field.
     """
 
     name: str = "saga-manager"            # reply topic segment and storage namespace

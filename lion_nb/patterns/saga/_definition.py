@@ -35,6 +35,7 @@ class SagaDefinition:
         self._by_id = {s.id: s for s in self.steps}
         self._index = {s.id: i for i, s in enumerate(self.steps)}
         self._stage_of = {s.id: k for k, stage in enumerate(self.stages) for s in stage}
+        self._pivots = tuple(s.id for s in self.steps if s.pivot)
         self._digest: str | None = None
 
     def step(self, step_id: str) -> SagaStep:
@@ -56,7 +57,7 @@ class SagaDefinition:
     @property
     def pivots(self) -> tuple[str, ...]:
         """Ids of the steps without compensation."""
-        return tuple(s.id for s in self.steps if s.pivot)
+        return self._pivots
 
     def to_dict(self) -> dict[str, Any]:
         """The definition as JSON-able data (what the saga log stores)."""

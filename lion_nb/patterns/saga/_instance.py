@@ -108,6 +108,7 @@ class SagaInstance:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.entries = 0                       # log entries applied (next sequence number)
+        self._cursor = 0                       # see next_stage
 
     # -- derived -----------------------------------------------------------------
 
@@ -115,8 +116,7 @@ class SagaInstance:
     def pivot_passed(self) -> bool:
         """True once a step without compensation succeeded: the saga only goes forward."""
         steps = self.steps
-        return any(s.pivot and steps[s.id].status is _S.SUCCEEDED
-                   for s in self.definition.steps)
+        return any(steps[sid].status is _S.SUCCEEDED for sid in self.definition.pivots)
 
     @property
     def phase(self) -> str:
@@ -130,18 +130,26 @@ class SagaInstance:
         """Steps that succeeded and are not undone, in execution order."""
         return [sid for sid, st in self.steps.items() if st.status is _S.SUCCEEDED]
 
-    def to_undo(self) -> list[str]:
-        """Steps still to be compensated, in the order they are undone (last first)."""
+    def next_undo(self) -> str | None:
+        """The next step to compensate (the last one not yet undone), or None."""
         steps = self.steps
-        return [s.id for s in reversed(self.definition.steps)
-                if not s.pivot and steps[s.id].status in _UNDO]
+        for s in reversed(self.definition.steps):
+            if steps[s.id].status in _UNDO and not s.pivot:
+                return s.id
+        return None
 
     def next_stage(self) -> int | None:
         """Index of the first stage with a step that has not succeeded, or None."""
         steps = self.steps
-        for k, stage in enumerate(self.definition.stages):
-            if any(steps[s.id].status is not _S.SUCCEEDED for s in stage):
-                return k
+        stages = self.definition.stages
+        # Stages before the cursor all succeeded (apply moves it back when one no
+        # longer has); plain loops, as this runs on every outcome.
+        for k in range(self._cursor, len(stages)):
+            for s in stages[k]:
+                if steps[s.id].status is not _S.SUCCEEDED:
+                    self._cursor = k
+                    return k
+        self._cursor = len(stages)
         return None
 
     # -- the fold ------------------------------------------------------------------
@@ -164,6 +172,8 @@ class SagaInstance:
         sid = entry["s"]
         st = self.steps[sid]
         forward = entry["p"] == FORWARD
+        if st.status is _S.SUCCEEDED:     # may stop being so: next_stage looks again
+            self._cursor = min(self._cursor, self.definition.stage_of(sid))
         if kind == "start":
             st.inflight = True
             if forward:
@@ -249,9 +259,13 @@ class SagaInstance:
             return
         steps = self.steps
         stage = self.definition.stages[self.definition.stage_of(sid)]
-        if any(steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED) for s in stage):
-            return                                  # a sibling is still running
-        failed = [s.id for s in stage if steps[s.id].status is _S.FAILED]
+        failed = []
+        for s in stage:
+            status = steps[s.id].status
+            if status is _S.FAILED:
+                failed.append(s.id)
+            elif status is not _S.SUCCEEDED:
+                return                              # a sibling is still running
         if failed:
             msg = f"step {failed[0]!r} of saga {self.saga_id!r} failed: " \
                   f"{steps[failed[0]].error}"
@@ -274,7 +288,7 @@ class SagaInstance:
 
     def _settle_undo(self, t: Any) -> None:
         """Compensating with nothing left to undo: compensated."""
-        if not self.to_undo():
+        if self.next_undo() is None:
             self._set(SagaStatus.COMPENSATED, t, {"e": self.reason, "fs": self.reason_step})
 
     # -- showing it ---------------------------------------------------------------

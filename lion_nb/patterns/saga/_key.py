@@ -15,7 +15,6 @@ and no other subscriber can read one.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -28,9 +27,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ...errors import ConfigError, SagaReplyError
 
-__all__ = ["SagaKey", "WIRE_VERSION"]
+__all__ = ["ENV_VAR", "SagaKey", "WIRE_VERSION"]
 
 WIRE_VERSION = 1
+#: Where ``SagaKey.from_env()`` (and so a manager or service given no key) finds the
+#: secret, hex-encoded: how a service process started by a supervisor gets it.
+ENV_VAR = "LION_NB_SAGA_KEY"
 _MIN_SECRET = 32
 _MAX_BODY = 16 * 1024 * 1024     # refuse to hash or parse anything larger
 
@@ -67,6 +69,19 @@ class SagaKey:
         """A new random key."""
         return cls(os.urandom(32))
 
+    @classmethod
+    def from_env(cls, variable: str = ENV_VAR) -> "SagaKey | None":
+        """The key whose secret is hex in the environment ``variable``, or None if unset."""
+        text = os.environ.get(variable)
+        if not text:
+            return None
+        try:
+            secret = bytes.fromhex(text.strip())
+        except ValueError:
+            raise ConfigError(f"${variable} must be the saga key's secret in hex",
+                              field=variable) from None
+        return cls(secret)
+
     @property
     def secret(self) -> bytes:
         """The secret bytes (to store in a secret manager; never log them)."""
@@ -87,7 +102,8 @@ class SagaKey:
         if self._mac is None:
             raise ConfigError("a manager's saga key signs nothing itself: use "
                               "key.for_service(name)", field="key")
-        return hmac.new(self._mac, kind.encode() + b"\0" + body, hashlib.sha256).hexdigest()
+        # hmac.digest is the one-shot C path: no HMAC object per message.
+        return hmac.digest(self._mac, kind.encode() + b"\0" + body, "sha256").hex()
 
     def _envelope(self, kind: str, content: Mapping[str, Any]) -> dict[str, Any]:
         body = json.dumps(content, separators=(",", ":"), allow_nan=False)

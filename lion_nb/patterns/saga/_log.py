@@ -77,8 +77,10 @@ class SagaLog:
 
     async def flush(self, inst: SagaInstance) -> None:
         """Persist everything recorded for ``inst`` so far (one storage transaction)."""
+        if self.storage is None:
+            return
         batch = self._unsaved.pop(inst.id, None)
-        if self.storage is None or not batch:
+        if not batch:
             return
         items = [(self._entry_key(inst.id, seq), entry) for seq, entry in batch]
         status = inst.status

@@ -46,7 +46,8 @@ class SagaManager:
     backoff; ``observe`` receives SAGA_STATE and SAGA_STEP events. ``key``
     (a SagaKey) signs commands and checks replies of services on the broker;
     pass the same key to every manager and service that must talk across a
-    restart or a process boundary (without one, a random key is made).
+    restart or a process boundary (without one: the key in
+    ``$LION_NB_SAGA_KEY``, else a random one).
     """
 
     def __init__(self, broker: Any, config: SagaManagerConfig | None = None, *,
@@ -64,7 +65,7 @@ class SagaManager:
         self._observe = observe
         self._ledger = SagaLedger(config.history_limit, observe)
         self._log = SagaLog(storage, config.name, self._ledger)
-        self._key = key if key is not None else SagaKey.generate()
+        self._key = key or SagaKey.from_env() or SagaKey.generate()
         self._channel = None if broker is None else CommandChannel(
             broker, config.name, clock, self._key, count=self._ledger.count,
             noted=lambda why: self._ledger.rejected(clock.time(), why))

@@ -70,7 +70,8 @@ class SagaRun:
             todo = [(s, True) for s in stage
                     if inst.steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED)]
         elif inst.status is SagaStatus.COMPENSATING:
-            todo = [(inst.definition.step(sid), False) for sid in inst.to_undo()[:1]]
+            undo = inst.next_undo()
+            todo = [] if undo is None else [(inst.definition.step(undo), False)]
         else:
             todo = []
         out = []
@@ -102,7 +103,9 @@ class SagaRun:
                 else:
                     await asyncio.gather(*(self._run_step(s, FORWARD) for s in todo))
             elif inst.status is SagaStatus.COMPENSATING:
-                await self._run_step(definition.step(inst.to_undo()[0]), COMPENSATE)
+                undo = inst.next_undo()
+                assert undo is not None   # the fold makes it compensated when none is left
+                await self._run_step(definition.step(undo), COMPENSATE)
             else:
                 return
 
@@ -144,7 +147,7 @@ class SagaRun:
                     await self._ack(outcome)
                     return
                 final = attempt >= attempts or isinstance(outcome.error, CapabilityDeniedError)
-                st.exception = outcome.error
+                st.exception = outcome.error.with_traceback(None)
                 await log.commit(inst, {"k": "err", "s": step.id, "p": phase, "a": attempt,
                                         "e": describe(outcome.error), "final": final,
                                         "t": clock.time()})
@@ -169,10 +172,12 @@ class SagaRun:
                        waiter: Waiter | None) -> Attempt:
         """One attempt at ``step`` (or its compensation); failures come back as values."""
         inst = self.inst
-        try:  # narrowed to this step before anything is dispatched
-            tokens = step_tokens(self._grants, step, inst.saga_id, timeout)
-        except SecurityError as exc:
-            return Attempt(error=exc)
+        tokens: tuple[str, ...] = ()
+        if step.requires:   # narrowed to this step before anything is dispatched
+            try:
+                tokens = step_tokens(self._grants, step, inst.saga_id, timeout)
+            except SecurityError as exc:
+                return Attempt(error=exc)
         cmd = SagaCommand(command_id(inst.id, not fwd, step.id, attempt),
                           "step" if fwd else "compensate", inst.saga_id, inst.id, step.id,
                           step.name, step.service, attempt,

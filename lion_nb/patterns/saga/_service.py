@@ -12,7 +12,7 @@ from ...errors import ConfigError, SagaReplyError
 from ..events import Delivery, Event
 from ._command import SagaCommand
 from ._handler import wrap_handler
-from ._key import SagaKey
+from ._key import ENV_VAR, SagaKey
 from ._topics import REPLY_TOPIC_PREFIX, command_topic
 
 __all__ = ["SagaService"]
@@ -29,16 +29,18 @@ class SagaService:
     goes to one of them; several commands run at once (``concurrency``). A
     handler's return value is the step's result; an exception is a failed
     attempt, reported with its type and message. ``key`` is the manager's
-    SagaKey or, better in another process, ``key.for_service(service)``:
+    SagaKey or, better in another process, ``key.for_service(service)``
+    (default: the key in ``$LION_NB_SAGA_KEY``):
     commands whose signature does not check are dropped unread, and replies
     are signed with it.
     """
 
     def __init__(self, broker: Any, service: str, handler: Any, *, key: SagaKey | None = None,
                  worker_id: str | None = None, concurrency: int = 64) -> None:
+        key = key or SagaKey.from_env()
         if not isinstance(key, SagaKey):
-            raise ConfigError(f"SagaService {service!r} needs key= (the SagaKey its saga "
-                              f"manager uses), got {type(key).__name__}", field="key")
+            raise ConfigError(f"SagaService {service!r} needs the SagaKey its saga manager "
+                              f"uses: key=, or its secret in hex in ${ENV_VAR}", field="key")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) \
                 or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")

@@ -29,27 +29,18 @@ def _check_positive(value: Any, what: str, step: str | None) -> None:
                                   f"got {value!r}", saga=None, step=step)
 
 
-def as_retry_policy(value: Any, max_attempts: int = 1) -> RetryPolicy:
-    """A RetryPolicy for ``value``: a RetryPolicy, seconds of first delay, or a backoff.
+def as_retry_policy(value: Any) -> RetryPolicy:
+    """A RetryPolicy for ``value``: a RetryPolicy, or seconds of first delay (doubling).
 
-    A backoff is anything with ``initial``, ``multiplier`` and ``maximum``
-    (the event broker's ``RetryBackoff``), read by attribute so that sagas do
-    not depend on how the broker spells its own type. DefinitionError if bad.
+    DefinitionError if it is neither.
     """
     if isinstance(value, RetryPolicy):
-        return value if value.max_attempts == max_attempts else RetryPolicy(
-            max_attempts=max_attempts, backoff=value.backoff, multiplier=value.multiplier,
-            max_backoff=value.max_backoff)
+        return value
     if value is None:
-        return RetryPolicy(max_attempts=max_attempts)
+        return RetryPolicy()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return RetryPolicy(max_attempts=max_attempts, backoff=float(value))
-    try:
-        initial, multiplier, maximum = value.initial, value.multiplier, value.maximum
-    except AttributeError:
-        raise DefinitionError(f"a backoff is a RetryPolicy or seconds, got {value!r}") from None
-    return RetryPolicy(max_attempts=max_attempts, backoff=float(initial),
-                       multiplier=float(multiplier), max_backoff=float(maximum))
+        return RetryPolicy(backoff=float(value))
+    raise DefinitionError(f"a backoff is a RetryPolicy or seconds, got {value!r}")
 
 
 class SagaStep:

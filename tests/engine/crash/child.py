@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/
 
 from engine.crash.workflow import build, register  # noqa: E402
-from lion_nb.engine import WorkflowExecutor  # noqa: E402
+from lion_nb.engine import ExecutorConfig, WorkflowExecutor  # noqa: E402
 from lion_nb.errors import StateError  # noqa: E402
 from lion_nb.state import (  # noqa: E402
     FileStorage,
@@ -73,7 +73,9 @@ async def main(kind: str, store: str, log: str, generation: str, action: str, ii
     storage = {"sqlite": SqliteStorage, "file": FileStorage,
                "postgres": PostgresStorage}[kind](store)
     instrument(storage, kill)
-    executor = WorkflowExecutor(state_manager=StateMachineManager(storage))
+    # Random kills are not a node's fault: allow one crash per generation of a scenario.
+    executor = WorkflowExecutor(state_manager=StateMachineManager(storage),
+                                config=ExecutorConfig(max_node_crashes=8))
     register(executor, log, int(generation))
     await executor.start()
     if action == "start":
