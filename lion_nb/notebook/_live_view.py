@@ -35,10 +35,6 @@ __all__ = ["LiveView", "observe_of"]
 def observe_of(subject: Any) -> Any:
     """The observe stream a broker, saga manager or scheduler publishes to, or None."""
     stream = getattr(subject, "observe", None)
-    if stream is None:
-        # TODO(issue 13): SagaManager and EventBroker take ``observe=`` but do not expose
-        # it yet; read the manager's field until they do (the broker's is out of reach).
-        stream = getattr(subject, "_observe", None)
     return stream if hasattr(stream, "subscribe") else None
 
 
