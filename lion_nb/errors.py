@@ -21,6 +21,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── WorkflowFailedError               .instance_id, .node
     │   ├── InstanceCancelledError            .instance_id
     │   ├── InstanceNotFoundError (KeyError)  .instance_id
+    │   ├── NoResultError (KeyError)          .node, .state: why a node has no result
     │   ├── RerunError                        .node: start_from/rerun cannot be honoured
     │   ├── CacheConfigError (ConfigError)    .field: invalid cache settings
     │   └── ExecutorStoppedError
@@ -84,7 +85,7 @@ __all__ = [
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "PoisonNodeError",
     "NodeTimeoutError",
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
-    "InstanceNotFoundError", "ExecutorStoppedError",
+    "InstanceNotFoundError", "NoResultError", "ExecutorStoppedError",
     "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
     "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "StorageCorruptError",
     "CheckpointVersionError", "CheckpointNotFoundError",
@@ -205,6 +206,19 @@ class InstanceCancelledError(ExecutionError):
 
 class InstanceNotFoundError(ExecutionError, KeyError):
     """No instance with that id is known."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NoResultError(ExecutionError, KeyError):
+    """``result[name]`` for a node without a result; says why (``.node``, ``.state``)."""
+
+    def __init__(self, message: str, *, node: str | None = None,
+                 state: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+        self.state = state
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""

@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import _display
 from ..model import WorkflowDefinition
+from ..errors import LionError, NoResultError
 from ..state.machine import InstanceState, NodeState
 from ._cache_reason import CacheReason, NodeReason
 
@@ -75,7 +76,35 @@ class InstanceResult:
         return self
 
     def __getitem__(self, node_name: str) -> Any:
-        return self.results[node_name]
+        try:
+            return self.results[node_name]
+        except KeyError:
+            raise NoResultError(self._why_no_result(node_name), node=node_name,
+                                state=getattr(self.node_states.get(node_name), "value", None)
+                                ) from None
+
+    def _why_no_result(self, name: str) -> str:
+        state = self.node_states.get(name)
+        if state is None:
+            return (f"workflow {self.workflow!r} has no node {name!r} "
+                    f"(nodes: {', '.join(sorted(self.node_states)[:10])})")
+        why = {
+            NodeState.FAILED: f"it failed: {self.errors.get(name, 'no error recorded')}",
+            NodeState.SKIPPED: "it was skipped (no active incoming edge, or a false condition)",
+            NodeState.UPSTREAM_FAILED: "a node it depends on failed"
+            + (f" ({', '.join(self._failed_upstream(name))})"
+               if self._failed_upstream(name) else ""),
+        }.get(state, f"it is {state.value}")
+        return f"node {name!r} has no result: {why}"
+
+    def _failed_upstream(self, name: str) -> list[str]:
+        d = self.definition
+        try:
+            preds = d.predecessors(name)
+        except LionError:
+            return []
+        return [p.name for p in preds
+                if self.node_states.get(p.name) in (NodeState.FAILED, NodeState.UPSTREAM_FAILED)]
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts().items())
