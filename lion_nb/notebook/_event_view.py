@@ -16,6 +16,8 @@ its dead letters counted from ``broker.history()``.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -64,7 +66,12 @@ class EventView(LiveView):
         self.figures = w.HTML()
         self.table = w.HTML()
         self.log = w.HTML()
-        self._widgets = [self.title, self.figures, self.table, self.log]
+        #: The store's own figures (a stream and its consumers on NATS), when it has any.
+        self.store_figures: dict[str, Any] | None = None
+        self.store_table = w.HTML()
+        self._store_fetch: asyncio.Future[Any] | None = None
+        self._store_fetched = 0.0
+        self._widgets = [self.title, self.figures, self.table, self.store_table, self.log]
         self.widget = w.VBox(self._widgets)
         super().__init__(stream, interval=interval, poll=None if stream is not None else poll)
         # What happened before the view existed: from the broker's own history.
@@ -113,6 +120,39 @@ class EventView(LiveView):
         self.subscriptions = self.broker.subscriptions()
         if self._poll is not None and self.stats.dead_lettered != self._counted_dead:
             self._recount()  # no stream: the history is the only per-subscriber record
+        self._maybe_fetch_store_figures()
+
+    async def refresh_store(self) -> dict[str, Any] | None:
+        """Ask the store for its own figures (stream, consumers) now and redraw the view."""
+        figures = getattr(getattr(self.broker, "store", None), "figures", None)
+        if figures is None or getattr(self.broker, "closed", False):
+            return None
+        self._store_fetched = time.monotonic()
+        self.store_figures = await figures()
+        self.flush()
+        return self.store_figures
+
+    def _maybe_fetch_store_figures(self) -> None:
+        # A server round trip: at most once a second, never two at a time, and only from
+        # inside a running loop (the view's flushes come from the loop or from close()).
+        if getattr(getattr(self.broker, "store", None), "figures", None) is None:
+            return
+        if self._store_fetch is not None and not self._store_fetch.done():
+            return
+        if time.monotonic() - self._store_fetched < 1.0:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._store_fetched = time.monotonic()
+        self._store_fetch = loop.create_task(self._fetch_quietly())
+
+    async def _fetch_quietly(self) -> None:
+        try:
+            await self.refresh_store()
+        except Exception as exc:  # a view must never break the run it watches
+            self.store_figures = {"error": f"{type(exc).__name__}: {exc}"}
 
     def _next_poll(self) -> float | None:
         return None if getattr(self.broker, "closed", False) else self._poll
@@ -152,6 +192,7 @@ class EventView(LiveView):
                          f"<code>{html_text(error, 120)}</code>" if error else ""))
         self.table.value = table_html(("subscriber", "pattern", "mode", "pending", "in flight",
                                        "redelivered", "dead-lettered", "last error"), rows)
+        self.store_table.value = _store_html(self.store_figures)
         recent = list(self.trouble)[-self.max_log:] if self.max_log else []
         self.log.value = items_html([_trouble_html(x) for x in recent])
 
@@ -160,6 +201,24 @@ class EventView(LiveView):
         pending = sum(s.pending.values())
         return (f"EventView(published={s.published}, acked={s.acked}, pending={pending}, "
                 f"dead_lettered={s.dead_lettered})")
+
+
+def _store_html(figures: dict[str, Any] | None) -> str:
+    """The store's stream and consumer figures as a small table (empty without any)."""
+    if not figures:
+        return ""
+    if "error" in figures:
+        return f"<small>store figures unavailable: {html_text(figures['error'], 200)}</small>"
+    head = (f"<small>stream <code>{html_text(figures.get('stream'), 60)}</code>: "
+            f"{int(figures.get('messages', 0)):,} messages, "
+            f"{int(figures.get('bytes', 0)):,} bytes, sequence "
+            f"{int(figures.get('first_seq', 0)):,}–{int(figures.get('last_seq', 0)):,}</small>")
+    rows = [(html_text(c.get("name"), 60), f"{int(c.get('pending', 0)):,}",
+             f"{int(c.get('ack_pending', 0)):,}", f"{int(c.get('redelivered', 0)):,}",
+             f"{int(c.get('acked_to', 0)):,}")
+            for c in figures.get("consumers", [])]
+    return head + table_html(("consumer", "not yet delivered", "awaiting ack", "redelivered",
+                              "acked up to"), rows)
 
 
 def _trouble_html(x: DeliveryTrouble) -> str:
