@@ -18,14 +18,16 @@ __all__ = ["Attempt", "SagaCommand", "command_id", "describe", "timed_out"]
 
 
 def _part(text: str) -> str:
-    if "." not in text and "%" not in text:
-        return text
     return text.replace("%", "%25").replace(".", "%2E")
 
 
 def command_id(instance_id: str, compensating: bool, step_id: str, attempt: int) -> str:
     """The id of one attempt: ``<instance>.<f|c>.<step>.<attempt>``, parts escaped."""
-    return f"{_part(instance_id)}.{'c' if compensating else 'f'}.{_part(step_id)}.{attempt}"
+    if "." in instance_id or "%" in instance_id:
+        instance_id = _part(instance_id)
+    if "." in step_id or "%" in step_id:
+        step_id = _part(step_id)
+    return f"{instance_id}.{'c' if compensating else 'f'}.{step_id}.{attempt}"
 
 
 class SagaCommand:

@@ -116,7 +116,10 @@ class SagaInstance:
     def pivot_passed(self) -> bool:
         """True once a step without compensation succeeded: the saga only goes forward."""
         steps = self.steps
-        return any(steps[sid].status is _S.SUCCEEDED for sid in self.definition.pivots)
+        for sid in self.definition.pivots:
+            if steps[sid].status is _S.SUCCEEDED:
+                return True
+        return False
 
     @property
     def phase(self) -> str:

@@ -54,6 +54,8 @@ class SagaLedger:
         self._history: deque[tuple[Any, ...]] | None = (
             deque(maxlen=history_limit) if history_limit else None)
         self._observe = observe
+        # No history and no stream: a step's start changes nothing here.
+        self._silent = self._history is None and observe is None
         self._counts = dict.fromkeys(SagaStatus, 0)
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
 
@@ -80,7 +82,10 @@ class SagaLedger:
         if inst.status is not old:
             self._counts[old] -= 1
             self._counts[inst.status] += 1
-        if kind in ("ok", "err"):
+        if kind == "start":
+            if self._silent:
+                return
+        elif kind in ("ok", "err"):
             fwd = entry["p"] == "forward"
             if kind == "ok":
                 self._stats["steps_succeeded" if fwd else "compensations_succeeded"] += 1

@@ -73,7 +73,8 @@ class SagaLog:
     async def commit(self, inst: SagaInstance, entry: dict[str, Any]) -> None:
         """Record ``entry`` and flush: it is durable when this returns."""
         self.record(inst, entry)
-        await self.flush(inst)
+        if self.storage is not None:    # no coroutine per outcome when there is no storage
+            await self.flush(inst)
 
     async def flush(self, inst: SagaInstance) -> None:
         """Persist everything recorded for ``inst`` so far (one storage transaction)."""

@@ -231,7 +231,8 @@ class SagaManager:
         self._log.record(inst, {"k": "status", "st": SagaStatus.RUNNING.value,
                                 "t": self._clock.time(), "e": None, "fs": None})
         self._spawn(inst)
-        await self._log.flush(inst)   # started means started: durable before we return
+        if self._log.enabled:   # started means started: durable before we return
+            await self._log.flush(inst)
         return inst
 
     async def run(self, saga_id: str, data: Any = None, *, timeout: float | None = None,
@@ -253,28 +254,21 @@ class SagaManager:
     def _spawn(self, inst: SagaInstance, *, resumed: bool = False) -> None:
         run = SagaRun(inst, config=self._config, clock=self._clock, log=self._log,
                       channel=self._channel, handlers=self._local,
-                      grants=self._grants.get(inst.id))
+                      grants=self._grants.get(inst.id), on_rest=self._run_ended)
         if resumed and self._channel is not None:
             for cid, service, attempt in run.first_commands():
                 self._channel.expect(cid, service, attempt)
         self._tasks[inst.id] = asyncio.get_running_loop().create_task(
-            self._drive(run), name=f"lion-saga {inst.saga_id} {inst.id}")
+            run.drive(), name=f"lion-saga {inst.saga_id} {inst.id}")
 
-    async def _drive(self, run: SagaRun) -> None:
-        inst = run.inst
-        try:
-            await run.drive()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # storage or broker failure: keep the saga where it is
-            _log.exception("saga instance %s of %r stopped: %s", inst.id, inst.saga_id, exc)
+    def _run_ended(self, inst: SagaInstance, exc: BaseException | None) -> None:
+        self._tasks.pop(inst.id, None)
+        if exc is not None:  # storage or broker failure: the saga stays where it is
+            _log.error("saga instance %s of %r stopped: %s", inst.id, inst.saga_id, exc,
+                       exc_info=exc)
             inst.error = f"saga manager error ({type(exc).__name__}: {exc}); the instance " \
                          f"stays {inst.status.value}; fix the cause and call recover()"
-            self._rest(inst, exc)
-            return
-        finally:
-            self._tasks.pop(inst.id, None)
-        self._rest(inst, None)
+        self._rest(inst, exc)
 
     async def wait(self, instance_id: str, *, timeout: float | None = None) -> SagaInstance:
         """Wait until the instance rests (completed, compensated, or needs attention).

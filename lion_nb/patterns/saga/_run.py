@@ -11,7 +11,7 @@ so a committed step or compensation never runs again.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from typing import Callable, Mapping
 
 from ...clock import Clock
 from ...errors import CapabilityDeniedError, SagaError, SecurityError
@@ -48,7 +48,8 @@ class SagaRun:
 
     def __init__(self, inst: SagaInstance, *, config: SagaManagerConfig, clock: Clock,
                  log: SagaLog, channel: CommandChannel | None,
-                 handlers: Mapping[str, Handler], grants: GrantSet | None) -> None:
+                 handlers: Mapping[str, Handler], grants: GrantSet | None,
+                 on_rest: Callable[[SagaInstance, BaseException | None], None]) -> None:
         self.inst = inst
         self._config = config
         self._clock = clock
@@ -56,6 +57,7 @@ class SagaRun:
         self._channel = channel
         self._handlers = handlers
         self._grants = grants
+        self._on_rest = on_rest
 
     def first_commands(self) -> list[tuple[str, str, int]]:
         """``(command id, service, attempt)`` of the commands this run sends first.
@@ -81,7 +83,22 @@ class SagaRun:
         return out
 
     async def drive(self) -> None:
-        """Run until the instance rests; storage and broker failures propagate."""
+        """Run until the instance rests, then call ``on_rest(instance, error or None)``.
+
+        The error is a storage or broker failure that stopped the run (the
+        instance stays where its log says it is).
+        """
+        inst = self.inst
+        try:
+            await self._steps()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to on_rest, which reports it
+            self._on_rest(inst, exc)
+        else:
+            self._on_rest(inst, None)
+
+    async def _steps(self) -> None:
         inst = self.inst
         definition = inst.definition
         while True:
@@ -144,14 +161,16 @@ class SagaRun:
                 if outcome.error is None:
                     await log.commit(inst, {"k": "ok", "s": step.id, "p": phase,
                                             "r": outcome.result, "t": clock.time()})
-                    await self._ack(outcome)
+                    if outcome.reply is not None:
+                        await self._ack(outcome)
                     return
                 final = attempt >= attempts or isinstance(outcome.error, CapabilityDeniedError)
                 st.exception = outcome.error.with_traceback(None)
                 await log.commit(inst, {"k": "err", "s": step.id, "p": phase, "a": attempt,
                                         "e": describe(outcome.error), "final": final,
                                         "t": clock.time()})
-                await self._ack(outcome)
+                if outcome.reply is not None:
+                    await self._ack(outcome)
                 if final:
                     return
                 delay = backoff.delay(attempt)

@@ -44,11 +44,5 @@ def step_tokens(grants: GrantSet | None, step: Any, saga_id: str,
         raise CapabilityDeniedError(
             f"saga step {who!r} requires {list(step.requires)} but its instance holds no "
             "grants", capability=step.requires[0], node=who)
-    out: dict[str, None] = {}
-    for text in step.requires:
-        req = Requirement.parse(text)
-        narrowed = grants.attenuate(resources={req.resource}, actions={req.action},
-                                    scope=req.scope, expires_in=expires_in)
-        narrowed.check(req, node=who)
-        out.update(dict.fromkeys(t.serialize() for t in narrowed.tokens))
-    return tuple(out)
+    narrowed = grants.narrow(step.requires, expires_in=expires_in, node=who)
+    return tuple(t.serialize() for t in narrowed.tokens)
