@@ -38,7 +38,7 @@ from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
 from ..state.records import canonical_json
 from ..state.storage import Storage
 from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
-                      new_header, node_key, owner_is_dead, read_instance)
+                      new_header, node_key, owner_is_dead, read_instance, to_ranges)
 from .observe import EventKind as K
 from .observe import ExecEvent, ObserveStream
 
@@ -80,8 +80,14 @@ class InstanceStore:
         self._on_lost = on_lost
         self._fence = (lease_key(iid), owner)
         self._renewer: asyncio.Task[None] | None = None
-        self._queue: list[tuple[list[tuple[str, dict[str, Any]]], asyncio.Future[None]]] = []
+        self._queue: list[tuple[list[tuple[int, dict[str, Any]]], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # The commit sequence (see durable.py): last number written, node indices with
+        # a record and their sum, and the newest record (re-stamped by ``end``).
+        self._seq = 0
+        self._present: set[int] = set()
+        self._sum = 0
+        self._newest: tuple[str, dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"InstanceStore({self.instance_id!r} in {self.storage!r}, owner {self.owner!r})"
@@ -126,7 +132,7 @@ class InstanceStore:
         """
         if self.failure is not None:
             return None
-        items = [(node_key(self.instance_id, i), rec) for i, rec in records]
+        items = [(i, rec) for i, rec in records]
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._queue.append((items, fut))
@@ -147,13 +153,18 @@ class InstanceStore:
 
     async def _flush(self) -> None:
         """Write queued commits, one ``put_many`` per group, until the queue is empty."""
+        broken: Exception | None = None
         try:
             while self._queue:
                 group, self._queue = self._queue, []
-                items = group[0][0] if len(group) == 1 else [x for g, _ in group for x in g]
                 try:
-                    await self.storage.put_many(self._sealed(items), fence=self._fence)
+                    if broken is not None:
+                        # A failed write may still have landed; a later one would then
+                        # count records wrongly. The instance stops anyway: write no more.
+                        raise broken
+                    await self._write_group([x for g, _ in group for x in g])
                 except Exception as exc:  # every commit of the group hears it
+                    broken = exc
                     for _, fut in group:
                         if not fut.done():
                             fut.set_exception(exc)
@@ -163,6 +174,18 @@ class InstanceStore:
                         fut.set_result(None)
         finally:
             self._flusher = None
+
+    async def _write_group(self, records: list[tuple[int, dict[str, Any]]]) -> None:
+        """One atomic write of node records, stamped with the next commit sequence number."""
+        seq, present, total = self._seq + 1, set(self._present), self._sum
+        for i, _ in records:
+            if i not in present:
+                present.add(i)
+                total += i
+        stamp = {"seq": seq, "h": self.header.get("seq", 0), "manifest": [len(present), total]}
+        items = [(node_key(self.instance_id, i), {**rec, **stamp}) for i, rec in records]
+        await self.storage.put_many(self._sealed(items), fence=self._fence)
+        self._seq, self._present, self._sum, self._newest = seq, present, total, items[-1]
 
     async def end(self, state: InstanceState, error: BaseException | None
                   ) -> tuple[InstanceState, BaseException | None]:
@@ -183,10 +206,16 @@ class InstanceStore:
         self.close()
         iid = self.instance_id
         now = self._clock.time()
+        seq = self._seq + 1
         self.header.update(state=state.value, updated_at=now, finished_at=now,
-                           error=None if error is None else str(error))
+                           error=None if error is None else str(error), seq=seq,
+                           manifest=to_ranges(self._present))
+        items = [(header_key(iid), self.header)]
+        if self._newest is not None:  # so a header written back over this one is older
+            key, rec = self._newest
+            items.append((key, {**rec, "seq": seq, "h": seq}))
         try:
-            await self.storage.put_many(self._sealed([(header_key(iid), self.header)]),
+            await self.storage.put_many(self._sealed(items),
                                         deletes=[self._fence[0]], fence=self._fence)
         except Exception as exc:  # the nodes are committed; only the summary is missing
             _log.warning("instance %s finished %s but its final state was not stored: %s",
@@ -318,9 +347,20 @@ class InstanceStore:
             if i != old:
                 stale.append(node_key(iid, old))
                 moved.append((node_key(iid, i), rec))
+        # The resume write is the next number of the commit sequence; records kept in
+        # place keep theirs, moved ones (and ones written before sequences) are stamped.
+        seq = 1 + max([int(stored.header.get("seq", 0))]
+                      + [int(r.get("seq", 0)) for r in stored.nodes.values()])
+        kept = {by_name[r["name"]] for r in stored.nodes.values()
+                if isinstance(r.get("name"), str) and r["name"] in by_name}
+        stamp = {"seq": seq, "h": seq, "manifest": [len(kept), sum(kept)]}
+        moved += [(node_key(iid, i), rec) for i, rec in stored.nodes.items()
+                  if "seq" not in rec and node_key(iid, i) not in stale]
+        moved = [(k, {**rec, **stamp}) for k, rec in moved]
         header = dict(stored.header)
         header.update(updated_at=self._clock.time(), resumes=int(header.get("resumes", 0)) + 1,
-                      owner=self.owner, state=InstanceState.RUNNING.value)  # may be pending
+                      owner=self.owner, state=InstanceState.RUNNING.value,  # may be pending
+                      seq=seq, manifest=to_ranges(kept))
         items = [(header_key(iid), header)]
         fingerprint = definition.fingerprint()
         if fingerprint != header.get("fingerprint"):  # allow_changed: later resumes compare anew
@@ -333,6 +373,7 @@ class InstanceStore:
                                     deletes=[k for k in stale if k not in moved_keys],
                                     fence=self._fence)
         self.header = header
+        self._seq, self._present, self._sum = seq, kept, sum(kept)
         return committed, started
 
     @staticmethod

@@ -10,6 +10,11 @@ Each checkpoint is one record (so one atomic, checksummed write) under the key
 of one workflow, so listing and pruning read no record at all. ``/`` and ``%``
 in a workflow id are escaped as ``%2F`` / ``%25``.
 
+The same atomic write updates ``checkpoint-heads/<workflow id>``, the newest
+sequence number saved: a newest checkpoint deleted behind the manager's back
+(which no checksum can see) makes ``load_latest_checkpoint`` raise
+StorageCorruptError naming it instead of returning the one before.
+
 The manager's ``schema_version`` ("MAJOR.MINOR.PATCH") is stored with every
 checkpoint. A checkpoint of the same major version loads as is; a newer major
 raises CheckpointVersionError; an older major is upgraded by the migrations
@@ -30,6 +35,7 @@ from ..errors import (
     CheckpointNotFoundError,
     CheckpointVersionError,
     StateConfigError,
+    StorageCorruptError,
 )
 from .records import Migrations
 from .storage import Storage
@@ -38,6 +44,7 @@ __all__ = ["CheckpointManager", "CheckpointInfo"]
 
 _log = logging.getLogger("lion_nb.checkpoint")
 _PREFIX = "checkpoints/"
+_HEADS = "checkpoint-heads/"
 
 
 @dataclass(frozen=True)
@@ -171,13 +178,15 @@ class CheckpointManager:
         document = kind.dump(obj)
         now = self.clock.time()
         infos = await self.list_checkpoints(wid)
-        seq = infos[-1].seq + 1 if infos else 1
+        head = await self.storage.get(_HEADS + _escape(wid)) or {}
+        seq = max(infos[-1].seq if infos else 0, int(head.get("seq", 0))) + 1
         # The random tail keeps two processes saving at once from overwriting each other.
         cid = f"{_escape(wid)}/{seq:010d}-{int(now * 1000)}-{secrets.token_hex(4)}"
         record = {"checkpoint_id": cid, "workflow_id": wid, "kind": kind.name,
                   "schema_version": self.schema_version, "created_at": now,
                   "document": document}
-        await self.storage.put(_PREFIX + cid, record)
+        await self.storage.put_many([(_PREFIX + cid, record),
+                                     (_HEADS + _escape(wid), {"seq": seq, "checkpoint_id": cid})])
         if self.on_saved is not None:
             info = {k: v for k, v in record.items() if k != "document"}
             try:
@@ -198,6 +207,15 @@ class CheckpointManager:
     async def load_latest_checkpoint(self, workflow_id: str) -> Any:
         """The newest checkpoint of ``workflow_id``; CheckpointNotFoundError if none."""
         infos = await self.list_checkpoints(workflow_id)
+        head = await self.storage.get(_HEADS + _escape(str(workflow_id))) or {}
+        newest = infos[-1].seq if infos else 0
+        if int(head.get("seq", 0)) > newest:  # a twin of equal seq may be pruned: not damage
+            cid = head.get("checkpoint_id")
+            raise StorageCorruptError(
+                f"the newest checkpoint of workflow {str(workflow_id)!r}, {cid!r} (number "
+                f"{head['seq']}), is missing from {self.storage!r}; the newest present is number "
+                f"{newest}. Load an older one by id (list_checkpoints) if that is acceptable",
+                key=cid, checkpoint_id=cid, workflow_id=str(workflow_id), path=None)
         if not infos:
             raise CheckpointNotFoundError(f"no checkpoint of workflow {str(workflow_id)!r}",
                                           key=str(workflow_id))
@@ -216,7 +234,10 @@ class CheckpointManager:
         infos = await self.list_checkpoints(workflow_id)
         doomed = infos[:max(0, len(infos) - keep)]
         if doomed:
-            await self.storage.put_many([], deletes=[_PREFIX + i.checkpoint_id for i in doomed])
+            gone = [_PREFIX + i.checkpoint_id for i in doomed]
+            if keep == 0:  # none left: nothing is missing either
+                gone.append(_HEADS + _escape(str(workflow_id)))
+            await self.storage.put_many([], deletes=gone)
         return len(doomed)
 
     async def close(self) -> None:

@@ -12,7 +12,9 @@ the parent reads the storage and checks:
 * no committed node re-executed: a node committed before a child started never
   appears in that child's side-effect log, and the run that committed a node is
   the only one of its generation;
-* the final results and node states equal those of an uninterrupted run.
+* the final results and node states equal those of an uninterrupted run;
+* the commit sequence never reads as damage (read_instance checks it and would
+  raise StorageCorruptError for a record missing or a header older than one).
 
 CI runs a few dozen kills; ``LION_CRASH_KILLS=200`` runs the long sweep.
 """

@@ -5,7 +5,7 @@ import pytest
 from lion_nb.clock import FakeClock
 from lion_nb.errors import (CheckpointCorruptError, CheckpointError, CheckpointKindError,
                             CheckpointNotFoundError, CheckpointVersionError, LionError,
-                            SerializationError, StateConfigError)
+                            SerializationError, StateConfigError, StorageCorruptError)
 from lion_nb.model import Edge, Node, WorkflowBuilder, WorkflowDefinition
 from lion_nb.state import PostgresStorage
 from lion_nb.state.checkpoint import CheckpointInfo, CheckpointManager
@@ -73,6 +73,27 @@ async def test_latest_list_and_prune(manager):
     with pytest.raises(CheckpointNotFoundError):
         await manager.load_checkpoint(ids[0])
     assert (await manager.load_latest_checkpoint(wf.id)).name == "v4"
+
+
+async def test_a_deleted_newest_checkpoint_is_named_not_replaced_by_the_previous(manager):
+    wf = workflow()
+    ids = [await manager.save_checkpoint(workflow(f"v{i}", id=wf.id)) for i in range(3)]
+    await manager.storage.delete("checkpoints/" + ids[-1])  # behind the manager's back
+    with pytest.raises(StorageCorruptError) as err:
+        await manager.load_latest_checkpoint(wf.id)
+    assert err.value.checkpoint_id == ids[-1] and err.value.workflow_id == wf.id
+    assert (await manager.load_checkpoint(ids[1])).name == "v1"  # older ones still load
+    again = await manager.save_checkpoint(workflow("v3", id=wf.id))  # numbering goes on
+    assert (await manager.list_checkpoints(wf.id))[-1].seq == 4
+    assert (await manager.load_latest_checkpoint(wf.id)).name == "v3" and again
+
+
+async def test_pruning_everything_is_not_damage(manager):
+    wf = workflow()
+    await manager.save_checkpoint(wf)
+    assert await manager.prune(wf.id, keep=0) == 1
+    with pytest.raises(CheckpointNotFoundError):
+        await manager.load_latest_checkpoint(wf.id)
 
 
 async def test_workflows_do_not_see_each_others_checkpoints(manager):
