@@ -16,8 +16,8 @@ from lion_nb.clock import FakeClock
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
 from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
 from lion_nb.errors import ConfigError, InstanceNotFoundError
-from lion_nb.state import (FileStorage, InstanceState, MemoryStorage, SqliteStorage,
-                           StateMachineManager)
+from lion_nb.state import (FileStorage, InstanceState, MemoryStorage, PostgresStorage,
+                           SqliteStorage, StateMachineManager)
 
 PRUNE_CHILD = str(Path(__file__).parent / "crash" / "prune_child.py")
 
@@ -216,3 +216,22 @@ async def test_a_crash_during_prune_leaves_each_instance_whole_or_gone(tmp_path,
             assert await storage.keys() == []
         finally:
             await storage.close()
+
+
+async def test_prune_on_postgres_deletes_finished_instances_only(pg_dsn):
+    storage = PostgresStorage(pg_dsn)
+    ex = await started(storage)
+    try:
+        done = (await ex.run(chain("A", "B"))).instance_id
+        held = Work(hold="A")
+        ex.add_handler("work", held)
+        running = await ex.execute_workflow(chain("A"))
+        await until(lambda: held.calls["A"] == 1)
+        assert await ex.prune() == 1
+        assert await stored_keys(storage, done) == []
+        assert await stored_keys(storage, running)
+        held.gate.set()
+        await ex.wait(running)
+    finally:
+        await ex.stop()
+        await storage.close()
