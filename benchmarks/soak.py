@@ -1,7 +1,8 @@
 """Soak: many instances and events through one process with retention on; RSS must stay flat.
 
     python benchmarks/soak.py [--quick] [--instances N] [--events M] [--retain K]
-    python benchmarks/soak.py --model          # bytes per kept object (the README's table)
+    python benchmarks/soak.py --quick --keep-all   # retention off: the growth it stops
+    python benchmarks/soak.py --model              # bytes per kept object (the README's table)
 
 Runs N instances of a 20-node workflow (Start -> 18 parallel -> End, async
 no-op handlers, history on) with ``ExecutorConfig(retain_finished=K)``, ``C`` at a
@@ -69,12 +70,14 @@ async def baseline(n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-async def soak(n: int, events: int, retain: int, concurrency: int, report: int) -> None:
+async def soak(n: int, events: int, retain: int | None, concurrency: int,
+               report: int) -> None:
     wf = workflow()
     ex = WorkflowExecutor(config=ExecutorConfig(retain_finished=retain))
     ex.add_handler("noop", noop)
-    broker = EventBroker(EventBrokerConfig(retention=1.0, history_limit=1_000,
-                                           dedup_window=2.0, max_pending=10_000))
+    broker = EventBroker(EventBrokerConfig(
+        retention=None if retain is None else 1.0, max_pending=10_000,
+        history_limit=10_000 if retain is None else 1_000, dedup_window=2.0))
     broker.with_event_store(InMemoryEventStore())
     rx, ack_tx = await broker.subscribe("soak.event", "consumer", None)
     per_instance = max(1, events // n)
@@ -218,6 +221,8 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--retain", type=int, default=1_000)
+    parser.add_argument("--keep-all", action="store_true",
+                        help="retention off (executor and broker): the growth it prevents")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--model", action="store_true", help="print bytes per kept object")
     args = parser.parse_args()
@@ -225,7 +230,8 @@ def main() -> None:
         asyncio.run(model())
         return
     n, events = ((10_000, 100_000) if args.quick else (args.instances, args.events))
-    asyncio.run(soak(n, events, args.retain, args.concurrency, report=max(1, n // 10)))
+    asyncio.run(soak(n, events, None if args.keep_all else args.retain, args.concurrency,
+                     report=max(1, n // 10)))
 
 
 if __name__ == "__main__":

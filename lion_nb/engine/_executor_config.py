@@ -100,7 +100,7 @@ class ExecutorConfig:
                               f"timedelta (age), not {keep!r}", field="retain_finished")
         age = self.prune_older_than
         if age is not None and not (isinstance(age, timedelta) and age.total_seconds() >= 0
-                                    or _positive(age) or age == 0 and _number(age)):
+                                    or _number(age) and age >= 0):
             raise ConfigError(f"prune_older_than must be None, seconds >= 0 or a timedelta, "
                               f"not {age!r}", field="prune_older_than")
         if not _positive(self.prune_every):
