@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
 from ..errors import ConfigError
@@ -38,6 +39,13 @@ class ExecutorConfig:
     ``ctx.publish`` at start; ``executor.set_event_sink`` replaces it later.
     ``cache``: reuse node results whose code and inputs did not change -- True
     (in memory), a path (SQLite: survives restarts) or a ``Cache``.
+    ``retain_finished``: how many finished instances the executor keeps in memory
+    (``executor.instances()``, ``wait``/``snapshot`` by id) and in
+    ``executor.history`` -- an int keeps the newest N, a ``timedelta`` keeps those
+    that finished within it; None (default) keeps every one, as a notebook expects.
+    ``prune_older_than``: with durable storage, delete the stored records of
+    instances that finished longer ago than this (seconds or a ``timedelta``)
+    every ``prune_every`` seconds while the executor runs; None: never.
     """
 
     fail_fast: bool = False
@@ -52,6 +60,9 @@ class ExecutorConfig:
     on_denied: str = "fail"
     event_sink: Callable[..., Awaitable[Any]] | None = None
     cache: Any = None
+    retain_finished: int | timedelta | None = None
+    prune_older_than: float | timedelta | None = None
+    prune_every: float = 60.0
 
     def __post_init__(self) -> None:
         if self.on_denied not in _DENIED_ACTIONS:
@@ -77,7 +88,34 @@ class ExecutorConfig:
         if self.event_sink is not None and not callable(self.event_sink):
             raise ConfigError(f"event_sink must be an async callable, not "
                               f"{self.event_sink!r}", field="event_sink")
+        self._check_retention()
+
+    def _check_retention(self) -> None:
+        keep = self.retain_finished
+        # A float would be ambiguous (a count? seconds?): ages are timedeltas here.
+        if keep is not None and not (
+                isinstance(keep, timedelta) and keep.total_seconds() >= 0
+                or isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0):
+            raise ConfigError(f"retain_finished must be None, an int >= 0 (newest N) or a "
+                              f"timedelta (age), not {keep!r}", field="retain_finished")
+        age = self.prune_older_than
+        seconds: Any = age.total_seconds() if isinstance(age, timedelta) else age
+        if age is not None and not (_number(seconds) and seconds >= 0):
+            raise ConfigError(f"prune_older_than must be None, seconds >= 0 or a timedelta, "
+                              f"not {age!r}", field="prune_older_than")
+        if not _positive(self.prune_every):
+            raise ConfigError(f"prune_every must be > 0 seconds, not {self.prune_every!r}",
+                              field="prune_every")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return _number(value) and value > 0
+
+
+def seconds(value: float | timedelta) -> float:
+    """An age given as seconds or a timedelta, in seconds."""
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

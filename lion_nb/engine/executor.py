@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import secrets
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 
 from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFoundError,
@@ -19,7 +22,8 @@ from ._claim import Claimer, submit_instance, wait_stored
 from ._cache import Cache, as_cache
 from ._cache_session import CacheSession, RerunPlan
 from ._env import RunEnv
-from ._executor_config import ExecutorConfig
+from ._executor_config import ExecutorConfig, seconds
+from ._prune import prune_finished
 from ._result import InstanceResult
 from ._run import InstanceRun
 from ._store import InstanceStore
@@ -28,6 +32,8 @@ from .history import HistoryRecorder
 from .observe import EventKind as K
 from .observe import ExecEvent
 from .scheduler import WorkflowScheduler
+
+_log = logging.getLogger("lion_nb.engine")
 
 __all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
 
@@ -60,6 +66,8 @@ class WorkflowExecutor:
         self.runner = self.config.runner
         self._handlers: dict[str, tuple[NodeHandler, bool]] = {}
         self._runs: dict[str, InstanceRun] = {}
+        self._finished: OrderedDict[str, float] = OrderedDict()  # id -> when, oldest first
+        self._pruner: asyncio.Task[None] | None = None
         self._started = False
         self._threads: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -119,12 +127,28 @@ class WorkflowExecutor:
                 resume=self.resume, limit=max_claimed, poll=poll,
                 busy=lambda: sum(r.state is InstanceState.RUNNING for r in self._runs.values()))
             self._claimer.start()
+        if (self.config.prune_older_than is not None and self._pruner is None
+                and self.state_manager.durable):
+            self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
+
+    async def _prune_forever(self) -> None:
+        age = seconds(self.config.prune_older_than or 0)
+        while True:
+            try:
+                await self.prune(older_than=age)
+            except Exception as exc:  # a failed round (locked database...) retries next time
+                _log.warning("automatic prune failed: %s", exc)
+            await asyncio.sleep(self.config.prune_every)
 
     async def stop(self) -> None:
         """Cancel running instances, stop the scheduler's workers and the thread pool."""
         if self._claimer is not None:
             await self._claimer.stop()
             self._claimer = None
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+            self._pruner = None
         finishing = []
         for run in list(self._runs.values()):
             if run.finishing:  # its nodes are committed; let its final state be stored
@@ -375,7 +399,23 @@ class WorkflowExecutor:
 
     def instances(self) -> list[InstanceId]:
         """Ids of the instances this executor knows, oldest first."""
+        self._retain()
         return [InstanceId(i) for i in self._runs]
+
+    async def prune(self, older_than: float | timedelta = 0.0) -> int:
+        """Delete the durable records of instances that finished ``older_than`` ago or more.
+
+        Headers, definitions, node and attempt records and leases go, one
+        instance per atomic write; running, resumable, queued and damaged
+        instances are never touched. Returns how many instances were deleted.
+        """
+        age = seconds(older_than)
+        if age < 0:
+            raise LionError(f"prune(older_than=...) must be >= 0 seconds, not {older_than!r}")
+        live = {i for i, r in self._runs.items() if r.state is InstanceState.RUNNING}
+        # A non-durable executor stores no instances: nothing to prune, not an error.
+        return await prune_finished(self.state_manager.storage,
+                                    self.scheduler.clock.time() - age, live)
 
     def forget(self, instance_id: str) -> None:
         """Drop a finished instance from memory (its history stays)."""
@@ -383,6 +423,29 @@ class WorkflowExecutor:
         if run.state is InstanceState.RUNNING:
             raise LionError(f"instance {instance_id} is still running")
         del self._runs[instance_id]
+        self._finished.pop(instance_id, None)
+
+    def _retain(self) -> None:
+        """Drop the finished instances ``retain_finished`` no longer keeps."""
+        keep = self.config.retain_finished
+        if keep is None:
+            return
+        finished = self._finished
+        if isinstance(keep, int):
+            doomed = max(0, len(finished) - keep)
+        else:
+            cutoff = self.scheduler.clock.time() - keep.total_seconds()
+            doomed = 0
+            for when in finished.values():  # oldest first: stop at the first one kept
+                if when > cutoff:
+                    break
+                doomed += 1
+        for _ in range(doomed):
+            iid, _when = finished.popitem(last=False)
+            run = self._runs.get(iid)
+            if run is not None and run.state is not InstanceState.RUNNING:
+                del self._runs[iid]
+            self.history.forget(iid)
 
     def set_event_sink(self, sink: Callable[..., Awaitable[Any]] | None) -> None:
         """Route ``ctx.publish`` to ``sink(topic, payload, headers)`` (None: no sink)."""
@@ -391,6 +454,9 @@ class WorkflowExecutor:
     # --- services handed to runs (RunEnv) ------------------------------------------------
 
     def _instance_finished(self, run: InstanceRun) -> None:
+        if self.config.retain_finished is not None:
+            self._finished[run.instance_id] = self.scheduler.clock.time()
+            self._finished.move_to_end(run.instance_id)
         session = run.cache
         if session is not None and session.cache is not None and session.cache.durable_pending:
             self.spawn(session.cache.flush_quietly())  # also when nobody waits for the run
@@ -399,6 +465,7 @@ class WorkflowExecutor:
                 K.INSTANCE_FINISHED, run.finished_at or 0.0, run.instance_id, None, 0,
                 {"state": run.state.value, "workflow": run.definition.name,
                  "error": str(run.error) if run.error else None}))
+        self._retain()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a background coroutine owned by the executor (retries, final writes)."""

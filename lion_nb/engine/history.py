@@ -92,6 +92,7 @@ class HistoryRecorder:
         self.instances: dict[str, InstanceRecord] = {}
         self.checkpoints: list[dict[str, Any]] = []
         self._sub: Subscription | None = None
+        self._forgotten: set[str] = set()  # ids whose rows leave ``records`` at next compaction
 
     def attach(self, stream: ObserveStream) -> "HistoryRecorder":
         """Start recording ``stream``."""
@@ -109,6 +110,23 @@ class HistoryRecorder:
         self.records.clear()
         self.instances.clear()
         self.checkpoints.clear()
+        self._forgotten.clear()
+
+    def forget(self, instance_id: str) -> None:
+        """Drop one instance's records (``retain_finished`` calls it for evicted ones)."""
+        self.instances.pop(instance_id, None)
+        self._forgotten.add(instance_id)
+        # Rebuilding the list per instance would be quadratic in a long-running
+        # process: rows leave in batches, and the readers below compact first.
+        if len(self._forgotten) >= 32 + len(self.instances) // 8:
+            self._compact()
+
+    def _compact(self) -> None:
+        gone = self._forgotten
+        if gone:
+            self.records[:] = [r for r in self.records if r.instance_id not in gone]
+            self.checkpoints[:] = [c for c in self.checkpoints if c["instance_id"] not in gone]
+            gone.clear()
 
     def on_event(self, ev: ExecEvent) -> None:
         """Fold one event into the records."""
@@ -132,6 +150,8 @@ class HistoryRecorder:
                     rec.state = "reused"  # its handler did not run: no attempt, no duration
             self.records.append(rec)
         elif kind is K.INSTANCE_STARTED:
+            if ev.instance_id in self._forgotten:  # the id is reused: keep its new rows
+                self._compact()
             self.instances[ev.instance_id] = InstanceRecord(  # type: ignore[index]
                 ev.instance_id, (ev.data or {}).get("workflow", ""), ev.time)  # type: ignore
         elif kind is K.INSTANCE_FINISHED:
@@ -146,10 +166,12 @@ class HistoryRecorder:
 
     def attempts(self, instance_id: str | None = None) -> list[AttemptRecord]:
         """Attempt records, optionally of one instance."""
+        self._compact()
         if instance_id is None:
             return list(self.records)
         return [r for r in self.records if r.instance_id == instance_id]
 
     def rows(self, records: Iterable[AttemptRecord] | None = None) -> list[dict[str, Any]]:
         """Attempt records as flat dicts."""
+        self._compact()
         return [r.as_dict() for r in (self.records if records is None else records)]

@@ -1,0 +1,238 @@
+"""Soak: many instances and events through one process with retention on; RSS must stay flat.
+
+    python benchmarks/soak.py [--quick] [--instances N] [--events M] [--retain K]
+    python benchmarks/soak.py --quick --keep-all   # retention off: the growth it stops
+    python benchmarks/soak.py --model              # bytes per kept object (the README's table)
+
+Runs N instances of a 20-node workflow (Start -> 18 parallel -> End, async
+no-op handlers, history on) with ``ExecutorConfig(retain_finished=K)``, ``C`` at a
+time, and publishes M events (with idempotency keys) through an in-memory
+EventBroker with ``retention`` and ``history_limit`` set, one consumer acking
+each. Prints the resident set size after warm-up and at intervals; the last
+column is the growth since warm-up. The baseline, measured in the same run, is
+the same DAG as plain asyncio tasks (time per instance only: it keeps nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import sys
+import time
+import tracemalloc
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lion_nb.engine import ExecutorConfig, WorkflowExecutor  # noqa: E402
+from lion_nb.model import Node, WorkflowBuilder, WorkflowDefinition  # noqa: E402
+from lion_nb.patterns import (  # noqa: E402
+    Event, EventAck, EventBroker, EventBrokerConfig, InMemoryEventStore,
+)
+
+WIDTH = 18  # parallel nodes: 20 nodes with Start and End
+
+
+def rss_mb() -> float:
+    """Current resident set size (not the peak getrusage reports)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def workflow() -> WorkflowDefinition:
+    b = WorkflowBuilder("soak")
+    start, end = Node("Start", handler="noop"), Node("End", handler="noop")
+    b.add_nodes(start, end)
+    for k in range(WIDTH):
+        mid = Node(f"N{k}", handler="noop")
+        b.add_node(mid).connect(start, mid).connect(mid, end)
+    return b.build()
+
+
+async def noop(ctx: Any) -> dict[str, int]:
+    return {"k": 1}
+
+
+async def baseline(n: int) -> float:
+    """The same DAG as plain asyncio tasks: µs per instance."""
+    async def node() -> dict[str, int]:
+        return {"k": 1}
+
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await node()
+        await asyncio.gather(*(node() for _ in range(WIDTH)))
+        await node()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+async def soak(n: int, events: int, retain: int | None, concurrency: int,
+               report: int) -> None:
+    wf = workflow()
+    ex = WorkflowExecutor(config=ExecutorConfig(retain_finished=retain))
+    ex.add_handler("noop", noop)
+    broker = EventBroker(EventBrokerConfig(
+        retention=None if retain is None else 1.0, max_pending=10_000,
+        history_limit=10_000 if retain is None else 1_000, dedup_window=2.0))
+    broker.with_event_store(InMemoryEventStore())
+    rx, ack_tx = await broker.subscribe("soak.event", "consumer", None)
+    per_instance = max(1, events // n)
+    published = [0]
+
+    async def consume() -> None:
+        while True:
+            delivery = await rx.recv()
+            await ack_tx.send(EventAck.success(delivery.id, "consumer"))
+
+    async def one(i: int) -> None:
+        await ex.run(wf)
+        for j in range(per_instance):
+            if published[0] < events:
+                published[0] += 1
+                await broker.publish(Event("soak.event", {"i": i, "j": j},
+                                           idempotency_key=f"{i}.{j}"))
+
+    consumer = asyncio.ensure_future(consume())
+    await ex.start()
+    print(f"{'instances':>10} {'events':>9} {'RSS MB':>8} {'kept':>6} {'rows':>7} "
+          f"{'us/inst':>8} {'since warm-up':>14}")
+    warm: float | None = None
+    sem = asyncio.Semaphore(concurrency)
+    t0 = time.perf_counter()
+    done = 0
+
+    async def guarded(i: int) -> None:
+        async with sem:
+            await one(i)
+
+    for start in range(0, n, report):
+        batch = range(start, min(n, start + report))
+        await asyncio.gather(*(guarded(i) for i in batch))
+        done += len(batch)
+        gc.collect()
+        rss = rss_mb()
+        if warm is None:
+            warm = rss  # the first interval is the warm-up
+        us = (time.perf_counter() - t0) / done * 1e6
+        print(f"{done:>10} {published[0]:>9} {rss:>8.1f} {len(ex.instances()):>6} "
+              f"{len(ex.history.records):>7} {us:>8.1f} {rss - warm:>+13.1f}", flush=True)
+    consumer.cancel()
+    await ex.stop()
+    await broker.close()
+    print(f"baseline (plain asyncio, same DAG): {await baseline(min(n, 20_000)):.1f} us/instance")
+
+
+def per_object(make: Callable[[int], Any], n: int) -> float:
+    """Bytes per object kept: traced allocation growth for ``n`` objects over ``n``."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = make(n)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del kept
+    return (after - before) / n
+
+
+async def model() -> None:
+    """The README's memory model: bytes each kept object costs."""
+    wf = workflow()
+    rows = []
+    per: dict[bool, float] = {}
+    for history in (True, False):
+        ex = WorkflowExecutor(config=ExecutorConfig(record_history=history))
+        ex.add_handler("noop", noop)
+        await ex.start()
+        await ex.run(wf)  # warm-up: caches, pools
+        gc.collect()
+        tracemalloc.start()
+        b0 = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            await ex.run(wf)
+        gc.collect()
+        per[history] = (tracemalloc.get_traced_memory()[0] - b0) / 300
+        tracemalloc.stop()
+        await ex.stop()
+    rows = [("finished instance, 20 nodes, history on", per[True]),
+            ("finished instance, 20 nodes, history off", per[False]),
+            ("history row (per node attempt)", (per[True] - per[False]) / len(wf)),
+            ("stored event, acked (until compacted)", await per_event(None, ack=True))]
+    rows.append(("pending delivery (stored, unacked)", await per_event(None, ack=False)))
+    rows.append(("idempotency key (within dedup_window)", await per_key()))
+    print(f"{'object':<52} {'bytes':>8}")
+    for name, per in rows:
+        print(f"{name:<52} {per:>8.0f}")
+
+
+async def per_event(retention: float | None, ack: bool, n: int = 5_000) -> float:
+    broker = EventBroker(EventBrokerConfig(retention=retention, history_limit=0,
+                                           max_pending=n + 1))
+    broker.with_event_store(InMemoryEventStore())
+    rx, ack_tx = await broker.subscribe("m.event", "consumer", None)
+    await broker.publish(Event("m.event", {"n": -1}))
+    await ack_tx.send(EventAck.success((await rx.recv()).id, "consumer"))
+    gc.collect()
+    tracemalloc.start()
+    b0 = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        await broker.publish(Event("m.event", {"n": i}))
+        if ack:
+            await ack_tx.send(EventAck.success((await rx.recv()).id, "consumer"))
+    await asyncio.sleep(0)
+    gc.collect()
+    per = (tracemalloc.get_traced_memory()[0] - b0) / n
+    tracemalloc.stop()
+    await broker.close()
+    return per
+
+
+async def per_key(n: int = 5_000) -> float:
+    with_keys = await _publish_bytes(n, keyed=True)
+    without = await _publish_bytes(n, keyed=False)
+    return with_keys - without
+
+
+async def _publish_bytes(n: int, keyed: bool) -> float:
+    broker = EventBroker(EventBrokerConfig(history_limit=0, max_pending=n + 1,
+                                           dedup_window=timedelta(hours=1).total_seconds()))
+    broker.with_event_store(InMemoryEventStore())
+    await broker.publish(Event("m.event", {"n": -1}))
+    gc.collect()
+    tracemalloc.start()
+    b0 = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        await broker.publish(Event("m.event", {"n": i},
+                                   idempotency_key=f"key-{i:08d}" if keyed else None))
+    gc.collect()
+    per = (tracemalloc.get_traced_memory()[0] - b0) / n
+    tracemalloc.stop()
+    await broker.close()
+    return per
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10k instances, 100k events")
+    parser.add_argument("--instances", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--retain", type=int, default=1_000)
+    parser.add_argument("--keep-all", action="store_true",
+                        help="retention off (executor and broker): the growth it prevents")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--model", action="store_true", help="print bytes per kept object")
+    args = parser.parse_args()
+    if args.model:
+        asyncio.run(model())
+        return
+    n, events = ((10_000, 100_000) if args.quick else (args.instances, args.events))
+    asyncio.run(soak(n, events, None if args.keep_all else args.retain, args.concurrency,
+                     report=max(1, n // 10)))
+
+
+if __name__ == "__main__":
+    main()
