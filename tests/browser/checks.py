@@ -219,15 +219,35 @@ def _bands(svg: dict) -> list[tuple[str, int]] | None:
     return bands or None
 
 
+def _legends(svg: dict) -> list[dict]:
+    """The legends a picture draws: lion_nb's swatch rows under the graph (g.lion-nb-legend,
+    outside the layout), or an older picture's "legend" record node."""
+    return list(svg.get("legends", [])) + [
+        {"text": n["text"], "swatches": None} for n in svg.get("nodes", [])
+        if n["title"] == "legend"]
+
+
 def _legend_problem(cell: int, where: str, svg: dict) -> list[Problem]:
-    """A legend must name the states it explains (a renderer without HTML labels prints
-    the node's id, "legend", instead of the table)."""
+    """A legend must name the states it explains, each beside a swatch in that state's
+    colours (a renderer without HTML labels once printed the node's id, "legend")."""
     out = []
-    for node in svg.get("nodes", []):
-        if node["title"] == "legend" and not any(
-                state in text for text in node["text"] for state in STATE_STYLE):
+    for legend in _legends(svg):
+        named = [state for text in legend["text"] for state in STATE_STYLE
+                 if re.search(rf"(^|\s){re.escape(state)}$", text.strip())]
+        if not named:
             out.append(Problem(cell, "picture-legend",
-                               f"{where!r}: the legend shows {node['text'][:3]}, no state names"))
+                               f"{where!r}: the legend shows {legend['text'][:3]}, "
+                               "no state names"))
+            continue
+        swatches = legend["swatches"]
+        if swatches is None:
+            continue
+        painted = [_STATE_OF_COLOURS.get((s["fill"], s["stroke"])) for s in swatches]
+        if len(painted) != len(named) or any(
+                p is None or STATE_STYLE[p] != STATE_STYLE[n] for p, n in zip(painted, named)):
+            out.append(Problem(cell, "picture-legend",
+                               f"{where!r}: the legend's swatches {swatches[:4]} do not match "
+                               f"its states {named[:4]}"))
     return out
 
 
@@ -277,7 +297,7 @@ def _check_picture(cell: int, model: dict, dom: dict,
     if want["edges"] is not None and len(edges) != want["edges"]:
         out.append(Problem(cell, "picture-count", f"{where!r}: the SVG shows {len(edges)} "
                            f"edges, declared {want['edges']}"))
-    legends = len(svg["nodes"]) - len(nodes)
+    legends = len(_legends(svg))
     if want.get("legend") is not None and legends != want["legend"]:
         out.append(Problem(cell, "picture-count", f"{where!r}: the SVG shows {legends} "
                            f"legends, declared {want['legend']}"))
@@ -285,7 +305,11 @@ def _check_picture(cell: int, model: dict, dom: dict,
 
 
 def _check_run_view(cell: int, model: dict, dom: dict) -> list[Problem]:
-    """A finished RunView: the bar full, n/n done, every node painted in a final state."""
+    """A finished RunView: the bar full, n/n done, every node painted in a final state.
+
+    Live, the bar is a progress widget and the picture an image; once finished, the view
+    leaves a static snapshot (reader.js reads its bar and inline SVG into the same rows).
+    """
     if not (model.get("text_plain") or "").startswith("RunView("):
         return []
     out = []

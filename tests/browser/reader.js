@@ -112,6 +112,11 @@
     const all = sel => Array.from(doc.querySelectorAll(sel));
     return {
       graphText,
+      // lion_nb draws the legend outside the layout: a group of swatches under the graph.
+      legends: all('g.lion-nb-legend').map(g => ({text: texts(g),
+        swatches: Array.from(g.querySelectorAll('rect')).map(r => ({
+          fill: (r.getAttribute('fill') || '').toLowerCase(),
+          stroke: (r.getAttribute('stroke') || '').toLowerCase()}))})),
       nodes: all('g.node').map(g => ({title: title(g), text: texts(g), ...shapeColours(g)})),
       edges: all('g.edge').map(g => ({title: title(g), text: texts(g)})),
     };
@@ -141,7 +146,7 @@
   const stripGlyph = t => t.replace(/^[^\p{L}\p{N}]+/u, '').trim();
 
   // A saga view's steps (forward order, with status) and its compensation path (in the
-  // order undone), read from lion_nb's SagaView layout: a table with "step" and "status"
+  // order undone), read from lion_nb's SagaView layout, live or as its snapshot: a table with "step" and "status"
   // columns, and an ordered list after a bold "Compensation path".
   function sagaInfo(el) {
     let steps = null;
@@ -187,6 +192,29 @@
       images: [], progress: [], saga: null,
     };
     for (const img of el.querySelectorAll('img')) info.images.push(await imageInfo(img));
+    // A finished live view leaves a static snapshot (div.lion-nb-snapshot): its picture is
+    // an inline <svg>, its progress bar two nested spans (outer: full width, inner: done)
+    // followed by the bar's text in a <small>.
+    for (const snap of el.querySelectorAll('.lion-nb-snapshot')) {
+      for (const svg of snap.querySelectorAll('svg')) {
+        if (svg.parentElement.closest('svg')) continue;
+        const r = svg.getBoundingClientRect();
+        info.images.push({kind: 'inline', complete: true, naturalWidth: r.width,
+                          naturalHeight: r.height, width: r.width,
+                          svg: svgInfo(new XMLSerializer().serializeToString(svg))});
+      }
+      for (const outer of snap.querySelectorAll('span')) {
+        const inner = outer.firstElementChild;
+        const label = outer.nextElementSibling;
+        if (outer.style.display !== 'inline-block' || outer.children.length !== 1 || !inner
+            || inner.tagName !== 'SPAN' || inner.style.display !== 'block'
+            || !label || label.tagName !== 'SMALL') continue;
+        const full = parseFloat(outer.style.width), done = parseFloat(inner.style.width);
+        const pct = full > 0 ? `${Math.round(1000 * done / full) / 10}%` : '';
+        info.progress.push({label: label.textContent, width: pct, height: '',
+                            classes: 'lion-nb-static-progress', vertical: false});
+      }
+    }
     el.querySelectorAll('.widget-hprogress, .widget-vprogress').forEach(p => {
       const bar = p.querySelector('.progress-bar');
       const label = p.querySelector('.widget-label');
@@ -195,7 +223,8 @@
                           classes: bar ? bar.className : '',
                           vertical: p.classList.contains('widget-vprogress')});
     });
-    if (info.hasWidget) info.saga = sagaInfo(el);
+    // Live (widgets) or finished (the static snapshot): the same table and list.
+    if (info.hasWidget || el.querySelector('.lion-nb-snapshot')) info.saga = sagaInfo(el);
     return info;
   }
 
