@@ -121,7 +121,10 @@ def build(scenario: str, storage: Storage, calls: Path, process: str
         # One write(2) per call: it survives the SIGKILL that may follow at once.
         os.write(fd, f"{process} {cmd.kind} {cmd.step_id} {cmd.attempt}\n".encode())
         if scenario == "abort" and cmd.kind == "step" and cmd.step_id == "s2":
-            tasks.add(asyncio.ensure_future(abort()))
+            # Awaited, not spawned: a spawned abort races the saga's next step, and when
+            # s3 wins the abort finds the saga completed (a race of this harness, not a
+            # crash window); awaited, its commit lands before s2's outcome every time.
+            await abort()
         rule = (comp_fails if cmd.compensating else fails).get(cmd.step_id)
         if rule == "all" or (rule and cmd.attempt in rule):
             raise RuntimeError(f"{cmd.kind} {cmd.step_id} attempt {cmd.attempt} fails")
