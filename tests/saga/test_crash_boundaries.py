@@ -30,15 +30,7 @@ EXPECTED = {"forward": ("completed", 7), "backward": ("compensated", 12),
             "parallel": ("compensated", 8), "abort": ("compensated", 8)}
 
 
-# Known bug (issue 14, open): a crash after abort() committed but before the step in
-# flight committed its outcome -- recovery ends "compensated" while that step is still
-# "running", neither undone nor resolved. Strict: the mark must go when the bug is fixed.
-_ABORT_BUG = pytest.mark.xfail(strict=True, reason="recovery after a crash between abort() "
-                               "and the in-flight step's outcome leaves that step running")
-
-
-@pytest.mark.parametrize("scenario", [pytest.param(s, marks=_ABORT_BUG) if s == "abort" else s
-                                      for s in sorted(EXPECTED)])
+@pytest.mark.parametrize("scenario", sorted(EXPECTED))
 def test_a_crash_at_every_commit_boundary_recovers_to_the_right_status(tmp_path, scenario):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]))

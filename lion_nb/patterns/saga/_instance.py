@@ -133,6 +133,11 @@ class SagaInstance:
         """Steps that succeeded and are not undone, in execution order."""
         return [sid for sid, st in self.steps.items() if st.status is _S.SUCCEEDED]
 
+    def inflight_steps(self) -> list[str]:
+        """Forward steps started and without an outcome in the log, in definition order."""
+        return [sid for sid, st in self.steps.items()
+                if st.inflight and st.status is _S.RUNNING]
+
     def next_undo(self) -> str | None:
         """The next step to compensate (the last one not yet undone), or None."""
         steps = self.steps

@@ -3,7 +3,8 @@
 What to do next is read from the instance alone, which is the fold of the
 saga log, so a run started by ``recover()`` after a crash and a run started
 by ``start_instance`` are the same code: running means the first stage with
-an unfinished step, compensating means the last step not yet undone. Every
+an unfinished step (or, once aborted, the steps still in flight), compensating
+means the last step not yet undone. Every
 outcome is committed (with the status it implies) before the run moves on,
 so a committed step or compensation never runs again.
 """
@@ -66,7 +67,9 @@ class SagaRun:
         manager that crashed; the channel accepts genuine replies to them early.
         """
         inst = self.inst
-        if inst.status is SagaStatus.RUNNING and inst.abort_reason is None:
+        if inst.status is SagaStatus.RUNNING and inst.abort_reason is not None:
+            todo = [(inst.definition.step(sid), True) for sid in inst.inflight_steps()]
+        elif inst.status is SagaStatus.RUNNING:
             k = inst.next_stage()
             stage = () if k is None else inst.definition.stages[k]
             todo = [(s, True) for s in stage
@@ -103,7 +106,16 @@ class SagaRun:
         definition = inst.definition
         while True:
             if inst.status is SagaStatus.RUNNING:
-                if inst.abort_reason is not None:   # aborted between two stages
+                if inst.abort_reason is not None:
+                    # Aborted with steps still in flight (only after a crash: otherwise
+                    # their outcomes settle the stage): learn each one's outcome first,
+                    # under its same command id, so a step that did its work is undone
+                    # and the saga never claims "compensated" over a step left running.
+                    inflight = inst.inflight_steps()
+                    if inflight:
+                        await asyncio.gather(*(self._run_step(definition.step(sid), FORWARD)
+                                               for sid in inflight))
+                        continue
                     await self._log.commit(inst, {
                         "k": "status", "st": SagaStatus.COMPENSATING.value,
                         "e": f"aborted: {inst.abort_reason}", "fs": None,
