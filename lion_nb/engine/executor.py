@@ -199,12 +199,20 @@ class WorkflowExecutor:
                             f"{type(definition).__name__}")
         handlers, flags = self._resolve_handlers(definition)
         nodes = definition.nodes
-        prios = [int(_per_node(priority, n, n.priority)) for n in nodes]
         now = self.scheduler.clock.monotonic()
-        dls: list[float | None] = []
-        for n in nodes:
-            rel = _per_node(deadlines, n, n.deadline)
-            dls.append(None if rel is None else now + rel)
+        prios: list[int]
+        dls: list[float | None]
+        if priority is None:  # the common case, without a call per node
+            prios = [n.priority for n in nodes]
+        else:
+            prios = [int(_per_node(priority, n, n.priority)) for n in nodes]
+        if deadlines is None:
+            dls = [None if n.deadline is None else now + n.deadline for n in nodes]
+        else:
+            dls = []
+            for n in nodes:
+                rel = _per_node(deadlines, n, n.deadline)
+                dls.append(None if rel is None else now + rel)
         grant_set = self._grant(instance_id, grants, definition)
         gate, resource_gate = self._security_gates(instance_id, grant_set)
         return InstanceRun(self._env, definition, instance_id, dict(inputs or {}), handlers,
