@@ -8,6 +8,7 @@ The run knows its executor only through a :class:`RunEnv`.
 from __future__ import annotations
 
 import asyncio
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["InstanceRun"]
 
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
+_TIMEOUT_OF = attrgetter("timeout")
 # Enum member access costs ~100 ns on Python 3.11; the hot path uses these globals.
 _K_QUEUED = K.NODE_QUEUED
 _K_STARTED = K.NODE_STARTED
@@ -105,10 +107,18 @@ class InstanceRun:
         no_default_timeout = config.default_timeout is None
         runner = env.runner
         # Per node: does the runner take it (e.g. to a Dask cluster), or does it run here?
-        self.remote = [runner is not None and bool(getattr(runner, "accepts", lambda n: True)(n))
-                       for n in definition.nodes]
-        self.direct = [is_async[k] and not self.remote[k] and node.timeout is None
-                       and no_default_timeout for k, node in enumerate(definition.nodes)]
+        n_nodes = len(definition.nodes)
+        if runner is None:
+            self.remote = [False] * n_nodes
+        else:
+            self.remote = [bool(getattr(runner, "accepts", lambda n: True)(n))
+                           for n in definition.nodes]
+        if no_default_timeout and runner is None:  # without a call per node
+            self.direct = [a and t is None for a, t in
+                           zip(is_async, map(_TIMEOUT_OF, definition.nodes))]
+        else:
+            self.direct = [is_async[k] and not self.remote[k] and node.timeout is None
+                           and no_default_timeout for k, node in enumerate(definition.nodes)]
         # (queued_at, started_at) of an attempt that ended other than by success, until its
         # end is reported: end reports carry them, so history needs one report per attempt.
         self.times: dict[int, tuple[float | None, float | None]] = {}

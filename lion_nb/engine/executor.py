@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import operator
 import secrets
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,9 @@ from .scheduler import WorkflowScheduler
 _log = logging.getLogger("lion_nb.engine")
 
 __all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
+
+_HANDLER_KEY = operator.attrgetter("handler")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 NodeHandler = Callable[[Any], Any]
 """A handler: ``async def h(ctx)`` or ``def h(ctx)``, returning a value or a NodeResult."""
@@ -177,17 +181,14 @@ class WorkflowExecutor:
     # --- instances -------------------------------------------------------------------
 
     def _resolve_handlers(self, definition: WorkflowDefinition) -> tuple[list[Any], list[bool]]:
-        handlers, flags = [], []
-        for node in definition.nodes:
-            entry = self._handlers.get(node.handler)
-            if entry is None:
-                raise HandlerNotFoundError(
-                    f"node {node.name!r} of {definition.name!r} has no registered handler "
-                    f"{node.handler!r}; registered: {sorted(self._handlers)[:20]}",
-                    node=node.name, handler=node.handler)
-            handlers.append(entry[0])
-            flags.append(entry[1])
-        return handlers, flags
+        entries = list(map(self._handlers.get, map(_HANDLER_KEY, definition.nodes)))
+        if None in entries:
+            node = definition.nodes[entries.index(None)]
+            raise HandlerNotFoundError(
+                f"node {node.name!r} of {definition.name!r} has no registered handler "
+                f"{node.handler!r}; registered: {sorted(self._handlers)[:20]}",
+                node=node.name, handler=node.handler)
+        return list(map(_FIRST, entries)), list(map(_SECOND, entries))
 
     def _new_run(self, definition: WorkflowDefinition, instance_id: str,
                  inputs: Mapping[str, Any] | None, priority: Any, deadlines: Any,

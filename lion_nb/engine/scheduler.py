@@ -335,7 +335,11 @@ class WorkflowScheduler:
                     try:
                         await task.runner(task)
                     finally:
-                        self._release(task)
+                        if task.resources or task.deadline is not None or self._group_running:
+                            self._release(task)
+                        else:  # _release with nothing to release but the slot
+                            self.running -= 1
+                            self.stats.completed += 1
                     since_yield += 1
                     if since_yield >= 32:  # let other tasks (and views) run on a busy loop
                         since_yield = 0

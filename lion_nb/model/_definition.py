@@ -64,14 +64,15 @@ class WorkflowDefinition:
         self.nodes = nodes
         self.metadata = MappingProxyType(dict(metadata or {}))
         self._fingerprint: str | None = None  # computed once: the definition is immutable
+        self._index: dict[NodeId, int] | None = None
         if _graph is None:
-            index = {n.id: i for i, n in enumerate(nodes)}
-            _graph = _Graph(index, {n.name: i for i, n in enumerate(nodes)},
+            index = self._index = {n.id: i for i, n in enumerate(nodes)}
+            _graph = _Graph({n.name: i for i, n in enumerate(nodes)},
                             [index[e.source] for e in edges], [index[e.target] for e in edges],
                             {k: e.condition for k, e in enumerate(edges) if e.condition is not None},
                             dict(enumerate(edges)), "")
         self._graph = _graph
-        self.index, self.by_name = _graph.index, _graph.by_name
+        self.by_name = _graph.by_name
         self.edge_source, self.edge_target = _graph.sources, _graph.targets
         #: Per edge: its Condition, or None for an unconditional edge.
         self.conditions: list[Condition | None] = [None] * len(self.edge_source)
@@ -82,6 +83,13 @@ class WorkflowDefinition:
         # would only rescan the (large) heap again and again meanwhile.
         with _collector_paused():
             self._index_edges()
+
+    @property
+    def index(self) -> dict[NodeId, int]:
+        """Node id -> position (made on first use; draws the ids nodes do not have yet)."""
+        if self._index is None:
+            self._index = {n.id: i for i, n in enumerate(self.nodes)}
+        return self._index
 
     @property
     def edges(self) -> tuple[Edge, ...]:
@@ -277,12 +285,12 @@ class _Graph:
     builder names an edge the same way, whenever its objects are made.
     """
 
-    __slots__ = ("index", "by_name", "sources", "targets", "conditions", "objects", "prefix")
+    __slots__ = ("by_name", "sources", "targets", "conditions", "objects", "prefix")
 
-    def __init__(self, index: dict[NodeId, int], by_name: dict[str, int], sources: list[int],
+    def __init__(self, by_name: dict[str, int], sources: list[int],
                  targets: list[int], conditions: dict[int, Condition],
                  objects: dict[int, Edge], prefix: str) -> None:
-        self.index, self.by_name = index, by_name
+        self.by_name = by_name
         self.sources, self.targets, self.conditions = sources, targets, conditions
         self.objects, self.prefix = objects, prefix
 
@@ -327,7 +335,10 @@ class WorkflowBuilder:
         self._ceiling = None if ceiling is None else DefinitionCeiling(ceiling)
         self._ceiling_src = None if ceiling is None else tuple(str(c) for c in ceiling)
         self._nodes: list[Node] = []
+        # Id -> position of the nodes whose id is known: every node before ``_upto``, and
+        # those after it that came with an id (the rest are indexed when an id is looked up).
         self._index: dict[NodeId, int] = {}
+        self._upto = 0
         self._by_name: dict[str, int] = {}
         self._edge_ids: set[str] = set()  # ids of Edge objects given to add_edge
         self._sources: list[int] = []
@@ -355,17 +366,32 @@ class WorkflowBuilder:
         if type(node) is not Node:
             raise DefinitionError(f"add_node takes a Node, not {type(node).__name__}",
                                   node=node)
-        if node.id in self._index:
-            raise DuplicateIdError(f"duplicate node id {str(node.id)!r}", id=node.id)
+        node_id = node.assigned_id  # a node without an id yet cannot repeat one
+        if node_id is not None and node_id in self._ids():
+            raise DuplicateIdError(f"duplicate node id {str(node_id)!r}", id=node_id)
         if node.name in self._by_name:
             raise DuplicateIdError(f"duplicate node name {node.name!r}", id=node.name)
         if self._ceiling is not None and node.requires:
             self._ceiling.check(node.requires, node=node.name)
         if self._shared:
             self._own()
-        self._index[node.id] = self._by_name[node.name] = len(self._nodes)
+        position = self._by_name[node.name] = len(self._nodes)
+        if node_id is not None:
+            self._index[node_id] = position
         self._nodes.append(node)
         return self
+
+    def _ids(self) -> dict[NodeId, int]:
+        """Id -> position of every node (drawing the ids not drawn yet)."""
+        nodes = self._nodes
+        if self._upto < len(nodes):
+            if self._shared:
+                self._own()
+            index = self._index
+            for position in range(self._upto, len(nodes)):
+                index[nodes[position].id] = position
+            self._upto = len(nodes)
+        return self._index
 
     def add_nodes(self, *nodes: Node) -> "WorkflowBuilder":
         """Add several nodes."""
@@ -380,7 +406,7 @@ class WorkflowBuilder:
                                   edge=edge)
         if edge.id in self._edge_ids or edge.id.startswith(self._prefix):
             raise DuplicateIdError(f"duplicate edge id {str(edge.id)!r}", id=edge.id)
-        index = self._index
+        index = self._ids()
         s, t = index.get(edge.source), index.get(edge.target)
         if s is None or t is None:
             end = edge.source if s is None else edge.target
@@ -421,18 +447,21 @@ class WorkflowBuilder:
     def connect(self, source: Node | NodeId | str, target: Node | NodeId | str,
                 condition: Any = None) -> "WorkflowBuilder":
         """An edge ``source -> target`` (nodes, ids or names), active when ``condition`` holds."""
-        index = self._index
-        s = index.get(source.id) if type(source) is Node else None
-        t = index.get(target.id) if type(target) is Node else None
-        self._add(self._position(source, "source") if s is None else s,
-                  self._position(target, "target") if t is None else t,
-                  None if condition is None else as_condition(condition), None)
+        # The nodes themselves (the common case): found by name, confirmed by identity.
+        nodes, by_name = self._nodes, self._by_name
+        s = by_name.get(source.name) if type(source) is Node else None
+        if s is None or nodes[s] is not source:
+            s = self._position(source, "source")
+        t = by_name.get(target.name) if type(target) is Node else None
+        if t is None or nodes[t] is not target:
+            t = self._position(target, "target")
+        self._add(s, t, None if condition is None else as_condition(condition), None)
         return self
 
     def _position(self, ref: Node | NodeId | str, role: str) -> int:
         """The index of a node of this builder, given as a Node, a NodeId or a name."""
         key: Any = ref.id if type(ref) is Node else ref
-        i = self._index.get(key)
+        i = self._ids().get(key)
         if i is None and type(ref) is not Node:
             i = self._by_name.get(ref) if isinstance(ref, str) else None
         if i is None:
@@ -448,7 +477,7 @@ class WorkflowBuilder:
         # The definition takes the columns as they are (no copy); the builder copies
         # them before it changes them again. The duplicate-edge set is not needed
         # by the definition and is dropped, so a kept builder costs little memory.
-        graph = _Graph(self._index, self._by_name, self._sources, self._targets,
+        graph = _Graph(self._by_name, self._sources, self._targets,
                        self._conditions, self._edges, self._prefix)
         definition = WorkflowDefinition(self.name, tuple(self._nodes), id=self._id,
                                         metadata=self._metadata, ceiling=self._ceiling_src,

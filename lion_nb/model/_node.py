@@ -61,7 +61,7 @@ def _check_seconds(name: str, **values: float | None) -> None:
                                   node=name, field=label)
 
 
-_FIELDS = ("id", "name", "handler", "config", "requires", "retry", "timeout", "priority",
+_FIELDS = ("_id", "name", "handler", "config", "requires", "retry", "timeout", "priority",
            "deadline", "trigger_rule", "resources", "cache", "cache_ttl", "version")
 
 
@@ -75,7 +75,7 @@ class _NodeFields:
 
     __slots__ = _FIELDS
 
-    id: NodeId
+    _id: NodeId | None
     name: str
     handler: str
     config: Mapping[str, Any]
@@ -124,8 +124,9 @@ class Node(_NodeFields):
         cache_ttl: float | None = None,
         version: str | None = None,
     ) -> "Node":
-        if name is None:
-            node_id, name = NodeId.new(), id_or_name
+        node_id: NodeId | None
+        if name is None:  # the id is drawn when first read: most graphs never read it
+            node_id, name = None, id_or_name
         else:
             node_id = id_or_name if type(id_or_name) is NodeId else NodeId(id_or_name)
         if type(name) is not str or not name or name.isspace():
@@ -154,7 +155,7 @@ class Node(_NodeFields):
             except ValueError as exc:
                 raise DefinitionError(f"node {name!r}: {exc}", node=name, field=field) from None
         self = object.__new__(_NodeFields)
-        self.id = node_id
+        self._id = node_id
         self.name = name
         self.handler = handler or name
         self.config = MappingProxyType(dict(config)) if config else _EMPTY
@@ -170,6 +171,20 @@ class Node(_NodeFields):
         self.version = version
         self.__class__ = cls  # from here on immutable
         return self  # type: ignore[return-value]
+
+    @property
+    def id(self) -> NodeId:
+        """The node's id; a node made without one draws a fresh id when this is first read."""
+        node_id = self._id
+        if node_id is None:
+            node_id = NodeId.new()
+            object.__setattr__(self, "_id", node_id)  # once: a cache, not a change
+        return node_id
+
+    @property
+    def assigned_id(self) -> NodeId | None:
+        """The id if the node has one yet, else None (reading this draws none)."""
+        return self._id
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError(f"Node is immutable (tried to set {key!r})")
