@@ -181,7 +181,7 @@ class WorkflowExecutor:
     # --- instances -------------------------------------------------------------------
 
     def _resolve_handlers(self, definition: WorkflowDefinition) -> tuple[list[Any], list[bool]]:
-        entries = list(map(self._handlers.get, map(_HANDLER_KEY, definition.nodes)))
+        entries: list[Any] = list(map(self._handlers.get, map(_HANDLER_KEY, definition.nodes)))
         if None in entries:
             node = definition.nodes[entries.index(None)]
             raise HandlerNotFoundError(
