@@ -69,7 +69,8 @@ class WorkflowDefinition:
             index = self._index = {n.id: i for i, n in enumerate(nodes)}
             _graph = _Graph({n.name: i for i, n in enumerate(nodes)},
                             [index[e.source] for e in edges], [index[e.target] for e in edges],
-                            {k: e.condition for k, e in enumerate(edges) if e.condition is not None},
+                            {k: e.condition for k, e in enumerate(edges)
+                             if e.condition is not None},
                             dict(enumerate(edges)), "")
         self._graph = _graph
         self.by_name = _graph.by_name
