@@ -38,7 +38,7 @@ from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
 from ..state.records import canonical_json
 from ..state.storage import Storage
 from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
-                      new_header, node_key, owner_is_dead, read_instance, to_ranges)
+                      new_header, node_key, node_prefix, owner_is_dead, read_instance, to_ranges)
 from .observe import EventKind as K
 from .observe import ExecEvent, ObserveStream
 
@@ -253,7 +253,13 @@ class InstanceStore:
         await self.acquire()
         try:
             # Read under the lease: no other executor can commit while we rebuild.
-            stored = await read_instance(storage, iid)
+            try:
+                stored = await read_instance(storage, iid)
+            except Exception:
+                # The sequence check reads fields of records nobody verified yet: a forged
+                # one must be refused for its MAC, never for what parsing it tripped over.
+                await self._check_stored_macs()
+                raise
             if stored is None:  # deleted between the two reads
                 raise InstanceNotFoundError(f"instance {iid!r} vanished from {storage!r}",
                                             instance_id=iid)
@@ -266,6 +272,20 @@ class InstanceStore:
             await self.release()
             raise
         return stored
+
+    async def _check_stored_macs(self) -> None:
+        """With an authority, raise CheckpointCorruptError for the first stored record
+        (header, definition, node or attempt record) without a valid keyed MAC."""
+        if self._authority is None:
+            return
+        iid, storage = self.instance_id, self.storage
+        for key in (header_key(iid), definition_key(iid)):
+            self._check_mac(key, await storage.get(key))
+        prefix = node_prefix(iid)
+        for key in await storage.keys(prefix):
+            rec = await storage.get(key)
+            if rec is not None and key[len(prefix):].isdigit():  # not a longer id's record
+                self._check_mac(key, rec)
 
     def _sealed(self, items: list[tuple[str, dict[str, Any]]]
                 ) -> list[tuple[str, dict[str, Any]]]:

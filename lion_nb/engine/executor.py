@@ -15,7 +15,7 @@ from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFou
                       InstanceNotFoundError, LionError, RerunError, SecurityError, StateError)
 from ..model import InstanceId, Node, Priority, WorkflowDefinition
 from ..security import (
-    AuditRecord, GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers,
+    AuditRecord, GrantSet, Requirement, ResourceRegistry, scope_covers,
 )
 from ..state.machine import InstanceState, StateMachineManager
 from ._claim import Claimer, submit_instance, wait_stored
@@ -83,7 +83,9 @@ class WorkflowExecutor:
         #: The cache of ``ExecutorConfig(cache=...)`` (None: results are not reused).
         self.cache: Cache | None = as_cache(self.config.cache)
         if self.config.authority is not None:
-            self.config.authority.add_listener(self._audited)
+            # Allowed checks on the dispatch path are forwarded by the gate itself, only
+            # when the observe stream wants them: a passing check then calls no listener.
+            self.config.authority.add_listener(self._audited, allowed_checks=False)
 
     # --- handlers ----------------------------------------------------------------
 
@@ -530,6 +532,13 @@ class WorkflowExecutor:
                         ) -> tuple[Callable[..., None], Callable[..., Any]]:
         """The dispatch check and ``ctx.resource`` for one instance (deny by default)."""
         registry = self.resources
+        wants, capability = self.observe.wants, K.CAPABILITY
+        check_all = None if grant_set is None else grant_set.check_all
+
+        def forward(records: tuple[AuditRecord, ...]) -> None:
+            if wants(capability):
+                for record in records:
+                    self._audited(record)
 
         def no_grants(node: Node, what: str) -> CapabilityDeniedError:
             return CapabilityDeniedError(
@@ -537,17 +546,19 @@ class WorkflowExecutor:
                 capability=what, node=node.name)
 
         def gate(node: Node, run: Any) -> None:
-            if grant_set is None:
+            if check_all is None:
                 raise no_grants(node, node.requires[0])
             try:
-                for req in node.requires:
-                    grant_set.check(req, node=node.name)
+                allowed = check_all(node.requires, node=node.name)
             except SecurityError:
                 raise
             except Exception as exc:
                 # Whatever a hostile requirement trips over, the node is denied (and
                 # the denial audited), never left running with a dead worker.
                 raise self._denial(instance_id, node, exc) from exc
+            if wants(capability):  # inlined forward(): this runs at every node dispatch
+                for record in allowed:
+                    self._audited(record)
 
         def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
             declared = [r for r in map(Requirement.parse, node.requires)
@@ -560,8 +571,9 @@ class WorkflowExecutor:
                     node=node.name)
             if grant_set is None:
                 raise no_grants(node, f"{name}:{action}")
-            return resource_for(grant_set, registry, name, action, scope or declared[0].scope,
-                                node=node.name)
+            scope = scope or declared[0].scope
+            forward(grant_set.check_all((f"{name}:{action}:{scope}",), node=node.name))
+            return registry.get(name, scope)  # checked first: see resource_for
         return gate, resource_gate
 
 

@@ -342,9 +342,12 @@ class Authority:
         """Every kept audit record, oldest first."""
         return self._log.records()
 
-    def add_listener(self, callback: AuditListener) -> Any:
-        """Call ``callback(record)`` synchronously for each new record; returns a remover."""
-        return self._log.add_listener(callback)
+    def add_listener(self, callback: AuditListener, *, allowed_checks: bool = True) -> Any:
+        """Call ``callback(record)`` synchronously for each new record; returns a remover.
+
+        ``allowed_checks=False`` skips allowed checks (still kept in the log).
+        """
+        return self._log.add_listener(callback, allowed_checks=allowed_checks)
 
     def remove_listener(self, callback: AuditListener) -> None:
         """Stop calling ``callback``."""
