@@ -30,12 +30,13 @@ from typing import Any
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
 from ..errors import LionError
-from ._html import failures_html, snapshot_html, stats_html, title_html
+from ._html import chip, failures_html, snapshot_html, stats_html, title_html
+from ._text import format_seconds, html_text
 from ._dot import with_reasons
 from ._live_view import LiveView
 from ._style import ERROR_STATES, TERMINAL_STATES
 
-__all__ = ["RunView", "QUEUED_LIMIT"]
+__all__ = ["RunView", "QUEUED_LIMIT", "header_html"]
 
 _SVG_WIDTH = re.compile(r'<svg[^>]*?\swidth="([0-9.]+(?:pt|px))"')
 _EVENT_STATE = {K.NODE_QUEUED: "queued", K.NODE_STARTED: "running", K.NODE_RETRIED: "retrying",
@@ -130,6 +131,8 @@ class RunView(LiveView):
         if ev.kind is K.INSTANCE_STARTED and self.instance_id is None:
             self.instance_id = ev.instance_id
             self._adopt(self.executor.snapshot(ev.instance_id))
+            if self.instance_state in (None, "pending"):
+                self.instance_state = "running"  # the event says so; the snapshot may lag
             self._changed = self._picture_dirty = True
             # The first picture waits one picture interval: a short run then pays for
             # one picture (its final one, drawn after it ends) instead of two.
@@ -186,6 +189,8 @@ class RunView(LiveView):
             self.problems[node] = None
             if state != "retrying":
                 self._had_error = True
+        elif state in _QUIET and node in self.problems:
+            pass  # a retry under way: its failed attempt stays listed until the node ends
         elif node in self.problems:
             del self.problems[node]
         return True
@@ -241,7 +246,12 @@ class RunView(LiveView):
         self.progress.description = f"{done}/{total}"
         self.progress.bar_style = self._bar_style(done, total)
         name = self.definition.name if self.definition is not None else None
-        self.title.value = title_html(name, self.instance_state, self.instance_id)
+        if name is None:
+            self.title.value = title_html(name, self.instance_state, self.instance_id)
+        else:
+            self.title.value = header_html(name, self._shown_state(), self.instance_id,
+                                           done, total, self._elapsed(), self._left(done, total),
+                                           self._retrying())
         self.stats.value = stats_html(self.counts, self._elapsed())
         self.failures.value = failures_html(list(self.problems)[:self.max_failures + 1],
                                             self.states, self.attempts, self.errors,
@@ -251,6 +261,34 @@ class RunView(LiveView):
         if self.picture is not None and self._picture_dirty and self.definition is not None \
                 and (self._final or now - self._last_picture >= self.picture_interval):
             self._draw(sync=self._final)
+
+    def _shown_state(self) -> str:
+        state = self.instance_state or "pending"
+        if self._ended is None and state == "pending" and self._started is not None \
+                and self.counts.get("pending", 0) < sum(self.counts.values()):
+            return "running"  # nodes are moving: the instance runs, whatever we last read
+        return state
+
+    def _left(self, done: int, total: int) -> float | None:
+        """Seconds left at the pace so far (tqdm's estimate), or None before it means much."""
+        if self._ended is not None or done == 0 or done >= total:
+            return None
+        return self._elapsed() / done * (total - done)
+
+    def _retrying(self) -> list[tuple[str, int, int]]:
+        """(node, attempt under way or next, max attempts) of nodes on a second try or later."""
+        out = []
+        for node in self.problems:
+            state = self.states.get(node)
+            if state not in ("retrying", "queued", "running"):
+                continue
+            attempt = self.attempts.get(node, 0) + (state == "retrying")
+            try:
+                most = self.definition.node(node).retry.max_attempts
+            except (LionError, KeyError, AttributeError):
+                most = 0
+            out.append((node, attempt, most))
+        return out
 
     def _bar_style(self, done: int, total: int) -> str:
         if self._had_error:
@@ -377,3 +415,25 @@ def _dashboard_widget(w: Any, executor: Any) -> Any:
         return None
     href = html.escape(str(link), quote=True)
     return w.HTML(f'<a href="{href}" target="_blank" rel="noopener">Dask dashboard</a>')
+
+
+_FINAL_TEXT = {"succeeded": "finished", "failed": "failed", "cancelled": "cancelled"}
+
+
+def header_html(name: str, state: str, instance_id: str | None, done: int, total: int,
+                elapsed: float, left: float | None,
+                retrying: list[tuple[str, int, int]], limit: int = 3) -> str:
+    """The RunView's first line: name, state chip, n/m done, elapsed, ETA, retries, id."""
+    parts = [f"<b>{html_text(name, 80)}</b>", chip(state, _FINAL_TEXT.get(state, state)),
+             f"<span style='font-variant-numeric:tabular-nums'>{done:,}/{total:,} done · "
+             f"{format_seconds(elapsed)}" + (f" · ~{format_seconds(left)} left" if left else "")
+             + "</span>"]
+    for node, attempt, most in retrying[:limit]:
+        of = f"/{most}" if most else ""
+        parts.append(chip("retrying", f"retrying {node} {attempt}{of}"))
+    if len(retrying) > limit:
+        parts.append(f"<small>+{len(retrying) - limit:,} more retrying</small>")
+    if instance_id:
+        parts.append(f"<small>{html_text(instance_id, 40)}</small>")
+    return " ".join(parts)
+
