@@ -29,14 +29,14 @@ from typing import Any
 
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
-from ..errors import LionError
+from ..errors import LionError, blame_lines, user_frames
 from ._html import chip, failures_html, snapshot_html, stats_html, title_html
 from ._text import format_seconds, html_text
 from ._dot import with_reasons
 from ._live_view import LiveView
 from ._style import ERROR_STATES, TERMINAL_STATES
 
-__all__ = ["RunView", "QUEUED_LIMIT", "header_html"]
+__all__ = ["RunView", "QUEUED_LIMIT", "header_html", "tracebacks_html"]
 
 _SVG_WIDTH = re.compile(r'<svg[^>]*?\swidth="([0-9.]+(?:pt|px))"')
 _EVENT_STATE = {K.NODE_QUEUED: "queued", K.NODE_STARTED: "running", K.NODE_RETRIED: "retrying",
@@ -76,6 +76,8 @@ class RunView(LiveView):
         self.states: dict[str, str] = {}
         self.attempts: dict[str, int] = {}
         self.errors: dict[str, str] = {}
+        #: Each failed node's exception, from the engine's snapshot (tracebacks to expand).
+        self.exceptions: dict[str, BaseException] = {}
         self.reasons: dict[str, str] = {}  # why each node ran or was reused (with a cache)
         self.problems: dict[str, None] = {}  # insertion-ordered set of nodes in trouble
         self.counts: Counter[str] = Counter()
@@ -90,7 +92,8 @@ class RunView(LiveView):
         self._last_picture = self._last_text = -1e9
         self._rendering = False
         self._generation = 0
-        self._render_future: "asyncio.Future[str | None] | None" = None
+        self._render_future: "asyncio.Future[Any] | None" = None
+        self._render_cost = 0.0  # seconds the last picture took to build and lay out
 
         self.title = w.HTML()
         self.progress = w.IntProgress(min=0, max=1, value=0, description="0/0",
@@ -220,6 +223,7 @@ class RunView(LiveView):
                                                  getattr(snapshot, "reasons", None) or {})
         self.attempts = dict(snapshot.attempts)
         self.errors = {k: str(v) for k, v in snapshot.errors.items()}
+        self.exceptions = dict(getattr(snapshot, "exceptions", None) or {})
         self.counts = Counter(self.states.values())
         self.problems = {n: None for n, s in self.states.items() if s in _PROBLEMS}
         if self.counts.keys() & ERROR_STATES:
@@ -234,7 +238,7 @@ class RunView(LiveView):
     def _due(self) -> bool:
         now = time.monotonic()
         return self._changed or now - self._last_text >= _HEARTBEAT or (
-            self._picture_dirty and now - self._last_picture >= self.picture_interval)
+            self._picture_dirty and now - self._last_picture >= self._picture_gap())
 
     def _render(self) -> None:
         now = time.monotonic()
@@ -257,9 +261,11 @@ class RunView(LiveView):
                                             self.states, self.attempts, self.errors,
                                             self.max_failures, len(self.problems),
                                             self.picture_problem)
+        if self.exceptions:
+            self.failures.value += tracebacks_html(self.exceptions, self.max_failures)
         self._changed = False
         if self.picture is not None and self._picture_dirty and self.definition is not None \
-                and (self._final or now - self._last_picture >= self.picture_interval):
+                and (self._final or now - self._last_picture >= self._picture_gap()):
             self._draw(sync=self._final)
 
     def _shown_state(self) -> str:
@@ -318,11 +324,32 @@ class RunView(LiveView):
         self._generation += 1
         generation = self._generation
         snapshot = self._as_snapshot(copy=True)
-        fut = loop.run_in_executor(None, lambda: Picture(snapshot).svg)
-        self._render_future = fut
-        fut.add_done_callback(lambda f: self._rendered(f, generation))
+        done: asyncio.Future[Any] = loop.create_future()
+        self._render_future = done
 
-    def _rendered(self, fut: "asyncio.Future[str | None]", generation: int) -> None:
+        def build() -> str | None:
+            t0 = time.perf_counter()
+            svg = Picture(snapshot).svg
+            self._render_cost = time.perf_counter() - t0
+            return svg
+
+        def start() -> None:
+            fut = loop.run_in_executor(None, build)
+            fut.add_done_callback(lambda f: (self._rendered(f, generation),
+                                             done.done() or done.set_result(None)))
+
+        if sync:
+            # The final portrait starts one text interval after the run ends: the thread
+            # building it competes for the GIL, and the code awaiting the result goes first.
+            loop.call_later(self.interval, start)
+        else:
+            start()
+
+    def _picture_gap(self) -> float:
+        """Seconds between live pictures: at least 4x the last one's cost (<= 20% of a core)."""
+        return max(self.picture_interval, 4 * self._render_cost)
+
+    def _rendered(self, fut: "asyncio.Future[Any]", generation: int) -> None:
         if generation != self._generation:  # a newer picture (the final one) supersedes it
             return
         self._rendering = False
@@ -437,3 +464,23 @@ def header_html(name: str, state: str, instance_id: str | None, done: int, total
         parts.append(f"<small>{html_text(instance_id, 40)}</small>")
     return " ".join(parts)
 
+
+
+def tracebacks_html(exceptions: dict[str, BaseException], limit: int) -> str:
+    """One collapsed block per failed node: who raised what, then the handler's frames first.
+
+    The engine's own frames are left out (the whole chain is ``result.exceptions[node]``).
+    """
+    import traceback
+
+    blocks = []
+    for node, exc in list(exceptions.items())[:limit]:
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        lines = blame_lines(exc, node)
+        lines += "".join(traceback.format_list(user_frames(root))).rstrip().splitlines()
+        blocks.append(f"<details><summary><small>traceback of <b>{html_text(node, 60)}</b>"
+                      f"</small></summary><pre style='margin:2px 0;font-size:85%'>"
+                      f"{html_text(chr(10).join(lines))}</pre></details>")
+    return "".join(blocks)

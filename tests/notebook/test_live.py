@@ -295,3 +295,32 @@ async def test_header_shows_running_state_retry_and_estimate_mid_run(frontend):
     assert "finished" in header and "retrying" not in header and "left" not in header
     assert "4/4 done" in header and "done · 0 µs" not in header  # elapsed in seconds
     await ex.stop()
+
+
+async def test_failures_expand_to_the_handlers_line_and_blame_a_conditions_edge(frontend):
+    ex = WorkflowExecutor()
+    await ex.start()
+
+    def broken(ctx):
+        return {"rows": 1} / 0  # the user's line
+
+    ex.add_handler("broken", broken)
+    ex.add_handler("src", lambda ctx: {"rows": 3})
+    ex.add_handler("dst", lambda ctx: None)
+    b = WorkflowBuilder("tb")
+    src, dst = Node("src"), Node("dst")
+    b.add_nodes(Node("broken"), src, dst).connect(src, dst, "result.missing > 0")
+    view = RunView(ex, picture=False)
+    result = await ex.run(b.build())
+    assert not result.succeeded
+    html = view.failures.value
+    assert "<details>" in html and "traceback of <b>broken</b>" in html
+    block = html[html.index("traceback of <b>broken</b>"):]
+    # The handler's own frame comes first: no engine frame before the user's line.
+    pre = block[block.index("<pre"):block.index("</pre>")]
+    assert pre.index("in broken") < pre.index("/ 0")
+    assert "lion_nb" not in pre.split("in broken")[0]
+    # The condition's error names the edge and its source, and says the target never ran.
+    assert "the condition on edge &#x27;src&#x27; -&gt; &#x27;dst&#x27;" in html
+    assert "never ran" in html
+    await ex.stop()
