@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from ._text import format_seconds
+
 __all__ = ["MISSING", "ReadableFrame", "format_span"]
 
 #: What every missing value (None, NaN, NaT, <NA>) looks like in a displayed table.
@@ -29,19 +31,7 @@ def format_span(value: Any) -> str:
     """A duration as people read it: ``420 µs``, ``150.9 ms``, ``2.35 s``, ``3 min 4.0 s``."""
     if value is None or pd.isna(value):
         return MISSING
-    seconds = pd.Timedelta(value).total_seconds()
-    size = abs(seconds)
-    if size < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if size < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    if size < 60:
-        return f"{seconds:.2f} s"
-    minutes, rest = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes:.0f} min {rest:.1f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:.0f} h {minutes:.0f} min"
+    return format_seconds(pd.Timedelta(value).total_seconds())
 
 
 def _short_id(value: Any) -> str:

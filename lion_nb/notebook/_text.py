@@ -10,7 +10,8 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["LABEL_LIMIT", "clean", "counted", "dot_label", "html_text", "truncate"]
+__all__ = ["LABEL_LIMIT", "clean", "counted", "dot_label", "format_seconds", "html_text",
+           "truncate"]
 
 #: Longest label shown in a picture; the rest is replaced by a visible marker.
 LABEL_LIMIT = 60
@@ -62,3 +63,19 @@ def html_text(text: object, limit: int | None = None) -> str:
 def counted(n: int, noun: str) -> str:
     """``"1 node"``, ``"2 nodes"``, ``"1,000 nodes"``: a count with its noun."""
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration as people read it: ``420 µs``, ``150.9 ms``, ``2.35 s``, ``3 min 4.0 s``."""
+    size = abs(seconds)
+    if size < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if size < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    if size < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes:.0f} min {rest:.1f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:.0f} h {minutes:.0f} min"
