@@ -77,7 +77,7 @@ _NODE_END = {K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed", K.NODE_SKIP
 # One event per attempt: its end carries when it was queued and started, so the
 # recorder needs neither NODE_QUEUED nor NODE_STARTED (not built unless a view asks).
 KINDS = frozenset({K.INSTANCE_STARTED, K.INSTANCE_FINISHED,
-                   K.CHECKPOINT_SAVED, *_NODE_END})
+                   K.CHECKPOINT_SAVED, K.NODES_REUSED, *_NODE_END})
 
 
 class HistoryRecorder:
@@ -149,6 +149,8 @@ class HistoryRecorder:
                 if reason == "reused" and state == "succeeded":
                     rec.state = "reused"  # its handler did not run: no attempt, no duration
             self.records.append(rec)
+        elif kind is K.NODES_REUSED:
+            self._reused(ev)
         elif kind is K.INSTANCE_STARTED:
             if ev.instance_id in self._forgotten:  # the id is reused: keep its new rows
                 self._compact()
@@ -163,6 +165,20 @@ class HistoryRecorder:
         elif kind is K.CHECKPOINT_SAVED:
             self.checkpoints.append({"time": ev.time, "instance_id": ev.instance_id,
                                      **(ev.data or {})})
+
+    def _reused(self, ev: ExecEvent) -> None:
+        """Nodes reused from the cache: a row each, state "reused", no attempt."""
+        data = ev.data or {}
+        inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
+        iid, workflow, when = ev.instance_id, inst.workflow if inst else "", ev.time
+        details = data.get("details") or {}
+        append = self.records.append
+        for name in data.get("nodes", ()):
+            rec = AttemptRecord(iid, workflow, name, 0, None)  # type: ignore[arg-type]
+            rec.state = rec.reason = "reused"
+            rec.finished_at = when
+            rec.reason_detail = details.get(name)
+            append(rec)
 
     def attempts(self, instance_id: str | None = None) -> list[AttemptRecord]:
         """Attempt records, optionally of one instance."""
