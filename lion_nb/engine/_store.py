@@ -441,8 +441,8 @@ class InstanceStore:
         while True:
             await self._clock.sleep(self.ttl / 3)
             try:
-                await self.storage.acquire_lease(self._fence[0], self.owner, self.ttl,
-                                                 self._clock.time())
+                await self.storage.renew_lease(self._fence[0], self.owner, self.ttl,
+                                               self._clock.time())
             except LeaseError as exc:
                 if self._fail(exc, f"instance {self.instance_id}: another executor took its "
                                    f"lease ({exc}); it stopped here"):

@@ -18,12 +18,13 @@ from ..security import (
     AuditRecord, GrantSet, Requirement, ResourceRegistry, scope_covers,
 )
 from ..state.machine import InstanceState, StateMachineManager
-from ._claim import Claimer, submit_instance, wait_stored
+from ._claim import Claimer, hand_back, submit_instance
 from ._cache import Cache, as_cache
 from ._cache_session import CacheSession, RerunPlan
 from ._env import RunEnv
 from ._executor_config import ExecutorConfig, seconds
 from ._prune import prune_finished
+from ._remote import RemoteRun, wait_stored
 from ._result import InstanceResult
 from ._run import InstanceRun
 from ._store import InstanceStore
@@ -74,6 +75,7 @@ class WorkflowExecutor:
         self._event_sink = self.config.event_sink
         self._owner = new_owner_id()  # this executor's name on the leases it holds
         self._claimer: Claimer | None = None
+        self._remote: dict[str, RemoteRun] = {}  # instances followed in durable storage
         self._env = RunEnv(scheduler=self.scheduler, observe=self.observe,
                            clock=self.scheduler.clock, config=self.config, runner=self.runner,
                            spawn=self.spawn, run_in_thread=self.run_in_thread,
@@ -147,6 +149,8 @@ class WorkflowExecutor:
         if self._claimer is not None:
             await self._claimer.stop()
             self._claimer = None
+        for remote in self._remote.values():
+            await remote.stop()
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)
@@ -157,6 +161,7 @@ class WorkflowExecutor:
                 finishing.append(asyncio.shield(run.done))
             elif run.state is InstanceState.RUNNING:
                 if run.store is not None:  # durable: stays resumable, its lease released
+                    await hand_back(run.store)  # a submitted one: claimers continue it
                     await run.store.detach()
                 await run.cancel()
         if finishing:
@@ -361,7 +366,9 @@ class WorkflowExecutor:
     def _get(self, instance_id: str) -> InstanceRun:
         run = self._runs.get(instance_id)
         if run is None:
-            raise InstanceNotFoundError(f"no instance {instance_id!r} on this executor",
+            hint = ("; to watch one that runs elsewhere: await executor.follow(instance_id)"
+                    if self.state_manager.durable else "")
+            raise InstanceNotFoundError(f"no instance {instance_id!r} on this executor{hint}",
                                         instance_id=instance_id)
         return run
 
@@ -371,6 +378,10 @@ class WorkflowExecutor:
 
         An instance that runs elsewhere (``submit``) is followed in durable storage.
         """
+        remote = self._remote.get(instance_id)
+        if remote is not None and instance_id not in self._runs:
+            result = await remote.wait(timeout)
+            return result.check() if check else result
         if instance_id not in self._runs and self.state_manager.durable:
             result = await wait_stored(self.state_manager.storage, instance_id,
                                        timeout=timeout)
@@ -396,8 +407,35 @@ class WorkflowExecutor:
         return self._get(instance_id).state
 
     def snapshot(self, instance_id: str) -> InstanceResult:
-        """The instance as it is now (running or finished)."""
+        """The instance as it is now (running or finished; followed: as last polled)."""
+        remote = self._remote.get(instance_id)
+        if remote is not None and remote.result is not None and instance_id not in self._runs:
+            return remote.result
         return self._get(instance_id).snapshot()
+
+    async def follow(self, instance_id: str, *, interval: float = 0.5) -> InstanceResult:
+        """Follow an instance that runs elsewhere (``submit``, another process).
+
+        Its committed records are read every ``interval`` seconds and what
+        changed is emitted on ``observe`` as for a local run, so ``history``,
+        ``RunView(executor, instance_id)``, ``snapshot`` and ``wait`` show it.
+        Returns the instance as read now; InstanceNotFoundError if storage has none.
+        """
+        iid = str(instance_id)
+        if not self.state_manager.durable:
+            raise InstanceNotFoundError(f"follow({iid!r}) reads durable storage; this "
+                                        f"executor's storage is in memory", instance_id=iid)
+        if not interval > 0:
+            raise LionError(f"follow(interval=...) must be > 0 seconds, not {interval!r}")
+        if iid in self._runs:  # it runs here: its events are already on observe
+            return self.snapshot(iid)
+        old = self._remote.get(iid)
+        if old is not None and old.result is not None:
+            return old.result
+        remote = RemoteRun(self.state_manager.storage, iid, self.observe, interval=interval)
+        result = await remote.first_read()
+        self._remote[iid] = remote
+        return result
 
     def instances(self) -> list[InstanceId]:
         """Ids of the instances this executor knows, oldest first."""

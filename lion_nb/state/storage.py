@@ -49,6 +49,16 @@ class Storage(ABC):
     async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
         """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
 
+    async def renew_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
+        """Extend a lease ``owner`` still holds; LeaseError if it is gone or another's.
+
+        Unlike ``acquire_lease`` it never takes back a lease that lapsed to
+        another owner, even one that lapsed again: that owner may have committed
+        progress its previous holder does not know about. This default is one
+        fenced write (atomic on every backend).
+        """
+        await self.put_many([(key, {"owner": owner, "expires": now + ttl})], fence=(key, owner))
+
     async def put(self, key: str, record: Record) -> None:
         """Write one record atomically."""
         await self.put_many([(key, record)])
@@ -89,6 +99,21 @@ class Storage(ABC):
                 continue
             taken.append((key, record))
         return taken
+
+    async def expired_leases(self, prefix: str, now: float, *,
+                             limit: int = 100) -> list[tuple[str, Record]]:
+        """Up to ``limit`` leases under ``prefix`` that expired at ``now``, oldest first.
+
+        This default reads every lease under ``prefix`` (fine for one machine's
+        storage); PostgreSQL answers from an index on the expiry.
+        """
+        found: list[tuple[str, Record]] = []
+        for key in await self.keys(prefix):
+            lease = await self.get(key)
+            if lease is not None and float(lease.get("expires", now + 1)) <= now:
+                found.append((key, lease))
+        found.sort(key=lambda kv: float(kv[1]["expires"]))
+        return found[:limit]
 
     async def close(self) -> None:
         """Release files and connections."""
