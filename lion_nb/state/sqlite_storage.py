@@ -224,7 +224,8 @@ class SqliteStorage(Storage):
                         conn.executemany("DELETE FROM lion_records WHERE key = ?",
                                          [(k,) for k in dels])
                     if puts:
-                        conn.executemany("INSERT OR REPLACE INTO lion_records VALUES (?, ?)",
+                        conn.executemany("INSERT INTO lion_records VALUES (?, ?) "
+                                         "ON CONFLICT(key) DO UPDATE SET body = excluded.body",
                                          puts.items())
                 except LeaseError as exc:
                     if not isolate:
@@ -261,7 +262,8 @@ class SqliteStorage(Storage):
             if cur is not None and cur.get("owner") != owner and cur.get("expires", 0) > now:
                 raise LeaseError(f"{key!r} is leased by {cur['owner']!r}", key=key,
                                  owner=cur["owner"])
-            conn.execute("INSERT OR REPLACE INTO lion_records VALUES (?, ?)",
+            conn.execute("INSERT INTO lion_records VALUES (?, ?) "
+                                         "ON CONFLICT(key) DO UPDATE SET body = excluded.body",
                          (key, self.codec.encode(key, {"owner": owner, "expires": now + ttl})))
             conn.execute("COMMIT")
         except BaseException as exc:
