@@ -28,7 +28,7 @@ from ..model import WorkflowDefinition
 from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
 from ..state.storage import Storage
 from ._result import InstanceResult
-from .durable import StoredInstance, header_key, read_instance
+from .durable import StoredInstance, header_key, read_instance, started_nodes
 from .observe import EventKind as K
 from .observe import ExecEvent, ObserveStream
 
@@ -78,6 +78,9 @@ def stored_result(stored: StoredInstance) -> InstanceResult:
             failures[name] = NodeFailedError(f"node {name!r} failed: {rec.get('error')}",
                                              node=name, instance_id=iid,
                                              attempt=attempts[name])
+    # A start may ride on another node's end record (see durable): running all the same.
+    for name, (attempt, _) in started_nodes(stored.nodes).items():
+        states[name], attempts[name] = NodeState.RUNNING, attempt
     state = InstanceState(header.get("state", "pending"))
     error: BaseException | None = None
     if state is InstanceState.FAILED:
@@ -92,6 +95,31 @@ def stored_result(stored: StoredInstance) -> InstanceResult:
                           attempts=attempts, results=results, exceptions=failures, error=error,
                           started_at=float(header.get("created_at") or 0.0),
                           finished_at=header.get("finished_at"))
+
+
+def _node_views(stored: StoredInstance) -> list[tuple[tuple[int, int], str, str, int, Any]]:
+    """``(order, node, state, attempt, error)`` per node as committed, in commit order.
+
+    A node whose newest start has no end yet is running, whether its start is its
+    own record or rides on the end record of the node that released it.
+    """
+    running = started_nodes(stored.nodes)
+    order: dict[str, tuple[int, int]] = {}
+    views: list[tuple[tuple[int, int], str, str, int, Any]] = []
+    for rec in stored.nodes.values():
+        seq, name = int(rec.get("seq", 0)), rec["name"]
+        if name in running:
+            order[name] = max(order.get(name, (seq, 1)), (seq, 1))
+        else:
+            views.append(((seq, 0), name, rec["state"], int(rec.get("attempts", 0)),
+                          rec.get("error")))
+        for other in rec.get("starts") or ():
+            if other in running:   # after the end it rides on
+                order[other] = max(order.get(other, (seq, 1)), (seq, 1))
+    views.extend((order.get(name, (0, 1)), name, _RUNNING, attempt, None)
+                 for name, (attempt, _) in running.items())
+    views.sort(key=lambda v: v[0])
+    return views
 
 
 class _Named:
@@ -199,8 +227,7 @@ class RemoteRun:
         now = time.time()
         header, iid, obs = stored.header, self.instance_id, self.observe
         worker = header.get("owner")
-        for rec in sorted(stored.nodes.values(), key=lambda r: int(r.get("seq", 0))):
-            name, state, attempt = rec["name"], rec["state"], int(rec.get("attempts", 0))
+        for _, name, state, attempt, error in _node_views(stored):
             before = self._seen.get(name)
             if before == (state, attempt):
                 continue
@@ -215,7 +242,7 @@ class RemoteRun:
             elif state in _END:
                 self._emit(_END[state], now, name, attempt,
                            {"started_at": self._started.pop(name, None), "queued_at": None,
-                            "error": rec.get("error"), "worker": worker})
+                            "error": error, "worker": worker})
         self.result = stored_result(stored)
         if header.get("state") in _TERMINAL:
             end = float(header.get("finished_at") or now)

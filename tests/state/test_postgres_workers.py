@@ -288,7 +288,7 @@ async def test_the_submitter_follows_history_and_a_run_view_of_an_instance_run_e
             break
         await asyncio.sleep(0.05)
     assert view.closed and view.instance_state == "succeeded"
-    assert view.progress.value == 3 and "succeeded" in view.title.value
+    assert view.progress.value == 3 and "finished" in view.title.value
     assert submitter.snapshot(iid).state is InstanceState.SUCCEEDED
 
 
