@@ -573,30 +573,26 @@ class WorkflowExecutor:
         wants, capability = self.observe.wants, K.CAPABILITY
         check_all = None if grant_set is None else grant_set.check_all
 
-        def forward(records: tuple[AuditRecord, ...]) -> None:
-            if wants(capability):
-                for record in records:
-                    self._audited(record)
-
         def no_grants(node: Node, what: str) -> CapabilityDeniedError:
             return CapabilityDeniedError(
                 f"node {node.name!r} needs {what} but instance {instance_id} holds no grants",
                 capability=what, node=node.name)
 
+        # Allowed dispatch checks reach the observe stream if it wanted them when the run
+        # started: asking at every dispatch would cost more than the check itself.
+        forward = self._audited if wants(capability) else None
+
         def gate(node: Node, run: Any) -> None:
             if check_all is None:
                 raise no_grants(node, node.requires[0])
             try:
-                allowed = check_all(node.requires, node=node.name)
+                check_all(node.requires, node=node.name, forward=forward)
             except SecurityError:
                 raise
             except Exception as exc:
                 # Whatever a hostile requirement trips over, the node is denied (and
                 # the denial audited), never left running with a dead worker.
                 raise self._denial(instance_id, node, exc) from exc
-            if wants(capability):  # inlined forward(): this runs at every node dispatch
-                for record in allowed:
-                    self._audited(record)
 
         def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
             declared = [r for r in map(Requirement.parse, node.requires)
@@ -610,7 +606,8 @@ class WorkflowExecutor:
             if grant_set is None:
                 raise no_grants(node, f"{name}:{action}")
             scope = scope or declared[0].scope
-            forward(grant_set.check_all((f"{name}:{action}:{scope}",), node=node.name))
+            grant_set.check_all((f"{name}:{action}:{scope}",), node=node.name,
+                                forward=self._audited if wants(capability) else None)
             return registry.get(name, scope)  # checked first: see resource_for
         return gate, resource_gate
 

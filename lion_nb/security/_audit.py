@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 __all__ = ["ACTIONS", "DECISIONS", "AuditListener", "AuditLog", "AuditRecord", "clip"]
 
@@ -81,19 +81,23 @@ class AuditLog:
     decision it reports.
     """
 
-    __slots__ = ("_records", "listeners", "check_listeners", "limit", "append", "extend")
+    __slots__ = ("_records", "listeners", "check_listeners", "limit", "append")
 
     def __init__(self, limit: int | None = 100_000) -> None:
-        self._records: collections.deque[AuditRecord] = collections.deque(maxlen=limit)
+        self._records: collections.deque[Any] = collections.deque(maxlen=limit)
         self.listeners: tuple[AuditListener, ...] = ()
         """The current listeners (read-only; use add_listener / remove_listener)."""
         self.check_listeners: tuple[AuditListener, ...] = ()
         """The listeners that also hear allowed checks (read-only)."""
         self.limit = limit
         self.append = self._records.append
-        """Keep a record without notifying: for hot paths that call ``notify`` themselves."""
-        self.extend = self._records.extend
-        """Keep several records without notifying (as ``append``)."""
+        """Keep a record without notifying: for hot paths that call ``notify`` themselves.
+
+        Also takes an allowed check in compact form, ``(time, node, template)``,
+        where ``template`` is that check's AuditRecord without time and node:
+        one small tuple per node dispatch instead of a whole record, expanded
+        when the records are read.
+        """
 
     def record(self, rec: AuditRecord) -> None:
         """Keep ``rec`` and hand it to every listener."""
@@ -138,7 +142,8 @@ class AuditLog:
 
     def records(self) -> list[AuditRecord]:
         """A snapshot list of the kept records, oldest first."""
-        return list(self._records)
+        return [rec if type(rec) is AuditRecord else rec[2]._replace(time=rec[0], node=rec[1])
+                for rec in list(self._records)]
 
     def clear(self) -> None:
         """Forget the kept records (listeners stay)."""

@@ -16,7 +16,7 @@ never against the authority's internals.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 from lion_nb.clock import Clock
@@ -79,12 +79,13 @@ class _Hit(NamedTuple):
     text: str
     holder: str | None
     grant: _Grant
+    allowed: AuditRecord  # the allow record, without time and node (AuditLog.append)
 
 
 class GrantSet:
     """Tokens granted to one instance; made by ``Authority.grant``, not directly."""
 
-    __slots__ = ("_issuer", "_log", "_append", "_extend", "_clock", "_time", "instance_id",
+    __slots__ = ("_issuer", "_log", "_append", "_clock", "_time", "instance_id",
                  "holder", "_grants", "_lost", "_hits", "_nodes", "_narrowed", "_epoch")
 
     def __init__(self, issuer: GrantIssuer, instance_id: str, tokens: Iterable[Token], *,
@@ -92,7 +93,6 @@ class GrantSet:
         self._issuer = issuer
         self._log = issuer.audit_log
         self._append = self._log.append  # bound once: check() is on the dispatch path
-        self._extend = self._log.extend
         self._clock = issuer.clock
         self._time = issuer.clock.time
         self.instance_id = instance_id
@@ -145,16 +145,16 @@ class GrantSet:
         if self._log.check_listeners:
             self._log.notify(rec, self._log.check_listeners)
 
-    def check_all(self, requirements: tuple[Requirement | str, ...], *, node: str | None
-                  ) -> tuple[AuditRecord, ...]:
-        """Check every requirement of one node dispatch; return the allow records.
+    def check_all(self, requirements: tuple[Requirement | str, ...], *, node: str | None,
+                  forward: Callable[[AuditRecord], None] | None = None) -> None:
+        """Check every requirement of one node dispatch, or raise.
 
         All or nothing, like :meth:`check` for each (a denial is audited and
         raised, and then no allow is recorded). Once a tuple of requirements
         passed, checking it again is one dict lookup and one expiry compare
-        until a token involved expires or anything is revoked. The records are
-        returned so that a caller forwarding them elsewhere (the executor's
-        observe stream) needs no audit listener on the dispatch path.
+        until a token involved expires or anything is revoked. ``forward``
+        receives each allow record too: a caller passing them on (the
+        executor's observe stream) then needs no audit listener on this path.
         """
         if self._epoch != self._issuer.revocation_epoch:
             self._refresh()
@@ -165,16 +165,15 @@ class GrantSet:
             entry = None
         if entry is None or (entry[0] is not None and now >= entry[0]):
             entry = self._admit(requirements, node, now)
-        out: tuple[AuditRecord, ...] = ()
-        for hit in entry[1]:  # a loop, not a comprehension: most nodes require one thing
-            out += (_new_record(AuditRecord, (now, "check", "allow", hit.token_id, hit.text,
-                                              node, self.instance_id, hit.holder, None)),)
-        self._extend(out)
         listeners = self._log.check_listeners
-        if listeners:
-            for rec in out:
-                self._log.notify(rec, listeners)
-        return out
+        for hit in entry[1]:
+            self._append((now, node, hit.allowed))  # compact: expanded when read
+            if listeners or forward is not None:
+                rec = hit.allowed._replace(time=now, node=node)
+                if listeners:
+                    self._log.notify(rec, listeners)
+                if forward is not None:
+                    forward(rec)
 
     def _admit(self, requirements: tuple[Requirement | str, ...], node: str | None,
                now: float) -> tuple[float | None, tuple[_Hit, ...]]:
@@ -239,7 +238,10 @@ class GrantSet:
                     continue
                 if len(self._hits) >= _MAX_HITS:
                     self._hits.clear()  # resource_for may pass endless distinct scopes
-                hit = _Hit(grant.expires_at, grant.token.token_id, text, grant.holder, grant)
+                tid = grant.token.token_id
+                hit = _Hit(grant.expires_at, tid, text, grant.holder, grant,
+                           AuditRecord(0.0, "check", "allow", tid, text, None, self.instance_id,
+                                       grant.holder))
                 try:
                     self._hits[requirement] = hit
                 except TypeError:  # e.g. a list that parsed: answer, but do not remember

@@ -137,7 +137,7 @@ async def test_any_exception_in_the_gate_is_an_audited_denial_and_ends_the_node(
     ex, authority, db, _ = secured
     from lion_nb.security import GrantSet
 
-    def explode(self, requirements, *, node):
+    def explode(self, requirements, *, node, forward=None):
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setattr(GrantSet, "check", explode)
