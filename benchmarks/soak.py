@@ -152,12 +152,15 @@ async def soak(n: int, events: int, retain: int | None, concurrency: int,
         gc.collect()
         rss = rss_mb()
         size = file_mb(*dbs)
-        if warm is None:
-            warm, warm_db = rss, size  # the first interval is the warm-up
+        kept = len(ex.instances())
+        if warm is None and (retain is None or kept >= retain or done == n):
+            warm, warm_db = rss, size  # warmed up: the executor keeps all it will keep
         us = (time.perf_counter() - t0) / done * 1e6
-        print(f"{done:>10} {published[0]:>9} {rss:>8.1f} {len(ex.instances()):>6} "
-              f"{len(ex.history.records):>7} {us:>8.1f} {rss - warm:>+13.1f}"
-              + (f" {size:>7.1f} {size - warm_db:>+9.1f}" if dbs else ""), flush=True)
+        since = "warm-up" if warm is None else f"{rss - warm:+.1f}"
+        since_db = "" if warm is None else f"{size - warm_db:+.1f}"
+        print(f"{done:>10} {published[0]:>9} {rss:>8.1f} {kept:>6} "
+              f"{len(ex.history.records):>7} {us:>8.1f} {since:>14}"
+              + (f" {size:>7.1f} {since_db:>9}" if dbs else ""), flush=True)
     consumer.cancel()
     await ex.stop()
     await broker.close()
