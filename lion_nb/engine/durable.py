@@ -47,7 +47,8 @@ from ..errors import StorageCorruptError
 from ..state.machine import InstanceState, NodeState
 from ..state.storage import Storage
 
-__all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "header_key", "lease_key",
+__all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "from_ranges", "header_key",
+           "lease_key",
            "new_header", "new_owner_id", "node_key", "node_prefix", "node_record",
            "owner_is_dead", "read_instance", "start_record", "started_nodes", "to_ranges",
            "verify_sequence"]
@@ -260,7 +261,8 @@ def to_ranges(indices: Any) -> list[list[int]]:
     return out
 
 
-def _from_ranges(runs: Any) -> set[int]:
+def from_ranges(runs: Any) -> set[int]:
+    """The indices of ``[[first, last], ...]`` runs (the inverse of :func:`to_ranges`)."""
     return {i for first, last in runs for i in range(int(first), int(last) + 1)}
 
 
@@ -284,7 +286,7 @@ def verify_sequence(instance_id: str, header: Mapping[str, Any],
                 f"header was written back over a newer one; refusing to use it",
                 key=header_key(iid), instance_id=iid, node=rec.get("name"), path=None)
     present = set(nodes)
-    missing = sorted(_from_ranges(header.get("manifest") or []) - present)
+    missing = sorted(from_ranges(header.get("manifest") or []) - present)
     newest = max(nodes.items(), key=lambda kv: kv[1]["seq"], default=None)
     if not missing and newest is not None and newest[1]["seq"] > hseq:
         count, total = newest[1].get("manifest") or (len(present), sum(present))

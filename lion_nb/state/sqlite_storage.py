@@ -181,6 +181,12 @@ class SqliteStorage(Storage):
         raw = await self._run(self._get_sync, key)
         return None if raw is None else self.codec.decode(raw, key)[1]
 
+    async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        """The records at ``keys`` (None where absent), read in one call to the thread."""
+        raws = await self._run(self._get_many_sync, list(keys))
+        return [None if raw is None else self.codec.decode(raw, k)[1]
+                for k, raw in zip(keys, raws)]
+
     async def keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that start with ``prefix``."""
         return await self._run(self._keys_sync, prefix)
@@ -284,6 +290,18 @@ class SqliteStorage(Storage):
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._storage_error(exc, key) from exc
         return None if row is None else bytes(row[0])
+
+    def _get_many_sync(self, keys: list[str]) -> list[bytes | None]:
+        found: dict[str, bytes] = {}
+        try:
+            for at in range(0, len(keys), 500):  # under SQLite's bound-parameter limit
+                chunk = keys[at:at + 500]
+                sql = ("SELECT key, body FROM lion_records WHERE key IN "
+                       f"({','.join('?' * len(chunk))})")
+                found.update((k, bytes(b)) for k, b in self._conn.execute(sql, chunk))
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise self._storage_error(exc, keys[0] if keys else None) from exc
+        return [found.get(k) for k in keys]
 
     def _keys_sync(self, prefix: str) -> list[str]:
         end = _prefix_end(prefix)

@@ -41,6 +41,11 @@ class Storage(ABC):
     async def get(self, key: str) -> Record | None:
         """The record at ``key``, or None."""
 
+    async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        """The records at ``keys`` (None where absent), in order; backends may read them
+        in one call."""
+        return [await self.get(k) for k in keys]
+
     @abstractmethod
     async def keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that start with ``prefix``."""
