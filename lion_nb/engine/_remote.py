@@ -147,6 +147,7 @@ class RemoteRun:
             raise InstanceNotFoundError(f"no instance {self.instance_id!r} in "
                                         f"{self.storage!r}", instance_id=self.instance_id)
         header = stored.header
+        self.result = stored_result(stored)  # a view told of the start reads it at once
         if self.observe.wants(K.INSTANCE_STARTED):
             self.observe.emit(ExecEvent(
                 K.INSTANCE_STARTED, float(header.get("created_at") or time.time()),
@@ -205,10 +206,14 @@ class RemoteRun:
             if before == (state, attempt):
                 continue
             self._seen[name] = (state, attempt)
+            missed = 1 if before is None else before[1] + 1
             if before is not None and before[0] == _RUNNING and before[1] < attempt:
                 # The attempt seen running ended and another began: it failed and retried.
                 self._emit(K.NODE_RETRIED, now, name, before[1],
                            {"started_at": self._started.get(name), "worker": worker})
+            for earlier in range(missed, attempt):  # attempts that began and failed unseen
+                self._emit(K.NODE_RETRIED, now, name, earlier,
+                           {"started_at": None, "worker": worker})
             if state == _RUNNING:
                 self._started[name] = now
                 self._emit(K.NODE_STARTED, now, name, attempt, {"worker": worker})
