@@ -102,3 +102,14 @@ async def test_a_version_1_database_is_upgraded_in_place(pg_dsn):
         await storage.close()
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT value FROM lion_meta").fetchone() == ("2",)
+
+
+async def test_items_reads_a_prefix_in_key_order(storage):
+    """What a follower reads each poll: one query on PostgreSQL, the same pairs everywhere."""
+    await storage.put_many([("nodes/a/000002", {"n": 2}), ("nodes/a/000001", {"n": 1}),
+                            ("nodes/ab/000001", {"n": 9}), ("nodes/b/000001", {"n": 3})])
+    assert await storage.items("nodes/a/") == [("nodes/a/000001", {"n": 1}),
+                                               ("nodes/a/000002", {"n": 2})]
+    assert [k for k, _ in await storage.items("nodes/a")] == [
+        "nodes/a/000001", "nodes/a/000002", "nodes/ab/000001"]
+    assert await storage.items("none/") == []
