@@ -28,7 +28,8 @@ from ..model import WorkflowDefinition
 from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
 from ..state.storage import Storage
 from ._result import InstanceResult
-from .durable import StoredInstance, header_key, read_instance, started_nodes
+from .durable import (StoredInstance, definition_key, header_key, node_prefix, started_nodes,
+                      verify_sequence)
 from .observe import EventKind as K
 from .observe import ExecEvent, ObserveStream
 
@@ -45,11 +46,17 @@ _RUNNING = NodeState.RUNNING.value
 _READS = 5
 
 
-async def read_settled(storage: Storage, instance_id: str) -> StoredInstance | None:
-    """``read_instance`` of an instance another process may be writing (see the module)."""
+async def read_settled(storage: Storage, instance_id: str,
+                       known: StoredInstance | None = None) -> StoredInstance | None:
+    """``read_instance`` of an instance another process may be writing (see the module).
+
+    Node records come in one ``items`` call (one query on PostgreSQL, instead of
+    a round trip per node); the definition of a ``known`` earlier read is reused
+    while the header's fingerprint is the same (a resume may change it).
+    """
     for attempt in range(_READS):
         try:
-            return await read_instance(storage, instance_id)
+            return await _read(storage, instance_id, known)
         except StorageCorruptError:
             header = await storage.get(header_key(instance_id))
             if attempt == _READS - 1 or header is None or header.get("state") in _TERMINAL:
@@ -58,11 +65,34 @@ async def read_settled(storage: Storage, instance_id: str) -> StoredInstance | N
     raise AssertionError("unreachable")
 
 
-def stored_result(stored: StoredInstance) -> InstanceResult:
-    """An InstanceResult built from what storage holds (for instances run elsewhere)."""
+async def _read(storage: Storage, iid: str,
+                known: StoredInstance | None) -> StoredInstance | None:
+    header = await storage.get(header_key(iid))
+    if header is None:
+        return None
+    if known is not None and known.header.get("fingerprint") == header.get("fingerprint"):
+        definition = known.definition
+    else:
+        doc = await storage.get(definition_key(iid))
+        definition = None if doc is None else doc.get("document")
+    prefix = node_prefix(iid)
+    nodes = {int(key[len(prefix):]): rec for key, rec in await storage.items(prefix)
+             if key[len(prefix):].isdigit()}  # not a longer id that shares the prefix
+    verify_sequence(iid, header, nodes)
+    return StoredInstance(iid, header, definition, nodes)
+
+
+def stored_result(stored: StoredInstance,
+                  built: WorkflowDefinition | None = None) -> InstanceResult:
+    """An InstanceResult built from what storage holds (for instances run elsewhere).
+
+    ``built``: the definition already rebuilt from ``stored.definition`` (a poller
+    keeps it: rebuilding a big workflow costs more than reading its records).
+    """
     header, iid = stored.header, stored.instance_id
-    definition = (WorkflowDefinition.from_dict(stored.definition)
-                  if stored.definition is not None else None)
+    definition = built
+    if definition is None and stored.definition is not None:
+        definition = WorkflowDefinition.from_dict(stored.definition)
     names = (list(definition.by_name) if definition is not None  # in node order
              else [r["name"] for r in stored.nodes.values()])
     states = {n: NodeState.PENDING for n in names}
@@ -167,6 +197,8 @@ class RemoteRun:
         self._seen: dict[str, tuple[str, int]] = {}  # node -> (state, attempt) last seen
         self._started: dict[str, float] = {}  # node -> when its running attempt was seen
         self._task: asyncio.Task[None] | None = None
+        self._last: StoredInstance | None = None  # its definition is not read again
+        self._last_document: Any = None
 
     async def first_read(self) -> InstanceResult:
         """Read the instance once (InstanceNotFoundError if unknown) and start polling."""
@@ -175,6 +207,8 @@ class RemoteRun:
             raise InstanceNotFoundError(f"no instance {self.instance_id!r} in "
                                         f"{self.storage!r}", instance_id=self.instance_id)
         header = stored.header
+        self.result = stored_result(stored)  # a view told of the start reads it at once
+        self._last, self._last_document = stored, stored.definition
         if self.observe.wants(K.INSTANCE_STARTED):
             self.observe.emit(ExecEvent(
                 K.INSTANCE_STARTED, float(header.get("created_at") or time.time()),
@@ -208,7 +242,7 @@ class RemoteRun:
         while not self.done.is_set():
             await asyncio.sleep(self.interval)
             try:
-                stored = await read_settled(self.storage, self.instance_id)
+                stored = await read_settled(self.storage, self.instance_id, self._last)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a storage hiccup: the next poll tries again
@@ -232,10 +266,14 @@ class RemoteRun:
             if before == (state, attempt):
                 continue
             self._seen[name] = (state, attempt)
+            missed = 1 if before is None else before[1] + 1
             if before is not None and before[0] == _RUNNING and before[1] < attempt:
                 # The attempt seen running ended and another began: it failed and retried.
                 self._emit(K.NODE_RETRIED, now, name, before[1],
                            {"started_at": self._started.get(name), "worker": worker})
+            for earlier in range(missed, attempt):  # attempts that began and failed unseen
+                self._emit(K.NODE_RETRIED, now, name, earlier,
+                           {"started_at": None, "worker": worker})
             if state == _RUNNING:
                 self._started[name] = now
                 self._emit(K.NODE_STARTED, now, name, attempt, {"worker": worker})
@@ -243,7 +281,12 @@ class RemoteRun:
                 self._emit(_END[state], now, name, attempt,
                            {"started_at": self._started.pop(name, None), "queued_at": None,
                             "error": error, "worker": worker})
-        self.result = stored_result(stored)
+        built = None
+        if (self.result is not None and stored.definition is not None
+                and stored.definition is self._last_document):
+            built = self.result.definition  # the same document: no need to rebuild it
+        self.result = stored_result(stored, built)
+        self._last, self._last_document = stored, stored.definition
         if header.get("state") in _TERMINAL:
             end = float(header.get("finished_at") or now)
             if obs.wants(K.INSTANCE_FINISHED):

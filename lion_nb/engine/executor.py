@@ -433,9 +433,12 @@ class WorkflowExecutor:
         if old is not None and old.result is not None:
             return old.result
         remote = RemoteRun(self.state_manager.storage, iid, self.observe, interval=interval)
-        result = await remote.first_read()
-        self._remote[iid] = remote
-        return result
+        self._remote[iid] = remote  # before its first events: a view asks for its snapshot
+        try:
+            return await remote.first_read()
+        except BaseException:
+            del self._remote[iid]
+            raise
 
     def instances(self) -> list[InstanceId]:
         """Ids of the instances this executor knows, oldest first."""

@@ -173,6 +173,10 @@ class PostgresStorage(Storage):
         """Sorted keys that start with ``prefix``."""
         return await self._run(self._read_sync, self._keys_on, prefix)
 
+    async def items(self, prefix: str) -> list[tuple[str, Record]]:
+        """Sorted ``(key, record)`` pairs under ``prefix``, in one query (one snapshot)."""
+        return await self._run(self._read_sync, self._items_on, prefix)
+
     async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
         """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
         await self._run(self._write_sync, self._lease_on, key, owner, ttl, now)
@@ -488,13 +492,23 @@ class PostgresStorage(Storage):
         return None if row is None else bytes(row[0])
 
     def _keys_on(self, conn: psycopg.Connection[Any], prefix: str) -> list[str]:
+        return [row[0] for row in self._range(conn, "key", prefix)]
+
+    def _items_on(self, conn: psycopg.Connection[Any],
+                  prefix: str) -> list[tuple[str, Record]]:
+        return [(key, self.codec.decode(bytes(body), key)[1])
+                for key, body in self._range(conn, "key, body", prefix)]
+
+    def _range(self, conn: psycopg.Connection[Any], columns: str,
+               prefix: str) -> list[tuple[Any, ...]]:
+        """``(key, *columns[1:])`` rows whose key starts with ``prefix``, in key order."""
         start = _key(prefix)
         end = _prefix_end(start)
-        sql, args = "SELECT key FROM lion_records WHERE key >= %s", [start]
+        sql, args = f"SELECT {columns} FROM lion_records WHERE key >= %s", [start]
         if end is not None:
             sql, args = sql + " AND key < %s", [start, end]
         rows = conn.execute(sql + " ORDER BY key", args).fetchall()
-        return [bytes(r[0]).decode("utf-8", "surrogatepass") for r in rows]
+        return [(bytes(r[0]).decode("utf-8", "surrogatepass"), *r[1:]) for r in rows]
 
     # --- errors ---------------------------------------------------------------------
 

@@ -54,6 +54,15 @@ class Storage(ABC):
     async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
         """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
 
+    async def items(self, prefix: str) -> list[tuple[str, Record]]:
+        """Sorted ``(key, record)`` pairs under ``prefix`` (PostgreSQL: one query)."""
+        found = []
+        for key in await self.keys(prefix):
+            record = await self.get(key)
+            if record is not None:  # deleted since keys() listed it
+                found.append((key, record))
+        return found
+
     async def renew_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
         """Extend a lease ``owner`` still holds; LeaseError if it is gone or another's.
 

@@ -102,3 +102,58 @@ async def test_a_version_1_database_is_upgraded_in_place(pg_dsn):
         await storage.close()
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT value FROM lion_meta").fetchone() == ("2",)
+
+
+async def test_items_reads_a_prefix_in_key_order(storage):
+    """What a follower reads each poll: one query on PostgreSQL, the same pairs everywhere."""
+    await storage.put_many([("nodes/a/000002", {"n": 2}), ("nodes/a/000001", {"n": 1}),
+                            ("nodes/ab/000001", {"n": 9}), ("nodes/b/000001", {"n": 3})])
+    assert await storage.items("nodes/a/") == [("nodes/a/000001", {"n": 1}),
+                                               ("nodes/a/000002", {"n": 2})]
+    assert [k for k, _ in await storage.items("nodes/a")] == [
+        "nodes/a/000001", "nodes/a/000002", "nodes/ab/000001"]
+    assert await storage.items("none/") == []
+
+
+async def test_an_owner_whose_instance_was_taken_over_and_finished_stops(tmp_path):
+    """The sweep's "committed, then ran again": owner A stalls past its TTL, B takes the
+    instance over, finishes it and releases the lease; A's next renewal must not
+    re-create the lease and carry on with its stale view (re-running B's nodes)."""
+    import asyncio
+    import time
+    from collections import Counter
+
+    from lion_nb.engine import ExecutorConfig, WorkflowExecutor
+    from lion_nb.model import Node, WorkflowBuilder
+    from lion_nb.state import StateMachineManager
+
+    storage = SqliteStorage(tmp_path / "s.db")
+    ex = WorkflowExecutor(state_manager=StateMachineManager(storage),
+                          config=ExecutorConfig(lease_ttl=0.6))
+    gate, ran = asyncio.Event(), Counter()
+
+    async def step(ctx):
+        ran[ctx.node_name] += 1
+        if ctx.node_name == "s0":
+            await gate.wait()
+        return {"n": 1}
+
+    ex.add_handler("step", step)
+    a, b = Node("s0", handler="step"), Node("s1", handler="step")
+    wf = WorkflowBuilder("two").add_nodes(a, b).connect(a, b).build()
+    try:
+        await ex.start()
+        iid = await ex.execute_workflow(wf)
+        while not ran["s0"]:
+            await asyncio.sleep(0.01)
+        # B, seeing A's lease as expired (a later clock), takes it, finishes, releases it.
+        await storage.acquire_lease(f"leases/{iid}", "B", 0.6, time.time() + 10)
+        await storage.release_lease(f"leases/{iid}", "B")
+        await asyncio.sleep(0.5)  # A's renewals (every 0.2 s) find the lease gone
+        gate.set()
+        result = await ex.wait(iid, timeout=10)
+    finally:
+        await ex.stop()
+        await storage.close()
+    assert ran["s1"] == 0, "A carried on with an instance that is no longer its own"
+    assert not result.succeeded
