@@ -333,10 +333,13 @@ class RunView(LiveView):
             self._render_cost = time.perf_counter() - t0
             return svg
 
+        def landed(fut: "asyncio.Future[str | None]") -> None:
+            self._rendered(fut, generation)
+            if not done.done():
+                done.set_result(None)
+
         def start() -> None:
-            fut = loop.run_in_executor(None, build)
-            fut.add_done_callback(lambda f: (self._rendered(f, generation),
-                                             done.done() or done.set_result(None)))
+            loop.run_in_executor(None, build).add_done_callback(landed)
 
         if sync:
             # The final portrait starts one text interval after the run ends: the thread
@@ -438,7 +441,10 @@ def _dashboard_widget(w: Any, executor: Any) -> Any:
         link = getattr(executor.runner, "dashboard_link", None)
     except Exception:  # a runner whose client is gone has no dashboard to show
         link = None
-    if not link or not str(link).startswith(("http://", "https://")):
+    # Absolute, or a path on this notebook server (the dashboard through jupyter-server-proxy
+    # on Binder/JupyterHub); never a javascript: or other scheme.
+    if not link or not str(link).startswith(("http://", "https://", "/")) \
+            or str(link).startswith("//"):
         return None
     href = html.escape(str(link), quote=True)
     return w.HTML(f'<a href="{href}" target="_blank" rel="noopener">Dask dashboard</a>')

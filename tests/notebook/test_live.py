@@ -217,6 +217,14 @@ async def test_runview_links_the_dask_dashboard_when_a_runner_has_one():
     view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
     assert 'href="http://127.0.0.1:8787/status?x=&lt;b&gt;"' in view.dashboard.value
     assert RunView(WorkflowExecutor(), picture=False).dashboard is None
+    # Through jupyter-server-proxy (Binder, JupyterHub) the link is a path on this server.
+    Runner.dashboard_link = "/user/ada/proxy/8787/status"
+    view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
+    assert 'href="/user/ada/proxy/8787/status"' in view.dashboard.value
+    for bad in ("javascript:alert(1)", "//evil.example/status"):
+        Runner.dashboard_link = bad
+        assert RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())),
+                       picture=False).dashboard is None
 
 
 async def test_a_finished_view_leaves_a_static_snapshot_in_the_notebook(frontend, monkeypatch):
