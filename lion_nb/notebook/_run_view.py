@@ -100,7 +100,9 @@ class RunView(LiveView):
                                       layout=w.Layout(width="60%"))
         self.stats = w.HTML()
         self.failures = w.HTML()
-        self.picture = w.Image(format="svg+xml", value=b"") if picture else None
+        # Hidden until its first SVG: an empty Image is a broken-image icon in the browser.
+        self.picture = w.Image(format="svg+xml", value=b"",
+                               layout=w.Layout(display="none")) if picture else None
         parts = [self.title, self.progress, self.stats, self.failures]
         self.dashboard = _dashboard_widget(w, executor)
         if self.dashboard is not None:
@@ -376,6 +378,7 @@ class RunView(LiveView):
             return
         with self.picture.hold_sync():
             self.picture.value = svg.encode("utf-8")
+            self.picture.layout.display = None
             # An Image widget stretches to the output's width; keep the picture's own size.
             size = _SVG_WIDTH.search(svg[:2000])
             if size is not None:

@@ -72,6 +72,8 @@ async def test_view_follows_a_failing_run_to_the_engines_final_state(frontend):
 async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
     ex = await executor_for(fail=False)
     view = RunView(ex)
+    # No picture yet: the Image is hidden, not an empty (broken-image) icon.
+    assert view.picture.value == b"" and view.picture.layout.display == "none"
     result = await ex.run(etl(False))
     assert result.succeeded
     assert_matches_engine(view, result)
@@ -79,6 +81,7 @@ async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
     assert view.attempts["transform"] == 2
     await view.drawn()
     assert b"attempt 2/3" in bytes(view.picture.value)
+    assert view.picture.layout.display is None
     await ex.stop()
 
 
