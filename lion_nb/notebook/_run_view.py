@@ -474,7 +474,6 @@ def header_html(name: str, state: str, instance_id: str | None, done: int, total
     return " ".join(parts)
 
 
-
 def tracebacks_html(exceptions: dict[str, BaseException], limit: int) -> str:
     """One collapsed block per failed node: who raised what, then the handler's frames first.
 
