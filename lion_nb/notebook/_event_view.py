@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
-from ._text import html_text
+from ._text import html_text, short_id
 from ._live_view import LiveView, observe_of
 from ._html import chip, figure_html, items_html, table_html
 
@@ -232,7 +232,3 @@ def _trouble_html(x: DeliveryTrouble) -> str:
             f"{html_text(x.topic, 60)} event <code title='{html_text(x.event_id)}'>"
             f"{html_text(short_id(x.event_id))}</code> attempt {x.attempt}{error}")
 
-
-def short_id(ident: str, keep: int = 8) -> str:
-    """A long id cut to its first ``keep`` characters and an ellipsis (the tooltip has it all)."""
-    return ident if len(ident) <= keep + 1 else f"{ident[:keep]}…"

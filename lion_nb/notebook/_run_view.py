@@ -100,7 +100,9 @@ class RunView(LiveView):
                                       layout=w.Layout(width="60%"))
         self.stats = w.HTML()
         self.failures = w.HTML()
-        self.picture = w.Image(format="svg+xml", value=b"") if picture else None
+        # Hidden until its first SVG: an empty Image is a broken-image icon in the browser.
+        self.picture = w.Image(format="svg+xml", value=b"",
+                               layout=w.Layout(display="none")) if picture else None
         parts = [self.title, self.progress, self.stats, self.failures]
         self.dashboard = _dashboard_widget(w, executor)
         if self.dashboard is not None:
@@ -333,10 +335,13 @@ class RunView(LiveView):
             self._render_cost = time.perf_counter() - t0
             return svg
 
+        def landed(fut: "asyncio.Future[str | None]") -> None:
+            self._rendered(fut, generation)
+            if not done.done():
+                done.set_result(None)
+
         def start() -> None:
-            fut = loop.run_in_executor(None, build)
-            fut.add_done_callback(lambda f: (self._rendered(f, generation),
-                                             done.done() or done.set_result(None)))
+            loop.run_in_executor(None, build).add_done_callback(landed)
 
         if sync:
             # The final portrait starts one text interval after the run ends: the thread
@@ -373,6 +378,7 @@ class RunView(LiveView):
             return
         with self.picture.hold_sync():
             self.picture.value = svg.encode("utf-8")
+            self.picture.layout.display = None
             # An Image widget stretches to the output's width; keep the picture's own size.
             size = _SVG_WIDTH.search(svg[:2000])
             if size is not None:
@@ -438,7 +444,10 @@ def _dashboard_widget(w: Any, executor: Any) -> Any:
         link = getattr(executor.runner, "dashboard_link", None)
     except Exception:  # a runner whose client is gone has no dashboard to show
         link = None
-    if not link or not str(link).startswith(("http://", "https://")):
+    # Absolute, or a path on this notebook server (the dashboard through jupyter-server-proxy
+    # on Binder/JupyterHub); never a javascript: or other scheme.
+    if not link or not str(link).startswith(("http://", "https://", "/")) \
+            or str(link).startswith("//"):
         return None
     href = html.escape(str(link), quote=True)
     return w.HTML(f'<a href="{href}" target="_blank" rel="noopener">Dask dashboard</a>')
@@ -463,7 +472,6 @@ def header_html(name: str, state: str, instance_id: str | None, done: int, total
     if instance_id:
         parts.append(f"<small>{html_text(instance_id, 40)}</small>")
     return " ".join(parts)
-
 
 
 def tracebacks_html(exceptions: dict[str, BaseException], limit: int) -> str:

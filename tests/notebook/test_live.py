@@ -72,6 +72,8 @@ async def test_view_follows_a_failing_run_to_the_engines_final_state(frontend):
 async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
     ex = await executor_for(fail=False)
     view = RunView(ex)
+    # No picture yet: the Image is hidden, not an empty (broken-image) icon.
+    assert view.picture.value == b"" and view.picture.layout.display == "none"
     result = await ex.run(etl(False))
     assert result.succeeded
     assert_matches_engine(view, result)
@@ -79,6 +81,7 @@ async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
     assert view.attempts["transform"] == 2
     await view.drawn()
     assert b"attempt 2/3" in bytes(view.picture.value)
+    assert view.picture.layout.display is None
     await ex.stop()
 
 
@@ -217,6 +220,14 @@ async def test_runview_links_the_dask_dashboard_when_a_runner_has_one():
     view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
     assert 'href="http://127.0.0.1:8787/status?x=&lt;b&gt;"' in view.dashboard.value
     assert RunView(WorkflowExecutor(), picture=False).dashboard is None
+    # Through jupyter-server-proxy (Binder, JupyterHub) the link is a path on this server.
+    Runner.dashboard_link = "/user/ada/proxy/8787/status"
+    view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
+    assert 'href="/user/ada/proxy/8787/status"' in view.dashboard.value
+    for bad in ("javascript:alert(1)", "//evil.example/status"):
+        Runner.dashboard_link = bad
+        assert RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())),
+                       picture=False).dashboard is None
 
 
 async def test_a_finished_view_leaves_a_static_snapshot_in_the_notebook(frontend, monkeypatch):

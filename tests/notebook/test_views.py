@@ -147,12 +147,6 @@ async def test_scheduler_view_says_idle_names_misses_and_keeps_a_history(fronten
     await ex.stop()
 
 
-def test_sparkline_scales_to_the_largest_value():
-    from lion_nb.notebook._scheduler_view import sparkline
-    assert sparkline([0, 4, 8]) == "▁▅█"
-    assert sparkline([0, 0]) == "▁▁"
-
-
 async def test_scheduler_view_caps_updates_per_second_on_a_10k_task_run(frontend):
     scheduler = WorkflowScheduler(SchedulerConfig(max_concurrent_tasks=16))
     ex = WorkflowExecutor(scheduler)
