@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .. import _display
 from ..model import WorkflowDefinition
@@ -11,7 +11,48 @@ from ..errors import LionError, NoResultError
 from ..state.machine import InstanceState, NodeState
 from ._cache_reason import CacheReason, NodeReason
 
-__all__ = ["InstanceResult"]
+__all__ = ["InstanceResult", "NodeColumn"]
+
+
+class NodeColumn(Mapping[str, Any]):
+    """A read-only mapping node name -> value, read from a finished run's per-node columns.
+
+    A finished run's columns never change, so its result keeps these instead of
+    three dicts of every node, and makes a dict of one only when it is read
+    (see ``_DictOnRead``). ``only`` keeps the nodes for which it is true.
+    """
+
+    __slots__ = ("_names", "_index", "_value", "_only", "_len")
+
+    def __init__(self, names: Sequence[str], index: Mapping[str, int],
+                 value: Callable[[int], Any],
+                 only: Callable[[int], bool] | None = None) -> None:
+        self._names, self._index, self._value, self._only = names, index, value, only
+        self._len: int | None = None if only is not None else len(names)
+
+    def __getitem__(self, name: str) -> Any:
+        i = self._index.get(name)
+        if i is None or (self._only is not None and not self._only(i)):
+            raise KeyError(name)
+        return self._value(i)
+
+    def __contains__(self, name: object) -> bool:
+        i = self._index.get(name) if isinstance(name, str) else None
+        return i is not None and (self._only is None or self._only(i))
+
+    def __iter__(self) -> Iterator[str]:
+        only, names = self._only, self._names
+        if only is None:
+            return iter(names)
+        return (names[i] for i in range(len(names)) if only(i))
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -113,3 +154,30 @@ class InstanceResult:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return _display.mimebundle(self, include, exclude)
+
+
+class _DictOnRead:
+    """A field that holds a mapping as given and reads as a plain dict (made on first read).
+
+    A 10k-node result costs three dicts of 10k entries; most callers read one
+    node or none, so the dicts are built when the field is first read.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = f"_{name}"
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name]
+        if type(value) is not dict:
+            value = obj.__dict__[self.name] = dict(value)
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+# Installed after @dataclass has written __init__, which then assigns through them.
+for _name in ("node_states", "attempts", "results"):
+    setattr(InstanceResult, _name, _DictOnRead(_name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import operator
 import secrets
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,9 @@ from .scheduler import WorkflowScheduler
 _log = logging.getLogger("lion_nb.engine")
 
 __all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
+
+_HANDLER_KEY = operator.attrgetter("handler")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 NodeHandler = Callable[[Any], Any]
 """A handler: ``async def h(ctx)`` or ``def h(ctx)``, returning a value or a NodeResult."""
@@ -184,17 +188,14 @@ class WorkflowExecutor:
     # --- instances -------------------------------------------------------------------
 
     def _resolve_handlers(self, definition: WorkflowDefinition) -> tuple[list[Any], list[bool]]:
-        handlers, flags = [], []
-        for node in definition.nodes:
-            entry = self._handlers.get(node.handler)
-            if entry is None:
-                raise HandlerNotFoundError(
-                    f"node {node.name!r} of {definition.name!r} has no registered handler "
-                    f"{node.handler!r}; registered: {sorted(self._handlers)[:20]}",
-                    node=node.name, handler=node.handler)
-            handlers.append(entry[0])
-            flags.append(entry[1])
-        return handlers, flags
+        entries: list[Any] = list(map(self._handlers.get, map(_HANDLER_KEY, definition.nodes)))
+        if None in entries:
+            node = definition.nodes[entries.index(None)]
+            raise HandlerNotFoundError(
+                f"node {node.name!r} of {definition.name!r} has no registered handler "
+                f"{node.handler!r}; registered: {sorted(self._handlers)[:20]}",
+                node=node.name, handler=node.handler)
+        return list(map(_FIRST, entries)), list(map(_SECOND, entries))
 
     def _new_run(self, definition: WorkflowDefinition, instance_id: str,
                  inputs: Mapping[str, Any] | None, priority: Any, deadlines: Any,
@@ -206,12 +207,20 @@ class WorkflowExecutor:
                             f"{type(definition).__name__}")
         handlers, flags = self._resolve_handlers(definition)
         nodes = definition.nodes
-        prios = [int(_per_node(priority, n, n.priority)) for n in nodes]
         now = self.scheduler.clock.monotonic()
-        dls: list[float | None] = []
-        for n in nodes:
-            rel = _per_node(deadlines, n, n.deadline)
-            dls.append(None if rel is None else now + rel)
+        prios: list[int]
+        dls: list[float | None]
+        if priority is None:  # the common case, without a call per node
+            prios = [n.priority for n in nodes]
+        else:
+            prios = [int(_per_node(priority, n, n.priority)) for n in nodes]
+        if deadlines is None:
+            dls = [None if n.deadline is None else now + n.deadline for n in nodes]
+        else:
+            dls = []
+            for n in nodes:
+                rel = _per_node(deadlines, n, n.deadline)
+                dls.append(None if rel is None else now + rel)
         grant_set = self._grant(instance_id, grants, definition)
         gate, resource_gate = self._security_gates(instance_id, grant_set)
         return InstanceRun(self._env, definition, instance_id, dict(inputs or {}), handlers,

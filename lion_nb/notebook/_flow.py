@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .. import _display
 from ..engine import Cache, ExecutorConfig, HistoryRecorder, WorkflowExecutor
 from ..errors import CacheConfigError, DefinitionError, LionError, UnknownNodeError
-from ..model import Edge, Node, WorkflowBuilder, WorkflowDefinition
+from ..model import Condition, Edge, Node, WorkflowBuilder, WorkflowDefinition
 
 __all__ = ["Flow", "Step"]
 
@@ -139,11 +139,11 @@ class Flow:
         # step leaves nothing behind.
         node = Node(step_name, **options)
         nodes = self._nodes
-        edges = [Edge.between(nodes[p].id, node.id, when) for p in preds]
+        condition = None if when is None else Condition(when)
         builder = self._builder
         builder.add_node(node)
-        for edge in edges:  # known ends, new pairs, pointing backwards: cannot fail
-            builder.add_edge(edge)
+        for p in preds:  # known ends, new pairs, pointing backwards: cannot fail
+            builder.connect(nodes[p], node, condition)
         self.steps[step_name] = Step(step_name, f, tuple(preds), when, options)
         nodes[step_name] = node
         self._names[id(f)] = step_name
@@ -164,7 +164,7 @@ class Flow:
                     if p not in nodes:
                         raise DefinitionError(f"step {s.name!r} comes after {p!r}, which is "
                                               "declared later", step=s.name)
-                    builder.add_edge(Edge.between(nodes[p].id, node.id, s.when))
+                    builder.connect(nodes[p], node, s.when)
             self._builder, self._nodes, self._definition = builder, nodes, None
         self.steps[old.name] = step
         self._names[id(f)] = old.name
