@@ -17,6 +17,7 @@ from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionE
 from ..state.machine import (CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates,
                              check_instance_transition)
 from ._cache_session import RUN as _RUN
+from ._cache_report import ReusedReport
 from ._cache_session import CacheSession
 from ._env import RunEnv
 from ._join import JoinRule
@@ -51,8 +52,6 @@ _CANCEL_NOW = (CODE[NodeState.PENDING], CODE[NodeState.RETRYING])
 _NK = len(NODE_ORDER)
 _C_QUEUED, _C_RUNNING, _C_SUCCEEDED = (CODE[NodeState.QUEUED], CODE[NodeState.RUNNING],
                                        CODE[NodeState.SUCCEEDED])
-# The event data of a node reused without a detail: one shared dict, never mutated.
-_REUSED_DATA: dict[str, Any] = {"reason": "reused"}
 _END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NODE_UPSTREAM_FAILED,
              NodeState.CANCELLED: K.NODE_CANCELLED, NodeState.FAILED: K.NODE_FAILED}
 
@@ -128,6 +127,7 @@ class InstanceRun:
         self.cache: CacheSession | None = None
         self._ready: list[int] = []
         self._draining = False
+        self._report: ReusedReport | None = None  # reused nodes' events, one per batch
         # Durable runs only: how often a node's process died under it (from storage), and
         # the attempt whose start record a commit already wrote (no second write then).
         self.crashes: dict[int, int] = {}
@@ -202,6 +202,10 @@ class InstanceRun:
         decide = session.decide
         nodes = self.nodes
         ready = self._ready
+        report = self._report
+        if report is None:
+            report = self._report = ReusedReport(self.observe, self.instance_id, nodes,
+                                                 session.verdicts, self._now)
         self._draining = True
         try:
             while ready:
@@ -211,11 +215,13 @@ class InstanceRun:
                     break
                 result = decide(i)
                 if result is _RUN or (nodes[i].requires and not self._may_reuse(i)):
+                    report.flush()
                     self._enqueue(i)
                 else:
-                    self._reuse(i, result)
+                    self._reuse(i, result, report)
         finally:
             self._draining = False
+            report.flush()
 
     def _may_reuse(self, i: int) -> bool:
         """The capability check runs for a cached node too: denied, it goes the normal way."""
@@ -227,26 +233,21 @@ class InstanceRun:
             return False
         return True
 
-    def _reuse(self, i: int, result: Any) -> None:
+    def _reuse(self, i: int, result: Any, report: ReusedReport) -> None:
         """Node ``i`` ends SUCCEEDED with a cached result; its handler does not run."""
         self.states.codes[i] = _C_SUCCEEDED  # decided without an attempt: no transitions
         self.results[i] = result
         self.unfinished -= 1
-        obs = self.observe
-        if _K_SUCCEEDED in obs.wanted:
-            assert self.cache is not None
-            verdict = self.cache.verdicts[i]
-            data = _REUSED_DATA if verdict is None or verdict.detail is None else {
-                "reason": "reused", "reason_detail": verdict.detail}
-            obs.emit(ExecEvent(_K_SUCCEEDED, self._now(), self.instance_id,
-                               self.nodes[i].name, 0, data))
+        report.pending.append(i)  # its event comes with the batch, before any other
         ready = self._ready
         for t in self.join.done(i, _C_SUCCEEDED, result):
             if t >= 0:
+                report.flush()
                 self._end_decided(t)
             else:
                 ready.append(~t)
         if self.unfinished == 0:
+            report.flush()
             self.finish()
 
     def _enqueue(self, i: int) -> None:

@@ -16,15 +16,16 @@ from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFou
                       InstanceNotFoundError, LionError, RerunError, SecurityError, StateError)
 from ..model import InstanceId, Node, Priority, WorkflowDefinition
 from ..security import (
-    AuditRecord, GrantSet, Requirement, ResourceRegistry, resource_for, scope_covers,
+    AuditRecord, GrantSet, Requirement, ResourceRegistry, scope_covers,
 )
 from ..state.machine import InstanceState, StateMachineManager
-from ._claim import Claimer, submit_instance, wait_stored
+from ._claim import Claimer, hand_back, submit_instance
 from ._cache import Cache, as_cache
 from ._cache_session import CacheSession, RerunPlan
 from ._env import RunEnv
 from ._executor_config import ExecutorConfig, seconds
 from ._prune import prune_finished
+from ._remote import RemoteRun, wait_stored
 from ._result import InstanceResult
 from ._run import InstanceRun
 from ._store import InstanceStore
@@ -78,6 +79,7 @@ class WorkflowExecutor:
         self._event_sink = self.config.event_sink
         self._owner = new_owner_id()  # this executor's name on the leases it holds
         self._claimer: Claimer | None = None
+        self._remote: dict[str, RemoteRun] = {}  # instances followed in durable storage
         self._env = RunEnv(scheduler=self.scheduler, observe=self.observe,
                            clock=self.scheduler.clock, config=self.config, runner=self.runner,
                            spawn=self.spawn, run_in_thread=self.run_in_thread,
@@ -87,7 +89,9 @@ class WorkflowExecutor:
         #: The cache of ``ExecutorConfig(cache=...)`` (None: results are not reused).
         self.cache: Cache | None = as_cache(self.config.cache)
         if self.config.authority is not None:
-            self.config.authority.add_listener(self._audited)
+            # Allowed checks on the dispatch path are forwarded by the gate itself, only
+            # when the observe stream wants them: a passing check then calls no listener.
+            self.config.authority.add_listener(self._audited, allowed_checks=False)
 
     # --- handlers ----------------------------------------------------------------
 
@@ -149,6 +153,8 @@ class WorkflowExecutor:
         if self._claimer is not None:
             await self._claimer.stop()
             self._claimer = None
+        for remote in self._remote.values():
+            await remote.stop()
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)
@@ -159,6 +165,7 @@ class WorkflowExecutor:
                 finishing.append(asyncio.shield(run.done))
             elif run.state is InstanceState.RUNNING:
                 if run.store is not None:  # durable: stays resumable, its lease released
+                    await hand_back(run.store)  # a submitted one: claimers continue it
                     await run.store.detach()
                 await run.cancel()
         if finishing:
@@ -368,7 +375,9 @@ class WorkflowExecutor:
     def _get(self, instance_id: str) -> InstanceRun:
         run = self._runs.get(instance_id)
         if run is None:
-            raise InstanceNotFoundError(f"no instance {instance_id!r} on this executor",
+            hint = ("; to watch one that runs elsewhere: await executor.follow(instance_id)"
+                    if self.state_manager.durable else "")
+            raise InstanceNotFoundError(f"no instance {instance_id!r} on this executor{hint}",
                                         instance_id=instance_id)
         return run
 
@@ -378,6 +387,10 @@ class WorkflowExecutor:
 
         An instance that runs elsewhere (``submit``) is followed in durable storage.
         """
+        remote = self._remote.get(instance_id)
+        if remote is not None and instance_id not in self._runs:
+            result = await remote.wait(timeout)
+            return result.check() if check else result
         if instance_id not in self._runs and self.state_manager.durable:
             result = await wait_stored(self.state_manager.storage, instance_id,
                                        timeout=timeout)
@@ -403,8 +416,38 @@ class WorkflowExecutor:
         return self._get(instance_id).state
 
     def snapshot(self, instance_id: str) -> InstanceResult:
-        """The instance as it is now (running or finished)."""
+        """The instance as it is now (running or finished; followed: as last polled)."""
+        remote = self._remote.get(instance_id)
+        if remote is not None and remote.result is not None and instance_id not in self._runs:
+            return remote.result
         return self._get(instance_id).snapshot()
+
+    async def follow(self, instance_id: str, *, interval: float = 0.5) -> InstanceResult:
+        """Follow an instance that runs elsewhere (``submit``, another process).
+
+        Its committed records are read every ``interval`` seconds and what
+        changed is emitted on ``observe`` as for a local run, so ``history``,
+        ``RunView(executor, instance_id)``, ``snapshot`` and ``wait`` show it.
+        Returns the instance as read now; InstanceNotFoundError if storage has none.
+        """
+        iid = str(instance_id)
+        if not self.state_manager.durable:
+            raise InstanceNotFoundError(f"follow({iid!r}) reads durable storage; this "
+                                        f"executor's storage is in memory", instance_id=iid)
+        if not interval > 0:
+            raise LionError(f"follow(interval=...) must be > 0 seconds, not {interval!r}")
+        if iid in self._runs:  # it runs here: its events are already on observe
+            return self.snapshot(iid)
+        old = self._remote.get(iid)
+        if old is not None and old.result is not None:
+            return old.result
+        remote = RemoteRun(self.state_manager.storage, iid, self.observe, interval=interval)
+        self._remote[iid] = remote  # before its first events: a view asks for its snapshot
+        try:
+            return await remote.first_read()
+        except BaseException:
+            del self._remote[iid]
+            raise
 
     def instances(self) -> list[InstanceId]:
         """Ids of the instances this executor knows, oldest first."""
@@ -539,18 +582,23 @@ class WorkflowExecutor:
                         ) -> tuple[Callable[..., None], Callable[..., Any]]:
         """The dispatch check and ``ctx.resource`` for one instance (deny by default)."""
         registry = self.resources
+        wants, capability = self.observe.wants, K.CAPABILITY
+        check_all = None if grant_set is None else grant_set.check_all
 
         def no_grants(node: Node, what: str) -> CapabilityDeniedError:
             return CapabilityDeniedError(
                 f"node {node.name!r} needs {what} but instance {instance_id} holds no grants",
                 capability=what, node=node.name)
 
+        # Allowed dispatch checks reach the observe stream if it wanted them when the run
+        # started: asking at every dispatch would cost more than the check itself.
+        forward = self._audited if wants(capability) else None
+
         def gate(node: Node, run: Any) -> None:
-            if grant_set is None:
+            if check_all is None:
                 raise no_grants(node, node.requires[0])
             try:
-                for req in node.requires:
-                    grant_set.check(req, node=node.name)
+                check_all(node.requires, node=node.name, forward=forward)
             except SecurityError:
                 raise
             except Exception as exc:
@@ -569,8 +617,10 @@ class WorkflowExecutor:
                     node=node.name)
             if grant_set is None:
                 raise no_grants(node, f"{name}:{action}")
-            return resource_for(grant_set, registry, name, action, scope or declared[0].scope,
-                                node=node.name)
+            scope = scope or declared[0].scope
+            grant_set.check_all((f"{name}:{action}:{scope}",), node=node.name,
+                                forward=self._audited if wants(capability) else None)
+            return registry.get(name, scope)  # checked first: see resource_for
         return gate, resource_gate
 
 

@@ -91,7 +91,7 @@ _NAN = math.nan
 # One event per attempt: its end carries when it was queued and started, so the
 # recorder needs neither NODE_QUEUED nor NODE_STARTED (not built unless a view asks).
 KINDS = frozenset({K.INSTANCE_STARTED, K.INSTANCE_FINISHED,
-                   K.CHECKPOINT_SAVED, *_NODE_END})
+                   K.CHECKPOINT_SAVED, K.NODES_REUSED, *_NODE_END})
 
 
 def _time(value: float) -> float | None:
@@ -280,6 +280,8 @@ class HistoryRecorder:
             data = ev.data or {}
             self.on_attempt(kind, ev.time, ev.instance_id or "", ev.node or "", ev.attempt,
                             data.get("queued_at"), data.get("started_at"), data)
+        elif kind is K.NODES_REUSED:
+            self._reused(ev)
         elif kind is K.INSTANCE_STARTED:
             if ev.instance_id in self._forgotten:  # the id is reused: keep its new rows
                 self._compact()
@@ -294,6 +296,23 @@ class HistoryRecorder:
         elif kind is K.CHECKPOINT_SAVED:
             self.checkpoints.append({"time": ev.time, "instance_id": ev.instance_id,
                                      **(ev.data or {})})
+
+    def _reused(self, ev: ExecEvent) -> None:
+        """Nodes reused from the cache: a row each, state "reused", no attempt."""
+        data = ev.data or {}
+        iid = ev.instance_id or ""
+        inst = self.instances.get(iid)
+        workflow, when = inst.workflow if inst else "", ev.time
+        details = data.get("details") or {}
+        cols = self._cols
+        for name in data.get("nodes", ()):
+            cols.extra[len(cols.state)] = (None, None, "reused", details.get(name))
+            cols.instance.append(iid)
+            cols.workflow.append(workflow)
+            cols.node.append(name)
+            cols.attempt.append(0)
+            cols.state.append(_REUSED)
+            cols.times.extend((_NAN, _NAN, when))
 
     def attempts(self, instance_id: str | None = None) -> list[AttemptRecord]:
         """Attempt records, optionally of one instance."""

@@ -37,6 +37,8 @@ class EventKind(enum.StrEnum):
     NODE_RETRIED = "node_retried"
     NODE_YIELDED = "node_yielded"
     NODE_RESTORED = "node_restored"
+    #: Many nodes whose cached result was reused, in one event (opt-in: ObserveStream).
+    NODES_REUSED = "nodes_reused"
     QUEUE_DEPTH = "queue_depth"
     POLICY_CHANGED = "policy_changed"
     DEADLINE_MISSED = "deadline_missed"
@@ -101,14 +103,19 @@ class ObserveStream:
     cheap; a live view marks itself dirty and flushes on its own timer. A
     callback that raises is logged and never breaks the engine. Emitters ask
     ``wants(kind)`` first, so an event nobody listens to is never built.
+
+    Batch kinds are opt-in: ``NODES_REUSED`` reaches only subscribers that name it,
+    and they get no ``NODE_SUCCEEDED`` per reused node; every other subscriber of
+    ``NODE_SUCCEEDED`` still gets one per node (``wants_singles``/``emit_singles``).
     """
 
-    __slots__ = ("_subs", "_by_kind", "_attempt_subs", "active", "wanted")
+    __slots__ = ("_subs", "_by_kind", "_singles", "_attempt_subs", "active", "wanted")
 
     def __init__(self) -> None:
         self._subs: list[tuple[Callback, frozenset[EventKind] | None,
                                AttemptCallback | None]] = []
         self._by_kind: dict[EventKind, tuple[Callback, ...]] = {}
+        self._singles: dict[EventKind, tuple[Callback, ...]] = {}
         self._attempt_subs: dict[EventKind,
                                  tuple[tuple[AttemptCallback | None, Callback], ...]] = {}
         self.active = False
@@ -134,7 +141,13 @@ class ObserveStream:
     def _rebuild(self) -> None:
         self._by_kind = {
             kind: cbs for kind in EventKind
-            if (cbs := tuple(cb for cb, ks, _ in self._subs if ks is None or kind in ks))
+            if (cbs := tuple(cb for cb, ks, _ in self._subs
+                             if (kind not in _BATCHES if ks is None else kind in ks)))
+        }
+        self._singles = {
+            batch: cbs for batch, single in _BATCHES.items()
+            if (cbs := tuple(cb for cb, ks, _ in self._subs
+                             if ks is None or (single in ks and batch not in ks)))
         }
         self._attempt_subs = {
             kind: pairs for kind in EventKind
@@ -178,3 +191,21 @@ class ObserveStream:
                 cb(event)
             except Exception:  # a broken view must not break a run
                 _log.exception("observe subscriber %r failed on %s", cb, event.kind)
+
+    def wants_singles(self, batch: EventKind) -> bool:
+        """Whether a subscriber wants the per-node events a ``batch`` event stands for."""
+        return batch in self._singles
+
+    def emit_singles(self, batch: EventKind, events: Iterable[ExecEvent]) -> None:
+        """Deliver per-node ``events`` to the subscribers that did not take ``batch``."""
+        callbacks = self._singles.get(batch, ())
+        for event in events:
+            for cb in callbacks:
+                try:
+                    cb(event)
+                except Exception:  # a broken view must not break a run
+                    _log.exception("observe subscriber %r failed on %s", cb, event.kind)
+
+
+#: Batch kind -> the per-node kind it stands for (see ObserveStream).
+_BATCHES = {EventKind.NODES_REUSED: EventKind.NODE_SUCCEEDED}

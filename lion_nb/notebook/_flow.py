@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .. import _display
 from ..engine import Cache, ExecutorConfig, HistoryRecorder, WorkflowExecutor
-from ..errors import CacheConfigError, DefinitionError, UnknownNodeError
-from ..model import Condition, Node, WorkflowBuilder, WorkflowDefinition
+from ..errors import CacheConfigError, DefinitionError, LionError, UnknownNodeError
+from ..model import Condition, Edge, Node, WorkflowBuilder, WorkflowDefinition
 
 __all__ = ["Flow", "Step"]
 
@@ -102,8 +102,18 @@ class Flow:
         and any other keyword go to :class:`lion_nb.model.Node`.
         """
         if fn is None:
-            return lambda f: self._declare(f, name, after, when, retries, node_options)
-        return self._declare(fn, name, after, when, retries, node_options)
+            return lambda f: self._declare_here(f, name, after, when, retries, node_options)
+        return self._declare_here(fn, name, after, when, retries, node_options)
+
+    def _declare_here(self, f: Handler, name: str | None, after: Any, when: Any,
+                      retries: int, node_options: dict[str, Any]) -> Handler:
+        """Declare a step; a refusal is raised from the user's line, not 7-11 frames deep."""
+        try:
+            return self._declare(f, name, after, when, retries, node_options)
+        except LionError as exc:
+            # The message names the culprit; the frames below this one (the builder, the
+            # expression compiler) would only bury the user's own line under ours.
+            raise exc.with_traceback(None) from exc.__cause__
 
     def _declare(self, f: Handler, name: str | None, after: Any, when: Any, retries: int,
                  node_options: dict[str, Any]) -> Handler:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 __all__ = ["ACTIONS", "DECISIONS", "AuditListener", "AuditLog", "AuditRecord", "clip"]
 
@@ -76,19 +76,28 @@ class AuditLog:
     """A bounded in-memory list of records plus synchronous listeners.
 
     ``limit`` bounds memory in long-running processes (None: unbounded); the
-    oldest records fall off first, while listeners still see every record.
-    A listener that raises is logged and never breaks the decision it reports.
+    oldest records fall off first, while listeners still see every record
+    they subscribed to. A listener that raises is logged and never breaks the
+    decision it reports.
     """
 
-    __slots__ = ("_records", "listeners", "limit", "append")
+    __slots__ = ("_records", "listeners", "check_listeners", "limit", "append")
 
     def __init__(self, limit: int | None = 100_000) -> None:
-        self._records: collections.deque[AuditRecord] = collections.deque(maxlen=limit)
+        self._records: collections.deque[Any] = collections.deque(maxlen=limit)
         self.listeners: tuple[AuditListener, ...] = ()
         """The current listeners (read-only; use add_listener / remove_listener)."""
+        self.check_listeners: tuple[AuditListener, ...] = ()
+        """The listeners that also hear allowed checks (read-only)."""
         self.limit = limit
         self.append = self._records.append
-        """Keep a record without notifying: for hot paths that call ``notify`` themselves."""
+        """Keep a record without notifying: for hot paths that call ``notify`` themselves.
+
+        Also takes an allowed check in compact form, ``(time, node, template)``,
+        where ``template`` is that check's AuditRecord without time and node:
+        one small tuple per node dispatch instead of a whole record, expanded
+        when the records are read.
+        """
 
     def record(self, rec: AuditRecord) -> None:
         """Keep ``rec`` and hand it to every listener."""
@@ -96,28 +105,45 @@ class AuditLog:
         if self.listeners:
             self.notify(rec)
 
-    def notify(self, rec: AuditRecord) -> None:
-        """Hand ``rec`` to every listener; one that raises is logged and skipped."""
-        for listener in self.listeners:
+    def record_allowed(self, rec: AuditRecord) -> None:
+        """Keep an allowed check and hand it to the listeners that asked for those."""
+        self._records.append(rec)
+        if self.check_listeners:
+            self.notify(rec, self.check_listeners)
+
+    def notify(self, rec: AuditRecord,
+               listeners: tuple[AuditListener, ...] | None = None) -> None:
+        """Hand ``rec`` to every listener (or to ``listeners``); one that raises is logged."""
+        for listener in self.listeners if listeners is None else listeners:
             try:
                 listener(rec)
             except Exception:  # an observer's bug must not turn a check into a crash
                 _log.exception("audit listener %r failed on %s", listener, rec.action)
 
-    def add_listener(self, callback: AuditListener) -> Callable[[], None]:
-        """Call ``callback(record)`` for every new record; returns a remover."""
+    def add_listener(self, callback: AuditListener, *,
+                     allowed_checks: bool = True) -> Callable[[], None]:
+        """Call ``callback(record)`` for every new record; returns a remover.
+
+        ``allowed_checks=False``: not for allowed checks (they are still kept),
+        so a check that passes calls nothing -- what a forwarder on the dispatch
+        path wants. Denials, grants and every other record still reach it.
+        """
         if not callable(callback):
             raise TypeError(f"audit listener must be callable, not {callback!r}")
         self.listeners = self.listeners + (callback,)
+        if allowed_checks:
+            self.check_listeners = self.check_listeners + (callback,)
         return lambda: self.remove_listener(callback)
 
     def remove_listener(self, callback: AuditListener) -> None:
         """Stop calling ``callback`` (idempotent)."""
         self.listeners = tuple(cb for cb in self.listeners if cb is not callback)
+        self.check_listeners = tuple(cb for cb in self.check_listeners if cb is not callback)
 
     def records(self) -> list[AuditRecord]:
         """A snapshot list of the kept records, oldest first."""
-        return list(self._records)
+        return [rec if type(rec) is AuditRecord else rec[2]._replace(time=rec[0], node=rec[1])
+                for rec in list(self._records)]
 
     def clear(self) -> None:
         """Forget the kept records (listeners stay)."""

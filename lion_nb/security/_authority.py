@@ -64,8 +64,12 @@ class Authority:
             register_action(action)
         self._log = AuditLog(audit_limit)
         self._revoked: set[str] = set()
-        # Bumped by every revocation; caches compare it to know they may be stale.
-        self._epoch = 0
+        self.revocation_epoch = 0
+        """A counter every revocation bumps (holders of verified tokens compare it).
+
+        A plain attribute, not a property: every node dispatch reads it. Read it,
+        never write it.
+        """
         self._hook = self._attenuated  # one bound method, held by every token made here
         self._cache: dict[str, list[Any]] = {}
         self._cache_size = cache_size
@@ -105,11 +109,6 @@ class Authority:
     def audit_log(self) -> AuditLog:
         """The audit trail (records and listeners)."""
         return self._log
-
-    @property
-    def revocation_epoch(self) -> int:
-        """A counter every revocation bumps (holders of verified tokens compare it)."""
-        return self._epoch
 
     def register_action(self, name: str) -> str:
         """Add an action to the (process-wide) vocabulary and return it."""
@@ -170,8 +169,8 @@ class Authority:
                 tok = verify_token(text, self._key, clock=self.clock, on_attenuate=self._hook)
                 entry = self._remember(text, tok)
             tok = entry[0]
-            if entry[1] != self._epoch:
-                epoch = self._epoch  # read first: a revocation racing us forces a recheck
+            if entry[1] != self.revocation_epoch:
+                epoch = self.revocation_epoch  # read first: a racing revocation rechecks
                 self._raise_if_revoked(tok)
                 entry[1] = epoch
             if tok.expires_at is not None and self.clock.time() >= tok.expires_at:
@@ -200,7 +199,7 @@ class Authority:
                              token_id=tid)
         with self._lock:
             self._revoked.add(tid)
-            self._epoch += 1
+            self.revocation_epoch += 1
         self._audit("revoke", token_id=tid)
 
     def is_revoked(self, token: str | Token) -> bool:
@@ -342,9 +341,12 @@ class Authority:
         """Every kept audit record, oldest first."""
         return self._log.records()
 
-    def add_listener(self, callback: AuditListener) -> Any:
-        """Call ``callback(record)`` synchronously for each new record; returns a remover."""
-        return self._log.add_listener(callback)
+    def add_listener(self, callback: AuditListener, *, allowed_checks: bool = True) -> Any:
+        """Call ``callback(record)`` synchronously for each new record; returns a remover.
+
+        ``allowed_checks=False`` skips allowed checks (still kept in the log).
+        """
+        return self._log.add_listener(callback, allowed_checks=allowed_checks)
 
     def remove_listener(self, callback: AuditListener) -> None:
         """Stop calling ``callback``."""

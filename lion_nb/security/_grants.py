@@ -15,7 +15,8 @@ never against the authority's internals.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 from lion_nb.clock import Clock
@@ -78,13 +79,14 @@ class _Hit(NamedTuple):
     text: str
     holder: str | None
     grant: _Grant
+    allowed: AuditRecord  # the allow record, without time and node (AuditLog.append)
 
 
 class GrantSet:
     """Tokens granted to one instance; made by ``Authority.grant``, not directly."""
 
-    __slots__ = ("_issuer", "_log", "_append", "_clock", "_time", "instance_id", "holder",
-                 "_grants", "_lost", "_hits", "_epoch")
+    __slots__ = ("_issuer", "_log", "_append", "_clock", "_time", "instance_id",
+                 "holder", "_grants", "_lost", "_hits", "_nodes", "_narrowed", "_epoch")
 
     def __init__(self, issuer: GrantIssuer, instance_id: str, tokens: Iterable[Token], *,
                  holder: str | None = None) -> None:
@@ -114,6 +116,10 @@ class GrantSet:
         self._lost: dict[str, Capability] = {}
         # requirement (as passed) -> what an allowed check needs, flat for speed.
         self._hits: dict[object, _Hit] = {}
+        # requirements of one node -> (earliest expiry, hits): check_all's one lookup.
+        self._nodes: dict[object, tuple[float | None, tuple[_Hit, ...]]] = {}
+        # narrow()'s results, reused while fresh: narrowing costs a MAC per token.
+        self._narrowed: dict[object, tuple[float, GrantSet]] = {}
 
     # --- checks -------------------------------------------------------------
 
@@ -130,16 +136,65 @@ class GrantSet:
             hit = self._hits.get(requirement)
         except TypeError:  # unhashable: the slow path says why it is not a requirement
             hit = None
-        if hit is not None:
-            now = self._time()
-            if hit.expires_at is None or now < hit.expires_at:
-                rec = _new_record(AuditRecord, (now, "check", "allow", hit.token_id, hit.text,
-                                                node, self.instance_id, hit.holder, None))
-                self._append(rec)
-                if self._log.listeners:
-                    self._log.notify(rec)
-                return
-        self._check_slow(requirement, node, self._time())
+        now = self._time()
+        if hit is None or (hit.expires_at is not None and now >= hit.expires_at):
+            hit = self._hit_slow(requirement, node, now)
+        rec = _new_record(AuditRecord, (now, "check", "allow", hit.token_id, hit.text,
+                                        node, self.instance_id, hit.holder, None))
+        self._append(rec)
+        if self._log.check_listeners:
+            self._log.notify(rec, self._log.check_listeners)
+
+    def check_all(self, requirements: tuple[Requirement | str, ...], *, node: str | None,
+                  forward: Callable[[AuditRecord], None] | None = None) -> None:
+        """Check every requirement of one node dispatch, or raise.
+
+        All or nothing, like :meth:`check` for each (a denial is audited and
+        raised, and then no allow is recorded). Once a tuple of requirements
+        passed, checking it again is one dict lookup and one expiry compare
+        until a token involved expires or anything is revoked. ``forward``
+        receives each allow record too: a caller passing them on (the
+        executor's observe stream) then needs no audit listener on this path.
+        """
+        if self._epoch != self._issuer.revocation_epoch:
+            self._refresh()
+        now = self._time()
+        try:
+            entry = self._nodes.get(requirements)
+        except TypeError:
+            entry = None
+        if entry is None or (entry[0] is not None and now >= entry[0]):
+            entry = self._admit(requirements, node, now)
+        listeners = self._log.check_listeners
+        for hit in entry[1]:
+            self._append((now, node, hit.allowed))  # compact: expanded when read
+            if listeners or forward is not None:
+                rec = hit.allowed._replace(time=now, node=node)
+                if listeners:
+                    self._log.notify(rec, listeners)
+                if forward is not None:
+                    forward(rec)
+
+    def _admit(self, requirements: tuple[Requirement | str, ...], node: str | None,
+               now: float) -> tuple[float | None, tuple[_Hit, ...]]:
+        hits = []
+        for requirement in requirements:
+            try:
+                hit = self._hits.get(requirement)
+            except TypeError:
+                hit = None
+            if hit is None or (hit.expires_at is not None and now >= hit.expires_at):
+                hit = self._hit_slow(requirement, node, now)
+            hits.append(hit)
+        expiries = [h.expires_at for h in hits if h.expires_at is not None]
+        entry = (min(expiries) if expiries else None, tuple(hits))
+        try:
+            if len(self._nodes) >= _MAX_HITS:
+                self._nodes.clear()
+            self._nodes[requirements] = entry
+        except TypeError:  # not hashable (a list): checked every time, still correct
+            pass
+        return entry
 
     def allows(self, requirement: Requirement | str, *, node: str | None = None) -> bool:
         """Like :meth:`check` but answers True or False (still audited)."""
@@ -161,14 +216,14 @@ class GrantSet:
         except TypeError:
             hit = None
         now = self._time()
-        if hit is not None and (hit.expires_at is None or now < hit.expires_at):
-            self._log.record(AuditRecord(now, "check", "allow", hit.token_id, hit.text,
-                                         node, self.instance_id, hit.holder, None))
-            return hit.grant
-        return self._check_slow(requirement, node, now)
+        if hit is None or (hit.expires_at is not None and now >= hit.expires_at):
+            hit = self._hit_slow(requirement, node, now)
+        self._log.record_allowed(AuditRecord(now, "check", "allow", hit.token_id, hit.text,
+                                             node, self.instance_id, hit.holder, None))
+        return hit.grant
 
-    def _check_slow(self, requirement: Requirement | str, node: str | None,
-                    now: float) -> _Grant:
+    def _hit_slow(self, requirement: Requirement | str, node: str | None, now: float) -> _Hit:
+        """The live grant covering ``requirement`` (remembered), or an audited denial."""
         try:
             req = Requirement.parse(requirement)
         except RequirementError as exc:
@@ -183,11 +238,15 @@ class GrantSet:
                     continue
                 if len(self._hits) >= _MAX_HITS:
                     self._hits.clear()  # resource_for may pass endless distinct scopes
-                self._hits[requirement] = _Hit(grant.expires_at, grant.token.token_id, text,
-                                               grant.holder, grant)
-                self._log.record(AuditRecord(now, "check", "allow", grant.token.token_id, text,
-                                             node, self.instance_id, grant.holder, None))
-                return grant
+                tid = grant.token.token_id
+                hit = _Hit(grant.expires_at, tid, text, grant.holder, grant,
+                           AuditRecord(0.0, "check", "allow", tid, text, None, self.instance_id,
+                                       grant.holder))
+                try:
+                    self._hits[requirement] = hit
+                except TypeError:  # e.g. a list that parsed: answer, but do not remember
+                    pass
+                return hit
         token_id, reason = self._why_not(req, expired)
         self._deny(text, node, now, token_id, reason)
         raise CapabilityDeniedError(
@@ -223,6 +282,8 @@ class GrantSet:
                 keep.append(grant)
         self._grants = tuple(keep)
         self._hits = {}
+        self._nodes = {}
+        self._narrowed = {}
         self._epoch = epoch
 
     # --- narrowing ----------------------------------------------------------
@@ -280,14 +341,32 @@ class GrantSet:
         if isinstance(requirements, (str, Requirement)):
             requirements = (requirements,)
         target = self._target(instance_id)
-        reqs = list(dict.fromkeys(Requirement.parse(r) for r in requirements))
+        reqs = tuple(dict.fromkeys(Requirement.parse(r) for r in requirements))
         now = self._clock.time()
+        key = (reqs, expires_in, target)
+        try:
+            fresh_until, cached = self._narrowed.get(key, (now, None))
+        except TypeError:  # an unhashable expires_in: _derive says what is wrong with it
+            fresh_until, cached = now, None
+        if cached is not None and now < fresh_until:
+            # Still checked and audited: expiry and revocation apply on every call.
+            self.check_all(reqs, node=node)
+            return cached
         out = []
         for req in reqs:
             grant = self._check(req, node)
             out.append(self._derive(grant, req.actions, req.scope, expires_in, now, target,
                                     always=True))
-        return GrantSet(self._issuer, target, out, holder=self.holder)
+        narrowed = GrantSet(self._issuer, target, out, holder=self.holder)
+        # Reused while at least half its life is left, so a caller narrowing per node
+        # (ctx.grant_tokens) pays the MACs once per requirement set, not per node.
+        ends = [t.expires_at for t in out if t.expires_at is not None]
+        if expires_in is not None:
+            ends.append(now + expires_in / 2)
+        if len(self._narrowed) >= _MAX_HITS:
+            self._narrowed.clear()
+        self._narrowed[key] = (min(ends, default=math.inf), narrowed)
+        return narrowed
 
     def _target(self, instance_id: str | None) -> str:
         if self._epoch != self._issuer.revocation_epoch:

@@ -137,10 +137,11 @@ async def test_any_exception_in_the_gate_is_an_audited_denial_and_ends_the_node(
     ex, authority, db, _ = secured
     from lion_nb.security import GrantSet
 
-    def explode(self, requirement, *, node):
+    def explode(self, requirements, *, node, forward=None):
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setattr(GrantSet, "check", explode)
+    monkeypatch.setattr(GrantSet, "check_all", explode)  # what the dispatch gate calls
     node = Node("SaveOrder", handler="save", requires=["db:write:orders/*"])
     result = await ex.run(wf(node), grants=[authority.mint("db:write:orders/*")])
     assert result.node_states["SaveOrder"] is NodeState.FAILED and db.rows == []

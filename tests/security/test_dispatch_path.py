@@ -1,0 +1,122 @@
+"""The checked dispatch path: cheap when allowed, never cheaper on safety (issue 15)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lion_nb.clock import FakeClock
+from lion_nb.engine import EventKind, ExecutorConfig, WorkflowExecutor
+from lion_nb.errors import CapabilityDeniedError, RequirementError
+from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.security import Authority, Capability
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def authority(clock):
+    return Authority(b"d" * 32, clock=clock)
+
+
+@pytest.fixture
+def grants(authority):
+    token = authority.mint(Capability("db", {"read", "write"}, scope="orders/*"), expires_in=100)
+    return authority.grant([token, authority.mint("mail:publish")], instance_id="inst-1")
+
+
+def _checks(authority, decision):
+    return [r for r in authority.audit() if r.action == "check" and r.decision == decision]
+
+
+def test_check_all_records_one_allow_per_requirement_every_time(authority, grants):
+    reqs = ("db:write:orders/1", "mail:publish")
+    for _ in range(3):
+        forwarded = []
+        assert grants.check_all(reqs, node="Save", forward=forwarded.append) is None
+        assert [r.capability for r in forwarded] == ["db:write:orders/1", "mail:publish:*"]
+    allowed = _checks(authority, "allow")
+    assert len(allowed) == 6 and {r.node for r in allowed} == {"Save"}
+    assert allowed[-2:] == forwarded
+
+
+async def test_a_remembered_decision_still_expires(authority, grants, clock):
+    reqs = ("db:read:orders/1",)
+    grants.check_all(reqs, node="Load")
+    await clock.advance(100)
+    with pytest.raises(CapabilityDeniedError, match="expired"):
+        grants.check_all(reqs, node="Load")
+    assert _checks(authority, "deny")[-1].node == "Load"
+
+
+def test_a_remembered_decision_is_dropped_by_a_revocation(authority, grants):
+    reqs = ("db:read:orders/1",)
+    grants.check_all(reqs, node="Load")
+    authority.revoke(grants.tokens[0].token_id)
+    with pytest.raises(CapabilityDeniedError, match="revoked"):
+        grants.check_all(reqs, node="Load")
+
+
+def test_one_uncovered_requirement_denies_the_node_and_allows_nothing(authority, grants):
+    with pytest.raises(CapabilityDeniedError) as info:
+        grants.check_all(("db:read:orders/1", "db:delete:orders/1"), node="Purge")
+    assert info.value.capability == "db:delete:orders/1"
+    assert _checks(authority, "allow") == []
+    with pytest.raises(RequirementError):
+        grants.check_all(("not a requirement",), node="Odd")
+    assert [r.node for r in _checks(authority, "deny")] == ["Purge", "Odd"]
+
+
+def test_a_listener_can_skip_allowed_checks_but_hears_every_denial(authority, grants):
+    quiet, everything = [], []
+    authority.add_listener(quiet.append, allowed_checks=False)
+    authority.add_listener(everything.append)
+    grants.check("db:read:orders/1", node="Load")
+    grants.check_all(("db:read:orders/1",), node="Load")
+    with pytest.raises(CapabilityDeniedError):
+        grants.check_all(("db:delete:orders/1",), node="Purge")
+    assert [(r.decision, r.node) for r in quiet] == [("deny", "Purge")]
+    assert [r.decision for r in everything] == ["allow", "allow", "deny"]
+    assert len(_checks(authority, "allow")) == 2  # kept in the log all the same
+
+
+async def test_narrowing_again_reuses_fresh_tokens_and_still_checks(authority, grants, clock):
+    first = grants.narrow(["db:read:orders/1"], expires_in=60, node="A")
+    minted = len([r for r in authority.audit() if r.action == "attenuate"])
+    again = grants.narrow(["db:read:orders/1"], expires_in=60, node="B")
+    assert again.tokens == first.tokens  # no new MACs for the same requirements
+    assert len([r for r in authority.audit() if r.action == "attenuate"]) == minted
+    assert _checks(authority, "allow")[-1].node == "B"  # but audited as B's check
+    await clock.advance(31)  # under half its life left: a fresh token
+    later = grants.narrow(["db:read:orders/1"], expires_in=60, node="C")
+    assert later.tokens != first.tokens
+    assert later.tokens[0].expires_at <= clock.time() + 60
+    authority.revoke(grants.tokens[0].token_id)
+    with pytest.raises(CapabilityDeniedError):
+        grants.narrow(["db:read:orders/1"], expires_in=60, node="D")
+
+
+async def test_the_executor_forwards_allowed_checks_only_to_an_observer_that_wants_them():
+    authority = Authority.generate()
+    ex = WorkflowExecutor(config=ExecutorConfig(authority=authority))
+    ex.add_handler("noop", lambda ctx: ctx.resource("db", "read", "orders/1"))
+    ex.resources.register("db", "handle")
+    await ex.start()
+    try:
+        workflow = WorkflowBuilder("w").add_node(
+            Node("Load", handler="noop", requires=["db:read:orders/*"])).build()
+        token = authority.mint("db:read")
+        result = await ex.run(workflow, grants=[token])
+        assert result["Load"] == "handle"
+        seen = []
+        ex.observe.subscribe(seen.append, [EventKind.CAPABILITY])
+        await ex.run(workflow, grants=[token])
+        allowed = [(e.node, e.data["capability"]) for e in seen
+                   if (e.data["action"], e.data["decision"]) == ("check", "allow")]
+        # the dispatch check, then ctx.resource's own check
+        assert allowed == [("Load", "db:read:orders/*"), ("Load", "db:read:orders/1")]
+        assert len(_checks(authority, "allow")) == 4  # both runs are in the audit log
+    finally:
+        await ex.stop()
