@@ -153,7 +153,7 @@ class CacheSession:
         self._entries = cache.table(definition.name) if cache is not None else {}
         self._ttl = None if cache is None else cache.ttl
         if plan is None:  # the common case: no re-run request, straight to the cache
-            self.decide = self._plain_lookup()  # type: ignore[method-assign]
+            self.decide = self._plain_lookup()  # type: ignore[method-assign,assignment]
 
     # --- decisions --------------------------------------------------------------------
 
