@@ -153,14 +153,14 @@ class CacheSession:
         self._entries = cache.table(definition.name) if cache is not None else {}
         self._ttl = None if cache is None else cache.ttl
         if plan is None:  # the common case: no re-run request, straight to the cache
-            self.decide = self._lookup_plain  # type: ignore[method-assign]
+            self.decide = self._plain_lookup()  # type: ignore[method-assign,assignment]
 
     # --- decisions --------------------------------------------------------------------
 
     def decide(self, i: int) -> Any:
         """A result to reuse for node ``i``, or ``RUN``: run its handler."""
         plan = self.plan
-        assert plan is not None  # without one, __init__ bound decide to _lookup_plain
+        assert plan is not None  # without one, __init__ bound decide to _plain_lookup
         forced = plan.forced.get(i)
         previous = self.previous
         name = self.definition.nodes[i].name
@@ -178,33 +178,44 @@ class CacheSession:
             self.verdicts[i] = NodeReason(R.FIRST_RUN, "no result in the last run")
         return RUN
 
-    def _lookup_plain(self, i: int) -> Any:
+    def _plain_lookup(self) -> Callable[[int], Any]:
         """``_lookup(i, None)`` with the common case inlined: a fully cached re-run
-        decides every node here, so this is the cost of reuse per node."""
+        decides every node here, so this is the cost of reuse per node. A closure:
+        its names are cell reads, cheaper than the attribute reads of a method."""
         static = self._static
-        code = self._code[i]
-        if code is None:
-            code = self._code[i] = self._version(i, self.definition.nodes[i])
-        if type(code) is not str or not static.plain[i]:
-            return self._lookup(i, None)  # not cacheable, or a TTL: say why there
-        parts: list[str] = [code, static.prefix[i]]  # type: ignore[list-item]  # plain
-        codes, ok, fps = self._codes, self._ok, self.fps
-        for s, name in static.preds[i]:
-            if codes[s] == ok:
-                fp = fps[s]
-                if fp is None:
-                    return self._lookup(i, None)
-                parts.append(name)
-                parts.append(fp)
-        key = self._keys[i] = "\0".join(parts)
-        entry = self._entries.get(static.names[i])
-        if (entry is None or entry.key != key or entry.reads or entry.reads is None
-                or entry.uncacheable is not None or entry.result is not None
-                or entry.result_fp is None or self._ttl is not None):
-            return self._serve(i, self.definition.nodes[i], entry, key)
-        self.verdicts[i] = _REUSED  # a None result, read no inputs: nothing else to check
-        self.fps[i] = entry.result_fp
-        return None
+        plain, heads, tags, names = static.plain, static.heads, static.tags, static.names
+        code_of, version, nodes = self._code, self._version, self.definition.nodes
+        codes, ok, fps, keys, verdicts = self._codes, self._ok, self.fps, self._keys, self.verdicts
+        entry_of, serve, slow = self._entries.get, self._serve, self._lookup
+        if self._ttl is not None:
+            plain = bytearray(len(plain))  # a cache-wide TTL: every node compares times
+
+        def lookup(i: int) -> Any:
+            code = code_of[i]
+            if code is None:
+                code = code_of[i] = version(i, nodes[i])
+            if type(code) is not str or not plain[i]:
+                return slow(i, None)  # not cacheable, or a TTL: the general path says why
+            # The key _key builds, by concatenation: strings are not tracked by the
+            # garbage collector, a list per node is (and triggers its collections).
+            key = code + heads[i]
+            for s, tag in tags[i]:
+                if codes[s] == ok:
+                    fp = fps[s]
+                    if fp is None:
+                        return slow(i, None)
+                    key += tag
+                    key += fp
+            keys[i] = key
+            entry = entry_of(names[i])
+            if (entry is None or entry.key != key or entry.reads or entry.reads is None
+                    or entry.uncacheable is not None or entry.result is not None
+                    or entry.result_fp is None):
+                return serve(i, nodes[i], entry, key)
+            verdicts[i] = _REUSED  # a None result that read no inputs: nothing else to check
+            fps[i] = entry.result_fp
+            return None
+        return lookup
 
     def _lookup(self, i: int, forced: str | None) -> Any:
         node = self.definition.nodes[i]
@@ -392,12 +403,15 @@ def _fingerprint_or_none(value: Any) -> str | None:
 class _Static:
     """Per definition: each node's config and edges fingerprints, its predecessors by name."""
 
-    __slots__ = ("prefix", "preds", "names", "plain", "__weakref__")
+    __slots__ = ("prefix", "preds", "heads", "tags", "names", "plain", "__weakref__")
 
     def __init__(self, d: "WorkflowDefinition") -> None:
         self.prefix: list[str | None] = []
         self.preds: list[tuple[tuple[int, str], ...]] = []
         self.names = [node.name for node in d.nodes]
+        self.heads: list[str] = []  # "\0" + prefix, for the inlined lookup (plain nodes)
+        #: Per node, (predecessor, "\0name\0"): the key's text before that one's fingerprint.
+        self.tags: list[tuple[tuple[int, str], ...]] = []
         #: Nodes whose lookup takes the inlined path: cacheable, a stable config, no TTL.
         self.plain = bytearray(len(d.nodes))
         for i, node in enumerate(d.nodes):
@@ -409,8 +423,10 @@ class _Static:
                                _label(d.edges[k].condition)) for k in d.in_edges[i])
             edges = digest(repr([(name, cond) for name, _, cond in incoming]).encode())
             self.prefix.append(None if config is None else f"{config}\0{edges}")
+            self.heads.append(f"\0{config}\0{edges}")
             self.preds.append(tuple((s, name) for name, s, _ in incoming))
             self.plain[i] = node.cache and node.cache_ttl is None and config is not None
+            self.tags.append(tuple((s, f"\0{name}\0") for name, s, _ in incoming))
 
 
 def _static_parts(definition: "WorkflowDefinition") -> _Static:
