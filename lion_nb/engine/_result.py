@@ -13,6 +13,8 @@ from ._cache_reason import CacheReason, NodeReason
 
 __all__ = ["InstanceResult"]
 
+_SKIPPED = "no active incoming edge, a false condition, or its handler returned a skip"
+
 
 @dataclass(kw_only=True, eq=False, repr=False)
 class InstanceResult:
@@ -37,6 +39,10 @@ class InstanceResult:
     finished_at: float | None
     #: Why each node ran or was reused (runs with a cache or a re-run request).
     reasons: dict[str, NodeReason] = field(default_factory=dict)
+    #: Why each SKIPPED node was skipped, for every one of them: a capability denial
+    #: under ``on_denied="skip"`` names what was missing. Skips are not failures, so
+    #: they are never in ``errors``/``exceptions``.
+    skipped: dict[str, str] = field(default_factory=dict)
     workflow: str = field(init=False)
     errors: dict[str, str] = field(init=False)
 
@@ -44,6 +50,8 @@ class InstanceResult:
         self.workflow = self.definition.name
         self.errors = {k: str(e) for k, e in self.exceptions.items()}
         self.reasons = dict(self.reasons)
+        self.skipped = {name: self.skipped.get(name, _SKIPPED)
+                        for name, s in self.node_states.items() if s is NodeState.SKIPPED}
 
     @property
     def reused(self) -> list[str]:
@@ -90,7 +98,7 @@ class InstanceResult:
                     f"(nodes: {', '.join(sorted(self.node_states)[:10])})")
         why = {
             NodeState.FAILED: f"it failed: {self.errors.get(name, 'no error recorded')}",
-            NodeState.SKIPPED: "it was skipped (no active incoming edge, or a false condition)",
+            NodeState.SKIPPED: f"it was skipped ({self.skipped.get(name, _SKIPPED)})",
             NodeState.UPSTREAM_FAILED: "a node it depends on failed"
             + (f" ({', '.join(self._failed_upstream(name))})"
                if self._failed_upstream(name) else ""),

@@ -149,14 +149,20 @@ class InstanceRun:
         """The instance as it is now."""
         d = self.definition
         states = self.states
-        exceptions = {d.nodes[i].name: e for i, e in self.errors.items()}
+        exceptions: dict[str, BaseException] = {}
+        skipped: dict[str, str] = {}  # a node denied under on_denied="skip" is a skip
+        for i, e in self.errors.items():
+            if states.codes[i] == CODE[NodeState.SKIPPED]:
+                skipped[d.nodes[i].name] = str(e)
+            else:
+                exceptions[d.nodes[i].name] = e
         return InstanceResult(
             instance_id=self.instance_id, definition=d, state=self.state,
             node_states=states.as_dict(),
             attempts={n.name: self.attempts[i] for i, n in enumerate(d.nodes)},
             results={d.nodes[i].name: self.results[i] for i, c in enumerate(states.codes)
                      if c == _SUCCEEDED},
-            exceptions=exceptions, error=self.error, started_at=self.started_at,
+            exceptions=exceptions, skipped=skipped, error=self.error, started_at=self.started_at,
             finished_at=self.finished_at,
             reasons={} if self.cache is None else {
                 d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})
