@@ -1,14 +1,18 @@
 """Incremental re-runs: a fully cached re-run of a 10,000-node flow vs a plain run.
 
-Same process, same prebuilt definition, interleaved rounds, best of --repeat,
-CPU time of the process (``time.process_time``: on a shared machine wall time
-mostly measures the neighbours):
+Same process, same prebuilt definition, interleaved rounds (every column is
+measured once per round), median (min-max) over --repeat rounds, CPU time of
+the process (``time.process_time``: on a shared machine wall time mostly
+measures the neighbours); the load average is printed with the table.
 
 - ``plain``: WorkflowExecutor.run with no cache (history on, as by default);
 - ``first``: the first run with a memory cache (every node runs; keys computed,
-  results fingerprinted and stored) -- its excess over ``plain`` is the cost of
-  keeping a cache;
+  results fingerprinted and stored) -- its excess over ``plain`` ("upkeep") is
+  what keeping a cache costs;
 - ``cached``: a re-run where every node is reused (the handler never runs);
+- ``key``: the cache key check alone, per node -- the node's key (code
+  version, config and edge fingerprints, predecessors' result fingerprints)
+  built and compared with its entry -- timed outside any run;
 - ``asyncio``: the bare one-Task-per-node baseline of engine_overhead.py.
 
 Handlers are no-ops (``None`` results), so the cached re-run is compared with
@@ -22,7 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import pathlib
+import statistics
 import sys
 import time
 
@@ -31,6 +37,8 @@ from engine_overhead import edges_of, plain_asyncio  # noqa: E402  (sibling scri
 
 from lion_nb.engine import Cache, ExecutorConfig, WorkflowExecutor, code_version  # noqa: E402
 from lion_nb.model import Node, WorkflowBuilder  # noqa: E402
+
+COLUMNS = ("asyncio", "plain", "first", "cached", "key", "upkeep")
 
 
 def build(n: int, edges: list[tuple[int, int]]):
@@ -69,13 +77,34 @@ async def timed(executor: WorkflowExecutor, definition, reused: int = 0) -> floa
     return elapsed
 
 
-async def measure(shape: str, n: int, repeat: int, work_us: float) -> dict[str, float]:
+def key_check(cache: Cache, definition, handler) -> float:
+    """CPU seconds to decide reuse for every node (keys built and compared), outside a run."""
+    # The engine-internal session a run drives, timed alone: the table states what the
+    # key check costs apart from what settling a node costs.
+    from lion_nb.engine._cache_session import RUN, CacheSession
+    from lion_nb.state.machine import CODE, NodeState
+
+    n = len(definition.nodes)
+    codes = bytearray([CODE[NodeState.SUCCEEDED]]) * n  # the shapes are in topological order
+    session = CacheSession(definition, [handler] * n, {}, cache, codes, time.time)
+    session.decide(0)  # versions the handler: once per run, stated on its own line
+    decide = session.decide
+    gc.collect()
+    t0 = time.process_time()
+    for i in range(1, n):
+        if decide(i) is RUN:
+            raise AssertionError(f"node {i} would run: {session.verdicts[i]}")
+    return (time.process_time() - t0) * n / (n - 1)
+
+
+async def measure(shape: str, n: int, repeat: int, work_us: float) -> dict[str, list[float]]:
+    """Each column's CPU seconds per round, and the per-round cached/plain ratio."""
     definition = build(n, edges_of(shape, n))
     handler = make_handler(work_us)
-    best: dict[str, float] = {}
+    rounds: dict[str, list[float]] = {}
 
     def keep(name: str, secs: float) -> None:
-        best[name] = min(best.get(name, secs), secs)
+        rounds.setdefault(name, []).append(secs)
 
     plain = WorkflowExecutor(config=ExecutorConfig())
     plain.add_handler("work", handler)
@@ -92,9 +121,20 @@ async def measure(shape: str, n: int, repeat: int, work_us: float) -> dict[str, 
         await cached.start()
         keep("first", await timed(cached, definition))
         keep("cached", await timed(cached, definition, reused=n))
+        keep("key", key_check(cache, definition, handler))
         await cached.stop()
+        keep("ratio", rounds["cached"][-1] / rounds["plain"][-1])
+        keep("upkeep", rounds["first"][-1] - rounds["plain"][-1])
     await plain.stop()
-    return best
+    return rounds
+
+
+def cell(values: list[float], scale: float, width: int = 20) -> str:
+    """``median (min–max)`` of ``values`` times ``scale``, right-aligned."""
+    v = [x * scale for x in values]
+    d = 2 if max(map(abs, v)) < 100 else 0
+    text = f"{statistics.median(v):.{d}f} ({min(v):.{d}f}–{max(v):.{d}f})"
+    return f"{text:>{width}}"
 
 
 def main() -> None:
@@ -110,17 +150,18 @@ def main() -> None:
     for _ in range(100):
         code_version(handler)
     version_us = (time.process_time() - t0) / 100 * 1e6
-    print(f"n={args.n}, handler work {args.work_us:g} µs; code version of the handler: "
-          f"{version_us:.1f} µs (once per distinct handler per run)")
-    print(f"{'shape':<8} {'asyncio':>8} {'plain':>8} {'first':>8} {'cached':>8} "
-          f"{'key cost':>9} {'cached/plain':>13}   (µs per node)")
+    print(f"n={args.n}, handler work {args.work_us:g} µs; {args.repeat} interleaved rounds, "
+          f"median (min–max), µs of CPU per node; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
+    print(f"code version of the handler: {version_us:.1f} µs, once per distinct handler "
+          f"per run; key: the cache key built and compared with the node's entry")
+    print(f"{'shape':<8}" + "".join(f"{c:>20}" for c in COLUMNS) + f"{'cached/plain':>20}")
     for shape in args.shapes.split(","):
-        b = asyncio.run(measure(shape, args.n, args.repeat, args.work_us))
-        per = {k: v / args.n * 1e6 for k, v in b.items()}
-        base = f"{per['asyncio']:>8.2f}" if "asyncio" in per else f"{'-':>8}"
-        print(f"{shape:<8} {base} {per['plain']:>8.2f} {per['first']:>8.2f} "
-              f"{per['cached']:>8.2f} {per['first'] - per['plain']:>9.2f} "
-              f"{b['cached'] / b['plain']:>13.2f}", flush=True)
+        r = asyncio.run(measure(shape, args.n, args.repeat, args.work_us))
+        scale = 1e6 / args.n
+        cols = "".join(cell(r[c], scale) if c in r else f"{'-':>20}" for c in COLUMNS)
+        print(f"{shape:<8}{cols}{cell(r['ratio'], 1.0)}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,30 +1,34 @@
 """Per-commit cost of node commits on each durable backend, next to bare durable writes.
 
-    python benchmarks/checkpoint.py [--n 10000] [--dir /path/on/the/disk/to/test]
+    python benchmarks/checkpoint.py [--n 10000] [--synchronous FULL] [--dir /path/on/disk]
+    python benchmarks/checkpoint.py --engine-only [--engine-n 2000] [--engine-rounds 5]
 
 A "node commit" is what the executor writes when a node finishes: one record of
 a few hundred bytes (its result and state), or two (plus the instance's
 summary) in one atomic ``put_many``. Each backend is measured next to the bare
 cost of the same durable writes, measured in the same run on the same disk:
 
-* files: temp file, write, fsync, rename, fsync of the directory, per record
-  (the rename is not durable without the last step; the table also shows the
-  cost without it, for reference only);
-* sqlite3: one transaction per commit, WAL, ``synchronous=FULL``, same table shape.
+* files: temp file, write, fsync, rename per record, and one fsync of the
+  directory per commit (the rename is not durable without it; the table also
+  shows the cost without it, for reference only);
+* sqlite3: one transaction per commit, WAL, the same ``synchronous`` setting
+  (``--synchronous``, FULL by default) and table shape.
 
-Group commit is measured with 64 concurrent committers, as a busy executor has.
+Like with like: group commit (64 concurrent committers, as a busy executor
+has) is compared with a bare writer that puts 64 commits in one transaction,
+and also with one transaction per commit. ``--engine`` adds the real thing:
+n-node workflows of no-op nodes run by a WorkflowExecutor on each durable
+backend, as one chain (never two commits at once: the plain per-commit cost;
+once with handlers returning a dict, once returning None) and as 100 chains
+(64 nodes running at once, so commits share writes; compared with bare writes
+grouped into as many transactions as the run made, and with one per record).
+Its per-commit cost is (durable run - in-memory run) / nodes, next to bare
+durable writes of the executor's own node records.
 
-``--engine`` adds the real thing: a 10k-node workflow of no-op nodes run by a
-WorkflowExecutor on each durable backend, as 100 chains (64 nodes running at
-once, so commits overlap and share writes) and as one chain (never two
-commits at once: the plain per-commit cost). Its per-commit cost is
-(durable run - in-memory run) / nodes, next to the same number of bare durable
-writes of the executor's own node records, measured in the same run
-(``--engine-only`` skips the storage-level table).
-Bare and lion_nb writes alternate in rounds and each side's median round is
-reported, so bursts of other I/O on a shared machine hit both sides alike.
-Prints microseconds per commit and the ratio to the bare cost. Nothing is
-asserted: timings depend on the disk.
+Every figure is the median (min-max) over rounds in which bare and lion_nb
+writes alternate, so bursts of other I/O on a shared machine hit both sides
+alike; the ratio is of the medians, and the title states the machine load.
+Nothing is asserted: timings depend on the disk.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ def commit(i: int, k: int) -> list[tuple[str, dict]]:
 # --- bare durable writes --------------------------------------------------------------
 
 class BareFiles:
-    """temp file + write + fsync + rename (+ fsync of the directory) per record."""
+    """temp file + write + fsync + rename per record, then one fsync of the directory per
+    commit (per record when each record is its own commit)."""
 
     def __init__(self, root: str, dir_fsync: bool = True) -> None:
         self.dir = tempfile.mkdtemp(dir=root)
@@ -88,21 +93,35 @@ class BareFiles:
                 os.fsync(fd)
                 os.close(fd)
                 os.replace(path + ".tmp", path)
-                if self.dir_fsync:
-                    os.fsync(self.dfd)
+            if self.dir_fsync:
+                os.fsync(self.dfd)
 
     def close(self) -> None:
         os.close(self.dfd)
 
 
-class BareSqlite:
-    """sqlite3, WAL, synchronous=FULL, one transaction per commit."""
+class Grouped:
+    """A bare writer that writes ``size`` commits per transaction, as group commit does."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, bare, size: int) -> None:
+        self.bare, self.size = bare, size
+
+    def run(self, payloads: list[list[tuple[str, bytes]]]) -> None:
+        self.bare.run([[item for c in payloads[at:at + self.size] for item in c]
+                       for at in range(0, len(payloads), self.size)])
+
+    def close(self) -> None:
+        self.bare.close()
+
+
+class BareSqlite:
+    """sqlite3, WAL, the given synchronous setting, one transaction per commit."""
+
+    def __init__(self, root: str, synchronous: str = "FULL") -> None:
         self.conn = sqlite3.connect(os.path.join(tempfile.mkdtemp(dir=root), "bare.db"),
                                     isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, body BLOB NOT NULL) "
                           "WITHOUT ROWID")
 
@@ -114,6 +133,29 @@ class BareSqlite:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def spread(n: str, count: int, groups: int) -> list[list[str]]:
+    """``count`` keys named after ``n`` in ``groups`` commits of (nearly) equal size."""
+    keys = [f"nodes/run-bench/{n}{i:06d}" for i in range(count)]
+    size, extra = divmod(count, max(1, groups))
+    out, at = [], 0
+    for g in range(max(1, groups)):
+        take = size + (g < extra)
+        out.append(keys[at:at + take])
+        at += take
+    return [g for g in out if g]
+
+
+def fmt(values: list[float]) -> str:
+    """``median (min-max)`` of ``values``."""
+    return f"{statistics.median(values):.1f} ({min(values):.0f}-{max(values):.0f})"
+
+
+def load() -> str:
+    """The machine load, for the table's title: timings on a shared machine move with it."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} cores"
 
 
 # --- one scenario: ours and bare, interleaved -----------------------------------------------
@@ -131,13 +173,14 @@ async def put_all(store, commits, concurrency: int) -> None:
 
 
 async def scenario(store, bares, n: int, k: int, rounds: int,
-                   concurrency: int = 1) -> tuple[float, list[float]]:
-    """Median µs/commit of ``store`` and of each bare writer, alternating in ``rounds`` chunks.
+                   concurrency: int = 1) -> tuple[list[float], list[list[float]]]:
+    """µs/commit of ``store`` and of each bare writer per round, alternating in ``rounds``.
 
     Other work on a shared machine comes in bursts; alternating small chunks
-    exposes both sides to the same bursts, and the median discards the worst.
+    exposes both sides to the same bursts.
     """
-    ours, bare = [], [[] for _ in bares]
+    ours: list[float] = []
+    bare: list[list[float]] = [[] for _ in bares]
     size = max(1, n // rounds)
     for r in range(rounds):
         commits = [commit(i, k) for i in range(r * size, (r + 1) * size)]
@@ -145,37 +188,44 @@ async def scenario(store, bares, n: int, k: int, rounds: int,
         for j, b in enumerate(bares):
             t0 = time.perf_counter()
             b.run(payloads)
-            bare[j].append((time.perf_counter() - t0) / size)
+            bare[j].append((time.perf_counter() - t0) / size * 1e6)
         t0 = time.perf_counter()
         await put_all(store, commits, concurrency)
-        ours.append((time.perf_counter() - t0) / size)
+        ours.append((time.perf_counter() - t0) / size * 1e6)
     await store.close()
     for b in bares:
         b.close()
-    return statistics.median(ours) * 1e6, [statistics.median(x) * 1e6 for x in bare]
+    return ours, bare
 
 
-async def run(root: str, n: int, rounds: int) -> list[tuple[str, float, float, str]]:
+Row = tuple[str, list[float], list[float], str]
+
+
+async def run(root: str, n: int, rounds: int, sync: str) -> list[Row]:
     fresh = iter(range(1_000_000))
 
     def path(suffix: str = "") -> str:
         return os.path.join(root, f"s{next(fresh)}{suffix}")
 
-    rows = []
+    rows: list[Row] = []
     for k in (1, 2):
         ours, (bare, nodir) = await scenario(FileStorage(path()),
                                              [BareFiles(root), BareFiles(root, False)],
                                              n, k, rounds)
         rows.append((f"FileStorage, {k} record(s)/commit", ours, bare,
-                     f"bare without dir fsync {nodir:.0f} µs (not crash-safe)"))
-        ours, (bare,) = await scenario(SqliteStorage(path(".db")), [BareSqlite(root)],
-                                       n, k, rounds)
+                     f"bare without dir fsync {fmt(nodir)} µs (not crash-safe)"))
+        ours, (bare,) = await scenario(SqliteStorage(path(".db"), synchronous=sync),
+                                       [BareSqlite(root, sync)], n, k, rounds)
         rows.append((f"SqliteStorage, {k} record(s)/commit", ours, bare, ""))
         for ms in (0, 2):
-            ours, (bare,) = await scenario(SqliteStorage(path(".db"), group_commit_ms=ms),
-                                           [BareSqlite(root)], n, k, rounds, concurrency=64)
-            rows.append((f"SqliteStorage group commit, {k} record(s)/commit", ours, bare,
-                         f"group_commit_ms={ms}, 64 committers"))
+            ours, (grouped, bare) = await scenario(
+                SqliteStorage(path(".db"), group_commit_ms=ms, synchronous=sync),
+                [Grouped(BareSqlite(root, sync), 64), BareSqlite(root, sync)], n, k, rounds,
+                concurrency=64)
+            rows.append((f"SqliteStorage group commit {ms} ms, {k} rec/commit", ours, grouped,
+                         "64 committers; bare: 64 commits per transaction"))
+            rows.append((f"SqliteStorage group commit {ms} ms, {k} rec/commit", ours, bare,
+                         "64 committers; bare: one transaction per commit"))
     return rows
 
 
@@ -192,15 +242,36 @@ def chains_workflow(n: int, width: int = 100):
     return b.build()
 
 
-async def engine_seconds(workflow, storage) -> tuple[float, dict]:
-    """Wall time of one run of ``workflow`` (memory if ``storage`` is None) and a sample record."""
+class Counted:
+    """Counts the node-record commits a run makes (its transactions, or journaled batches)."""
+
+    def __init__(self, storage) -> None:
+        self.storage, self.commits, self.records = storage, 0, 0
+        real = storage.put_many
+
+        async def put_many(items, **kwargs):
+            nodes = sum(k.startswith("nodes/") for k, _ in items)
+            if nodes and not any(k.startswith("instances/") for k, _ in items):
+                self.commits += 1
+                self.records += nodes
+            await real(items, **kwargs)
+        storage.put_many = put_many
+
+
+async def engine_seconds(workflow, storage, result_shape: str = "dict"
+                         ) -> tuple[float, dict, Counted | None]:
+    """Wall time of one run of ``workflow`` (memory if ``storage`` is None), a sample record
+    and the run's commit count."""
     from lion_nb.engine import ExecutorConfig, WorkflowExecutor
     from lion_nb.engine.durable import read_instance
     from lion_nb.state import StateMachineManager
 
     async def noop(ctx):
+        if result_shape == "none":
+            return None
         return {"rows": 1000, "path": "s3://bucket/out/part-00000.parquet"}
 
+    counted = None if storage is None else Counted(storage)
     executor = WorkflowExecutor(state_manager=StateMachineManager(storage)
                                 if storage is not None else None,
                                 config=ExecutorConfig(record_history=False))
@@ -214,56 +285,77 @@ async def engine_seconds(workflow, storage) -> tuple[float, dict]:
     if storage is not None:
         stored = await read_instance(storage, result.instance_id)
         assert stored is not None and len(stored.nodes) == len(workflow)
-        sample = stored.nodes[0]
+        sample = stored.nodes[len(workflow) // 2]
         await storage.close()
     await executor.stop()
-    return elapsed, sample
+    return elapsed, sample, counted
 
 
-async def run_engine(root: str, n: int) -> list[tuple[str, float, float, str]]:
-    """Per-commit cost of a real n-node run on each backend, and bare writes of its records."""
+def backends(root: str, path, sync: str) -> list:
+    """(name, storage factory, bare factory) of each durable backend."""
+    return [("FileStorage", lambda: FileStorage(path()), lambda: BareFiles(root)),
+            (f"SqliteStorage sync={sync}", lambda: SqliteStorage(path(".db"), synchronous=sync),
+             lambda: BareSqlite(root, sync))]
+
+
+async def run_engine(root: str, n: int, rounds: int, sync: str, shapes: list[str]
+                     ) -> list[Row]:
+    """Per-commit cost of real n-node runs on each backend next to bare writes of their
+    records, in interleaved rounds: memory run, durable run, bare writes, per backend."""
     fresh = iter(range(1_000_000))
 
     def path(suffix: str = "") -> str:
         return os.path.join(root, f"e{next(fresh)}{suffix}")
 
-    rows = []
-    for width in (100, 1):
-        rows += await run_engine_shape(root, n, width, path)
+    rows: list[Row] = []
+    for width, shape in [(1, "dict"), (1, "none"), (100, "dict")]:
+        if f"{width}{shape}" not in shapes:
+            continue
+        workflow = chains_workflow(n, width)
+        per: dict[str, dict[str, list[float]]] = {}
+        for _ in range(rounds):
+            memory = (await engine_seconds(workflow, None, shape))[0]
+            for name, make, make_bare in backends(root, path, sync):
+                durable, sample, counted = await engine_seconds(workflow, make(), shape)
+                assert counted is not None
+                got = per.setdefault(name, {"ours": [], "bare": [], "grouped": [],
+                                            "commits": []})
+                got["ours"].append((durable - memory) / n * 1e6)
+                got["commits"].append(counted.commits)
+                # The same records, one durable write (or transaction) each ...
+                raw = [[(k, CODEC.encode(k, {**sample, "name": k}))]
+                       for k in (f"nodes/run-bench/{i:06d}" for i in range(n))]
+                b = make_bare()
+                t0 = time.perf_counter()
+                b.run(raw)
+                got["bare"].append((time.perf_counter() - t0) / n * 1e6)
+                b.close()
+                # ... and grouped as the run grouped them: as many commits as it made.
+                groups = [[(k, CODEC.encode(k, {**sample, "name": k})) for k in g]
+                          for g in spread("g", n, counted.commits)]
+                b = make_bare()
+                t0 = time.perf_counter()
+                b.run(groups)
+                got["grouped"].append((time.perf_counter() - t0) / n * 1e6)
+                b.close()
+        for name, got in per.items():
+            ours, bare = got["ours"], got["bare"]
+            label = f"{name}, {width} chain(s)" + (", returns None" if shape == "none" else "")
+            if width > 1:
+                rows.append((label + " vs grouped bare", ours, got["grouped"],
+                             f"{statistics.median(got['commits']):.0f} commits for "
+                             f"{n} nodes; bare: same number of transactions/dir fsyncs"))
+            rows.append((label, ours, bare, "bare: one commit per record"))
     return rows
 
 
-async def run_engine_shape(root: str, n: int, width: int, path) -> list:
-    """One workflow shape on every backend: ``width`` chains (1 = no two commits overlap)."""
-    workflow = chains_workflow(n, width)
-    memory = min([(await engine_seconds(workflow, None))[0] for _ in range(3)])
-    rows = []
-    backends = [("FileStorage", lambda: FileStorage(path()), lambda: BareFiles(root)),
-                ("SqliteStorage", lambda: SqliteStorage(path(".db")), lambda: BareSqlite(root)),
-                ("SqliteStorage group_commit_ms=0",
-                 lambda: SqliteStorage(path(".db"), group_commit_ms=0), lambda: BareSqlite(root))]
-    for name, make, make_bare in backends:
-        durable, sample = await engine_seconds(workflow, make())
-        # The same records the run committed, one durable write (or transaction) each.
-        payloads = [[(f"nodes/run-bench/{i:06d}", CODEC.encode(f"nodes/run-bench/{i:06d}",
-                                                                {**sample, "name": f"n{i}"}))]
-                    for i in range(n)]
-        bare = make_bare()
-        t0 = time.perf_counter()
-        bare.run(payloads)
-        bare_s = time.perf_counter() - t0
-        bare.close()
-        per_commit = (durable - memory) / n * 1e6
-        rows.append((f"{name}, {width} chain(s)", per_commit, bare_s / n * 1e6,
-                     f"run {durable:.2f} s, in memory {memory:.2f} s"))
-    return rows
-
-
-def print_rows(title: str, rows: list[tuple[str, float, float, str]]) -> None:
+def print_rows(title: str, rows: list[Row]) -> None:
     print(title)
-    print(f"{'scenario':46} {'µs/commit':>9} {'bare µs':>8} {'ratio':>6}  note")
+    print(f"{'scenario':58} {'µs/commit med (min-max)':>24} {'bare µs med (min-max)':>22} "
+          f"{'ratio':>6}  note")
     for name, ours, bare, note in rows:
-        print(f"{name:46} {ours:9.1f} {bare:8.1f} {ours / bare:6.2f}  {note}")
+        ratio = statistics.median(ours) / statistics.median(bare)
+        print(f"{name:58} {fmt(ours):>24} {fmt(bare):>22} {ratio:6.2f}  {note}")
 
 
 def main() -> None:
@@ -271,22 +363,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000, help="commits per measurement")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved chunks")
     parser.add_argument("--dir", default=None, help="directory on the disk to measure")
+    parser.add_argument("--synchronous", default="FULL",
+                        help="SQLite synchronous setting, ours and bare alike")
     parser.add_argument("--engine", action="store_true",
                         help="also run a real workflow of --engine-n nodes on each backend")
     parser.add_argument("--engine-only", action="store_true", help="only the engine runs")
-    parser.add_argument("--engine-n", type=int, default=10_000, help="nodes of the engine run")
+    parser.add_argument("--engine-n", type=int, default=2_000, help="nodes per engine run")
+    parser.add_argument("--engine-rounds", type=int, default=5, help="engine rounds")
+    parser.add_argument("--shapes", default="1dict,1none,100dict",
+                        help="engine shapes: <chains><dict|none result>, comma-separated")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="lion-bench-", dir=args.dir)
+    sync = args.synchronous.upper()
     try:
         if not args.engine_only:
-            rows = asyncio.run(run(root, args.n, args.rounds))
-            print_rows(f"\n{args.n} node commits per scenario (~350-byte records), median of "
-                       f"{args.rounds} interleaved rounds, Python {sys.version.split()[0]}", rows)
+            rows = asyncio.run(run(root, args.n, args.rounds, sync))
+            print_rows(f"\n{args.n} node commits per scenario (~350-byte records), "
+                       f"{args.rounds} interleaved rounds, Python {sys.version.split()[0]}, "
+                       f"{load()}", rows)
         if args.engine or args.engine_only:
-            rows = asyncio.run(run_engine(root, args.engine_n))
-            print_rows(f"\nWorkflowExecutor, {args.engine_n} nodes in 100 chains (64 running "
-                       f"at once) or 1 chain; µs/commit = (durable - in-memory run) / nodes",
-                       rows)
+            rows = asyncio.run(run_engine(root, args.engine_n, args.engine_rounds, sync,
+                                          args.shapes.split(",")))
+            print_rows(f"\nWorkflowExecutor, {args.engine_n} nodes, 1 chain or 100 chains "
+                       f"(64 running at once); µs/commit = (durable - in-memory run) / nodes; "
+                       f"{args.engine_rounds} interleaved rounds; {load()}", rows)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -4,8 +4,11 @@ Shapes: chain, fan-out/fan-in (1 -> N -> 1), layered random DAG (width 100, two
 parents per node from the previous layer, fixed seed); N = 1k, 10k, 100k. The
 baseline is a minimal plain-asyncio executor (one Task per node, dependency
 counting) measured in the same run. Each measurement runs in a fresh
-subprocess so peak RSS belongs to that run alone; the best of --repeat runs is
-reported. Usage: python benchmarks/engine_overhead.py [--sizes 1000,10000] [--repeat 3]
+subprocess, so its memory belongs to that run alone; rounds interleave the
+baseline and lion_nb (alternating which goes first), and every cell is the
+median (min-max) over rounds, with the machine's load average stated. Memory
+per node is the peak RSS of the run minus the RSS before building, over n.
+Usage: python benchmarks/engine_overhead.py [--sizes 1000,10000] [--rounds 5]
 
 Two more tables catch costs that grow with the square of the graph:
 - the notebook front end: ``Flow`` declare + run against the same graph built with
@@ -21,8 +24,10 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -161,10 +166,20 @@ def edge_order(n: int) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def _rss() -> int:
+    """Resident set size now, in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def one(impl: str, shape: str, n: int) -> None:
-    """Child process: measure one run and print JSON."""
+    """Child process: measure one run and print JSON (wall and CPU seconds, bytes per node)."""
     edges = edges_of(shape, n)
+    import lion_nb.engine  # noqa: F401  (import cost is not per-node cost: load it first)
+    import lion_nb.model  # noqa: F401
     gc.collect()
+    before = _rss()
+    cpu = time.process_time()
     if impl == "asyncio":
         secs = asyncio.run(plain_asyncio(n, edges))
     elif impl == "builder":
@@ -173,34 +188,37 @@ def one(impl: str, shape: str, n: int) -> None:
         secs = asyncio.run(flow_run(n, edges))
     else:
         secs = asyncio.run(lion(n, edges, history=impl == "lion"))
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"secs": secs, "peak_mb": peak_kb / 1024}))
+    cpu = time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"secs": secs, "cpu": cpu, "bytes_per_node": (peak - before) / n}))
 
 
-def median_of(impl: str, shape: str, n: int, repeat: int) -> float:
-    """Median time (s) over ``repeat`` fresh processes."""
-    times = []
-    for _ in range(repeat):
-        out = subprocess.run([sys.executable, __file__, "--one", impl, shape, str(n)],
-                             check=True, capture_output=True, text=True).stdout
-        times.append(json.loads(out.strip().splitlines()[-1])["secs"])
-    return sorted(times)[len(times) // 2]
+def run_child(impl: str, shape: str, n: int) -> dict[str, float]:
+    """One measurement in a fresh process."""
+    out = subprocess.run([sys.executable, __file__, "--one", impl, shape, str(n)],
+                         check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def front_end_table(sizes: list[int], repeat: int) -> None:
+def spread(values: list[float], fmt: str = ".2f") -> str:
+    """``median (min-max)``."""
+    return (f"{statistics.median(values):{fmt}} "
+            f"({min(values):{fmt}}-{max(values):{fmt}})")
+
+
+def front_end_table(sizes: list[int], rounds: int) -> None:
     """Flow declare + run vs WorkflowBuilder + WorkflowExecutor, interleaved."""
-    print(f"\n{'shape':<8} {'steps':>7} {'builder us/node':>16} {'Flow us/node':>13} "
-          f"{'ratio':>6}   target <= 1.20 at 10k")
+    print(f"\n{'shape':<8} {'steps':>7} {'builder us/node':>22} {'Flow us/node':>22} "
+          f"{'ratio':>18}   target <= 1.20 at 10k")
     for shape in ("chain", "layered"):
         for n in sizes:
-            builder = flow = 0.0
             times: dict[str, list[float]] = {"builder": [], "flow": []}
-            for _ in range(repeat):  # interleaved: load changes hit both alike
-                for impl in ("builder", "flow"):
-                    times[impl].append(median_of(impl, shape, n, 1))
-            builder, flow = (sorted(times[k])[repeat // 2] for k in ("builder", "flow"))
-            print(f"{shape:<8} {n:>7} {builder / n * 1e6:>16.2f} {flow / n * 1e6:>13.2f} "
-                  f"{flow / builder:>6.2f}", flush=True)
+            for r in range(rounds):  # interleaved, alternating: load changes hit both alike
+                for impl in ("builder", "flow")[::1 if r % 2 == 0 else -1]:
+                    times[impl].append(run_child(impl, shape, n)["secs"] / n * 1e6)
+            ratios = [f / b for f, b in zip(times["flow"], times["builder"])]
+            print(f"{shape:<8} {n:>7} {spread(times['builder']):>22} "
+                  f"{spread(times['flow']):>22} {spread(ratios):>18}", flush=True)
 
 
 def edge_order_table(sizes: list[int]) -> None:
@@ -213,48 +231,58 @@ def edge_order_table(sizes: list[int]) -> None:
               flush=True)
 
 
-def measure(impl: str, shape: str, n: int, repeat: int) -> tuple[float, float]:
-    """Best time (s) and its peak RSS (MB) over ``repeat`` fresh processes."""
-    best = None
-    for _ in range(repeat):
-        out = subprocess.run([sys.executable, __file__, "--one", impl, shape, str(n)],
-                             check=True, capture_output=True, text=True).stdout
-        rec = json.loads(out.strip().splitlines()[-1])
-        if best is None or rec["secs"] < best[0]:
-            best = (rec["secs"], rec["peak_mb"])
-    assert best is not None
-    return best
+def engine_table(shapes: list[str], sizes: list[int], rounds: int) -> None:
+    """lion_nb against the bare asyncio executor: time, CPU time and memory per node."""
+    print(f"\n{'shape':<8} {'nodes':>7} {'asyncio us/node':>22} {'lion us/node':>22} "
+          f"{'ratio':>18} {'cpu ratio':>18} {'asyncio B/node':>15} {'lion B/node':>12}")
+    for shape in shapes:
+        per_node: dict[int, float] = {}
+        for n in sizes:
+            runs: dict[str, list[dict[str, float]]] = {"asyncio": [], "lion": []}
+            for r in range(rounds if n < 100_000 else max(1, rounds // 2)):
+                for impl in ("asyncio", "lion")[::1 if r % 2 == 0 else -1]:
+                    runs[impl].append(run_child(impl, shape, n))
+            us = {k: [x["secs"] / n * 1e6 for x in v] for k, v in runs.items()}
+            ratio = [b / a for a, b in zip(us["asyncio"], us["lion"])]
+            cpu = [b["cpu"] / a["cpu"] for a, b in zip(runs["asyncio"], runs["lion"])]
+            mem = {k: statistics.median(x["bytes_per_node"] for x in v) for k, v in runs.items()}
+            per_node[n] = statistics.median(us["lion"])
+            print(f"{shape:<8} {n:>7} {spread(us['asyncio']):>22} {spread(us['lion']):>22} "
+                  f"{spread(ratio):>18} {spread(cpu):>18} {mem['asyncio']:>15.0f} "
+                  f"{mem['lion']:>12.0f}", flush=True)
+        if len(per_node) > 1:
+            lo, hi = min(per_node), max(per_node)
+            print(f"{'':<8} lion per-node time at {hi:,} / at {lo:,}: "
+                  f"{per_node[hi] / per_node[lo]:.2f}x (flat: ~1)", flush=True)
 
 
 def main() -> None:
-    """Print the table."""
+    """Print the tables."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--shapes", default="chain,fanout,layered")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, help="old name of --rounds")
     parser.add_argument("--one", nargs=3)
     parser.add_argument("--tables", default="engine,front-end,edge-order")
     args = parser.parse_args()
     if args.one:
         one(args.one[0], args.one[1], int(args.one[2]))
         return
+    rounds = args.repeat or args.rounds
+    started = time.perf_counter()
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; "
+          f"cells are median (min-max) over interleaved rounds in fresh processes")
     tables = args.tables.split(",")
-    sizes = [n for n in map(int, args.sizes.split(",")) if n <= 10_000]
+    sizes = list(map(int, args.sizes.split(",")))
+    if "engine" in tables:
+        engine_table(args.shapes.split(","), sizes, rounds)
     if "front-end" in tables:
-        front_end_table(sizes, max(args.repeat, 3))
+        front_end_table([n for n in sizes if n <= 10_000], max(3, rounds // 2 + 1))
     if "edge-order" in tables:
         edge_order_table([1000, 8000])
-    if "engine" not in tables:
-        return
-    print(f"\n{'shape':<8} {'nodes':>7} {'asyncio us/node':>16} {'lion us/node':>13} "
-          f"{'ratio':>6} {'asyncio MB':>11} {'lion MB':>8}")
-    for shape in args.shapes.split(","):
-        for n in map(int, args.sizes.split(",")):
-            repeat = 1 if n >= 100_000 else args.repeat
-            base, base_mb = measure("asyncio", shape, n, repeat)
-            ours, ours_mb = measure("lion", shape, n, repeat)
-            print(f"{shape:<8} {n:>7} {base / n * 1e6:>16.2f} {ours / n * 1e6:>13.2f} "
-                  f"{ours / base:>6.2f} {base_mb:>11.1f} {ours_mb:>8.1f}", flush=True)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end; "
+          f"{time.perf_counter() - started:.0f} s in all")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
    publish_many (one transaction) and ack with AckSender.send_many in chunks
    of 500 (one transaction per chunk).
 
-Prints a table of microseconds per event and the ratios; asserts nothing.
+Prints median (min-max) microseconds per event over interleaved rounds, the
+ratio of the medians and the machine load; asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import gc
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -131,9 +133,10 @@ def bare_sqlite(n: int, path: str, batched: bool) -> float:
     return elapsed / n
 
 
-def best(fn, repeats: int) -> float:
-    """The fastest of ``repeats`` runs (the least disturbed by the machine)."""
-    return min(fn() for _ in range(repeats))
+def fmt(values: list[float]) -> str:
+    """``median (min-max)`` in µs."""
+    return (f"{statistics.median(values) * 1e6:.2f} "
+            f"({min(values) * 1e6:.1f}-{max(values) * 1e6:.1f})")
 
 
 def main() -> None:
@@ -141,38 +144,45 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--sqlite-events", type=int, default=300)
     parser.add_argument("--batched-events", type=int, default=5_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved rounds: baseline and lion_nb alternate")
     args = parser.parse_args()
     gc.collect()
     gc.freeze()
     run = asyncio.run
     n, m, b = args.events, args.sqlite_events, args.batched_events
-    rows = []
-    q = best(lambda: run(bare_queue(n)), args.repeats)
-    mem = best(lambda: run(broker_round_trip(n, InMemoryEventStore)), args.repeats)
-    rows.append(("in memory: publish->deliver->ack", mem, "bare asyncio.Queue + ack queue", q,
-                 4.0))
+    names = [("in memory: publish->deliver->ack", "bare asyncio.Queue + ack queue", 4.0),
+             ("sqlite: one event at a time", "bare sqlite3: insert+commit, update+commit", 2.0),
+             ("sqlite: publish_many + send_many(500)", "bare sqlite3: executemany, 2 transactions",
+              None)]
+    ours: list[list[float]] = [[] for _ in names]
+    bare: list[list[float]] = [[] for _ in names]
+    loads = []
     with tempfile.TemporaryDirectory() as tmp:
         counter = iter(range(10**6))
 
         def db() -> str:
             return os.path.join(tmp, f"b{next(counter)}.db")
 
-        bare1 = best(lambda: bare_sqlite(m, db(), batched=False), args.repeats)
-        lite1 = best(lambda: run(broker_round_trip(m, lambda: SqliteEventStore(db()))),
-                     args.repeats)
-        rows.append(("sqlite: one event at a time", lite1,
-                     "bare sqlite3: insert+commit, update+commit", bare1, 2.0))
-        bareb = best(lambda: bare_sqlite(b, db(), batched=True), args.repeats)
-        liteb = best(lambda: run(sqlite_batched(b, db())), args.repeats)
-        rows.append(("sqlite: publish_many + send_many(500)", liteb,
-                     "bare sqlite3: executemany, 2 transactions", bareb, None))
-    print(f"{'lion_nb':46} {'us/event':>9}   {'bare baseline':44} {'us/event':>9} "
+        # Alternate baseline and lion_nb within every round: bursts of other work on a
+        # shared machine then hit both sides alike, and the median discards the worst.
+        for _ in range(args.rounds):
+            bare[0].append(run(bare_queue(n)))
+            ours[0].append(run(broker_round_trip(n, InMemoryEventStore)))
+            bare[1].append(bare_sqlite(m, db(), batched=False))
+            ours[1].append(run(broker_round_trip(m, lambda: SqliteEventStore(db()))))
+            bare[2].append(bare_sqlite(b, db(), batched=True))
+            ours[2].append(run(sqlite_batched(b, db())))
+            loads.append(os.getloadavg()[0])
+    print(f"{args.rounds} interleaved rounds, median (min-max) µs/event; load average "
+          f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores, "
+          f"Python {sys.version.split()[0]}")
+    print(f"{'lion_nb':40} {'us/event':>22}   {'bare baseline':42} {'us/event':>20} "
           f"{'ratio':>6} {'target':>7}")
-    for name, ours, base_name, base, target in rows:
-        ratio = ours / base
+    for (name, base_name, target), o, bb in zip(names, ours, bare):
+        ratio = statistics.median(o) / statistics.median(bb)
         goal = f"<= {target:g}x" if target else "-"
-        print(f"{name:46} {ours * 1e6:9.2f}   {base_name:44} {base * 1e6:9.2f} "
+        print(f"{name:40} {fmt(o):>22}   {base_name:42} {fmt(bb):>20} "
               f"{ratio:5.2f}x {goal:>7}")
 
 

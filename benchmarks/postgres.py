@@ -18,6 +18,9 @@ Without ``--dsn`` a throwaway server is started from Debian's binaries
 * Workers: ``--instances`` 8-node instances submitted, then claimed and run by
   ``--workers`` processes (``python -m lion_nb worker``); instances/s until the
   last one finished.
+* Lease scan: with ``--leases`` live leases (and as many node records) stored, the
+  claimers' expired-lease query (``expired_leases``, an index scan) against reading
+  every lease as the claimer did before (``keys`` + ``get`` each), median of 5.
 
 Nothing is asserted: timings depend on the machine.
 """
@@ -155,6 +158,44 @@ async def _submit_and_wait(dsn: str, instances: int, workers: int) -> float:
     return elapsed
 
 
+async def lease_scan(dsn: str, counts: list[int]) -> None:
+    """Milliseconds per expired-lease scan: the indexed query and a read of every lease."""
+    from lion_nb.state.storage import Storage
+    print("\nExpired-lease scan (16 expired among N leases, N node records), median of 5")
+    print(f"{'leases':>7} {'indexed ms':>11} {'read-all ms':>12}")
+    storage = PostgresStorage(dsn)
+    try:
+        have = 0
+        for count in counts:
+            # One multi-row insert per 1000: filling 10k leases one call at a time is slow.
+            with psycopg.connect(dsn) as conn:
+                for start in range(have, count, 1000):
+                    rows = []
+                    for i in range(start, min(count, start + 1000)):
+                        lease, node = f"leases/i{i:07d}", f"nodes/i{i:07d}/000000"
+                        expires = 5.0 if i < 16 else 1e12  # the first 16 expired long ago
+                        rows += [(lease.encode(), CODEC.encode(lease, {
+                            "owner": "o", "expires": expires}), expires),
+                            (node.encode(), CODEC.encode(node, {"name": "n"}), None)]
+                    conn.cursor().executemany(
+                        "INSERT INTO lion_records (key, body, expires) VALUES (%s, %s, %s)",
+                        rows)
+            have = count
+            fast, slow = [], []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                found = await storage.expired_leases("leases/", time.time(), limit=32)
+                fast.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                every = await Storage.expired_leases(storage, "leases/", time.time(), limit=32)
+                slow.append(time.perf_counter() - t0)
+            assert len(found) == len(every) == 16
+            print(f"{count:7d} {statistics.median(fast) * 1e3:11.2f} "
+                  f"{statistics.median(slow) * 1e3:12.1f}")
+    finally:
+        await storage.close()
+
+
 def print_rows(title: str, rows: list[tuple[str, float, float, str]]) -> None:
     print(title)
     print(f"{'scenario':48} {'µs/commit':>9} {'bare µs':>8} {'ratio':>6}  note")
@@ -170,7 +211,11 @@ def main() -> None:
     parser.add_argument("--engine-n", type=int, default=2000, help="nodes of the engine run")
     parser.add_argument("--workers", default="1,2,4", help="worker process counts")
     parser.add_argument("--instances", type=int, default=400, help="per throughput run")
+    parser.add_argument("--leases", default="1000,10000", help="live leases in the scan")
+    parser.add_argument("--only", default="storage,engine,workers,leases",
+                        help="sections to run, comma-separated")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     server = None
     if args.dsn is None:
         from pg_server import PgServer, new_schema
@@ -179,11 +224,17 @@ def main() -> None:
         def new_dsn() -> str:
             return args.dsn if server is None else new_schema(server)
 
-        print_rows(f"\nPostgreSQL node commits (~350-byte records, fsync=on), median of "
-                   f"{args.rounds} interleaved rounds of {args.n // args.rounds}",
-                   asyncio.run(storage_level(new_dsn(), args.n, args.rounds)))
-        print_rows(f"\nWorkflowExecutor on PostgreSQL, {args.engine_n} no-op nodes",
-                   asyncio.run(engine_level(new_dsn, args.engine_n)))
+        if "storage" in only:
+            print_rows(f"\nPostgreSQL node commits (~350-byte records, fsync=on), median of "
+                       f"{args.rounds} interleaved rounds of {args.n // args.rounds}",
+                       asyncio.run(storage_level(new_dsn(), args.n, args.rounds)))
+        if "engine" in only:
+            print_rows(f"\nWorkflowExecutor on PostgreSQL, {args.engine_n} no-op nodes",
+                       asyncio.run(engine_level(new_dsn, args.engine_n)))
+        if "leases" in only:
+            asyncio.run(lease_scan(new_dsn(), [int(x) for x in args.leases.split(",")]))
+        if "workers" not in only:
+            return
         print(f"\n{args.instances} submitted 8-node instances claimed by worker processes "
               f"(python -m lion_nb worker), one database")
         print(f"{'workers':>7} {'seconds':>8} {'instances/s':>12} {'nodes/s':>9}")

@@ -3,6 +3,7 @@
     python benchmarks/soak.py [--quick] [--instances N] [--events M] [--retain K]
     python benchmarks/soak.py --quick --keep-all   # retention off: the growth it stops
     python benchmarks/soak.py --model              # bytes per kept object (the README's table)
+    python benchmarks/soak.py --durable [--instances N] [--events M]   # SQLite, prune on
 
 Runs N instances of a 20-node workflow (Start -> 18 parallel -> End, async
 no-op handlers, history on) with ``ExecutorConfig(retain_finished=K)``, ``C`` at a
@@ -11,6 +12,18 @@ EventBroker with ``retention`` and ``history_limit`` set, one consumer acking
 each. Prints the resident set size after warm-up and at intervals; the last
 column is the growth since warm-up. The baseline, measured in the same run, is
 the same DAG as plain asyncio tasks (time per instance only: it keeps nothing).
+
+``--durable`` runs the same soak on durable storage (issue 14): the executor
+commits to a ``SqliteStorage`` with ``prune_older_than`` on, the broker stores
+events in a ``SqliteEventStore`` with ``retention`` on (compaction), and the
+table adds the size of both database files (with their WAL). Both must stay
+flat after warm-up: pruned records and compacted events leave free pages that
+SQLite reuses. By default 6,000 instances and 60,000 events (a few minutes on
+a shared disk); ``--instances 100000 --events 1000000`` for the full size.
+The node store uses ``synchronous=NORMAL`` (the file sizes and memory do not
+depend on it, the run time on a busy disk does); the event store is FULL, and
+each instance's events are published with one ``publish_many`` and acked in
+batches with ``send_many`` (one fsync each instead of one per event).
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import asyncio
 import gc
 import os
 import sys
+import tempfile
 import time
 import tracemalloc
 from datetime import timedelta
@@ -31,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor  # noqa: E402
 from lion_nb.model import Node, WorkflowBuilder, WorkflowDefinition  # noqa: E402
 from lion_nb.patterns import (  # noqa: E402
-    Event, EventAck, EventBroker, EventBrokerConfig, InMemoryEventStore,
+    Event, EventAck, EventBroker, EventBrokerConfig, InMemoryEventStore, SqliteEventStore,
 )
+from lion_nb.state import SqliteStorage, StateMachineManager  # noqa: E402
 
 WIDTH = 18  # parallel nodes: 20 nodes with Start and End
 
@@ -70,37 +85,63 @@ async def baseline(n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def file_mb(*paths: str) -> float:
+    """Size of database files with their WAL (missing files count 0)."""
+    return sum(os.path.getsize(p) for base in paths for p in (base, base + "-wal")
+               if os.path.exists(p)) / 2**20
+
+
 async def soak(n: int, events: int, retain: int | None, concurrency: int,
-               report: int) -> None:
+               report: int, durable: str | None = None) -> None:
     wf = workflow()
-    ex = WorkflowExecutor(config=ExecutorConfig(retain_finished=retain))
+    storage = None
+    dbs: tuple[str, ...] = ()
+    if durable is not None:
+        dbs = (os.path.join(durable, "nodes.db"), os.path.join(durable, "events.db"))
+        storage = SqliteStorage(dbs[0], synchronous="NORMAL")
+    ex = WorkflowExecutor(
+        state_manager=None if storage is None else StateMachineManager(storage),
+        config=ExecutorConfig(retain_finished=retain,
+                              prune_older_than=None if storage is None else 1.0,
+                              prune_every=1.0))
     ex.add_handler("noop", noop)
     broker = EventBroker(EventBrokerConfig(
         retention=None if retain is None else 1.0, max_pending=10_000,
         history_limit=10_000 if retain is None else 1_000, dedup_window=2.0))
-    broker.with_event_store(InMemoryEventStore())
+    broker.with_event_store(InMemoryEventStore() if durable is None
+                            else SqliteEventStore(dbs[1]))
     rx, ack_tx = await broker.subscribe("soak.event", "consumer", None)
     per_instance = max(1, events // n)
     published = [0]
 
     async def consume() -> None:
         while True:
-            delivery = await rx.recv()
-            await ack_tx.send(EventAck.success(delivery.id, "consumer"))
+            got = [await rx.recv()]
+            while durable is not None and len(got) < 500:
+                try:  # durable: acks of what is ready share one store write (one fsync)
+                    got.append(rx.recv_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            await ack_tx.send_many(EventAck.success(d, "consumer") for d in got)
 
     async def one(i: int) -> None:
         await ex.run(wf)
-        for j in range(per_instance):
-            if published[0] < events:
-                published[0] += 1
-                await broker.publish(Event("soak.event", {"i": i, "j": j},
-                                           idempotency_key=f"{i}.{j}"))
+        batch = [Event("soak.event", {"i": i, "j": j}, idempotency_key=f"{i}.{j}")
+                 for j in range(min(per_instance, events - published[0]))]
+        published[0] += len(batch)
+        if durable is not None and batch:  # one store write per instance's events
+            await broker.publish_many(batch)
+            return
+        for event in batch:
+            await broker.publish(event)
 
     consumer = asyncio.ensure_future(consume())
     await ex.start()
     print(f"{'instances':>10} {'events':>9} {'RSS MB':>8} {'kept':>6} {'rows':>7} "
-          f"{'us/inst':>8} {'since warm-up':>14}")
+          f"{'us/inst':>8} {'since warm-up':>14}" + (f" {'DB MB':>7} {'DB since':>9}"
+                                                     if dbs else ""))
     warm: float | None = None
+    warm_db = 0.0
     sem = asyncio.Semaphore(concurrency)
     t0 = time.perf_counter()
     done = 0
@@ -115,14 +156,24 @@ async def soak(n: int, events: int, retain: int | None, concurrency: int,
         done += len(batch)
         gc.collect()
         rss = rss_mb()
-        if warm is None:
-            warm = rss  # the first interval is the warm-up
+        size = file_mb(*dbs)
+        kept = len(ex.instances())
+        if warm is None and (retain is None or kept >= retain or done == n):
+            warm, warm_db = rss, size  # warmed up: the executor keeps all it will keep
         us = (time.perf_counter() - t0) / done * 1e6
-        print(f"{done:>10} {published[0]:>9} {rss:>8.1f} {len(ex.instances()):>6} "
-              f"{len(ex.history.records):>7} {us:>8.1f} {rss - warm:>+13.1f}", flush=True)
+        since = "warm-up" if warm is None else f"{rss - warm:+.1f}"
+        since_db = "" if warm is None else f"{size - warm_db:+.1f}"
+        print(f"{done:>10} {published[0]:>9} {rss:>8.1f} {kept:>6} "
+              f"{len(ex.history.records):>7} {us:>8.1f} {since:>14}"
+              + (f" {size:>7.1f} {since_db:>9}" if dbs else ""), flush=True)
     consumer.cancel()
     await ex.stop()
     await broker.close()
+    if storage is not None:
+        left = len(await storage.keys("instances/"))
+        await storage.close()
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+              f"instance headers still stored at the end: {left}")
     print(f"baseline (plain asyncio, same DAG): {await baseline(min(n, 20_000)):.1f} us/instance")
 
 
@@ -225,13 +276,22 @@ def main() -> None:
                         help="retention off (executor and broker): the growth it prevents")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--model", action="store_true", help="print bytes per kept object")
+    parser.add_argument("--durable", action="store_true",
+                        help="SQLite node and event stores, prune and compaction on")
     args = parser.parse_args()
     if args.model:
         asyncio.run(model())
         return
     n, events = ((10_000, 100_000) if args.quick else (args.instances, args.events))
-    asyncio.run(soak(n, events, None if args.keep_all else args.retain, args.concurrency,
-                     report=max(1, n // 10)))
+    if not args.durable:
+        asyncio.run(soak(n, events, None if args.keep_all else args.retain, args.concurrency,
+                         report=max(1, n // 10)))
+        return
+    if "--instances" not in sys.argv and not args.quick:
+        n, events = 6_000, 60_000
+    with tempfile.TemporaryDirectory(prefix="lion-soak-") as tmp:
+        asyncio.run(soak(n, events, None if args.keep_all else args.retain, args.concurrency,
+                         report=max(1, n // 10), durable=tmp))
 
 
 if __name__ == "__main__":

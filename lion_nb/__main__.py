@@ -1,7 +1,8 @@
 """Command line: ``python -m lion_nb demo`` (also the ``lion-nb`` script).
 
 ``python -m lion_nb worker --storage postgresql://... --handlers MODULE:ATTR`` runs an
-executor that claims instances submitted to that storage until SIGINT/SIGTERM.
+executor that claims instances submitted to that storage until SIGINT/SIGTERM, then
+hands the instances it was running back to the queue (other workers continue them).
 ``ATTR`` is a mapping of handler names to handlers, or a function that registers
 them on the executor it is given.
 ``python -m lion_nb service MODULE:ATTR --nats URL`` serves saga services in this process.

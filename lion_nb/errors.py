@@ -86,6 +86,7 @@ __all__ = [
     "NodeTimeoutError",
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError", "InstanceCancelledError",
     "InstanceNotFoundError", "NoResultError", "ExecutorStoppedError",
+    "blame_lines", "user_frames",
     "StateError", "IllegalTransitionError", "StateConfigError", "StorageError",
     "CheckpointError", "CheckpointKindError", "CheckpointCorruptError", "StorageCorruptError",
     "CheckpointVersionError", "CheckpointNotFoundError",
@@ -179,25 +180,53 @@ class WorkflowFailedError(ExecutionError):
     def _render_traceback_(self) -> list[str]:
         # IPython shows this instead of the 3-exception chain (instance, node, handler):
         # which node failed, the handler's error and the handler's own frames only.
-        import os
-        import sysconfig
         import traceback
 
         root: BaseException = self
         while root.__cause__ is not None:
             root = root.__cause__
-        engine, stdlib = os.path.dirname(__file__), sysconfig.get_paths()["stdlib"]
-        frames = [f for f in traceback.extract_tb(root.__traceback__)
-                  if not (path := os.path.abspath(f.filename)).startswith(engine)
-                  and (not path.startswith(stdlib) or "site-packages" in path)]
         lines = [f"{type(self).__name__}: {self}"]
         if root is not self:
-            lines.append(f"node {getattr(self, 'node', None)!r} raised "
-                         f"{''.join(traceback.format_exception_only(root)).strip()}")
-            lines += "".join(traceback.format_list(frames)).rstrip().splitlines()
+            lines += blame_lines(self, getattr(self, "node", None))
+            lines += "".join(traceback.format_list(user_frames(root))).rstrip().splitlines()
         lines.append("(the whole chain: import sys, traceback; "
                      "traceback.print_exception(sys.last_value))")
         return lines
+
+
+def blame_lines(exc: BaseException, node: str | None) -> list[str]:
+    """Who raised ``exc`` (a chain): the node's handler, or an edge's condition and source."""
+    import traceback
+
+    chain = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    for link in chain:
+        source = getattr(link, "source", None)
+        if isinstance(link, ConditionError) and source is not None:
+            # The target's handler never ran: the culprit is the edge, fed by its source.
+            target, root = getattr(link, "target", None), chain[-1]
+            return [f"the condition on edge {source!r} -> {target!r} raised "
+                    f"{''.join(traceback.format_exception_only(root)).strip()}",
+                    f"({source!r} succeeded; {target!r} never ran: check {source!r}'s "
+                    f"result or the condition {getattr(link, 'expression', None)!r})"]
+    return [f"node {node!r} raised "
+            f"{''.join(traceback.format_exception_only(chain[-1])).strip()}"]
+
+
+def user_frames(exc: BaseException) -> list[Any]:
+    """The frames of ``exc``'s traceback outside lion_nb and the standard library.
+
+    The first one is the handler's own (the engine's frames above it are dropped).
+    """
+    import os
+    import sysconfig
+    import traceback
+
+    engine, stdlib = os.path.dirname(__file__), sysconfig.get_paths()["stdlib"]
+    return [f for f in traceback.extract_tb(exc.__traceback__)
+            if not (path := os.path.abspath(f.filename)).startswith(engine)
+            and (not path.startswith(stdlib) or "site-packages" in path)]
 
 
 class InstanceCancelledError(ExecutionError):

@@ -147,6 +147,7 @@ class CacheSession:
         self._keys: list[str | None] = [None] * n  # the key of each node that may be cached
         self._reads: dict[int, InputReads] = {}
         self._versions: dict[tuple[int, str | None], str | NodeReason] = {}
+        self._code: list[str | NodeReason | None] = [None] * n  # per node, once computed
         self._input_fps: dict[str, str | None] = {}
         self._static = _static_parts(definition)
         self._entries = cache.table(definition.name) if cache is not None else {}
@@ -178,7 +179,32 @@ class CacheSession:
         return RUN
 
     def _lookup_plain(self, i: int) -> Any:
-        return self._lookup(i, None)
+        """``_lookup(i, None)`` with the common case inlined: a fully cached re-run
+        decides every node here, so this is the cost of reuse per node."""
+        static = self._static
+        code = self._code[i]
+        if code is None:
+            code = self._code[i] = self._version(i, self.definition.nodes[i])
+        if type(code) is not str or not static.plain[i]:
+            return self._lookup(i, None)  # not cacheable, or a TTL: say why there
+        parts: list[str] = [code, static.prefix[i]]  # type: ignore[list-item]  # plain
+        codes, ok, fps = self._codes, self._ok, self.fps
+        for s, name in static.preds[i]:
+            if codes[s] == ok:
+                fp = fps[s]
+                if fp is None:
+                    return self._lookup(i, None)
+                parts.append(name)
+                parts.append(fp)
+        key = self._keys[i] = "\0".join(parts)
+        entry = self._entries.get(static.names[i])
+        if (entry is None or entry.key != key or entry.reads or entry.reads is None
+                or entry.uncacheable is not None or entry.result is not None
+                or entry.result_fp is None or self._ttl is not None):
+            return self._serve(i, self.definition.nodes[i], entry, key)
+        self.verdicts[i] = _REUSED  # a None result, read no inputs: nothing else to check
+        self.fps[i] = entry.result_fp
+        return None
 
     def _lookup(self, i: int, forced: str | None) -> Any:
         node = self.definition.nodes[i]
@@ -193,7 +219,10 @@ class CacheSession:
         if forced is not None:
             self.verdicts[i] = NodeReason(R.FORCED, forced)
             return RUN
-        entry = self._entries.get(node.name)
+        return self._serve(i, node, self._entries.get(node.name), key)
+
+    def _serve(self, i: int, node: Any, entry: CacheEntry | None, key: str) -> Any:
+        """The result of ``entry`` if it may serve node ``i`` under ``key``, else RUN."""
         if (entry is None or entry.key != key or entry.reads is None or entry.reads
                 or entry.uncacheable is not None
                 or node.cache_ttl is not None
@@ -220,9 +249,9 @@ class CacheSession:
 
     def _key(self, i: int, node: Any) -> str | NodeReason:
         """Code version, config, edges, then each succeeded predecessor's name and result."""
-        code = self._versions.get((id(self.handlers[i]), node.version))
+        code = self._code[i]
         if code is None:
-            code = self._version(i, node)
+            code = self._code[i] = self._version(i, node)
         if type(code) is not str:
             return code
         static = self._static
@@ -245,6 +274,9 @@ class CacheSession:
     def _version(self, i: int, node: Any) -> str | NodeReason:
         """Version handler ``i`` once per run (helpers may have changed since the last)."""
         handler = self.handlers[i]
+        known = self._versions.get((id(handler), node.version))
+        if known is not None:
+            return known
         try:
             code: str | NodeReason = code_version(handler, node.version)
         except Unhashable as exc:
@@ -360,11 +392,14 @@ def _fingerprint_or_none(value: Any) -> str | None:
 class _Static:
     """Per definition: each node's config and edges fingerprints, its predecessors by name."""
 
-    __slots__ = ("prefix", "preds", "__weakref__")
+    __slots__ = ("prefix", "preds", "names", "plain", "__weakref__")
 
     def __init__(self, d: "WorkflowDefinition") -> None:
         self.prefix: list[str | None] = []
         self.preds: list[tuple[tuple[int, str], ...]] = []
+        self.names = [node.name for node in d.nodes]
+        #: Nodes whose lookup takes the inlined path: cacheable, a stable config, no TTL.
+        self.plain = bytearray(len(d.nodes))
         for i, node in enumerate(d.nodes):
             try:
                 config = fingerprint(dict(node.config)) if node.config else _EMPTY_FP
@@ -375,6 +410,7 @@ class _Static:
             edges = digest(repr([(name, cond) for name, _, cond in incoming]).encode())
             self.prefix.append(None if config is None else f"{config}\0{edges}")
             self.preds.append(tuple((s, name) for name, s, _ in incoming))
+            self.plain[i] = node.cache and node.cache_ttl is None and config is not None
 
 
 def _static_parts(definition: "WorkflowDefinition") -> _Static:

@@ -10,7 +10,10 @@ committed -- and it takes over instances whose lease expired because their
 owner died. One owner per instance at a time: the lease fences every commit, so
 an owner that lost it can no longer write (see InstanceStore).
 
-``wait_stored`` follows an instance that runs elsewhere by reading its header.
+``hand_back`` puts a submitted instance back in the queue when its executor
+stops, so another claiming executor continues it at once (see executor.stop).
+Expired leases are found with ``Storage.expired_leases`` (an index scan on
+PostgreSQL), a bounded number per scan, never by reading every lease.
 """
 
 from __future__ import annotations
@@ -20,16 +23,14 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
-from ..errors import (InstanceCancelledError, InstanceNotFoundError, LeaseError, LionError,
-                      NodeFailedError, StateError, WorkflowFailedError)
+from ..errors import LeaseError, LionError, StateError
 from ..model import WorkflowDefinition
-from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
+from ..state.machine import INSTANCE_TERMINAL, InstanceState
 from ..state.storage import Storage
-from ._result import InstanceResult
-from .durable import (StoredInstance, definition_key, header_key, lease_key, new_header,
-                      owner_is_dead, read_instance)
+from ._store import InstanceStore
+from .durable import definition_key, header_key, lease_key, new_header
 
-__all__ = ["QUEUE_PREFIX", "Claimer", "submit_instance", "wait_stored"]
+__all__ = ["QUEUE_PREFIX", "Claimer", "hand_back", "submit_instance"]
 
 QUEUE_PREFIX = "queue/"
 LEASE_PREFIX = "leases/"
@@ -50,75 +51,31 @@ async def submit_instance(storage: Storage, definition: WorkflowDefinition, inst
     header["submitted"] = True
     await storage.put_many([
         (header_key(iid), header), (definition_key(iid), {"document": document}),
-        (f"{QUEUE_PREFIX}{time.time_ns():020d}-{iid}",
-         {"instance_id": iid, "lease": lease_key(iid), "submitted_at": now})])
+        _queued(iid, now)])
 
 
-def stored_result(stored: StoredInstance) -> InstanceResult:
-    """An InstanceResult built from what storage holds (for instances run elsewhere)."""
-    header, iid = stored.header, stored.instance_id
-    definition = (WorkflowDefinition.from_dict(stored.definition)
-                  if stored.definition is not None else None)
-    names = (list(definition.by_name) if definition is not None  # in node order
-             else [r["name"] for r in stored.nodes.values()])
-    states = {n: NodeState.PENDING for n in names}
-    attempts = {n: 0 for n in names}
-    results: dict[str, Any] = {n: None for n in names}
-    failures: dict[str, BaseException] = {}
-    skipped: dict[str, str] = {}
-    for rec in stored.nodes.values():
-        name, node_state = rec["name"], NodeState(rec["state"])
-        states[name], attempts[name] = node_state, int(rec.get("attempts", 0))
-        if node_state is NodeState.SUCCEEDED:
-            results[name] = rec.get("output")
-        elif node_state is NodeState.FAILED:
-            failures[name] = NodeFailedError(f"node {name!r} failed: {rec.get('error')}",
-                                             node=name, instance_id=iid,
-                                             attempt=attempts[name])
-        elif node_state is NodeState.SKIPPED and rec.get("error"):
-            skipped[name] = str(rec["error"])  # a capability denial under on_denied="skip"
-    state = InstanceState(header.get("state", "pending"))
-    error: BaseException | None = None
-    if state is InstanceState.FAILED:
-        first = next(iter(failures), None)
-        error = WorkflowFailedError(header.get("error") or f"instance {iid} failed",
-                                    instance_id=iid, node=first)
-    elif state is InstanceState.CANCELLED:
-        error = InstanceCancelledError(header.get("error") or f"instance {iid} was cancelled",
-                                       instance_id=iid)
-    shown: Any = definition if definition is not None else _Named(header.get("workflow", "?"))
-    return InstanceResult(instance_id=iid, definition=shown, state=state, node_states=states,
-                          attempts=attempts, results=results, exceptions=failures,
-                          skipped=skipped, error=error,
-                          started_at=float(header.get("created_at") or 0.0),
-                          finished_at=header.get("finished_at"))
+def _queued(iid: str, now: float) -> tuple[str, dict[str, Any]]:
+    return (f"{QUEUE_PREFIX}{time.time_ns():020d}-{iid}",
+            {"instance_id": iid, "lease": lease_key(iid), "submitted_at": now})
 
 
-class _Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
+async def hand_back(store: InstanceStore) -> bool:
+    """Queue a submitted instance again before its executor lets it go; False if not one.
 
-
-async def wait_stored(storage: Storage, instance_id: str, *, timeout: float | None,
-                      poll: float = 0.05) -> InstanceResult:
-    """Poll an instance's stored header until it finished; its result from storage."""
-    iid = str(instance_id)
-    async with asyncio.timeout(timeout):
-        delay = poll
-        while True:
-            header = await storage.get(header_key(iid))
-            if header is None:
-                raise InstanceNotFoundError(f"no instance {iid!r} on this executor or in "
-                                            f"{storage!r}", instance_id=iid)
-            if header.get("state") in _TERMINAL:
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
-    stored = await read_instance(storage, iid)
-    if stored is None:
-        raise InstanceNotFoundError(f"instance {iid!r} vanished from {storage!r}",
-                                    instance_id=iid)
-    return stored_result(stored)
+    Written under the lease (fenced) and before the lease is released: if the
+    process dies in between, the record waits for the lease to expire, so a
+    claimer never takes an instance its owner still runs.
+    """
+    if not store.header.get("submitted") or store.failure is not None:
+        return False  # started here (execute_workflow): stays paused until resume()
+    iid = store.instance_id
+    try:
+        await store.storage.put_many([_queued(iid, time.time())],
+                                     fence=(lease_key(iid), store.owner))
+    except LionError as exc:  # lease already lost: its new owner runs it
+        _log.info("instance %s not handed back: %s", iid, exc)
+        return False
+    return True
 
 
 class Claimer:
@@ -181,15 +138,15 @@ class Claimer:
     async def take_over_expired(self) -> bool:
         """Resume instances whose owner's lease expired; True if any was taken."""
         took = False
-        now = time.time()
-        for key in await self.storage.keys(LEASE_PREFIX):
+        free = self.limit - self._busy()
+        if free <= 0:
+            return False
+        expired = await self.storage.expired_leases(LEASE_PREFIX, time.time(),
+                                                    limit=min(free, 16) + 16)
+        for key, lease in expired:
             if self._busy() >= self.limit:
                 break
-            lease = await self.storage.get(key)
-            if lease is None or lease.get("owner") == self.owner:
-                continue
-            if float(lease.get("expires", 0)) > now and not owner_is_dead(
-                    str(lease.get("owner"))):
+            if lease.get("owner") == self.owner:
                 continue
             iid = key[len(LEASE_PREFIX):]
             header = await self.storage.get(header_key(iid))
@@ -212,12 +169,15 @@ class Claimer:
         except LeaseError:
             return
         except LionError as exc:
+            header = await self.storage.get(header_key(iid))
+            if header is None or header.get("state") in _TERMINAL:
+                # A queue record outliving its run (its owner died between hand_back
+                # and release, and the lease takeover finished it): nothing to do.
+                await self.storage.release_lease(lease_key(iid), self.owner)
+                return
             # This executor holds the lease but cannot run the instance (a handler is
             # missing): end it FAILED with the reason, so the submitter's wait() says why.
             _log.error("claimed instance %s cannot run here: %s", iid, exc)
-            header = await self.storage.get(header_key(iid))
-            if header is None:
-                return
             await self.storage.acquire_lease(lease_key(iid), self.owner, self.ttl, time.time())
             header.update(state=InstanceState.FAILED.value, error=str(exc),
                           finished_at=time.time(), updated_at=time.time())

@@ -20,6 +20,7 @@ was false). The node's trigger rule reads those counts with Airflow's meanings
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConditionError
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JoinRule"]
 
+_RULE_OF = attrgetter("trigger_rule")
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
 _FAILED = CODE[NodeState.FAILED]
 _UPSTREAM_FAILED = CODE[NodeState.UPSTREAM_FAILED]
@@ -56,9 +58,9 @@ class JoinRule:
     def __init__(self, definition: "WorkflowDefinition") -> None:
         d = self._definition = definition
         n = len(d.nodes)
-        self._conds = [e.condition for e in d.edges]
-        self._rules = [node.trigger_rule for node in d.nodes]
-        self._size = [len(e) for e in d.in_edges]
+        self._conds = d.conditions
+        self._rules = list(map(_RULE_OF, d.nodes))
+        self._size = list(map(len, d.in_edges))
         self.remaining = list(self._size)
         self.active = [0] * n  # input edges whose source succeeded and condition held
         self.failed = [0] * n  # failed or upstream_failed
@@ -148,7 +150,7 @@ class JoinRule:
         source, target = d.nodes[d.edge_source[k]].name, d.nodes[d.edge_target[k]].name
         err = ConditionError(f"condition on edge {source!r} -> {target!r} raised: {exc}",
                              expression=getattr(exc, "expression", None),
-                             edge=str(d.edges[k].id), source=source, target=target)
+                             edge=str(d.edge_id(k)), source=source, target=target)
         err.__cause__ = exc
         return err
 

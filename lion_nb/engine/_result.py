@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .. import _display
 from ..model import WorkflowDefinition
@@ -11,7 +11,48 @@ from ..errors import LionError, NoResultError
 from ..state.machine import InstanceState, NodeState
 from ._cache_reason import CacheReason, NodeReason
 
-__all__ = ["InstanceResult"]
+__all__ = ["InstanceResult", "NodeColumn"]
+
+
+class NodeColumn(Mapping[str, Any]):
+    """A read-only mapping node name -> value, read from a finished run's per-node columns.
+
+    A finished run's columns never change, so its result keeps these instead of
+    three dicts of every node, and makes a dict of one only when it is read
+    (see ``_DictOnRead``). ``only`` keeps the nodes for which it is true.
+    """
+
+    __slots__ = ("_names", "_index", "_value", "_only", "_len")
+
+    def __init__(self, names: Sequence[str], index: Mapping[str, int],
+                 value: Callable[[int], Any],
+                 only: Callable[[int], bool] | None = None) -> None:
+        self._names, self._index, self._value, self._only = names, index, value, only
+        self._len: int | None = None if only is not None else len(names)
+
+    def __getitem__(self, name: str) -> Any:
+        i = self._index.get(name)
+        if i is None or (self._only is not None and not self._only(i)):
+            raise KeyError(name)
+        return self._value(i)
+
+    def __contains__(self, name: object) -> bool:
+        i = self._index.get(name) if isinstance(name, str) else None
+        return i is not None and (self._only is None or self._only(i))
+
+    def __iter__(self) -> Iterator[str]:
+        only, names = self._only, self._names
+        if only is None:
+            return iter(names)
+        return (names[i] for i in range(len(names)) if only(i))
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 _SKIPPED = "no active incoming edge, a false condition, or its handler returned a skip"
 
@@ -39,10 +80,10 @@ class InstanceResult:
     finished_at: float | None
     #: Why each node ran or was reused (runs with a cache or a re-run request).
     reasons: dict[str, NodeReason] = field(default_factory=dict)
-    #: Why each SKIPPED node was skipped, for every one of them: a capability denial
+    #: Why a SKIPPED node was skipped, where one cause decided it: a capability denial
     #: under ``on_denied="skip"`` names what was missing. Skips are not failures, so
     #: they are never in ``errors``/``exceptions``.
-    skipped: dict[str, str] = field(default_factory=dict)
+    skip_reasons: dict[str, str] = field(default_factory=dict)
     workflow: str = field(init=False)
     errors: dict[str, str] = field(init=False)
 
@@ -50,8 +91,6 @@ class InstanceResult:
         self.workflow = self.definition.name
         self.errors = {k: str(e) for k, e in self.exceptions.items()}
         self.reasons = dict(self.reasons)
-        self.skipped = {name: self.skipped.get(name, _SKIPPED)
-                        for name, s in self.node_states.items() if s is NodeState.SKIPPED}
 
     @property
     def reused(self) -> list[str]:
@@ -98,7 +137,7 @@ class InstanceResult:
                     f"(nodes: {', '.join(sorted(self.node_states)[:10])})")
         why = {
             NodeState.FAILED: f"it failed: {self.errors.get(name, 'no error recorded')}",
-            NodeState.SKIPPED: f"it was skipped ({self.skipped.get(name, _SKIPPED)})",
+            NodeState.SKIPPED: f"it was skipped ({self.skip_reasons.get(name, _SKIPPED)})",
             NodeState.UPSTREAM_FAILED: "a node it depends on failed"
             + (f" ({', '.join(self._failed_upstream(name))})"
                if self._failed_upstream(name) else ""),
@@ -121,3 +160,30 @@ class InstanceResult:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return _display.mimebundle(self, include, exclude)
+
+
+class _DictOnRead:
+    """A field that holds a mapping as given and reads as a plain dict (made on first read).
+
+    A 10k-node result costs three dicts of 10k entries; most callers read one
+    node or none, so the dicts are built when the field is first read.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = f"_{name}"
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name]
+        if type(value) is not dict:
+            value = obj.__dict__[self.name] = dict(value)
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+# Installed after @dataclass has written __init__, which then assigns through them.
+for _name in ("node_states", "attempts", "results"):
+    setattr(InstanceResult, _name, _DictOnRead(_name))

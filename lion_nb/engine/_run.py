@@ -8,6 +8,7 @@ The run knows its executor only through a :class:`RunEnv`.
 from __future__ import annotations
 
 import asyncio
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
@@ -16,12 +17,13 @@ from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionE
 from ..state.machine import (CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates,
                              check_instance_transition)
 from ._cache_session import RUN as _RUN
+from ._cache_report import ReusedReport
 from ._cache_session import CacheSession
 from ._env import RunEnv
 from ._join import JoinRule
 from ._outcome import check_output, handler_error
 from ._policies import ScheduledTask
-from ._result import InstanceResult
+from ._result import InstanceResult, NodeColumn
 from .context import NodeContext, NodeResult, ResultKind
 from .durable import node_record, start_record
 from .observe import EventKind as K
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["InstanceRun"]
 
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
+_TIMEOUT_OF = attrgetter("timeout")
 # Enum member access costs ~100 ns on Python 3.11; the hot path uses these globals.
 _K_QUEUED = K.NODE_QUEUED
 _K_STARTED = K.NODE_STARTED
@@ -43,14 +46,13 @@ _S_SUCCEEDED = NodeState.SUCCEEDED
 _QUEUED = NodeState.QUEUED
 _I_RUNNING = InstanceState.RUNNING
 _PENDING_CODE = CODE[NodeState.PENDING]
+_SKIPPED_CODE = CODE[NodeState.SKIPPED]
 _CANCEL_NOW = (CODE[NodeState.PENDING], CODE[NodeState.RETRYING])
 # The three moves every node makes, checked inline (a method call per move costs
 # more than the check); an illegal one falls back to NodeStates.move, which raises.
 _NK = len(NODE_ORDER)
 _C_QUEUED, _C_RUNNING, _C_SUCCEEDED = (CODE[NodeState.QUEUED], CODE[NodeState.RUNNING],
                                        CODE[NodeState.SUCCEEDED])
-# The event data of a node reused without a detail: one shared dict, never mutated.
-_REUSED_DATA: dict[str, Any] = {"reason": "reused"}
 _END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NODE_UPSTREAM_FAILED,
              NodeState.CANCELLED: K.NODE_CANCELLED, NodeState.FAILED: K.NODE_FAILED}
 
@@ -79,7 +81,7 @@ class InstanceRun:
         self.grants = grants  # the instance's GrantSet (remote runners verify it again)
         n = len(definition.nodes)
         self.join = JoinRule(definition)
-        self.states: NodeStates = NodeStates((x.name for x in definition.nodes), instance_id)
+        self.states: NodeStates = NodeStates(definition.by_name, instance_id)  # names, in order
         self.results: list[Any] = [None] * n
         self.errors: dict[int, BaseException] = {}
         self.attempts = [0] * n
@@ -90,32 +92,43 @@ class InstanceRun:
         self.cancel_requested = False
         #: Set once every node is terminal and the final state is being decided/stored.
         self.finishing = False
-        self.started_at = self.clock.time()
+        self.started_at = now = self.clock.time()
+        # Wall-clock stamps are the scheduler's monotonic stamps plus this offset: a node's
+        # queue and start times cost no clock read of their own (read once, per run).
+        self._offset = now - self.clock.monotonic()
         self.finished_at: float | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.error: BaseException | None = None
         self.store: InstanceStore | None = None  # durable committer, None in memory
         self.nodes = definition.nodes
-        self._time = self.clock.time
+        self._mono = self.clock.monotonic
         config = env.config
         self.require_json = config.require_json_results
         no_default_timeout = config.default_timeout is None
         runner = env.runner
         # Per node: does the runner take it (e.g. to a Dask cluster), or does it run here?
-        self.remote = [runner is not None and bool(getattr(runner, "accepts", lambda n: True)(n))
-                       for n in definition.nodes]
-        self.direct = [is_async[k] and not self.remote[k] and node.timeout is None
-                       and no_default_timeout for k, node in enumerate(definition.nodes)]
-        # Wall-clock times of each node's current attempt: end events carry them, so the
-        # history recorder needs one event per attempt, not three.
-        self.queued_times: list[float | None] = [None] * n
-        self.started_times: list[float | None] = [None] * n
+        n_nodes = len(definition.nodes)
+        if runner is None:
+            self.remote = [False] * n_nodes
+        else:
+            self.remote = [bool(getattr(runner, "accepts", lambda n: True)(n))
+                           for n in definition.nodes]
+        if no_default_timeout and runner is None:  # without a call per node
+            self.direct = [a and t is None for a, t in
+                           zip(is_async, map(_TIMEOUT_OF, definition.nodes))]
+        else:
+            self.direct = [is_async[k] and not self.remote[k] and node.timeout is None
+                           and no_default_timeout for k, node in enumerate(definition.nodes)]
+        # (queued_at, started_at) of an attempt that ended other than by success, until its
+        # end is reported: end reports carry them, so history needs one report per attempt.
+        self.times: dict[int, tuple[float | None, float | None]] = {}
         self.workers: dict[int, str] = {}  # node -> where its last attempt ran, if elsewhere
         # Cache decisions (None: no cache and no re-run request). Reused nodes are settled
         # in a loop over ``_ready``, not by recursion: a chain may be 100k nodes long.
         self.cache: CacheSession | None = None
         self._ready: list[int] = []
         self._draining = False
+        self._report: ReusedReport | None = None  # reused nodes' events, one per batch
         # Durable runs only: how often a node's process died under it (from storage), and
         # the attempt whose start record a commit already wrote (no second write then).
         self.crashes: dict[int, int] = {}
@@ -146,23 +159,35 @@ class InstanceRun:
                                                 "lion.workflow": self.definition.name})
 
     def snapshot(self) -> InstanceResult:
-        """The instance as it is now."""
+        """The instance as it is now (a finished one's node tables are read, not copied)."""
         d = self.definition
         states = self.states
+        codes, results, attempts = states.codes, self.results, self.attempts
         exceptions: dict[str, BaseException] = {}
         skipped: dict[str, str] = {}  # a node denied under on_denied="skip" is a skip
         for i, e in self.errors.items():
-            if states.codes[i] == CODE[NodeState.SKIPPED]:
+            if codes[i] == _SKIPPED_CODE:
                 skipped[d.nodes[i].name] = str(e)
             else:
                 exceptions[d.nodes[i].name] = e
+        if self.done.done():  # nothing moves any more
+            names = states.names
+            node_states: Mapping[str, NodeState] = NodeColumn(
+                names, d.by_name, lambda i: NODE_ORDER[codes[i]])
+            attempt_map: Mapping[str, int] = NodeColumn(names, d.by_name, attempts.__getitem__)
+            result_map: Mapping[str, Any] = NodeColumn(names, d.by_name, results.__getitem__,
+                                                       lambda i: codes[i] == _SUCCEEDED)
+        else:
+            node_states = states.as_dict()
+            attempt_map = {n.name: attempts[i] for i, n in enumerate(d.nodes)}
+            result_map = {d.nodes[i].name: results[i] for i, c in enumerate(codes)
+                          if c == _SUCCEEDED}
         return InstanceResult(
             instance_id=self.instance_id, definition=d, state=self.state,
-            node_states=states.as_dict(),
-            attempts={n.name: self.attempts[i] for i, n in enumerate(d.nodes)},
-            results={d.nodes[i].name: self.results[i] for i, c in enumerate(states.codes)
-                     if c == _SUCCEEDED},
-            exceptions=exceptions, skipped=skipped, error=self.error, started_at=self.started_at,
+            node_states=node_states, attempts=attempt_map,  # type: ignore[arg-type]
+            results=result_map,  # type: ignore[arg-type]
+            exceptions=exceptions, skip_reasons=skipped, error=self.error,
+            started_at=self.started_at,
             finished_at=self.finished_at,
             reasons={} if self.cache is None else {
                 d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})
@@ -185,6 +210,10 @@ class InstanceRun:
         decide = session.decide
         nodes = self.nodes
         ready = self._ready
+        report = self._report
+        if report is None:
+            report = self._report = ReusedReport(self.observe, self.instance_id, nodes,
+                                                 session.verdicts, self._now)
         self._draining = True
         try:
             while ready:
@@ -194,11 +223,13 @@ class InstanceRun:
                     break
                 result = decide(i)
                 if result is _RUN or (nodes[i].requires and not self._may_reuse(i)):
+                    report.flush()
                     self._enqueue(i)
                 else:
-                    self._reuse(i, result)
+                    self._reuse(i, result, report)
         finally:
             self._draining = False
+            report.flush()
 
     def _may_reuse(self, i: int) -> bool:
         """The capability check runs for a cached node too: denied, it goes the normal way."""
@@ -210,26 +241,21 @@ class InstanceRun:
             return False
         return True
 
-    def _reuse(self, i: int, result: Any) -> None:
+    def _reuse(self, i: int, result: Any, report: ReusedReport) -> None:
         """Node ``i`` ends SUCCEEDED with a cached result; its handler does not run."""
         self.states.codes[i] = _C_SUCCEEDED  # decided without an attempt: no transitions
         self.results[i] = result
         self.unfinished -= 1
-        obs = self.observe
-        if obs.wants(_K_SUCCEEDED):
-            assert self.cache is not None
-            verdict = self.cache.verdicts[i]
-            data = _REUSED_DATA if verdict is None or verdict.detail is None else {
-                "reason": "reused", "reason_detail": verdict.detail}
-            obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id,
-                               self.nodes[i].name, 0, data))
+        report.pending.append(i)  # its event comes with the batch, before any other
         ready = self._ready
         for t in self.join.done(i, _C_SUCCEEDED, result):
             if t >= 0:
+                report.flush()
                 self._end_decided(t)
             else:
                 ready.append(~t)
         if self.unfinished == 0:
+            report.flush()
             self.finish()
 
     def _enqueue(self, i: int) -> None:
@@ -242,11 +268,9 @@ class InstanceRun:
         task = ScheduledTask(self.run_node, i, self.priorities[i], self.deadlines[i],
                              self.definition.id, node.resources, node.name, self.instance_id)
         self.tasks[i] = task
-        self.queued_times[i] = now = self._time()
-        self.started_times[i] = None
         obs = self.observe
-        if obs.wants(_K_QUEUED):
-            obs.emit(ExecEvent(_K_QUEUED, now, self.instance_id, node.name,
+        if _K_QUEUED in obs.wanted:
+            obs.emit(ExecEvent(_K_QUEUED, self._now(), self.instance_id, node.name,
                                self.attempts[i] + 1))
         self.scheduler.enqueue(task)
 
@@ -258,10 +282,13 @@ class InstanceRun:
         if self.state is not _I_RUNNING or task.cancelled:
             return
         node = self.nodes[i]
+        offset = self._offset
+        queued = task.enqueued_at + offset
         if node.requires:  # checked before dispatch: a denied node never runs
             try:
                 self.gate(node, self)
             except SecurityError as exc:
+                self.times[i] = (queued, None)
                 await self._denied(i, node, exc)
                 return
         codes = self.states.codes
@@ -270,12 +297,17 @@ class InstanceRun:
         else:
             self.states.move(i, _RUNNING)
         attempt = self.attempts[i] = self.attempts[i] + 1
-        if self.store is not None and self.max_crashes and not await self._announce(
-                i, node, attempt):
-            return
-        self.started_times[i] = started = self._time()
+        if self.store is None:
+            started = task.slice_start + offset  # the scheduler's dispatch stamp
+        else:
+            if self.max_crashes:
+                self.times[i] = (queued, None)
+                if not await self._announce(i, node, attempt):
+                    return
+                del self.times[i]
+            started = self._now()  # after the start record is durable
         obs = self.observe
-        if obs.wants(_K_STARTED):
+        if _K_STARTED in obs.wanted:
             obs.emit(ExecEvent(_K_STARTED, started, self.instance_id, node.name, attempt))
         session = self.cache
         reused = False
@@ -295,18 +327,22 @@ class InstanceRun:
             if not self.scheduler.absorb_interrupt():
                 raise
             self.tasks.pop(i, None)
+            self.times[i] = (queued, started)
             self._end_node(i, NodeState.CANCELLED, None)
             if self.unfinished == 0:
                 self.finish()
             return
         except LionError as exc:
+            self.times[i] = (queued, started)
             await self._failed(i, node, exc, attempt, retry=not _is_final(exc))
             return
         except Exception as exc:
+            self.times[i] = (queued, started)
             await self._failed(i, node, exc, attempt, retry=True)
             return
         del self.tasks[i]  # keep nothing per node once it has run
         if type(out) is NodeResult:
+            self.times[i] = (queued, started)
             if out.kind is ResultKind.FAILURE:
                 await self._failed(i, node, handler_error(node, out.error), attempt, retry=True)
                 return
@@ -316,9 +352,11 @@ class InstanceRun:
                 await self._finish_node(i, node, K.NODE_SKIPPED, attempt, None)
                 return
             out = out.output
+            del self.times[i]
         if out is not None and self.require_json:
             problem = check_output(node, out)
             if problem is not None:
+                self.times[i] = (queued, started)
                 await self._failed(i, node, problem, attempt, retry=False)
                 return
         if session is not None and not reused:
@@ -330,14 +368,24 @@ class InstanceRun:
         else:
             self.states.move(i, _S_SUCCEEDED)
         self.unfinished -= 1
-        if obs.wants(_K_SUCCEEDED):
-            obs.emit(ExecEvent(_K_SUCCEEDED, self._time(), self.instance_id, node.name,
-                               attempt, self.attempt_data(i)))
+        if _K_SUCCEEDED in obs.wanted:
+            obs.attempt_ended(_K_SUCCEEDED, self._mono() + offset, self.instance_id,
+                              node.name, attempt, queued, started,
+                              None if session is None and not self.workers else self._extra(i))
         decided = self.join.done(i, _C_SUCCEEDED, out)
-        if self.store is None:
-            self._advance(decided)
-        else:
+        if self.store is not None:
             await self._commit(i, decided)
+        elif session is None and self.state is _I_RUNNING and not self.cancel_requested:
+            enqueue = self._enqueue  # _advance without a cache: nothing here can cancel
+            for t in decided:
+                if t < 0:
+                    enqueue(~t)
+                else:
+                    self._end_decided(t)
+            if self.unfinished == 0:
+                self.finish()
+        else:
+            self._advance(decided)
 
     async def _announce(self, i: int, node: Any, attempt: int) -> bool:
         """Durably record that ``attempt`` of node ``i`` starts; False if it must not run.
@@ -413,11 +461,12 @@ class InstanceRun:
         if retry and attempt < policy.max_attempts and not self.cancel_requested:
             self.states.move(i, NodeState.RETRYING)
             delay = policy.delay(attempt)
-            if self.observe.wants(K.NODE_RETRIED):
-                self.observe.emit(ExecEvent(K.NODE_RETRIED, self.clock.time(),
-                                            self.instance_id, node.name, attempt,
-                                            {"error": repr(exc), "delay": delay,
-                                             **self.attempt_data(i)}))
+            times = self._times(i)
+            if K.NODE_RETRIED in self.observe.wanted:
+                self.observe.attempt_ended(K.NODE_RETRIED, self._now(), self.instance_id,
+                                           node.name, attempt, *times,
+                                           {"error": repr(exc), "delay": delay,
+                                            **(self._extra(i) or {})})
             if delay > 0:
                 self.env.spawn(self._retry_after(i, delay))
             else:
@@ -450,23 +499,28 @@ class InstanceRun:
 
     async def _finish_node(self, i: int, node: Any, kind: K, attempt: int,
                            error: BaseException | None) -> None:
-        obs = self.observe
-        if obs.wants(kind):
-            data = self.attempt_data(i)
-            if error is not None:
-                data["error"] = repr(error)
-            obs.emit(ExecEvent(kind, self.clock.time(), self.instance_id, node.name, attempt,
-                               data))
+        self._report_end(i, kind, attempt, error)
         decided = self.join.done(i, self.states.codes[i], None)
         if self.store is None:
             self._advance(decided)
         else:
             await self._commit(i, decided)
 
-    def attempt_data(self, i: int) -> dict[str, Any]:
-        """Event data for the end of node ``i``'s attempt: its times, and where it ran."""
-        data: dict[str, Any] = {"queued_at": self.queued_times[i],
-                                "started_at": self.started_times[i]}
+    def _now(self) -> float:
+        """Wall-clock seconds, on the same footing as the scheduler's stamps."""
+        return self._mono() + self._offset
+
+    def _times(self, i: int) -> tuple[float | None, float | None]:
+        """(queued_at, started_at) of node ``i``'s attempt that is ending now."""
+        times = self.times.pop(i, None)
+        if times is not None:
+            return times
+        task = self.tasks.get(i)  # queued and not started (cancelled)
+        return (None, None) if task is None else (task.enqueued_at + self._offset, None)
+
+    def _extra(self, i: int) -> dict[str, Any] | None:
+        """What an end report says beyond the times: why the node ran, and where."""
+        data: dict[str, Any] = {}
         session = self.cache
         if session is not None:
             verdict = session.verdicts[i]
@@ -477,7 +531,18 @@ class InstanceRun:
             worker = self.workers.get(i)
             if worker is not None:
                 data["worker"] = worker
-        return data
+        return data or None
+
+    def _report_end(self, i: int, kind: K, attempt: int, error: BaseException | None) -> None:
+        """Tell the observe stream how node ``i`` (its attempt, if it had one) ended."""
+        times = self._times(i)
+        obs = self.observe
+        if kind in obs.wanted:
+            extra = self._extra(i)
+            if error is not None:
+                extra = {**(extra or {}), "error": repr(error)}
+            obs.attempt_ended(kind, self._now(), self.instance_id, self.nodes[i].name,
+                              attempt, *times, extra)
 
     # --- applying the join rule's decisions ----------------------------------------------
 
@@ -532,13 +597,7 @@ class InstanceRun:
             self.errors[i] = error
         if state is NodeState.FAILED and self.first_failed is None:
             self.first_failed = i
-        kind = _END_KIND[state]
-        if self.observe.wants(kind):
-            data = self.attempt_data(i)
-            if error is not None:
-                data["error"] = repr(error)
-            self.observe.emit(ExecEvent(kind, self.clock.time(), self.instance_id,
-                                        self.definition.nodes[i].name, self.attempts[i], data))
+        self._report_end(i, _END_KIND[state], self.attempts[i], error)
 
     # --- instance level ------------------------------------------------------------------
 
@@ -575,7 +634,7 @@ class InstanceRun:
                     node=d.nodes[i].name, instance_id=self.instance_id, attempt=attempts)
                 if self.first_failed is None:
                     self.first_failed = i
-            if obs.wants(K.NODE_RESTORED):
+            if K.NODE_RESTORED in obs.wanted:
                 obs.emit(ExecEvent(K.NODE_RESTORED, self.clock.time(), self.instance_id,
                                    d.nodes[i].name, attempts, {"state": state.value}))
         self._set_state(_I_RUNNING)

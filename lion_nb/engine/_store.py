@@ -38,7 +38,8 @@ from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
 from ..state.records import canonical_json
 from ..state.storage import Storage
 from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
-                      new_header, node_key, node_prefix, owner_is_dead, read_instance, to_ranges)
+                      new_header, node_key, node_prefix, owner_is_dead, read_instance,
+                      start_record, started_nodes, to_ranges)
 from .observe import EventKind as K
 from .observe import ExecEvent, ObserveStream
 
@@ -46,6 +47,7 @@ __all__ = ["InstanceStore"]
 
 _log = logging.getLogger("lion_nb.durable")
 _TERMINAL_VALUES = frozenset(s.value for s in INSTANCE_TERMINAL)
+_RUNNING = NodeState.RUNNING.value
 _MAC_PURPOSE = "lion-durable-record"
 
 #: Committed nodes by index: ``(state, output, attempts, error)``.
@@ -176,7 +178,19 @@ class InstanceStore:
             self._flusher = None
 
     async def _write_group(self, records: list[tuple[int, dict[str, Any]]]) -> None:
-        """One atomic write of node records, stamped with the next commit sequence number."""
+        """One atomic write of node records, stamped with the next commit sequence number.
+
+        Start records ride on an end record of the same write (``starts``, see
+        durable.py) when there is one: one record per node in a chain, not two.
+        """
+        ends = [(i, rec) for i, rec in records if rec["state"] != _RUNNING]
+        if ends and len(ends) < len(records):
+            ended = {i for i, _ in ends}
+            starts = {rec["name"]: [rec["attempts"], rec.get("crashes", 0)]
+                      for i, rec in records if rec["state"] == _RUNNING and i not in ended}
+            i, rec = ends[-1]
+            ends[-1] = (i, {**rec, "starts": starts})
+            records = ends
         seq, present, total = self._seq + 1, set(self._present), self._sum
         for i, _ in records:
             if i not in present:
@@ -213,6 +227,8 @@ class InstanceStore:
         items = [(header_key(iid), self.header)]
         if self._newest is not None:  # so a header written back over this one is older
             key, rec = self._newest
+            # Its starts would now outrank the ends written after them: every node ended.
+            rec = {k: v for k, v in rec.items() if k != "starts"}
             items.append((key, {**rec, "seq": seq, "h": seq}))
         try:
             await self.storage.put_many(self._sealed(items),
@@ -359,20 +375,31 @@ class InstanceStore:
             if i is None:
                 stale.append(node_key(iid, old))
                 continue
-            if rec["state"] == NodeState.RUNNING.value:  # its process died under it
-                started[i] = (int(rec.get("attempts", 0)), int(rec.get("crashes", 0)) + 1)
-            else:
+            if rec["state"] != _RUNNING:
                 committed[i] = (NodeState(rec["state"]), rec.get("output"),
                                 int(rec.get("attempts", 0)), rec.get("error"))
             if i != old:
                 stale.append(node_key(iid, old))
-                moved.append((node_key(iid, i), rec))
+                # Restamped below: the starts it carries would outrank later records.
+                moved.append((node_key(iid, i), {k: v for k, v in rec.items()
+                                                 if k != "starts"}))
+        # Nodes whose process died under them. A start carried by another node's record
+        # becomes a record of its own, so it survives that record being moved.
+        own = {r.get("name") for r in stored.nodes.values() if r["state"] == _RUNNING}
+        for name, (attempts, crashes) in started_nodes(stored.nodes).items():
+            i = by_name.get(name)
+            if i is None:
+                continue
+            started[i] = (attempts, crashes + 1)
+            if name not in own:
+                moved.append((node_key(iid, i), start_record(name, attempts, crashes)))
         # The resume write is the next number of the commit sequence; records kept in
         # place keep theirs, moved ones (and ones written before sequences) are stamped.
         seq = 1 + max([int(stored.header.get("seq", 0))]
                       + [int(r.get("seq", 0)) for r in stored.nodes.values()])
         kept = {by_name[r["name"]] for r in stored.nodes.values()
                 if isinstance(r.get("name"), str) and r["name"] in by_name}
+        kept.update(started)
         stamp = {"seq": seq, "h": seq, "manifest": [len(kept), sum(kept)]}
         moved += [(node_key(iid, i), rec) for i, rec in stored.nodes.items()
                   if "seq" not in rec and node_key(iid, i) not in stale]
@@ -380,7 +407,7 @@ class InstanceStore:
         header = dict(stored.header)
         header.update(updated_at=self._clock.time(), resumes=int(header.get("resumes", 0)) + 1,
                       owner=self.owner, state=InstanceState.RUNNING.value,  # may be pending
-                      seq=seq, manifest=to_ranges(kept))
+                      seq=seq, manifest=to_ranges(kept), nodes=len(definition.nodes))
         items = [(header_key(iid), header)]
         fingerprint = definition.fingerprint()
         if fingerprint != header.get("fingerprint"):  # allow_changed: later resumes compare anew
@@ -441,8 +468,8 @@ class InstanceStore:
         while True:
             await self._clock.sleep(self.ttl / 3)
             try:
-                await self.storage.acquire_lease(self._fence[0], self.owner, self.ttl,
-                                                 self._clock.time())
+                await self.storage.renew_lease(self._fence[0], self.owner, self.ttl,
+                                               self._clock.time())
             except LeaseError as exc:
                 if self._fail(exc, f"instance {self.instance_id}: another executor took its "
                                    f"lease ({exc}); it stopped here"):

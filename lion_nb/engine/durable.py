@@ -4,9 +4,17 @@ Key layout (one storage may hold many instances, checkpoints and user keys)::
 
     instances/<iid>               header: workflow, fingerprint, inputs, state, times
     definitions/<iid>             the definition document (None if it holds callables)
-    nodes/<iid>/<index:06d>       one record per node that started (state "running",
-                                  its attempt and crash counts) or ended and committed
+    nodes/<iid>/<index:06d>       one record per node that ended and committed, or that
+                                  started with no commit to carry its start (state
+                                  "running", its attempt and crash counts)
     leases/<iid>                  the owner lease (see Storage.acquire_lease)
+
+Start records (an attempt begins; issue 14, poison nodes) ride on the commit
+that released the node: the end record of that commit carries them as
+``starts: {name: [attempt, crashes]}``, so a chain writes one record per node,
+not two (issue 21: on files, one file instead of a two-file journaled batch).
+A start stands until a record of the node itself with the same or a later
+``seq`` supersedes it (:func:`started_nodes`).
 
 Headers live under their own prefix so listing instances never walks node
 records, and the definition is apart from the header so the header rewritten
@@ -39,9 +47,10 @@ from ..errors import StorageCorruptError
 from ..state.machine import InstanceState, NodeState
 from ..state.storage import Storage
 
-__all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "header_key", "lease_key",
+__all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "from_ranges", "header_key",
+           "lease_key",
            "new_header", "new_owner_id", "node_key", "node_prefix", "node_record",
-           "owner_is_dead", "read_instance", "start_record", "to_ranges",
+           "owner_is_dead", "read_instance", "start_record", "started_nodes", "to_ranges",
            "verify_sequence"]
 
 HEADER_PREFIX = "instances/"
@@ -89,6 +98,29 @@ def start_record(name: str, attempt: int, crashes: int) -> dict[str, Any]:
     """The record written before attempt ``attempt`` of a node runs (overwritten at its end)."""
     return {"name": name, "state": NodeState.RUNNING.value, "output": None,
             "attempts": attempt, "error": None, "crashes": crashes}
+
+
+def started_nodes(nodes: Mapping[int, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Nodes whose newest stored start is not followed by an end: ``{name: (attempts,
+    crashes)}``, from start records and from the ``starts`` carried by end records."""
+    newest: dict[str, tuple[int, int, int, int]] = {}  # name -> (seq, own, attempts, crashes)
+    ended: dict[str, int] = {}
+    running = NodeState.RUNNING.value
+    for rec in nodes.values():
+        seq = int(rec.get("seq", 0))
+        name = rec.get("name")
+        if rec.get("state") == running:
+            if isinstance(name, str):
+                entry = (seq, 1, int(rec.get("attempts", 0)), int(rec.get("crashes", 0)))
+                newest[name] = max(newest.get(name, entry), entry)
+        elif isinstance(name, str):
+            ended[name] = max(ended.get(name, seq), seq)
+        for other, (attempts, crashes) in (rec.get("starts") or {}).items():
+            entry = (seq, 0, int(attempts), int(crashes))
+            newest[other] = max(newest.get(other, entry), entry)
+    # A node's own record wins a tie: it was written after the start it carries.
+    return {name: (a, c) for name, (seq, _, a, c) in newest.items()
+            if ended.get(name, -1) < seq}
 
 
 def lease_key(instance_id: str) -> str:
@@ -191,8 +223,7 @@ class StoredInstance:
     @property
     def started(self) -> dict[str, int]:
         """Nodes that started and had not ended when their process stopped: their attempt."""
-        return {r["name"]: int(r.get("attempts", 0)) for r in self.nodes.values()
-                if r["state"] == NodeState.RUNNING.value}
+        return {name: attempts for name, (attempts, _) in started_nodes(self.nodes).items()}
 
 
 async def read_instance(storage: Storage, instance_id: str) -> StoredInstance | None:
@@ -230,7 +261,8 @@ def to_ranges(indices: Any) -> list[list[int]]:
     return out
 
 
-def _from_ranges(runs: Any) -> set[int]:
+def from_ranges(runs: Any) -> set[int]:
+    """The indices of ``[[first, last], ...]`` runs (the inverse of :func:`to_ranges`)."""
     return {i for first, last in runs for i in range(int(first), int(last) + 1)}
 
 
@@ -254,7 +286,7 @@ def verify_sequence(instance_id: str, header: Mapping[str, Any],
                 f"header was written back over a newer one; refusing to use it",
                 key=header_key(iid), instance_id=iid, node=rec.get("name"), path=None)
     present = set(nodes)
-    missing = sorted(_from_ranges(header.get("manifest") or []) - present)
+    missing = sorted(from_ranges(header.get("manifest") or []) - present)
     newest = max(nodes.items(), key=lambda kv: kv[1]["seq"], default=None)
     if not missing and newest is not None and newest[1]["seq"] > hseq:
         count, total = newest[1].get("manifest") or (len(present), sum(present))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import operator
 import secrets
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +19,13 @@ from ..security import (
     AuditRecord, GrantSet, Requirement, ResourceRegistry, scope_covers,
 )
 from ..state.machine import InstanceState, StateMachineManager
-from ._claim import Claimer, submit_instance, wait_stored
+from ._claim import Claimer, hand_back, submit_instance
 from ._cache import Cache, as_cache
 from ._cache_session import CacheSession, RerunPlan
 from ._env import RunEnv
 from ._executor_config import ExecutorConfig, seconds
 from ._prune import prune_finished
+from ._remote import RemoteRun, wait_stored
 from ._result import InstanceResult
 from ._run import InstanceRun
 from ._store import InstanceStore
@@ -36,6 +38,9 @@ from .scheduler import WorkflowScheduler
 _log = logging.getLogger("lion_nb.engine")
 
 __all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
+
+_HANDLER_KEY = operator.attrgetter("handler")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 NodeHandler = Callable[[Any], Any]
 """A handler: ``async def h(ctx)`` or ``def h(ctx)``, returning a value or a NodeResult."""
@@ -74,6 +79,7 @@ class WorkflowExecutor:
         self._event_sink = self.config.event_sink
         self._owner = new_owner_id()  # this executor's name on the leases it holds
         self._claimer: Claimer | None = None
+        self._remote: dict[str, RemoteRun] = {}  # instances followed in durable storage
         self._env = RunEnv(scheduler=self.scheduler, observe=self.observe,
                            clock=self.scheduler.clock, config=self.config, runner=self.runner,
                            spawn=self.spawn, run_in_thread=self.run_in_thread,
@@ -147,6 +153,8 @@ class WorkflowExecutor:
         if self._claimer is not None:
             await self._claimer.stop()
             self._claimer = None
+        for remote in self._remote.values():
+            await remote.stop()
         if self._pruner is not None:
             self._pruner.cancel()
             await asyncio.gather(self._pruner, return_exceptions=True)
@@ -157,6 +165,7 @@ class WorkflowExecutor:
                 finishing.append(asyncio.shield(run.done))
             elif run.state is InstanceState.RUNNING:
                 if run.store is not None:  # durable: stays resumable, its lease released
+                    await hand_back(run.store)  # a submitted one: claimers continue it
                     await run.store.detach()
                 await run.cancel()
         if finishing:
@@ -179,17 +188,14 @@ class WorkflowExecutor:
     # --- instances -------------------------------------------------------------------
 
     def _resolve_handlers(self, definition: WorkflowDefinition) -> tuple[list[Any], list[bool]]:
-        handlers, flags = [], []
-        for node in definition.nodes:
-            entry = self._handlers.get(node.handler)
-            if entry is None:
-                raise HandlerNotFoundError(
-                    f"node {node.name!r} of {definition.name!r} has no registered handler "
-                    f"{node.handler!r}; registered: {sorted(self._handlers)[:20]}",
-                    node=node.name, handler=node.handler)
-            handlers.append(entry[0])
-            flags.append(entry[1])
-        return handlers, flags
+        entries: list[Any] = list(map(self._handlers.get, map(_HANDLER_KEY, definition.nodes)))
+        if None in entries:
+            node = definition.nodes[entries.index(None)]
+            raise HandlerNotFoundError(
+                f"node {node.name!r} of {definition.name!r} has no registered handler "
+                f"{node.handler!r}; registered: {sorted(self._handlers)[:20]}",
+                node=node.name, handler=node.handler)
+        return list(map(_FIRST, entries)), list(map(_SECOND, entries))
 
     def _new_run(self, definition: WorkflowDefinition, instance_id: str,
                  inputs: Mapping[str, Any] | None, priority: Any, deadlines: Any,
@@ -201,12 +207,20 @@ class WorkflowExecutor:
                             f"{type(definition).__name__}")
         handlers, flags = self._resolve_handlers(definition)
         nodes = definition.nodes
-        prios = [int(_per_node(priority, n, n.priority)) for n in nodes]
         now = self.scheduler.clock.monotonic()
-        dls: list[float | None] = []
-        for n in nodes:
-            rel = _per_node(deadlines, n, n.deadline)
-            dls.append(None if rel is None else now + rel)
+        prios: list[int]
+        dls: list[float | None]
+        if priority is None:  # the common case, without a call per node
+            prios = [n.priority for n in nodes]
+        else:
+            prios = [int(_per_node(priority, n, n.priority)) for n in nodes]
+        if deadlines is None:
+            dls = [None if n.deadline is None else now + n.deadline for n in nodes]
+        else:
+            dls = []
+            for n in nodes:
+                rel = _per_node(deadlines, n, n.deadline)
+                dls.append(None if rel is None else now + rel)
         grant_set = self._grant(instance_id, grants, definition)
         gate, resource_gate = self._security_gates(instance_id, grant_set)
         return InstanceRun(self._env, definition, instance_id, dict(inputs or {}), handlers,
@@ -361,7 +375,9 @@ class WorkflowExecutor:
     def _get(self, instance_id: str) -> InstanceRun:
         run = self._runs.get(instance_id)
         if run is None:
-            raise InstanceNotFoundError(f"no instance {instance_id!r} on this executor",
+            hint = ("; to watch one that runs elsewhere: await executor.follow(instance_id)"
+                    if self.state_manager.durable else "")
+            raise InstanceNotFoundError(f"no instance {instance_id!r} on this executor{hint}",
                                         instance_id=instance_id)
         return run
 
@@ -371,6 +387,10 @@ class WorkflowExecutor:
 
         An instance that runs elsewhere (``submit``) is followed in durable storage.
         """
+        remote = self._remote.get(instance_id)
+        if remote is not None and instance_id not in self._runs:
+            result = await remote.wait(timeout)
+            return result.check() if check else result
         if instance_id not in self._runs and self.state_manager.durable:
             result = await wait_stored(self.state_manager.storage, instance_id,
                                        timeout=timeout)
@@ -396,8 +416,38 @@ class WorkflowExecutor:
         return self._get(instance_id).state
 
     def snapshot(self, instance_id: str) -> InstanceResult:
-        """The instance as it is now (running or finished)."""
+        """The instance as it is now (running or finished; followed: as last polled)."""
+        remote = self._remote.get(instance_id)
+        if remote is not None and remote.result is not None and instance_id not in self._runs:
+            return remote.result
         return self._get(instance_id).snapshot()
+
+    async def follow(self, instance_id: str, *, interval: float = 0.5) -> InstanceResult:
+        """Follow an instance that runs elsewhere (``submit``, another process).
+
+        Its committed records are read every ``interval`` seconds and what
+        changed is emitted on ``observe`` as for a local run, so ``history``,
+        ``RunView(executor, instance_id)``, ``snapshot`` and ``wait`` show it.
+        Returns the instance as read now; InstanceNotFoundError if storage has none.
+        """
+        iid = str(instance_id)
+        if not self.state_manager.durable:
+            raise InstanceNotFoundError(f"follow({iid!r}) reads durable storage; this "
+                                        f"executor's storage is in memory", instance_id=iid)
+        if not interval > 0:
+            raise LionError(f"follow(interval=...) must be > 0 seconds, not {interval!r}")
+        if iid in self._runs:  # it runs here: its events are already on observe
+            return self.snapshot(iid)
+        old = self._remote.get(iid)
+        if old is not None and old.result is not None:
+            return old.result
+        remote = RemoteRun(self.state_manager.storage, iid, self.observe, interval=interval)
+        self._remote[iid] = remote  # before its first events: a view asks for its snapshot
+        try:
+            return await remote.first_read()
+        except BaseException:
+            del self._remote[iid]
+            raise
 
     def instances(self) -> list[InstanceId]:
         """Ids of the instances this executor knows, oldest first."""

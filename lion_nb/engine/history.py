@@ -1,13 +1,21 @@
-"""Execution history: one flat record per node attempt, kept by an observe subscriber."""
+"""Execution history: one row per node attempt, kept by an observe subscriber.
+
+Rows are stored as columns (lists of shared strings, a byte per state, a
+float array for the times): about 60 bytes a row instead of a record object
+with its own floats, and nothing for the cyclic garbage collector to track.
+``records`` makes :class:`AttemptRecord` objects from them when they are read.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import math
+from array import array
+from typing import Any, Iterable, Iterator, Sequence, overload
 
 from .observe import EventKind as K
 from .observe import ExecEvent, ObserveStream, Subscription
 
-__all__ = ["AttemptRecord", "InstanceRecord", "HistoryRecorder"]
+__all__ = ["AttemptRecord", "AttemptRows", "InstanceRecord", "HistoryRecorder"]
 
 
 class AttemptRecord:
@@ -74,29 +82,143 @@ class InstanceRecord:
 _NODE_END = {K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed", K.NODE_SKIPPED: "skipped",
              K.NODE_UPSTREAM_FAILED: "upstream_failed", K.NODE_CANCELLED: "cancelled",
              K.NODE_RETRIED: "failed", K.NODE_RESTORED: "restored"}
+_STATES = ("succeeded", "failed", "skipped", "upstream_failed", "cancelled", "restored",
+           "reused")
+_STATE_CODE = {s: i for i, s in enumerate(_STATES)}
+_KIND_CODE = {kind: _STATE_CODE[state] for kind, state in _NODE_END.items()}
+_REUSED = _STATE_CODE["reused"]
+_NAN = math.nan
 # One event per attempt: its end carries when it was queued and started, so the
 # recorder needs neither NODE_QUEUED nor NODE_STARTED (not built unless a view asks).
 KINDS = frozenset({K.INSTANCE_STARTED, K.INSTANCE_FINISHED,
-                   K.CHECKPOINT_SAVED, *_NODE_END})
+                   K.CHECKPOINT_SAVED, K.NODES_REUSED, *_NODE_END})
+
+
+def _time(value: float) -> float | None:
+    return None if value != value else value  # NaN (only NaN != NaN) stands for None
+
+
+class _Columns:
+    """The attempt rows, one list per field; rare fields live in a side table."""
+
+    __slots__ = ("instance", "workflow", "node", "attempt", "state", "times", "extra")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Drop every row."""
+        self.instance: list[str] = []
+        self.workflow: list[str] = []
+        self.node: list[str] = []
+        self.attempt: list[int] = []
+        self.state = bytearray()
+        self.times = array("d")  # queued, started, finished per row; NaN for None
+        # row -> (error, worker, reason, reason_detail): set on few rows only
+        self.extra: dict[int, tuple[Any, Any, Any, Any]] = {}
+
+    def record(self, row: int) -> AttemptRecord:
+        times = self.times
+        rec = AttemptRecord(self.instance[row], self.workflow[row], self.node[row],
+                            self.attempt[row], _time(times[3 * row]))
+        rec.started_at = _time(times[3 * row + 1])
+        rec.finished_at = _time(times[3 * row + 2])
+        rec.state = _STATES[self.state[row]]
+        extra = self.extra.get(row)
+        if extra is not None:
+            rec.error, rec.worker, rec.reason, rec.reason_detail = extra
+        return rec
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (in order)."""
+        times = self.times
+        self.instance = [self.instance[r] for r in rows]
+        self.workflow = [self.workflow[r] for r in rows]
+        self.node = [self.node[r] for r in rows]
+        self.attempt = [self.attempt[r] for r in rows]
+        self.state = bytearray(self.state[r] for r in rows)
+        self.times = array("d", (times[3 * r + j] for r in rows for j in range(3)))
+        self.extra = {new: self.extra[old] for new, old in enumerate(rows)
+                      if old in self.extra}
+
+
+class AttemptRows(Sequence[AttemptRecord]):
+    """The attempt records of a recorder: a read-only sequence, made from its rows on read.
+
+    Each read makes a fresh AttemptRecord (changing one changes no row); the
+    sequence compares equal to a list of records with the same fields.
+    """
+
+    __slots__ = ("_recorder",)
+
+    def __init__(self, recorder: "HistoryRecorder") -> None:
+        self._recorder = recorder
+
+    def __len__(self) -> int:
+        return len(self._recorder.columns().state)
+
+    @overload
+    def __getitem__(self, index: int) -> AttemptRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[AttemptRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> AttemptRecord | list[AttemptRecord]:
+        cols = self._recorder.columns()
+        n = len(cols.state)
+        if isinstance(index, slice):
+            return [cols.record(r) for r in range(*index.indices(n))]
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("attempt record index out of range")
+        return cols.record(index)
+
+    def __iter__(self) -> Iterator[AttemptRecord]:
+        cols = self._recorder.columns()
+        return (cols.record(r) for r in range(len(cols.state)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (AttemptRows, list, tuple)):
+            return NotImplemented
+        theirs = list(other)
+        return len(self) == len(theirs) and all(
+            a.as_dict() == (b.as_dict() if isinstance(b, AttemptRecord) else b)
+            for a, b in zip(self, theirs))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} attempt records>"
 
 
 class HistoryRecorder:
-    """Keeps one record per ended attempt, plus instances and checkpoints, from a stream.
+    """Keeps one row per ended attempt, plus instances and checkpoints, from a stream.
 
-    An attempt is recorded when it ends (its end event carries when it was
-    queued and started), so a running attempt is not listed yet.
+    An attempt is recorded when it ends (its end carries when it was queued and
+    started), so a running attempt is not listed yet.
     """
 
     def __init__(self) -> None:
-        self.records: list[AttemptRecord] = []
+        self._cols = _Columns()
         self.instances: dict[str, InstanceRecord] = {}
         self.checkpoints: list[dict[str, Any]] = []
         self._sub: Subscription | None = None
-        self._forgotten: set[str] = set()  # ids whose rows leave ``records`` at next compaction
+        self._forgotten: set[str] = set()  # ids whose rows leave the columns at next compaction
+
+    @property
+    def records(self) -> AttemptRows:
+        """Every attempt recorded, oldest first (records are made as they are read)."""
+        return AttemptRows(self)
+
+    def columns(self) -> _Columns:
+        """The rows, with those of forgotten instances gone."""
+        self._compact()
+        return self._cols
 
     def attach(self, stream: ObserveStream) -> "HistoryRecorder":
         """Start recording ``stream``."""
-        self._sub = stream.subscribe(self.on_event, KINDS)
+        self._sub = stream.subscribe(self.on_event, KINDS, on_attempt=self.on_attempt)
         return self
 
     def detach(self) -> None:
@@ -107,7 +229,7 @@ class HistoryRecorder:
 
     def clear(self) -> None:
         """Forget everything recorded so far."""
-        self.records.clear()
+        self._cols.clear()
         self.instances.clear()
         self.checkpoints.clear()
         self._forgotten.clear()
@@ -116,39 +238,50 @@ class HistoryRecorder:
         """Drop one instance's records (``retain_finished`` calls it for evicted ones)."""
         self.instances.pop(instance_id, None)
         self._forgotten.add(instance_id)
-        # Rebuilding the list per instance would be quadratic in a long-running
-        # process: rows leave in batches, and the readers below compact first.
+        # Rebuilding the columns per instance would be quadratic in a long-running
+        # process: rows leave in batches, and the readers compact first.
         if len(self._forgotten) >= 32 + len(self.instances) // 8:
             self._compact()
 
     def _compact(self) -> None:
         gone = self._forgotten
         if gone:
-            self.records[:] = [r for r in self.records if r.instance_id not in gone]
+            cols = self._cols
+            cols.keep([r for r, iid in enumerate(cols.instance) if iid not in gone])
             self.checkpoints[:] = [c for c in self.checkpoints if c["instance_id"] not in gone]
             gone.clear()
+
+    def on_attempt(self, kind: K, time: float, instance_id: str, node: str, attempt: int,
+                   queued_at: float | None, started_at: float | None,
+                   extra: dict[str, Any] | None) -> None:
+        """Add the row of an attempt that ended (the stream's ``on_attempt`` hook)."""
+        cols = self._cols
+        state = _KIND_CODE[kind]
+        if extra:
+            reason, error, worker = extra.get("reason"), extra.get("error"), extra.get("worker")
+            if reason == "reused" and state == 0:
+                state = _REUSED  # its handler did not run: no attempt, no duration
+            if reason is not None or error is not None or worker is not None:
+                cols.extra[len(cols.state)] = (
+                    error, worker, reason, None if reason is None else extra.get("reason_detail"))
+        inst = self.instances.get(instance_id)
+        cols.instance.append(instance_id)
+        cols.workflow.append(inst.workflow if inst is not None else "")
+        cols.node.append(node)
+        cols.attempt.append(attempt)
+        cols.state.append(state)
+        cols.times.extend((_NAN if queued_at is None else queued_at,
+                           _NAN if started_at is None else started_at, time))
 
     def on_event(self, ev: ExecEvent) -> None:
         """Fold one event into the records."""
         kind = ev.kind
-        state = _NODE_END.get(kind)
-        if state is not None:  # an attempt ended (or a node was decided without one)
+        if kind in _KIND_CODE:  # an attempt ended (or a node was decided without one)
             data = ev.data or {}
-            inst = self.instances.get(ev.instance_id)  # type: ignore[arg-type]
-            rec = AttemptRecord(ev.instance_id, inst.workflow if inst else "",  # type: ignore
-                                ev.node, ev.attempt, data.get("queued_at"))  # type: ignore
-            rec.started_at = data.get("started_at")
-            rec.state = state
-            rec.finished_at = ev.time
-            rec.error = data.get("error")
-            rec.worker = data.get("worker")
-            reason = data.get("reason")
-            if reason is not None:
-                rec.reason = reason
-                rec.reason_detail = data.get("reason_detail")
-                if reason == "reused" and state == "succeeded":
-                    rec.state = "reused"  # its handler did not run: no attempt, no duration
-            self.records.append(rec)
+            self.on_attempt(kind, ev.time, ev.instance_id or "", ev.node or "", ev.attempt,
+                            data.get("queued_at"), data.get("started_at"), data)
+        elif kind is K.NODES_REUSED:
+            self._reused(ev)
         elif kind is K.INSTANCE_STARTED:
             if ev.instance_id in self._forgotten:  # the id is reused: keep its new rows
                 self._compact()
@@ -164,14 +297,30 @@ class HistoryRecorder:
             self.checkpoints.append({"time": ev.time, "instance_id": ev.instance_id,
                                      **(ev.data or {})})
 
+    def _reused(self, ev: ExecEvent) -> None:
+        """Nodes reused from the cache: a row each, state "reused", no attempt."""
+        data = ev.data or {}
+        iid = ev.instance_id or ""
+        inst = self.instances.get(iid)
+        workflow, when = inst.workflow if inst else "", ev.time
+        details = data.get("details") or {}
+        cols = self._cols
+        for name in data.get("nodes", ()):
+            cols.extra[len(cols.state)] = (None, None, "reused", details.get(name))
+            cols.instance.append(iid)
+            cols.workflow.append(workflow)
+            cols.node.append(name)
+            cols.attempt.append(0)
+            cols.state.append(_REUSED)
+            cols.times.extend((_NAN, _NAN, when))
+
     def attempts(self, instance_id: str | None = None) -> list[AttemptRecord]:
         """Attempt records, optionally of one instance."""
-        self._compact()
+        cols = self.columns()
         if instance_id is None:
-            return list(self.records)
-        return [r for r in self.records if r.instance_id == instance_id]
+            return [cols.record(r) for r in range(len(cols.state))]
+        return [cols.record(r) for r, iid in enumerate(cols.instance) if iid == instance_id]
 
     def rows(self, records: Iterable[AttemptRecord] | None = None) -> list[dict[str, Any]]:
         """Attempt records as flat dicts."""
-        self._compact()
         return [r.as_dict() for r in (self.records if records is None else records)]

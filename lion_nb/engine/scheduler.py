@@ -59,6 +59,10 @@ class WorkflowScheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = StatsKeeper(self._now)
         self.on_deadline_failed: Callable[[ScheduledTask, Exception], None] | None = None
+        # The config is frozen: its limits are read per dispatch, so keep them at hand.
+        self._max_queued = config.max_queued_tasks
+        self._max_running = config.max_concurrent_tasks
+        self._per_group = config.max_per_group
 
     # --- queue construction ----------------------------------------------------
 
@@ -99,14 +103,13 @@ class WorkflowScheduler:
         """
         if self._closed:
             self._check_open()
-        self._seq += 1
-        task.seq = self._seq
+        self._seq = task.seq = self._seq + 1
         task.enqueued_at = self._now()
-        if len(self._queue) >= self.config.max_queued_tasks:
+        if len(self._queue) >= self._max_queued:
             self._overflow.append(task)
         else:
             self._queue.push(task)
-        if self.observe.wants(_QUEUE_DEPTH):
+        if _QUEUE_DEPTH in self.observe.wanted:
             self._emit_depth()
         if not self._kick_pending:
             self._kick_pending = True
@@ -207,8 +210,8 @@ class WorkflowScheduler:
     def _take(self) -> ScheduledTask | None:
         """Pop the next runnable task and give it a slot, or None."""
         queue = self._queue
-        cfg = self.config
-        while queue and self.running < cfg.max_concurrent_tasks:
+        per_group = self._per_group
+        while queue and self.running < self._max_running:
             task = queue.pop()
             if self._overflow:
                 queue.push(self._overflow.popleft())
@@ -223,8 +226,8 @@ class WorkflowScheduler:
                 task.slice_start = self._now()
                 fut.set_result(None)
                 continue
-            if task.group is not None and cfg.max_per_group is not None:
-                if self._group_running.get(task.group, 0) >= cfg.max_per_group:
+            if per_group is not None and task.group is not None:
+                if self._group_running.get(task.group, 0) >= per_group:
                     self._blocked.setdefault(("group", task.group), deque()).append(task)
                     continue
             if task.resources and not self._pools_free(task):
@@ -234,7 +237,7 @@ class WorkflowScheduler:
                 if not self._deadline_missed(task, now):
                     continue
             self.running += 1
-            if cfg.max_per_group is not None and task.group is not None:
+            if per_group is not None and task.group is not None:
                 self._group_running[task.group] = self._group_running.get(task.group, 0) + 1
             for pool in task.resources:
                 self._pool_running[pool] = self._pool_running.get(pool, 0) + 1
@@ -242,7 +245,7 @@ class WorkflowScheduler:
             stats = self.stats
             stats.dispatched_count += 1
             stats.waits.append(now - task.enqueued_at)
-            if self.observe.wants(_QUEUE_DEPTH):
+            if _QUEUE_DEPTH in self.observe.wanted:
                 self._emit_depth()
             return task
         return None
@@ -261,7 +264,7 @@ class WorkflowScheduler:
         late = now - (task.deadline or now)
         task.missed = True
         self.stats.deadline_misses += 1
-        if self.observe.wants(EventKind.DEADLINE_MISSED):
+        if EventKind.DEADLINE_MISSED in self.observe.wanted:
             self.observe.emit(ExecEvent(EventKind.DEADLINE_MISSED, self.clock.time(),
                                         task.instance_id, task.name, 0,
                                         {"late_by": late,
@@ -332,7 +335,11 @@ class WorkflowScheduler:
                     try:
                         await task.runner(task)
                     finally:
-                        self._release(task)
+                        if task.resources or task.deadline is not None or self._group_running:
+                            self._release(task)
+                        else:  # _release with nothing to release but the slot
+                            self.running -= 1
+                            self.stats.completed += 1
                     since_yield += 1
                     if since_yield >= 32:  # let other tasks (and views) run on a busy loop
                         since_yield = 0
@@ -399,7 +406,7 @@ class WorkflowScheduler:
         task.seq = self._seq
         task.enqueued_at = now
         self._queue.push(task)
-        if self.observe.wants(EventKind.NODE_YIELDED):
+        if EventKind.NODE_YIELDED in self.observe.wanted:
             self.observe.emit(ExecEvent(EventKind.NODE_YIELDED, self.clock.time(),
                                         task.instance_id, task.name, 0, {"level": task.level}))
         self._kick()
@@ -421,7 +428,7 @@ class WorkflowScheduler:
         self.policy = new
         for task in sorted(items, key=lambda t: t.seq):
             self._queue.push(task)
-        if self.observe.wants(EventKind.POLICY_CHANGED):
+        if EventKind.POLICY_CHANGED in self.observe.wanted:
             self.observe.emit(ExecEvent(EventKind.POLICY_CHANGED, self.clock.time(), None,
                                         None, 0, {"from": old.value, "to": new.value,
                                                   "requeued": len(items)}))

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import operator
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -19,9 +20,10 @@ from ..errors import (CycleError, DefinitionError, DuplicateIdError, Serializati
                       UnknownNodeError)
 from ..security import DefinitionCeiling
 from . import _document as doc_format
-from ._edge import Edge
-from ._ids import NodeId, WorkflowId
+from ._edge import Edge, as_condition
+from ._ids import EdgeId, NodeId, WorkflowId
 from ._node import Node
+from .condition import Condition
 
 __all__ = ["WorkflowBuilder", "WorkflowDefinition"]
 
@@ -51,44 +53,73 @@ class WorkflowDefinition:
 
     _display_kind = "workflow"
 
-    def __init__(self, name: str, nodes: tuple[Node, ...], edges: tuple[Edge, ...], *,
+    def __init__(self, name: str, nodes: tuple[Node, ...], edges: tuple[Edge, ...] = (), *,
                  id: WorkflowId | str | None = None,
                  metadata: Mapping[str, Any] | None = None,
                  ceiling: tuple[str, ...] | None = None,
-                 _ends: tuple[dict[NodeId, int], list[int], list[int]] | None = None) -> None:
+                 _graph: "_Graph | None" = None) -> None:
         self.id = WorkflowId(id) if id else WorkflowId.new()
         self.ceiling = ceiling
         self.name = name
         self.nodes = nodes
-        self.edges = edges
         self.metadata = MappingProxyType(dict(metadata or {}))
         self._fingerprint: str | None = None  # computed once: the definition is immutable
-        # Tens of thousands of small lists and tuples, none in a cycle: the cyclic
-        # collector would only rescan the (large) heap again and again meanwhile.
+        self._index: dict[NodeId, int] | None = None
+        if _graph is None:
+            index = self._index = {n.id: i for i, n in enumerate(nodes)}
+            _graph = _Graph({n.name: i for i, n in enumerate(nodes)},
+                            [index[e.source] for e in edges], [index[e.target] for e in edges],
+                            {k: e.condition for k, e in enumerate(edges) if e.condition is not None},
+                            dict(enumerate(edges)), "")
+        self._graph = _graph
+        self.by_name = _graph.by_name
+        self.edge_source, self.edge_target = _graph.sources, _graph.targets
+        #: Per edge: its Condition, or None for an unconditional edge.
+        self.conditions: list[Condition | None] = [None] * len(self.edge_source)
+        for k, condition in _graph.conditions.items():
+            self.conditions[k] = condition
+        self._edges: tuple[Edge, ...] | None = None
+        # Tens of thousands of small tuples, none in a cycle: the cyclic collector
+        # would only rescan the (large) heap again and again meanwhile.
         with _collector_paused():
-            self._index_edges(_ends)
+            self._index_edges()
 
-    def _index_edges(self, _ends: tuple[dict[NodeId, int], list[int], list[int]] | None
-                     ) -> None:
-        nodes, edges = self.nodes, self.edges
-        if _ends is None:
-            index = {n.id: i for i, n in enumerate(nodes)}
-            _ends = (index, [index[e.source] for e in edges], [index[e.target] for e in edges])
-        self.index, self.edge_source, self.edge_target = _ends
-        self.by_name = {n.name: i for i, n in enumerate(nodes)}
-        out: list[list[int]] = [[] for _ in nodes]
-        inc: list[list[int]] = [[] for _ in nodes]
+    @property
+    def index(self) -> dict[NodeId, int]:
+        """Node id -> position (made on first use; draws the ids nodes do not have yet)."""
+        if self._index is None:
+            self._index = {n.id: i for i, n in enumerate(self.nodes)}
+        return self._index
+
+    @property
+    def edges(self) -> tuple[Edge, ...]:
+        """The Edge objects, in the order they were added (made on first use)."""
+        if self._edges is None:
+            self._edges = self._graph.edge_objects(self.nodes)
+        return self._edges
+
+    def edge_id(self, k: int) -> EdgeId:
+        """The id of edge number ``k`` (without making the Edge objects)."""
+        return self._graph.edge_id(k)
+
+    def _index_edges(self) -> None:
+        out: list[list[int]] = [[] for _ in self.nodes]
+        inc: list[list[int]] = [[] for _ in self.nodes]
         for k, (s, t) in enumerate(zip(self.edge_source, self.edge_target)):
             out[s].append(k)
             inc[t].append(k)
-        self.out_edges = tuple(tuple(x) for x in out)
-        self.in_edges = tuple(tuple(x) for x in inc)
-        self._order = self._kahn()
+        self.out_edges = tuple(map(tuple, out))
+        self.in_edges = tuple(map(tuple, inc))
+        # Edges that all point from an earlier node to a later one (nodes declared before
+        # the steps after them, as a Flow does) cannot close a cycle: Kahn's order, which
+        # only topological_order() needs, is then computed when it is asked for.
+        forward = all(map(operator.lt, self.edge_source, self.edge_target))
+        self._order: list[int] | None = None if forward else self._kahn()
 
     def _kahn(self) -> list[int]:
         """Node indices in topological order; CycleError naming a cycle if there is one."""
         target = self.edge_target
-        indeg = [len(x) for x in self.in_edges]
+        indeg = list(map(len, self.in_edges))
         order = [i for i, d in enumerate(indeg) if d == 0]
         out = self.out_edges
         for i in order:  # the list grows while we walk it
@@ -116,13 +147,13 @@ class WorkflowDefinition:
         loop = walk[seen[i]:][::-1]  # forward order: each node has an edge to the next
         ring = list(zip(loop, loop[1:] + loop[:1]))
         # Start at the edge added last: the one most likely to be the mistake.
-        pairs = {(self.edge_source[k], self.edge_target[k]): k for k in range(len(self.edges))}
+        pairs = {(s, t): k for k, (s, t) in enumerate(zip(self.edge_source, self.edge_target))}
         last = max(range(len(ring)), key=lambda j: pairs[ring[j]])
         path = [s for s, _ in ring[last:] + ring[:last]]
         names = [self.nodes[j].name for j in path + path[:1]]
-        edge = self.edges[pairs[ring[last]]]
+        edge_id = self.edge_id(pairs[ring[last]])
         return CycleError(f"workflow {self.name!r}: edge {' -> '.join(names[:2])} closes the "
-                          f"cycle {' -> '.join(names)}", cycle=names, edge_id=edge.id)
+                          f"cycle {' -> '.join(names)}", cycle=names, edge_id=edge_id)
 
     # --- navigation ----------------------------------------------------------
 
@@ -134,7 +165,7 @@ class WorkflowDefinition:
 
     def __repr__(self) -> str:
         return (f"WorkflowDefinition({self.name!r}, {len(self.nodes)} nodes, "
-                f"{len(self.edges)} edges)")
+                f"{len(self.edge_source)} edges)")
 
     def node(self, key: NodeId | str) -> Node:
         """The node with this id or name; UnknownNodeError otherwise."""
@@ -165,6 +196,8 @@ class WorkflowDefinition:
 
     def topological_order(self) -> list[Node]:
         """Nodes so that every edge points forward (Kahn's algorithm, stable)."""
+        if self._order is None:
+            self._order = self._kahn()
         return [self.nodes[i] for i in self._order]
 
     def fingerprint(self) -> str:
@@ -173,9 +206,8 @@ class WorkflowDefinition:
             return self._fingerprint
         shape = {
             "nodes": [[n.name, n.handler, n.trigger_rule.value] for n in self.nodes],
-            "edges": [[self.nodes[s].name, self.nodes[t].name,
-                       e.condition.label if e.condition else None]
-                      for e, s, t in zip(self.edges, self.edge_source, self.edge_target)],
+            "edges": [[self.nodes[s].name, self.nodes[t].name, c.label if c else None]
+                      for c, s, t in zip(self.conditions, self.edge_source, self.edge_target)],
         }
         self._fingerprint = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
         return self._fingerprint
@@ -244,13 +276,50 @@ class WorkflowDefinition:
         return _display.mimebundle(self, include, exclude)
 
 
+class _Graph:
+    """A definition's edges as columns, shared with the builder that made them.
+
+    Edge objects (and their ids) are made only when someone asks for them:
+    ``connect`` stores two ints and a condition. A lazily made id is the
+    builder's prefix plus the edge's index, so every definition built from one
+    builder names an edge the same way, whenever its objects are made.
+    """
+
+    __slots__ = ("by_name", "sources", "targets", "conditions", "objects", "prefix")
+
+    def __init__(self, by_name: dict[str, int], sources: list[int],
+                 targets: list[int], conditions: dict[int, Condition],
+                 objects: dict[int, Edge], prefix: str) -> None:
+        self.by_name = by_name
+        self.sources, self.targets, self.conditions = sources, targets, conditions
+        self.objects, self.prefix = objects, prefix
+
+    def edge_id(self, k: int) -> EdgeId:
+        """The id of edge ``k`` (without making its Edge)."""
+        edge = self.objects.get(k)
+        return EdgeId(f"{self.prefix}{k:x}") if edge is None else edge.id
+
+    def edge_objects(self, nodes: tuple[Node, ...]) -> tuple[Edge, ...]:
+        """Every edge as an Edge, made (once) where only its columns exist."""
+        objects, out = self.objects, []
+        for k in range(len(self.sources)):
+            edge = objects.get(k)
+            if edge is None:
+                edge = objects[k] = Edge.between(nodes[self.sources[k]].id,
+                                                 nodes[self.targets[k]].id,
+                                                 self.conditions.get(k), self.edge_id(k))
+            out.append(edge)
+        return tuple(out)
+
+
 class WorkflowBuilder:
     """Builds a WorkflowDefinition; every ``add_*`` validates and returns ``self``.
 
-    ``add_edge`` rejects unknown endpoints, duplicate ids and edges, and
-    self-loops at the call. Longer cycles are found once, by ``build()``, in
-    linear time (so adding edges costs the same in any order); the CycleError
-    names the cycle's path.
+    ``add_edge`` and ``connect`` reject unknown endpoints, duplicate ids and
+    edges, and self-loops at the call. Longer cycles are found once, by
+    ``build()``, in linear time (so adding edges costs the same in any order);
+    the CycleError names the cycle's path. ``connect`` makes no Edge object:
+    a definition makes its edges (and their ids) when they are first asked for.
     """
 
     def __init__(self, name: str, *, id: WorkflowId | str | None = None,
@@ -266,29 +335,63 @@ class WorkflowBuilder:
         self._ceiling = None if ceiling is None else DefinitionCeiling(ceiling)
         self._ceiling_src = None if ceiling is None else tuple(str(c) for c in ceiling)
         self._nodes: list[Node] = []
-        self._edges: list[Edge] = []
+        # Id -> position of the nodes whose id is known: every node before ``_upto``, and
+        # those after it that came with an id (the rest are indexed when an id is looked up).
         self._index: dict[NodeId, int] = {}
+        self._upto = 0
         self._by_name: dict[str, int] = {}
-        self._edge_ids: set[str] = set()
+        self._edge_ids: set[str] = set()  # ids of Edge objects given to add_edge
         self._sources: list[int] = []
         self._targets: list[int] = []
-        # (source, target) as one int: no tuple per edge for the garbage collector to track.
-        self._pairs: set[int] = set()
+        # Only the edges that have them: an edge's condition, its Edge (from add_edge; the
+        # others are made lazily, by the definition).
+        self._conditions: dict[int, Condition] = {}
+        self._edges: dict[int, Edge] = {}
+        self._prefix = f"{EdgeId.new()}."  # lazily made edge ids: prefix + index
+        # (source, target) as one int: no tuple per edge for the garbage collector to
+        # track. None after build(): rebuilt from the columns if edges are added again.
+        self._pairs: set[int] | None = set()
+        self._shared = False  # the lists above belong to a built definition too
+
+    def _own(self) -> None:
+        """Copy the columns a built definition shares, before changing them."""
+        self._nodes = list(self._nodes)
+        self._index, self._by_name = dict(self._index), dict(self._by_name)
+        self._sources, self._targets = list(self._sources), list(self._targets)
+        self._conditions, self._edges = dict(self._conditions), dict(self._edges)
+        self._shared = False
 
     def add_node(self, node: Node) -> "WorkflowBuilder":
         """Add a node; its id and name must be new."""
         if type(node) is not Node:
             raise DefinitionError(f"add_node takes a Node, not {type(node).__name__}",
                                   node=node)
-        if node.id in self._index:
-            raise DuplicateIdError(f"duplicate node id {str(node.id)!r}", id=node.id)
+        node_id = node.assigned_id  # a node without an id yet cannot repeat one
+        if node_id is not None and node_id in self._ids():
+            raise DuplicateIdError(f"duplicate node id {str(node_id)!r}", id=node_id)
         if node.name in self._by_name:
             raise DuplicateIdError(f"duplicate node name {node.name!r}", id=node.name)
         if self._ceiling is not None and node.requires:
             self._ceiling.check(node.requires, node=node.name)
-        self._index[node.id] = self._by_name[node.name] = len(self._nodes)
+        if self._shared:
+            self._own()
+        position = self._by_name[node.name] = len(self._nodes)
+        if node_id is not None:
+            self._index[node_id] = position
         self._nodes.append(node)
         return self
+
+    def _ids(self) -> dict[NodeId, int]:
+        """Id -> position of every node (drawing the ids not drawn yet)."""
+        nodes = self._nodes
+        if self._upto < len(nodes):
+            if self._shared:
+                self._own()
+            index = self._index
+            for position in range(self._upto, len(nodes)):
+                index[nodes[position].id] = position
+            self._upto = len(nodes)
+        return self._index
 
     def add_nodes(self, *nodes: Node) -> "WorkflowBuilder":
         """Add several nodes."""
@@ -301,55 +404,84 @@ class WorkflowBuilder:
         if type(edge) is not Edge:
             raise DefinitionError(f"add_edge takes an Edge, not {type(edge).__name__}",
                                   edge=edge)
-        if edge.id in self._edge_ids:
+        if edge.id in self._edge_ids or edge.id.startswith(self._prefix):
             raise DuplicateIdError(f"duplicate edge id {str(edge.id)!r}", id=edge.id)
-        index = self._index
+        index = self._ids()
         s, t = index.get(edge.source), index.get(edge.target)
         if s is None or t is None:
             end = edge.source if s is None else edge.target
             raise UnknownNodeError(
                 f"edge {str(edge.id)!r} names unknown node {str(end)!r}",
                 node_id=end, edge_id=edge.id)
+        self._add(s, t, edge.condition, edge)
+        self._edge_ids.add(edge.id)
+        return self
+
+    def _add(self, s: int, t: int, condition: Condition | None, edge: Edge | None) -> None:
+        pairs = self._pairs
+        if pairs is None:
+            pairs = self._pairs = {(a << 32) | b for a, b in zip(self._sources, self._targets)}
         pair = (s << 32) | t
-        if pair in self._pairs:
-            raise DuplicateIdError(
-                f"there is already an edge {self._nodes[s].name!r} -> {self._nodes[t].name!r}",
-                id=edge.id)
-        if s == t:
+        if pair in pairs or s == t:
+            # the id the edge has (add_edge) or would have had (connect)
+            edge_id = edge.id if edge is not None else self._lazy_id(len(self._sources))
+            if s != t:
+                raise DuplicateIdError(f"there is already an edge {self._nodes[s].name!r} -> "
+                                       f"{self._nodes[t].name!r}", id=edge_id)
             name = self._nodes[s].name
             raise CycleError(f"edge {name} -> {name} would close the cycle {name} -> {name}",
-                             cycle=[name, name], edge_id=edge.id)
-        self._edge_ids.add(edge.id)
-        self._pairs.add(pair)
+                             cycle=[name, name], edge_id=edge_id)
+        if self._shared:
+            self._own()
+        pairs.add(pair)
+        if condition is not None:
+            self._conditions[len(self._sources)] = condition
+        if edge is not None:
+            self._edges[len(self._sources)] = edge
         self._sources.append(s)
         self._targets.append(t)
-        self._edges.append(edge)
-        return self
+
+    def _lazy_id(self, k: int) -> EdgeId:
+        return EdgeId(f"{self._prefix}{k:x}")
 
     def connect(self, source: Node | NodeId | str, target: Node | NodeId | str,
                 condition: Any = None) -> "WorkflowBuilder":
-        """``add_edge(Edge(source.id, target.id, condition=...))``; nodes, ids or names."""
-        return self.add_edge(Edge.between(self._node_id(source, "source"),
-                                          self._node_id(target, "target"), condition))
+        """An edge ``source -> target`` (nodes, ids or names), active when ``condition`` holds."""
+        # The nodes themselves (the common case): found by name, confirmed by identity.
+        nodes, by_name = self._nodes, self._by_name
+        s = by_name.get(source.name) if type(source) is Node else None
+        if s is None or nodes[s] is not source:
+            s = self._position(source, "source")
+        t = by_name.get(target.name) if type(target) is Node else None
+        if t is None or nodes[t] is not target:
+            t = self._position(target, "target")
+        self._add(s, t, None if condition is None else as_condition(condition), None)
+        return self
 
-    def _node_id(self, ref: Node | NodeId | str, role: str) -> NodeId:
-        if type(ref) is Node:
-            return ref.id
-        if type(ref) is NodeId or ref in self._index:
-            return NodeId(ref)
-        i = self._by_name.get(ref) if isinstance(ref, str) else None
+    def _position(self, ref: Node | NodeId | str, role: str) -> int:
+        """The index of a node of this builder, given as a Node, a NodeId or a name."""
+        key: Any = ref.id if type(ref) is Node else ref
+        i = self._ids().get(key)
+        if i is None and type(ref) is not Node:
+            i = self._by_name.get(ref) if isinstance(ref, str) else None
         if i is None:
             raise UnknownNodeError(f"connect: the {role} {ref!r} is neither a node of "
                                    f"workflow {self.name!r} nor the name or id of one",
                                    node_id=ref)
-        return self._nodes[i].id
+        return i
 
     def build(self) -> WorkflowDefinition:
         """The immutable definition; CycleError if the edges close a cycle."""
         if not self._nodes:
             raise DefinitionError(f"workflow {self.name!r} has no nodes", workflow=self.name)
-        return WorkflowDefinition(self.name, tuple(self._nodes), tuple(self._edges),
-                                  id=self._id, metadata=self._metadata,
-                                  ceiling=self._ceiling_src,
-                                  _ends=(dict(self._index), list(self._sources),
-                                         list(self._targets)))
+        # The definition takes the columns as they are (no copy); the builder copies
+        # them before it changes them again. The duplicate-edge set is not needed
+        # by the definition and is dropped, so a kept builder costs little memory.
+        graph = _Graph(self._by_name, self._sources, self._targets,
+                       self._conditions, self._edges, self._prefix)
+        definition = WorkflowDefinition(self.name, tuple(self._nodes), id=self._id,
+                                        metadata=self._metadata, ceiling=self._ceiling_src,
+                                        _graph=graph)
+        self._shared = True
+        self._pairs = None
+        return definition

@@ -8,9 +8,16 @@ from ..errors import DefinitionError
 from ._ids import EdgeId, NodeId, node_id_of
 from .condition import Condition
 
-__all__ = ["Edge"]
+__all__ = ["Edge", "as_condition"]
 
 _put = object.__setattr__
+
+
+def as_condition(condition: Any) -> Condition | None:
+    """A Condition from an expression, a callable or a Condition (kept as is); None stays."""
+    if condition is None or type(condition) is Condition:
+        return condition
+    return Condition(condition)
 
 
 class Edge:
@@ -41,16 +48,17 @@ class Edge:
         put(self, "id", edge_id)
         put(self, "source", node_id_of(source))
         put(self, "target", node_id_of(target))
-        put(self, "condition", None if condition is None else Condition(condition))
+        put(self, "condition", as_condition(condition))
 
     @classmethod
-    def between(cls, source: NodeId, target: NodeId, condition: Any = None) -> "Edge":
+    def between(cls, source: NodeId, target: NodeId, condition: Any = None,
+                edge_id: EdgeId | None = None) -> "Edge":
         """A new edge between two node ids (the builder's fast path; ids are not re-checked)."""
         edge = object.__new__(cls)
-        _put(edge, "id", EdgeId.new())
+        _put(edge, "id", EdgeId.new() if edge_id is None else edge_id)
         _put(edge, "source", source)
         _put(edge, "target", target)
-        _put(edge, "condition", None if condition is None else Condition(condition))
+        _put(edge, "condition", as_condition(condition))
         return edge
 
     def __setattr__(self, key: str, value: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["EdgeId", "InstanceId", "NodeId", "WorkflowId", "node_id_of"]
 
@@ -23,7 +23,7 @@ class _Id(str):
     prefix = ""
 
     @classmethod
-    def new(cls) -> "_Id":
+    def new(cls) -> Self:
         """A fresh id, unique across processes."""
         return cls(f"{cls.prefix}{_PROCESS_TOKEN}-{next(_COUNTER):x}")
 

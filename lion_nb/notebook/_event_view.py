@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
-from ._text import html_text
+from ._text import html_text, short_id
 from ._live_view import LiveView, observe_of
 from ._html import chip, figure_html, items_html, table_html
 
@@ -182,10 +182,10 @@ class EventView(LiveView):
                 who += f" <small>({len(members)} members)</small>"
             dead = self.dead_lettered.get(name, 0)
             pending = int(sub.get("pending", 0))
-            state = "failed" if dead else ("queued" if pending else "succeeded")
             error = self.last_error.get(name)
             rows.append((who, f"<code>{html_text(sub.get('pattern'), 60)}</code>",
-                         html_text(sub.get("mode")), chip(state, f"{pending:,}"),
+                         html_text(sub.get("mode")),
+                         chip("queued", f"{pending:,}") if pending else "0",
                          f"{int(sub.get('in_flight', 0)):,}",
                          f"{self.redelivered.get(name, 0):,}",
                          chip("failed", f"{dead:,}") if dead else "0",
@@ -222,7 +222,13 @@ def _store_html(figures: dict[str, Any] | None) -> str:
 
 
 def _trouble_html(x: DeliveryTrouble) -> str:
+    # Time and event id make each line tell one delivery apart from its neighbours.
     state = "failed" if x.kind == "dead_lettered" else "retrying"
     error = f": <code>{html_text(x.error, 120)}</code>" if x.error else ""
-    return (f"{chip(state, x.kind.replace('_', ' '))} <b>{html_text(x.subscriber, 60)}</b> "
-            f"{html_text(x.topic, 60)} attempt {x.attempt}{error}")
+    when = time.strftime("%H:%M:%S", time.localtime(x.time)) + f".{int(x.time % 1 * 1000):03d}" \
+        if x.time else "?"
+    return (f"<small style='font-variant-numeric:tabular-nums'>{when}</small> "
+            f"{chip(state, x.kind.replace('_', ' '))} <b>{html_text(x.subscriber, 60)}</b> "
+            f"{html_text(x.topic, 60)} event <code title='{html_text(x.event_id)}'>"
+            f"{html_text(short_id(x.event_id))}</code> attempt {x.attempt}{error}")
+

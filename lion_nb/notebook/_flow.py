@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .. import _display
 from ..engine import Cache, ExecutorConfig, HistoryRecorder, WorkflowExecutor
-from ..errors import CacheConfigError, DefinitionError, UnknownNodeError
-from ..model import Edge, Node, WorkflowBuilder, WorkflowDefinition
+from ..errors import CacheConfigError, DefinitionError, LionError, UnknownNodeError
+from ..model import Condition, Edge, Node, WorkflowBuilder, WorkflowDefinition
 
 __all__ = ["Flow", "Step"]
 
@@ -102,8 +102,18 @@ class Flow:
         and any other keyword go to :class:`lion_nb.model.Node`.
         """
         if fn is None:
-            return lambda f: self._declare(f, name, after, when, retries, node_options)
-        return self._declare(fn, name, after, when, retries, node_options)
+            return lambda f: self._declare_here(f, name, after, when, retries, node_options)
+        return self._declare_here(fn, name, after, when, retries, node_options)
+
+    def _declare_here(self, f: Handler, name: str | None, after: Any, when: Any,
+                      retries: int, node_options: dict[str, Any]) -> Handler:
+        """Declare a step; a refusal is raised from the user's line, not 7-11 frames deep."""
+        try:
+            return self._declare(f, name, after, when, retries, node_options)
+        except LionError as exc:
+            # The message names the culprit; the frames below this one (the builder, the
+            # expression compiler) would only bury the user's own line under ours.
+            raise exc.with_traceback(None) from exc.__cause__
 
     def _declare(self, f: Handler, name: str | None, after: Any, when: Any, retries: int,
                  node_options: dict[str, Any]) -> Handler:
@@ -129,11 +139,11 @@ class Flow:
         # step leaves nothing behind.
         node = Node(step_name, **options)
         nodes = self._nodes
-        edges = [Edge.between(nodes[p].id, node.id, when) for p in preds]
+        condition = None if when is None else Condition(when)
         builder = self._builder
         builder.add_node(node)
-        for edge in edges:  # known ends, new pairs, pointing backwards: cannot fail
-            builder.add_edge(edge)
+        for p in preds:  # known ends, new pairs, pointing backwards: cannot fail
+            builder.connect(nodes[p], node, condition)
         self.steps[step_name] = Step(step_name, f, tuple(preds), when, options)
         nodes[step_name] = node
         self._names[id(f)] = step_name
@@ -154,7 +164,7 @@ class Flow:
                     if p not in nodes:
                         raise DefinitionError(f"step {s.name!r} comes after {p!r}, which is "
                                               "declared later", step=s.name)
-                    builder.add_edge(Edge.between(nodes[p].id, node.id, s.when))
+                    builder.connect(nodes[p], node, s.when)
             self._builder, self._nodes, self._definition = builder, nodes, None
         self.steps[old.name] = step
         self._names[id(f)] = old.name

@@ -1,9 +1,11 @@
-"""A readable picture of a large workflow: nodes collapsed into bands of topological layers.
+"""A readable overview of a large workflow: nodes grouped by band of layers and by handler.
 
 A 10,000-node DAG drawn node by node is a grey smear that takes minutes to lay
-out. Instead each band of consecutive layers (layer = longest path from a
-root) becomes one box saying how many nodes it holds, a few example names and,
-for an instance, how many are in each state; edges between bands carry counts.
+out. Instead consecutive topological layers (layer = longest path from a root)
+form at most ``MAX_BANDS`` bands, one row each, and inside a band the nodes are
+grouped by handler, side by side: a 2-D overview a dozen rows high. Each box
+says its layers, how many nodes it holds, the handler, a few example names and,
+for an instance, how many are in each state; edges between boxes carry counts.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ if TYPE_CHECKING:
 
     from ..model import WorkflowDefinition
 
-__all__ = ["node_layers", "layered_dot", "MAX_BANDS"]
+__all__ = ["node_layers", "layered_dot", "MAX_BANDS", "MAX_GROUPS"]
 
-#: At most this many boxes in a collapsed picture.
-MAX_BANDS = 40
+#: At most this many rows (bands of layers) in a collapsed picture.
+MAX_BANDS = 12
+#: At most this many handler boxes side by side in one band (the rest share one box).
+MAX_GROUPS = 6
+#: Boxes split by handler only when the graph has at most this many distinct handlers
+#: (kinds of work); a handler per node (the default: its name) says nothing in aggregate.
+MAX_HANDLERS = 24
 
 # Which state colours a band holding several: problems first, then activity,
 # so a single failure among 5,000 successes is what the eye lands on.
@@ -56,12 +63,21 @@ class _Shape(NamedTuple):
 
     depth: int
     per_band: int
-    members: list[list[int]]
-    links: list[tuple[int, int, int, bool]]  # source band, target band, edges, conditional
+    #: (band, handler, member node indexes), band by band; handler None: not split by
+    #: handler (too many distinct ones), OTHERS: the smaller handlers of a crowded band.
+    groups: list[tuple[int, str | None, list[int]]]
+    links: list[tuple[int, int, int, bool]]  # source group, target group, edges, conditional
 
 
 # Live views redraw the same definition every half second: lay it out once.
 _SHAPES: "weakref.WeakKeyDictionary[Any, dict[int, _Shape]]" = weakref.WeakKeyDictionary()
+
+
+OTHERS = "\x00others"  # a handler name no one can register (control characters are cleaned)
+
+
+def _handler(node: Any) -> str:
+    return str(getattr(node, "handler", None) or node.name)
 
 
 def _shape(definition: "WorkflowDefinition", max_bands: int) -> _Shape:
@@ -71,20 +87,31 @@ def _shape(definition: "WorkflowDefinition", max_bands: int) -> _Shape:
     layers = node_layers(definition)
     depth = max(layers) + 1
     per_band = -(-depth // max_bands)  # ceiling division
-    band = [lay // per_band for lay in layers]
-    members: list[list[int]] = [[] for _ in range(max(band) + 1)]
-    for i, b in enumerate(band):
-        members[b].append(i)
+    bands: list[dict[str | None, list[int]]] = [{} for _ in range(max(layers) // per_band + 1)]
+    by_handler = len({_handler(n) for n in definition.nodes}) <= MAX_HANDLERS
+    for i, lay in enumerate(layers):
+        key = _handler(definition.nodes[i]) if by_handler else None
+        bands[lay // per_band].setdefault(key, []).append(i)
+    groups: list[tuple[int, str | None, list[int]]] = []
+    group_of = [0] * len(layers)
+    for b, members in enumerate(bands):
+        ranked = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0] or ""))
+        kept = ranked if len(ranked) <= MAX_GROUPS else ranked[:MAX_GROUPS - 1]
+        rest = [i for _, idx in ranked[len(kept):] for i in idx]
+        for handler, idx in kept + ([(OTHERS, rest)] if rest else []):
+            for i in idx:
+                group_of[i] = len(groups)
+            groups.append((b, handler, idx))
     counts: Counter[tuple[int, int]] = Counter()
     conditional: set[tuple[int, int]] = set()
     for k, edge in enumerate(definition.edges):
-        pair = (band[definition.edge_source[k]], band[definition.edge_target[k]])
-        if pair[0] != pair[1]:  # edges inside a band are summarised by the band itself
+        pair = (group_of[definition.edge_source[k]], group_of[definition.edge_target[k]])
+        if pair[0] != pair[1]:  # edges inside a box are summarised by the box itself
             counts[pair] += 1
             if edge.condition is not None:
                 conditional.add(pair)
     links = [(s, t, n, (s, t) in conditional) for (s, t), n in sorted(counts.items())]
-    shape = _Shape(depth, per_band, members, links)
+    shape = _Shape(depth, per_band, groups, links)
     _SHAPES.setdefault(definition, {})[max_bands] = shape
     return shape
 
@@ -92,22 +119,25 @@ def _shape(definition: "WorkflowDefinition", max_bands: int) -> _Shape:
 def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
                 title: str, rankdir: str = "TB",
                 max_bands: int = MAX_BANDS) -> "graphviz.Digraph":
-    """The collapsed Digraph: one box per band of layers, edges between bands with counts."""
+    """The collapsed Digraph: a row per band of layers, a box per handler, counted edges."""
     from graphviz import nohtml
-
 
     shape = _shape(definition, max_bands)
     g = new_digraph(f"{title} ({len(definition.nodes):,} nodes, "
-                    f"{len(definition.edges):,} edges; collapsed by layer, full=True for all)",
-                    rankdir)
+                    f"{len(definition.edges):,} edges; collapsed by layer, "
+                    "full=True for all)", rankdir)
     nodes = definition.nodes
-    for b, idx in enumerate(shape.members):
+    rows: dict[int, list[str]] = {}
+    for k, (b, handler, idx) in enumerate(shape.groups):
         lo, hi = b * shape.per_band, min(shape.depth, (b + 1) * shape.per_band) - 1
         head = f"layer {lo}" if lo == hi else f"layers {lo}–{hi}"
         examples = ", ".join(nodes[i].name[:20] for i in idx[:3])
         more = ", …" if len(idx) > 3 else ""
         lines = [dot_label(f"{head} · {len(idx):,} nodes", 80),
                  dot_label(f"{examples}{more}", 80)]
+        if handler is not None:
+            lines.insert(1, dot_label("other handlers" if handler == OTHERS
+                                      else f"handler {handler}", 60))
         counts: Counter[str] = Counter()
         if states:
             for i in idx:
@@ -121,7 +151,11 @@ def layered_dot(definition: "WorkflowDefinition", *, states: Mapping[str, Any],
         attrs = style_for(_dominant(counts)).dot_attrs()
         if counts.keys() & ERROR_STATES:
             attrs["penwidth"] = "2"
-        g.node(f"b{b}", label=nohtml("\\n".join(lines)), **attrs)
+        g.node(f"b{k}", label=nohtml("\\n".join(lines)), **attrs)
+        rows.setdefault(b, []).append(f"b{k}")
+    for members in rows.values():  # a band's boxes side by side: the picture grows sideways
+        if len(members) > 1:
+            g.body.append("{rank=same; " + "; ".join(members) + "}\n")
     for s, t, n, cond in shape.links:
         attrs = {"label": f"{n:,} edge{'s' if n != 1 else ''}"}
         if cond:

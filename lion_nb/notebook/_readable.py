@@ -12,42 +12,23 @@ give pandas' own rendering.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pandas as pd
+
+from ._text import format_seconds, short_id
 
 __all__ = ["MISSING", "ReadableFrame", "format_span"]
 
 #: What every missing value (None, NaN, NaT, <NA>) looks like in a displayed table.
 MISSING = "—"
-_ID_KEEP = 6  # hex digits kept of a generated id's random part: enough to tell runs apart
-_HEX_RUN = re.compile(r"[0-9a-f]{12,}")
 
 
 def format_span(value: Any) -> str:
     """A duration as people read it: ``420 µs``, ``150.9 ms``, ``2.35 s``, ``3 min 4.0 s``."""
     if value is None or pd.isna(value):
         return MISSING
-    seconds = pd.Timedelta(value).total_seconds()
-    size = abs(seconds)
-    if size < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if size < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    if size < 60:
-        return f"{seconds:.2f} s"
-    minutes, rest = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes:.0f} min {rest:.1f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:.0f} h {minutes:.0f} min"
-
-
-def _short_id(value: Any) -> str:
-    # Only generated ids are cut (their long hex run, keeping its tail); names that
-    # people chose, such as "confirm-18-revoked", are shown whole.
-    return _HEX_RUN.sub(lambda m: f"…{m.group(0)[-_ID_KEEP:]}", str(value))
+    return format_seconds(pd.Timedelta(value).total_seconds())
 
 
 def _display_copy(frame: pd.DataFrame) -> pd.DataFrame:
@@ -63,7 +44,7 @@ def _display_copy(frame: pd.DataFrame) -> pd.DataFrame:
             pattern = "%H:%M:%S.%f" if one_day else "%Y-%m-%d %H:%M:%S.%f"
             text = column.dt.strftime(pattern).str[:-3]  # microseconds -> milliseconds
         elif str(name).endswith("_id"):
-            text = column.map(_short_id, na_action="ignore")
+            text = column.map(short_id, na_action="ignore")
         elif pd.api.types.is_float_dtype(column.dtype):
             text = column.map(lambda v: f"{v:,.2f}", na_action="ignore")
         else:

@@ -29,13 +29,14 @@ from typing import Any
 
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
-from ..errors import LionError
-from ._html import failures_html, snapshot_html, stats_html, title_html
+from ..errors import LionError, blame_lines, user_frames
+from ._html import chip, failures_html, snapshot_html, stats_html, title_html
+from ._text import format_seconds, html_text
 from ._dot import with_reasons
 from ._live_view import LiveView
 from ._style import ERROR_STATES, TERMINAL_STATES
 
-__all__ = ["RunView", "QUEUED_LIMIT"]
+__all__ = ["RunView", "QUEUED_LIMIT", "header_html", "tracebacks_html"]
 
 _SVG_WIDTH = re.compile(r'<svg[^>]*?\swidth="([0-9.]+(?:pt|px))"')
 _EVENT_STATE = {K.NODE_QUEUED: "queued", K.NODE_STARTED: "running", K.NODE_RETRIED: "retrying",
@@ -75,6 +76,8 @@ class RunView(LiveView):
         self.states: dict[str, str] = {}
         self.attempts: dict[str, int] = {}
         self.errors: dict[str, str] = {}
+        #: Each failed node's exception, from the engine's snapshot (tracebacks to expand).
+        self.exceptions: dict[str, BaseException] = {}
         self.reasons: dict[str, str] = {}  # why each node ran or was reused (with a cache)
         self.problems: dict[str, None] = {}  # insertion-ordered set of nodes in trouble
         self.counts: Counter[str] = Counter()
@@ -89,14 +92,17 @@ class RunView(LiveView):
         self._last_picture = self._last_text = -1e9
         self._rendering = False
         self._generation = 0
-        self._render_future: "asyncio.Future[str | None] | None" = None
+        self._render_future: "asyncio.Future[Any] | None" = None
+        self._render_cost = 0.0  # seconds the last picture took to build and lay out
 
         self.title = w.HTML()
         self.progress = w.IntProgress(min=0, max=1, value=0, description="0/0",
                                       layout=w.Layout(width="60%"))
         self.stats = w.HTML()
         self.failures = w.HTML()
-        self.picture = w.Image(format="svg+xml", value=b"") if picture else None
+        # Hidden until its first SVG: an empty Image is a broken-image icon in the browser.
+        self.picture = w.Image(format="svg+xml", value=b"",
+                               layout=w.Layout(display="none")) if picture else None
         parts = [self.title, self.progress, self.stats, self.failures]
         self.dashboard = _dashboard_widget(w, executor)
         if self.dashboard is not None:
@@ -130,6 +136,8 @@ class RunView(LiveView):
         if ev.kind is K.INSTANCE_STARTED and self.instance_id is None:
             self.instance_id = ev.instance_id
             self._adopt(self.executor.snapshot(ev.instance_id))
+            if self.instance_state in (None, "pending"):
+                self.instance_state = "running"  # the event says so; the snapshot may lag
             self._changed = self._picture_dirty = True
             # The first picture waits one picture interval: a short run then pays for
             # one picture (its final one, drawn after it ends) instead of two.
@@ -186,6 +194,8 @@ class RunView(LiveView):
             self.problems[node] = None
             if state != "retrying":
                 self._had_error = True
+        elif state in _QUIET and node in self.problems:
+            pass  # a retry under way: its failed attempt stays listed until the node ends
         elif node in self.problems:
             del self.problems[node]
         return True
@@ -215,6 +225,7 @@ class RunView(LiveView):
                                                  getattr(snapshot, "reasons", None) or {})
         self.attempts = dict(snapshot.attempts)
         self.errors = {k: str(v) for k, v in snapshot.errors.items()}
+        self.exceptions = dict(getattr(snapshot, "exceptions", None) or {})
         self.counts = Counter(self.states.values())
         self.problems = {n: None for n, s in self.states.items() if s in _PROBLEMS}
         if self.counts.keys() & ERROR_STATES:
@@ -229,7 +240,7 @@ class RunView(LiveView):
     def _due(self) -> bool:
         now = time.monotonic()
         return self._changed or now - self._last_text >= _HEARTBEAT or (
-            self._picture_dirty and now - self._last_picture >= self.picture_interval)
+            self._picture_dirty and now - self._last_picture >= self._picture_gap())
 
     def _render(self) -> None:
         now = time.monotonic()
@@ -241,16 +252,51 @@ class RunView(LiveView):
         self.progress.description = f"{done}/{total}"
         self.progress.bar_style = self._bar_style(done, total)
         name = self.definition.name if self.definition is not None else None
-        self.title.value = title_html(name, self.instance_state, self.instance_id)
+        if name is None:
+            self.title.value = title_html(name, self.instance_state, self.instance_id)
+        else:
+            self.title.value = header_html(name, self._shown_state(), self.instance_id,
+                                           done, total, self._elapsed(), self._left(done, total),
+                                           self._retrying())
         self.stats.value = stats_html(self.counts, self._elapsed())
         self.failures.value = failures_html(list(self.problems)[:self.max_failures + 1],
                                             self.states, self.attempts, self.errors,
                                             self.max_failures, len(self.problems),
                                             self.picture_problem)
+        if self.exceptions:
+            self.failures.value += tracebacks_html(self.exceptions, self.max_failures)
         self._changed = False
         if self.picture is not None and self._picture_dirty and self.definition is not None \
-                and (self._final or now - self._last_picture >= self.picture_interval):
+                and (self._final or now - self._last_picture >= self._picture_gap()):
             self._draw(sync=self._final)
+
+    def _shown_state(self) -> str:
+        state = self.instance_state or "pending"
+        if self._ended is None and state == "pending" and self._started is not None \
+                and self.counts.get("pending", 0) < sum(self.counts.values()):
+            return "running"  # nodes are moving: the instance runs, whatever we last read
+        return state
+
+    def _left(self, done: int, total: int) -> float | None:
+        """Seconds left at the pace so far (tqdm's estimate), or None before it means much."""
+        if self._ended is not None or done == 0 or done >= total:
+            return None
+        return self._elapsed() / done * (total - done)
+
+    def _retrying(self) -> list[tuple[str, int, int]]:
+        """(node, attempt under way or next, max attempts) of nodes on a second try or later."""
+        out = []
+        for node in self.problems:
+            state = self.states.get(node)
+            if state not in ("retrying", "queued", "running"):
+                continue
+            attempt = self.attempts.get(node, 0) + (state == "retrying")
+            try:
+                most = self.definition.node(node).retry.max_attempts
+            except (LionError, KeyError, AttributeError):
+                most = 0
+            out.append((node, attempt, most))
+        return out
 
     def _bar_style(self, done: int, total: int) -> str:
         if self._had_error:
@@ -280,11 +326,35 @@ class RunView(LiveView):
         self._generation += 1
         generation = self._generation
         snapshot = self._as_snapshot(copy=True)
-        fut = loop.run_in_executor(None, lambda: Picture(snapshot).svg)
-        self._render_future = fut
-        fut.add_done_callback(lambda f: self._rendered(f, generation))
+        done: asyncio.Future[Any] = loop.create_future()
+        self._render_future = done
 
-    def _rendered(self, fut: "asyncio.Future[str | None]", generation: int) -> None:
+        def build() -> str | None:
+            t0 = time.perf_counter()
+            svg = Picture(snapshot).svg
+            self._render_cost = time.perf_counter() - t0
+            return svg
+
+        def landed(fut: "asyncio.Future[str | None]") -> None:
+            self._rendered(fut, generation)
+            if not done.done():
+                done.set_result(None)
+
+        def start() -> None:
+            loop.run_in_executor(None, build).add_done_callback(landed)
+
+        if sync:
+            # The final portrait starts one text interval after the run ends: the thread
+            # building it competes for the GIL, and the code awaiting the result goes first.
+            loop.call_later(self.interval, start)
+        else:
+            start()
+
+    def _picture_gap(self) -> float:
+        """Seconds between live pictures: at least 4x the last one's cost (<= 20% of a core)."""
+        return max(self.picture_interval, 4 * self._render_cost)
+
+    def _rendered(self, fut: "asyncio.Future[Any]", generation: int) -> None:
         if generation != self._generation:  # a newer picture (the final one) supersedes it
             return
         self._rendering = False
@@ -308,6 +378,7 @@ class RunView(LiveView):
             return
         with self.picture.hold_sync():
             self.picture.value = svg.encode("utf-8")
+            self.picture.layout.display = None
             # An Image widget stretches to the output's width; keep the picture's own size.
             size = _SVG_WIDTH.search(svg[:2000])
             if size is not None:
@@ -373,7 +444,51 @@ def _dashboard_widget(w: Any, executor: Any) -> Any:
         link = getattr(executor.runner, "dashboard_link", None)
     except Exception:  # a runner whose client is gone has no dashboard to show
         link = None
-    if not link or not str(link).startswith(("http://", "https://")):
+    # Absolute, or a path on this notebook server (the dashboard through jupyter-server-proxy
+    # on Binder/JupyterHub); never a javascript: or other scheme.
+    if not link or not str(link).startswith(("http://", "https://", "/")) \
+            or str(link).startswith("//"):
         return None
     href = html.escape(str(link), quote=True)
     return w.HTML(f'<a href="{href}" target="_blank" rel="noopener">Dask dashboard</a>')
+
+
+_FINAL_TEXT = {"succeeded": "finished", "failed": "failed", "cancelled": "cancelled"}
+
+
+def header_html(name: str, state: str, instance_id: str | None, done: int, total: int,
+                elapsed: float, left: float | None,
+                retrying: list[tuple[str, int, int]], limit: int = 3) -> str:
+    """The RunView's first line: name, state chip, n/m done, elapsed, ETA, retries, id."""
+    parts = [f"<b>{html_text(name, 80)}</b>", chip(state, _FINAL_TEXT.get(state, state)),
+             f"<span style='font-variant-numeric:tabular-nums'>{done:,}/{total:,} done · "
+             f"{format_seconds(elapsed)}" + (f" · ~{format_seconds(left)} left" if left else "")
+             + "</span>"]
+    for node, attempt, most in retrying[:limit]:
+        of = f"/{most}" if most else ""
+        parts.append(chip("retrying", f"retrying {node} {attempt}{of}"))
+    if len(retrying) > limit:
+        parts.append(f"<small>+{len(retrying) - limit:,} more retrying</small>")
+    if instance_id:
+        parts.append(f"<small>{html_text(instance_id, 40)}</small>")
+    return " ".join(parts)
+
+
+def tracebacks_html(exceptions: dict[str, BaseException], limit: int) -> str:
+    """One collapsed block per failed node: who raised what, then the handler's frames first.
+
+    The engine's own frames are left out (the whole chain is ``result.exceptions[node]``).
+    """
+    import traceback
+
+    blocks = []
+    for node, exc in list(exceptions.items())[:limit]:
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        lines = blame_lines(exc, node)
+        lines += "".join(traceback.format_list(user_frames(root))).rstrip().splitlines()
+        blocks.append(f"<details><summary><small>traceback of <b>{html_text(node, 60)}</b>"
+                      f"</small></summary><pre style='margin:2px 0;font-size:85%'>"
+                      f"{html_text(chr(10).join(lines))}</pre></details>")
+    return "".join(blocks)

@@ -11,6 +11,7 @@ undone so far, in the order they were undone — as numbered red arrows::
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from ._digraph import new_digraph
@@ -20,9 +21,10 @@ from ._text import counted, dot_label, truncate
 if TYPE_CHECKING:
     import graphviz
 
-__all__ = ["saga_dot", "describe_saga", "is_saga"]
+__all__ = ["saga_dot", "describe_saga", "is_saga", "payload_text"]
 
 _KINDS = ("saga_definition", "saga_instance")
+_TURNED_BACK = frozenset({"compensating", "compensated", "compensation_failed", "failed"})
 
 
 def is_saga(obj: Any) -> bool:
@@ -34,6 +36,17 @@ def _split(obj: Any) -> tuple[Any, Any]:
     if getattr(obj, "_display_kind", None) == "saga_instance":
         return obj.definition, obj
     return obj, None
+
+
+def payload_text(value: Any) -> str:
+    """A step's JSON payload as people write it: ``undo: create-order``, not a dict repr."""
+    if isinstance(value, dict) and all(isinstance(v, (str, int, float, bool)) or v is None
+                                       for v in value.values()):
+        return ", ".join(f"{k}: {json.dumps(v) if not isinstance(v, str) else v}"
+                         for k, v in value.items()) or "{}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
 def _status(value: Any) -> str | None:
@@ -50,6 +63,8 @@ def saga_dot(obj: Any, *, rankdir: str = "LR", **_ignored: Any) -> "graphviz.Dig
         title = f"{definition.name} — {_status(instance.status)}"
     g = new_digraph(title, rankdir)
     ids: dict[str, str] = {}
+    path = list(instance.compensation_path) if instance is not None else []
+    undo_order = {sid: k for k, sid in enumerate(path, 1)}
     for k, stage in enumerate(definition.stages):
         with g.subgraph(name=f"stage{k}") as column:
             column.attr(rank="same")
@@ -60,14 +75,20 @@ def saga_dot(obj: Any, *, rankdir: str = "LR", **_ignored: Any) -> "graphviz.Dig
                 if step.pivot:
                     lines.append(dot_label("◆ pivot (no compensation)"))
                 else:
-                    lines.append(dot_label(f"↶ {step.compensation}"))
+                    lines.append(dot_label(f"↶ {payload_text(step.compensation)}"))
                 if instance is not None:
                     st = instance.steps[step.id]
                     state = _status(st.status)
                     extra = f" · attempt {st.attempts}" if st.attempts > 1 else ""
                     if st.comp_attempts > 1:
                         extra += f" · undo attempt {st.comp_attempts}"
-                    lines.append(dot_label(f"{state}{extra}"))
+                    if step.id in undo_order:
+                        extra += f" · undone {undo_order[step.id]}."
+                    if state == "pending" and _status(instance.status) in _TURNED_BACK:
+                        state = "skipped"  # the saga turned back before this step ran
+                        lines.append(dot_label("not run"))
+                    else:
+                        lines.append(dot_label(f"{state}{extra}"))
                 attrs = style_for(state).dot_attrs()
                 if step.pivot:
                     attrs["peripheries"] = "2"
@@ -76,10 +97,17 @@ def saga_dot(obj: Any, *, rankdir: str = "LR", **_ignored: Any) -> "graphviz.Dig
         for a in before:
             for b in after:
                 g.edge(ids[a.id], ids[b.id])
-    if instance is not None and instance.compensation_path:
+    if instance is not None and path:
+        # The path starts where the saga turned back (the failed step, when one did):
+        # one numbered arrow per undone step, so two undone steps show two arrows.
         undo = STATE_STYLE["compensated"].border
-        path = [ids[s] for s in instance.compensation_path if s in ids]
-        for n, (a, b) in enumerate(zip(path, path[1:]), 1):
+        failed = [s.id for s in definition.steps
+                  if _status(instance.steps[s.id].status) == "failed"]
+        chain = [ids[s] for s in failed[:1] + path if s in ids]
+        if len(chain) == len(path):  # nothing failed (an abort): a start marker instead
+            g.node("undo_start", label="↶ abort", shape="plaintext", fontcolor=undo)
+            chain.insert(0, "undo_start")
+        for n, (a, b) in enumerate(zip(chain, chain[1:]), 1):
             g.edge(a, b, label=f"undo {n}", color=undo, fontcolor=undo, style="dashed",
                    constraint="false")
     return g
@@ -96,7 +124,8 @@ def describe_saga(obj: Any) -> str:
     lines = [head]
     for k, stage in enumerate(definition.stages, 1):
         for step in stage:
-            undo = "pivot" if step.pivot else f"undo: {truncate(step.compensation, 40)}"
+            undo = "pivot" if step.pivot else \
+                f"undo: {truncate(payload_text(step.compensation), 40)}"
             line = f"  {k}. {truncate(step.name)} [{truncate(step.service, 30)}; {undo}]"
             if instance is not None:
                 st = instance.steps[step.id]

@@ -37,6 +37,9 @@ SAGA_STATUS_STYLE = {"created": "pending", "running": "running", "completed": "s
                      "compensating": "compensating", "compensated": "compensated",
                      "compensation_failed": "compensation_failed", "failed": "failed"}
 _FINAL = frozenset({"completed", "compensated"})
+# The saga turned back (or stopped): a step still "pending" then never runs.
+_TURNED_BACK = frozenset({"compensating", "compensated", "compensation_failed", "failed"})
+_UNDO_STATES = frozenset({"compensating", "compensated", "compensation_failed"})
 _BAR = {"completed": "success", "compensated": "warning", "compensating": "warning",
         "failed": "danger", "compensation_failed": "danger"}
 
@@ -169,10 +172,19 @@ class SagaView(LiveView):
         total = len(self.steps)
         done = sum(1 for s in self.steps.values() if s == "succeeded")
         undone = len(self.compensation_path)
-        self.progress.max = max(total, 1)
-        self.progress.value = done if undone == 0 else undone
-        self.progress.description = f"{done}/{total} done" if undone == 0 \
-            else f"{undone} undone"
+        if status in _UNDO_STATES or undone:
+            # Turned back: the bar measures the undoing (full once every step that had
+            # run is undone) and says so; it never silently changes meaning.
+            pivots = {step.id for step in definition.steps if step.pivot}
+            to_undo = sum(1 for sid, s in self.steps.items()
+                          if s in _UNDO_STATES or (s == "succeeded" and sid not in pivots))
+            self.progress.max = max(to_undo, 1)
+            self.progress.value = undone
+            self.progress.description = f"{undone}/{to_undo} undone"
+        else:
+            self.progress.max = max(total, 1)
+            self.progress.value = done
+            self.progress.description = f"{done}/{total} done"
         self.progress.bar_style = _BAR.get(status, "info")
         self.steps_html.value = table_html(("#", "step", "service", "status", "tries", "error"),
                                            self._step_rows(inst))
@@ -186,12 +198,15 @@ class SagaView(LiveView):
             for step in stage:
                 st = inst.steps[step.id]
                 status = self.steps.get(step.id, "pending")
+                shown = chip(status)
+                if status == "pending" and self.status in _TURNED_BACK:
+                    shown = chip("skipped", "not run")
                 tries = str(st.attempts)
                 if st.comp_attempts:
                     tries += f" / undo {st.comp_attempts}"
                 error = st.comp_error or st.error
                 rows.append((str(k), html_text(step.name, 60), html_text(step.service, 40),
-                             chip(status) + (" ◆ pivot" if step.pivot else ""), tries,
+                             shown + (" ◆ pivot" if step.pivot else ""), tries,
                              f"<code>{html_text(error, 160)}</code>" if error else ""))
         return rows
 

@@ -28,9 +28,14 @@ from ._text import html_text
 from ._live_view import LiveView
 from ._html import bar_html, chip, figure_html, items_html, table_html
 
-__all__ = ["SchedulerDecision", "SchedulerView"]
+__all__ = ["SchedulerDecision", "SchedulerView", "sparkline"]
 
 _RATE_WINDOW = 2.0  # seconds of history behind the "recent" throughput
+_SAMPLE_EVERY = 0.25  # seconds between two points of the depth/throughput history
+_SPARK = "▁▂▃▄▅▆▇█"
+#: What a deadline miss did to its task, by SchedulerConfig.deadline_miss.
+_MISS_ACTION = {"record": "ran late", "fail": "failed (DeadlineMissedError)",
+                "demote": "demoted behind on-time work"}
 
 
 class SchedulerDecision(NamedTuple):
@@ -50,7 +55,7 @@ class SchedulerView(LiveView):
                        K.DEADLINE_MISSED, K.NODE_YIELDED})
 
     def __init__(self, scheduler: Any, *, interval: float = 0.1, idle_poll: float = 1.0,
-                 max_log: int = 5, keep: int = 10_000) -> None:
+                 max_log: int = 5, keep: int = 10_000, history: int = 60) -> None:
         import ipywidgets as w
 
         # An executor is accepted too: it runs on one scheduler.
@@ -65,6 +70,9 @@ class SchedulerView(LiveView):
         self.decisions: deque[SchedulerDecision] = deque(maxlen=keep)
         self.recent_rate = 0.0
         self._rates: deque[tuple[float, int]] = deque()
+        #: (monotonic time, queued, recent throughput) samples: what stays after the run.
+        self.history: deque[tuple[float, int, float]] = deque(maxlen=max(history, 2))
+        self._peak = 0
         self.title = w.HTML()
         self.slots = w.IntProgress(min=0, max=1, value=0, description="slots",
                                    layout=w.Layout(width="60%"))
@@ -89,7 +97,8 @@ class SchedulerView(LiveView):
                          f"{data.get('requeued', 0)} re-queued"
             elif kind is K.DEADLINE_MISSED:
                 late = float(data.get("late_by") or 0.0)
-                detail = f"late by {late * 1000:.1f} ms, {data.get('action', 'record')}"
+                action = str(data.get("action") or "record")
+                detail = f"late by {_ms(late)}: {_MISS_ACTION.get(action, action)}"
             elif kind is K.NODE_YIELDED:
                 self.yields += 1
                 detail = "yielded its slot"
@@ -105,6 +114,11 @@ class SchedulerView(LiveView):
             rates.popleft()
         t0, c0 = rates[0]
         self.recent_rate = (self.stats.completed - c0) / (now - t0) if now > t0 else 0.0
+        # Each point keeps the peak depth of its window: a burst between samples still shows.
+        self._peak = max(self._peak, self.stats.queued + self.stats.running)
+        if not self.history or now - self.history[-1][0] >= _SAMPLE_EVERY:
+            self.history.append((now, self._peak, self.recent_rate))
+            self._peak = 0
 
     def _next_poll(self) -> float | None:
         if getattr(self.scheduler, "closed", False):
@@ -133,18 +147,30 @@ class SchedulerView(LiveView):
             if s.queued > shown else ""
         self.queue.value = (f"<small>queued <b>{s.queued:,}</b>{held}</small>"
                             + table_html(("class", "", "queued"), rows))
+        # A rate "now" only means something while work is on; idle, say so instead.
+        now = f"{self.recent_rate:,.1f}/s now" if s.running or s.queued else "idle"
         self.figures.value = "".join((
             figure_html("dispatched", f"{s.dispatched:,}"),
             figure_html("completed", f"{s.completed:,}"),
-            figure_html("throughput", f"{s.throughput:,.1f}/s avg, "
-                                      f"{self.recent_rate:,.1f}/s now"),
+            figure_html("throughput", f"{s.throughput:,.1f}/s avg, {now}"),
             figure_html("wait p50", _ms(s.wait_p50)),
             figure_html("p95", _ms(s.wait_p95)),
             figure_html("deadline misses", f"{s.deadline_misses:,}",
                         alarm=s.deadline_misses > 0),
-            figure_html("yields", f"{self.yields:,}")))
+            figure_html("yields", f"{self.yields:,}"))) + self._history_html()
         recent = list(self.decisions)[-self.max_log:] if self.max_log else []
         self.log.value = items_html([_decision_html(d) for d in recent])
+
+    def _history_html(self) -> str:
+        """Sparklines of depth and throughput: the run's shape, still there once it is idle."""
+        if len(self.history) < 2:
+            return ""
+        depth = [d for _, d, _ in self.history]
+        rate = [r for _, _, r in self.history]
+        span = self.history[-1][0] - self.history[0][0]
+        return (f"<div><small>last {span:,.0f}s — depth <code>{sparkline(depth)}</code> "
+                f"max {max(depth):,} · throughput <code>{sparkline(rate)}</code> "
+                f"max {max(rate):,.1f}/s</small></div>")
 
     def __repr__(self) -> str:
         s = self.stats
@@ -157,7 +183,17 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
 
 
+def sparkline(values: list[float] | list[int]) -> str:
+    """Values as a line of block characters, scaled to the largest (all zero: the lowest)."""
+    top = max(values, default=0)
+    if top <= 0:
+        return _SPARK[0] * len(values)
+    last = len(_SPARK) - 1
+    return "".join(_SPARK[min(last, round(v / top * last))] for v in values)
+
+
 def _decision_html(d: SchedulerDecision) -> str:
-    state = {"deadline_missed": "failed", "policy_changed": "queued"}.get(d.kind, "running")
+    # A policy change is news, not work: a neutral chip, not a node state's colours.
+    state = {"deadline_missed": "failed", "yielded": "running"}.get(d.kind, "policy")
     who = f" <b>{html_text(d.node, 60)}</b>" if d.node else ""
     return f"{chip(state, d.kind.replace('_', ' '))}{who} {html_text(d.detail, 120)}"

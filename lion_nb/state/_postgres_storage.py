@@ -4,6 +4,10 @@ Records are the same checksummed envelopes as SQLite's and files' (records.py),
 in ``lion_records(key bytea, body bytea)``; keys are stored as their UTF-8 bytes so
 that the database orders them as Python does (and any key, NUL included, fits).
 ``lion_meta`` holds the table layout's schema version, checked on connect.
+Leases also keep their expiry in the ``expires`` column (NULL for every other
+record), under a partial index, so ``expired_leases`` is an index range scan
+however many instances run. A version-1 database (no such column) is upgraded
+in place on connect.
 
 One connection, on one dedicated thread (_worker.py), as for SQLite: the event
 loop never blocks on the network, and concurrent ``put_many`` calls share one
@@ -48,8 +52,8 @@ from .storage import Record, Storage
 
 __all__ = ["PostgresStorage", "SCHEMA_VERSION"]
 
-#: Version of the table layout this code creates and reads.
-SCHEMA_VERSION = 1
+#: Version of the table layout this code creates and reads (2: the ``expires`` column).
+SCHEMA_VERSION = 2
 
 _Batch = tuple[dict[bytes, bytes], list[bytes], "tuple[str, str] | None"]
 _SETUP_LOCK = 0x6C696F6E  # 'lion': serializes CREATE TABLE across concurrent first connects
@@ -58,8 +62,14 @@ _SETUP = (
     "CREATE TABLE IF NOT EXISTS lion_meta (name text PRIMARY KEY, value text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS lion_records (key bytea PRIMARY KEY, body bytea NOT NULL)",
 )
+_TO_V2 = (
+    "ALTER TABLE lion_records ADD COLUMN IF NOT EXISTS expires float8",
+    "CREATE INDEX IF NOT EXISTS lion_records_expires ON lion_records (expires) "
+    "WHERE expires IS NOT NULL",
+)
+# A record written by put_many is not a lease (leases are written by acquire_lease).
 _UPSERT = ("INSERT INTO lion_records (key, body) SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
-           "ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body")
+           "ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, expires = NULL")
 
 
 class _Lost(Exception):
@@ -163,9 +173,17 @@ class PostgresStorage(Storage):
         """Sorted keys that start with ``prefix``."""
         return await self._run(self._read_sync, self._keys_on, prefix)
 
+    async def items(self, prefix: str) -> list[tuple[str, Record]]:
+        """Sorted ``(key, record)`` pairs under ``prefix``, in one query (one snapshot)."""
+        return await self._run(self._read_sync, self._items_on, prefix)
+
     async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
         """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
         await self._run(self._write_sync, self._lease_on, key, owner, ttl, now)
+
+    async def renew_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
+        """Extend a lease ``owner`` still holds; LeaseError if it is gone or another's."""
+        await self._run(self._write_sync, self._renew_on, key, owner, ttl, now)
 
     async def release_lease(self, key: str, owner: str) -> None:
         """Give up a lease this owner holds (no-op otherwise), atomically."""
@@ -176,6 +194,11 @@ class PostgresStorage(Storage):
         """Take up to ``limit`` claimable records in one transaction (SKIP LOCKED)."""
         return await self._run(self._write_sync, self._claim_on, prefix, owner, ttl, now,
                                limit)
+
+    async def expired_leases(self, prefix: str, now: float, *,
+                             limit: int = 100) -> list[tuple[str, Record]]:
+        """Up to ``limit`` leases under ``prefix`` expired at ``now``, oldest first (indexed)."""
+        return await self._run(self._read_sync, self._expired_on, prefix, now, limit)
 
     async def close(self) -> None:
         """Finish pending group commits, then close the connection and its thread."""
@@ -223,12 +246,15 @@ class PostgresStorage(Storage):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
             stored = conn.execute("SELECT to_regclass('lion_meta') IS NOT NULL").fetchone()
             if stored is None or not stored[0]:
-                for sql in _SETUP:
+                for sql in _SETUP + _TO_V2:
                     conn.execute(sql)
                 conn.execute("INSERT INTO lion_meta VALUES ('schema_version', %s) "
                              "ON CONFLICT (name) DO NOTHING", (str(SCHEMA_VERSION),))
             row = conn.execute(
                 "SELECT value FROM lion_meta WHERE name = 'schema_version'").fetchone()
+            if row is not None and row[0] == "1":
+                self._upgrade_v1(conn)
+                row = (str(SCHEMA_VERSION),)
             conn.commit()
         except psycopg.Error as exc:
             conn.close()
@@ -243,6 +269,22 @@ class PostgresStorage(Storage):
                    and int(str(version)) > SCHEMA_VERSION else ""),
                 key="lion_meta.schema_version", version=version)
         self._conn = conn
+
+    def _upgrade_v1(self, conn: psycopg.Connection[Any]) -> None:
+        """Add the ``expires`` column and index, filled from the leases (one pass, once)."""
+        for sql in _TO_V2:
+            conn.execute(sql)
+        expiries = []
+        for raw_key, body in conn.execute("SELECT key, body FROM lion_records").fetchall():
+            key = bytes(raw_key).decode("utf-8", "surrogatepass")
+            record = self.codec.decode(bytes(body), key)[1]
+            if set(record) == {"owner", "expires"}:  # the shape acquire_lease writes
+                expiries.append((float(record["expires"]), bytes(raw_key)))
+        if expiries:
+            conn.cursor().executemany("UPDATE lion_records SET expires = %s WHERE key = %s",
+                                      expiries)
+        conn.execute("UPDATE lion_meta SET value = %s WHERE name = 'schema_version'",
+                     (str(SCHEMA_VERSION),))
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -378,15 +420,26 @@ class PostgresStorage(Storage):
     def _lease_on(self, conn: psycopg.Connection[Any], key: str, owner: str, ttl: float,
                   now: float) -> None:
         body = self.codec.encode(key, {"owner": owner, "expires": now + ttl})
-        cur = conn.execute("INSERT INTO lion_records VALUES (%s, %s) "
-                           "ON CONFLICT (key) DO NOTHING", (_key(key), body))
+        cur = conn.execute("INSERT INTO lion_records (key, body, expires) VALUES (%s, %s, %s) "
+                           "ON CONFLICT (key) DO NOTHING", (_key(key), body, now + ttl))
         if cur.rowcount == 1:
             return
         held = self._locked_record(conn, key)
         if held is not None and held.get("owner") != owner and held.get("expires", 0) > now:
             raise LeaseError(f"{key!r} is leased by {held['owner']!r}", key=key,
                              owner=held["owner"])
-        conn.execute("UPDATE lion_records SET body = %s WHERE key = %s", (body, _key(key)))
+        conn.execute("UPDATE lion_records SET body = %s, expires = %s WHERE key = %s",
+                     (body, now + ttl, _key(key)))
+
+    def _renew_on(self, conn: psycopg.Connection[Any], key: str, owner: str, ttl: float,
+                  now: float) -> None:
+        held = self._locked_record(conn, key)
+        if held is None or held.get("owner") != owner:
+            raise LeaseError(f"lease {key!r} is no longer held by {owner!r}", key=key,
+                             owner=None if held is None else held.get("owner"))
+        conn.execute("UPDATE lion_records SET body = %s, expires = %s WHERE key = %s",
+                     (self.codec.encode(key, {"owner": owner, "expires": now + ttl}),
+                      now + ttl, _key(key)))
 
     def _claim_on(self, conn: psycopg.Connection[Any], prefix: str, owner: str, ttl: float,
                   now: float, limit: int) -> list[tuple[str, Record]]:
@@ -420,19 +473,42 @@ class PostgresStorage(Storage):
         if held is not None and held.get("owner") == owner:
             conn.execute("DELETE FROM lion_records WHERE key = %s", (_key(key),))
 
+    def _expired_on(self, conn: psycopg.Connection[Any], prefix: str, now: float,
+                    limit: int) -> list[tuple[str, Record]]:
+        start = _key(prefix)
+        end = _prefix_end(start) or b"\xff" * 8
+        rows = conn.execute("SELECT key, body FROM lion_records WHERE expires <= %s "
+                            "AND key >= %s AND key < %s ORDER BY expires LIMIT %s",
+                            (now, start, end, limit)).fetchall()
+        out = []
+        for raw_key, body in rows:
+            key = bytes(raw_key).decode("utf-8", "surrogatepass")
+            out.append((key, self.codec.decode(bytes(body), key)[1]))
+        return out
+
     def _get_on(self, conn: psycopg.Connection[Any], key: str) -> bytes | None:
         row = conn.execute("SELECT body FROM lion_records WHERE key = %s",
                            (_key(key),)).fetchone()
         return None if row is None else bytes(row[0])
 
     def _keys_on(self, conn: psycopg.Connection[Any], prefix: str) -> list[str]:
+        return [row[0] for row in self._range(conn, "key", prefix)]
+
+    def _items_on(self, conn: psycopg.Connection[Any],
+                  prefix: str) -> list[tuple[str, Record]]:
+        return [(key, self.codec.decode(bytes(body), key)[1])
+                for key, body in self._range(conn, "key, body", prefix)]
+
+    def _range(self, conn: psycopg.Connection[Any], columns: str,
+               prefix: str) -> list[tuple[Any, ...]]:
+        """``(key, *columns[1:])`` rows whose key starts with ``prefix``, in key order."""
         start = _key(prefix)
         end = _prefix_end(start)
-        sql, args = "SELECT key FROM lion_records WHERE key >= %s", [start]
+        sql, args = f"SELECT {columns} FROM lion_records WHERE key >= %s", [start]
         if end is not None:
             sql, args = sql + " AND key < %s", [start, end]
         rows = conn.execute(sql + " ORDER BY key", args).fetchall()
-        return [bytes(r[0]).decode("utf-8", "surrogatepass") for r in rows]
+        return [(bytes(r[0]).decode("utf-8", "surrogatepass"), *r[1:]) for r in rows]
 
     # --- errors ---------------------------------------------------------------------
 

@@ -157,6 +157,11 @@ class FileStorage(Storage):
         raw = await self._call(fcntl.LOCK_SH, self._read, key)
         return None if raw is None else self._decode(raw, key)
 
+    async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        """The records at ``keys`` (None where absent), read in one call to the thread."""
+        raws = await self._call(fcntl.LOCK_SH, lambda: [self._read(k) for k in keys])
+        return [None if raw is None else self._decode(raw, k) for k, raw in zip(keys, raws)]
+
     async def keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that start with ``prefix``."""
         return await self._call(fcntl.LOCK_SH, self._keys_sync, prefix)

@@ -181,6 +181,12 @@ class SqliteStorage(Storage):
         raw = await self._run(self._get_sync, key)
         return None if raw is None else self.codec.decode(raw, key)[1]
 
+    async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        """The records at ``keys`` (None where absent), read in one call to the thread."""
+        raws = await self._run(self._get_many_sync, list(keys))
+        return [None if raw is None else self.codec.decode(raw, k)[1]
+                for k, raw in zip(keys, raws)]
+
     async def keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that start with ``prefix``."""
         return await self._run(self._keys_sync, prefix)
@@ -224,7 +230,8 @@ class SqliteStorage(Storage):
                         conn.executemany("DELETE FROM lion_records WHERE key = ?",
                                          [(k,) for k in dels])
                     if puts:
-                        conn.executemany("INSERT OR REPLACE INTO lion_records VALUES (?, ?)",
+                        conn.executemany("INSERT INTO lion_records VALUES (?, ?) "
+                                         "ON CONFLICT(key) DO UPDATE SET body = excluded.body",
                                          puts.items())
                 except LeaseError as exc:
                     if not isolate:
@@ -261,7 +268,8 @@ class SqliteStorage(Storage):
             if cur is not None and cur.get("owner") != owner and cur.get("expires", 0) > now:
                 raise LeaseError(f"{key!r} is leased by {cur['owner']!r}", key=key,
                                  owner=cur["owner"])
-            conn.execute("INSERT OR REPLACE INTO lion_records VALUES (?, ?)",
+            conn.execute("INSERT INTO lion_records VALUES (?, ?) "
+                                         "ON CONFLICT(key) DO UPDATE SET body = excluded.body",
                          (key, self.codec.encode(key, {"owner": owner, "expires": now + ttl})))
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -282,6 +290,18 @@ class SqliteStorage(Storage):
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._storage_error(exc, key) from exc
         return None if row is None else bytes(row[0])
+
+    def _get_many_sync(self, keys: list[str]) -> list[bytes | None]:
+        found: dict[str, bytes] = {}
+        try:
+            for at in range(0, len(keys), 500):  # under SQLite's bound-parameter limit
+                chunk = keys[at:at + 500]
+                sql = ("SELECT key, body FROM lion_records WHERE key IN "
+                       f"({','.join('?' * len(chunk))})")
+                found.update((k, bytes(b)) for k, b in self._conn.execute(sql, chunk))
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise self._storage_error(exc, keys[0] if keys else None) from exc
+        return [found.get(k) for k in keys]
 
     def _keys_sync(self, prefix: str) -> list[str]:
         end = _prefix_end(prefix)

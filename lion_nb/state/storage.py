@@ -41,6 +41,11 @@ class Storage(ABC):
     async def get(self, key: str) -> Record | None:
         """The record at ``key``, or None."""
 
+    async def get_many(self, keys: Sequence[str]) -> list[Record | None]:
+        """The records at ``keys`` (None where absent), in order; backends may read them
+        in one call."""
+        return [await self.get(k) for k in keys]
+
     @abstractmethod
     async def keys(self, prefix: str = "") -> list[str]:
         """Sorted keys that start with ``prefix``."""
@@ -48,6 +53,25 @@ class Storage(ABC):
     @abstractmethod
     async def acquire_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
         """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
+
+    async def items(self, prefix: str) -> list[tuple[str, Record]]:
+        """Sorted ``(key, record)`` pairs under ``prefix`` (PostgreSQL: one query)."""
+        found = []
+        for key in await self.keys(prefix):
+            record = await self.get(key)
+            if record is not None:  # deleted since keys() listed it
+                found.append((key, record))
+        return found
+
+    async def renew_lease(self, key: str, owner: str, ttl: float, now: float) -> None:
+        """Extend a lease ``owner`` still holds; LeaseError if it is gone or another's.
+
+        Unlike ``acquire_lease`` it never takes back a lease that lapsed to
+        another owner, even one that lapsed again: that owner may have committed
+        progress its previous holder does not know about. This default is one
+        fenced write (atomic on every backend).
+        """
+        await self.put_many([(key, {"owner": owner, "expires": now + ttl})], fence=(key, owner))
 
     async def put(self, key: str, record: Record) -> None:
         """Write one record atomically."""
@@ -89,6 +113,21 @@ class Storage(ABC):
                 continue
             taken.append((key, record))
         return taken
+
+    async def expired_leases(self, prefix: str, now: float, *,
+                             limit: int = 100) -> list[tuple[str, Record]]:
+        """Up to ``limit`` leases under ``prefix`` that expired at ``now``, oldest first.
+
+        This default reads every lease under ``prefix`` (fine for one machine's
+        storage); PostgreSQL answers from an index on the expiry.
+        """
+        found: list[tuple[str, Record]] = []
+        for key in await self.keys(prefix):
+            lease = await self.get(key)
+            if lease is not None and float(lease.get("expires", now + 1)) <= now:
+                found.append((key, lease))
+        found.sort(key=lambda kv: float(kv[1]["expires"]))
+        return found[:limit]
 
     async def close(self) -> None:
         """Release files and connections."""

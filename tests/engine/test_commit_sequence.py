@@ -177,3 +177,31 @@ async def test_a_healthy_instance_reads_back_after_stop_resume_and_end(storage):
     stored = await read_instance(await checked(storage), iid)
     assert stored.state == "succeeded"
     assert set(stored.node_states.values()) == {NodeState.SUCCEEDED.value}
+
+
+async def test_a_start_carried_by_the_releasing_record_counts_after_a_changed_definition(
+        storage):
+    """C's start rides in B's end record (no record of its own); a resume with nodes
+    inserted before it moves B's record and still counts C's interrupted attempt."""
+    iid = await stopped_at_c(storage)
+    stored = await read_instance(await checked(storage), iid)
+    assert stored.started == {"C": 1} and set(stored.nodes) == {0, 1}
+    assert "starts" in stored.nodes[1]
+    if storage.check_in_memory:
+        return
+    z, a, b, c = (Node(n, handler="work") for n in "ZABC")
+    changed = (WorkflowBuilder("seq").add_nodes(z, a, b, c)
+               .connect(z, a).connect(a, b).connect(b, c).build())
+    work = Work(hold={"C"})
+    ex = await started(storage, work)
+    try:
+        await ex.resume(iid, changed, allow_changed=True)
+        async with asyncio.timeout(10):
+            while "C" not in work.calls:
+                await asyncio.sleep(0.01)
+    finally:
+        await ex.stop()
+    assert sorted(work.calls) == ["C", "Z"]  # Z is new; A and B stay committed
+    stored = await read_instance(storage, iid)
+    assert stored.started == {"C": 2}  # attempt 2: the first one counted across the stop
+    assert stored.nodes[3]["crashes"] == 1

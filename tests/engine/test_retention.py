@@ -193,9 +193,13 @@ def run_prune_child(kind, store, kill):
 
 @pytest.mark.parametrize("kind", ["sqlite", "file"])
 async def test_a_crash_during_prune_leaves_each_instance_whole_or_gone(tmp_path, kind):
-    """The child dies right before, inside and after each write of the prune."""
+    """The child dies right before, inside and after each write of the prune.
+
+    The three instances go in one batched write (up to 64 instances per write):
+    before it nothing is gone, after it all are, inside it all or none.
+    """
     make = {"sqlite": lambda p: SqliteStorage(p), "file": lambda p: FileStorage(p)}[kind]
-    for kill in ["before:2", "inside:2", "after:2", "inside:5", "before:3"]:
+    for kill in ["before:1", "inside:1", "after:1", "inside:2", "inside:5", "before:2"]:
         store = str(tmp_path / f"{kind}-{kill.replace(':', '-')}")
         storage = make(store)
         ex = await started(storage)
@@ -209,8 +213,8 @@ async def test_a_crash_during_prune_leaves_each_instance_whole_or_gone(tmp_path,
             states = [await stored_keys(storage, i) for i in ids]
             assert all(s in ([], whole[i]) for s, i in zip(states, ids)), (kill, states)
             gone = sum(s == [] for s in states)
-            expected = {"before:2": (-signal.SIGKILL, 1), "after:2": (-signal.SIGKILL, 2),
-                        "before:3": (-signal.SIGKILL, 2)}.get(kill)
+            expected = {"before:1": (-signal.SIGKILL, 0), "after:1": (-signal.SIGKILL, 3),
+                        "before:2": (0, 3)}.get(kill)
             assert expected is None or (code, gone) == expected, (kill, code, gone)
             assert run_prune_child(kind, store, "none") == 0
             assert await storage.keys() == []
@@ -232,6 +236,28 @@ async def test_prune_on_postgres_deletes_finished_instances_only(pg_dsn):
         assert await stored_keys(storage, running)
         held.gate.set()
         await ex.wait(running)
+    finally:
+        await ex.stop()
+        await storage.close()
+
+
+async def test_a_prune_of_many_instances_takes_one_write_per_64(tmp_path):
+    """An automatic prune must keep up with a busy executor: not one fsync per instance."""
+    storage = SqliteStorage(tmp_path / "s.db", synchronous="OFF")
+    ex = await started(storage)
+    try:
+        for _ in range(70):
+            await ex.run(chain("A"))
+        writes = []
+        real = storage.put_many
+
+        async def counting(items, *, deletes=(), fence=None):
+            writes.append(len(list(deletes)))
+            await real(items, deletes=deletes, fence=fence)
+
+        storage.put_many = counting
+        assert await ex.prune() == 70
+        assert len(writes) == 2 and await storage.keys("instances/") == []
     finally:
         await ex.stop()
         await storage.close()

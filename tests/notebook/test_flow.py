@@ -208,3 +208,29 @@ async def test_a_failed_run_renders_the_handlers_line_first_in_ipython():
     assert "in parse" in text and "the user's line" in text
     assert "lion_nb" not in text.replace("lion_nb.errors", "")  # no engine frames
     assert "asyncio" not in text
+
+
+def test_a_refused_step_is_raised_from_the_users_line():
+    # A typo in after= or a bad condition: the traceback starts at the decorated line and
+    # holds no frame of the builder or the expression compiler.
+    import traceback
+
+    from lion_nb.errors import ConditionError
+
+    flow = Flow("frames")
+
+    @flow.step
+    def extract(ctx):
+        return 1
+
+    for error, options in ((UnknownNodeError, {"after": "extrct"}),
+                           (ConditionError, {"after": extract, "when": "result >>> 0"})):
+        with pytest.raises(error) as info:
+            @flow.step(**options)
+            def transform(ctx):
+                return 2
+        frames = traceback.extract_tb(info.value.__traceback__)
+        assert frames[0].name == "test_a_refused_step_is_raised_from_the_users_line"
+        assert len(frames) <= 3, [f"{f.filename}:{f.name}" for f in frames]
+        assert not any("model" in f.filename or "condition" in f.filename for f in frames)
+    assert list(flow.steps) == ["extract"]

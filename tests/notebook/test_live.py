@@ -72,6 +72,8 @@ async def test_view_follows_a_failing_run_to_the_engines_final_state(frontend):
 async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
     ex = await executor_for(fail=False)
     view = RunView(ex)
+    # No picture yet: the Image is hidden, not an empty (broken-image) icon.
+    assert view.picture.value == b"" and view.picture.layout.display == "none"
     result = await ex.run(etl(False))
     assert result.succeeded
     assert_matches_engine(view, result)
@@ -79,6 +81,7 @@ async def test_view_of_a_successful_run_ends_green_with_retry_shown(frontend):
     assert view.attempts["transform"] == 2
     await view.drawn()
     assert b"attempt 2/3" in bytes(view.picture.value)
+    assert view.picture.layout.display is None
     await ex.stop()
 
 
@@ -217,6 +220,14 @@ async def test_runview_links_the_dask_dashboard_when_a_runner_has_one():
     view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
     assert 'href="http://127.0.0.1:8787/status?x=&lt;b&gt;"' in view.dashboard.value
     assert RunView(WorkflowExecutor(), picture=False).dashboard is None
+    # Through jupyter-server-proxy (Binder, JupyterHub) the link is a path on this server.
+    Runner.dashboard_link = "/user/ada/proxy/8787/status"
+    view = RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())), picture=False)
+    assert 'href="/user/ada/proxy/8787/status"' in view.dashboard.value
+    for bad in ("javascript:alert(1)", "//evil.example/status"):
+        Runner.dashboard_link = bad
+        assert RunView(WorkflowExecutor(config=ExecutorConfig(runner=Runner())),
+                       picture=False).dashboard is None
 
 
 async def test_a_finished_view_leaves_a_static_snapshot_in_the_notebook(frontend, monkeypatch):
@@ -252,4 +263,75 @@ async def test_a_finished_view_leaves_a_static_snapshot_in_the_notebook(frontend
     tags.feed(html)
     assert not [t for t, attrs in tags.seen
                 if t in ("script", "img") or any(k.startswith("on") for k, _ in attrs)]
+    await ex.stop()
+
+
+async def test_header_shows_running_state_retry_and_estimate_mid_run(frontend):
+    # Mid-run the header names the real state, the retry under way (attempt n of m),
+    # the progress and an estimate; the failed first attempt stays listed until the end.
+    ex = WorkflowExecutor()
+    await ex.start()
+    gate = asyncio.Event()
+    tries = {"n": 0}
+
+    async def flaky(ctx):
+        tries["n"] += 1
+        if tries["n"] == 1:
+            raise ValueError("first try fails")
+        await gate.wait()
+
+    ex.add_handler("flaky", flaky)
+    ex.add_handler("quick", lambda ctx: None)
+    b = WorkflowBuilder("hdr")
+    quick = [Node(f"q{i}", handler="quick") for i in range(3)]
+    b.add_nodes(*quick, Node("fetch", handler="flaky", retry=2))
+    view = RunView(ex, picture=False, text_interval=0.01)
+    iid = await ex.execute_workflow(b.build())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if view.states.get("fetch") == "running" and view.attempts.get("fetch") == 2 \
+                and view.counts.get("succeeded") == 3:
+            break
+    view.flush()
+    header = view.title.value
+    assert "pending" not in header and "running" in header
+    assert "retrying fetch 2/3" in header
+    assert "3/4 done" in header and "left" in header
+    assert "fetch" in view.failures.value and "first try fails" in view.failures.value
+    gate.set()
+    await ex.wait(iid)
+    await asyncio.sleep(0.05)
+    assert view.closed
+    header = view.title.value
+    assert "finished" in header and "retrying" not in header and "left" not in header
+    assert "4/4 done" in header and "done · 0 µs" not in header  # elapsed in seconds
+    await ex.stop()
+
+
+async def test_failures_expand_to_the_handlers_line_and_blame_a_conditions_edge(frontend):
+    ex = WorkflowExecutor()
+    await ex.start()
+
+    def broken(ctx):
+        return {"rows": 1} / 0  # the user's line
+
+    ex.add_handler("broken", broken)
+    ex.add_handler("src", lambda ctx: {"rows": 3})
+    ex.add_handler("dst", lambda ctx: None)
+    b = WorkflowBuilder("tb")
+    src, dst = Node("src"), Node("dst")
+    b.add_nodes(Node("broken"), src, dst).connect(src, dst, "result.missing > 0")
+    view = RunView(ex, picture=False)
+    result = await ex.run(b.build())
+    assert not result.succeeded
+    html = view.failures.value
+    assert "<details>" in html and "traceback of <b>broken</b>" in html
+    block = html[html.index("traceback of <b>broken</b>"):]
+    # The handler's own frame comes first: no engine frame before the user's line.
+    pre = block[block.index("<pre"):block.index("</pre>")]
+    assert pre.index("in broken") < pre.index("/ 0")
+    assert "lion_nb" not in pre.split("in broken")[0]
+    # The condition's error names the edge and its source, and says the target never ran.
+    assert "the condition on edge &#x27;src&#x27; -&gt; &#x27;dst&#x27;" in html
+    assert "never ran" in html
     await ex.stop()

@@ -273,8 +273,9 @@ def test_hostile_saga_definition_and_instance_pictures_are_valid_and_inert():
 def test_saga_instance_shows_the_compensation_path_in_order():
     d, inst = hostile_saga()
     dot = picture(inst).dot
-    assert dot.count('label="undo ') == len(inst.compensation_path) - 1
-    assert "s4 -> s3 [label=\"undo 1\"" in dot
+    # One numbered arrow per undone step, from the step that failed (s2, the first).
+    assert dot.count('label="undo ') == len(inst.compensation_path)
+    assert "s2 -> s4 [label=\"undo 1\"" in dot and "s4 -> s3 [label=\"undo 2\"" in dot
     assert "compensation_failed" in dot and "peripheries=2" in dot  # the pivot is marked
     text = picture(inst).text()
     assert text.splitlines()[-1].startswith("  compensated, in order: ")

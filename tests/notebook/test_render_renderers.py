@@ -123,25 +123,47 @@ def test_rendering_from_threads_is_serialised(monkeypatch):
     assert all(f"a{i}" in o.svg for i, o in enumerate(outs))
 
 
-def test_big_graph_is_collapsed_by_layer_unless_full():
+def lattice_500(handlers=("load",)):
     b = WorkflowBuilder("big")
     width = 25
-    layers = [[Node(f"L{k}_{j}") for j in range(width)] for k in range(20)]
+    layers = [[Node(f"L{k}_{j}", handler=handlers[j % len(handlers)]) for j in range(width)]
+              for k in range(20)]
     for layer in layers:
         b.add_nodes(*layer)
     for k in range(1, len(layers)):
         for j in range(width):
             b.connect(layers[k - 1][j], layers[k][j], "result > 0" if j == 0 else None)
-    d = b.build()
+    return b.build()
+
+
+def test_big_graph_is_collapsed_by_layer_unless_full():
+    d = lattice_500()
     assert len(d.nodes) == 500
     pic = picture(d, states={n.name: "failed" if n.name == "L7_3" else "succeeded"
                              for n in d.nodes})
     assert "collapsed by layer" in pic.dot
-    assert pic.dot.count("->") == 19 and "b19" in pic.dot and "n0" not in pic.dot
-    assert "failed 1" in pic.dot and "25 edges" in pic.dot
+    # 20 layers in 10 bands of two: ten boxes, each band's inner edges summarised.
+    assert pic.dot.count("->") == 9 and "b9" in pic.dot and "b10" not in pic.dot
+    assert "n0" not in pic.dot
+    assert "failed 1" in pic.dot and "25 edges" in pic.dot and "handler load" in pic.dot
     assert pic.outcome.ok, pic.outcome.problems
     full = workflow_dot(d, full=True)
     assert full.source.count("->") == len(d.edges)
+
+
+def test_big_graph_overview_is_two_dimensional_and_compact():
+    # Three handlers: each band shows three boxes side by side, a dozen rows at most.
+    import re
+    d = lattice_500(("fetch", "parse", "store"))
+    pic = picture(d, states={n.name: "succeeded" for n in d.nodes})
+    heads = re.findall(r"layers? [\d–]+ · ([\d,]+) nodes", pic.dot)
+    assert sum(int(h.replace(",", "")) for h in heads) == 500 and len(heads) == 30
+    assert pic.dot.count("rank=same") == 10
+    assert all(f"handler {h}" in pic.dot for h in ("fetch", "parse", "store"))
+    assert pic.outcome.ok, pic.outcome.problems
+    height = float(re.search(r'<svg[^>]*height="([\d.]+)pt"', pic.svg).group(1))
+    width = float(re.search(r'<svg[^>]*width="([\d.]+)pt"', pic.svg).group(1))
+    assert height < 1500 and width > 300  # the old overview: a 3,000-px single column
 
 
 def test_very_deep_graph_groups_layers_into_bands():
@@ -151,8 +173,15 @@ def test_very_deep_graph_groups_layers_into_bands():
     for x, y in zip(nodes, nodes[1:]):
         b.connect(x, y)
     dot = picture(b.build()).dot
-    assert dot.count(" -> ") <= 40
-    assert "layers 0–24" in dot
+    assert dot.count(" -> ") <= 12 and "handler" not in dot  # a handler per node: no split
+    assert "layers 0–83" in dot
+
+
+def test_many_handlers_in_one_band_share_an_other_box():
+    b = WorkflowBuilder("wide")
+    b.add_nodes(*[Node(f"t{i}", handler=f"h{i % 9}") for i in range(900)])  # one layer
+    dot = picture(b.build()).dot
+    assert dot.count("handler h") == 5 and "other handlers" in dot
 
 
 def test_style_hook_is_keyword_only_and_applied_last():

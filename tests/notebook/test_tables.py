@@ -86,6 +86,30 @@ def test_timeline_draws_one_row_per_node_and_one_bar_per_attempt():
     assert set(tl._repr_mimebundle_()) == {"image/svg+xml", "text/plain"}
 
 
+def test_timeline_reads_in_readable_units_with_durations_on_wide_bars():
+    tl = timeline(RECORDS, instance_id="i1")
+    assert ">0.5 s</text>" in tl.svg or ">0 s</text>" in tl.svg  # the axis has a unit
+    assert ">700.0 ms</text>" in tl.svg  # load's 0.7 s bar is wide enough to say so
+    assert 'fill="#ffffff"' in tl.svg.split("<text", 1)[0]  # its own background: dark mode
+    fast = [rec("f", f"n{i}", 1, "succeeded", i * 1e-4, i * 1e-4, (i + 1) * 1e-4)
+            for i in range(5)]
+    assert " µs</text>" in timeline(fast).svg
+
+
+def test_timeline_of_thousands_of_nodes_groups_rows():
+    records = [rec("big", f"crunch-{i}", 1, "failed" if i == 7 else "succeeded",
+                   i * 0.001, i * 0.001, i * 0.001 + 0.01) for i in range(3000)]
+    records += [rec("big", "combine", 1, "succeeded", 3.0, 3.0, 3.2)]
+    tl = timeline(records)
+    rows = tl.svg.count('text-anchor="end"')
+    assert 10 <= rows <= 70  # about GROUP_ROWS rows, not 3,001
+    assert "crunch-# 1–" in tl.svg and ">combine</text>" in tl.svg
+    assert "3,001 nodes in" in tl.svg
+    assert "failed 1" in tl.svg  # a group's tooltip counts its states
+    assert len(tl.svg) < 200_000  # spans are merged: not one rect per attempt
+    assert "more rows not drawn" not in tl.svg
+
+
 def test_timeline_of_nothing_is_still_an_svg():
     tl = timeline([])
     assert tl.svg.startswith("<svg") and "no attempts" in tl.svg

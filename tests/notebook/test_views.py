@@ -114,6 +114,39 @@ async def test_scheduler_view_follows_a_busy_scheduler_without_events_at_the_end
     await scheduler.close()
 
 
+async def test_scheduler_view_says_idle_names_misses_and_keeps_a_history(frontend):
+    scheduler = WorkflowScheduler(SchedulerConfig(max_concurrent_tasks=2))
+    ex = WorkflowExecutor(scheduler)
+    await ex.start()
+
+    async def work(ctx):
+        await asyncio.sleep(0.01)
+
+    ex.add_handler("work", work)
+    b = WorkflowBuilder("mix")
+    b.add_nodes(*[Node(f"job {i}", handler="work", deadline=0.001 if i == 9 else None)
+                  for i in range(40)])
+    view = SchedulerView(ex, interval=0.02, idle_poll=0.05)
+    iid = await ex.execute_workflow(b.build())
+    await asyncio.sleep(0.05)
+    assert "/s now" in view.figures.value  # busy: the recent rate
+    await scheduler.change_policy("priority")
+    await ex.wait(iid)
+    await asyncio.sleep(0.4)
+    view.close()
+    # Idle: no stale "…/s now"; the history of depth and throughput stays after close.
+    assert "/s now" not in view.figures.value and "idle" in view.figures.value
+    assert len(view.history) >= 2 and max(d for _, d, _ in view.history) > 0
+    assert "depth <code>" in view.figures.value and "█" in view.figures.value
+    assert "depth <code>" in view.snapshot_html()
+    log = view.log.value
+    assert "ran late" in log and ", record" not in log
+    queued_fill = "#ddf4ff"
+    policy_line = next(line for line in log.split("<li>") if "policy changed" in line)
+    assert queued_fill not in policy_line  # not drawn as queued work
+    await ex.stop()
+
+
 async def test_scheduler_view_caps_updates_per_second_on_a_10k_task_run(frontend):
     scheduler = WorkflowScheduler(SchedulerConfig(max_concurrent_tasks=16))
     ex = WorkflowExecutor(scheduler)
@@ -198,10 +231,31 @@ async def test_saga_view_shows_steps_2_and_1_compensated_in_reverse_order(fronte
     assert html.index("step 2") < html.index("step 1") and "<ol" in html
     table = view.steps_html.value
     assert table.count("↺ compensated") == 2 and "✘ failed" in table
-    assert view.progress.bar_style == "warning" and view.progress.description == "2 undone"
+    # The bar measures what its text says: the undoing, full once both steps are undone.
+    assert view.progress.bar_style == "warning" and view.progress.description == "2/2 undone"
+    assert (view.progress.value, view.progress.max) == (2, 2)
+    assert "not run" in table and "· pending" not in table  # step 4 never ran
     assert_inert(view.title.value, table, html, view.log.value)
     assert "&lt;script&gt;" in table
     await mgr.close()
+
+
+async def test_saga_picture_numbers_each_undone_step_and_shows_payloads_as_text(frontend):
+    from lion_nb.notebook import describe
+    mgr = await saga_manager(fail_at=3)
+    inst = await mgr.run("order", {"id": 5})
+    dot = mgr_dot(inst)
+    # Two undone steps, two numbered arrows: from the failed step 3 to 2, then 2 to 1.
+    assert "undo 1" in dot and "undo 2" in dot and "undo 3" not in dot
+    assert "{'undo'" not in dot and "undo: 1" in dot
+    assert "not run" in dot
+    assert "{'undo'" not in describe(inst)
+    await mgr.close()
+
+
+def mgr_dot(inst) -> str:
+    from lion_nb.notebook import Picture
+    return Picture(inst).dot
 
 
 async def test_saga_view_follows_the_next_saga_started(frontend):
@@ -268,6 +322,13 @@ async def test_event_view_counts_pending_and_dead_letters_per_subscriber(fronten
     assert "no &lt;script&gt;" in view.table.value
     assert_inert(view.title.value, view.figures.value, view.table.value, view.log.value)
     assert "dead lettered" in view.log.value
+    # Zero pending is not an alarm: no red chip with a 0 in it.
+    row = next(r for r in view.table.value.split("<tr>") if "flaky" in r)
+    assert "✘ 0" not in row
+    # Each log line tells its delivery apart: the event id and the time.
+    lines = view.log.value.split("<li>")[1:]
+    assert len(lines) == 5 and len(set(lines)) == 5
+    assert all("event <code" in line and ":" in line.split("<small")[1] for line in lines)
     await broker.close()
 
 

@@ -90,7 +90,7 @@ async def test_denied_node_can_be_skipped_instead():
     assert result.node_states["S"] is NodeState.SKIPPED and result.succeeded
     # A skip the user asked for, not a failure: errors and skipped agree with the states.
     assert result.errors == {} and result.exceptions == {}
-    assert "lacks capability 'db:write:*'" in result.skipped["S"]
+    assert "lacks capability 'db:write:*'" in result.skip_reasons["S"]
     with pytest.raises(NoResultError, match="skipped .*lacks capability 'db:write:\\*'"):
         result["S"]
     denial = [r for r in authority.audit() if r.decision == "deny"][-1]
@@ -101,10 +101,10 @@ async def test_denied_node_fails_by_default_and_is_an_error_not_a_skip(secured):
     ex, authority, db, _ = secured
     result = await ex.run(wf(Node("S", handler="save", requires=["db:delete"])), grants=[])
     assert result.node_states["S"] is NodeState.FAILED and not result.succeeded
-    assert "db:delete" in result.errors["S"] and result.skipped == {}
+    assert "db:delete" in result.errors["S"] and result.skip_reasons == {}
 
 
-async def test_skipped_lists_every_skipped_node_with_its_reason():
+async def test_a_denied_skip_has_its_reason_and_its_successors_the_usual_one():
     ex = WorkflowExecutor(config=ExecutorConfig(authority=Authority.generate(),
                                                 on_denied="skip"))
     ex.add_handler("ok", lambda ctx: 1)
@@ -115,9 +115,10 @@ async def test_skipped_lists_every_skipped_node_with_its_reason():
                               grants=[])
     finally:
         await ex.stop()
-    assert set(result.skipped) == {n for n, s in result.node_states.items()
-                                   if s is NodeState.SKIPPED} == {"A", "B"}
-    assert "capability" in result.skipped["A"] and "capability" not in result.skipped["B"]
+    assert result.node_states["A"] is result.node_states["B"] is NodeState.SKIPPED
+    assert list(result.skip_reasons) == ["A"] and result.errors == {}
+    with pytest.raises(NoResultError, match="no active incoming edge"):
+        result["B"]
 
 
 async def test_expired_token_is_refused_at_grant(secured):

@@ -5,6 +5,8 @@ through the executor in test_crash_resume.py. Here: what only a network database
 """
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -31,6 +33,16 @@ async def storage(pg_dsn):
 
 def admin(server):
     return psycopg.connect(server.dsn(), autocommit=True)
+
+
+def test_importing_the_state_package_does_not_import_psycopg():
+    code = ("import sys, lion_nb, lion_nb.state, lion_nb.engine\n"
+            "assert 'psycopg' not in sys.modules, 'eager'\n"
+            "from lion_nb.state import PostgresStorage\n"
+            "print(PostgresStorage.__name__, 'psycopg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["PostgresStorage", str(psycopg is not None)]
 
 
 # --- bad input ---------------------------------------------------------------------------

@@ -46,6 +46,16 @@ async def test_put_get_delete_round_trip(storage):
     await storage.delete("a")  # deleting twice is fine
 
 
+async def test_get_many_reads_records_in_order_with_none_for_absent_keys(storage):
+    keys = [f"k/{i:04d}" for i in range(1200)]  # more than one SQL statement's worth
+    await storage.put_many([(k, {"i": i}) for i, k in enumerate(keys)])
+    asked = ["k/0003", "missing", *keys[::-1]]
+    got = await storage.get_many(asked)
+    assert got[:2] == [{"i": 3}, None]
+    assert got[2:] == [{"i": i} for i in range(1199, -1, -1)]
+    assert await storage.get_many([]) == []
+
+
 async def test_returned_records_are_copies(storage):
     rec = {"x": [1]}
     await storage.put("a", rec)

@@ -650,10 +650,12 @@ class EventBroker:
     async def _settle(self, ack: EventAck, member: Member | None) -> None:
         # Fast path: the common valid ack on its own channel; anything unusual
         # goes through _check_ack, which raises the precise error.
-        sub = member.sub if member is not None else None
-        p = sub.pending.get(ack.event_id) if sub is not None and type(ack) is EventAck else None
-        if (p is None or self._closed or member.closed or p.state != INFLIGHT  # type: ignore
-                or p.member is not member or ack.subscriber != member.id  # type: ignore
+        sub = p = None
+        if member is not None and type(ack) is EventAck:
+            sub = member.sub
+            p = sub.pending.get(ack.event_id)
+        if (p is None or p.member is not member or p.state != INFLIGHT or self._closed
+                or member.closed or ack.subscriber != member.id  # type: ignore[union-attr]
                 or (ack.attempt is not None and ack.attempt != p.attempts)
                 or (ack.effects is not None and not sub.exactly_once)):  # type: ignore
             found = self._check_ack(ack, member)
@@ -770,7 +772,8 @@ class EventBroker:
         event = p.event
         del sub.pending[event.id]
         sub.remember_ack(event.id, p.attempts)
-        sub.freed()
+        if sub.max_ack_pending is not None:  # else freed() has nothing to do: no call
+            sub.freed()
         self._ledger.on_acked(event, subscriber, p.attempts)
         if self._space_waiters:
             self._wake_publishers()

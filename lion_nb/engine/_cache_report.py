@@ -1,0 +1,67 @@
+"""ReusedReport: the events of reused nodes, one ``NODES_REUSED`` per run of them.
+
+A fully cached re-run settles thousands of nodes without running a handler;
+one event (and one history row) per node would cost more than the reuse
+itself. Reused nodes are collected while the run drains its ready nodes and
+reported together before any other event of the run, so subscribers see
+events in the order nodes ended. Subscribers that did not opt into
+``NODES_REUSED`` still get one ``NODE_SUCCEEDED`` (reason "reused") per node.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Sequence
+
+from ._cache_reason import NodeReason
+from .observe import EventKind as K
+from .observe import ExecEvent, ObserveStream
+
+__all__ = ["ReusedReport"]
+
+_BATCH = K.NODES_REUSED
+_SINGLE = K.NODE_SUCCEEDED
+# The event data of a node reused without a detail: one shared dict, never mutated.
+_REUSED_DATA: dict[str, Any] = {"reason": "reused"}
+
+
+class ReusedReport:
+    """Reused nodes of one instance run not reported yet (engine-internal)."""
+
+    __slots__ = ("pending", "_observe", "_instance_id", "_nodes", "_verdicts", "_time")
+
+    def __init__(self, observe: ObserveStream, instance_id: str, nodes: Sequence[Any],
+                 verdicts: list[NodeReason | None], time: Callable[[], float]) -> None:
+        #: Indices of reused nodes, in the order they were settled.
+        self.pending: list[int] = []
+        self._observe = observe
+        self._instance_id = instance_id
+        self._nodes = nodes
+        self._verdicts = verdicts
+        self._time = time
+
+    def flush(self) -> None:
+        """Report the pending nodes (call before the run emits anything else)."""
+        pending = self.pending
+        if not pending:
+            return
+        obs = self._observe
+        if obs.active:
+            now = self._time()
+            nodes, verdicts = self._nodes, self._verdicts
+            if obs.wants(_BATCH):
+                details = {nodes[i].name: v.detail for i in pending
+                           if (v := verdicts[i]) is not None and v.detail is not None}
+                obs.emit(ExecEvent(_BATCH, now, self._instance_id, None, 0,
+                                   {"nodes": [nodes[i].name for i in pending],
+                                    "details": details}))
+            if obs.wants_singles(_BATCH):
+                obs.emit_singles(_BATCH, self._singles(pending, now))
+        self.pending = []
+
+    def _singles(self, pending: list[int], now: float) -> Iterator[ExecEvent]:
+        nodes, verdicts, iid = self._nodes, self._verdicts, self._instance_id
+        for i in pending:
+            v = verdicts[i]
+            data = _REUSED_DATA if v is None or v.detail is None else {
+                "reason": "reused", "reason_detail": v.detail}
+            yield ExecEvent(_SINGLE, now, iid, nodes[i].name, 0, data)
