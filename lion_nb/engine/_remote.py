@@ -99,6 +99,7 @@ def stored_result(stored: StoredInstance,
     attempts = {n: 0 for n in names}
     results: dict[str, Any] = {n: None for n in names}
     failures: dict[str, BaseException] = {}
+    skipped: dict[str, str] = {}
     for rec in stored.nodes.values():
         name, node_state = rec["name"], NodeState(rec["state"])
         states[name], attempts[name] = node_state, int(rec.get("attempts", 0))
@@ -108,6 +109,8 @@ def stored_result(stored: StoredInstance,
             failures[name] = NodeFailedError(f"node {name!r} failed: {rec.get('error')}",
                                              node=name, instance_id=iid,
                                              attempt=attempts[name])
+        elif node_state is NodeState.SKIPPED and rec.get("error"):
+            skipped[name] = str(rec["error"])  # a capability denial under on_denied="skip"
     # A start may ride on another node's end record (see durable): running all the same.
     for name, (attempt, _) in started_nodes(stored.nodes).items():
         states[name], attempts[name] = NodeState.RUNNING, attempt
@@ -122,7 +125,8 @@ def stored_result(stored: StoredInstance,
                                        instance_id=iid)
     shown: Any = definition if definition is not None else _Named(header.get("workflow", "?"))
     return InstanceResult(instance_id=iid, definition=shown, state=state, node_states=states,
-                          attempts=attempts, results=results, exceptions=failures, error=error,
+                          attempts=attempts, results=results, exceptions=failures,
+                          skip_reasons=skipped, error=error,
                           started_at=float(header.get("created_at") or 0.0),
                           finished_at=header.get("finished_at"))
 

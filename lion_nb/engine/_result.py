@@ -54,6 +54,8 @@ class NodeColumn(Mapping[str, Any]):
     def __repr__(self) -> str:
         return repr(dict(self))
 
+_SKIPPED = "no active incoming edge, a false condition, or its handler returned a skip"
+
 
 @dataclass(kw_only=True, eq=False, repr=False)
 class InstanceResult:
@@ -78,6 +80,10 @@ class InstanceResult:
     finished_at: float | None
     #: Why each node ran or was reused (runs with a cache or a re-run request).
     reasons: dict[str, NodeReason] = field(default_factory=dict)
+    #: Why a SKIPPED node was skipped, where one cause decided it: a capability denial
+    #: under ``on_denied="skip"`` names what was missing. Skips are not failures, so
+    #: they are never in ``errors``/``exceptions``.
+    skip_reasons: dict[str, str] = field(default_factory=dict)
     workflow: str = field(init=False)
     errors: dict[str, str] = field(init=False)
 
@@ -131,7 +137,7 @@ class InstanceResult:
                     f"(nodes: {', '.join(sorted(self.node_states)[:10])})")
         why = {
             NodeState.FAILED: f"it failed: {self.errors.get(name, 'no error recorded')}",
-            NodeState.SKIPPED: "it was skipped (no active incoming edge, or a false condition)",
+            NodeState.SKIPPED: f"it was skipped ({self.skip_reasons.get(name, _SKIPPED)})",
             NodeState.UPSTREAM_FAILED: "a node it depends on failed"
             + (f" ({', '.join(self._failed_upstream(name))})"
                if self._failed_upstream(name) else ""),

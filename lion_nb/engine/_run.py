@@ -46,6 +46,7 @@ _S_SUCCEEDED = NodeState.SUCCEEDED
 _QUEUED = NodeState.QUEUED
 _I_RUNNING = InstanceState.RUNNING
 _PENDING_CODE = CODE[NodeState.PENDING]
+_SKIPPED_CODE = CODE[NodeState.SKIPPED]
 _CANCEL_NOW = (CODE[NodeState.PENDING], CODE[NodeState.RETRYING])
 # The three moves every node makes, checked inline (a method call per move costs
 # more than the check); an illegal one falls back to NodeStates.move, which raises.
@@ -161,8 +162,14 @@ class InstanceRun:
         """The instance as it is now (a finished one's node tables are read, not copied)."""
         d = self.definition
         states = self.states
-        exceptions = {d.nodes[i].name: e for i, e in self.errors.items()}
         codes, results, attempts = states.codes, self.results, self.attempts
+        exceptions: dict[str, BaseException] = {}
+        skipped: dict[str, str] = {}  # a node denied under on_denied="skip" is a skip
+        for i, e in self.errors.items():
+            if codes[i] == _SKIPPED_CODE:
+                skipped[d.nodes[i].name] = str(e)
+            else:
+                exceptions[d.nodes[i].name] = e
         if self.done.done():  # nothing moves any more
             names = states.names
             node_states: Mapping[str, NodeState] = NodeColumn(
@@ -179,7 +186,8 @@ class InstanceRun:
             instance_id=self.instance_id, definition=d, state=self.state,
             node_states=node_states, attempts=attempt_map,  # type: ignore[arg-type]
             results=result_map,  # type: ignore[arg-type]
-            exceptions=exceptions, error=self.error, started_at=self.started_at,
+            exceptions=exceptions, skip_reasons=skipped, error=self.error,
+            started_at=self.started_at,
             finished_at=self.finished_at,
             reasons={} if self.cache is None else {
                 d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})

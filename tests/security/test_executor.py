@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lion_nb.engine import EventKind, ExecutorConfig, WorkflowExecutor
-from lion_nb.errors import (CapabilityDeniedError, ResourceError, SecurityError,
-                            TokenExpiredError)
+from lion_nb.errors import (CapabilityDeniedError, NoResultError, ResourceError,
+                            SecurityError, TokenExpiredError)
 from lion_nb.clock import FakeClock
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.security import Authority, Capability
@@ -83,9 +83,42 @@ async def test_denied_node_can_be_skipped_instead():
     ex = WorkflowExecutor(config=ExecutorConfig(authority=authority, on_denied="skip"))
     ex.add_handler("save", lambda ctx: "x")
     await ex.start()
-    result = await ex.run(wf(Node("S", handler="save", requires=["db:write"])), grants=[])
+    try:
+        result = await ex.run(wf(Node("S", handler="save", requires=["db:write"])), grants=[])
+    finally:
+        await ex.stop()
     assert result.node_states["S"] is NodeState.SKIPPED and result.succeeded
-    await ex.stop()
+    # A skip the user asked for, not a failure: errors and skipped agree with the states.
+    assert result.errors == {} and result.exceptions == {}
+    assert "lacks capability 'db:write:*'" in result.skip_reasons["S"]
+    with pytest.raises(NoResultError, match="skipped .*lacks capability 'db:write:\\*'"):
+        result["S"]
+    denial = [r for r in authority.audit() if r.decision == "deny"][-1]
+    assert (denial.node, denial.capability) == ("S", "db:write:*")  # still audited
+
+
+async def test_denied_node_fails_by_default_and_is_an_error_not_a_skip(secured):
+    ex, authority, db, _ = secured
+    result = await ex.run(wf(Node("S", handler="save", requires=["db:delete"])), grants=[])
+    assert result.node_states["S"] is NodeState.FAILED and not result.succeeded
+    assert "db:delete" in result.errors["S"] and result.skip_reasons == {}
+
+
+async def test_a_denied_skip_has_its_reason_and_its_successors_the_usual_one():
+    ex = WorkflowExecutor(config=ExecutorConfig(authority=Authority.generate(),
+                                                on_denied="skip"))
+    ex.add_handler("ok", lambda ctx: 1)
+    await ex.start()
+    try:
+        a, b = Node("A", handler="ok", requires=["db:write"]), Node("B", handler="ok")
+        result = await ex.run(WorkflowBuilder("w").add_nodes(a, b).connect(a, b).build(),
+                              grants=[])
+    finally:
+        await ex.stop()
+    assert result.node_states["A"] is result.node_states["B"] is NodeState.SKIPPED
+    assert list(result.skip_reasons) == ["A"] and result.errors == {}
+    with pytest.raises(NoResultError, match="no active incoming edge"):
+        result["B"]
 
 
 async def test_expired_token_is_refused_at_grant(secured):
