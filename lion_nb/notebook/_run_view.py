@@ -30,7 +30,7 @@ from typing import Any
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
 from ..errors import LionError
-from ._html import failures_html, snapshot_html, stats_html, title_html
+from ._html import failures_html, picture_html, snapshot_html, stats_html, title_html
 from ._dot import with_reasons
 from ._live_view import LiveView
 from ._style import ERROR_STATES, TERMINAL_STATES
@@ -96,7 +96,9 @@ class RunView(LiveView):
                                       layout=w.Layout(width="60%"))
         self.stats = w.HTML()
         self.failures = w.HTML()
-        self.picture = w.Image(format="svg+xml", value=b"") if picture else None
+        # Hidden until its first picture: an empty Image is the broken-image icon.
+        self.picture = w.Image(format="svg+xml", value=b"",
+                               layout=w.Layout(display="none")) if picture else None
         parts = [self.title, self.progress, self.stats, self.failures]
         self.dashboard = _dashboard_widget(w, executor)
         if self.dashboard is not None:
@@ -308,6 +310,7 @@ class RunView(LiveView):
             return
         with self.picture.hold_sync():
             self.picture.value = svg.encode("utf-8")
+            self.picture.layout.display = None
             # An Image widget stretches to the output's width; keep the picture's own size.
             size = _SVG_WIDTH.search(svg[:2000])
             if size is not None:
@@ -357,8 +360,8 @@ class RunView(LiveView):
     def snapshot_html(self) -> str:
         """Static HTML of the view: header, progress, counts, failures and the picture."""
         parts = self._widget_html()
-        if self.svg is not None:  # inline, not <img>: the nodes keep their tooltips
-            parts.append(self.svg[self.svg.find("<svg"):])
+        if self.svg is not None:  # an <img>: inline <svg> is stripped when untrusted
+            parts.append(picture_html(self.svg, repr(self)))
         return snapshot_html(parts)
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._html import picture_html
 from ._style import STATE_STYLE, style_for, states_present
 from ._tables import history_records
 from ._text import html_text, truncate
@@ -131,7 +132,8 @@ class Timeline:
         return "".join(parts)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {"image/svg+xml": self.svg, "text/plain": repr(self)}
+        return {"image/svg+xml": self.svg, "text/html": picture_html(self.svg, repr(self)),
+                "text/plain": repr(self)}
 
     def __repr__(self) -> str:
         nodes = len({str(_get(r, "node")) for r in self.records})
