@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 
 from ._style import STATE_ORDER, style_for
 from ._text import html_text
 
 __all__ = ["BAR_COLOURS", "bar_html", "chip", "failures_html", "figure_html", "items_html",
-           "progress_html", "snapshot_html", "stats_html", "table_html", "title_html"]
+           "picture_html", "progress_html", "snapshot_html", "stats_html", "table_html",
+           "title_html"]
 
 #: Bar colours of the progress styles ipywidgets uses (info, success, danger, warning).
 BAR_COLOURS = {"info": "#54aeff", "success": "#2da44e", "danger": "#cf222e",
@@ -27,8 +29,12 @@ def chip(state: str, text: str | None = None) -> str:
 
 
 def figure_html(label: str, value: str, alarm: bool = False) -> str:
-    """``label value`` with the value bold (red when ``alarm``); both escaped."""
-    colour = ";color:#cf222e" if alarm else ""
+    """``label value`` with the value bold (in the "failed" colours when ``alarm``); escaped."""
+    # Red text alone fails WCAG AA on one theme or the other: the alarm brings its own
+    # light background, as chips do, so it reads the same in JupyterLab Light and Dark.
+    st = style_for("failed")
+    colour = (f";color:{st.font};background:{st.fill};padding:0 3px;border-radius:3px"
+              if alarm else "")
     return (f"<span style='margin-right:12px'>{html_text(label)} "
             f"<b style='font-variant-numeric:tabular-nums{colour}'>{html_text(value)}</b></span>")
 
@@ -88,6 +94,22 @@ def failures_html(nodes: Sequence[str], states: Mapping[str, str],
     if total > limit:
         items.append(f"<li>… {total - limit:,} more</li>")
     return f"<ul style='margin:2px 0'>{''.join(items)}</ul>{tail}"
+
+
+def picture_html(svg: str, title: str = "") -> str:
+    """An SVG as an ``<img>`` data URI on a white card, with ``title`` as its tooltip.
+
+    JupyterLab shows ``image/svg+xml`` only in trusted notebooks and strips inline
+    ``<svg>`` from the HTML of untrusted ones, but keeps an ``<img>`` with a data URI:
+    this is what a clone, GitHub or nbviewer shows. The card is white in every theme
+    because the pictures' colours (state fills, dark text) are chosen for white.
+    """
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    first = title.splitlines()[0] if title else "picture"
+    return (f'<img class="lion-nb-picture" src="data:image/svg+xml;base64,{data}" '
+            f'alt="{html_text(first, 200)}" title="{html_text(title, 4000)}" '
+            'style="background:#ffffff;padding:4px;border-radius:4px;max-width:100%;'
+            'height:auto">')
 
 
 def progress_html(value: int, maximum: int, bar_style: str, description: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import UnsupportedSourceError
 from ._dot import instance_overlay, with_reasons
+from ._html import picture_html
 from ._legend import with_legend
 from ._render import INSTALL_HINT, RenderOutcome, render_svg
 from ._style import STATE_ORDER
@@ -146,7 +147,9 @@ class Picture:
         """The MIME bundle Jupyter shows: the SVG, or the text fallback with the DOT source."""
         text = self.text()
         if self.svg is not None:
-            bundle = {"image/svg+xml": self.svg, "text/plain": text}
+            # text/html first in JupyterLab's order: the same SVG, shown untrusted too.
+            bundle = {"image/svg+xml": self.svg, "text/html": picture_html(self.svg, text),
+                      "text/plain": text}
         else:
             bundle = {"text/html": self.fallback_html(),
                       "text/plain": f"{text}\n\n{INSTALL_HINT}\n\n{self.dot}"}

@@ -30,7 +30,7 @@ from typing import Any
 from ..engine.observe import EventKind as K
 from ..engine.observe import ExecEvent
 from ..errors import LionError, blame_lines, user_frames
-from ._html import chip, failures_html, snapshot_html, stats_html, title_html
+from ._html import chip, failures_html, picture_html, snapshot_html, stats_html, title_html
 from ._text import format_seconds, html_text
 from ._dot import with_reasons
 from ._live_view import LiveView
@@ -428,8 +428,8 @@ class RunView(LiveView):
     def snapshot_html(self) -> str:
         """Static HTML of the view: header, progress, counts, failures and the picture."""
         parts = self._widget_html()
-        if self.svg is not None:  # inline, not <img>: the nodes keep their tooltips
-            parts.append(self.svg[self.svg.find("<svg"):])
+        if self.svg is not None:  # an <img>: inline <svg> is stripped when untrusted
+            parts.append(picture_html(self.svg, repr(self)))
         return snapshot_html(parts)
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from typing import Any, NamedTuple
 
+from ._html import picture_html
 from ._style import STATE_STYLE, style_for, states_present
 from ._tables import history_records
 from ._text import format_seconds, html_text, truncate
@@ -210,7 +211,8 @@ class Timeline:
         return "".join(parts)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {"image/svg+xml": self.svg, "text/plain": repr(self)}
+        return {"image/svg+xml": self.svg, "text/html": picture_html(self.svg, repr(self)),
+                "text/plain": repr(self)}
 
     def __repr__(self) -> str:
         nodes = len({str(_get(r, "node")) for r in self.records})

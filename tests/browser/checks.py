@@ -20,8 +20,10 @@ from typing import Any
 from lion_nb.notebook.style import STATE_STYLE, TERMINAL_STATES
 
 __all__ = [
+    "FIRST_SCREEN",
     "WIDGET_MIME",
     "Problem",
+    "broken_image_problems",
     "declared_counts",
     "explain",
     "find_problems",
@@ -51,6 +53,12 @@ _MARKER = re.compile(r"\bnodes=(\d+) edges=(\d+)(?: legend=(\d+))?")
 _BAND = re.compile(r"^(layers? [\d–-]+) · ([\d,]+) nodes$")
 _EDGE_COUNT = re.compile(r"^([\d,]+) edges?$")
 _PROGRESS_LABEL = re.compile(r"^\s*([\d,]+)\s*/\s*([\d,]+)\s*$")
+# A view's text form: "RunView(run-…, succeeded, 4/4 done)", "SagaView(trip-1, failed, …)".
+_VIEW_REPR = re.compile(r"^(RunView|SagaView)\((.*)\)$", re.S)
+_FINISHED = re.compile(r"\b(succeeded|failed|cancelled|completed|compensated|aborted)\b")
+#: px below the top of an error output within which the handler's line must show: what a
+#: laptop screen shows of a notebook under the cell that failed.
+FIRST_SCREEN = 600
 
 # (fill, border) -> state: fills alone are ambiguous (pending and skipped share one).
 _STATE_OF_COLOURS = {(s.fill.lower(), s.border.lower()): name for name, s in STATE_STYLE.items()}
@@ -255,6 +263,12 @@ def _check_picture(cell: int, model: dict, dom: dict,
                    marker: dict[str, Any] | None = None) -> list[Problem]:
     want = declared_counts(model, marker)
     if want is None:
+        # Not a DAG (a timeline, a user's SVG): it must still be drawn, untrusted too.
+        if "image/svg+xml" in model["mimes"] and not any(
+                img["complete"] and img["naturalWidth"] for img in _svg_images(dom)):
+            first = (model.get("text_plain") or "").splitlines()[:1]
+            return [Problem(cell, "picture-missing",
+                            f"{first}: an SVG output the page does not draw")]
         return []
     where = (model.get("text_plain") or "").splitlines()[0][:80]
     if "image/svg+xml" not in model["mimes"]:
@@ -365,13 +379,70 @@ def _check_saga_view(cell: int, model: dict, dom: dict) -> list[Problem]:
     return []
 
 
-_PER_OUTPUT = (_check_errors, _check_widget, _check_run_view, _check_saga_view)
+def _check_contrast(cell: int, model: dict, dom: dict) -> list[Problem]:
+    """Text that fails WCAG AA (4.5:1, large text 3:1) against what is behind it, as
+    computed in the page (reader.js: computed colours, backgrounds composed)."""
+    faint = dom.get("contrast") or []
+    if not faint:
+        return []
+    shown = "; ".join(f"{f['text']!r} {f['fg']} on {f['bg']} = {f['ratio']}:1 "
+                      f"({f['where']})" for f in faint[:4])
+    more = f" (+{len(faint) - 4} more)" if len(faint) > 4 else ""
+    return [Problem(cell, "contrast", f"{len(faint)} texts below WCAG AA: {shown}{more}")]
 
 
-def find_problems(report: dict[str, Any]) -> list[Problem]:
-    """Every problem the page report shows, in cell order."""
-    problems = _check_ran(report)
+def _check_static(cell: int, model: dict, dom: dict) -> list[Problem]:
+    """A finished view must have replaced its widget with a static snapshot: a saved
+    notebook has no kernel, and a widget there reads "Error displaying widget: model
+    not found"."""
+    m = _VIEW_REPR.match(model.get("text_plain") or "")
+    if m is None:
+        return []
+    finished = bool(_FINISHED.search(m[2]))
+    if finished and WIDGET_MIME in model["mimes"]:
+        return [Problem(cell, "view-not-static", f"{m[1]} finished ({m[2][:60]!r}) but its "
+                        "output is still a widget: a saved notebook shows 'model not found'")]
+    if WIDGET_MIME not in model["mimes"] and not dom.get("snapshot"):
+        return [Problem(cell, "view-no-snapshot", f"{m[1]} shows no static snapshot")]
+    return []
+
+
+_PER_OUTPUT = (_check_errors, _check_widget, _check_run_view, _check_saga_view,
+               _check_contrast, _check_static)
+
+
+def _check_handler_lines(cell: dict) -> list[Problem]:
+    """A failing cell that marks its handler's line must show that line in its error
+    output within the first screen (FIRST_SCREEN px), not under the engine's frames."""
+    failed = any(o["model"]["output_type"] == "error" for o in cell["outputs"])
+    if not failed:
+        return []
+    out = []
+    for line in cell.get("handlerLines") or []:
+        at = line["at"]
+        if at is None:
+            out.append(Problem(cell["index"], "error-no-handler-line",
+                               f"the error does not show the handler's line {line['needle']!r}"))
+        elif at["top"] > FIRST_SCREEN:
+            out.append(Problem(cell["index"], "error-buried",
+                               f"the handler's line {line['needle']!r} shows {at['top']:.0f}px "
+                               f"down the error (first screen: {FIRST_SCREEN}px)"))
+    return out
+
+
+def broken_image_problems(broken: Iterable[dict[str, Any]]) -> list[Problem]:
+    """Images seen with the broken-image icon at any moment (driver.NotebookRun)."""
+    return [Problem(img["cell"], "image-broken",
+                    f"an image showed the broken-image icon ({img['src'] or 'no src'!r}, "
+                    f"{img['width']:.0f}x{img['height']:.0f}px)") for img in broken]
+
+
+def find_problems(report: dict[str, Any],
+                  broken_images: Iterable[dict[str, Any]] = ()) -> list[Problem]:
+    """Every problem the page report (and the images seen broken while live) shows."""
+    problems = _check_ran(report) + broken_image_problems(broken_images)
     for cell in report["cells"]:
+        problems.extend(_check_handler_lines(cell))
         marker = None  # a printed "nodes=N edges=M" waits for the cell's next picture
         for out in cell["outputs"]:
             model, dom = out["model"], out["dom"] or {}

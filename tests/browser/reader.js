@@ -4,6 +4,7 @@
 // the kernel sent; the DOM side says what the person in front of the browser sees.
 (() => {
   const app = () => window.jupyterapp;
+  const HANDLER_MARK = "# the handler's line";
 
   function panelFor(path) {
     if (!app()) return null;
@@ -56,7 +57,7 @@
     const status = kernelStatus(panel);
     // A dead kernel runs nothing more: done, and checks.py reports the cells it skipped.
     return {done: (status === 'idle' && running === 0) || status === 'dead',
-            status, running, counted, code};
+            status, running, counted, code, broken: brokenImages(path)};
   }
 
   // Images still decoding, and widget views not attached yet, mean "not settled".
@@ -82,6 +83,10 @@
     });
     return waiting;
   }
+
+  // atob gives one character per byte; the SVG's bytes are UTF-8.
+  const fromBase64 = body => new TextDecoder().decode(
+    Uint8Array.from(atob(body), c => c.charCodeAt(0)));
 
   function shapeColours(g) {
     const shape = g.querySelector('path, polygon, ellipse, rect');
@@ -131,7 +136,7 @@
       if (src.startsWith('data:image/svg+xml')) {
         const body = src.slice(src.indexOf(',') + 1);
         const base64 = /;base64,/.test(src.slice(0, src.indexOf(',') + 1));
-        source = base64 ? atob(body) : decodeURIComponent(body);
+        source = base64 ? fromBase64(body) : decodeURIComponent(body);
       } else if (src.startsWith('blob:')) {
         const resp = await fetch(src);  // ipywidgets' Image hands the bytes over as a blob
         source = await resp.text();
@@ -189,7 +194,7 @@
       widgetHeight: Math.max(0, ...Array.from(el.querySelectorAll('.jupyter-widgets'))
         .filter(w => !w.parentElement.closest('.jupyter-widgets'))
         .map(w => w.getBoundingClientRect().height)),
-      images: [], progress: [], saga: null,
+      images: [], progress: [], saga: null, contrast: [],
     };
     for (const img of el.querySelectorAll('img')) info.images.push(await imageInfo(img));
     // A finished live view leaves a static snapshot (div.lion-nb-snapshot): its picture is
@@ -223,6 +228,8 @@
                           classes: bar ? bar.className : '',
                           vertical: p.classList.contains('widget-vprogress')});
     });
+    if (info.mime !== 'application/vnd.jupyter.stderr') info.contrast = await contrastOf(el);
+    info.snapshot = !!el.querySelector('.lion-nb-snapshot');
     // Live (widgets) or finished (the static snapshot): the same table and list.
     if (info.hasWidget || el.querySelector('.lion-nb-snapshot')) info.saga = sagaInfo(el);
     return info;
@@ -252,6 +259,7 @@
                      executionCount: null, domOutputs: 0};
       if (cell.model.type === 'code') {
         entry.executionCount = cell.model.executionCount;
+        entry.trusted = !!cell.model.trusted;
         entry.source = cell.model.sharedModel.getSource().slice(0, 200);
         const children = cell.node.querySelectorAll('.jp-OutputArea-child');
         entry.domOutputs = children.length;
@@ -260,6 +268,13 @@
           entry.outputs.push({model: modelInfo(outs.get(j)),
                               dom: children[j] ? await outputInfo(children[j]) : null});
         }
+        // A line the cell marks as its handler's ("# the handler's line"): where its
+        // traceback shows it, in px below the top of the output.
+        const marked = cell.model.sharedModel.getSource().split('\n')
+          .filter(line => line.includes(HANDLER_MARK))
+          .map(line => line.split('#')[0].trim()).filter(Boolean);
+        entry.handlerLines = marked.map(needle => ({needle,
+                                                    at: textTop(path, index - 1, needle)}));
       }
       cells.push(entry);
     }
@@ -281,5 +296,221 @@
     return h;
   }
 
-  window.__lionNb = {prepare, runAll, progress, pending, collect, showAll};
+  // Images that show the browser's broken-image icon: loaded (complete), nothing decoded,
+  // and given a box (a hidden <img>, display:none, shows nothing, so it does not count).
+  function brokenImages(path) {
+    const panel = panelFor(path);
+    const out = [];
+    if (!panel) return out;
+    panel.content.widgets.forEach((cell, c) => {
+      cell.node.querySelectorAll('.jp-OutputArea-output img').forEach(img => {
+        const r = img.getBoundingClientRect();
+        if (img.complete && img.naturalWidth === 0 && (r.width > 0 || r.height > 0)) {
+          out.push({cell: c, src: (img.getAttribute('src') || '').slice(0, 40),
+                    width: r.width, height: r.height});
+        }
+      });
+    });
+    return out;
+  }
+
+  // --- contrast (WCAG 2.x), from computed styles -------------------------------------------
+
+  function rgba(text) {
+    const m = /rgba?\(([^)]+)\)/.exec(text || '');
+    if (!m) return null;
+    const p = m[1].split(/[\s,/]+/).filter(Boolean).map(v => v.endsWith('%')
+      ? parseFloat(v) / 100 : Number(v));
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  }
+
+  function over(top, bottom) {  // alpha compositing onto an opaque colour
+    const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a)).concat([1]);
+  }
+
+  function luminance(c) {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  }
+
+  function ratio(a, b) {
+    const la = luminance(a), lb = luminance(b);
+    return (Math.max(la, lb) + 0.05) / (Math.min(la, lb) + 0.05);
+  }
+
+  const hex = c => '#' + c.slice(0, 3).map(v => Math.round(v).toString(16).padStart(2, '0'))
+    .join('');
+
+  // The opaque colour behind an element's content: its ancestors' backgrounds, composed.
+  function backdrop(el) {
+    const chain = [];
+    for (let e = el; e && e.nodeType === 1; e = e.parentElement) chain.push(e);
+    let bg = [255, 255, 255, 1];
+    for (const e of chain.reverse()) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) bg = over(c, bg);
+    }
+    return bg;
+  }
+
+  // WCAG AA: 4.5:1, or 3:1 for large text (24px, or 18.66px bold).
+  function needed(cs) {
+    const size = parseFloat(cs.fontSize), bold = parseInt(cs.fontWeight, 10) >= 700;
+    return size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+  }
+
+  function judge(where, text, fg, bg, cs, out) {
+    const colour = over(fg, bg), need = needed(cs), r = ratio(colour, bg);
+    if (r + 1e-6 < need) {
+      out.push({where, text: text.trim().slice(0, 40), fg: hex(colour), bg: hex(bg),
+                ratio: Math.round(r * 100) / 100, need});
+    }
+  }
+
+  function htmlContrast(root, out) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    const seen = new Set();
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const el = n.parentElement;
+      if (!el || !n.textContent.trim() || seen.has(el) || el.closest('svg')) continue;
+      seen.add(el);
+      const cs = getComputedStyle(el), r = el.getBoundingClientRect();
+      if (!r.width || !r.height || cs.visibility !== 'visible' || +cs.opacity === 0) continue;
+      const fg = rgba(cs.color);
+      if (fg) judge('html', n.textContent, fg, backdrop(el), cs, out);
+    }
+  }
+
+  // Text inside an SVG (attached to the page): its fill against the shapes painted before
+  // it under its centre, on top of what is behind the picture.
+  function svgContrast(svg, behind, where, out) {
+    const all = Array.from(svg.querySelectorAll('*'));
+    const order = new Map(all.map((e, i) => [e, i]));
+    const shapes = [];
+    for (const s of svg.querySelectorAll('rect, polygon, ellipse, circle, path')) {
+      const cs = getComputedStyle(s), fill = rgba(cs.fill);
+      if (!fill || fill[3] === 0 || cs.display === 'none') continue;
+      fill[3] *= parseFloat(cs.fillOpacity || '1');
+      shapes.push({at: order.get(s), box: s.getBoundingClientRect(), fill});
+    }
+    for (const t of svg.querySelectorAll('text')) {
+      if (!t.textContent.trim()) continue;
+      const cs = getComputedStyle(t), fill = rgba(cs.fill);
+      if (!fill) continue;
+      fill[3] *= parseFloat(cs.fillOpacity || '1');
+      const r = t.getBoundingClientRect();
+      if (!r.width) continue;
+      const cx = r.left + r.width / 2, cy = r.top + r.height / 2, at = order.get(t);
+      let bg = behind;
+      for (const s of shapes) {
+        if (s.at < at && cx >= s.box.left && cx <= s.box.right && cy >= s.box.top
+            && cy <= s.box.bottom) bg = over(s.fill, bg);
+      }
+      judge(where, t.textContent, fill, bg, cs, out);
+    }
+  }
+
+  async function svgSource(img) {
+    const src = img.getAttribute('src') || '';
+    if (src.startsWith('data:image/svg+xml')) {
+      const body = src.slice(src.indexOf(',') + 1);
+      return /;base64,/.test(src.slice(0, src.indexOf(',') + 1)) ? fromBase64(body)
+        : decodeURIComponent(body);
+    }
+    if (src.startsWith('blob:')) {
+      const text = await (await fetch(src)).text();
+      return text.includes('<svg') ? text : null;
+    }
+    return null;
+  }
+
+  // Every text a person reads in one output (HTML, inline SVG, SVG shown through <img>)
+  // that fails WCAG AA against what is behind it.
+  async function contrastOf(el) {
+    const out = [];
+    htmlContrast(el, out);
+    for (const svg of el.querySelectorAll('svg')) {
+      if (!svg.parentElement.closest('svg')) svgContrast(svg, backdrop(svg), 'svg', out);
+    }
+    for (const img of el.querySelectorAll('img')) {
+      let source = null;
+      try { source = await svgSource(img); } catch (e) { continue; }
+      if (!source) continue;
+      // An SVG in an <img> sees no page CSS: lay a copy out off-screen to measure it.
+      const doc = new DOMParser().parseFromString(source, 'image/svg+xml');
+      if (doc.querySelector('parsererror')) continue;
+      const host = document.createElement('div');
+      host.style.cssText = 'all:initial;position:fixed;left:0;top:0;visibility:hidden;'
+        + 'pointer-events:none';
+      host.appendChild(document.importNode(doc.documentElement, true));
+      document.body.appendChild(host);
+      try {
+        svgContrast(host.firstElementChild, backdrop(img), 'img', out);
+      } finally {
+        host.remove();
+      }
+    }
+    return out;
+  }
+
+  // Save the notebook; true once the file on the server matches the page.
+  function save(path) {
+    const panel = panelFor(path);
+    if (!panel) return false;
+    if (!panel.context.model.dirty && panel.__lionSaved) return true;
+    if (!panel.__lionSaving) {
+      panel.__lionSaving = true;
+      panel.context.save().then(() => { panel.__lionSaved = true; },
+                                () => { panel.__lionSaving = false; });
+    }
+    return false;
+  }
+
+  function setTheme(name) {
+    return app().commands.execute('apputils:change-theme', {theme: name}).then(() => true);
+  }
+
+  function theme() {
+    return document.body.dataset.jpThemeName || '';
+  }
+
+  // Where a frame's line shows in an output: px from the output's top (null if absent).
+  function textTop(path, cellIndex, needle) {
+    const panel = panelFor(path);
+    const cell = panel.content.widgets[cellIndex];
+    for (const el of cell.node.querySelectorAll('.jp-OutputArea-output')) {
+      const nodes = [], walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+      let text = '';
+      for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        nodes.push([n, text.length]);
+        text += n.textContent;
+      }
+      // The line as a frame's own line, not as context around another frame: IPython
+      // marks it "---->", Python's format puts it under its 'File "…", line N, in f'.
+      let at = -1;
+      for (let i = text.indexOf(needle); i >= 0; i = text.indexOf(needle, i + 1)) {
+        const start = text.lastIndexOf('\n', i) + 1;
+        const prevStart = text.lastIndexOf('\n', Math.max(0, start - 2)) + 1;
+        const line = text.slice(start, i), prev = text.slice(prevStart, start);
+        if (/^\s*-+>/.test(line) || /^\s*File ".*", line \d+, in /.test(prev)) {
+          at = i;
+          break;
+        }
+      }
+      if (at < 0) continue;
+      let i = nodes.length - 1;
+      while (nodes[i][1] > at) i -= 1;
+      const range = document.createRange();
+      range.setStart(nodes[i][0], at - nodes[i][1]);
+      range.setEnd(nodes[i][0], Math.min(nodes[i][0].textContent.length,
+                                         at - nodes[i][1] + 1));
+      return {top: range.getBoundingClientRect().top - el.getBoundingClientRect().top,
+              height: el.getBoundingClientRect().height};
+    }
+    return null;
+  }
+
+  window.__lionNb = {prepare, runAll, progress, pending, collect, showAll, brokenImages,
+                     save, setTheme, theme, textTop};
 })();

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import explain, find_problems
-from .driver import run_notebook
+from .driver import run_notebook, write_notebook
 from .lab import LabServer
 
 _SETUP = """\
@@ -27,8 +27,8 @@ two = WorkflowBuilder("two").add_nodes(a, b).connect(a, b).build()
 svg = nb.picture(two).svg
 """
 
-# (what the cell does, the problem kind it must raise, or None: it must raise nothing)
-_CELLS: list[tuple[str, str | None]] = [
+# (what the cell does, the problem kind(s) it must raise, or None: it must raise nothing)
+_CELLS: list[tuple[str, str | tuple[str, ...] | None]] = [
     (_SETUP, None),
     # A good picture: the checks must not cry wolf.
     ("two", None),
@@ -91,38 +91,63 @@ try:
     1 / 0
 except ZeroDivisionError:
     traceback.print_exc()""", "traceback"),
-    # An exception: JupyterLab stops here...
-    ('raise RuntimeError("broken on purpose")', "error"),
+    # A finished view that never left its static snapshot: its widget stays in the
+    # saved notebook, which then reads "Error displaying widget: model not found".
+    ("""\
+class UnsnappedView:
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = w.IntProgress(value=2, max=2, description="2/2")._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = "RunView(run-1, succeeded, 2/2 done)"
+        return bundle
+UnsnappedView()""", "view-not-static"),
+    # An image the browser cannot decode: the broken-image icon.
+    ("""display({"text/html": '<img src="data:image/png;base64,iVBORw0KGgoAAAA">',
+         "text/plain": "broken"}, raw=True)""", "image-broken"),
+    # Light grey text on the light theme's white: 1.9:1, far below WCAG AA.
+    ("""display({"text/html": '<span style="color:#bbbbbb">hard to read</span>',
+         "text/plain": "faint"}, raw=True)""", "contrast"),
+    # The same in an SVG shown through <img> (as JupyterLab shows image/svg+xml).
+    ("""display({"image/svg+xml": '<svg xmlns="http://www.w3.org/2000/svg" width="120" '
+         'height="20"><text x="2" y="14" fill="#cccccc">hard to read</text></svg>',
+         "text/plain": "faint svg"}, raw=True)""", "contrast"),
+    # An exception whose handler line is buried under 40 frames: JupyterLab stops here...
+    ("""\
+def handler():
+    raise ValueError("bad row")  # the handler's line
+call = handler
+for k in range(40):
+    call = (lambda inner: lambda: inner())(call)
+call()""", ("error", "error-buried")),
     # ...so this cell never runs.
     ('print("never")', "not-run"),
 ]
 
 
-def _write_broken_notebook(root: Path) -> str:
-    import nbformat  # with jupyterlab; imported here so a bare install can still skip
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(src) for src, _ in _CELLS]
-    name = "zz_broken_on_purpose.ipynb"
-    nbformat.write(nb, root / name)
-    return name
-
-
 def test_checks_catch_a_notebook_broken_on_purpose(
         lab_server: LabServer, lab_root: Path, browser: Any, screenshots: Path) -> None:
-    name = _write_broken_notebook(lab_root)
+    name = write_notebook(lab_root, "zz_broken_on_purpose.ipynb", [src for src, _ in _CELLS])
     run = run_notebook(browser, lab_server, name, screenshots / "zz_broken_on_purpose.png",
-                       run_timeout=60.0)
-    problems = find_problems(run.report)
+                       run_timeout=60.0, save=True)
+    problems = find_problems(run.report, run.broken_images)
     found = {(p.cell, p.kind) for p in problems}
     report = explain(name, problems)
 
-    missed = [(i, kind) for i, (_, kind) in enumerate(_CELLS)
-              if kind is not None and (i, kind) not in found]
+    missed = [(i, kind) for i, (_, kinds) in enumerate(_CELLS) if kinds is not None
+              for kind in ((kinds,) if isinstance(kinds, str) else kinds)
+              if (i, kind) not in found]
     assert not missed, f"checks missed deliberate breakage {missed}\n{report}"
     false_alarms = [p for p in problems if _CELLS[p.cell][1] is None]
     assert not false_alarms, f"checks flagged healthy cells\n{report}"
     # The stuck live view is also caught by its colours, not only by its bar.
     assert (7, "runview-colours") in found, report
+    # Text inside an SVG picture is judged too, not only HTML.
+    faint_svg = next(i for i, (src, _) in enumerate(_CELLS) if "faint svg" in src)
+    assert any(p.cell == faint_svg and "(img)" in p.message for p in problems), report
+
+    # Saved and reopened: the widgets that were never replaced by a snapshot now read
+    # "model not found", and the reopen check sees it.
+    reopened = run_notebook(browser, lab_server, name,
+                            screenshots / "zz_broken_on_purpose.reopened.png", run=False)
+    again = {(p.cell, p.kind) for p in find_problems(reopened.report)}
+    empty_box = next(i for i, (src, _) in enumerate(_CELLS) if src == "w.VBox()")
+    assert (empty_box, "widget-error") in again, explain(name, find_problems(reopened.report))

@@ -83,7 +83,7 @@ def test_timeline_draws_one_row_per_node_and_one_bar_per_attempt():
     assert ">failed</text>" in tl.svg and ">succeeded</text>" in tl.svg  # legend
     assert "Timeline('i1': 4 attempts of 3 nodes)" == repr(tl)
     assert timeline(RECORDS).instance_id == "i2"  # default: the latest instance
-    assert set(tl._repr_mimebundle_()) == {"image/svg+xml", "text/plain"}
+    assert set(tl._repr_mimebundle_()) == {"image/svg+xml", "text/html", "text/plain"}
 
 
 def test_timeline_reads_in_readable_units_with_durations_on_wide_bars():

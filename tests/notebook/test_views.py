@@ -82,7 +82,7 @@ async def test_scheduler_view_ends_matching_the_engine_with_policy_change_and_mi
     kinds = [d.kind for d in view.decisions]
     assert "policy_changed" in kinds and "deadline_missed" in kinds
     assert any(d.node == "job 7" for d in view.decisions if d.kind == "deadline_missed")
-    assert "deadline misses" in view.figures.value and "#cf222e" in view.figures.value
+    assert "deadline misses" in view.figures.value and "#82071e" in view.figures.value
     assert "high" in view.queue.value and "low" in view.queue.value  # priority classes
     await ex.stop()
 
