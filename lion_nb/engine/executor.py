@@ -457,8 +457,8 @@ class WorkflowExecutor:
     async def prune(self, older_than: float | timedelta = 0.0) -> int:
         """Delete the durable records of instances that finished ``older_than`` ago or more.
 
-        Headers, definitions, node and attempt records and leases go, one
-        instance per atomic write; running, resumable, queued and damaged
+        Headers, definitions, node and attempt records and leases go, up to 64
+        whole instances per atomic write; running, resumable, queued and damaged
         instances are never touched. Returns how many instances were deleted.
         """
         age = seconds(older_than)
