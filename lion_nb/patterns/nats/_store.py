@@ -64,7 +64,8 @@ _PRUNE_AT = 512              # prune committed-effect markers past this many
 class _Pump:
     """One attached consumer: a task pulling its messages into the broker's sink."""
 
-    __slots__ = ("consumer", "durable", "record", "sink", "task", "held", "free", "wake")
+    __slots__ = ("consumer", "durable", "record", "sink", "task", "held", "free", "wake",
+                 "stopping")
 
     def __init__(self, consumer: str, durable: str, record: ConsumerRecord,
                  sink: ConsumerSink, window: int) -> None:
@@ -76,6 +77,7 @@ class _Pump:
         self.held: dict[str, Any] = {}          # event id -> the message handed to the broker
         self.free = window                      # how many more messages it may hold
         self.wake = asyncio.Event()             # set when `free` goes up from 0
+        self.stopping = False                   # detach() asked the pull loop to end
 
     def release(self) -> None:
         """One held message is settled (or replaced): room for one more."""
@@ -379,7 +381,10 @@ class NatsEventStore(EventStore):
         max_deliveries = int(pump.record.options.get("max_deliveries") or 5)
         ack_wait = float(pump.record.options.get("ack_timeout") or 30.0)
         try:
-            while True:
+            # Not `while True`: a cancel that lands as fetch's own timeout fires is
+            # reported by nats-py as TimeoutError (asyncio.wait_for in 3.11 can lose
+            # it), so the loop also ends on the flag detach() sets before cancelling.
+            while not pump.stopping:
                 while pump.free <= 0:
                     pump.wake.clear()
                     await pump.wake.wait()
@@ -479,6 +484,7 @@ class NatsEventStore(EventStore):
         pump = self._pumps.pop(consumer, None)
         if pump is None:
             return
+        pump.stopping = True
         if pump.task is not None:
             pump.task.cancel()
             await asyncio.gather(pump.task, return_exceptions=True)
