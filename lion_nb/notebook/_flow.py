@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .. import _display
 from ..engine import Cache, ExecutorConfig, HistoryRecorder, WorkflowExecutor
 from ..errors import CacheConfigError, DefinitionError, LionError, UnknownNodeError
-from ..model import Condition, Edge, Node, WorkflowBuilder, WorkflowDefinition
+from ..model import Condition, Node, WorkflowBuilder, WorkflowDefinition
 
 __all__ = ["Flow", "Step"]
 
