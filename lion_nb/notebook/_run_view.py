@@ -378,11 +378,15 @@ class RunView(LiveView):
             return
         with self.picture.hold_sync():
             self.picture.value = svg.encode("utf-8")
-            self.picture.layout.display = None
-            # An Image widget stretches to the output's width; keep the picture's own size.
-            size = _SVG_WIDTH.search(svg[:2000])
-            if size is not None:
-                self.picture.layout.max_width = size.group(1)
+        # The layout is another widget model, so hold_sync above does not hold it: shown
+        # only after the value has gone out, or the browser draws the empty Image for a
+        # moment as a broken-image icon (seen by the browser suite).
+        layout = self.picture.layout
+        # An Image widget stretches to the output's width; keep the picture's own size.
+        size = _SVG_WIDTH.search(svg[:2000])
+        if size is not None:
+            layout.max_width = size.group(1)
+        layout.display = None
         if self.closed:  # the final picture landed after the snapshot: refresh it
             self._leave_snapshot()
 
