@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..state.records import canonical_json
+from ..state import canonical_json
 
 __all__ = ["CacheEntry", "EntryCorrupt", "ENTRY_VERSION", "key_parts"]
 

@@ -26,7 +26,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import UnknownNodeError
-from ..state.machine import CODE, NodeState
+from ..state import NodeState
+from ..state._machine import CODE
 from ._cache_entry import CacheEntry, key_parts
 from ._cache_reason import CacheReason as R
 from ._cache_reason import NodeReason

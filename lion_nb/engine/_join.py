@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConditionError
 from ..model import TriggerRule as R
-from ..state.machine import CODE, NodeState
+from ..state import NodeState
+from ..state._machine import CODE
 
 if TYPE_CHECKING:
     from ..model import WorkflowDefinition

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from .. import _display
 from ..model import WorkflowDefinition
 from ..errors import LionError, NoResultError
-from ..state.machine import InstanceState, NodeState
+from ..state import InstanceState, NodeState
 from ._cache_reason import CacheReason, NodeReason
 
 __all__ = ["InstanceResult", "NodeColumn"]

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
                       NodeFailedError, NodeTimeoutError, PoisonNodeError,
                       ResultNotSerializableError, SecurityError, WorkflowFailedError)
-from ..state.machine import (CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates,
-                             check_instance_transition)
+from ..state import InstanceState, NodeState, NodeStates, check_instance_transition
+from ..state._machine import CODE, LEGAL, NODE_ORDER
 from ._cache_session import RUN as _RUN
 from ._cache_report import ReusedReport
 from ._cache_session import CacheSession

@@ -34,9 +34,8 @@ from ..clock import Clock
 from ..errors import (CheckpointCorruptError, DefinitionChangedError, InstanceNotFoundError,
                       LeaseError, LionError, SerializationError, StateError)
 from ..model import WorkflowDefinition
-from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
-from ..state.records import canonical_json
-from ..state.storage import Storage
+from ..state import InstanceState, NodeState, Storage, canonical_json
+from ..state._machine import INSTANCE_TERMINAL
 from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
                       new_header, node_key, node_prefix, owner_is_dead, read_instance,
                       start_record, started_nodes, to_ranges)

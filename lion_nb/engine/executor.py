@@ -18,7 +18,7 @@ from ..model import InstanceId, Node, Priority, WorkflowDefinition
 from ..security import (
     AuditRecord, GrantSet, Requirement, ResourceRegistry, scope_covers,
 )
-from ..state.machine import InstanceState, StateMachineManager
+from ..state import InstanceState, StateMachineManager
 from ._claim import Claimer, hand_back, submit_instance
 from ._cache import Cache, as_cache
 from ._cache_session import CacheSession, RerunPlan

@@ -11,13 +11,11 @@ import time
 
 import pytest
 
-from lion_nb.state.file_storage import FileStorage
-from lion_nb.state.sqlite_storage import SqliteStorage
+from lion_nb.state import FileStorage, SqliteStorage
 
 WRITER = textwrap.dedent("""
     import asyncio, sys
-    from lion_nb.state.file_storage import FileStorage
-    from lion_nb.state.sqlite_storage import SqliteStorage
+    from lion_nb.state import FileStorage, SqliteStorage
 
     async def main(kind, path):
         store = FileStorage(path) if kind == "file" else SqliteStorage(path)
