@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator, Mapping
+from itertools import compress
+from operator import is_
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import UnknownNodeError
@@ -30,6 +32,7 @@ from ..state import NodeState
 from ..state._machine import CODE
 from ._cache_entry import CacheEntry, key_parts
 from ._cache_reason import CacheReason as R
+from ._cache_reason import REUSED as _REUSED
 from ._cache_reason import NodeReason
 from ._code_version import code_version
 from ._fingerprint import Unhashable, digest, fingerprint
@@ -47,7 +50,6 @@ _ABSENT = "\0absent"
 _EMPTY_FP = fingerprint({})
 # Config and edges are immutable per definition: fingerprint them once per definition.
 _STATIC: "weakref.WeakKeyDictionary[Any, _Static]" = weakref.WeakKeyDictionary()
-_REUSED = NodeReason(R.REUSED)
 _FROM_LAST_RUN = NodeReason(R.REUSED, "from the last run")
 _FIRST_RUN = NodeReason(R.FIRST_RUN)
 _CODE_CHANGED = NodeReason(R.CODE_CHANGED)
@@ -151,6 +153,7 @@ class CacheSession:
         self._code: list[str | NodeReason | None] = [None] * n  # per node, once computed
         self._input_fps: dict[str, str | None] = {}
         self._static = _static_parts(definition)
+        self.names: list[str] = self._static.names  # node names, by index
         self._entries = cache.table(definition.name) if cache is not None else {}
         self._ttl = None if cache is None else cache.ttl
         if plan is None:  # the common case: no re-run request, straight to the cache
@@ -185,7 +188,8 @@ class CacheSession:
         its names are cell reads, cheaper than the attribute reads of a method."""
         static = self._static
         plain, heads, tags, names = static.plain, static.heads, static.tags, static.names
-        code_of, version, nodes = self._code, self._version, self.definition.nodes
+        code_of = self._code = self._handler_versions()
+        version, nodes = self._version, self.definition.nodes
         codes, ok, fps, keys, verdicts = self._codes, self._ok, self.fps, self._keys, self.verdicts
         entry_of, serve, slow = self._entries.get, self._serve, self._lookup
         if self._ttl is not None:
@@ -283,18 +287,45 @@ class CacheSession:
                 parts.append(fp)
         return "\0".join(parts)
 
+    def _handler_versions(self) -> list[str | NodeReason | None]:
+        """Each node's code version, its handler versioned once for this run (None: the
+        node has its own ``version=`` or opts out; ``_version`` does those when asked)."""
+        handlers, static = self.handlers, self._static
+        memo = static.versions
+        # Runs of one definition mostly get the very same handler objects: then only the
+        # distinct handlers are versioned again (their code or helpers may have changed),
+        # and the per-node list is copied when none did -- no per-node work in Python.
+        if memo is None or len(memo.handlers) != len(handlers) or not all(
+                map(is_, memo.handlers, handlers)):
+            versioned = list(compress(handlers, static.by_handler))
+            distinct = list(dict(zip(map(id, versioned), versioned)).values())
+            memo = static.versions = _Versions(list(handlers), distinct)
+        codes = [self._version_of(handler, None) for handler in memo.distinct]
+        for handler, code in zip(memo.distinct, codes):
+            self._versions[(id(handler), None)] = code
+        if codes != memo.codes:
+            by_id = dict(zip(map(id, memo.distinct), codes))
+            out: list[str | NodeReason | None] = list(map(by_id.get, map(id, handlers)))
+            for i in static.own_version:
+                out[i] = None
+            memo.codes, memo.per_node = codes, out
+        return list(memo.per_node)  # a copy: the session fills in the lazily versioned
+
     def _version(self, i: int, node: Any) -> str | NodeReason:
         """Version handler ``i`` once per run (helpers may have changed since the last)."""
         handler = self.handlers[i]
         known = self._versions.get((id(handler), node.version))
-        if known is not None:
-            return known
+        if known is None:
+            known = self._versions[(id(handler), node.version)] = self._version_of(
+                handler, node.version)
+        return known
+
+    @staticmethod
+    def _version_of(handler: Any, version: str | None) -> str | NodeReason:
         try:
-            code: str | NodeReason = code_version(handler, node.version)
+            return code_version(handler, version)
         except Unhashable as exc:
-            code = NodeReason(R.NOT_CACHEABLE, exc.what)
-        self._versions[(id(handler), node.version)] = code
-        return code
+            return NodeReason(R.NOT_CACHEABLE, exc.what)
 
     def _compare(self, i: int, node: Any, entry: CacheEntry | None, key: str
                  ) -> NodeReason | None:
@@ -404,7 +435,8 @@ def _fingerprint_or_none(value: Any) -> str | None:
 class _Static:
     """Per definition: each node's config and edges fingerprints, its predecessors by name."""
 
-    __slots__ = ("prefix", "preds", "heads", "tags", "names", "plain", "__weakref__")
+    __slots__ = ("prefix", "preds", "heads", "tags", "names", "plain", "by_handler",
+                 "own_version", "versions", "__weakref__")
 
     def __init__(self, d: "WorkflowDefinition") -> None:
         self.prefix: list[str | None] = []
@@ -415,6 +447,12 @@ class _Static:
         self.tags: list[tuple[tuple[int, str], ...]] = []
         #: Nodes whose lookup takes the inlined path: cacheable, a stable config, no TTL.
         self.plain = bytearray(len(d.nodes))
+        #: Nodes versioned by their handler alone (cacheable, no ``version=``) ...
+        self.by_handler = bytearray(node.cache and node.version is None for node in d.nodes)
+        #: ... and the others, whose version is not their handler's.
+        self.own_version = [i for i, v in enumerate(self.by_handler) if not v]
+        #: The code versions of the last run's handlers (see CacheSession._handler_versions).
+        self.versions: _Versions | None = None
         for i, node in enumerate(d.nodes):
             try:
                 config = fingerprint(dict(node.config)) if node.config else _EMPTY_FP
@@ -428,6 +466,18 @@ class _Static:
             self.preds.append(tuple((s, name) for name, s, _ in incoming))
             self.plain[i] = node.cache and node.cache_ttl is None and config is not None
             self.tags.append(tuple((s, f"\0{name}\0") for name, s, _ in incoming))
+
+
+class _Versions:
+    """The handlers of a definition's last run, their distinct ones and code versions."""
+
+    __slots__ = ("handlers", "distinct", "codes", "per_node")
+
+    def __init__(self, handlers: list[Any], distinct: list[Any]) -> None:
+        self.handlers = handlers
+        self.distinct = distinct
+        self.codes: list[str | NodeReason] | None = None  # per distinct handler
+        self.per_node: list[str | NodeReason | None] = []
 
 
 def _static_parts(definition: "WorkflowDefinition") -> _Static:

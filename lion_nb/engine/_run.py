@@ -204,16 +204,22 @@ class InstanceRun:
         self._enqueue(i)
 
     def _drain(self) -> None:
-        """Decide ready nodes: reuse a cached result here, or queue the node to run."""
+        """Decide ready nodes: reuse a cached result here, or queue the node to run.
+
+        A reused node ends SUCCEEDED with the cached result, decided without an
+        attempt (no transitions, no handler); its event comes with the report's
+        batch, flushed before any other event of the run. One loop, no call per
+        reused node besides the decision and the join rule: a fully cached re-run
+        is this loop and nothing else.
+        """
         session = self.cache
         assert session is not None
-        decide = session.decide
-        nodes = self.nodes
-        ready = self._ready
+        decide, nodes, ready = session.decide, self.nodes, self._ready
         report = self._report
         if report is None:
-            report = self._report = ReusedReport(self.observe, self.instance_id, nodes,
+            report = self._report = ReusedReport(self.observe, self.instance_id, session.names,
                                                  session.verdicts, self._now)
+        codes, results, settle = self.states.codes, self.results, self.join.done
         self._draining = True
         try:
             while ready:
@@ -225,8 +231,20 @@ class InstanceRun:
                 if result is _RUN or (nodes[i].requires and not self._may_reuse(i)):
                     report.flush()
                     self._enqueue(i)
-                else:
-                    self._reuse(i, result, report)
+                    continue
+                codes[i] = _C_SUCCEEDED
+                results[i] = result
+                self.unfinished -= 1
+                report.pending.append(i)
+                for t in settle(i, _C_SUCCEEDED, result):
+                    if t < 0:
+                        ready.append(~t)
+                    else:
+                        report.flush()
+                        self._end_decided(t)
+                if self.unfinished == 0:
+                    report.flush()
+                    self.finish()
         finally:
             self._draining = False
             report.flush()
@@ -240,23 +258,6 @@ class InstanceRun:
             self.cache.verdicts[i] = None  # not reused after all; its failure says why
             return False
         return True
-
-    def _reuse(self, i: int, result: Any, report: ReusedReport) -> None:
-        """Node ``i`` ends SUCCEEDED with a cached result; its handler does not run."""
-        self.states.codes[i] = _C_SUCCEEDED  # decided without an attempt: no transitions
-        self.results[i] = result
-        self.unfinished -= 1
-        report.pending.append(i)  # its event comes with the batch, before any other
-        ready = self._ready
-        for t in self.join.done(i, _C_SUCCEEDED, result):
-            if t >= 0:
-                report.flush()
-                self._end_decided(t)
-            else:
-                ready.append(~t)
-        if self.unfinished == 0:
-            report.flush()
-            self.finish()
 
     def _enqueue(self, i: int) -> None:
         node = self.nodes[i]
