@@ -25,6 +25,7 @@ from ._scheduler_config import SchedulerConfig, SchedulingPolicy
 from ._scheduler_stats import SchedulerStatistics, StatsKeeper
 
 _QUEUE_DEPTH = EventKind.QUEUE_DEPTH  # enum attribute access is slow on 3.11
+_PRIORITIES: dict[Any, Priority] = {p.value: p for p in Priority}
 
 __all__ = ["Priority", "ScheduledTask", "SchedulerConfig", "SchedulerStatistics",
            "SchedulingPolicy", "WorkflowScheduler"]
@@ -81,8 +82,10 @@ class WorkflowScheduler:
     @property
     def queued(self) -> int:
         """Tasks waiting for a slot (including internal overflow and blocked ones)."""
-        return (len(self._queue) + len(self._overflow)
-                + sum(len(b) for b in self._blocked.values()))
+        queued = len(self._queue) + len(self._overflow)
+        if self._blocked:  # rare: asked on every submit, so no generator without need
+            queued += sum(len(b) for b in self._blocked.values())
+        return queued
 
     @property
     def closed(self) -> bool:
@@ -142,9 +145,11 @@ class WorkflowScheduler:
                   group: Any, name: str) -> tuple[ScheduledTask, asyncio.Future[Any]]:
         self._check_open()
         try:
-            prio = Priority(priority)
-        except ValueError:
-            raise SchedulerConfigError(f"unknown priority {priority!r}", field="priority") from None
+            prio = _PRIORITIES.get(priority)  # a lookup: Priority(...) costs a call per job
+        except TypeError:  # unhashable
+            prio = None
+        if prio is None:
+            raise SchedulerConfigError(f"unknown priority {priority!r}", field="priority")
         future: asyncio.Future[Any] = self._get_loop().create_future()
 
         async def run(task: ScheduledTask) -> None:
