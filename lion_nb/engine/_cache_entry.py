@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..state.records import canonical_json
@@ -41,6 +41,13 @@ class CacheEntry:
     result_fp: str | None
     created: float
     uncacheable: str | None = None
+    #: Whether its key alone decides reuse: a ``None`` result (nothing to check for a
+    #: change in place) of a cacheable node that read no inputs. Entries are not changed.
+    trivial: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.trivial = (self.result is None and self.result_fp is not None
+                        and self.reads == {} and self.uncacheable is None)
 
     def to_record(self) -> dict[str, Any]:
         """The JSON record with its SHA-256 (TypeError/ValueError if the result is not JSON)."""

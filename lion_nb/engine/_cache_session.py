@@ -153,6 +153,8 @@ class CacheSession:
         self._input_fps: dict[str, str | None] = {}
         self._static = _static_parts(definition)
         self.names: list[str] = self._static.names  # node names, by index
+        #: Per node: whether it has capability requirements (a reused one is checked too).
+        self.gated: bytearray = self._static.gated
         self._entries = cache.table(definition.name) if cache is not None else {}
         self._ttl = None if cache is None else cache.ttl
         if plan is None:  # the common case: no re-run request, straight to the cache
@@ -186,23 +188,19 @@ class CacheSession:
         decides every node here, so this is the cost of reuse per node. A closure:
         its names are cell reads, cheaper than the attribute reads of a method."""
         static = self._static
-        plain, heads, tags, names = static.plain, static.heads, static.tags, static.names
-        code_of = self._code = self._handler_versions()
-        version, nodes = self._version, self.definition.nodes
+        tags, names, nodes = static.tags, static.names, self.definition.nodes
+        bases = self._handler_versions()  # also sets self._code
+        if self._ttl is not None:  # a cache-wide TTL: every node compares times
+            bases = [None] * len(nodes)
         codes, ok, fps, keys, verdicts = self._codes, self._ok, self.fps, self._keys, self.verdicts
         entry_of, serve, slow = self._entries.get, self._serve, self._lookup
-        if self._ttl is not None:
-            plain = bytearray(len(plain))  # a cache-wide TTL: every node compares times
 
         def lookup(i: int) -> Any:
-            code = code_of[i]
-            if code is None:
-                code = code_of[i] = version(i, nodes[i])
-            if type(code) is not str or not plain[i]:
-                return slow(i, None)  # not cacheable, or a TTL: the general path says why
-            # The key _key builds, by concatenation: strings are not tracked by the
-            # garbage collector, a list per node is (and triggers its collections).
-            key = code + heads[i]
+            key = bases[i]  # code version + config and edges fingerprints
+            if key is None:
+                return slow(i, None)  # not cacheable, a TTL, its own version: says why
+            # The rest of the key _key builds, by concatenation: strings are not tracked by
+            # the garbage collector, a list per node is (and triggers its collections).
             for s, tag in tags[i]:
                 if codes[s] == ok:
                     fp = fps[s]
@@ -210,13 +208,11 @@ class CacheSession:
                         return slow(i, None)
                     key += tag
                     key += fp
-            keys[i] = key
             entry = entry_of(names[i])
-            if (entry is None or entry.key != key or entry.reads or entry.reads is None
-                    or entry.uncacheable is not None or entry.result is not None
-                    or entry.result_fp is None):
+            if entry is None or entry.key != key or not entry.trivial:
+                keys[i] = key  # a node that runs is cached under it
                 return serve(i, nodes[i], entry, key)
-            verdicts[i] = _REUSED  # a None result that read no inputs: nothing else to check
+            verdicts[i] = _REUSED
             fps[i] = entry.result_fp
             return None
         return lookup
@@ -286,14 +282,17 @@ class CacheSession:
                 parts.append(fp)
         return "\0".join(parts)
 
-    def _handler_versions(self) -> list[str | NodeReason | None]:
-        """Each node's code version, its handler versioned once for this run (None: the
-        node has its own ``version=`` or opts out; ``_version`` does those when asked)."""
+    def _handler_versions(self) -> list[str | None]:
+        """Each node's key base (code version, config and edges) for ``_plain_lookup``;
+        None where the general path decides (not cacheable, a TTL, its own ``version=``).
+
+        Each distinct handler is versioned once per run (its code or the helpers it
+        calls may have changed since the last run). Runs of one definition mostly get
+        the very same handler objects: then, if no version changed, the per-node lists
+        of the last run are used again -- no per-node work in Python at all.
+        """
         handlers, static = self.handlers, self._static
         memo = static.versions
-        # Runs of one definition mostly get the very same handler objects: then only the
-        # distinct handlers are versioned again (their code or helpers may have changed),
-        # and the per-node list is copied when none did -- no per-node work in Python.
         if memo is None or len(memo.handlers) != len(handlers) or not all(
                 map(is_, memo.handlers, handlers)):
             versioned = list(compress(handlers, static.by_handler))
@@ -304,11 +303,14 @@ class CacheSession:
             self._versions[(id(handler), None)] = code
         if codes != memo.codes:
             by_id = dict(zip(map(id, memo.distinct), codes))
-            out: list[str | NodeReason | None] = list(map(by_id.get, map(id, handlers)))
+            per_node: list[str | NodeReason | None] = list(map(by_id.get, map(id, handlers)))
             for i in static.own_version:
-                out[i] = None
-            memo.codes, memo.per_node = codes, out
-        return list(memo.per_node)  # a copy: the session fills in the lazily versioned
+                per_node[i] = None
+            memo.codes, memo.per_node = codes, per_node
+            memo.bases = [code + head if type(code) is str and plain else None
+                          for code, head, plain in zip(per_node, static.heads, static.plain)]
+        self._code = list(memo.per_node)  # a copy: the general path fills in the rest
+        return memo.bases
 
     def _version(self, i: int, node: Any) -> str | NodeReason:
         """Version handler ``i`` once per run (helpers may have changed since the last)."""
@@ -435,7 +437,7 @@ class _Static:
     """Per definition: each node's config and edges fingerprints, its predecessors by name."""
 
     __slots__ = ("prefix", "preds", "heads", "tags", "names", "plain", "by_handler",
-                 "own_version", "versions", "__weakref__")
+                 "own_version", "versions", "gated", "__weakref__")
 
     def __init__(self, d: "WorkflowDefinition") -> None:
         self.prefix: list[str | None] = []
@@ -450,6 +452,7 @@ class _Static:
         self.by_handler = bytearray(node.cache and node.version is None for node in d.nodes)
         #: ... and the others, whose version is not their handler's.
         self.own_version = [i for i, v in enumerate(self.by_handler) if not v]
+        self.gated = bytearray(bool(node.requires) for node in d.nodes)
         #: The code versions of the last run's handlers (see CacheSession._handler_versions).
         self.versions: _Versions | None = None
         for i, node in enumerate(d.nodes):
@@ -470,13 +473,14 @@ class _Static:
 class _Versions:
     """The handlers of a definition's last run, their distinct ones and code versions."""
 
-    __slots__ = ("handlers", "distinct", "codes", "per_node")
+    __slots__ = ("handlers", "distinct", "codes", "per_node", "bases")
 
     def __init__(self, handlers: list[Any], distinct: list[Any]) -> None:
         self.handlers = handlers
         self.distinct = distinct
         self.codes: list[str | NodeReason] | None = None  # per distinct handler
         self.per_node: list[str | NodeReason | None] = []
+        self.bases: list[str | None] = []  # per node: code + heads (see _handler_versions)
 
 
 def _static_parts(definition: "WorkflowDefinition") -> _Static:
