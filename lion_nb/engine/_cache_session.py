@@ -160,6 +160,11 @@ class CacheSession:
         if plan is None:  # the common case: no re-run request, straight to the cache
             self.decide = self._plain_lookup()  # type: ignore[method-assign,assignment]
 
+    def reasons(self) -> dict[str, NodeReason]:
+        """Node name -> its verdict, for the nodes decided so far."""
+        verdicts = self.verdicts  # tuples or None: compress keeps the decided, at C speed
+        return dict(compress(zip(self.names, verdicts), verdicts))  # type: ignore[arg-type]
+
     # --- decisions --------------------------------------------------------------------
 
     def decide(self, i: int) -> Any:

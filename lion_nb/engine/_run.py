@@ -8,7 +8,6 @@ The run knows its executor only through a :class:`RunEnv`.
 from __future__ import annotations
 
 import asyncio
-from itertools import compress
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -190,8 +189,7 @@ class InstanceRun:
             exceptions=exceptions, skip_reasons=skipped, error=self.error,
             started_at=self.started_at,
             finished_at=self.finished_at,
-            reasons={} if self.cache is None else dict(  # C speed: verdicts are tuples or None
-                compress(zip(self.cache.names, self.cache.verdicts), self.cache.verdicts)))
+            reasons={} if self.cache is None else self.cache.reasons())
 
     # --- queueing -------------------------------------------------------------------
 
