@@ -145,6 +145,8 @@ class CacheSession:
         n = len(definition.nodes)
         self.verdicts: list[NodeReason | None] = [None] * n
         self.fps: list[str | None] = [None] * n  # fingerprints of results (None: none)
+        #: Per node with a fingerprint: "\0name\0fp", its part of its dependants' keys.
+        self._tagged: list[str | None] = [None] * n
         self._unhashable: dict[int, str] = {}  # node -> what about its result has no hash
         self._keys: list[str | None] = [None] * n  # the key of each node that may be cached
         self._reads: dict[int, InputReads] = {}
@@ -193,12 +195,12 @@ class CacheSession:
         decides every node here, so this is the cost of reuse per node. A closure:
         its names are cell reads, cheaper than the attribute reads of a method."""
         static = self._static
-        tags, names, nodes = static.tags, static.names, self.definition.nodes
+        sources, names, nodes = static.sources, static.names, self.definition.nodes
         bases = self._handler_versions()  # also sets self._code
         if self._ttl is not None:  # a cache-wide TTL: every node compares times
             bases = [None] * len(nodes)
         codes, ok, fps, keys, verdicts = self._codes, self._ok, self.fps, self._keys, self.verdicts
-        entry_of, serve, slow = self._entries.get, self._serve, self._lookup
+        tagged, entry_of, serve, slow = self._tagged, self._entries.get, self._serve, self._lookup
 
         def lookup(i: int) -> Any:
             key = bases[i]  # code version + config and edges fingerprints
@@ -206,19 +208,19 @@ class CacheSession:
                 return slow(i, None)  # not cacheable, a TTL, its own version: says why
             # The rest of the key _key builds, by concatenation: strings are not tracked by
             # the garbage collector, a list per node is (and triggers its collections).
-            for s, tag in tags[i]:
+            for s in sources[i]:
                 if codes[s] == ok:
-                    fp = fps[s]
-                    if fp is None:
+                    part = tagged[s]
+                    if part is None:
                         return slow(i, None)
-                    key += tag
-                    key += fp
+                    key += part
             entry = entry_of(names[i])
             if entry is None or entry.key != key or not entry.trivial:
                 keys[i] = key  # a node that runs is cached under it
                 return serve(i, nodes[i], entry, key)
             verdicts[i] = _REUSED
             fps[i] = entry.result_fp
+            tagged[i] = entry.tagged
             return None
         return lookup
 
@@ -259,6 +261,7 @@ class CacheSession:
             return RUN
         self.verdicts[i] = _REUSED
         self.fps[i] = fp
+        self._tagged[i] = entry.tagged
         if fp is None:
             self._unhashable[i] = "a cached result without a fingerprint"
         return result
@@ -425,10 +428,12 @@ class CacheSession:
 
     def _note_result(self, i: int, result: Any) -> None:
         try:
-            self.fps[i] = fingerprint(result)
+            fp = self.fps[i] = fingerprint(result)
         except Unhashable as exc:
             self.fps[i] = None
             self._unhashable[i] = exc.what
+        else:
+            self._tagged[i] = f"\0{self.names[i]}\0{fp}"
 
 
 def _fingerprint_or_none(value: Any) -> str | None:
@@ -441,7 +446,7 @@ def _fingerprint_or_none(value: Any) -> str | None:
 class _Static:
     """Per definition: each node's config and edges fingerprints, its predecessors by name."""
 
-    __slots__ = ("prefix", "preds", "heads", "tags", "names", "plain", "by_handler",
+    __slots__ = ("prefix", "preds", "heads", "sources", "names", "plain", "by_handler",
                  "own_version", "versions", "gated", "__weakref__")
 
     def __init__(self, d: "WorkflowDefinition") -> None:
@@ -449,8 +454,8 @@ class _Static:
         self.preds: list[tuple[tuple[int, str], ...]] = []
         self.names = [node.name for node in d.nodes]
         self.heads: list[str] = []  # "\0" + prefix, for the inlined lookup (plain nodes)
-        #: Per node, (predecessor, "\0name\0"): the key's text before that one's fingerprint.
-        self.tags: list[tuple[tuple[int, str], ...]] = []
+        #: Per node, its predecessors in key order.
+        self.sources: list[tuple[int, ...]] = []
         #: Nodes whose lookup takes the inlined path: cacheable, a stable config, no TTL.
         self.plain = bytearray(len(d.nodes))
         #: Nodes versioned by their handler alone (cacheable, no ``version=``) ...
@@ -472,7 +477,7 @@ class _Static:
             self.heads.append(f"\0{config}\0{edges}")
             self.preds.append(tuple((s, name) for name, s, _ in incoming))
             self.plain[i] = node.cache and node.cache_ttl is None and config is not None
-            self.tags.append(tuple((s, f"\0{name}\0") for name, s, _ in incoming))
+            self.sources.append(tuple(s for _, s, _ in incoming))
 
 
 class _Versions:
