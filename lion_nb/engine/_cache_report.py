@@ -31,7 +31,8 @@ class ReusedReport:
 
     def __init__(self, observe: ObserveStream, instance_id: str, names: Sequence[str],
                  verdicts: list[NodeReason | None], time: Callable[[], float]) -> None:
-        #: Indices of reused nodes, in the order they were settled.
+        #: Indices of reused nodes, in the order they were settled (one list, emptied by
+        #: ``flush``: the run appends to it in its loop).
         self.pending: list[int] = []
         self._observe = observe
         self._instance_id = instance_id
@@ -58,7 +59,7 @@ class ReusedReport:
                                    {"nodes": names, "details": details}))
             if obs.wants_singles(_BATCH):
                 obs.emit_singles(_BATCH, self._singles(pending, now))
-        self.pending = []
+        pending.clear()
 
     def _singles(self, pending: list[int], now: float) -> Iterator[ExecEvent]:
         names, verdicts, iid = self._names, self._verdicts, self._instance_id

@@ -204,8 +204,7 @@ class InstanceRun:
             exceptions=exceptions, skip_reasons=skipped, error=self.error,
             started_at=self.started_at,
             finished_at=self.finished_at,
-            reasons={} if self.cache is None else {
-                d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})
+            reasons={} if self.cache is None else self.cache.reasons())
 
     # --- queueing -------------------------------------------------------------------
 
@@ -229,11 +228,12 @@ class InstanceRun:
         """
         session = self.cache
         assert session is not None
-        decide, nodes, ready = session.decide, self.nodes, self._ready
+        decide, gated, ready = session.decide, session.gated, self._ready
         report = self._report
         if report is None:
             report = self._report = ReusedReport(self.observe, self.instance_id, session.names,
                                                  session.verdicts, self._now)
+        pending = report.pending
         codes, results, settle = self.states.codes, self.results, self.join.done
         self._draining = True
         try:
@@ -243,14 +243,14 @@ class InstanceRun:
                     ready.clear()
                     break
                 result = decide(i)
-                if result is _RUN or (nodes[i].requires and not self._may_reuse(i)):
+                if result is _RUN or (gated[i] and not self._may_reuse(i)):
                     report.flush()
                     self._enqueue(i)
                     continue
                 codes[i] = _C_SUCCEEDED
                 results[i] = result
                 self.unfinished -= 1
-                report.pending.append(i)
+                pending.append(i)
                 for t in settle(i, _C_SUCCEEDED, result):
                     if t < 0:
                         ready.append(~t)
