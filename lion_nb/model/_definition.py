@@ -80,6 +80,7 @@ class WorkflowDefinition:
         for k, condition in _graph.conditions.items():
             self.conditions[k] = condition
         self._edges: tuple[Edge, ...] | None = None
+        self._in_edges: tuple[tuple[int, ...], ...] | None = None
         # Tens of thousands of small tuples, none in a cycle: the cyclic collector
         # would only rescan the (large) heap again and again meanwhile.
         with _collector_paused():
@@ -125,7 +126,6 @@ class WorkflowDefinition:
         self.out_edges: Sequence[Sequence[int]] = out
         #: Per node: how many edges point into it.
         self.in_degree: Sequence[int] = indeg
-        self._in_edges: tuple[tuple[int, ...], ...] | None = None
         # Edges that all point from an earlier node to a later one (nodes declared before
         # the steps after them, as a Flow does) cannot close a cycle: Kahn's order, which
         # only topological_order() needs, is then computed when it is asked for.
