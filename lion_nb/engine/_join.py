@@ -61,7 +61,7 @@ class JoinRule:
         n = len(d.nodes)
         self._conds = d.conditions
         self._rules = list(map(_RULE_OF, d.nodes))
-        self._size = list(map(len, d.in_edges))
+        self._size = d.in_degree
         self.remaining = list(self._size)
         self.active = [0] * n  # input edges whose source succeeded and condition held
         self.failed = [0] * n  # failed or upstream_failed
@@ -71,9 +71,10 @@ class JoinRule:
         # Conditional input edges not counted yet: while any is left, a false edge may
         # still come, so a node that would run without an active edge must wait.
         self._cond_left = [0] * n
-        for k, cond in enumerate(self._conds):
-            if cond is not None:
-                self._cond_left[d.edge_target[k]] += 1
+        if self._conds.count(None) != len(self._conds):  # in C: most graphs have none
+            for k, cond in enumerate(self._conds):
+                if cond is not None:
+                    self._cond_left[d.edge_target[k]] += 1
         #: Condition errors, by the target node of the edge whose condition raised.
         self.errors: dict[int, ConditionError] = {}
         #: How the nodes this rule ended without running ended.
