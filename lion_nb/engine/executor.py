@@ -231,10 +231,12 @@ class WorkflowExecutor:
             run = self._runs.get(instance_id)
             if run is not None and run.store is store and not run.cancel_requested:
                 self.spawn(run.cancel(reason=str(error)))
+        sched = self.scheduler
         store = InstanceStore(self._durable_storage(), instance_id, owner=self._owner,
                               ttl=self.config.lease_ttl, clock=self.scheduler.clock,
                               observe=self.observe, on_lost=lost,
-                              authority=self.config.authority)
+                              authority=self.config.authority,
+                              in_flight=lambda: sched.running + sched.queued)
         return store
 
     def _durable_storage(self) -> Any:

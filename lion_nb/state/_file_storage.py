@@ -44,12 +44,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import CheckpointCorruptError, LeaseError, StorageError
 from ._records import DEFAULT_CODEC, RecordCodec
-from ._storage import Record, Storage
+from ._storage import CALLER_WAITS, Record, Storage
 from ._worker import Worker
 
 __all__ = ["FileStorage", "key_to_filename", "filename_to_key"]
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+# Each byte's spelling in a filename: one table lookup per byte, not a branch.
+_SPELL = tuple(chr(c) if c in _SAFE else f"%{c:02X}" for c in range(256))
 _HEX_UPPER = frozenset("0123456789ABCDEF")
 _log = logging.getLogger("lion_nb.storage")
 _SUFFIX = ".rec"
@@ -61,7 +63,7 @@ _JOURNAL_CODEC = RecordCodec(1)  # journals are internal; their format never mig
 def key_to_filename(key: str) -> str:
     """The filename that stores ``key`` (``%XX``-escaped, or hashed when too long)."""
     raw = key.encode("utf-8", "surrogatepass")
-    name = "".join(chr(c) if c in _SAFE else f"%{c:02X}" for c in raw)
+    name = "".join(map(_SPELL.__getitem__, raw))
     if name.startswith("."):  # leading dots are reserved for internal files
         name = "%2E" + name[1:]
     elif not name:
@@ -120,6 +122,7 @@ class FileStorage(Storage):
         #: Files in the directory that are not records of this storage (skipped by keys()).
         self.foreign_files: set[str] = set()
         self._opened = False  # temp files of crashed writers are dropped on first use
+        self._fence_seen: tuple[str, str, bytes] | None = None  # last lease that passed
         self._closed = False
         try:
             # Owner-only (0700 / 0600): records may hold results and grants.
@@ -136,7 +139,6 @@ class FileStorage(Storage):
         self._finalizer = weakref.finalize(self, self._worker.stop,
                                            functools.partial(_close_fds, self._lock_fd,
                                                              self._dir_fd))
-        self._journal = self.directory / _JOURNAL
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self.directory)!r})"
@@ -150,7 +152,8 @@ class FileStorage(Storage):
         # Encode on the caller's side: bad records fail before any I/O.
         puts = {k: self.codec.encode(k, v) for k, v in items}
         dels = [k for k in deletes if k not in puts]
-        await self._call(fcntl.LOCK_EX, self._put_many_sync, puts, dels, fence)
+        await self._call(fcntl.LOCK_EX, self._put_many_sync, puts, dels, fence,
+                         here=CALLER_WAITS.get())
 
     async def get(self, key: str) -> Record | None:
         """The record at ``key`` (verified and migrated), or None."""
@@ -170,10 +173,11 @@ class FileStorage(Storage):
         """Take (or renew) the lease at ``key``; LeaseError if another live owner has it."""
         await self._call(fcntl.LOCK_EX, self._lease_sync, key, owner, ttl, now)
 
-    async def _call(self, mode: int, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, mode: int, fn: Callable[..., Any], *args: Any,
+                    here: bool = False) -> Any:
         if self._closed:
             raise StorageError(f"{self!r} is closed", key=None, path=str(self.directory))
-        return await self._worker.call(self._locked, mode, fn, *args)
+        return await self._worker.call(self._locked, mode, fn, *args, here=here)
 
     async def close(self) -> None:
         """Close the lock and directory descriptors and stop the I/O thread."""
@@ -196,7 +200,7 @@ class FileStorage(Storage):
             try:
                 # Writers hold the exclusive lock from journal to unlink, so a journal
                 # seen under the lock is a failed or crashed writer's: roll it forward.
-                if not self._opened or os.path.lexists(self._journal):
+                if not self._opened or self._exists(_JOURNAL):
                     if mode != fcntl.LOCK_EX:
                         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
                     self._recover()
@@ -213,14 +217,14 @@ class FileStorage(Storage):
                 if name.startswith(".tmp-"):
                     self._unlink(name)
             self._opened = True
-        raw = self._read_path(self._journal, _JOURNAL)
+        raw = self._read_name(_JOURNAL, _JOURNAL)
         if raw is None:
             return
         try:
             doc = _JOURNAL_CODEC.decode(raw, _JOURNAL)[1]
         except CheckpointCorruptError as exc:
             raise CheckpointCorruptError(
-                f"committed batch journal {str(self._journal)!r} is corrupt; move it "
+                f"committed batch journal {str(self.directory / _JOURNAL)!r} is corrupt; move it "
                 f"away to open the storage without that batch", key=_JOURNAL) from exc
         self._apply({k: v.encode() for k, v in doc["puts"]}, doc["deletes"])
         self._unlink(_JOURNAL)
@@ -240,6 +244,7 @@ class FileStorage(Storage):
                 self._write(key_to_filename(key), raw, key)
             else:
                 self._unlink(key_to_filename(dels[0]), key=dels[0])
+            self._step("record_replaced")  # in place, not yet durable (the directory)
             self._fsync_dir()
             return
         journal = {"puts": [[k, v.decode()] for k, v in puts.items()], "deletes": dels}
@@ -263,10 +268,15 @@ class FileStorage(Storage):
 
     def _check_fence(self, lease_key: str, owner: str) -> None:
         raw = self._read(lease_key)
+        # Every commit of an instance checks the same lease, unchanged between renewals:
+        # the bytes verified last time need no second checksum and parse.
+        if raw is not None and (lease_key, owner, raw) == self._fence_seen:
+            return
         lease = None if raw is None else self._decode(raw, lease_key)
-        if lease is None or lease.get("owner") != owner:
+        if raw is None or lease is None or lease.get("owner") != owner:
             raise LeaseError(f"lease {lease_key!r} is not held by {owner!r}",
                              key=lease_key, owner=owner)
+        self._fence_seen = (lease_key, owner, raw)
 
     def _lease_sync(self, key: str, owner: str, ttl: float, now: float) -> None:
         raw = self._read(key)
@@ -301,7 +311,7 @@ class FileStorage(Storage):
                          self, name)
 
     def _key_inside(self, name: str) -> str | None:
-        raw = self._read_path(self.directory / name, name)
+        raw = self._read_name(name, name)
         try:
             return None if raw is None else RecordCodec.verify(raw, None)["key"]
         except CheckpointCorruptError as exc:
@@ -318,25 +328,46 @@ class FileStorage(Storage):
     # --- file primitives ------------------------------------------------------
 
     def _read(self, key: str) -> bytes | None:
-        return self._read_path(self.directory / key_to_filename(key), key)
+        return self._read_name(key_to_filename(key), key)
 
-    def _read_path(self, path: Path, key: str) -> bytes | None:
+    # Names relative to the directory's descriptor: no path to parse or resolve per call.
+
+    def _read_name(self, name: str, key: str) -> bytes | None:
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            fd = os.open(name, os.O_RDONLY, dir_fd=self._dir_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StorageError(f"cannot read record {key!r} from {str(path)!r}: {exc}",
-                               key=key, path=str(path)) from exc
+            raise self._read_error(name, key, exc) from exc
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise self._read_error(name, key, exc) from exc
+        finally:
+            os.close(fd)
+
+    def _read_error(self, name: str, key: str, exc: OSError) -> StorageError:
+        path = str(self.directory / name)
+        return StorageError(f"cannot read record {key!r} from {path!r}: {exc}", key=key,
+                            path=path)
+
+    def _exists(self, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     def _write(self, name: str, data: bytes, key: str, *, in_place: bool = False) -> None:
         """Durably write a file: via a temp file and rename, or in place under a journal."""
-        target = self.directory / name
-        tmp = target if in_place else self.directory / f".tmp-{secrets.token_hex(8)}"
+        dfd = self._dir_fd
+        tmp = name if in_place else f".tmp-{secrets.token_hex(8)}"
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if in_place else os.O_EXCL)
         try:
-            fd = os.open(tmp, flags, 0o600)
+            fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
             try:
                 view = memoryview(data)
                 while view:
@@ -345,11 +376,11 @@ class FileStorage(Storage):
             finally:
                 os.close(fd)
             if not in_place:
-                os.replace(tmp, target)
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         except OSError as exc:
             if not in_place:
                 try:
-                    os.unlink(tmp)
+                    os.unlink(tmp, dir_fd=dfd)
                 except OSError:
                     pass
             raise StorageError(f"cannot write record {key!r} in {str(self.directory)!r}: "
@@ -358,7 +389,7 @@ class FileStorage(Storage):
 
     def _unlink(self, name: str, *, key: str | None = None) -> None:
         try:
-            os.unlink(self.directory / name)
+            os.unlink(name, dir_fd=self._dir_fd)
         except FileNotFoundError:
             pass
         except OSError as exc:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..errors import LeaseError, StateConfigError, StorageCorruptError, StorageError
 from ._group_commit import GroupCommit
 from ._records import DEFAULT_CODEC, RecordCodec
-from ._storage import Record, Storage
+from ._storage import CALLER_WAITS, Record, Storage
 from ._worker import Worker
 
 __all__ = ["SqliteStorage"]
@@ -109,6 +109,7 @@ class SqliteStorage(Storage):
         self._group: GroupCommit[_Batch] = GroupCommit(self._commit_group,
                                                       group_commit_ms or 0.0)
         self._closed = False
+        self._fence_seen: tuple[str, str, bytes] | None = None  # last lease that passed
         self._worker = Worker(f"lion-sqlite {self.path}")
         try:
             self._conn = self._worker.call_sync(self._connect, str(synchronous).upper())
@@ -156,10 +157,10 @@ class SqliteStorage(Storage):
                                path=self.path) from exc
         return conn
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., Any], *args: Any, here: bool = False) -> Any:
         if self._closed:
             raise StorageError(f"{self!r} is closed", key=None, path=self.path)
-        return await self._worker.call(fn, *args)
+        return await self._worker.call(fn, *args, here=here)
 
     # --- the async interface ------------------------------------------------------
 
@@ -170,7 +171,7 @@ class SqliteStorage(Storage):
         puts = {k: self.codec.encode(k, v) for k, v in items}  # bad records fail here
         batch: _Batch = (puts, [k for k in deletes if k not in puts], fence)
         if self.group_commit_ms is None:
-            error = (await self._run(self._commit_sync, [batch]))[0]
+            error = (await self._run(self._commit_sync, [batch], here=CALLER_WAITS.get()))[0]
             if error is not None:
                 raise error
             return
@@ -255,10 +256,16 @@ class SqliteStorage(Storage):
         return errors
 
     def _check_fence(self, lease_key: str, owner: str) -> None:
-        lease = self._decode_row(lease_key)
-        if lease is None or lease.get("owner") != owner:
+        raw = self._get_sync(lease_key)
+        # Every commit of an instance checks the same lease, unchanged between renewals:
+        # the bytes verified last time need no second checksum and parse.
+        if raw is not None and (lease_key, owner, raw) == self._fence_seen:
+            return
+        lease = None if raw is None else self.codec.decode(raw, lease_key)[1]
+        if raw is None or lease is None or lease.get("owner") != owner:
             raise LeaseError(f"lease {lease_key!r} is not held by {owner!r}",
                              key=lease_key, owner=owner)
+        self._fence_seen = (lease_key, owner, raw)
 
     def _lease_sync(self, key: str, owner: str, ttl: float, now: float) -> None:
         conn = self._conn
