@@ -12,7 +12,12 @@ executor running a 10k-node chain without an authority (the baseline), with
 an authority, and with one checked requirement on every node -- interleaved
 rounds, median (min–max) of CPU and wall time, with the machine's load.
 
-Run: ``python benchmarks/security.py``. No assertions: numbers vary by machine.
+Third table (``--instructions``, needs Valgrind): instructions per node of the
+same three set-ups, counted by cachegrind -- the same comparison without the
+neighbours' load in it.
+
+Run: ``python benchmarks/security.py [--instructions]``. No assertions: numbers
+vary by machine.
 """
 
 from __future__ import annotations
@@ -173,55 +178,61 @@ def main() -> None:
     engine_table()
 
 
-def engine_rounds(n: int = 10_000, rounds: int = 11) -> dict[str, list[tuple[float, float]]]:
-    """Per round, (CPU µs, wall µs) per node of a ``n``-node chain in three set-ups.
+SETUPS = {"plain": "no authority, no requirements (baseline)",
+          "authority": "authority, no requirements",
+          "checked": "authority, one checked requirement per node"}
 
-    ``plain``: an executor without an authority, nodes without requirements (the
-    baseline); ``authority``: the same chain on an executor that has one;
-    ``checked``: every node requires a capability, checked at its dispatch.
-    Rounds interleave the set-ups (in a rotating order), so a busy neighbour
-    slows all of them alike; CPU time is the process's, which a shared machine
-    disturbs far less than wall time.
+
+async def _setup(name: str, n: int) -> tuple[object, object, list[object] | None]:
+    """A started executor of its own, the chain and the grants for set-up ``name``.
+
+    Like with like: every set-up has its own executor (same config, history on,
+    same number of runs), the same chain of ``n`` no-op nodes; only the
+    authority and the nodes' ``requires`` differ.
     """
     from lion_nb.engine import ExecutorConfig, WorkflowExecutor
     from lion_nb.model import Node, WorkflowBuilder
 
-    def chain(requires: list[str]):
-        nodes = [Node(f"n{i}", handler="noop", requires=requires) for i in range(n)]
-        b = WorkflowBuilder("chain").add_nodes(*nodes)
-        for a, c in zip(nodes, nodes[1:]):
-            b.connect(a, c)
-        return b.build()
-
     async def noop(ctx: object) -> None:
         return None
 
+    requires = ["db:read"] if name == "checked" else []
+    nodes = [Node(f"n{i}", handler="noop", requires=requires) for i in range(n)]
+    b = WorkflowBuilder("chain").add_nodes(*nodes)
+    for a, c in zip(nodes, nodes[1:]):
+        b.connect(a, c)
+    authority = None if name == "plain" else Authority.generate()
+    ex = WorkflowExecutor(config=ExecutorConfig(authority=authority))
+    ex.add_handler("noop", noop)
+    await ex.start()
+    grants = None if authority is None or name != "checked" else [authority.mint("db:read")]
+    return ex, b.build(), grants
+
+
+def engine_rounds(n: int = 10_000, rounds: int = 15) -> dict[str, list[tuple[float, float]]]:
+    """Per round, (CPU µs, wall µs) per node of a ``n``-node chain in the three SETUPS.
+
+    Rounds interleave the set-ups (in a rotating order), so a busy neighbour
+    slows all of them alike; CPU time is the process's, which a shared machine
+    disturbs far less than wall time.
+    """
     async def measure() -> dict[str, list[tuple[float, float]]]:
-        authority = Authority.generate()
-        bare = WorkflowExecutor()
-        secured = WorkflowExecutor(config=ExecutorConfig(authority=authority))
-        token = authority.mint(Capability("db", {"read"}))
-        plain, checked = chain([]), chain(["db:read"])
-        setups = {"plain": (bare, plain, None), "authority": (secured, plain, None),
-                  "checked": (secured, checked, [token])}
+        setups = {name: await _setup(name, n) for name in SETUPS}
         out: dict[str, list[tuple[float, float]]] = {k: [] for k in setups}
-        for ex in (bare, secured):
-            ex.add_handler("noop", noop)
-            await ex.start()
         for ex, wf, grants in setups.values():  # warm-up: caches, first-run costs
-            await ex.run(wf, grants=grants)
+            await ex.run(wf, grants=grants)  # type: ignore[attr-defined]
         names = list(setups)
         for r in range(rounds):
             for name in names[r % 3:] + names[:r % 3]:
                 ex, wf, grants = setups[name]
                 gc.collect()
                 c0, w0 = time.process_time(), time.perf_counter()
-                result = await ex.run(wf, grants=grants)
+                result = await ex.run(wf, grants=grants)  # type: ignore[attr-defined]
                 cpu, wall = time.process_time() - c0, time.perf_counter() - w0
                 assert result.succeeded
                 out[name].append((cpu / n * 1e6, wall / n * 1e6))
-        for ex in (bare, secured):
-            await ex.stop()
+        for ex, _, _ in setups.values():
+            await ex.stop()  # type: ignore[attr-defined]
         return out
 
     return asyncio.run(measure())
@@ -233,29 +244,84 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
             f"({fmt.format(min(values))}–{fmt.format(max(values))})")
 
 
-def engine_table() -> None:
+def engine_table(rounds: int = 15) -> None:
     """The issue's yardstick: what checking every node adds to a node, per round."""
     load_before = os.getloadavg()
-    rounds = engine_rounds()
+    per = engine_rounds(rounds=rounds)
     load_after = os.getloadavg()
-    print(f"\nlion_nb executor, 10k-node chain, {len(rounds['plain'])} interleaved rounds, "
+    print(f"\nlion_nb executor, 10k-node chain, {len(per['plain'])} interleaved rounds, "
           "median (min–max)")
     print(f"{'set-up':<44}{'CPU µs/node':>22}{'wall µs/node':>22}")
     print("-" * 88)
-    labels = {"plain": "no authority, no requirements (baseline)",
-              "authority": "authority, no requirements",
-              "checked": "authority, one checked requirement per node"}
-    for name, label in labels.items():
-        cpu = [c for c, _ in rounds[name]]
-        wall = [w for _, w in rounds[name]]
+    for name, label in SETUPS.items():
+        cpu = [c for c, _ in per[name]]
+        wall = [w for _, w in per[name]]
         print(f"{label:<44}{spread(cpu):>22}{spread(wall):>22}")
     for kind, k in (("CPU", 0), ("wall", 1)):
-        added = [100 * (c[k] / p[k] - 1) for c, p in zip(rounds["checked"], rounds["plain"])]
+        added = [100 * (c[k] / p[k] - 1) for c, p in zip(per["checked"], per["plain"])]
         print(f"checked vs baseline, {kind:<4} time, per round: {spread(added, '{:+.1f}%')}")
     print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
           f"{os.cpu_count()} CPUs (CPU time is the figure to trust under load; the target "
           "is under +10%)")
 
 
+def _child(name: str, runs: int, n: int) -> None:
+    """One set-up: warm up, then ``runs`` measured runs (what --instructions counts)."""
+    async def go() -> None:
+        ex, wf, grants = await _setup(name, n)
+        for _ in range(2 + runs):
+            await ex.run(wf, grants=grants)  # type: ignore[attr-defined]
+        await ex.stop()  # type: ignore[attr-defined]
+    asyncio.run(go())
+
+
+def instructions_table(n: int = 2_000) -> None:
+    """Instructions per node under Valgrind's cachegrind: the same yardstick, load-proof.
+
+    Each set-up runs in a child process twice, with 1 and with 3 measured runs
+    after the same warm-up; the difference over 2 runs is what one run costs,
+    start-up and imports excluded. Instruction counts do not move with the
+    neighbours' load (CPU time does, by ±15% and more on a shared machine),
+    though they ignore cache misses. Hash seed fixed: dict probing is then the
+    same in every child.
+    """
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("valgrind") is None:
+        print("\n--instructions needs valgrind on PATH")
+        return
+
+    def start(name: str, runs: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+             "--cachegrind-out-file=/dev/null", sys.executable, __file__, "--child", name,
+             str(runs), str(n)], env=dict(os.environ, PYTHONHASHSEED="0"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def count(proc: subprocess.Popen[str]) -> int:
+        _, err = proc.communicate()
+        found = re.search(r"I\s+refs:\s+([\d,]+)", err)
+        assert proc.returncode == 0 and found, err[-2000:]
+        return int(found.group(1).replace(",", ""))
+
+    # Counts do not depend on what else runs, so the six children run at once.
+    procs = {(name, runs): start(name, runs) for name in SETUPS for runs in (1, 3)}
+    counts = {key: count(proc) for key, proc in procs.items()}
+    per_node = {name: (counts[name, 3] - counts[name, 1]) / 2 / n for name in SETUPS}
+    print(f"\nlion_nb executor, {n}-node chain, instructions per node (cachegrind)")
+    for name, label in SETUPS.items():
+        added = 100 * (per_node[name] / per_node["plain"] - 1)
+        print(f"{label:<44}{per_node[name]:>12,.0f}{added:>+10.1f}%")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1:2] == ["--instructions"]:
+        instructions_table()
+    else:
+        main()

@@ -267,7 +267,8 @@ class InstanceRun:
     def _may_reuse(self, i: int) -> bool:
         """The capability check runs for a cached node too: denied, it goes the normal way."""
         try:
-            self.gate(self.nodes[i], self)
+            node = self.nodes[i]
+            self.gate(node.requires, node.name)
         except SecurityError:
             assert self.cache is not None
             self.cache.verdicts[i] = None  # not reused after all; its failure says why
@@ -327,7 +328,7 @@ class InstanceRun:
         queued = self.queued_at[i] + offset
         if node.requires:  # checked before dispatch: a denied node never runs
             try:
-                self.gate(node, self)
+                self.gate(node.requires, node.name)
             except SecurityError as exc:
                 self.times[i] = (queued, None)
                 await self._denied(i, node, exc)

@@ -15,9 +15,7 @@ from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFoundError,
                       InstanceNotFoundError, LionError, RerunError, SecurityError, StateError)
 from ..model import InstanceId, Node, Priority, WorkflowDefinition
-from ..security import (
-    AuditRecord, GrantSet, Requirement, ResourceRegistry, scope_covers,
-)
+from ..security import GrantSet, Requirement, ResourceRegistry, scope_covers
 from ..state import InstanceState, StateMachineManager
 from ._claim import Claimer, hand_back, submit_instance
 from ._cache import Cache, as_cache
@@ -569,44 +567,25 @@ class WorkflowExecutor:
         run_id = f"{secrets.token_urlsafe(12)}.{definition.fingerprint()[:16]}"
         return authority.grant(list(grants), instance_id=instance_id, run_id=run_id)
 
-    def _denial(self, instance_id: str, node: Node, exc: Exception) -> CapabilityDeniedError:
-        """A failed check turned into an audited denial naming the node."""
-        what = str(node.requires[0])[:200] if node.requires else None
-        reason = f"the check failed: {type(exc).__name__}: {str(exc)[:200]}"
-        authority = self.config.authority
-        if authority is not None:
-            authority.audit_log.record(AuditRecord(authority.clock.time(), "check", "deny", None,
-                                                   what, node.name, instance_id, None, reason))
-        return CapabilityDeniedError(f"node {node.name!r} of instance {instance_id}: {reason}",
-                                     capability=what, node=node.name)
-
     def _security_gates(self, instance_id: str, grant_set: GrantSet | None
                         ) -> tuple[Callable[..., None], Callable[..., Any]]:
         """The dispatch check and ``ctx.resource`` for one instance (deny by default)."""
         registry = self.resources
         wants, capability = self.observe.wants, K.CAPABILITY
-        check_all = None if grant_set is None else grant_set.check_all
 
-        def no_grants(node: Node, what: str) -> CapabilityDeniedError:
+        def no_grants(node: str, what: str) -> CapabilityDeniedError:
             return CapabilityDeniedError(
-                f"node {node.name!r} needs {what} but instance {instance_id} holds no grants",
-                capability=what, node=node.name)
+                f"node {node!r} needs {what} but instance {instance_id} holds no grants",
+                capability=what, node=node)
 
-        # Allowed dispatch checks reach the observe stream if it wanted them when the run
-        # started: asking at every dispatch would cost more than the check itself.
-        forward = self._audited if wants(capability) else None
-
-        def gate(node: Node, run: Any) -> None:
-            if check_all is None:
-                raise no_grants(node, node.requires[0])
-            try:
-                check_all(node.requires, node=node.name, forward=forward)
-            except SecurityError:
-                raise
-            except Exception as exc:
-                # Whatever a hostile requirement trips over, the node is denied (and
-                # the denial audited), never left running with a dead worker.
-                raise self._denial(instance_id, node, exc) from exc
+        gate: Callable[[tuple[str, ...], str], None]
+        if grant_set is None:
+            def gate(requires: tuple[str, ...], node: str) -> None:
+                raise no_grants(node, requires[0])
+        else:
+            # Allowed dispatch checks reach the observe stream if it wanted them when the
+            # run started: asking at every dispatch would cost more than the check itself.
+            gate = grant_set.gate(forward=self._audited if wants(capability) else None)
 
         def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
             declared = [r for r in map(Requirement.parse, node.requires)
@@ -618,7 +597,7 @@ class WorkflowExecutor:
                     f"{':' + scope if scope else ''} in its requires", capability=name,
                     node=node.name)
             if grant_set is None:
-                raise no_grants(node, f"{name}:{action}")
+                raise no_grants(node.name, f"{name}:{action}")
             scope = scope or declared[0].scope
             grant_set.check_all((f"{name}:{action}:{scope}",), node=node.name,
                                 forward=self._audited if wants(capability) else None)

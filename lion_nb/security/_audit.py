@@ -16,7 +16,8 @@ import collections
 import logging
 from typing import Any, Callable, Iterator, NamedTuple
 
-__all__ = ["ACTIONS", "DECISIONS", "AuditListener", "AuditLog", "AuditRecord", "clip"]
+__all__ = ["ACTIONS", "DECISIONS", "AuditListener", "AuditLog", "AuditRecord", "Template", "clip",
+           "expand", "template", "templates"]
 
 _log = logging.getLogger("lion_nb.security")
 
@@ -57,6 +58,36 @@ class AuditRecord(NamedTuple):
 
 AuditListener = Callable[[AuditRecord], None]
 
+Template = tuple[str, str | None, str | None, str | None, str | None, str | None, str | None]
+"""An AuditRecord without ``time`` and ``node``: what repeats between allowed checks."""
+
+
+def template(action: str, decision: str | None, token_id: str | None, capability: str | None,
+             instance_id: str | None, holder: str | None, reason: str | None = None
+             ) -> Template:
+    """The template of a compact entry ``(time, node, template)`` (see ``AuditLog.append``).
+
+    A plain tuple of strings, not an AuditRecord: the garbage collector stops
+    tracking such a tuple, and then every entry holding it, so a ring of
+    100,000 allowed checks costs nothing in later collections (a NamedTuple
+    stays tracked and kept the whole ring in every full collection).
+    """
+    return (action, decision, token_id, capability, instance_id, holder, reason)
+
+
+def templates(allowed: Template | tuple[Template, ...]) -> tuple[Template, ...]:
+    """The templates of one compact entry: one, or a group (a node with several requirements)."""
+    if allowed and type(allowed[0]) is str:
+        return (allowed,)
+    return allowed  # type: ignore[return-value]
+
+
+def expand(time: float, node: str | None, tmpl: Template) -> AuditRecord:
+    """The AuditRecord a compact entry ``(time, node, tmpl)`` stands for."""
+    return AuditRecord(time, tmpl[0], tmpl[1], tmpl[2], tmpl[3], node, tmpl[4], tmpl[5],
+                       tmpl[6])
+
+
 CLIP = 200
 """Most characters of caller-supplied text an audit record keeps per field."""
 
@@ -81,22 +112,30 @@ class AuditLog:
     decision it reports.
     """
 
-    __slots__ = ("_records", "listeners", "check_listeners", "limit", "append")
+    __slots__ = ("_records", "listeners", "check_listeners", "limit", "append", "keep_allowed")
 
     def __init__(self, limit: int | None = 100_000) -> None:
-        self._records: collections.deque[Any] = collections.deque(maxlen=limit)
+        # Room for ``limit`` allowed checks of three items each (see keep_allowed);
+        # records() shows the last ``limit`` records whatever they are.
+        self._records: collections.deque[Any] = collections.deque(
+            maxlen=None if limit is None else 3 * limit)
         self.listeners: tuple[AuditListener, ...] = ()
         """The current listeners (read-only; use add_listener / remove_listener)."""
         self.check_listeners: tuple[AuditListener, ...] = ()
         """The listeners that also hear allowed checks (read-only)."""
         self.limit = limit
         self.append = self._records.append
-        """Keep a record without notifying: for hot paths that call ``notify`` themselves.
+        """Keep a record without notifying: for hot paths that call ``notify`` themselves."""
+        self.keep_allowed = self._records.extend
+        """Keep an allowed check given as ``(time, node, template)``, without notifying.
 
-        Also takes an allowed check in compact form, ``(time, node, template)``,
-        where ``template`` is that check's AuditRecord without time and node:
-        one small tuple per node dispatch instead of a whole record, expanded
-        when the records are read.
+        ``template`` (see :func:`template`) is that check's record without time
+        and node, or a tuple of them (one node dispatch, several requirements,
+        each one record when read). The three values are kept as three items, not as one tuple:
+        an object kept per node dispatch would set off the garbage collector
+        every few hundred dispatches while the log fills (and each collection
+        walks the run's state), while the tuple passed here is freed at once.
+        Expanded into an AuditRecord when the records are read.
         """
 
     def record(self, rec: AuditRecord) -> None:
@@ -142,15 +181,30 @@ class AuditLog:
 
     def records(self) -> list[AuditRecord]:
         """A snapshot list of the kept records, oldest first."""
-        return [rec if type(rec) is AuditRecord else rec[2]._replace(time=rec[0], node=rec[1])
-                for rec in list(self._records)]
+        items = list(self._records)
+        out: list[AuditRecord] = []
+        i, n = 0, len(items)
+        # The oldest allowed check may have lost its first items to the limit: a node
+        # (str or None) or a template (a plain tuple) cannot start an entry.
+        while i < n and (items[i] is None or type(items[i]) in (str, tuple)):
+            i += 1
+        while i < n:
+            item = items[i]
+            if type(item) is AuditRecord:
+                out.append(item)
+                i += 1
+            else:  # (time, node, template or group), see keep_allowed
+                node = items[i + 1]
+                out.extend(expand(item, node, t) for t in templates(items[i + 2]))
+                i += 3
+        return out if self.limit is None else out[-self.limit:]
 
     def clear(self) -> None:
         """Forget the kept records (listeners stay)."""
         self._records.clear()
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self.records())
 
     def __iter__(self) -> Iterator[AuditRecord]:
         return iter(self.records())

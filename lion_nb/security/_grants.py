@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple, Protocol
 
 from lion_nb.clock import Clock
-from lion_nb.errors import CapabilityDeniedError, RequirementError, TokenError
-from lion_nb.security._audit import AuditLog, AuditRecord, clip
+from lion_nb.errors import CapabilityDeniedError, RequirementError, SecurityError, TokenError
+from lion_nb.security._audit import (
+    AuditLog, AuditRecord, Template, clip, expand, template, templates,
+)
 from lion_nb.security._capability import Capability, Requirement, check_action
 from lion_nb.security._scope import scope_covers, validate_scope
 from lion_nb.security._token import Token, is_descendant
@@ -79,13 +81,13 @@ class _Hit(NamedTuple):
     text: str
     holder: str | None
     grant: _Grant
-    allowed: AuditRecord  # the allow record, without time and node (AuditLog.append)
+    allowed: Template  # the allow record, without time and node (AuditLog.keep_allowed)
 
 
 class GrantSet:
     """Tokens granted to one instance; made by ``Authority.grant``, not directly."""
 
-    __slots__ = ("_issuer", "_log", "_append", "_clock", "_time", "instance_id",
+    __slots__ = ("_issuer", "_log", "_append", "_keep", "_clock", "_time", "instance_id",
                  "holder", "_grants", "_lost", "_hits", "_nodes", "_narrowed", "_epoch")
 
     def __init__(self, issuer: GrantIssuer, instance_id: str, tokens: Iterable[Token], *,
@@ -93,6 +95,7 @@ class GrantSet:
         self._issuer = issuer
         self._log = issuer.audit_log
         self._append = self._log.append  # bound once: check() is on the dispatch path
+        self._keep = self._log.keep_allowed
         self._clock = issuer.clock
         self._time = issuer.clock.time
         self.instance_id = instance_id
@@ -116,8 +119,10 @@ class GrantSet:
         self._lost: dict[str, Capability] = {}
         # requirement (as passed) -> what an allowed check needs, flat for speed.
         self._hits: dict[object, _Hit] = {}
-        # requirements of one node -> (earliest expiry, hits): check_all's one lookup.
-        self._nodes: dict[object, tuple[float | None, tuple[_Hit, ...]]] = {}
+        # requirements of one node -> (earliest expiry or inf, allow template(s)): the
+        # dispatch check's one lookup. These dicts are cleared, never replaced: gate()
+        # closures hold them.
+        self._nodes: dict[object, tuple[float, Template | tuple[Template, ...]]] = {}
         # narrow()'s results, reused while fresh: narrowing costs a MAC per token.
         self._narrowed: dict[object, tuple[float, GrantSet]] = {}
 
@@ -163,20 +168,74 @@ class GrantSet:
             entry = self._nodes.get(requirements)
         except TypeError:
             entry = None
-        if entry is None or (entry[0] is not None and now >= entry[0]):
+        if entry is None or now >= entry[0]:
             entry = self._admit(requirements, node, now)
+        self._keep((now, node, entry[1]))  # compact: expanded when read
+        if self._log.check_listeners or forward is not None:
+            self._tell(entry[1], now, node, forward)
+
+    def gate(self, *, forward: Callable[[AuditRecord], None] | None = None
+             ) -> Callable[[tuple[str, ...], str], None]:
+        """The executor's dispatch check: ``gate(node.requires, node.name)``, or raise.
+
+        :meth:`check_all` in one call frame: a remembered, unexpired decision
+        taken while nothing was revoked is answered and audited here; anything
+        else goes through ``check_all``. Whatever else fails in the check (a
+        hostile requirement tripping over anything) is turned into an audited
+        CapabilityDeniedError naming the node, so no input can kill a worker.
+        """
+        # Bound once: this runs at every node dispatch, where each attribute
+        # lookup costs about as much as the lookup that decides.
+        issuer, nodes, keep, time, log = (self._issuer, self._nodes, self._keep, self._time,
+                                          self._log)
+
+        def gate(requirements: tuple[str, ...], node: str) -> None:
+            try:
+                if self._epoch == issuer.revocation_epoch:
+                    try:
+                        entry = nodes.get(requirements)
+                    except TypeError:  # unhashable: check_all answers it every time
+                        entry = None
+                    if entry is not None:
+                        now = time()
+                        if now < entry[0]:
+                            keep((now, node, entry[1]))
+                            if log.check_listeners or forward:
+                                self._tell(entry[1], now, node, forward)
+                            return
+                self.check_all(requirements, node=node, forward=forward)
+            except SecurityError:
+                raise
+            except Exception as exc:
+                raise self._failed(requirements, node, exc) from exc
+        return gate
+
+    def _tell(self, allowed: Template | tuple[Template, ...], now: float, node: str | None,
+              forward: Callable[[AuditRecord], None] | None) -> None:
+        """Hand the allow records of one check to the listeners that want them."""
         listeners = self._log.check_listeners
-        for hit in entry[1]:
-            self._append((now, node, hit.allowed))  # compact: expanded when read
-            if listeners or forward is not None:
-                rec = hit.allowed._replace(time=now, node=node)
-                if listeners:
-                    self._log.notify(rec, listeners)
-                if forward is not None:
-                    forward(rec)
+        for tmpl in templates(allowed):
+            rec = expand(now, node, tmpl)
+            if listeners:
+                self._log.notify(rec, listeners)
+            if forward is not None:
+                forward(rec)
+
+    def _failed(self, requirements: object, node: str | None,
+                exc: Exception) -> CapabilityDeniedError:
+        """A check that failed by accident, as an audited denial naming the node."""
+        try:
+            what = clip(str(requirements[0])) if requirements else None  # type: ignore[index]
+        except Exception:  # the requirement itself is what broke
+            what = clip(repr(type(requirements)))
+        reason = f"the check failed: {type(exc).__name__}: {clip(str(exc))}"
+        self._log.record(AuditRecord(self._time(), "check", "deny", None, what, node,
+                                     self.instance_id, self.holder, reason))
+        return CapabilityDeniedError(f"node {node!r} of instance {self.instance_id}: {reason}",
+                                     capability=what, node=node)
 
     def _admit(self, requirements: tuple[Requirement | str, ...], node: str | None,
-               now: float) -> tuple[float | None, tuple[_Hit, ...]]:
+               now: float) -> tuple[float, Template | tuple[Template, ...]]:
         hits = []
         for requirement in requirements:
             try:
@@ -186,8 +245,11 @@ class GrantSet:
             if hit is None or (hit.expires_at is not None and now >= hit.expires_at):
                 hit = self._hit_slow(requirement, node, now)
             hits.append(hit)
-        expiries = [h.expires_at for h in hits if h.expires_at is not None]
-        entry = (min(expiries) if expiries else None, tuple(hits))
+        # One requirement (the common case) is kept as its template, several as a group:
+        # either way one audit entry per dispatch, expanded when read.
+        allowed = hits[0].allowed if len(hits) == 1 else tuple(h.allowed for h in hits)
+        entry = (min((h.expires_at for h in hits if h.expires_at is not None),
+                     default=math.inf), allowed)
         try:
             if len(self._nodes) >= _MAX_HITS:
                 self._nodes.clear()
@@ -240,8 +302,7 @@ class GrantSet:
                     self._hits.clear()  # resource_for may pass endless distinct scopes
                 tid = grant.token.token_id
                 hit = _Hit(grant.expires_at, tid, text, grant.holder, grant,
-                           AuditRecord(0.0, "check", "allow", tid, text, None, self.instance_id,
-                                       grant.holder))
+                           template("check", "allow", tid, text, self.instance_id, grant.holder))
                 try:
                     self._hits[requirement] = hit
                 except TypeError:  # e.g. a list that parsed: answer, but do not remember
@@ -281,9 +342,9 @@ class GrantSet:
             else:
                 keep.append(grant)
         self._grants = tuple(keep)
-        self._hits = {}
-        self._nodes = {}
-        self._narrowed = {}
+        self._hits.clear()
+        self._nodes.clear()
+        self._narrowed.clear()
         self._epoch = epoch
 
     # --- narrowing ----------------------------------------------------------

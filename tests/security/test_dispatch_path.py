@@ -120,3 +120,74 @@ async def test_the_executor_forwards_allowed_checks_only_to_an_observer_that_wan
         assert len(_checks(authority, "allow")) == 4  # both runs are in the audit log
     finally:
         await ex.stop()
+
+
+# --- the executor's gate: check_all in one frame, same decisions ------------------------------
+
+def test_the_gate_allows_and_audits_each_dispatch_like_check_all(authority, grants):
+    heard = []
+    gate = grants.gate(forward=heard.append)
+    for node in ("A", "B", "C"):
+        assert gate(("db:write:orders/1", "mail:publish"), node) is None
+    allowed = _checks(authority, "allow")
+    assert [(r.node, r.capability) for r in allowed] == [
+        (n, c) for n in "ABC" for c in ("db:write:orders/1", "mail:publish:*")]
+    assert heard == allowed and all(r.instance_id == "inst-1" and r.token_id for r in allowed)
+
+
+async def test_the_gate_applies_expiry_and_revocation_on_every_dispatch(authority, grants,
+                                                                        clock):
+    gate = grants.gate()
+    gate(("db:read:orders/1",), "Load")
+    await clock.advance(100)
+    with pytest.raises(CapabilityDeniedError, match="expired"):
+        gate(("db:read:orders/1",), "Load")
+    gate(("mail:publish",), "Send")
+    authority.revoke(grants.tokens[-1].token_id)
+    with pytest.raises(CapabilityDeniedError, match="revoked"):
+        gate(("mail:publish",), "Send")
+    assert [r.node for r in _checks(authority, "deny")] == ["Load", "Send"]
+
+
+@pytest.mark.parametrize("hostile", [[["nested"]], [object()], ("db:read:" + "a/" * 600,)])
+def test_the_gate_turns_anything_hostile_into_an_audited_denial(authority, grants, hostile):
+    gate = grants.gate()
+    with pytest.raises((CapabilityDeniedError, RequirementError)):
+        gate(hostile, "Odd")
+    assert _checks(authority, "deny")[-1].node == "Odd"
+
+
+def test_allowed_dispatch_checks_keep_no_object_the_collector_tracks(grants):
+    # One tracked object kept per dispatch made the collector run every few hundred
+    # nodes while the log filled, walking the run's state each time (issue 15, cost).
+    import gc
+    gate = grants.gate()
+    gate(("db:read:orders/1",), "warm")
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(1000):
+            gate(("db:read:orders/1",), "Load")
+        after = len(gc.get_objects())
+    finally:
+        gc.enable()
+    assert after - before < 50
+
+
+def test_the_audit_limit_counts_records_when_checks_are_kept_compactly(clock):
+    authority = Authority(b"c" * 32, clock=clock, audit_limit=4)
+    grants = authority.grant([authority.mint("db:read,write")], instance_id="i")
+    gate = grants.gate()
+    for i in range(7):
+        gate(("db:read:x", "db:write:x"), f"n{i}")  # one dispatch, two records
+        if i == 3:
+            authority.mint("mail:publish")
+        records = authority.audit()
+        assert len(records) == min(4, len(records)) and len(authority.audit_log) == len(records)
+        assert all(type(r).__name__ == "AuditRecord" for r in records)
+    assert [(r.node, r.capability) for r in authority.audit()] == [
+        ("n5", "db:read:x"), ("n5", "db:write:x"), ("n6", "db:read:x"), ("n6", "db:write:x")]
+    with pytest.raises(CapabilityDeniedError):
+        gate(("db:delete:x",), "Purge")
+    assert [r.decision for r in authority.audit()][-2:] == ["allow", "deny"]
