@@ -217,37 +217,40 @@ class InstanceRun:
         report = self._report
         if report is None:
             report = self._report = ReusedReport(self.observe, self.instance_id, session.names,
-                                                 session.verdicts, self._now)
+                                                 session.verdicts, self._now,
+                                                 detailed=session.plan is not None)
         pending = report.pending
         codes, results, settle = self.states.codes, self.results, self.join.done
+        run, ok = _RUN, _C_SUCCEEDED
+        if self.state is not _I_RUNNING or self.cancel_requested:
+            ready.clear()
+            return
         self._draining = True
         try:
+            # Nothing here awaits, so no cancel() can land inside the loop: the state
+            # is checked once, above, not per node.
             while ready:
                 i = ready.pop()
-                if self.state is not _I_RUNNING or self.cancel_requested:
-                    ready.clear()
-                    break
                 result = decide(i)
-                if result is _RUN or (gated[i] and not self._may_reuse(i)):
+                if result is run or (gated[i] and not self._may_reuse(i)):
                     report.flush()
                     self._enqueue(i)
                     continue
-                codes[i] = _C_SUCCEEDED
+                codes[i] = ok
                 results[i] = result
                 self.unfinished -= 1
                 pending.append(i)
-                for t in settle(i, _C_SUCCEEDED, result):
+                for t in settle(i, ok, result):
                     if t < 0:
                         ready.append(~t)
                     else:
                         report.flush()
                         self._end_decided(t)
-                if self.unfinished == 0:
-                    report.flush()
-                    self.finish()
         finally:
             self._draining = False
             report.flush()
+        if self.unfinished == 0:  # every node ended (so none was left ready)
+            self.finish()
 
     def _may_reuse(self, i: int) -> bool:
         """The capability check runs for a cached node too: denied, it goes the normal way."""
