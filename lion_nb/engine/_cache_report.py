@@ -27,10 +27,13 @@ _REUSED_DATA: dict[str, Any] = {"reason": "reused"}
 class ReusedReport:
     """Reused nodes of one instance run not reported yet (engine-internal)."""
 
-    __slots__ = ("pending", "_observe", "_instance_id", "_names", "_verdicts", "_time")
+    __slots__ = ("pending", "_observe", "_instance_id", "_names", "_verdicts", "_time",
+                 "_detailed")
 
     def __init__(self, observe: ObserveStream, instance_id: str, names: Sequence[str],
-                 verdicts: list[NodeReason | None], time: Callable[[], float]) -> None:
+                 verdicts: list[NodeReason | None], time: Callable[[], float],
+                 detailed: bool = True) -> None:
+        """``detailed=False``: every reused node's verdict is ``REUSED``, with no detail."""
         #: Indices of reused nodes, in the order they were settled (one list, emptied by
         #: ``flush``: the run appends to it in its loop).
         self.pending: list[int] = []
@@ -39,6 +42,7 @@ class ReusedReport:
         self._names = names
         self._verdicts = verdicts
         self._time = time
+        self._detailed = detailed
 
     def flush(self) -> None:
         """Report the pending nodes (call before the run emits anything else)."""
@@ -51,15 +55,19 @@ class ReusedReport:
             if obs.wants(_BATCH):
                 # Built at C speed (map, count): a batch may hold every node of the run.
                 names = list(map(self._names.__getitem__, pending))
-                verdicts = list(map(self._verdicts.__getitem__, pending))
-                details = {} if verdicts.count(REUSED) == len(verdicts) else {
-                    name: v.detail for name, v in zip(names, verdicts)
-                    if v is not None and v.detail is not None}
+                details = self._details(pending, names) if self._detailed else {}
                 obs.emit(ExecEvent(_BATCH, now, self._instance_id, None, 0,
                                    {"nodes": names, "details": details}))
             if obs.wants_singles(_BATCH):
                 obs.emit_singles(_BATCH, self._singles(pending, now))
         pending.clear()
+
+    def _details(self, pending: list[int], names: list[str]) -> dict[str, str]:
+        verdicts = list(map(self._verdicts.__getitem__, pending))
+        if verdicts.count(REUSED) == len(verdicts):  # by identity, at C speed
+            return {}
+        return {name: v.detail for name, v in zip(names, verdicts)
+                if v is not None and v.detail is not None}
 
     def _singles(self, pending: list[int], now: float) -> Iterator[ExecEvent]:
         names, verdicts, iid = self._names, self._verdicts, self._instance_id

@@ -24,10 +24,11 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator, Mapping
 from itertools import compress
-from operator import is_
+from operator import is_, lt
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import UnknownNodeError
+from ..model import TriggerRule
 from ..state import NodeState
 from ..state._machine import CODE
 from ._cache_entry import CacheEntry, key_parts
@@ -46,6 +47,7 @@ __all__ = ["CacheSession", "InputReads", "RerunPlan", "RUN"]
 #: What ``CacheSession.decide`` returns for a node that must run (any other value is reused).
 RUN: Any = object()
 
+_DEFAULT_RULE = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
 _ABSENT = "\0absent"
 _EMPTY_FP = fingerprint({})
 # Config and edges are immutable per definition: fingerprint them once per definition.
@@ -158,6 +160,11 @@ class CacheSession:
         self.names: list[str] = self._static.names  # node names, by index
         #: Per node: whether it has capability requirements (a reused one is checked too).
         self.gated: bytearray = self._static.gated
+        #: Per node: its predecessors (by index).
+        self.sources: list[tuple[int, ...]] = self._static.sources
+        #: The nodes in topological order, if the run may settle reused ones before the
+        #: join rule sees them (no re-run request, no conditions, default trigger rules).
+        self.upfront: list[int] | None = self._static.order if plan is None else None
         self._entries = cache.table(definition.name) if cache is not None else {}
         self._ttl = None if cache is None else cache.ttl
         if plan is None:  # the common case: no re-run request, straight to the cache
@@ -448,7 +455,7 @@ class _Static:
     """Per definition: each node's config and edges fingerprints, its predecessors by name."""
 
     __slots__ = ("prefix", "preds", "heads", "sources", "names", "plain", "by_handler",
-                 "own_version", "versions", "gated", "__weakref__")
+                 "own_version", "versions", "gated", "order", "__weakref__")
 
     def __init__(self, d: "WorkflowDefinition") -> None:
         self.prefix: list[str | None] = []
@@ -464,6 +471,15 @@ class _Static:
         #: ... and the others, whose version is not their handler's.
         self.own_version = [i for i, v in enumerate(self.by_handler) if not v]
         self.gated = bytearray(bool(node.requires) for node in d.nodes)
+        # A node whose predecessors all succeeded runs, whatever the order they ended in,
+        # only without conditions and under the default trigger rule: then reuse can be
+        # decided in topological order (see InstanceRun.start).
+        self.order: list[int] | None = None
+        if (all(c is None for c in d.conditions)
+                and all(node.trigger_rule is _DEFAULT_RULE for node in d.nodes)):
+            self.order = (list(range(len(d.nodes)))
+                          if all(map(lt, d.edge_source, d.edge_target))
+                          else [d.by_name[node.name] for node in d.topological_order()])
         #: The code versions of the last run's handlers (see CacheSession._handler_versions).
         self.versions: _Versions | None = None
         for i, node in enumerate(d.nodes):

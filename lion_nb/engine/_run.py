@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 from array import array
+from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping
 
@@ -229,40 +230,92 @@ class InstanceRun:
         session = self.cache
         assert session is not None
         decide, gated, ready = session.decide, session.gated, self._ready
-        report = self._report
-        if report is None:
-            report = self._report = ReusedReport(self.observe, self.instance_id, session.names,
-                                                 session.verdicts, self._now)
+        report = self._reused_report(session)
         pending = report.pending
         codes, results, settle = self.states.codes, self.results, self.join.done
+        run, ok = _RUN, _C_SUCCEEDED
+        if self.state is not _I_RUNNING or self.cancel_requested:
+            ready.clear()
+            return
         self._draining = True
         try:
+            # Nothing here awaits, so no cancel() can land inside the loop: the state
+            # is checked once, above, not per node.
             while ready:
                 i = ready.pop()
-                if self.state is not _I_RUNNING or self.cancel_requested:
-                    ready.clear()
-                    break
                 result = decide(i)
-                if result is _RUN or (gated[i] and not self._may_reuse(i)):
+                if result is run or (gated[i] and not self._may_reuse(i)):
                     report.flush()
                     self._enqueue(i)
                     continue
-                codes[i] = _C_SUCCEEDED
+                codes[i] = ok
                 results[i] = result
                 self.unfinished -= 1
                 pending.append(i)
-                for t in settle(i, _C_SUCCEEDED, result):
+                for t in settle(i, ok, result):
                     if t < 0:
                         ready.append(~t)
                     else:
                         report.flush()
                         self._end_decided(t)
-                if self.unfinished == 0:
-                    report.flush()
-                    self.finish()
         finally:
             self._draining = False
             report.flush()
+        if self.unfinished == 0:  # every node ended (so none was left ready)
+            self.finish()
+
+    def _reuse_upfront(self) -> bool:
+        """Start a run with a cache: settle, in topological order, every node whose
+        predecessors were all reused, then tell the join rule in one ``restore``.
+
+        False where the join rule must decide node by node (conditions, other trigger
+        rules, a re-run request): ``start`` queues the roots. A fully cached re-run is
+        this one pass: no join rule step and no drain step per node.
+        """
+        session = self.cache
+        assert session is not None
+        order = session.upfront
+        if order is None:
+            return False
+        codes, results, sources, gated = (self.states.codes, self.results, session.sources,
+                                          session.gated)
+        decide, ok, run = session.decide, _C_SUCCEEDED, _RUN
+        reused: list[int] = []
+        to_run: set[int] = set()
+        for i in order:
+            for s in sources[i]:
+                if codes[s] != ok:
+                    break  # a predecessor runs first: the join rule releases this one
+            else:
+                result = decide(i)
+                if result is run or (gated[i] and not self._may_reuse(i)):
+                    to_run.add(i)
+                else:
+                    codes[i] = ok
+                    results[i] = result
+                    reused.append(i)
+        self.unfinished -= len(reused)
+        report = self._reused_report(session)
+        report.pending += reused
+        report.flush()
+        if self.unfinished:  # the join rule learns what ended; what it releases is queued
+            ended = dict(zip(reused, zip(repeat(ok), map(results.__getitem__, reused))))
+            for t in self.join.restore(ended):
+                if t >= 0:
+                    self._end_decided(t)
+                elif ~t in to_run:
+                    self._enqueue(~t)  # decided above: not a second time
+                else:
+                    self.queue(~t)
+        return True
+
+    def _reused_report(self, session: CacheSession) -> ReusedReport:
+        report = self._report
+        if report is None:
+            report = self._report = ReusedReport(self.observe, self.instance_id, session.names,
+                                                 session.verdicts, self._now,
+                                                 detailed=session.plan is not None)
+        return report
 
     def _may_reuse(self, i: int) -> bool:
         """The capability check runs for a cached node too: denied, it goes the normal way."""
@@ -657,8 +710,9 @@ class InstanceRun:
     def start(self) -> None:
         """Queue the roots (a resumed run is started by ``restore`` instead)."""
         self._set_state(_I_RUNNING)
-        for i in self.join.ready():
-            self.queue(i)
+        if self.cache is None or self.store is not None or not self._reuse_upfront():
+            for i in self.join.ready():
+                self.queue(i)
         if self.unfinished == 0:
             self.finish()
 

@@ -219,6 +219,47 @@ async def test_every_lookup_path_builds_the_same_keys(make_executor):
     assert calls == {"a": 1, "b": 1, "c": 1, "d": 2}
 
 
+async def test_a_changed_root_reruns_only_what_joins_it(make_executor):
+    # Reuse is settled in topological order before the join rule sees a node; a node
+    # with a predecessor that runs waits for it, whatever its other inputs did.
+    ex = await make_executor(cache=True)
+    calls = Calls().register(ex, "abcde", value="name")
+    b = WorkflowBuilder("etl")
+    a, bb, c, d, e = (Node(x) for x in "abcde")
+    b.add_nodes(a, bb, c, d, e).connect(a, c).connect(bb, c).connect(c, d).connect(bb, e)
+    wf = b.build()
+    first = await ex.run(wf)
+    events = []
+    with ex.observe.subscribe(events.append):
+        ex.add_handler("a", Calls.handler(calls, value="edited"))
+        again = await ex.run(wf)
+    assert reasons(again) == {"a": R.CODE_CHANGED, "b": R.REUSED, "c": R.INPUT_CHANGED,
+                              "d": R.INPUT_CHANGED, "e": R.REUSED}
+    assert again.reasons["c"].detail == "a" and again["c"]["prev"][1] == first["b"]
+    assert calls == {"a": 2, "b": 1, "c": 2, "d": 2, "e": 1}
+    ended = [(ev.kind.value, ev.node) for ev in events if ev.node in ("a", "b", "e")
+             and ev.kind.value in ("node_queued", "node_succeeded")]
+    assert ended[:3] == [("node_succeeded", "b"), ("node_succeeded", "e"),
+                         ("node_queued", "a")]
+
+
+async def test_nodes_declared_after_their_dependants_are_reused_in_dependency_order(
+        make_executor):
+    ex = await make_executor(cache=True)
+    calls = Calls().register(ex, "abc", value="name")
+    b = WorkflowBuilder("etl")
+    c, bb, a = Node("c"), Node("b"), Node("a")
+    b.add_nodes(c, bb, a).connect(a, bb).connect(bb, c)  # every edge points backwards
+    wf = b.build()
+    first = await ex.run(wf)
+    again = await ex.run(wf)
+    assert again.reused == ["c", "b", "a"]  # the definition's order
+    assert again.results == first.results and calls == {"a": 1, "b": 1, "c": 1}
+    ex.add_handler("b", Calls.handler(calls, value="edited"))
+    edited = await ex.run(wf)
+    assert reasons(edited) == {"a": R.REUSED, "b": R.CODE_CHANGED, "c": R.INPUT_CHANGED}
+
+
 async def test_a_helper_edited_between_runs_reruns_the_same_handler_object(
         make_executor, tmp_path, monkeypatch):
     # Code versions of unchanged handler objects are carried from run to run: the
