@@ -15,8 +15,8 @@ from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping
 
-from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
-                      NodeFailedError, NodeTimeoutError, PoisonNodeError,
+from ..errors import (ConditionError, HandlerNotSerializableError, InstanceCancelledError,
+                      LionError, NodeFailedError, NodeTimeoutError, PoisonNodeError,
                       ResultNotSerializableError, SecurityError, WorkflowFailedError)
 from ..model import Priority
 from ..state import InstanceState, NodeState, NodeStates, check_instance_transition
@@ -762,9 +762,17 @@ class InstanceRun:
             name = self.definition.nodes[self.first_failed].name
             state = InstanceState.FAILED
             cause = self.errors[self.first_failed]
+            # A condition that raised fails its target, whose handler never ran: the
+            # culprit is the edge and the source's result, so the error names them.
+            source = getattr(cause, "source", None) if isinstance(cause, ConditionError) \
+                else None
+            where = f"node {name!r}: {cause}" if source is None else (
+                f"the condition on edge {source!r} -> {name!r} ({name!r} never ran): "
+                f"{cause.__cause__ or cause}")
             error = WorkflowFailedError(
-                f"instance {self.instance_id} of {self.definition.name!r} failed at node "
-                f"{name!r}: {cause}", instance_id=self.instance_id, node=name)
+                f"instance {self.instance_id} of {self.definition.name!r} failed at {where}",
+                instance_id=self.instance_id, node=name, source=source,
+                edge=None if source is None else getattr(cause, "edge", None))
             error.__cause__ = cause
         elif self.cancel_requested:
             state = InstanceState.CANCELLED
