@@ -53,7 +53,7 @@ class JoinRule:
 
     __slots__ = ("_definition", "_conds", "_rules", "_size", "remaining", "active",
                  "failed", "upfailed", "skipped", "inactive", "_cond_left", "errors",
-                 "verdict", "_decided", "_hot")
+                 "verdict", "_decided", "_hot", "_stack")
 
     def __init__(self, definition: "WorkflowDefinition") -> None:
         d = self._definition = definition
@@ -80,8 +80,11 @@ class JoinRule:
         self.verdict: dict[int, NodeState] = {}
         self._decided = bytearray(n)
         # What ``done`` reads for every edge, in one tuple: one load instead of eight.
+        # Ends decided while ``done`` runs, to count onwards: empty between calls (one list
+        # for all of them, not one per node).
+        self._stack: list[tuple[int, int, Any]] = []
         self._hot = (d.out_edges, d.edge_target, self._conds, self._rules, self._decided,
-                     self.remaining, self.active, self.failed)
+                     self.remaining, self.active, self.failed, self._stack)
 
     def ready(self) -> list[int]:
         """Nodes that may run at once (roots, and ALWAYS nodes); they count as decided."""
@@ -96,10 +99,9 @@ class JoinRule:
         Each out-edge costs O(1) whatever its target's in-degree: the end node of a
         10k fan-out counts its inputs one by one and is decided by the last.
         """
-        out, targets, conds, rules, flag, remaining, active, failed = self._hot
+        out, targets, conds, rules, flag, remaining, active, failed, stack = self._hot
         flag[i] = 1
         decided: list[int] = []
-        stack: list[tuple[int, int, Any]] = []  # ends decided here, to count onwards
         while True:
             for k in out[i]:
                 t = targets[k]

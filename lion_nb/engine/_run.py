@@ -318,7 +318,8 @@ class InstanceRun:
                        task: ScheduledTask | None = None) -> None:
         """Run one attempt of node ``i`` in a scheduler slot taken at ``dispatched``
         (monotonic) on ``worker``; ``task`` is its ScheduledTask, if it has one."""
-        if self.state is not _I_RUNNING or self.states.codes[i] != _C_QUEUED:
+        codes = self.states.codes
+        if self.state is not _I_RUNNING or codes[i] != _C_QUEUED:
             return  # cancelled while it waited
         self.running_on[i] = worker
         node = self.nodes[i]
@@ -331,11 +332,7 @@ class InstanceRun:
                 self.times[i] = (queued, None)
                 await self._denied(i, node, exc)
                 return
-        codes = self.states.codes
-        if LEGAL[codes[i] * _NK + _C_RUNNING]:
-            codes[i] = _C_RUNNING
-        else:
-            self.states.move(i, _RUNNING)
+        codes[i] = _C_RUNNING  # from QUEUED (checked above): a legal move
         attempt = self.attempts[i] = self.attempts[i] + 1
         if self.store is None:
             started = dispatched + offset  # the scheduler's dispatch stamp
