@@ -21,7 +21,7 @@ was false). The node's trigger rule reads those counts with Airflow's meanings
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ConditionError
 from ..model import TriggerRule as R
@@ -93,15 +93,16 @@ class JoinRule:
             self._decided[i] = 1
         return out
 
-    def done(self, i: int, code: int, result: Any) -> list[int]:
+    def done(self, i: int, code: int, result: Any) -> Sequence[int]:
         """Node ``i`` ended with state ``code`` (and ``result`` if it succeeded).
 
         Each out-edge costs O(1) whatever its target's in-degree: the end node of a
-        10k fan-out counts its inputs one by one and is decided by the last.
+        10k fan-out counts its inputs one by one and is decided by the last. Most
+        ends decide nothing: they get an empty tuple, not a list of their own.
         """
         out, targets, conds, rules, flag, remaining, active, failed, stack = self._hot
         flag[i] = 1
-        decided: list[int] = []
+        decided: list[int] | None = None
         while True:
             for k in out[i]:
                 t = targets[k]
@@ -113,15 +114,22 @@ class JoinRule:
                     active[t] += 1
                     left = remaining[t] = remaining[t] - 1
                     if rules[t] is not _DEFAULT or failed[t]:
+                        if decided is None:
+                            decided = []
                         self._decide(t, decided, stack)
                     elif not left:  # no failure and one active edge at least: run
                         flag[t] = 1
-                        decided.append(~t)
+                        if decided is None:
+                            decided = [~t]
+                        else:
+                            decided.append(~t)
                 else:
+                    if decided is None:
+                        decided = []
                     self._count(k, t, code, result)
                     self._decide(t, decided, stack)
             if not stack:
-                return decided
+                return () if decided is None else decided
             i, code, result = stack.pop()
 
     def restore(self, ended: dict[int, tuple[int, Any]]) -> list[int]:

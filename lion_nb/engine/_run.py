@@ -12,7 +12,7 @@ import logging
 import math
 from array import array
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence
 
 from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
                       NodeFailedError, NodeTimeoutError, PoisonNodeError,
@@ -103,6 +103,9 @@ class InstanceRun:
         self.queued_at = array("d", _NANS) * n
         self.running_on: list[Any] = [None] * n
         self.ungrouped = env.scheduler.config.max_per_group is None
+        # run_node bound once, not once per node; a cycle (run -> method -> run) that
+        # _finished breaks, so a finished run is freed without the cyclic collector.
+        self._runner: Callable[..., Coroutine[Any, Any, None]] | None = self.run_node
         self.state = InstanceState.PENDING
         self.cancel_requested = False
         #: Set once every node is terminal and the final state is being decided/stored.
@@ -291,7 +294,8 @@ class InstanceRun:
         scheduler = self.scheduler
         if (scheduler.policy is _FIFO and self.priorities[i] == _NORMAL and not node.resources
                 and self.deadlines[i] is None and self.ungrouped):
-            scheduler.enqueue_call(self.run_node, i, now)  # no task object: see enqueue_call
+            # no task object: see enqueue_call
+            scheduler.enqueue_call(self._runner or self.run_node, i, now)
             return
         task = ScheduledTask(self._run_task, i, self.priorities[i], self.deadlines[i],
                              self.definition.id, node.resources, node.name, self.instance_id)
@@ -594,7 +598,7 @@ class InstanceRun:
 
     # --- applying the join rule's decisions ----------------------------------------------
 
-    def _advance(self, decided: list[int]) -> None:
+    def _advance(self, decided: Sequence[int]) -> None:
         """End what the join rule ended, queue what it released, finish when nothing is left."""
         for t in decided:
             if t >= 0:
@@ -612,7 +616,7 @@ class InstanceRun:
         self._end_node(t, state, self.join.errors.get(t) if state is NodeState.FAILED else None)
         return True
 
-    async def _commit(self, i: int, decided: list[int]) -> None:
+    async def _commit(self, i: int, decided: Sequence[int]) -> None:
         """Commit node ``i`` and the ends decided with it in one write, then advance."""
         assert self.store is not None
         ended = [i] + [t for t in decided if t >= 0 and self._end_decided(t)]
@@ -727,6 +731,7 @@ class InstanceRun:
             self._finished(state, error)
 
     def _finished(self, state: InstanceState, error: BaseException | None) -> None:
+        self._runner = None
         self._set_state(state)
         self.error = error
         self.env.on_finished(self)
