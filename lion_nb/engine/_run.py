@@ -102,7 +102,11 @@ class InstanceRun:
         # and the worker Task its last attempt ran on (to interrupt it on cancel).
         self.queued_at = array("d", _NANS) * n
         self.running_on: list[Any] = [None] * n
-        self.ungrouped = env.scheduler.config.max_per_group is None
+        # Per node: may it be queued as a plain FIFO call (normal priority, no deadline,
+        # no resource pool, no per-group limit)? One byte read per queueing, not four.
+        ungrouped = env.scheduler.config.max_per_group is None
+        self.plain = bytearray(ungrouped and p == _NORMAL and d is None and not node.resources
+                               for p, d, node in zip(priorities, deadlines, definition.nodes))
         # run_node bound once, not once per node; a cycle (run -> method -> run) that
         # _finished breaks, so a finished run is freed without the cyclic collector.
         self._runner: Callable[..., Coroutine[Any, Any, None]] | None = self.run_node
@@ -278,7 +282,6 @@ class InstanceRun:
 
     def _enqueue(self, i: int, now: float | None = None) -> None:
         """Queue node ``i`` now (``now``: the caller's monotonic stamp, if it has one)."""
-        node = self.nodes[i]
         codes = self.states.codes
         if LEGAL[codes[i] * _NK + _C_QUEUED]:
             codes[i] = _C_QUEUED
@@ -289,14 +292,13 @@ class InstanceRun:
         self.queued_at[i] = now
         obs = self.observe
         if _K_QUEUED in obs.wanted:
-            obs.emit(ExecEvent(_K_QUEUED, now + self._offset, self.instance_id, node.name,
-                               self.attempts[i] + 1))
+            obs.emit(ExecEvent(_K_QUEUED, now + self._offset, self.instance_id,
+                               self.nodes[i].name, self.attempts[i] + 1))
         scheduler = self.scheduler
-        if (scheduler.policy is _FIFO and self.priorities[i] == _NORMAL and not node.resources
-                and self.deadlines[i] is None and self.ungrouped):
-            # no task object: see enqueue_call
+        if self.plain[i] and scheduler.policy is _FIFO:  # no task object: see enqueue_call
             scheduler.enqueue_call(self._runner or self.run_node, i, now)
             return
+        node = self.nodes[i]
         task = ScheduledTask(self._run_task, i, self.priorities[i], self.deadlines[i],
                              self.definition.id, node.resources, node.name, self.instance_id)
         self.tasks[i] = task
