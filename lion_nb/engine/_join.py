@@ -21,7 +21,7 @@ was false). The node's trigger rule reads those counts with Airflow's meanings
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ConditionError
 from ..model import TriggerRule as R
@@ -54,7 +54,7 @@ class JoinRule:
 
     __slots__ = ("_definition", "_conds", "_rules", "_size", "remaining", "active",
                  "failed", "upfailed", "skipped", "inactive", "_cond_left", "errors",
-                 "verdict", "_decided", "_hot")
+                 "verdict", "_decided", "_hot", "_stack")
 
     def __init__(self, definition: "WorkflowDefinition") -> None:
         d = self._definition = definition
@@ -81,8 +81,11 @@ class JoinRule:
         self.verdict: dict[int, NodeState] = {}
         self._decided = bytearray(n)
         # What ``done`` reads for every edge, in one tuple: one load instead of eight.
+        # Ends decided while ``done`` runs, to count onwards: empty between calls (one list
+        # for all of them, not one per node).
+        self._stack: list[tuple[int, int, Any]] = []
         self._hot = (d.out_edges, d.edge_target, self._conds, self._rules, self._decided,
-                     self.remaining, self.active, self.failed)
+                     self.remaining, self.active, self.failed, self._stack)
 
     def ready(self) -> list[int]:
         """Nodes that may run at once (roots, and ALWAYS nodes); they count as decided."""
@@ -91,16 +94,16 @@ class JoinRule:
             self._decided[i] = 1
         return out
 
-    def done(self, i: int, code: int, result: Any) -> list[int]:
+    def done(self, i: int, code: int, result: Any) -> Sequence[int]:
         """Node ``i`` ended with state ``code`` (and ``result`` if it succeeded).
 
         Each out-edge costs O(1) whatever its target's in-degree: the end node of a
-        10k fan-out counts its inputs one by one and is decided by the last.
+        10k fan-out counts its inputs one by one and is decided by the last. Most
+        ends decide nothing: they get an empty tuple, not a list of their own.
         """
-        out, targets, conds, rules, flag, remaining, active, failed = self._hot
+        out, targets, conds, rules, flag, remaining, active, failed, stack = self._hot
         flag[i] = 1
-        decided: list[int] = []
-        stack: list[tuple[int, int, Any]] = []  # ends decided here, to count onwards
+        decided: list[int] | None = None
         while True:
             for k in out[i]:
                 t = targets[k]
@@ -112,15 +115,22 @@ class JoinRule:
                     active[t] += 1
                     left = remaining[t] = remaining[t] - 1
                     if rules[t] is not _DEFAULT or failed[t]:
+                        if decided is None:
+                            decided = []
                         self._decide(t, decided, stack)
                     elif not left:  # no failure and one active edge at least: run
                         flag[t] = 1
-                        decided.append(~t)
+                        if decided is None:
+                            decided = [~t]
+                        else:
+                            decided.append(~t)
                 else:
+                    if decided is None:
+                        decided = []
                     self._count(k, t, code, result)
                     self._decide(t, decided, stack)
             if not stack:
-                return decided
+                return () if decided is None else decided
             i, code, result = stack.pop()
 
     def restore(self, ended: dict[int, tuple[int, Any]]) -> list[int]:

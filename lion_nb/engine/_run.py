@@ -13,7 +13,7 @@ import math
 from array import array
 from itertools import repeat
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence
 
 from ..errors import (ConditionError, HandlerNotSerializableError, InstanceCancelledError,
                       LionError, NodeFailedError, NodeTimeoutError, PoisonNodeError,
@@ -103,7 +103,14 @@ class InstanceRun:
         # and the worker Task its last attempt ran on (to interrupt it on cancel).
         self.queued_at = array("d", _NANS) * n
         self.running_on: list[Any] = [None] * n
-        self.ungrouped = env.scheduler.config.max_per_group is None
+        # Per node: may it be queued as a plain FIFO call (normal priority, no deadline,
+        # no resource pool, no per-group limit)? One byte read per queueing, not four.
+        ungrouped = env.scheduler.config.max_per_group is None
+        self.plain = bytearray(ungrouped and p == _NORMAL and d is None and not node.resources
+                               for p, d, node in zip(priorities, deadlines, definition.nodes))
+        # run_node bound once, not once per node; a cycle (run -> method -> run) that
+        # _finished breaks, so a finished run is freed without the cyclic collector.
+        self._runner: Callable[..., Coroutine[Any, Any, None]] | None = self.run_node
         self.state = InstanceState.PENDING
         self.cancel_requested = False
         #: Set once every node is terminal and the final state is being decided/stored.
@@ -330,7 +337,6 @@ class InstanceRun:
 
     def _enqueue(self, i: int, now: float | None = None) -> None:
         """Queue node ``i`` now (``now``: the caller's monotonic stamp, if it has one)."""
-        node = self.nodes[i]
         codes = self.states.codes
         if LEGAL[codes[i] * _NK + _C_QUEUED]:
             codes[i] = _C_QUEUED
@@ -341,13 +347,13 @@ class InstanceRun:
         self.queued_at[i] = now
         obs = self.observe
         if _K_QUEUED in obs.wanted:
-            obs.emit(ExecEvent(_K_QUEUED, now + self._offset, self.instance_id, node.name,
-                               self.attempts[i] + 1))
+            obs.emit(ExecEvent(_K_QUEUED, now + self._offset, self.instance_id,
+                               self.nodes[i].name, self.attempts[i] + 1))
         scheduler = self.scheduler
-        if (scheduler.policy is _FIFO and self.priorities[i] == _NORMAL and not node.resources
-                and self.deadlines[i] is None and self.ungrouped):
-            scheduler.enqueue_call(self.run_node, i, now)  # no task object: see enqueue_call
+        if self.plain[i] and scheduler.policy is _FIFO:  # no task object: see enqueue_call
+            scheduler.enqueue_call(self._runner or self.run_node, i, now)
             return
+        node = self.nodes[i]
         task = ScheduledTask(self._run_task, i, self.priorities[i], self.deadlines[i],
                              self.definition.id, node.resources, node.name, self.instance_id)
         self.tasks[i] = task
@@ -373,7 +379,8 @@ class InstanceRun:
                        task: ScheduledTask | None = None) -> None:
         """Run one attempt of node ``i`` in a scheduler slot taken at ``dispatched``
         (monotonic) on ``worker``; ``task`` is its ScheduledTask, if it has one."""
-        if self.state is not _I_RUNNING or self.states.codes[i] != _C_QUEUED:
+        codes = self.states.codes
+        if self.state is not _I_RUNNING or codes[i] != _C_QUEUED:
             return  # cancelled while it waited
         self.running_on[i] = worker
         node = self.nodes[i]
@@ -386,11 +393,7 @@ class InstanceRun:
                 self.times[i] = (queued, None)
                 await self._denied(i, node, exc)
                 return
-        codes = self.states.codes
-        if LEGAL[codes[i] * _NK + _C_RUNNING]:
-            codes[i] = _C_RUNNING
-        else:
-            self.states.move(i, _RUNNING)
+        codes[i] = _C_RUNNING  # from QUEUED (checked above): a legal move
         attempt = self.attempts[i] = self.attempts[i] + 1
         if self.store is None:
             started = dispatched + offset  # the scheduler's dispatch stamp
@@ -652,7 +655,7 @@ class InstanceRun:
 
     # --- applying the join rule's decisions ----------------------------------------------
 
-    def _advance(self, decided: list[int]) -> None:
+    def _advance(self, decided: Sequence[int]) -> None:
         """End what the join rule ended, queue what it released, finish when nothing is left."""
         for t in decided:
             if t >= 0:
@@ -670,7 +673,7 @@ class InstanceRun:
         self._end_node(t, state, self.join.errors.get(t) if state is NodeState.FAILED else None)
         return True
 
-    async def _commit(self, i: int, decided: list[int]) -> None:
+    async def _commit(self, i: int, decided: Sequence[int]) -> None:
         """Commit node ``i`` and the ends decided with it in one write, then advance."""
         assert self.store is not None
         ended = [i] + [t for t in decided if t >= 0 and self._end_decided(t)]
@@ -794,6 +797,7 @@ class InstanceRun:
             self._finished(state, error)
 
     def _finished(self, state: InstanceState, error: BaseException | None) -> None:
+        self._runner = None
         self._set_state(state)
         self.error = error
         self.env.on_finished(self)

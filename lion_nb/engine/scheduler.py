@@ -26,6 +26,7 @@ from ._scheduler_stats import SchedulerStatistics, StatsKeeper
 
 _QUEUE_DEPTH = EventKind.QUEUE_DEPTH  # enum attribute access is slow on 3.11
 _PRIORITIES: dict[Any, Priority] = {p.value: p for p in Priority}
+_FIFO = SchedulingPolicy.FIFO
 
 __all__ = ["Priority", "ScheduledTask", "SchedulerConfig", "SchedulerStatistics",
            "SchedulingPolicy", "WorkflowScheduler"]
@@ -110,7 +111,20 @@ class WorkflowScheduler:
             self._check_open()
         self._seq = task.seq = self._seq + 1
         task.enqueued_at = self._now() if now is None else now
-        self._push(task)
+        if len(self._queue) >= self._max_queued:
+            self._overflow.append(task)
+        else:
+            self._queue.push(task)
+        if not self._kick_pending or _QUEUE_DEPTH in self.observe.wanted:
+            self._queued()
+
+    def _queued(self) -> None:
+        """After a push: tell the observe stream, and wake workers once per loop turn."""
+        if _QUEUE_DEPTH in self.observe.wanted:
+            self._emit_depth()
+        if not self._kick_pending:
+            self._kick_pending = True
+            self._get_loop().call_soon(self._kick)
 
     def enqueue_call(self, runner: Callable[[Any, float, Any], Awaitable[Any]], payload: Any,
                      now: float) -> None:
@@ -122,23 +136,18 @@ class WorkflowScheduler:
         got its slot, ``worker`` the asyncio Task running it (to ``interrupt``).
         A policy change turns the queued ones into ScheduledTasks.
         """
-        if self._closed or self.policy is not SchedulingPolicy.FIFO:
+        if self._closed or self.policy is not _FIFO:
             self._check_open()
             raise SchedulerConfigError("enqueue_call takes work under the FIFO policy only",
                                        field="policy")
         self._seq = seq = self._seq + 1
-        self._push((seq, runner, payload, now))
-
-    def _push(self, entry: Any) -> None:
-        if len(self._queue) >= self._max_queued:
-            self._overflow.append(entry)
+        queue = self._queue
+        if len(queue) >= self._max_queued:
+            self._overflow.append((seq, runner, payload, now))
         else:
-            self._queue.push(entry)
-        if _QUEUE_DEPTH in self.observe.wanted:
-            self._emit_depth()
-        if not self._kick_pending:
-            self._kick_pending = True
-            self._get_loop().call_soon(self._kick)
+            queue.append((seq, runner, payload, now))  # a FifoQueue (a deque): append is push
+        if not self._kick_pending or _QUEUE_DEPTH in self.observe.wanted:
+            self._queued()
 
     def _make_job(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
                   priority: int, deadline: float | None, resources: tuple[str, ...],
