@@ -196,12 +196,12 @@ class InstanceStore:
             i, rec = ends[-1]
             ends[-1] = (i, {**rec, "starts": starts})
             records = ends
-        seq, present, total = self._seq + 1, set(self._present), self._sum
-        for i, _ in records:
-            if i not in present:
-                present.add(i)
-                total += i
-        stamp = {"seq": seq, "h": self.header.get("seq", 0), "manifest": [len(present), total]}
+        # Only the new indices: copying the whole set per commit made a chain quadratic.
+        present = self._present
+        new = {i for i, _ in records if i not in present}
+        seq, total = self._seq + 1, self._sum + sum(new)
+        stamp = {"seq": seq, "h": self.header.get("seq", 0),
+                 "manifest": [len(present) + len(new), total]}
         items = [(node_key(self.instance_id, i), {**rec, **stamp}) for i, rec in records]
         alone = self._in_flight is not None and self._in_flight() <= 1
         token = CALLER_WAITS.set(alone)
@@ -209,7 +209,8 @@ class InstanceStore:
             await self.storage.put_many(self._sealed(items), fence=self._fence)
         finally:
             CALLER_WAITS.reset(token)
-        self._seq, self._present, self._sum, self._newest = seq, present, total, items[-1]
+        present.update(new)
+        self._seq, self._sum, self._newest = seq, total, items[-1]
 
     async def end(self, state: InstanceState, error: BaseException | None
                   ) -> tuple[InstanceState, BaseException | None]:
