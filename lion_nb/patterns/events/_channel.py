@@ -212,8 +212,20 @@ class Subscription:
 
     def add(self, event: Event) -> None:
         """Buffer a newly routed ``event`` and wake one waiting receiver."""
-        p = pending(event)
-        self.pending[p.id] = p
+        # pending(event) inlined: this runs once per event and subscription
+        p = _new(Pending)
+        p.event = event
+        p.id = eid = event.id
+        p.topic = event.topic
+        p.payload = event.payload
+        p.attempt = 0
+        p.subscriber = None  # type: ignore[assignment]
+        p.member = None
+        p.deadline = 0.0
+        p.last_error = None
+        p.state = READY
+        p.processed = False
+        self.pending[eid] = p
         self.ready.append(p)
         getters = self.getters
         while getters:  # inlined wake_one(): this is the hot path of every publish

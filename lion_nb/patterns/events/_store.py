@@ -245,8 +245,9 @@ class InMemoryEventStore(EventStore):
     tracks_deliveries = False
 
     def __init__(self) -> None:
-        self._events: dict[int, Event] = {}
-        self._ids: dict[str, int] = {}
+        # The log, by event id: insertion order is offset order, and one dict
+        # answers both "already stored?" and "in order from offset N".
+        self._log: dict[str, Event] = {}
         self._last = 0
         self._state: dict[str, dict[str, Any]] = {}
         # (consumer, offset) whose effect is committed and whose ack has not come yet
@@ -273,16 +274,7 @@ class InMemoryEventStore(EventStore):
                 applied.append(True)
             self._state.update(staged)
             self._processed.update(marks)
-        offsets: list[int | None] = []
-        for event, _consumers in appends:
-            if event.id in self._ids:
-                offsets.append(None)
-                continue
-            self._last = offset = self._last + 1
-            event.offset = offset
-            self._events[offset] = event
-            self._ids[event.id] = offset
-            offsets.append(offset)
+        offsets = [self.append(event, consumers) for event, consumers in appends]
         if self._processed:
             for consumer, offset, status, _attempts, _error in updates:
                 if status != PENDING:
@@ -291,18 +283,17 @@ class InMemoryEventStore(EventStore):
 
     def append(self, event: Event, consumers: Sequence[str]) -> int | None:
         """One event, without the lists and tuples of a general :meth:`write`."""
-        if event.id in self._ids:
+        if event.id in self._log:
             return None
         self._last = offset = self._last + 1
         event.offset = offset
-        self._events[offset] = event
-        self._ids[event.id] = offset
+        self._log[event.id] = event
         return offset
 
     def load(self, keys_since: float) -> StoreSnapshot:
         """No consumers or deliveries (not tracked); recent idempotency keys from the log."""
         keys = []
-        for event in reversed(self._events.values()):
+        for event in reversed(self._log.values()):
             if (event.timestamp or 0.0) < keys_since:
                 break
             if event.idempotency_key is not None:
@@ -322,8 +313,8 @@ class InMemoryEventStore(EventStore):
              limit: int | None = None) -> list[Event]:
         """Logged events in offset order."""
         out: list[Event] = []
-        for offset, event in self._events.items():
-            if from_offset is not None and offset < from_offset:
+        for event in self._log.values():
+            if from_offset is not None and (event.offset or 0) < from_offset:
                 continue
             if since is not None and (event.timestamp or 0.0) < since:
                 continue
@@ -343,17 +334,17 @@ class InMemoryEventStore(EventStore):
         """Drop logged events stamped before ``before`` (deliveries live in the broker)."""
         busy = {offset for _, offset in self._processed}
         gone = []
-        for offset, event in self._events.items():  # offset order is publish-time order
+        for event in self._log.values():  # offset order is publish-time order
             if (event.timestamp or 0.0) >= before:
                 break
-            if offset not in busy:
-                gone.append(offset)
-        for offset in gone:
-            del self._ids[self._events.pop(offset).id]
+            if event.offset not in busy:
+                gone.append(event.id)
+        for event_id in gone:
+            del self._log[event_id]
         return len(gone)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._log)
 
     def __bool__(self) -> bool:  # an empty store is still a store (`store or default`)
         return True
