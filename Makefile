@@ -48,7 +48,7 @@ bench: install-dev
 
 bench-all: install-dev postgres-deps
 	for b in engine_overhead scheduler checkpoint events events_nats saga security notebook \
-	    dask_runner postgres cache peers; do \
+	    dask_runner postgres cache peers versus; do \
 	  echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 lab: install-dev

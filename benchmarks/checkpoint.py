@@ -46,9 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lion_nb.state.file_storage import FileStorage  # noqa: E402
-from lion_nb.state.records import RecordCodec  # noqa: E402
-from lion_nb.state.sqlite_storage import SqliteStorage  # noqa: E402
+from lion_nb.state import FileStorage, RecordCodec, SqliteStorage  # noqa: E402
 
 CODEC = RecordCodec()
 

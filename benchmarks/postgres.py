@@ -160,7 +160,7 @@ async def _submit_and_wait(dsn: str, instances: int, workers: int) -> float:
 
 async def lease_scan(dsn: str, counts: list[int]) -> None:
     """Milliseconds per expired-lease scan: the indexed query and a read of every lease."""
-    from lion_nb.state.storage import Storage
+    from lion_nb.state import Storage
     print("\nExpired-lease scan (16 expired among N leases, N node records), median of 5")
     print(f"{'leases':>7} {'indexed ms':>11} {'read-all ms':>12}")
     storage = PostgresStorage(dsn)

@@ -18,7 +18,7 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── NodeTimeoutError (TimeoutError)   .node, .timeout
     │   ├── ResultNotSerializableError        .node
     │   ├── HandlerNotSerializableError       .node
-    │   ├── WorkflowFailedError               .instance_id, .node
+    │   ├── WorkflowFailedError               .instance_id, .node; .edge, .source: condition
     │   ├── InstanceCancelledError            .instance_id
     │   ├── InstanceNotFoundError (KeyError)  .instance_id
     │   ├── NoResultError (KeyError)          .node, .state: why a node has no result
@@ -175,7 +175,11 @@ class HandlerNotSerializableError(ExecutionError):
 
 
 class WorkflowFailedError(ExecutionError):
-    """An instance ended FAILED; ``.node`` is the first node that failed."""
+    """An instance ended FAILED; ``.node`` is the first node that failed.
+
+    When a condition raised, ``.edge`` and ``.source`` name the edge and the node whose
+    result it read (``.node``, the edge's target, never ran); otherwise they are None.
+    """
 
     def _render_traceback_(self) -> list[str]:
         # IPython shows this instead of the 3-exception chain (instance, node, handler):

@@ -28,7 +28,7 @@ import warnings
 from typing import Any
 
 from ..errors import CacheConfigError, CacheCorruptWarning, StorageError
-from ..state.storage import Storage
+from ..state import Storage
 from ._cache_durable import DurableTier
 from ._cache_entry import CacheEntry
 
@@ -57,7 +57,7 @@ class Cache:
                                    f"not {namespace!r}", field="namespace")
         self._owned: Storage | None = None
         if isinstance(storage, (str, os.PathLike)):
-            from ..state.sqlite_storage import SqliteStorage
+            from ..state import SqliteStorage
             # A lost cache entry costs one re-run, so NORMAL (WAL stays consistent) is enough.
             storage = self._owned = SqliteStorage(os.fspath(storage), synchronous="NORMAL")
         elif storage is not None and not isinstance(storage, Storage):

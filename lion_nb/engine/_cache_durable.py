@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from ..errors import CheckpointError, StorageError
-from ..state.storage import Storage
+from ..state import Storage
 from ._cache_entry import CacheEntry, EntryCorrupt
 from ._fingerprint import digest
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..state.records import canonical_json
+from ..state import canonical_json
 
 __all__ = ["CacheEntry", "EntryCorrupt", "ENTRY_VERSION", "key_parts"]
 
@@ -41,6 +41,17 @@ class CacheEntry:
     result_fp: str | None
     created: float
     uncacheable: str | None = None
+    #: Whether its key alone decides reuse: a ``None`` result (nothing to check for a
+    #: change in place) of a cacheable node that read no inputs. Entries are not changed.
+    trivial: bool = field(init=False, repr=False, compare=False)
+    #: ``"\0node\0result_fp"``: what a dependant's key says of this result (None: no
+    #: fingerprint), made once here rather than by every dependant on every re-run.
+    tagged: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.trivial = (self.result is None and self.result_fp is not None
+                        and self.reads == {} and self.uncacheable is None)
+        self.tagged = None if self.result_fp is None else f"\0{self.node}\0{self.result_fp}"
 
     def to_record(self) -> dict[str, Any]:
         """The JSON record with its SHA-256 (TypeError/ValueError if the result is not JSON)."""

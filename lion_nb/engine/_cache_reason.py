@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-__all__ = ["CacheReason", "NodeReason"]
+__all__ = ["CacheReason", "NodeReason", "REUSED"]
 
 
 class CacheReason(enum.StrEnum):
@@ -30,3 +30,8 @@ class NodeReason(NamedTuple):
     def __str__(self) -> str:
         text = self.reason.value.replace("_", " ")
         return f"{text}: {self.detail}" if self.detail else text
+
+
+#: The verdict of a node reused without a detail: one shared object, so a batch of them is
+#: recognised by identity (``list.count``) rather than compared field by field.
+REUSED = NodeReason(CacheReason.REUSED)

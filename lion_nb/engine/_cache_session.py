@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator, Mapping
+from itertools import compress
+from operator import is_, lt
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import UnknownNodeError
-from ..state.machine import CODE, NodeState
+from ..model import TriggerRule
+from ..state import NodeState
+from ..state._machine import CODE
 from ._cache_entry import CacheEntry, key_parts
 from ._cache_reason import CacheReason as R
+from ._cache_reason import REUSED as _REUSED
 from ._cache_reason import NodeReason
 from ._code_version import code_version
 from ._fingerprint import Unhashable, digest, fingerprint
@@ -42,11 +47,11 @@ __all__ = ["CacheSession", "InputReads", "RerunPlan", "RUN"]
 #: What ``CacheSession.decide`` returns for a node that must run (any other value is reused).
 RUN: Any = object()
 
+_DEFAULT_RULE = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
 _ABSENT = "\0absent"
 _EMPTY_FP = fingerprint({})
 # Config and edges are immutable per definition: fingerprint them once per definition.
 _STATIC: "weakref.WeakKeyDictionary[Any, _Static]" = weakref.WeakKeyDictionary()
-_REUSED = NodeReason(R.REUSED)
 _FROM_LAST_RUN = NodeReason(R.REUSED, "from the last run")
 _FIRST_RUN = NodeReason(R.FIRST_RUN)
 _CODE_CHANGED = NodeReason(R.CODE_CHANGED)
@@ -143,6 +148,8 @@ class CacheSession:
         n = len(definition.nodes)
         self.verdicts: list[NodeReason | None] = [None] * n
         self.fps: list[str | None] = [None] * n  # fingerprints of results (None: none)
+        #: Per node with a fingerprint: "\0name\0fp", its part of its dependants' keys.
+        self._tagged: list[str | None] = [None] * n
         self._unhashable: dict[int, str] = {}  # node -> what about its result has no hash
         self._keys: list[str | None] = [None] * n  # the key of each node that may be cached
         self._reads: dict[int, InputReads] = {}
@@ -150,10 +157,23 @@ class CacheSession:
         self._code: list[str | NodeReason | None] = [None] * n  # per node, once computed
         self._input_fps: dict[str, str | None] = {}
         self._static = _static_parts(definition)
+        self.names: list[str] = self._static.names  # node names, by index
+        #: Per node: whether it has capability requirements (a reused one is checked too).
+        self.gated: bytearray = self._static.gated
+        #: Per node: its predecessors (by index).
+        self.sources: list[tuple[int, ...]] = self._static.sources
+        #: The nodes in topological order, if the run may settle reused ones before the
+        #: join rule sees them (no re-run request, no conditions, default trigger rules).
+        self.upfront: list[int] | None = self._static.order if plan is None else None
         self._entries = cache.table(definition.name) if cache is not None else {}
         self._ttl = None if cache is None else cache.ttl
         if plan is None:  # the common case: no re-run request, straight to the cache
             self.decide = self._plain_lookup()  # type: ignore[method-assign,assignment]
+
+    def reasons(self) -> dict[str, NodeReason]:
+        """Node name -> its verdict, for the nodes decided so far."""
+        verdicts = self.verdicts  # tuples or None: compress keeps the decided, at C speed
+        return dict(compress(zip(self.names, verdicts), verdicts))  # type: ignore[arg-type]
 
     # --- decisions --------------------------------------------------------------------
 
@@ -183,37 +203,32 @@ class CacheSession:
         decides every node here, so this is the cost of reuse per node. A closure:
         its names are cell reads, cheaper than the attribute reads of a method."""
         static = self._static
-        plain, heads, tags, names = static.plain, static.heads, static.tags, static.names
-        code_of, version, nodes = self._code, self._version, self.definition.nodes
+        sources, names, nodes = static.sources, static.names, self.definition.nodes
+        bases = self._handler_versions()  # also sets self._code
+        if self._ttl is not None:  # a cache-wide TTL: every node compares times
+            bases = [None] * len(nodes)
         codes, ok, fps, keys, verdicts = self._codes, self._ok, self.fps, self._keys, self.verdicts
-        entry_of, serve, slow = self._entries.get, self._serve, self._lookup
-        if self._ttl is not None:
-            plain = bytearray(len(plain))  # a cache-wide TTL: every node compares times
+        tagged, entry_of, serve, slow = self._tagged, self._entries.get, self._serve, self._lookup
 
         def lookup(i: int) -> Any:
-            code = code_of[i]
-            if code is None:
-                code = code_of[i] = version(i, nodes[i])
-            if type(code) is not str or not plain[i]:
-                return slow(i, None)  # not cacheable, or a TTL: the general path says why
-            # The key _key builds, by concatenation: strings are not tracked by the
-            # garbage collector, a list per node is (and triggers its collections).
-            key = code + heads[i]
-            for s, tag in tags[i]:
+            key = bases[i]  # code version + config and edges fingerprints
+            if key is None:
+                return slow(i, None)  # not cacheable, a TTL, its own version: says why
+            # The rest of the key _key builds, by concatenation: strings are not tracked by
+            # the garbage collector, a list per node is (and triggers its collections).
+            for s in sources[i]:
                 if codes[s] == ok:
-                    fp = fps[s]
-                    if fp is None:
+                    part = tagged[s]
+                    if part is None:
                         return slow(i, None)
-                    key += tag
-                    key += fp
-            keys[i] = key
+                    key += part
             entry = entry_of(names[i])
-            if (entry is None or entry.key != key or entry.reads or entry.reads is None
-                    or entry.uncacheable is not None or entry.result is not None
-                    or entry.result_fp is None):
+            if entry is None or entry.key != key or not entry.trivial:
+                keys[i] = key  # a node that runs is cached under it
                 return serve(i, nodes[i], entry, key)
-            verdicts[i] = _REUSED  # a None result that read no inputs: nothing else to check
+            verdicts[i] = _REUSED
             fps[i] = entry.result_fp
+            tagged[i] = entry.tagged
             return None
         return lookup
 
@@ -254,6 +269,7 @@ class CacheSession:
             return RUN
         self.verdicts[i] = _REUSED
         self.fps[i] = fp
+        self._tagged[i] = entry.tagged
         if fp is None:
             self._unhashable[i] = "a cached result without a fingerprint"
         return result
@@ -282,18 +298,51 @@ class CacheSession:
                 parts.append(fp)
         return "\0".join(parts)
 
+    def _handler_versions(self) -> list[str | None]:
+        """Each node's key base (code version, config and edges) for ``_plain_lookup``;
+        None where the general path decides (not cacheable, a TTL, its own ``version=``).
+
+        Each distinct handler is versioned once per run (its code or the helpers it
+        calls may have changed since the last run). Runs of one definition mostly get
+        the very same handler objects: then, if no version changed, the per-node lists
+        of the last run are used again -- no per-node work in Python at all.
+        """
+        handlers, static = self.handlers, self._static
+        memo = static.versions
+        if memo is None or len(memo.handlers) != len(handlers) or not all(
+                map(is_, memo.handlers, handlers)):
+            versioned = list(compress(handlers, static.by_handler))
+            distinct = list(dict(zip(map(id, versioned), versioned)).values())
+            memo = static.versions = _Versions(list(handlers), distinct)
+        codes = [self._version_of(handler, None) for handler in memo.distinct]
+        for handler, code in zip(memo.distinct, codes):
+            self._versions[(id(handler), None)] = code
+        if codes != memo.codes:
+            by_id = dict(zip(map(id, memo.distinct), codes))
+            per_node: list[str | NodeReason | None] = list(map(by_id.get, map(id, handlers)))
+            for i in static.own_version:
+                per_node[i] = None
+            memo.codes, memo.per_node = codes, per_node
+            memo.bases = [code + head if type(code) is str and plain else None
+                          for code, head, plain in zip(per_node, static.heads, static.plain)]
+        self._code = list(memo.per_node)  # a copy: the general path fills in the rest
+        return memo.bases
+
     def _version(self, i: int, node: Any) -> str | NodeReason:
         """Version handler ``i`` once per run (helpers may have changed since the last)."""
         handler = self.handlers[i]
         known = self._versions.get((id(handler), node.version))
-        if known is not None:
-            return known
+        if known is None:
+            known = self._versions[(id(handler), node.version)] = self._version_of(
+                handler, node.version)
+        return known
+
+    @staticmethod
+    def _version_of(handler: Any, version: str | None) -> str | NodeReason:
         try:
-            code: str | NodeReason = code_version(handler, node.version)
+            return code_version(handler, version)
         except Unhashable as exc:
-            code = NodeReason(R.NOT_CACHEABLE, exc.what)
-        self._versions[(id(handler), node.version)] = code
-        return code
+            return NodeReason(R.NOT_CACHEABLE, exc.what)
 
     def _compare(self, i: int, node: Any, entry: CacheEntry | None, key: str
                  ) -> NodeReason | None:
@@ -387,10 +436,12 @@ class CacheSession:
 
     def _note_result(self, i: int, result: Any) -> None:
         try:
-            self.fps[i] = fingerprint(result)
+            fp = self.fps[i] = fingerprint(result)
         except Unhashable as exc:
             self.fps[i] = None
             self._unhashable[i] = exc.what
+        else:
+            self._tagged[i] = f"\0{self.names[i]}\0{fp}"
 
 
 def _fingerprint_or_none(value: Any) -> str | None:
@@ -403,17 +454,34 @@ def _fingerprint_or_none(value: Any) -> str | None:
 class _Static:
     """Per definition: each node's config and edges fingerprints, its predecessors by name."""
 
-    __slots__ = ("prefix", "preds", "heads", "tags", "names", "plain", "__weakref__")
+    __slots__ = ("prefix", "preds", "heads", "sources", "names", "plain", "by_handler",
+                 "own_version", "versions", "gated", "order", "__weakref__")
 
     def __init__(self, d: "WorkflowDefinition") -> None:
         self.prefix: list[str | None] = []
         self.preds: list[tuple[tuple[int, str], ...]] = []
         self.names = [node.name for node in d.nodes]
         self.heads: list[str] = []  # "\0" + prefix, for the inlined lookup (plain nodes)
-        #: Per node, (predecessor, "\0name\0"): the key's text before that one's fingerprint.
-        self.tags: list[tuple[tuple[int, str], ...]] = []
+        #: Per node, its predecessors in key order.
+        self.sources: list[tuple[int, ...]] = []
         #: Nodes whose lookup takes the inlined path: cacheable, a stable config, no TTL.
         self.plain = bytearray(len(d.nodes))
+        #: Nodes versioned by their handler alone (cacheable, no ``version=``) ...
+        self.by_handler = bytearray(node.cache and node.version is None for node in d.nodes)
+        #: ... and the others, whose version is not their handler's.
+        self.own_version = [i for i, v in enumerate(self.by_handler) if not v]
+        self.gated = bytearray(bool(node.requires) for node in d.nodes)
+        # A node whose predecessors all succeeded runs, whatever the order they ended in,
+        # only without conditions and under the default trigger rule: then reuse can be
+        # decided in topological order (see InstanceRun.start).
+        self.order: list[int] | None = None
+        if (all(c is None for c in d.conditions)
+                and all(node.trigger_rule is _DEFAULT_RULE for node in d.nodes)):
+            self.order = (list(range(len(d.nodes)))
+                          if all(map(lt, d.edge_source, d.edge_target))
+                          else [d.by_name[node.name] for node in d.topological_order()])
+        #: The code versions of the last run's handlers (see CacheSession._handler_versions).
+        self.versions: _Versions | None = None
         for i, node in enumerate(d.nodes):
             try:
                 config = fingerprint(dict(node.config)) if node.config else _EMPTY_FP
@@ -426,7 +494,20 @@ class _Static:
             self.heads.append(f"\0{config}\0{edges}")
             self.preds.append(tuple((s, name) for name, s, _ in incoming))
             self.plain[i] = node.cache and node.cache_ttl is None and config is not None
-            self.tags.append(tuple((s, f"\0{name}\0") for name, s, _ in incoming))
+            self.sources.append(tuple(s for _, s, _ in incoming))
+
+
+class _Versions:
+    """The handlers of a definition's last run, their distinct ones and code versions."""
+
+    __slots__ = ("handlers", "distinct", "codes", "per_node", "bases")
+
+    def __init__(self, handlers: list[Any], distinct: list[Any]) -> None:
+        self.handlers = handlers
+        self.distinct = distinct
+        self.codes: list[str | NodeReason] | None = None  # per distinct handler
+        self.per_node: list[str | NodeReason | None] = []
+        self.bases: list[str | None] = []  # per node: code + heads (see _handler_versions)
 
 
 def _static_parts(definition: "WorkflowDefinition") -> _Static:

@@ -25,8 +25,8 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from ..errors import LeaseError, LionError, StateError
 from ..model import WorkflowDefinition
-from ..state.machine import INSTANCE_TERMINAL, InstanceState
-from ..state.storage import Storage
+from ..state import InstanceState, Storage
+from ..state._machine import INSTANCE_TERMINAL
 from ._store import InstanceStore
 from .durable import definition_key, header_key, lease_key, new_header
 

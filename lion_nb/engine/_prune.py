@@ -15,8 +15,8 @@ import logging
 from typing import Any, Container
 
 from ..errors import StateError
-from ..state.machine import INSTANCE_TERMINAL
-from ..state.storage import Storage
+from ..state import Storage
+from ..state._machine import INSTANCE_TERMINAL
 from .durable import (HEADER_PREFIX, definition_key, from_ranges, header_key, lease_key,
                       node_key, node_prefix)
 

@@ -25,8 +25,8 @@ from typing import Any
 from ..errors import (InstanceCancelledError, InstanceNotFoundError, NodeFailedError,
                       StorageCorruptError, WorkflowFailedError)
 from ..model import WorkflowDefinition
-from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
-from ..state.storage import Storage
+from ..state import InstanceState, NodeState, Storage
+from ..state._machine import INSTANCE_TERMINAL
 from ._result import InstanceResult
 from .durable import (StoredInstance, definition_key, header_key, node_prefix, started_nodes,
                       verify_sequence)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from .. import _display
 from ..model import WorkflowDefinition
 from ..errors import LionError, NoResultError
-from ..state.machine import InstanceState, NodeState
+from ..state import InstanceState, NodeState
 from ._cache_reason import CacheReason, NodeReason
 
 __all__ = ["InstanceResult", "NodeColumn"]
@@ -95,7 +95,8 @@ class InstanceResult:
     @property
     def reused(self) -> list[str]:
         """Nodes whose result came from the cache or the last run: their handler did not run."""
-        return [n for n, v in self.reasons.items() if v.reason is CacheReason.REUSED]
+        reused = CacheReason.REUSED  # an enum member read once, not per node
+        return [n for n, v in self.reasons.items() if v.reason is reused]
 
     @property
     def duration(self) -> float | None:

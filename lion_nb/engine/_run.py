@@ -8,14 +8,19 @@ The run knows its executor only through a :class:`RunEnv`.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+from array import array
+from itertools import repeat
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping
 
-from ..errors import (HandlerNotSerializableError, InstanceCancelledError, LionError,
-                      NodeFailedError, NodeTimeoutError, PoisonNodeError,
+from ..errors import (ConditionError, HandlerNotSerializableError, InstanceCancelledError,
+                      LionError, NodeFailedError, NodeTimeoutError, PoisonNodeError,
                       ResultNotSerializableError, SecurityError, WorkflowFailedError)
-from ..state.machine import (CODE, LEGAL, NODE_ORDER, InstanceState, NodeState, NodeStates,
-                             check_instance_transition)
+from ..model import Priority
+from ..state import InstanceState, NodeState, NodeStates, check_instance_transition
+from ..state._machine import CODE, LEGAL, NODE_ORDER
 from ._cache_session import RUN as _RUN
 from ._cache_report import ReusedReport
 from ._cache_session import CacheSession
@@ -23,6 +28,7 @@ from ._env import RunEnv
 from ._join import JoinRule
 from ._outcome import check_output, handler_error
 from ._policies import ScheduledTask
+from ._scheduler_config import SchedulingPolicy
 from ._result import InstanceResult, NodeColumn
 from .context import NodeContext, NodeResult, ResultKind
 from .durable import node_record, start_record
@@ -35,7 +41,12 @@ if TYPE_CHECKING:
 
 __all__ = ["InstanceRun"]
 
+_log = logging.getLogger("lion_nb.observe")
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
+_NAN = math.nan
+_NANS = (math.nan,)
+_FIFO = SchedulingPolicy.FIFO
+_NORMAL = int(Priority.NORMAL)
 _TIMEOUT_OF = attrgetter("timeout")
 # Enum member access costs ~100 ns on Python 3.11; the hot path uses these globals.
 _K_QUEUED = K.NODE_QUEUED
@@ -87,7 +98,12 @@ class InstanceRun:
         self.attempts = [0] * n
         self.unfinished = n
         self.first_failed: int | None = None
-        self.tasks: dict[int, ScheduledTask] = {}
+        self.tasks: dict[int, ScheduledTask] = {}  # queued and running nodes that have one
+        # Per node: the monotonic time its current attempt was queued (NaN: not queued),
+        # and the worker Task its last attempt ran on (to interrupt it on cancel).
+        self.queued_at = array("d", _NANS) * n
+        self.running_on: list[Any] = [None] * n
+        self.ungrouped = env.scheduler.config.max_per_group is None
         self.state = InstanceState.PENDING
         self.cancel_requested = False
         #: Set once every node is terminal and the final state is being decided/stored.
@@ -189,8 +205,7 @@ class InstanceRun:
             exceptions=exceptions, skip_reasons=skipped, error=self.error,
             started_at=self.started_at,
             finished_at=self.finished_at,
-            reasons={} if self.cache is None else {
-                d.nodes[i].name: v for i, v in enumerate(self.cache.verdicts) if v is not None})
+            reasons={} if self.cache is None else self.cache.reasons())
 
     # --- queueing -------------------------------------------------------------------
 
@@ -204,32 +219,103 @@ class InstanceRun:
         self._enqueue(i)
 
     def _drain(self) -> None:
-        """Decide ready nodes: reuse a cached result here, or queue the node to run."""
+        """Decide ready nodes: reuse a cached result here, or queue the node to run.
+
+        A reused node ends SUCCEEDED with the cached result, decided without an
+        attempt (no transitions, no handler); its event comes with the report's
+        batch, flushed before any other event of the run. One loop, no call per
+        reused node besides the decision and the join rule: a fully cached re-run
+        is this loop and nothing else.
+        """
         session = self.cache
         assert session is not None
-        decide = session.decide
-        nodes = self.nodes
-        ready = self._ready
-        report = self._report
-        if report is None:
-            report = self._report = ReusedReport(self.observe, self.instance_id, nodes,
-                                                 session.verdicts, self._now)
+        decide, gated, ready = session.decide, session.gated, self._ready
+        report = self._reused_report(session)
+        pending = report.pending
+        codes, results, settle = self.states.codes, self.results, self.join.done
+        run, ok = _RUN, _C_SUCCEEDED
+        if self.state is not _I_RUNNING or self.cancel_requested:
+            ready.clear()
+            return
         self._draining = True
         try:
+            # Nothing here awaits, so no cancel() can land inside the loop: the state
+            # is checked once, above, not per node.
             while ready:
                 i = ready.pop()
-                if self.state is not _I_RUNNING or self.cancel_requested:
-                    ready.clear()
-                    break
                 result = decide(i)
-                if result is _RUN or (nodes[i].requires and not self._may_reuse(i)):
+                if result is run or (gated[i] and not self._may_reuse(i)):
                     report.flush()
                     self._enqueue(i)
-                else:
-                    self._reuse(i, result, report)
+                    continue
+                codes[i] = ok
+                results[i] = result
+                self.unfinished -= 1
+                pending.append(i)
+                for t in settle(i, ok, result):
+                    if t < 0:
+                        ready.append(~t)
+                    else:
+                        report.flush()
+                        self._end_decided(t)
         finally:
             self._draining = False
             report.flush()
+        if self.unfinished == 0:  # every node ended (so none was left ready)
+            self.finish()
+
+    def _reuse_upfront(self) -> bool:
+        """Start a run with a cache: settle, in topological order, every node whose
+        predecessors were all reused, then tell the join rule in one ``restore``.
+
+        False where the join rule must decide node by node (conditions, other trigger
+        rules, a re-run request): ``start`` queues the roots. A fully cached re-run is
+        this one pass: no join rule step and no drain step per node.
+        """
+        session = self.cache
+        assert session is not None
+        order = session.upfront
+        if order is None:
+            return False
+        codes, results, sources, gated = (self.states.codes, self.results, session.sources,
+                                          session.gated)
+        decide, ok, run = session.decide, _C_SUCCEEDED, _RUN
+        reused: list[int] = []
+        to_run: set[int] = set()
+        for i in order:
+            for s in sources[i]:
+                if codes[s] != ok:
+                    break  # a predecessor runs first: the join rule releases this one
+            else:
+                result = decide(i)
+                if result is run or (gated[i] and not self._may_reuse(i)):
+                    to_run.add(i)
+                else:
+                    codes[i] = ok
+                    results[i] = result
+                    reused.append(i)
+        self.unfinished -= len(reused)
+        report = self._reused_report(session)
+        report.pending += reused
+        report.flush()
+        if self.unfinished:  # the join rule learns what ended; what it releases is queued
+            ended = dict(zip(reused, zip(repeat(ok), map(results.__getitem__, reused))))
+            for t in self.join.restore(ended):
+                if t >= 0:
+                    self._end_decided(t)
+                elif ~t in to_run:
+                    self._enqueue(~t)  # decided above: not a second time
+                else:
+                    self.queue(~t)
+        return True
+
+    def _reused_report(self, session: CacheSession) -> ReusedReport:
+        report = self._report
+        if report is None:
+            report = self._report = ReusedReport(self.observe, self.instance_id, session.names,
+                                                 session.verdicts, self._now,
+                                                 detailed=session.plan is not None)
+        return report
 
     def _may_reuse(self, i: int) -> bool:
         """The capability check runs for a cached node too: denied, it goes the normal way."""
@@ -242,49 +328,57 @@ class InstanceRun:
             return False
         return True
 
-    def _reuse(self, i: int, result: Any, report: ReusedReport) -> None:
-        """Node ``i`` ends SUCCEEDED with a cached result; its handler does not run."""
-        self.states.codes[i] = _C_SUCCEEDED  # decided without an attempt: no transitions
-        self.results[i] = result
-        self.unfinished -= 1
-        report.pending.append(i)  # its event comes with the batch, before any other
-        ready = self._ready
-        for t in self.join.done(i, _C_SUCCEEDED, result):
-            if t >= 0:
-                report.flush()
-                self._end_decided(t)
-            else:
-                ready.append(~t)
-        if self.unfinished == 0:
-            report.flush()
-            self.finish()
-
-    def _enqueue(self, i: int) -> None:
+    def _enqueue(self, i: int, now: float | None = None) -> None:
+        """Queue node ``i`` now (``now``: the caller's monotonic stamp, if it has one)."""
         node = self.nodes[i]
         codes = self.states.codes
         if LEGAL[codes[i] * _NK + _C_QUEUED]:
             codes[i] = _C_QUEUED
         else:
             self.states.move(i, _QUEUED)
-        task = ScheduledTask(self.run_node, i, self.priorities[i], self.deadlines[i],
-                             self.definition.id, node.resources, node.name, self.instance_id)
-        self.tasks[i] = task
+        if now is None:
+            now = self._mono()
+        self.queued_at[i] = now
         obs = self.observe
         if _K_QUEUED in obs.wanted:
-            obs.emit(ExecEvent(_K_QUEUED, self._now(), self.instance_id, node.name,
+            obs.emit(ExecEvent(_K_QUEUED, now + self._offset, self.instance_id, node.name,
                                self.attempts[i] + 1))
-        self.scheduler.enqueue(task)
+        scheduler = self.scheduler
+        if (scheduler.policy is _FIFO and self.priorities[i] == _NORMAL and not node.resources
+                and self.deadlines[i] is None and self.ungrouped):
+            scheduler.enqueue_call(self.run_node, i, now)  # no task object: see enqueue_call
+            return
+        task = ScheduledTask(self._run_task, i, self.priorities[i], self.deadlines[i],
+                             self.definition.id, node.resources, node.name, self.instance_id)
+        self.tasks[i] = task
+        scheduler.enqueue(task, now)
+
+    def _run_task(self, task: ScheduledTask) -> Coroutine[Any, Any, None]:
+        """The runner of a node's ScheduledTask (the path with priorities, deadlines, pools)."""
+        return self.run_node(task.payload, task.slice_start, task.worker, task)
+
+    def yielding_task(self, i: int, started: float) -> ScheduledTask:
+        """A ScheduledTask for node ``i``'s running attempt, dispatched as a plain call at
+        ``started``: made at its first ``ctx.yield_now()``, the one place that needs it."""
+        node = self.nodes[i]
+        task = ScheduledTask(self._run_task, i, self.priorities[i], None, self.definition.id,
+                             (), node.name, self.instance_id)
+        task.enqueued_at, task.slice_start = self.queued_at[i], started
+        task.worker = self.running_on[i]
+        return task
 
     # --- one attempt ------------------------------------------------------------------
 
-    async def run_node(self, task: ScheduledTask) -> None:
-        """Run one attempt of node ``task.payload`` inside a scheduler slot."""
-        i = task.payload
-        if self.state is not _I_RUNNING or task.cancelled:
-            return
+    async def run_node(self, i: int, dispatched: float, worker: Any,
+                       task: ScheduledTask | None = None) -> None:
+        """Run one attempt of node ``i`` in a scheduler slot taken at ``dispatched``
+        (monotonic) on ``worker``; ``task`` is its ScheduledTask, if it has one."""
+        if self.state is not _I_RUNNING or self.states.codes[i] != _C_QUEUED:
+            return  # cancelled while it waited
+        self.running_on[i] = worker
         node = self.nodes[i]
         offset = self._offset
-        queued = task.enqueued_at + offset
+        queued = self.queued_at[i] + offset
         if node.requires:  # checked before dispatch: a denied node never runs
             try:
                 self.gate(node.requires, node.name)
@@ -299,7 +393,7 @@ class InstanceRun:
             self.states.move(i, _RUNNING)
         attempt = self.attempts[i] = self.attempts[i] + 1
         if self.store is None:
-            started = task.slice_start + offset  # the scheduler's dispatch stamp
+            started = dispatched + offset  # the scheduler's dispatch stamp
         else:
             if self.max_crashes:
                 self.times[i] = (queued, None)
@@ -317,7 +411,7 @@ class InstanceRun:
             out = session.decide(i)
             reused = out is not _RUN
         try:
-            ctx = NodeContext(self, i, task, attempt)
+            ctx = NodeContext(self, i, dispatched if task is None else task, attempt)
             if reused:
                 pass
             elif self.direct[i]:  # async handler, no timeout, local: one await, no wrapper
@@ -341,7 +435,8 @@ class InstanceRun:
             self.times[i] = (queued, started)
             await self._failed(i, node, exc, attempt, retry=True)
             return
-        del self.tasks[i]  # keep nothing per node once it has run
+        if task is not None:
+            del self.tasks[i]  # keep nothing per node once it has run
         if type(out) is NodeResult:
             self.times[i] = (queued, started)
             if out.kind is ResultKind.FAILURE:
@@ -369,10 +464,19 @@ class InstanceRun:
         else:
             self.states.move(i, _S_SUCCEEDED)
         self.unfinished -= 1
+        now = self._mono()  # the one clock read of the end: its report, its successors' queueing
         if _K_SUCCEEDED in obs.wanted:
-            obs.attempt_ended(_K_SUCCEEDED, self._mono() + offset, self.instance_id,
-                              node.name, attempt, queued, started,
-                              None if session is None and not self.workers else self._extra(i))
+            extra = None if session is None and not self.workers else self._extra(i)
+            sink = obs.sinks.get(_K_SUCCEEDED)  # history alone: called without the stream
+            if sink is None:
+                obs.attempt_ended(_K_SUCCEEDED, now + offset, self.instance_id, node.name,
+                                  attempt, queued, started, extra)
+            else:
+                try:
+                    sink(_K_SUCCEEDED, now + offset, self.instance_id, node.name, attempt,
+                         queued, started, extra)
+                except Exception:  # as attempt_ended does: a broken subscriber breaks no run
+                    _log.exception("observe subscriber %r failed", sink)
         decided = self.join.done(i, _C_SUCCEEDED, out)
         if self.store is not None:
             await self._commit(i, decided)
@@ -380,7 +484,7 @@ class InstanceRun:
             enqueue = self._enqueue  # _advance without a cache: nothing here can cancel
             for t in decided:
                 if t < 0:
-                    enqueue(~t)
+                    enqueue(~t, now)
                 else:
                     self._end_decided(t)
             if self.unfinished == 0:
@@ -458,6 +562,7 @@ class InstanceRun:
                       retry: bool) -> None:
         """An attempt failed: retry after the policy's backoff, or fail the node."""
         self.tasks.pop(i, None)  # a retry queues a new task
+        self.queued_at[i] = _NAN  # the attempt that ends here was the one queued
         policy = node.retry
         if retry and attempt < policy.max_attempts and not self.cancel_requested:
             self.states.move(i, NodeState.RETRYING)
@@ -516,8 +621,8 @@ class InstanceRun:
         times = self.times.pop(i, None)
         if times is not None:
             return times
-        task = self.tasks.get(i)  # queued and not started (cancelled)
-        return (None, None) if task is None else (task.enqueued_at + self._offset, None)
+        queued = self.queued_at[i]  # queued and not started (cancelled), or NaN
+        return (None, None) if queued != queued else (queued + self._offset, None)
 
     def _extra(self, i: int) -> dict[str, Any] | None:
         """What an end report says beyond the times: why the node ran, and where."""
@@ -605,8 +710,9 @@ class InstanceRun:
     def start(self) -> None:
         """Queue the roots (a resumed run is started by ``restore`` instead)."""
         self._set_state(_I_RUNNING)
-        for i in self.join.ready():
-            self.queue(i)
+        if self.cache is None or self.store is not None or not self._reuse_upfront():
+            for i in self.join.ready():
+                self.queue(i)
         if self.unfinished == 0:
             self.finish()
 
@@ -656,9 +762,17 @@ class InstanceRun:
             name = self.definition.nodes[self.first_failed].name
             state = InstanceState.FAILED
             cause = self.errors[self.first_failed]
+            # A condition that raised fails its target, whose handler never ran: the
+            # culprit is the edge and the source's result, so the error names them.
+            source = getattr(cause, "source", None) if isinstance(cause, ConditionError) \
+                else None
+            where = f"node {name!r}: {cause}" if source is None else (
+                f"the condition on edge {source!r} -> {name!r} ({name!r} never ran): "
+                f"{cause.__cause__ or cause}")
             error = WorkflowFailedError(
-                f"instance {self.instance_id} of {self.definition.name!r} failed at node "
-                f"{name!r}: {cause}", instance_id=self.instance_id, node=name)
+                f"instance {self.instance_id} of {self.definition.name!r} failed at {where}",
+                instance_id=self.instance_id, node=name, source=source,
+                edge=None if source is None else getattr(cause, "edge", None))
             error.__cause__ = cause
         elif self.cancel_requested:
             state = InstanceState.CANCELLED
@@ -692,16 +806,18 @@ class InstanceRun:
             return  # not running, or already being cancelled (interrupt workers once)
         self.cancel_requested = True
         me = asyncio.current_task()
-        for i, task in list(self.tasks.items()):  # only queued and running nodes have one
-            if self.states[i] is _QUEUED:
-                task.cancelled = True
-                self._end_node(i, NodeState.CANCELLED, None)
-            elif self.states[i] is _RUNNING and task.worker not in (None, me):
-                self.scheduler.interrupt(task.worker)
         codes = self.states.codes
+        for i, task in self.tasks.items():  # queued tasks never take a slot now
+            if codes[i] == _C_QUEUED:
+                task.cancelled = True
         for i in range(len(codes)):
-            if codes[i] in _CANCEL_NOW:  # waiting to start, or to retry
+            code = codes[i]
+            if code == _C_QUEUED or code in _CANCEL_NOW:  # queued, waiting to start or retry
                 self._end_node(i, NodeState.CANCELLED, None)
+            elif code == _C_RUNNING:
+                worker = self.running_on[i]
+                if worker is not None and worker is not me:
+                    self.scheduler.interrupt(worker)
         if self.unfinished == 0:
             self.finish()
 

@@ -34,9 +34,9 @@ from ..clock import Clock
 from ..errors import (CheckpointCorruptError, DefinitionChangedError, InstanceNotFoundError,
                       LeaseError, LionError, SerializationError, StateError)
 from ..model import WorkflowDefinition
-from ..state.machine import INSTANCE_TERMINAL, InstanceState, NodeState
-from ..state.records import canonical_json
-from ..state.storage import Storage
+from ..state import InstanceState, NodeState, Storage, canonical_json
+from ..state._machine import INSTANCE_TERMINAL
+from ..state._storage import CALLER_WAITS
 from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
                       new_header, node_key, node_prefix, owner_is_dead, read_instance,
                       start_record, started_nodes, to_ranges)
@@ -60,13 +60,18 @@ class InstanceStore:
     """Commits one instance's progress to durable storage under an owner lease.
 
     ``on_lost(error)`` is called (once) when another owner took the lease while
-    the instance ran here; the executor cancels the run then.
+    the instance ran here; the executor cancels the run then. ``in_flight()``
+    counts the executor's nodes running or queued: with only the committing one,
+    nothing else could use the loop until the commit returns, so the storage may
+    write on the loop's thread (``CALLER_WAITS``) and skip its thread hand-off.
     """
 
     def __init__(self, storage: Storage, instance_id: str, *, owner: str, ttl: float,
                  clock: Clock, observe: ObserveStream,
-                 on_lost: Callable[[BaseException], None], authority: Any = None) -> None:
+                 on_lost: Callable[[BaseException], None], authority: Any = None,
+                 in_flight: Callable[[], int] | None = None) -> None:
         self.storage = storage
+        self._in_flight = in_flight
         # With an authority, every record carries a keyed MAC over (key, value) and
         # resume refuses one that lacks it or does not match: the unkeyed checksum
         # catches damage, not someone who edits the file and recomputes it.
@@ -198,7 +203,12 @@ class InstanceStore:
                 total += i
         stamp = {"seq": seq, "h": self.header.get("seq", 0), "manifest": [len(present), total]}
         items = [(node_key(self.instance_id, i), {**rec, **stamp}) for i, rec in records]
-        await self.storage.put_many(self._sealed(items), fence=self._fence)
+        alone = self._in_flight is not None and self._in_flight() <= 1
+        token = CALLER_WAITS.set(alone)
+        try:
+            await self.storage.put_many(self._sealed(items), fence=self._fence)
+        finally:
+            CALLER_WAITS.reset(token)
         self._seq, self._present, self._sum, self._newest = seq, present, total, items[-1]
 
     async def end(self, state: InstanceState, error: BaseException | None

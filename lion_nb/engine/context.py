@@ -24,6 +24,8 @@ class _Run(Protocol):
 
     def predecessor_results(self, i: int) -> dict[str, Any]: ...
 
+    def yielding_task(self, i: int, started: float) -> Any: ...
+
     def node_inputs(self, i: int) -> Mapping[str, Any]: ...
 
     async def publish(self, node: str, topic: str, payload: Any) -> None: ...
@@ -85,6 +87,8 @@ class NodeContext:
     __slots__ = ("_run", "_index", "_task", "attempt", "_logger", "worker")
 
     def __init__(self, run: _Run, index: int, task: Any, attempt: int) -> None:
+        # ``task``: the attempt's ScheduledTask, or (dispatched as a plain FIFO call) the
+        # monotonic time of its dispatch, from which ``yield_now`` makes one when first asked.
         self._run = run
         self._index = index
         self._task = task
@@ -161,6 +165,8 @@ class NodeContext:
     async def yield_now(self) -> None:
         """Cooperative preemption point: let a more urgent task run if the time slice is up."""
         task = self._task
+        if type(task) is float:
+            task = self._task = self._run.yielding_task(self._index, task)
         if task is not None:
             await self._run.scheduler.yield_point(task)
 

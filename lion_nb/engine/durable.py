@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import StorageCorruptError
-from ..state.machine import InstanceState, NodeState
-from ..state.storage import Storage
+from ..state import InstanceState, NodeState, Storage
 
 __all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "from_ranges", "header_key",
            "lease_key",

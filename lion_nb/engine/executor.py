@@ -16,7 +16,7 @@ from ..errors import (CapabilityDeniedError, ExecutorStoppedError, HandlerNotFou
                       InstanceNotFoundError, LionError, RerunError, SecurityError, StateError)
 from ..model import InstanceId, Node, Priority, WorkflowDefinition
 from ..security import GrantSet, Requirement, ResourceRegistry, scope_covers
-from ..state.machine import InstanceState, StateMachineManager
+from ..state import InstanceState, StateMachineManager
 from ._claim import Claimer, hand_back, submit_instance
 from ._cache import Cache, as_cache
 from ._cache_session import CacheSession, RerunPlan
@@ -229,10 +229,12 @@ class WorkflowExecutor:
             run = self._runs.get(instance_id)
             if run is not None and run.store is store and not run.cancel_requested:
                 self.spawn(run.cancel(reason=str(error)))
+        sched = self.scheduler
         store = InstanceStore(self._durable_storage(), instance_id, owner=self._owner,
                               ttl=self.config.lease_ttl, clock=self.scheduler.clock,
                               observe=self.observe, on_lost=lost,
-                              authority=self.config.authority)
+                              authority=self.config.authority,
+                              in_flight=lambda: sched.running + sched.queued)
         return store
 
     def _durable_storage(self) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from itertools import repeat
 from typing import Any, Iterable, Iterator, Sequence, overload
 
 from .observe import EventKind as K
@@ -127,6 +128,8 @@ class _Columns:
         extra = self.extra.get(row)
         if extra is not None:
             rec.error, rec.worker, rec.reason, rec.reason_detail = extra
+        elif self.state[row] == _REUSED:  # a reused row without a detail has no extra
+            rec.reason = "reused"
         return rec
 
     def keep(self, rows: list[int]) -> None:
@@ -302,17 +305,23 @@ class HistoryRecorder:
         data = ev.data or {}
         iid = ev.instance_id or ""
         inst = self.instances.get(iid)
-        workflow, when = inst.workflow if inst else "", ev.time
-        details = data.get("details") or {}
+        workflow = inst.workflow if inst else ""
+        names = data.get("nodes", ())
+        k = len(names)
         cols = self._cols
-        for name in data.get("nodes", ()):
-            cols.extra[len(cols.state)] = (None, None, "reused", details.get(name))
-            cols.instance.append(iid)
-            cols.workflow.append(workflow)
-            cols.node.append(name)
-            cols.attempt.append(0)
-            cols.state.append(_REUSED)
-            cols.times.extend((_NAN, _NAN, when))
+        details = data.get("details")
+        if details:  # only rows with a detail get an extra; record() reads the rest's reason
+            for row, name in enumerate(names, len(cols.state)):
+                detail = details.get(name)
+                if detail is not None:
+                    cols.extra[row] = (None, None, "reused", detail)
+        # Whole columns at once: a fully cached run reports thousands of rows per event.
+        cols.instance.extend(repeat(iid, k))
+        cols.workflow.extend(repeat(workflow, k))
+        cols.node.extend(names)
+        cols.attempt.extend(repeat(0, k))
+        cols.state.extend(bytes((_REUSED,)) * k)
+        cols.times.extend(array("d", (_NAN, _NAN, ev.time)) * k)
 
     def attempts(self, instance_id: str | None = None) -> list[AttemptRecord]:
         """Attempt records, optionally of one instance."""

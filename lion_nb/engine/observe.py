@@ -109,7 +109,7 @@ class ObserveStream:
     ``NODE_SUCCEEDED`` still gets one per node (``wants_singles``/``emit_singles``).
     """
 
-    __slots__ = ("_subs", "_by_kind", "_singles", "_attempt_subs", "active", "wanted")
+    __slots__ = ("_subs", "_by_kind", "_singles", "_attempt_subs", "active", "wanted", "sinks")
 
     def __init__(self) -> None:
         self._subs: list[tuple[Callback, frozenset[EventKind] | None,
@@ -122,6 +122,10 @@ class ObserveStream:
         #: The kinds some subscriber listens to: ``kind in stream.wanted`` is ``wants(kind)``
         #: without a call, for the engine's per-node paths.
         self.wanted: frozenset[EventKind] = frozenset()
+        #: Kind -> the ``on_attempt`` callback of its only subscriber, where it has one
+        #: subscriber and that one takes fields: the engine calls it without
+        #: ``attempt_ended`` in between (it runs once per node).
+        self.sinks: dict[EventKind, AttemptCallback] = {}
 
     def subscribe(self, callback: Callback, kinds: Iterable[EventKind] | None = None, *,
                   on_attempt: AttemptCallback | None = None) -> Subscription:
@@ -156,6 +160,8 @@ class ObserveStream:
         }
         self.active = bool(self._subs)
         self.wanted = frozenset(self._by_kind)
+        self.sinks = {kind: pairs[0][0] for kind, pairs in self._attempt_subs.items()
+                      if len(pairs) == 1 and pairs[0][0] is not None}
 
     def wants(self, kind: EventKind) -> bool:
         """Whether any subscriber listens to ``kind``."""

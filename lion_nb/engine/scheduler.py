@@ -25,6 +25,7 @@ from ._scheduler_config import SchedulerConfig, SchedulingPolicy
 from ._scheduler_stats import SchedulerStatistics, StatsKeeper
 
 _QUEUE_DEPTH = EventKind.QUEUE_DEPTH  # enum attribute access is slow on 3.11
+_PRIORITIES: dict[Any, Priority] = {p.value: p for p in Priority}
 
 __all__ = ["Priority", "ScheduledTask", "SchedulerConfig", "SchedulerStatistics",
            "SchedulingPolicy", "WorkflowScheduler"]
@@ -41,7 +42,7 @@ class WorkflowScheduler:
         self._now = config.clock.monotonic
         self.policy = config.policy
         self._queue = self._make_queue(config.policy)
-        self._overflow: deque[ScheduledTask] = deque()
+        self._overflow: deque[Any] = deque()  # tasks and plain calls
         self._seq = 0
         self.running = 0
         self._suspended = 0
@@ -63,6 +64,7 @@ class WorkflowScheduler:
         self._max_queued = config.max_queued_tasks
         self._max_running = config.max_concurrent_tasks
         self._per_group = config.max_per_group
+        self._stamp = 0.0  # monotonic time of the last dispatch of a plain call
 
     # --- queue construction ----------------------------------------------------
 
@@ -80,8 +82,10 @@ class WorkflowScheduler:
     @property
     def queued(self) -> int:
         """Tasks waiting for a slot (including internal overflow and blocked ones)."""
-        return (len(self._queue) + len(self._overflow)
-                + sum(len(b) for b in self._blocked.values()))
+        queued = len(self._queue) + len(self._overflow)
+        if self._blocked:  # rare: asked on every submit, so no generator without need
+            queued += sum(len(b) for b in self._blocked.values())
+        return queued
 
     @property
     def closed(self) -> bool:
@@ -94,21 +98,42 @@ class WorkflowScheduler:
         if self._closed:
             raise SchedulerClosedError("the scheduler is closed")
 
-    def enqueue(self, task: ScheduledTask) -> None:
+    def enqueue(self, task: ScheduledTask, now: float | None = None) -> None:
         """Queue a task from inside the engine: never waits, never refuses.
 
         Past ``max_queued_tasks`` the task waits in an overflow list that feeds
         the queue as it drains, so the engine cannot deadlock on its own
-        backpressure; outside submitters (``submit``) wait instead.
+        backpressure; outside submitters (``submit``) wait instead. ``now``: the
+        caller's monotonic stamp, if it has one (no clock read then).
         """
         if self._closed:
             self._check_open()
         self._seq = task.seq = self._seq + 1
-        task.enqueued_at = self._now()
+        task.enqueued_at = self._now() if now is None else now
+        self._push(task)
+
+    def enqueue_call(self, runner: Callable[[Any, float, Any], Awaitable[Any]], payload: Any,
+                     now: float) -> None:
+        """Queue ``runner(payload, dispatched_at, worker)`` under FIFO: no ScheduledTask.
+
+        For work with normal priority, no deadline, group or resource pool under
+        the FIFO policy: it needs no task object, so none is made (a node of a
+        large graph costs ~1 µs less). ``dispatched_at`` is the monotonic time it
+        got its slot, ``worker`` the asyncio Task running it (to ``interrupt``).
+        A policy change turns the queued ones into ScheduledTasks.
+        """
+        if self._closed or self.policy is not SchedulingPolicy.FIFO:
+            self._check_open()
+            raise SchedulerConfigError("enqueue_call takes work under the FIFO policy only",
+                                       field="policy")
+        self._seq = seq = self._seq + 1
+        self._push((seq, runner, payload, now))
+
+    def _push(self, entry: Any) -> None:
         if len(self._queue) >= self._max_queued:
-            self._overflow.append(task)
+            self._overflow.append(entry)
         else:
-            self._queue.push(task)
+            self._queue.push(entry)
         if _QUEUE_DEPTH in self.observe.wanted:
             self._emit_depth()
         if not self._kick_pending:
@@ -120,9 +145,11 @@ class WorkflowScheduler:
                   group: Any, name: str) -> tuple[ScheduledTask, asyncio.Future[Any]]:
         self._check_open()
         try:
-            prio = Priority(priority)
-        except ValueError:
-            raise SchedulerConfigError(f"unknown priority {priority!r}", field="priority") from None
+            prio = _PRIORITIES.get(priority)  # a lookup: Priority(...) costs a call per job
+        except TypeError:  # unhashable
+            prio = None
+        if prio is None:
+            raise SchedulerConfigError(f"unknown priority {priority!r}", field="priority")
         future: asyncio.Future[Any] = self._get_loop().create_future()
 
         async def run(task: ScheduledTask) -> None:
@@ -207,8 +234,8 @@ class WorkflowScheduler:
             t.add_done_callback(self._tasks.discard)
             want -= 1
 
-    def _take(self) -> ScheduledTask | None:
-        """Pop the next runnable task and give it a slot, or None."""
+    def _take(self) -> Any:
+        """Pop the next runnable task (or plain call) and give it a slot, or None."""
         queue = self._queue
         per_group = self._per_group
         while queue and self.running < self._max_running:
@@ -217,6 +244,15 @@ class WorkflowScheduler:
                 queue.push(self._overflow.popleft())
             if self._space_waiters:
                 self._wake_space()
+            if type(task) is tuple:  # a plain call (enqueue_call): only the slot to take
+                self._stamp = now = self._now()
+                self.running += 1
+                stats = self.stats
+                stats.dispatched_count += 1
+                stats.waits.append(now - task[3])
+                if _QUEUE_DEPTH in self.observe.wanted:
+                    self._emit_depth()
+                return task
             if task.cancelled:
                 continue
             if task.resume is not None:
@@ -331,15 +367,23 @@ class WorkflowScheduler:
                                 self._waking -= 1
                         since_yield = 0
                         continue
-                    task.worker = me
-                    try:
-                        await task.runner(task)
-                    finally:
-                        if task.resources or task.deadline is not None or self._group_running:
-                            self._release(task)
-                        else:  # _release with nothing to release but the slot
+                    if type(task) is tuple:
+                        try:
+                            await task[1](task[2], self._stamp, me)
+                        finally:
                             self.running -= 1
                             self.stats.completed += 1
+                    else:
+                        task.worker = me
+                        try:
+                            await task.runner(task)
+                        finally:
+                            if (task.resources or task.deadline is not None
+                                    or self._group_running):
+                                self._release(task)
+                            else:  # _release with nothing to release but the slot
+                                self.running -= 1
+                                self.stats.completed += 1
                     since_yield += 1
                     if since_yield >= 32:  # let other tasks (and views) run on a busy loop
                         since_yield = 0
@@ -423,7 +467,8 @@ class WorkflowScheduler:
         except ValueError:
             raise SchedulerConfigError(f"unknown scheduling policy {policy!r}",
                                        field="policy") from None
-        old, items = self.policy, self._queue.drain()
+        old, items = self.policy, [_as_task(e) for e in self._queue.drain()]
+        self._overflow = deque(map(_as_task, self._overflow))
         self._queue = self._make_queue(new)
         self.policy = new
         for task in sorted(items, key=lambda t: t.seq):
@@ -459,3 +504,13 @@ class WorkflowScheduler:
             t.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _as_task(entry: Any) -> ScheduledTask:
+    """A queued entry as a ScheduledTask (a plain call becomes one, with normal priority)."""
+    if type(entry) is not tuple:
+        return entry
+    seq, runner, payload, queued = entry
+    task = ScheduledTask(lambda t: runner(payload, t.slice_start, t.worker), payload)
+    task.seq, task.enqueued_at = seq, queued
+    return task

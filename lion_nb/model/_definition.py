@@ -13,7 +13,7 @@ import hashlib
 import json
 import operator
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .. import _display
 from ..errors import (CycleError, DefinitionError, DuplicateIdError, SerializationError,
@@ -80,6 +80,7 @@ class WorkflowDefinition:
         for k, condition in _graph.conditions.items():
             self.conditions[k] = condition
         self._edges: tuple[Edge, ...] | None = None
+        self._in_edges: tuple[tuple[int, ...], ...] | None = None
         # Tens of thousands of small tuples, none in a cycle: the cyclic collector
         # would only rescan the (large) heap again and again meanwhile.
         with _collector_paused():
@@ -93,6 +94,16 @@ class WorkflowDefinition:
         return self._index
 
     @property
+    def in_edges(self) -> tuple[tuple[int, ...], ...]:
+        """Per node: the indices of its incoming edges (made on first use)."""
+        if self._in_edges is None:
+            inc: list[list[int]] = [[] for _ in self.nodes]
+            for k, t in enumerate(self.edge_target):
+                inc[t].append(k)
+            self._in_edges = tuple(map(tuple, inc))
+        return self._in_edges
+
+    @property
     def edges(self) -> tuple[Edge, ...]:
         """The Edge objects, in the order they were added (made on first use)."""
         if self._edges is None:
@@ -104,13 +115,17 @@ class WorkflowDefinition:
         return self._graph.edge_id(k)
 
     def _index_edges(self) -> None:
+        # Out-lists and in-degrees only: what a run needs. The in-lists are made when
+        # first read (``in_edges``), and the lists stay lists (no tuple copy of each).
         out: list[list[int]] = [[] for _ in self.nodes]
-        inc: list[list[int]] = [[] for _ in self.nodes]
+        indeg = [0] * len(self.nodes)
         for k, (s, t) in enumerate(zip(self.edge_source, self.edge_target)):
             out[s].append(k)
-            inc[t].append(k)
-        self.out_edges = tuple(map(tuple, out))
-        self.in_edges = tuple(map(tuple, inc))
+            indeg[t] += 1
+        #: Per node: the indices of its outgoing edges, in the order they were added.
+        self.out_edges: Sequence[Sequence[int]] = out
+        #: Per node: how many edges point into it.
+        self.in_degree: Sequence[int] = indeg
         # Edges that all point from an earlier node to a later one (nodes declared before
         # the steps after them, as a Flow does) cannot close a cycle: Kahn's order, which
         # only topological_order() needs, is then computed when it is asked for.
@@ -120,7 +135,7 @@ class WorkflowDefinition:
     def _kahn(self) -> list[int]:
         """Node indices in topological order; CycleError naming a cycle if there is one."""
         target = self.edge_target
-        indeg = list(map(len, self.in_edges))
+        indeg = list(self.in_degree)
         order = [i for i, d in enumerate(indeg) if d == 0]
         out = self.out_edges
         for i in order:  # the list grows while we walk it
@@ -189,7 +204,7 @@ class WorkflowDefinition:
 
     def roots(self) -> list[Node]:
         """Nodes without incoming edges."""
-        return [n for i, n in enumerate(self.nodes) if not self.in_edges[i]]
+        return [n for i, n in enumerate(self.nodes) if not self.in_degree[i]]
 
     def leaves(self) -> list[Node]:
         """Nodes without outgoing edges."""

@@ -32,7 +32,7 @@ if _typing.TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imp
     from ._run_view import RunView
     from ._saga_view import SagaTransition, SagaView
     from ._scheduler_view import SchedulerDecision, SchedulerView
-    from ._style import STATE_STYLE, StateStyle
+    from ._style import STATE_STYLE, TERMINAL_STATES, StateStyle
     from ._tables import (attempts_frame, capability_audit_frame, deliveries_frame,
         event_history_frame, instances_frame, saga_history_frame, saga_steps_frame,
         scheduler_decisions_frame, scheduler_statistics_frame)
@@ -41,7 +41,8 @@ if _typing.TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imp
 __all__ = [
     "DeliveryTrouble", "EventView", "Flow", "INSTALL_HINT", "Picture", "RENDERERS",
     "RenderFailed", "RenderOutcome", "RunView", "STATE_STYLE", "SagaTransition", "SagaView",
-    "SchedulerDecision", "SchedulerView", "StateStyle", "Step", "Timeline", "attempts_frame",
+    "SchedulerDecision", "SchedulerView", "StateStyle", "Step", "TERMINAL_STATES", "Timeline",
+    "attempts_frame",
     "capability_audit_frame", "clear_picture_cache", "deliveries_frame", "describe",
     "event_history_frame", "instance_dot", "instances_frame", "nesting_applied", "picture",
     "render_svg", "run", "saga_history_frame", "saga_steps_frame", "scheduler_decisions_frame",
@@ -60,7 +61,7 @@ _LAZY = {
     "RunView": "_run_view",
     "SagaTransition": "_saga_view", "SagaView": "_saga_view",
     "SchedulerDecision": "_scheduler_view", "SchedulerView": "_scheduler_view",
-    "STATE_STYLE": "_style", "StateStyle": "_style",
+    "STATE_STYLE": "_style", "StateStyle": "_style", "TERMINAL_STATES": "_style",
     "attempts_frame": "_tables", "capability_audit_frame": "_tables",
     "deliveries_frame": "_tables", "event_history_frame": "_tables",
     "instances_frame": "_tables", "saga_history_frame": "_tables",

@@ -2,19 +2,21 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import CheckpointInfo, CheckpointManager
-from .file_storage import FileStorage
-from .machine import InstanceState, NodeState, StateMachineManager
-from .records import RecordCodec
-from .sqlite_storage import SqliteStorage
-from .storage import MemoryStorage, Storage
+from ._checkpoint import CheckpointInfo, CheckpointManager
+from ._file_storage import FileStorage, filename_to_key, key_to_filename
+from ._machine import (InstanceState, NodeState, NodeStates, StateMachineManager,
+                       check_instance_transition)
+from ._records import RecordCodec, canonical_json
+from ._sqlite_storage import SqliteStorage
+from ._storage import MemoryStorage, Storage
 
 if TYPE_CHECKING:
     from ._postgres_storage import PostgresStorage
 
 __all__ = ["CheckpointInfo", "CheckpointManager", "FileStorage", "InstanceState",
-           "MemoryStorage", "NodeState", "PostgresStorage", "RecordCodec", "SqliteStorage",
-           "StateMachineManager", "Storage"]
+           "MemoryStorage", "NodeState", "NodeStates", "PostgresStorage", "RecordCodec",
+           "SqliteStorage", "StateMachineManager", "Storage", "canonical_json",
+           "check_instance_transition", "filename_to_key", "key_to_filename"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,3 +27,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = PostgresStorage
         return PostgresStorage
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public names; the modules behind them are private (old paths are shims).
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

@@ -1,6 +1,6 @@
 """PostgresStorage: durable state shared by executors on several machines.
 
-Records are the same checksummed envelopes as SQLite's and files' (records.py),
+Records are the same checksummed envelopes as SQLite's and files' (_records.py),
 in ``lion_records(key bytea, body bytea)``; keys are stored as their UTF-8 bytes so
 that the database orders them as Python does (and any key, NUL included, fits).
 ``lion_meta`` holds the table layout's schema version, checked on connect.
@@ -46,9 +46,9 @@ except ImportError:  # the `postgres` extra is optional; the constructor says ho
 
 from ..errors import CheckpointVersionError, LeaseError, StateConfigError, StorageError
 from ._group_commit import GroupCommit
+from ._records import DEFAULT_CODEC, RecordCodec
+from ._storage import Record, Storage
 from ._worker import Worker
-from .records import DEFAULT_CODEC, RecordCodec
-from .storage import Record, Storage
 
 __all__ = ["PostgresStorage", "SCHEMA_VERSION"]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from lion_nb.notebook.style import STATE_STYLE, TERMINAL_STATES
+from lion_nb.notebook import STATE_STYLE, TERMINAL_STATES
 
 __all__ = [
     "FIRST_SCREEN",

@@ -29,7 +29,7 @@ from lion_nb.errors import (
     ResultNotSerializableError,
 )
 from lion_nb.model import Node, WorkflowBuilder
-from lion_nb.state.machine import InstanceState, NodeState
+from lion_nb.state import InstanceState, NodeState
 
 HANDLERS = {"Load": h.load, "Flaky": h.flaky, "Big": h.big, "Small": h.small,
             "AfterSmall": h.after_small, "Broken": h.broken, "AfterBroken": h.after_broken,

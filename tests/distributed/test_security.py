@@ -28,7 +28,7 @@ from lion_nb.engine import ExecutorConfig, WorkflowExecutor
 from lion_nb.errors import CapabilityDeniedError, SecurityError
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.security import Authority, Token
-from lion_nb.state.machine import NodeState
+from lion_nb.state import NodeState
 
 ENV_KEY = secrets.token_bytes(32)
 

@@ -195,6 +195,96 @@ async def test_rerun_forces_a_node_and_what_depends_on_it(make_executor):
     assert err.value.node_id == "nope"
 
 
+async def test_every_lookup_path_builds_the_same_keys(make_executor):
+    # A run without a re-run request decides on an inlined path; rerun= and a TTL take
+    # the general one. An entry made on either must serve the other: a node with two
+    # predecessors (None and non-None results), a root, and an unrelated node.
+    clock = FakeClock()
+    ex = await make_executor(cache=True, clock=clock)
+    calls = Calls().register(ex, "abcd")
+    ex.add_handler("n", lambda ctx: None)
+    b = WorkflowBuilder("etl")
+    a, bb, c, d, n = (Node(x) for x in "abcdn")
+    b.add_nodes(a, bb, c, d, n).connect(a, c).connect(bb, c).connect(n, c)
+    wf = b.build()
+    await ex.run(wf)  # inlined path: every entry made there
+    general = await ex.run(wf, rerun=["d"])  # general path for every node
+    assert reasons(general) == {"a": R.REUSED, "b": R.REUSED, "c": R.REUSED, "d": R.FORCED,
+                                "n": R.REUSED}
+    assert reasons(await ex.run(wf)) == dict.fromkeys("abcdn", R.REUSED)  # d's new entry
+    b = WorkflowBuilder("etl")
+    a, bb, c, d, n = (Node(x, cache_ttl=60) for x in "abcdn")
+    b.add_nodes(a, bb, c, d, n).connect(a, c).connect(bb, c).connect(n, c)
+    assert reasons(await ex.run(b.build())) == dict.fromkeys("abcdn", R.REUSED)
+    assert calls == {"a": 1, "b": 1, "c": 1, "d": 2}
+
+
+async def test_a_changed_root_reruns_only_what_joins_it(make_executor):
+    # Reuse is settled in topological order before the join rule sees a node; a node
+    # with a predecessor that runs waits for it, whatever its other inputs did.
+    ex = await make_executor(cache=True)
+    calls = Calls().register(ex, "abcde", value="name")
+    b = WorkflowBuilder("etl")
+    a, bb, c, d, e = (Node(x) for x in "abcde")
+    b.add_nodes(a, bb, c, d, e).connect(a, c).connect(bb, c).connect(c, d).connect(bb, e)
+    wf = b.build()
+    first = await ex.run(wf)
+    events = []
+    with ex.observe.subscribe(events.append):
+        ex.add_handler("a", Calls.handler(calls, value="edited"))
+        again = await ex.run(wf)
+    assert reasons(again) == {"a": R.CODE_CHANGED, "b": R.REUSED, "c": R.INPUT_CHANGED,
+                              "d": R.INPUT_CHANGED, "e": R.REUSED}
+    assert again.reasons["c"].detail == "a" and again["c"]["prev"][1] == first["b"]
+    assert calls == {"a": 2, "b": 1, "c": 2, "d": 2, "e": 1}
+    ended = [(ev.kind.value, ev.node) for ev in events if ev.node in ("a", "b", "e")
+             and ev.kind.value in ("node_queued", "node_succeeded")]
+    assert ended[:3] == [("node_succeeded", "b"), ("node_succeeded", "e"),
+                         ("node_queued", "a")]
+
+
+async def test_nodes_declared_after_their_dependants_are_reused_in_dependency_order(
+        make_executor):
+    ex = await make_executor(cache=True)
+    calls = Calls().register(ex, "abc", value="name")
+    b = WorkflowBuilder("etl")
+    c, bb, a = Node("c"), Node("b"), Node("a")
+    b.add_nodes(c, bb, a).connect(a, bb).connect(bb, c)  # every edge points backwards
+    wf = b.build()
+    first = await ex.run(wf)
+    again = await ex.run(wf)
+    assert again.reused == ["c", "b", "a"]  # the definition's order
+    assert again.results == first.results and calls == {"a": 1, "b": 1, "c": 1}
+    ex.add_handler("b", Calls.handler(calls, value="edited"))
+    edited = await ex.run(wf)
+    assert reasons(edited) == {"a": R.REUSED, "b": R.CODE_CHANGED, "c": R.INPUT_CHANGED}
+
+
+async def test_a_helper_edited_between_runs_reruns_the_same_handler_object(
+        make_executor, tmp_path, monkeypatch):
+    # Code versions of unchanged handler objects are carried from run to run: the
+    # helpers they call must still be read again every run.
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "cachereuse_helpers.py").write_text("def clean(x):\n    return x + 1\n")
+    (tmp_path / "cachereuse_handler.py").write_text(
+        "import cachereuse_helpers\n\n"
+        "def step(ctx):\n    return cachereuse_helpers.clean(len(ctx.results))\n")
+    import cachereuse_handler
+    import cachereuse_helpers
+    ex = await make_executor(cache=True)
+    for name in "abc":
+        ex.add_handler(name, cachereuse_handler.step)
+    wf = chain("a", "b", "c")
+    assert (await ex.run(wf))["c"] == 2
+    assert reasons(await ex.run(wf)) == dict.fromkeys("abc", R.REUSED)
+    (tmp_path / "cachereuse_helpers.py").write_text("def clean(x):\n    return x + 20\n")
+    importlib.reload(cachereuse_helpers)
+    again = await ex.run(wf)
+    assert reasons(again) == dict.fromkeys("abc", R.CODE_CHANGED)
+    assert again["c"] == 21
+    assert reasons(await ex.run(wf)) == dict.fromkeys("abc", R.REUSED)
+
+
 async def test_start_from_takes_upstream_results_from_the_last_run_without_a_cache(
         make_executor):
     ex = await make_executor()  # no cache configured

@@ -16,8 +16,7 @@ from lion_nb.errors import (CapabilityDeniedError, ConfigError, ExecutorStoppedE
                             InstanceNotFoundError, NodeFailedError, NodeTimeoutError,
                             ResultNotSerializableError, WorkflowFailedError)
 from lion_nb.model import Node, RetryPolicy, TriggerRule, WorkflowBuilder
-from lion_nb.state import InstanceState, NodeState
-from lion_nb.state.machine import NodeStates, check_instance_transition
+from lion_nb.state import InstanceState, NodeState, NodeStates, check_instance_transition
 
 
 def build(*edges, nodes=None):

@@ -386,3 +386,52 @@ async def test_urgent_preemption_hands_the_slot_over_at_the_next_yield_point():
 
 async def test_urgent_preemption_waits_for_the_slice_when_the_arrival_is_not_more_urgent():
     assert await low_runner_and_arrival("urgent", arrival=Priority.LOW) >= 50
+
+
+async def test_fifo_round_robin_at_a_yield_point_for_a_normal_priority_node():
+    # Under FIFO a normal-priority node is queued as a plain call (no task object);
+    # its first yield point must still hand the slot to the node waiting behind it.
+    clock = FakeClock()
+    ex = WorkflowExecutor(WorkflowScheduler(SchedulerConfig(
+        max_concurrent_tasks=1, time_slice=0.1, clock=clock)))
+    await ex.start()
+    steps: list[str] = []
+
+    async def cruncher(ctx):
+        for i in range(3):
+            steps.append(f"crunch{i}")
+            await clock.sleep(0.2)  # uses up its time slice...
+            await ctx.yield_now()   # ...and offers the slot at a yield point
+
+    async def quick(ctx):
+        steps.append("quick")
+
+    ex.add_handler("crunch", cruncher)
+    ex.add_handler("quick", quick)
+    c = await ex.execute_workflow(WorkflowBuilder("c").add_node(
+        Node("c", handler="crunch")).build())
+    await asyncio.sleep(0)
+    q = await ex.execute_workflow(WorkflowBuilder("q").add_node(
+        Node("q", handler="quick")).build())
+    for _ in range(10):
+        await clock.advance(0.2)
+    assert (await ex.wait(c, timeout=5)).succeeded
+    assert (await ex.wait(q, timeout=5)).succeeded
+    assert steps.index("quick") == 1  # ran at crunch's first yield point
+    stats = ex.scheduler.statistics()
+    assert (stats.running, stats.queued, stats.completed) == (0, 0, 2)
+    await ex.stop()
+
+
+async def test_a_cancelled_instance_leaves_no_queued_node_to_run_and_frees_its_slots():
+    ex, gate, order, gid = await gated_executor(SchedulingPolicy.FIFO)
+    ids = [await ex.execute_workflow(one(n)) for n in ("a", "b")]
+    await ex.cancel(ids[0])
+    gate.set()
+    results = [await ex.wait(i, timeout=10) for i in ids]
+    assert [r.node_states[n] for r, n in zip(results, "ab")] == [NodeState.CANCELLED,
+                                                                 NodeState.SUCCEEDED]
+    assert order == ["b"]  # the cancelled node never ran
+    assert ex.history.attempts(ids[0])[0].queued_at is not None  # it had been queued
+    assert ex.scheduler.running == 0
+    await drain(ex, [gid])

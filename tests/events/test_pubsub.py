@@ -201,3 +201,43 @@ def test_valid_topics_still_match_the_wildcards():
     assert TopicPattern("*").matches("foo")
     assert TopicPattern("foo.>").matches("foo.bar.baz")
     assert TopicPattern("foo.*.bar").matches("foo.x.bar")
+
+
+async def test_a_held_delivery_keeps_its_attempt_after_a_redelivery():
+    broker, clock = make_broker(ack_timeout=5)
+    rx, ack = await broker.subscribe("t", "s")
+    await broker.publish(Event("t", 1))
+    first = await rx.recv()
+    await clock.advance(6)  # no ack: delivered again
+    second = await rx.recv()
+    assert (first.attempt, first.subscriber, second.attempt) == (1, "s", 2)
+    assert first is not second and first.id == second.id
+    await ack.success(second)
+    await ack.success(second)  # a repeated ack is a no-op
+    assert broker.statistics().acked == 1
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 4, 5, 7, 100])
+async def test_history_keeps_the_last_rows_in_order_whatever_the_limit(limit):
+    broker, clock = make_broker(history_limit=limit, ack_timeout=5)
+    rx, ack = await broker.subscribe("t", "s")
+    await broker.publish(Event("t", 1, id="e1"))
+    d = await rx.recv()
+    await clock.advance(1)
+    await ack.success(d)
+    await broker.publish(Event("t", 2, id="e2"))
+    d = await rx.recv()
+    await ack.failure(d, "boom", delay=0)
+    d = await rx.recv()
+    await ack.success(d)
+    want = [("published", "e1", None, 0), ("delivered", "e1", "s", 1), ("acked", "e1", "s", 1),
+            ("published", "e2", None, 0), ("delivered", "e2", "s", 1),
+            ("failed", "e2", "s", 1), ("redelivery", "e2", "s", 1),
+            ("delivered", "e2", "s", 2), ("acked", "e2", "s", 2)]
+    rows = broker.history()
+    assert [(r["kind"], r["event_id"], r["subscriber"], r["attempt"]) for r in rows] \
+        == want[-limit:]
+    times = [r["time"] for r in rows]
+    assert times == sorted(times) and all(isinstance(t, float) for t in times)
+    if limit >= len(want):
+        assert rows[2]["time"] - rows[1]["time"] == pytest.approx(1.0)

@@ -31,8 +31,7 @@ from lion_nb.patterns import (  # noqa: E402
 )
 from lion_nb.model import RetryPolicy  # noqa: E402
 from lion_nb.errors import SagaStateError  # noqa: E402
-from lion_nb.state import SqliteStorage  # noqa: E402
-from lion_nb.state.storage import Storage  # noqa: E402
+from lion_nb.state import SqliteStorage, Storage  # noqa: E402
 
 from saga.helpers import chain  # noqa: E402
 

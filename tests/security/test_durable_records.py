@@ -11,8 +11,7 @@ from lion_nb.engine import ExecutorConfig, WorkflowExecutor
 from lion_nb.errors import CheckpointCorruptError
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.security import Authority
-from lion_nb.state import NodeState, SqliteStorage, StateMachineManager
-from lion_nb.state.records import canonical_json
+from lion_nb.state import NodeState, SqliteStorage, StateMachineManager, canonical_json
 
 AUTHORITY = Authority.generate()
 

@@ -7,11 +7,8 @@ from lion_nb.errors import (CheckpointCorruptError, CheckpointError, CheckpointK
                             CheckpointNotFoundError, CheckpointVersionError, LionError,
                             SerializationError, StateConfigError, StorageCorruptError)
 from lion_nb.model import Edge, Node, WorkflowBuilder, WorkflowDefinition
-from lion_nb.state import PostgresStorage
-from lion_nb.state.checkpoint import CheckpointInfo, CheckpointManager
-from lion_nb.state.file_storage import FileStorage, key_to_filename
-from lion_nb.state.sqlite_storage import SqliteStorage
-from lion_nb.state.storage import MemoryStorage
+from lion_nb.state import (CheckpointInfo, CheckpointManager, FileStorage, MemoryStorage,
+                           PostgresStorage, SqliteStorage, key_to_filename)
 
 
 def workflow(name="etl", id=None):

@@ -9,10 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lion_nb.errors import LeaseError, SerializationError
-from lion_nb.state.file_storage import FileStorage, filename_to_key, key_to_filename
-from lion_nb.state.sqlite_storage import SqliteStorage
-from lion_nb.state import PostgresStorage
-from lion_nb.state.storage import MemoryStorage
+from lion_nb.state import (FileStorage, MemoryStorage, PostgresStorage, SqliteStorage,
+                           filename_to_key, key_to_filename)
 
 BACKENDS = ["memory", "file", "sqlite", "sqlite_group", "postgres"]
 

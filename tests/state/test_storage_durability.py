@@ -7,9 +7,7 @@ import sqlite3
 import pytest
 
 from lion_nb.errors import CheckpointCorruptError, CheckpointVersionError, StorageError
-from lion_nb.state.file_storage import FileStorage, key_to_filename
-from lion_nb.state.records import RecordCodec
-from lion_nb.state.sqlite_storage import SqliteStorage
+from lion_nb.state import FileStorage, RecordCodec, SqliteStorage, key_to_filename
 
 
 class Crash(BaseException):

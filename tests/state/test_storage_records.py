@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lion_nb.errors import (CheckpointCorruptError, CheckpointVersionError, SerializationError)
-from lion_nb.state.records import RecordCodec, canonical_json
+from lion_nb.state import RecordCodec, canonical_json
 
 
 def test_encode_then_decode_round_trips_and_keeps_the_key():

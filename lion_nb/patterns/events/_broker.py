@@ -22,7 +22,7 @@ from ...errors import (
 )
 from ._channel import (
     DELAYED, FINISHING, INFLIGHT, READY, AckSender, EventReceiver, HandOut, Member, Pending,
-    Subscription,
+    Subscription, pending,
 )
 from ._filter import EventFilter, compile_filter
 from ._keys import IdempotencyKeys
@@ -95,6 +95,7 @@ class EventBroker:
         self._immediate = store.immediate
         self._tracks = store.tracks_deliveries
         self._owned = store.owns_delivery
+        self._quiet_acks = not (self._owned or self._tracks)
         self._handout = HandOut(self._clock, self._ledger, None if self._owned else self._timer,
                                 self._finish_processed)
 
@@ -157,7 +158,7 @@ class EventBroker:
                 if sub is None:
                     continue
                 for row in rows:
-                    p = Pending(row.event, row.attempts, row.last_error, row.processed)
+                    p = pending(row.event, row.attempts, row.last_error, row.processed)
                     sub.pending[row.event.id] = p
                     if row.processed:  # effect committed before a crash, ack never came
                         self._finish_processed(sub, p)
@@ -299,7 +300,7 @@ class EventBroker:
             self._keys.add(key, event.id, event.timestamp)  # before any await: retries race
         try:
             if self._immediate:
-                offset = self._store.write(((event, names),))[0][0]  # type: ignore[index]
+                offset = self._store.append(event, names)
             else:
                 offset = await self._write_reserved(((event, targets),))
         except BaseException:
@@ -399,13 +400,9 @@ class EventBroker:
 
     def _route(self, event: Event, targets: Sequence[Subscription]) -> None:
         """Buffer a stored event for each target subscription."""
-        eid = event.id
         for sub in targets:
-            if sub.closed:
-                continue
-            p = Pending(event)
-            sub.pending[eid] = p
-            sub.put(p)
+            if not sub.closed:
+                sub.add(event)
         self._ledger.on_published(event, targets)
 
     # -- subscribing ------------------------------------------------------------------
@@ -513,7 +510,7 @@ class EventBroker:
             for p in rejected:
                 sub.pending.pop(p.event.id, None)
                 p.state = FINISHING
-                self._write_bg((), ((sub.name, p.event.offset, ACKED, p.attempts, "filtered"),))
+                self._write_bg((), ((sub.name, p.event.offset, ACKED, p.attempt, "filtered"),))
         sub.mode = mode
         sub.ack_timeout = ack_timeout or sub.ack_timeout
         sub.max_deliveries = max_deliveries or sub.max_deliveries
@@ -562,7 +559,7 @@ class EventBroker:
                 (), [(sub.name, e.offset, PENDING, 0, None) for e in chosen]))
         # Older than anything routed live meanwhile, so they go to the front.
         for event in reversed(chosen):
-            p = Pending(event)
+            p = pending(event)
             sub.pending[event.id] = p
             sub.ready.appendleft(p)
         sub.wake_one()
@@ -633,14 +630,14 @@ class EventBroker:
         sub = member.sub
         p = sub.pending.get(eid)
         if p is None:
-            done = sub.recent_acks.get(eid)
+            done = sub.acked_attempt(eid)
             if done is not None and ack.ok and ack.effects is None \
                     and ack.attempt in (None, done):
                 return None  # the same success ack again: already applied, nothing to do
             raise AckError(f"event {eid!r} is not pending for subscriber {sid!r} (unknown, "
                            "already acknowledged or dead-lettered)", event_id=eid, subscriber=sid)
         if p.state != INFLIGHT or p.member is not member or (
-                ack.attempt is not None and ack.attempt != p.attempts):
+                ack.attempt is not None and ack.attempt != p.attempt):
             raise AckError(self._stale_reason(ack, p, member), event_id=eid, subscriber=sid)
         if ack.effects is not None and not sub.exactly_once:
             raise AckError(f"ack effects need an exactly-once subscription; {sub.name!r} is "
@@ -655,8 +652,8 @@ class EventBroker:
             sub = member.sub
             p = sub.pending.get(ack.event_id)
         if (p is None or p.member is not member or p.state != INFLIGHT or self._closed
-                or member.closed or ack.subscriber != member.id  # type: ignore[union-attr]
-                or (ack.attempt is not None and ack.attempt != p.attempts)
+                or ack.subscriber != p.subscriber
+                or (ack.attempt is not None and ack.attempt != p.attempt)
                 or (ack.effects is not None and not sub.exactly_once)):  # type: ignore
             found = self._check_ack(ack, member)
             if found is None:
@@ -666,26 +663,29 @@ class EventBroker:
         if not ack.ok:
             self._fail(sub, p, ack)
             return
-        offset = p.event.offset
-        fx = ((sub.name, offset, ack.effects or {}),) if sub.exactly_once else ()
         # Out of inflight first, so the timer cannot redeliver while the store writes.
-        del sub.inflight[p.event.id]
+        del sub.inflight[p.id]
         p.state = FINISHING
-        if self._owned or self._tracks or fx:
-            try:
-                if self._owned:
-                    if fx:
-                        await _resolve(self._store.write((), (), fx))
-                    await _resolve(self._store.settle(sub.name, p.event, ACKED, p.attempts))
-                else:
-                    result = self._store.write((), ((sub.name, offset, ACKED, p.attempts,
-                                                     None),), fx)
-                    if not self._immediate:
-                        await result  # type: ignore[misc]
-            except BaseException:
-                self._unfinish(sub, p)
-                raise
-        self._acked(sub, p, ack.subscriber)
+        if not self._quiet_acks or sub.exactly_once:  # else the store keeps no delivery state
+            await self._write_ack(sub, p, ack.effects)
+        self._acked(sub, p)
+
+    async def _write_ack(self, sub: Subscription, p: Pending, effects: Any) -> None:
+        """Make an ack (and an exactly-once subscription's effects) durable, then finish."""
+        offset = p.event.offset
+        fx = ((sub.name, offset, effects or {}),) if sub.exactly_once else ()
+        try:
+            if self._owned:
+                if fx:
+                    await _resolve(self._store.write((), (), fx))
+                await _resolve(self._store.settle(sub.name, p.event, ACKED, p.attempt))
+            else:
+                result = self._store.write((), ((sub.name, offset, ACKED, p.attempt, None),), fx)
+                if not self._immediate:
+                    await result  # type: ignore[misc]
+        except BaseException:
+            self._unfinish(sub, p)
+            raise
 
     async def _settle_many(self, acks: list[EventAck], member: Member | None) -> None:
         """Apply several acks with one store write; all are checked before any applies."""
@@ -706,7 +706,7 @@ class EventBroker:
                 await self._settle(ack, member)
             return
         done = [(a, s, p) for a, s, p in checked if a.ok]
-        updates = [(s.name, p.event.offset, ACKED, p.attempts, None) for _, s, p in done]
+        updates = [(s.name, p.event.offset, ACKED, p.attempt, None) for _, s, p in done]
         fx = [(s.name, p.event.offset, a.effects or {}) for a, s, p in done if s.exactly_once]
         for _, s, p in done:
             del s.inflight[p.event.id]
@@ -721,7 +721,7 @@ class EventBroker:
             raise
         for a, s, p in checked:
             if a.ok:
-                self._acked(s, p, a.subscriber)
+                self._acked(s, p)
             else:
                 self._fail(s, p, a)
 
@@ -731,7 +731,7 @@ class EventBroker:
             sub.put(p)
 
     def _fail(self, sub: Subscription, p: Pending, ack: EventAck) -> None:
-        self._ledger.on_failed(p.event, ack.subscriber, p.attempts, ack.error)
+        self._ledger.on_failed(p.event, ack.subscriber, p.attempt, ack.error)
         if ack.final:  # terminate: no redelivery, whatever attempts are left
             sub.inflight.pop(p.event.id, None)
             p.last_error, p.member = ack.error, None
@@ -757,24 +757,20 @@ class EventBroker:
         sub.inflight[p.event.id] = p
 
     def _stale_reason(self, ack: EventAck, p: Pending, member: Member) -> str:
-        where = {READY: "waiting to be redelivered" if p.attempts else "not delivered yet",
+        where = {READY: "waiting to be redelivered" if p.attempt else "not delivered yet",
                  DELAYED: "waiting out a retry delay",
                  FINISHING: "being acknowledged"}.get(p.state)
         if where is None and p.member is not member:
             where = f"in flight to {p.member.id if p.member else None!r}"
         elif where is None:
-            where = f"in flight as attempt {p.attempts}"
+            where = f"in flight as attempt {p.attempt}"
         attempt = f"attempt {ack.attempt}" if ack.attempt is not None else "an earlier attempt"
         return (f"stale ack from subscriber {ack.subscriber!r} for event {ack.event_id!r} "
                 f"({attempt}); the event is now {where}")
 
-    def _acked(self, sub: Subscription, p: Pending, subscriber: str) -> None:
-        event = p.event
-        del sub.pending[event.id]
-        sub.remember_ack(event.id, p.attempts)
-        if sub.max_ack_pending is not None:  # else freed() has nothing to do: no call
-            sub.freed()
-        self._ledger.on_acked(event, subscriber, p.attempts)
+    def _acked(self, sub: Subscription, p: Pending) -> None:
+        sub.acked(p)
+        self._ledger.on_acked(p)
         if self._space_waiters:
             self._wake_publishers()
 
@@ -784,10 +780,10 @@ class EventBroker:
         sub.pending.pop(p.event.id, None)
         p.state = FINISHING
         if self._owned:
-            self._bg(self._store.settle(sub.name, p.event, ACKED, p.attempts))
+            self._bg(self._store.settle(sub.name, p.event, ACKED, p.attempt))
         else:
-            self._write_bg((), ((sub.name, p.event.offset, ACKED, p.attempts, None),))
-        self._ledger.on_acked(p.event, sub.name, p.attempts, "effect already committed")
+            self._write_bg((), ((sub.name, p.event.offset, ACKED, p.attempt, None),))
+        self._ledger.on_finished(p.event, sub.name, p.attempt, "effect already committed")
         sub.freed()
         if self._space_waiters:
             self._wake_publishers()
@@ -842,7 +838,7 @@ class EventBroker:
         if p.processed:
             self._finish_processed(sub, p)
         else:
-            self._retry(sub, p, f"no ack within {sub.ack_timeout:g}s (attempt {p.attempts})",
+            self._retry(sub, p, f"no ack within {sub.ack_timeout:g}s (attempt {p.attempt})",
                         None, "timeout")
 
     def _retry(self, sub: Subscription, p: Pending, error: str | None,
@@ -852,17 +848,17 @@ class EventBroker:
         p.last_error = error
         p.member = None
         sub.freed()
-        if p.attempts >= sub.max_deliveries:
+        if p.attempt >= sub.max_deliveries:
             self._dead_letter(sub, p)
             return
         if delay is None:
-            delay = self._delay(sub, p.attempts)
-        self._ledger.on_redelivery(event, sub.name, p.attempts, error, reason, delay)
+            delay = self._delay(sub, p.attempt)
+        self._ledger.on_redelivery(event, sub.name, p.attempt, error, reason, delay)
         if self._owned:  # nak: the store redelivers after the delay
             p.state = DELAYED
-            self._bg(self._store.settle(sub.name, event, PENDING, p.attempts, delay, error))
+            self._bg(self._store.settle(sub.name, event, PENDING, p.attempt, delay, error))
             return
-        self._write_bg((), ((sub.name, event.offset, PENDING, p.attempts, error),))
+        self._write_bg((), ((sub.name, event.offset, PENDING, p.attempt, error),))
         if delay <= 0:
             sub.put(p)  # to the back of the buffer: a poison event never blocks the rest
             return
@@ -873,11 +869,11 @@ class EventBroker:
         sub.pending.pop(event.id, None)
         p.state = FINISHING
         if self._owned:
-            self._bg(self._store.settle(sub.name, event, DEAD, p.attempts, None, p.last_error))
-            self._publish_dead_letter(sub.name, event, p.attempts, p.last_error, ())
+            self._bg(self._store.settle(sub.name, event, DEAD, p.attempt, None, p.last_error))
+            self._publish_dead_letter(sub.name, event, p.attempt, p.last_error, ())
         else:
-            self._publish_dead_letter(sub.name, event, p.attempts, p.last_error,
-                                      ((sub.name, event.offset, DEAD, p.attempts,
+            self._publish_dead_letter(sub.name, event, p.attempt, p.last_error,
+                                      ((sub.name, event.offset, DEAD, p.attempt,
                                         p.last_error),))
         if self._space_waiters:
             self._wake_publishers()
@@ -958,7 +954,7 @@ class EventBroker:
         if old is not None:  # a redelivery supersedes whatever attempt was out there
             sub.inflight.pop(event.id, None)
             old.state = FINISHING
-        p = Pending(event, attempt - 1)
+        p = pending(event, attempt - 1)
         sub.pending[event.id] = p
         sub.put(p)
 

@@ -31,6 +31,7 @@ __all__ = ["EventReceiver", "AckSender"]
 
 READY, INFLIGHT, DELAYED, FINISHING = 0, 1, 2, 3
 _RECENT_ACKS = 1024           # acked ids a subscription remembers, for repeated acks
+_new = object.__new__
 
 
 class Alarm(Protocol):
@@ -54,30 +55,55 @@ class HandOut:
     finish_processed: Callable[["Subscription", "Pending"], None]
 
 
-class Pending:
-    """One event's delivery state within one subscription."""
+class Pending(Delivery):
+    """One event's delivery state within one subscription: the Delivery a receiver gets.
 
-    __slots__ = ("event", "attempts", "member", "deadline", "last_error", "state", "processed")
+    One object per attempt: routing makes it, hand-out fills in the attempt and
+    the member, an ack drops it. A redelivery hands out a fresh copy
+    (:meth:`Subscription.renew`), so the Delivery a receiver already holds keeps
+    its attempt number.
+    """
 
-    def __init__(self, event: Event, attempts: int = 0, last_error: str | None = None,
-                 processed: bool = False) -> None:
-        self.event = event
-        self.attempts = attempts          # deliveries handed out so far
-        self.member: Member | None = None
-        self.deadline = 0.0
-        self.last_error = last_error
-        self.state = READY
-        self.processed = processed        # exactly-once: its effect is committed
+    __slots__ = ("member", "deadline", "last_error", "state", "processed", "handed_at",
+                 "acked_at")
+
+    member: Member | None
+    deadline: float                   # monotonic ack deadline while INFLIGHT
+    last_error: str | None
+    state: int
+    processed: bool                   # exactly-once: its effect is committed
+    handed_at: float                  # wall times for the ledger's history rows
+    acked_at: float | None
+
+
+def pending(event: Event, attempt: int = 0, last_error: str | None = None,
+            processed: bool = False) -> Pending:
+    """A READY delivery state for ``event`` after ``attempt`` earlier deliveries."""
+    # Filled in place: calling the class would build an argument tuple first
+    # (CPython 3.11), and this runs once per event and subscription.
+    p = _new(Pending)
+    p.event = event
+    p.id = event.id
+    p.topic = event.topic
+    p.payload = event.payload
+    p.attempt = attempt               # deliveries handed out so far
+    p.subscriber = None               # type: ignore[assignment]  # set at hand-out
+    p.member = None
+    p.deadline = 0.0
+    p.last_error = last_error
+    p.state = READY
+    p.processed = processed
+    return p
 
 
 class Subscription:
     """Delivery state shared by a subscriber (or by all members of a group)."""
 
-    __slots__ = ("name", "pattern", "filter", "mode", "ack_timeout", "max_deliveries",
+    __slots__ = ("name", "pattern", "filter", "ack_timeout", "max_deliveries",
                  "max_pending", "is_group", "members", "ready", "getters", "inflight",
                  "pending", "reserved", "closed", "shut", "filter_unknown", "recent_acks",
-                 "_acked_ring", "_ring_at", "_out", "_clock", "_alarm", "_ledger", "backoff",
-                 "max_ack_pending")
+                 "older_acks", "_acks_kept", "_out", "_clock", "_alarm", "_ledger", "backoff",
+                 "max_ack_pending", "exactly_once", "_mode")
 
     def __init__(self, name: str, pattern: TopicPattern, flt: EventFilter | None,
                  mode: DeliveryMode, ack_timeout: float, max_deliveries: int,
@@ -88,7 +114,7 @@ class Subscription:
         self.name = name
         self.pattern = pattern
         self.filter = flt
-        self.mode = mode
+        self.mode = mode              # also sets exactly_once
         self.ack_timeout = ack_timeout
         self.max_deliveries = max_deliveries
         self.max_pending = max_pending
@@ -102,11 +128,12 @@ class Subscription:
         self.reserved = 0                 # slots held by publishes awaiting the store
         self.closed = False               # unsubscribed for good: routing skips it
         self.shut = False                 # the broker closed: receivers get None
-        # event id -> attempt of recent successful acks, so a repeated ack is a no-op;
-        # a ring of their ids evicts the oldest in O(1)
+        # event id -> attempt of recent successful acks, so a repeated ack is a no-op:
+        # two generations, the older dropped whole when the newer fills (O(1), one
+        # dict store per ack); at least the last ``_acks_kept`` are known
         self.recent_acks: dict[str, int] = {}
-        self._acked_ring: list[str | None] = [None] * min(max_pending, _RECENT_ACKS)
-        self._ring_at = 0
+        self.older_acks: dict[str, int] = {}
+        self._acks_kept = min(max_pending, _RECENT_ACKS)
         # Restored from a store whose filter was a callable: route everything
         # matching the pattern until a member re-attaches with the callable.
         self.filter_unknown = False
@@ -159,30 +186,57 @@ class Subscription:
             return self._hand_out(member, p)
         raise asyncio.QueueEmpty(f"no event ready for subscriber {member.id!r}")
 
-    def _hand_out(self, member: "Member", p: "Pending") -> Delivery:
-        p.attempts += 1
+    def _hand_out(self, member: "Member", p: Pending) -> Pending:
+        if p.attempt:
+            p = self.renew(p)
+        p.attempt += 1
         p.state = INFLIGHT
         p.member = member
-        event = p.event
-        self.inflight[event.id] = p
+        p.subscriber = member.id
+        self.inflight[p.id] = p
         alarm = self._alarm
         if alarm is not None:
             deadline = p.deadline = self._clock.monotonic() + self.ack_timeout
             armed = alarm.armed_at
             if armed is None or deadline < armed:
                 alarm.arm(deadline)
-        self._ledger.on_delivered(event, member.id, p.attempts)
-        return Delivery(event, p.attempts, member.id)
+        self._ledger.on_delivered(p)
+        return p
 
-    def remember_ack(self, event_id: str, attempt: int) -> None:
-        """Keep the last acked ids (at most max_pending, 1024) to recognise a repeated ack."""
-        ring, at = self._acked_ring, self._ring_at
-        old = ring[at]
-        if old is not None:
-            self.recent_acks.pop(old, None)
-        ring[at] = event_id
-        self._ring_at = (at + 1) % len(ring)
-        self.recent_acks[event_id] = attempt
+    def renew(self, p: Pending) -> Pending:
+        """A fresh state object for the next attempt; ``p`` (held by a receiver) is left as is."""
+        q = pending(p.event, p.attempt, p.last_error, p.processed)
+        p.state = FINISHING
+        self.pending[q.id] = q
+        return q
+
+    def add(self, event: Event) -> None:
+        """Buffer a newly routed ``event`` and wake one waiting receiver."""
+        p = pending(event)
+        self.pending[p.id] = p
+        self.ready.append(p)
+        getters = self.getters
+        while getters:  # inlined wake_one(): this is the hot path of every publish
+            fut = getters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def acked(self, p: Pending) -> None:
+        """``p`` is finished by an ack: forget it, remember its id against a repeated ack."""
+        eid = p.id
+        del self.pending[eid]
+        recent = self.recent_acks
+        recent[eid] = p.attempt
+        if len(recent) >= self._acks_kept:
+            self.older_acks, self.recent_acks = recent, {}
+        if self.max_ack_pending is not None and self.ready:
+            self.wake_one()
+
+    def acked_attempt(self, event_id: str) -> int | None:
+        """The attempt a recent successful ack of ``event_id`` finished, else None."""
+        found = self.recent_acks.get(event_id)
+        return self.older_acks.get(event_id) if found is None else found
 
     def shut_down(self) -> None:
         """The broker closed: receivers get None from now on."""
@@ -229,9 +283,14 @@ class Subscription:
         return used == 0 or used + extra <= self.max_pending
 
     @property
-    def exactly_once(self) -> bool:
-        """True for an exactly-once subscription."""
-        return self.mode is DeliveryMode.EXACTLY_ONCE
+    def mode(self) -> DeliveryMode:
+        """The delivery guarantee; ``exactly_once`` follows it (read per ack, so a field)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: DeliveryMode) -> None:
+        self._mode = mode
+        self.exactly_once = mode is DeliveryMode.EXACTLY_ONCE
 
 
 class Member:

@@ -156,6 +156,15 @@ class EventStore(ABC):
         in the write is applied and the error propagates.
         """
 
+    def append(self, event: Event, consumers: Sequence[str]) -> int | None:
+        """Immediate stores: append one event; its offset, None if its id is stored.
+
+        The broker's one-event publish on an ``immediate`` store; the default
+        is :meth:`write` with one append. A store may override it with a
+        faster path that does the same.
+        """
+        return self.write(((event, consumers),))[0][0]  # type: ignore[index]
+
     @abstractmethod
     def load(self, keys_since: float) -> MaybeAwaitable[StoreSnapshot]:
         """Everything a broker needs to resume; keys stamped at or after ``keys_since``."""
@@ -279,6 +288,16 @@ class InMemoryEventStore(EventStore):
                 if status != PENDING:
                     self._processed.discard((consumer, offset))
         return offsets, applied
+
+    def append(self, event: Event, consumers: Sequence[str]) -> int | None:
+        """One event, without the lists and tuples of a general :meth:`write`."""
+        if event.id in self._ids:
+            return None
+        self._last = offset = self._last + 1
+        event.offset = offset
+        self._events[offset] = event
+        self._ids[event.id] = offset
+        return offset
 
     def load(self, keys_since: float) -> StoreSnapshot:
         """No consumers or deliveries (not tracked); recent idempotency keys from the log."""

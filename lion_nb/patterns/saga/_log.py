@@ -23,7 +23,7 @@ import logging
 from typing import Any, Iterable
 
 from ...errors import SagaNotFoundError, SagaReplyError
-from ...state.storage import Storage
+from ...state import Storage
 from ._definition import SagaDefinition
 from ._instance import SagaInstance
 from ._ledger import SagaLedger

@@ -14,7 +14,7 @@ from ...clock import SYSTEM_CLOCK, Clock
 from ...engine.observe import ObserveStream
 from ...errors import ConfigError, SagaError, SagaNotFoundError, SagaStateError, SecurityError
 from ...security import GrantSet
-from ...state.storage import Storage
+from ...state import Storage
 from ._channel import CommandChannel
 from ._config import SagaManagerConfig
 from ._definition import SagaDefinition
