@@ -1,16 +1,18 @@
 """What a node dispatch pays for security, against the executor without it.
 
 First table: µs per operation (CPU time, best of several rounds) for a bare
-dict lookup, the executor's dispatch check (``GrantSet.check_all``: one
-lookup, an expiry compare and an audit record), a cached ``GrantSet.check``
-(without and with an audit listener that hears allowed checks),
+dict lookup, the executor's dispatch check (``GrantSet.gate()``: one lookup,
+an expiry compare and an audit entry, in one call frame), ``check_all``, a
+cached ``GrantSet.check`` (without and with an audit listener that hears
+allowed checks),
 ``resource_for``, cached and full ``Authority.verify`` (HMAC and Ed25519),
 minting, attenuating and narrowing (fresh and reused).
 
 Second table, the issue's yardstick ("under 10% added per node"): the real
 executor running a 10k-node chain without an authority (the baseline), with
-an authority, and with one checked requirement on every node -- interleaved
-rounds, median (min–max) of CPU and wall time, with the machine's load.
+an authority, and with one checked requirement on every node -- each set-up
+on an executor of its own (same config, history on), interleaved rounds,
+median (min–max) of CPU and wall time, with the machine's load.
 
 Third table (``--instructions``, needs Valgrind): instructions per node of the
 same three set-ups, counted by cachegrind -- the same comparison without the
@@ -88,6 +90,11 @@ def main() -> None:
         for _ in range(k):
             chk(requires, node="SaveOrder")
 
+    def gate(k: int) -> None:
+        chk = grants.gate()
+        for _ in range(k):
+            chk(requires, "SaveOrder")
+
     def check(k: int) -> None:
         chk = grants.check
         for _ in range(k):
@@ -148,7 +155,8 @@ def main() -> None:
     node_us = bare_asyncio_node_us()
     rows = [
         ("bare dict lookup", per_op_us(dict_lookup, n)),
-        ("grants.check_all (the dispatch check)", per_op_us(check_all, n)),
+        ("grants.gate() (the dispatch check)", per_op_us(gate, n)),
+        ("grants.check_all", per_op_us(check_all, n)),
         ("grants.check (cached, audited)", per_op_us(check, n)),
     ]
     remove = authority.add_listener(lambda record: None)

@@ -135,7 +135,9 @@ class AuditLog:
         an object kept per node dispatch would set off the garbage collector
         every few hundred dispatches while the log fills (and each collection
         walks the run's state), while the tuple passed here is freed at once.
-        Expanded into an AuditRecord when the records are read.
+        One C call (``deque.extend``) keeps the three together under the GIL, so
+        a check in a worker thread cannot land between them. Expanded into an
+        AuditRecord when the records are read.
         """
 
     def record(self, rec: AuditRecord) -> None:

@@ -31,6 +31,7 @@ from lion_nb.security._token import Token, is_descendant
 __all__ = ["GrantIssuer", "GrantSet"]
 
 _MAX_HITS = 4096
+_MISS = (-math.inf, ())  # what gate() finds for requirements it has not decided yet
 
 
 _new_record = tuple.__new__  # builds an AuditRecord without the Python-level __new__ frame
@@ -188,21 +189,21 @@ class GrantSet:
         # lookup costs about as much as the lookup that decides.
         issuer, nodes, keep, time, log = (self._issuer, self._nodes, self._keep, self._time,
                                           self._log)
+        tell = self._tell
 
         def gate(requirements: tuple[str, ...], node: str) -> None:
             try:
                 if self._epoch == issuer.revocation_epoch:
                     try:
-                        entry = nodes.get(requirements)
+                        entry = nodes.get(requirements, _MISS)
                     except TypeError:  # unhashable: check_all answers it every time
-                        entry = None
-                    if entry is not None:
-                        now = time()
-                        if now < entry[0]:
-                            keep((now, node, entry[1]))
-                            if log.check_listeners or forward:
-                                self._tell(entry[1], now, node, forward)
-                            return
+                        entry = _MISS
+                    now = time()
+                    if now < entry[0]:  # remembered, and no token involved expired
+                        keep((now, node, entry[1]))
+                        if log.check_listeners or forward:
+                            tell(entry[1], now, node, forward)
+                        return
                 self.check_all(requirements, node=node, forward=forward)
             except SecurityError:
                 raise
