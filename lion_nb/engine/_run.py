@@ -230,7 +230,8 @@ class InstanceRun:
                 i = ready.pop()
                 result = decide(i)
                 if result is run or (gated[i] and not self._may_reuse(i)):
-                    report.flush()
+                    if pending:
+                        report.flush()
                     self._enqueue(i)
                     continue
                 codes[i] = ok
@@ -245,7 +246,8 @@ class InstanceRun:
                         self._end_decided(t)
         finally:
             self._draining = False
-            report.flush()
+            if pending:
+                report.flush()
         if self.unfinished == 0:  # every node ended (so none was left ready)
             self.finish()
 
