@@ -8,7 +8,6 @@ The run knows its executor only through a :class:`RunEnv`.
 from __future__ import annotations
 
 import asyncio
-from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -253,7 +252,8 @@ class InstanceRun:
 
     def _reuse_upfront(self) -> bool:
         """Start a run with a cache: settle, in topological order, every node whose
-        predecessors were all reused, then tell the join rule in one ``restore``.
+        predecessors were all reused, then tell the join rule about those that a node
+        still to run waits for.
 
         False where the join rule must decide node by node (conditions, other trigger
         rules, a re-run request): ``start`` queues the roots. A fully cached re-run is
@@ -285,15 +285,25 @@ class InstanceRun:
         report = self._reused_report(session)
         report.pending += reused
         report.flush()
-        if self.unfinished:  # the join rule learns what ended; what it releases is queued
-            ended = dict(zip(reused, zip(repeat(ok), map(results.__getitem__, reused))))
-            for t in self.join.restore(ended):
-                if t >= 0:
-                    self._end_decided(t)
-                elif ~t in to_run:
-                    self._enqueue(~t)  # decided above: not a second time
-                else:
-                    self.queue(~t)
+        if not self.unfinished:
+            return True
+        # The join rule counts only the reused nodes that something still waits for; what
+        # it releases was decided above (queued here, not decided a second time).
+        for i in self.join.ready():
+            if i in to_run:
+                self._enqueue(i)
+        out, target, settle = self.definition.out_edges, self.definition.edge_target, self.join.done
+        for i in reused:
+            for k in out[i]:
+                if codes[target[k]] != ok:
+                    for t in settle(i, ok, results[i]):
+                        if t >= 0:
+                            self._end_decided(t)
+                        elif ~t in to_run:
+                            self._enqueue(~t)
+                        elif codes[~t] != ok:
+                            self.queue(~t)
+                    break
         return True
 
     def _reused_report(self, session: CacheSession) -> ReusedReport:
