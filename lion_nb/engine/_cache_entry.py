@@ -26,10 +26,11 @@ class CacheEntry:
 
     ``key`` is what the result was computed from, NUL-separated: code version,
     config and edges fingerprints, then each succeeded predecessor's name and
-    result fingerprint (``parts()`` splits it, to say what changed); ``reads`` maps the instance inputs the handler read to
-    their fingerprints (None: it looked at all of them; ``inputs_fp`` is then
-    the fingerprint of the whole mapping). ``uncacheable`` says why a node
-    that ran could not be reused later (an input it read has no stable hash).
+    result fingerprint (``key_parts`` splits it, to say what changed); ``reads`` maps
+    the instance inputs the handler read to their fingerprints (None: it looked at
+    all of them; ``inputs_fp`` is then the fingerprint of the whole mapping).
+    ``uncacheable`` says why a node that ran could not be reused later (an input it
+    read has no stable hash).
     """
 
     workflow: str

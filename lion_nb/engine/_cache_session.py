@@ -223,8 +223,12 @@ class CacheSession:
                         return slow(i, None)
                     key += part
             entry = entry_of(names[i])
-            if entry is None or entry.key != key or not entry.trivial:
+            if entry is None:  # what _serve would say, without its checks
                 keys[i] = key  # a node that runs is cached under it
+                verdicts[i] = _FIRST_RUN
+                return RUN
+            if entry.key != key or not entry.trivial:
+                keys[i] = key
                 return serve(i, nodes[i], entry, key)
             verdicts[i] = _REUSED
             fps[i] = entry.result_fp

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import math
 from array import array
-from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence
 
@@ -252,7 +251,8 @@ class InstanceRun:
                 i = ready.pop()
                 result = decide(i)
                 if result is run or (gated[i] and not self._may_reuse(i)):
-                    report.flush()
+                    if pending:
+                        report.flush()
                     self._enqueue(i)
                     continue
                 codes[i] = ok
@@ -267,13 +267,15 @@ class InstanceRun:
                         self._end_decided(t)
         finally:
             self._draining = False
-            report.flush()
+            if pending:
+                report.flush()
         if self.unfinished == 0:  # every node ended (so none was left ready)
             self.finish()
 
     def _reuse_upfront(self) -> bool:
         """Start a run with a cache: settle, in topological order, every node whose
-        predecessors were all reused, then tell the join rule in one ``restore``.
+        predecessors were all reused, then tell the join rule about those that a node
+        still to run waits for.
 
         False where the join rule must decide node by node (conditions, other trigger
         rules, a re-run request): ``start`` queues the roots. A fully cached re-run is
@@ -305,15 +307,25 @@ class InstanceRun:
         report = self._reused_report(session)
         report.pending += reused
         report.flush()
-        if self.unfinished:  # the join rule learns what ended; what it releases is queued
-            ended = dict(zip(reused, zip(repeat(ok), map(results.__getitem__, reused))))
-            for t in self.join.restore(ended):
-                if t >= 0:
-                    self._end_decided(t)
-                elif ~t in to_run:
-                    self._enqueue(~t)  # decided above: not a second time
-                else:
-                    self.queue(~t)
+        if not self.unfinished:
+            return True
+        # The join rule counts only the reused nodes that something still waits for; what
+        # it releases was decided above (queued here, not decided a second time).
+        for i in self.join.ready():
+            if i in to_run:
+                self._enqueue(i)
+        out, target, settle = self.definition.out_edges, self.definition.edge_target, self.join.done
+        for i in reused:
+            for k in out[i]:
+                if codes[target[k]] != ok:
+                    for t in settle(i, ok, results[i]):
+                        if t >= 0:
+                            self._end_decided(t)
+                        elif ~t in to_run:
+                            self._enqueue(~t)
+                        elif codes[~t] != ok:
+                            self.queue(~t)
+                    break
         return True
 
     def _reused_report(self, session: CacheSession) -> ReusedReport:
