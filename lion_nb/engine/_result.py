@@ -84,6 +84,9 @@ class InstanceResult:
     #: under ``on_denied="skip"`` names what was missing. Skips are not failures, so
     #: they are never in ``errors``/``exceptions``.
     skip_reasons: dict[str, str] = field(default_factory=dict)
+    #: Nodes read back from durable storage by ``resume``: they ended before the restart
+    #: (their state, output and attempts are the committed ones) and did not run again.
+    restored: frozenset[str] = field(default_factory=frozenset)
     workflow: str = field(init=False)
     errors: dict[str, str] = field(init=False)
 

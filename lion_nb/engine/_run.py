@@ -156,6 +156,7 @@ class InstanceRun:
         self.crashes: dict[int, int] = {}
         self.announced: dict[int, int] = {}
         self.max_crashes = config.max_node_crashes
+        self.restored: list[int] = []  # nodes read back from storage by ``restore``
 
     # --- what handlers and callers read --------------------------------------------
 
@@ -211,6 +212,7 @@ class InstanceRun:
             exceptions=exceptions, skip_reasons=skipped, error=self.error,
             started_at=self.started_at,
             finished_at=self.finished_at,
+            restored=frozenset(d.nodes[i].name for i in self.restored),
             reasons={} if self.cache is None else self.cache.reasons())
 
     # --- queueing -------------------------------------------------------------------
@@ -746,6 +748,7 @@ class InstanceRun:
         for i, (attempts, crashes) in started.items():
             self.attempts[i] = attempts
             self.crashes[i] = crashes
+        self.restored = list(committed)
         for i, (state, output, attempts, error) in committed.items():
             self.states.restore(i, state)
             self.results[i] = output if state is NodeState.SUCCEEDED else None
@@ -758,8 +761,13 @@ class InstanceRun:
                 if self.first_failed is None:
                     self.first_failed = i
             if K.NODE_RESTORED in obs.wanted:
+                # reason/detail/error: what history's tables show of a restored node
+                data = {"state": state.value, "reason": "restored",
+                        "reason_detail": f"{state.value} before the restart"}
+                if error is not None:
+                    data["error"] = str(error)
                 obs.emit(ExecEvent(K.NODE_RESTORED, self.clock.time(), self.instance_id,
-                                   d.nodes[i].name, attempts, {"state": state.value}))
+                                   d.nodes[i].name, attempts, data))
         self._set_state(_I_RUNNING)
         codes = self.states.codes
         self._advance(self.join.restore({i: (codes[i], self.results[i]) for i in committed}))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping, Sequence
 
+from ._hotspots import hotspots, svg_size
 from ._style import STATE_ORDER, style_for
 from ._text import html_text
 
 __all__ = ["BAR_COLOURS", "bar_html", "chip", "failures_html", "figure_html", "items_html",
            "picture_html", "progress_html", "snapshot_html", "stats_html", "table_html",
-           "title_html"]
+           "title_html", "ZOOM_WIDTH"]
 
 #: Bar colours of the progress styles ipywidgets uses (info, success, danger, warning).
 BAR_COLOURS = {"info": "#54aeff", "success": "#2da44e", "danger": "#cf222e",
@@ -96,20 +97,77 @@ def failures_html(nodes: Sequence[str], states: Mapping[str, str],
     return f"<ul style='margin:2px 0'>{''.join(items)}</ul>{tail}"
 
 
+#: Pictures wider than this (CSS px) are shown fitted to the output's width, and a click
+#: opens them at their natural size.
+ZOOM_WIDTH = 960
+
+# The card the pictures sit on: white in every theme, because their colours (state fills,
+# dark text) are chosen for white.
+_CARD = "background:#ffffff;padding:4px;border-radius:4px;box-sizing:border-box"
+
+
+def _percent(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.2f}%"
+
+
+def _framed(img: str, svg: str, size: tuple[float, float] | None, fit: bool) -> str:
+    """``img`` in a frame as big as the image, with a titled box over each node (or bar).
+
+    An ``<img>`` shows none of its SVG's ``<title>`` tooltips. A client-side image map
+    cannot bring them back: JupyterLab's sanitizer renames the map's id and drops its
+    name, so ``usemap`` finds nothing in an untrusted notebook. Empty boxes placed in
+    percent of the frame over each node do survive it (``title``, absolute position),
+    and they scale with the image when it is fitted to a narrow output.
+    """
+    boxes = []
+    if size is not None:
+        width, height = size
+        for spot in hotspots(svg):
+            left, top, right, bottom = spot.box
+            place = (f"left:{_percent(left, width)};top:{_percent(top, height)};"
+                     f"width:{_percent(right - left, width)};"
+                     f"height:{_percent(bottom - top, height)}")
+            boxes.append(f'<span class="lion-nb-tip" title="{html_text(spot.title, 2000)}" '
+                         f'style="position:absolute;{place}"></span>')
+    limit = "max-width:100%;" if fit else ""
+    return ('<div class="lion-nb-picture-frame" style="position:relative;'
+            f'display:inline-block;{limit}vertical-align:top">{img}{"".join(boxes)}</div>')
+
+
 def picture_html(svg: str, title: str = "") -> str:
-    """An SVG as an ``<img>`` data URI on a white card, with ``title`` as its tooltip.
+    """An SVG as an ``<img>`` data URI on a white card, with a tooltip per node.
 
     JupyterLab shows ``image/svg+xml`` only in trusted notebooks and strips inline
     ``<svg>`` from the HTML of untrusted ones, but keeps an ``<img>`` with a data URI:
-    this is what a clone, GitHub or nbviewer shows. The card is white in every theme
-    because the pictures' colours (state fills, dark text) are chosen for white.
+    this is what a clone, GitHub or nbviewer shows. ``title`` is the image's tooltip;
+    each node (or timeline bar) has its own, from the SVG. A picture wider than
+    ``ZOOM_WIDTH`` is fitted to the output's width; clicking it opens its natural size
+    below (scroll to pan), clicking again closes it: a ``<details>`` element, so it
+    works untrusted, where no script runs.
     """
     data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
     first = title.splitlines()[0] if title else "picture"
-    return (f'<img class="lion-nb-picture" src="data:image/svg+xml;base64,{data}" '
-            f'alt="{html_text(first, 200)}" title="{html_text(title, 4000)}" '
-            'style="background:#ffffff;padding:4px;border-radius:4px;max-width:100%;'
-            'height:auto">')
+
+    def img(kind: str, fit: bool) -> str:
+        scale = "max-width:100%;height:auto" if fit else "max-width:none"
+        return (f'<img class="{kind}" src="data:image/svg+xml;base64,{data}" '
+                f'alt="{html_text(first, 200)}" title="{html_text(title, 4000)}" '
+                f'style="display:block;{scale}">')
+
+    size = svg_size(svg)
+    fitted = (f'<div class="lion-nb-picture-card" style="{_CARD};display:inline-block;'
+              f'max-width:100%">{_framed(img("lion-nb-picture", True), svg, size, True)}</div>')
+    if size is None or size[0] <= ZOOM_WIDTH:
+        return fitted
+    width, height = (round(v) for v in size)
+    hint = (f"⤢ {width:,}×{height:,} px, fitted to the width: click the picture for its "
+            "natural size (scroll to pan), click again to close it")
+    natural = _framed(img("lion-nb-picture-natural", False), svg, size, False)
+    return (f'<details class="lion-nb-zoom" style="max-width:100%">'
+            f'<summary title="{html_text(hint)}" style="display:block;list-style:none;'
+            f'cursor:zoom-in">{fitted}<div><small>{html_text(hint)}</small></div></summary>'
+            f'<div class="lion-nb-picture-card lion-nb-natural" style="{_CARD};'
+            f'overflow:auto;max-height:900px;max-width:100%">{natural}</div></details>')
 
 
 def progress_html(value: int, maximum: int, bar_style: str, description: str) -> str:

@@ -36,7 +36,8 @@ MAX_HANDLERS = 24
 # Which state colours a band holding several: problems first, then activity,
 # so a single failure among 5,000 successes is what the eye lands on.
 _DOMINANCE = ("failed", "upstream_failed", "retrying", "running", "queued", "compensating",
-              "pending", "cancelled", "compensated", "skipped", "succeeded")
+              "pending", "cancelled", "compensated", "skipped", "succeeded", "reused",
+              "restored")
 
 
 def node_layers(definition: "WorkflowDefinition") -> list[int]:

@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import UnsupportedSourceError
-from ._dot import instance_overlay, with_reasons
+from ._dot import instance_overlay, shown_states
 from ._html import picture_html
 from ._legend import with_legend
 from ._render import INSTALL_HINT, RenderOutcome, render_svg
@@ -46,8 +46,7 @@ def describe(obj: Any) -> str:
         return describe_saga(obj)
     instance = _is_instance(obj)
     definition = obj.definition if instance else obj
-    states, reasons = with_reasons(getattr(obj, "node_states", None) or {},
-                                   getattr(obj, "reasons", None) or {}) if instance else ({}, {})
+    states, reasons = shown_states(obj) if instance else ({}, {})
     attempts = dict(getattr(obj, "attempts", None) or {}) if instance else {}
     errors = dict(getattr(obj, "errors", None) or {}) if instance else {}
     n, m = len(definition.nodes), len(definition.edges)

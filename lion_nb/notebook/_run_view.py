@@ -32,7 +32,7 @@ from ..engine.observe import ExecEvent
 from ..errors import LionError, blame_lines, user_frames
 from ._html import chip, failures_html, picture_html, snapshot_html, stats_html, title_html
 from ._text import format_seconds, html_text
-from ._dot import with_reasons
+from ._dot import RESTORED_REASON, shown_states
 from ._live_view import LiveView
 from ._style import ERROR_STATES, TERMINAL_STATES
 
@@ -42,13 +42,14 @@ _SVG_WIDTH = re.compile(r'<svg[^>]*?\swidth="([0-9.]+(?:pt|px))"')
 _EVENT_STATE = {K.NODE_QUEUED: "queued", K.NODE_STARTED: "running", K.NODE_RETRIED: "retrying",
                 K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed",
                 K.NODE_SKIPPED: "skipped", K.NODE_UPSTREAM_FAILED: "upstream_failed",
-                K.NODE_CANCELLED: "cancelled", K.NODE_RESTORED: "succeeded"}
+                K.NODE_CANCELLED: "cancelled", K.NODE_RESTORED: "restored"}
 _PROBLEMS = ERROR_STATES | {"retrying"}
 # Moves from a quiet state to a forward one (queued, running, succeeded) need no
 # guard: they are most of the events, so _fold handles them inline.
 _QUIET = frozenset({"pending", "queued", "running"})
-_FORWARD = _QUIET | {"succeeded", "reused"}
+_FORWARD = _QUIET | {"succeeded", "reused", "restored"}
 _SUCCEEDED = K.NODE_SUCCEEDED
+_RESTORED = K.NODE_RESTORED
 _HEARTBEAT = 1.0  # seconds between elapsed-time refreshes while no node changes
 #: Up to this many nodes a view also follows NODE_QUEUED and NODE_STARTED; above it, the
 #: engine is spared building two more events per node (nodes then go from pending
@@ -163,6 +164,10 @@ class RunView(LiveView):
             state = to_state[kind]
             if kind is _SUCCEEDED and data and data.get("reason") == "reused":
                 state = "reused"  # a cached result: the handler did not run
+            elif kind is _RESTORED:  # read back by resume: a restored failure stays one
+                if data and data.get("state", "succeeded") != "succeeded":
+                    state = data["state"]
+                self.reasons[node] = RESTORED_REASON
             old = states.get(node, "pending")
             # The common case, a forward move of a healthy node, is handled inline:
             # this loop runs once per engine event.
@@ -221,8 +226,7 @@ class RunView(LiveView):
             self.counts = Counter({"pending": len(self.definition.nodes)})
             return
         # NodeState is a StrEnum: its members are the strings, no conversion needed.
-        self.states, self.reasons = with_reasons(snapshot.node_states,
-                                                 getattr(snapshot, "reasons", None) or {})
+        self.states, self.reasons = shown_states(snapshot)
         self.attempts = dict(snapshot.attempts)
         self.errors = {k: str(v) for k, v in snapshot.errors.items()}
         self.exceptions = dict(getattr(snapshot, "exceptions", None) or {})
@@ -398,6 +402,7 @@ class RunView(LiveView):
         return SimpleNamespace(definition=self.definition, state=self.instance_state,
                                node_states=states, attempts=attempts, errors=errors,
                                reasons=dict(self.reasons) if copy else self.reasons,
+                               exceptions=dict(self.exceptions) if copy else self.exceptions,
                                instance_id=self.instance_id, _display_kind="instance")
 
     # --- end and display ---------------------------------------------------------------

@@ -45,6 +45,8 @@ _TABLE: dict[str, StateStyle] = {
     "succeeded": StateStyle("#dafbe1", "#2da44e", glyph="✔"),
     # Succeeded with a cached result: the handler did not run (incremental re-runs).
     "reused": StateStyle("#eef9f0", "#8ddb9f", font="#1a7f37", line="dotted", glyph="♻"),
+    # Succeeded before a restart: read back from durable storage by resume, not run again.
+    "restored": StateStyle("#e0f4f4", "#1b7c83", font="#0b4f54", line="dashed", glyph="⤓"),
     "failed": StateStyle("#ffebe9", "#cf222e", font="#82071e", glyph="✘"),
     "skipped": StateStyle("#f6f8fa", "#afb8c1", font="#57606a", line="dashed", glyph="⤼"),
     "upstream_failed": StateStyle("#fff0ee", "#ff8182", font="#82071e", line="dashed",
@@ -63,8 +65,9 @@ STATE_STYLE: Mapping[str, StateStyle] = MappingProxyType(_TABLE)
 STATE_ORDER: tuple[str, ...] = tuple(_TABLE)
 
 #: States after which a node's attempt will not change by itself any more.
-TERMINAL_STATES = frozenset({"succeeded", "reused", "failed", "skipped", "upstream_failed",
-                             "cancelled", "compensated", "compensation_failed"})
+TERMINAL_STATES = frozenset({"succeeded", "reused", "restored", "failed", "skipped",
+                             "upstream_failed", "cancelled", "compensated",
+                             "compensation_failed"})
 
 #: States that mean something went wrong; live views never paint over them with success.
 ERROR_STATES = frozenset({"failed", "upstream_failed", "compensation_failed"})

@@ -132,7 +132,9 @@ def attempts_frame(source: Any) -> "pd.DataFrame":
 
     With a cache (or a re-run request), ``reason`` says why the node ran or was
     reused and ``reason_detail`` what changed; a reused node has attempt 0 and
-    state "reused".
+    state "reused". After ``resume``, a node read back from storage has one row in
+    state "restored" (reason "restored", its committed state in ``reason_detail``,
+    its attempts as committed, no times: it did not run in this process).
     """
     df = _frame(history_records(source), ATTEMPT_COLUMNS,
                 times=("queued_at", "started_at", "finished_at"), spans=("duration",),
@@ -159,12 +161,15 @@ def _instance_state(states: "pd.Series") -> str:
 
 
 def instances_frame(source: Any) -> "pd.DataFrame":
-    """One row per instance: workflow, state, start, end, wall time, node and attempt counts."""
+    """One row per instance: workflow, state, start, end, wall time, node and attempt counts.
+
+    ``restored`` counts the nodes ``resume`` read back from storage (not run again).
+    """
     import pandas as pd
 
     att = attempts_frame(source)
-    columns = ["workflow", "state", "wall_time", "failed_nodes", "nodes", "attempts", "retries",
-               "busy_time", "started_at", "finished_at", "instance_id"]
+    columns = ["workflow", "state", "wall_time", "failed_nodes", "nodes", "restored", "attempts",
+               "retries", "busy_time", "started_at", "finished_at", "instance_id"]
     known = {str(_get(r, "instance_id")): r for r in _instance_records(source) or ()}
     if att.empty and not known:
         empty = pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
@@ -176,20 +181,26 @@ def instances_frame(source: Any) -> "pd.DataFrame":
         if pd.isna(start):
             start = grp["started_at"].min()
         end = grp["finished_at"].max()
+        # Read back by resume: ended before the restart (how, in reason_detail).
+        restored = grp["state"].astype(str) == "restored"
+        detail = grp["reason_detail"].astype(str)
         rows.append({
             "instance_id": iid, "workflow": grp["workflow"].iloc[0],
             "state": _instance_state(last["state"]), "started_at": start, "finished_at": end,
             "wall_time": end - start, "busy_time": grp["duration"].sum(),
             "nodes": int(grp["node"].nunique()), "attempts": len(grp),
             "retries": len(grp) - int(grp["node"].nunique()),
-            "failed_nodes": int((last["state"].astype(str) == "failed").sum()),
+            "failed_nodes": int((last["state"].astype(str) == "failed").sum()
+                                + (restored & detail.str.startswith("failed")).sum()),
+            "restored": int(restored.sum()),
         })
         rec = known.pop(str(iid), None)
         if rec is not None:  # the engine's own verdict and times beat our reconstruction
             _overlay_instance(rows[-1], rec)
     for iid, rec in known.items():  # instances that ended before any node was queued
         rows.append(_overlay_instance({"instance_id": iid, "nodes": 0, "attempts": 0,
-                                       "retries": 0, "failed_nodes": 0, "busy_time": 0.0},
+                                       "retries": 0, "failed_nodes": 0, "restored": 0,
+                                       "busy_time": 0.0},
                                       rec))
     return _instance_dtypes(pd.DataFrame(rows, columns=columns))
 
@@ -218,7 +229,7 @@ def _instance_dtypes(df: "pd.DataFrame") -> "pd.DataFrame":
         lambda v: pd.Timedelta(seconds=v) if isinstance(v, float) else v)
     for c in ("wall_time", "busy_time"):
         df[c] = pd.to_timedelta(df[c]).astype(_SPAN)
-    for c in ("nodes", "attempts", "retries", "failed_nodes"):
+    for c in ("nodes", "restored", "attempts", "retries", "failed_nodes"):
         df[c] = df[c].astype("int64")
     for c in ("instance_id", "workflow", "state"):
         df[c] = df[c].astype("category")

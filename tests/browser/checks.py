@@ -211,7 +211,9 @@ def _check_widget(cell: int, model: dict, dom: dict) -> list[Problem]:
 
 
 def _svg_images(dom: dict) -> list[dict]:
-    return [img for img in dom.get("images", []) if "svg" in img or img.get("kind") == "data"]
+    # A wide picture's natural-size copy (opened by a click) is the same picture.
+    return [img for img in dom.get("images", []) if ("svg" in img or img.get("kind") == "data")
+            and not img.get("zoomCopy")]
 
 
 def _bands(svg: dict) -> list[tuple[str, int]] | None:
@@ -407,8 +409,40 @@ def _check_static(cell: int, model: dict, dom: dict) -> list[Problem]:
     return []
 
 
+def _check_tooltips(cell: int, model: dict, dom: dict) -> list[Problem]:
+    """A picture shown through ``<img>`` (its SVG's titles lost) carries a titled box
+    over each node: one per node, its title starting with the node's name, lying on the
+    image, and reached by hovering its centre (the browser hit-tests the box there)."""
+    out = []
+    for img in dom.get("images", []):
+        if img.get("kind") != "data" or "svg" not in img:
+            continue  # a live widget's blob, or not an SVG
+        nodes = [n for n in img["svg"].get("nodes", []) if n["title"] != "legend"]
+        tips = img.get("tooltips")
+        where = "zoomed picture" if img.get("zoomCopy") else "picture"
+        if tips is None or tips["missing"]:
+            if nodes:
+                out.append(Problem(cell, "picture-tooltips", f"a {where} of {len(nodes)} "
+                                   "nodes has no tooltips: hovering a node shows nothing"))
+            continue
+        areas = tips["areas"]
+        firsts = [a["title"].split("\n", 1)[0] for a in areas]
+        missing = [n["text"][0] for n in nodes if n["text"] and not any(
+            f.startswith(n["text"][0].split("…", 1)[0].rstrip()) for f in firsts)]
+        if len(areas) < len(nodes) or missing:
+            out.append(Problem(cell, "picture-tooltips", f"{len(areas)} tooltips for "
+                               f"{len(nodes)} nodes; none for {missing[:4]}"))
+        astray = [a["title"][:30] for a in areas if not a["onImage"]]
+        missed = [(a["title"][:30], a["hitTag"]) for a in areas
+                  if img.get("shown") and a["inView"] and not a["hit"]]
+        if astray or missed:
+            out.append(Problem(cell, "picture-tooltips", f"tooltips off the picture "
+                               f"{astray[:3]}, or hovering does not reach them {missed[:3]}"))
+    return out
+
+
 _PER_OUTPUT = (_check_errors, _check_widget, _check_run_view, _check_saga_view,
-               _check_contrast, _check_static)
+               _check_contrast, _check_static, _check_tooltips)
 
 
 def _check_handler_lines(cell: dict) -> list[Problem]:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .lab import LabServer
 
-__all__ = ["LIGHT_THEME", "NotebookRun", "poll", "run_notebook", "write_notebook"]
+__all__ = ["DARK_THEME", "LIGHT_THEME", "NotebookRun", "poll", "run_notebook", "write_notebook"]
 
 READER_JS = Path(__file__).with_name("reader.js")
 
@@ -63,12 +63,14 @@ class NotebookRun:
 
 def run_notebook(context: Any, server: LabServer, path: str, screenshot: Path | None, *,
                  run_timeout: float = RUN_TIMEOUT, run: bool = True, save: bool = False,
-                 theme: str | None = None) -> NotebookRun:
+                 theme: str | None = None,
+                 interact: Callable[[Any], None] | None = None) -> NotebookRun:
     """Open ``path`` (relative to the server's root) in a new page, run all, report, close.
 
     ``run=False`` only opens it (a saved notebook, as a person reopens it); ``save=True``
     saves it after the run; ``theme`` ("JupyterLab Dark") switches the theme first and
-    back to the light one before returning (the setting is the server's, shared).
+    back to the light one before returning (the setting is the server's, shared);
+    ``interact(page)`` does what a person would (clicks) before the page is read.
     """
     started = time.monotonic()
     page = context.new_page()
@@ -105,6 +107,10 @@ def run_notebook(context: Any, server: LabServer, path: str, screenshot: Path | 
         poll(lambda: page.evaluate("p => window.__lionNb.pending(p)", path),
              lambda waiting: not waiting, SETTLE_TIMEOUT, f"widgets and pictures of {path}")
         progress()
+        if interact is not None:
+            interact(page)
+            poll(lambda: page.evaluate("p => window.__lionNb.pending(p)", path),
+                 lambda waiting: not waiting, SETTLE_TIMEOUT, f"{path} after interacting")
         if save:
             poll(lambda: page.evaluate("p => window.__lionNb.save(p)", path), bool,
                  SETTLE_TIMEOUT, f"save {path}")
@@ -135,6 +141,7 @@ def run_notebook(context: Any, server: LabServer, path: str, screenshot: Path | 
 
 
 LIGHT_THEME = "JupyterLab Light"
+DARK_THEME = "JupyterLab Dark"
 
 
 def _set_theme(page: Any, theme: str) -> None:

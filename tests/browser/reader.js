@@ -145,7 +145,46 @@
       info.readError = String(e);
     }
     if (source !== null && source.includes('<svg')) info.svg = svgInfo(source);
+    // lion_nb shows a wide picture fitted, and the same picture at natural size inside
+    // a <details> opened by a click: that second copy is the zoom, not another picture.
+    info.zoomCopy = !!img.closest('.lion-nb-natural');
+    const r = img.getBoundingClientRect();
+    // A closed <details> still lays its content out (content-visibility: hidden).
+    info.shown = r.width > 0 && r.height > 0 && img.checkVisibility();
+    const frame = img.closest('.lion-nb-picture-frame');
+    if (frame) info.tooltips = tooltipsOf(img, frame);
     return info;
+  }
+
+  // The tooltips of a picture shown through <img> (which shows none of its SVG's titles):
+  // the titled boxes lion_nb lays over each node, and at each box's centre what the
+  // browser hit-tests (the box itself, if hovering there shows its title).
+  function tooltipsOf(img, frame) {
+    // What can be seen of the image: the viewport, cut by every scrolling ancestor.
+    // (The body's overflow is the viewport's: the body's own box, 0px high here, is not.)
+    const clip = {left: 0, top: 0, right: window.innerWidth, bottom: window.innerHeight};
+    for (let e = img.parentElement; e && e !== document.body; e = e.parentElement) {
+      const cs = getComputedStyle(e);
+      if (cs.overflowX === 'visible' && cs.overflowY === 'visible') continue;
+      const b = e.getBoundingClientRect();
+      clip.left = Math.max(clip.left, b.left); clip.top = Math.max(clip.top, b.top);
+      clip.right = Math.min(clip.right, b.right); clip.bottom = Math.min(clip.bottom, b.bottom);
+    }
+    const r = img.getBoundingClientRect();
+    const boxes = Array.from(frame.children).filter(e => e.classList.contains('lion-nb-tip'));
+    const areas = boxes.map(box => {
+      const b = box.getBoundingClientRect();
+      const x = b.left + b.width / 2, y = b.top + b.height / 2;
+      const inView = img.checkVisibility() && x >= clip.left && y >= clip.top
+        && x < clip.right && y < clip.bottom;
+      const hit = inView ? document.elementFromPoint(x, y) : null;
+      // The box must lie on the image (its position survived the sanitizer).
+      const onImage = b.width > 0 && b.height > 0 && b.left >= r.left - 1
+        && b.right <= r.right + 1 && b.top >= r.top - 1 && b.bottom <= r.bottom + 1;
+      return {title: box.getAttribute('title') || '', inView, onImage, hit: hit === box,
+              hitTag: hit ? hit.tagName.toLowerCase() : null};
+    });
+    return {missing: areas.length === 0, areas};
   }
 
   const stripGlyph = t => t.replace(/^[^\p{L}\p{N}]+/u, '').trim();

@@ -16,7 +16,7 @@ from .driver import run_notebook, write_notebook
 from .lab import LabServer
 
 _SETUP = """\
-import asyncio, sys, traceback
+import asyncio, base64, sys, traceback
 import ipywidgets as w
 import traitlets
 import lion_nb.notebook as nb
@@ -110,6 +110,15 @@ UnsnappedView()""", "view-not-static"),
     ("""display({"image/svg+xml": '<svg xmlns="http://www.w3.org/2000/svg" width="120" '
          'height="20"><text x="2" y="14" fill="#cccccc">hard to read</text></svg>',
          "text/plain": "faint svg"}, raw=True)""", "contrast"),
+    # A picture as an <img> alone (lion_nb's HTML form before its tooltip boxes): an
+    # <img> shows none of its SVG's titles, so hovering a node shows nothing.
+    ("""display({"text/html": '<img src="data:image/svg+xml;base64,'
+         + base64.b64encode(svg.encode()).decode() + '">',
+         "text/plain": "Workflow 'two' — 2 nodes, 1 edges"}, raw=True)""", "picture-tooltips"),
+    # Tooltip boxes pushed off the picture (as a sanitizer dropping their position would).
+    ("""display({"text/html": nb.picture(two).mimebundle()["text/html"].replace(
+             "position:absolute;left:", "position:absolute;left:3"),
+         "text/plain": "Workflow 'two' — 2 nodes, 1 edges"}, raw=True)""", "picture-tooltips"),
     # An exception whose handler line is buried under 40 frames: JupyterLab stops here...
     ("""\
 def handler():

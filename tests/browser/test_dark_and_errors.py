@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .checks import explain, find_problems
+from .driver import DARK_THEME as DARK
 from .driver import run_notebook, write_notebook
 from .lab import LabServer
-
-DARK = "JupyterLab Dark"
 
 _CELLS = [
     """\

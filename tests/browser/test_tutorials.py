@@ -8,6 +8,10 @@ every text readable (WCAG AA contrast). Each notebook is then saved and opened
 again, trusted (finished views are static snapshots, no "model not found") and
 as an untrusted copy (pictures still drawn). Screenshots of the three land in
 build/screenshots/ for a person to look at.
+
+Both themes are judged on every tutorial without a fourth pass: the run (live views,
+timelines, tables, pictures) and the untrusted copy are looked at in JupyterLab Dark,
+the trusted reopening (the snapshots a saved notebook keeps) in JupyterLab Light.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pytest
 
 from .checks import declared_counts, explain, find_problems, outputs_of
 from .conftest import NOTEBOOKS
-from .driver import run_notebook
+from .driver import DARK_THEME, LIGHT_THEME, run_notebook
 from .lab import LabServer
 
 TUTORIALS = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
@@ -50,8 +54,9 @@ def test_tutorial_runs_and_looks_right_in_jupyterlab(
         screenshots: Path) -> None:
     stem = Path(notebook).stem
     shot = screenshots / f"{stem}.png"
-    run = run_notebook(browser, lab_server, notebook, shot, save=True)
+    run = run_notebook(browser, lab_server, notebook, shot, save=True, theme=DARK_THEME)
     report = run.report
+    assert report["theme"] == DARK_THEME
 
     problems = find_problems(report, run.broken_images)
     assert not problems, explain(notebook, problems) + (
@@ -78,6 +83,7 @@ def test_tutorial_runs_and_looks_right_in_jupyterlab(
     # views are static snapshots (no "model not found"), the pictures still drawn.
     reopened = run_notebook(browser, lab_server, notebook, screenshots / f"{stem}.reopened.png",
                             run=False)
+    assert reopened.report["theme"] == LIGHT_THEME
     problems = find_problems(reopened.report, reopened.broken_images)
     assert not problems, explain(f"{notebook} (saved, reopened)", problems)
     for view in ("RunView", "SagaView"):
@@ -88,7 +94,7 @@ def test_tutorial_runs_and_looks_right_in_jupyterlab(
     # sanitizes HTML; the pictures and the snapshots must still show.
     copy = _untrusted_copy(lab_root, notebook)
     untrusted = run_notebook(browser, lab_server, copy, screenshots / f"{stem}.untrusted.png",
-                             run=False)
+                             run=False, theme=DARK_THEME)
     cells = [c for c in untrusted.report["cells"] if c["type"] == "code"]
     assert cells and not any(c["trusted"] for c in cells), f"{copy}: JupyterLab trusted it"
     problems = find_problems(untrusted.report, untrusted.broken_images)

@@ -7,8 +7,11 @@ and its tooltips name the edge and its source as the culprit (issue 18).
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 from lion_nb.errors import ConditionError, WorkflowFailedError
 from lion_nb.model import Node, WorkflowBuilder
+from lion_nb.notebook import STATE_STYLE, RunView, attempts_frame, picture
 
 
 def _workflow():
@@ -46,3 +49,44 @@ async def test_a_handler_failure_still_names_the_node_and_no_edge(executor):
     result = await executor.run(_workflow())
     assert (result.error.node, result.error.source, result.error.edge) == ("bill", None, None)
     assert "failed at node 'bill'" in str(result.error)
+
+
+async def test_the_attempts_table_shows_the_edge_and_no_attempt_of_the_target(executor):
+    await _run(executor)
+    row = attempts_frame(executor).set_index("node").loc["bill"]
+    assert row["state"] == "failed" and row["attempt"] == 0
+    assert "condition on edge 'orders' -> 'bill' raised" in row["error"]
+    assert row["duration"] != row["duration"] or row["duration"] is None  # never ran: NaT
+
+
+class _Tooltips(HTMLParser):
+    """The titles of the tooltip boxes laid over a picture's nodes and edge labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.titles: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "span" and dict(attrs).get("class") == "lion-nb-tip":
+            self.titles.append(dict(attrs)["title"])
+
+
+async def test_the_picture_paints_the_edge_and_says_the_target_never_ran(executor, frontend):
+    result = await _run(executor)
+    pic = picture(result)
+    edge = next(line for line in pic.dot.splitlines() if "n0 -> n1" in line)
+    failed = STATE_STYLE["failed"]
+    assert f'color="{failed.border}"' in edge and "✘ raised" in edge and "penwidth=2" in edge
+    assert "no field" in edge  # its tooltip: the error
+    bill = next(line for line in pic.dot.splitlines() if line.strip().startswith("n1 "))
+    assert "never ran: condition from orders raised" in bill
+    plain = next(line for line in pic.dot.splitlines() if "n0 -> n2" in line)
+    assert failed.border not in plain
+    # Hovering the edge's label shows the error (a tooltip of its own, after the nodes').
+    tips = _Tooltips()
+    tips.feed(pic.mimebundle()["text/html"])
+    assert len(tips.titles) == 4 and "no field 'total'" in tips.titles[3]
+    # The live view's final picture says the same.
+    view = RunView(executor, result.instance_id)
+    await view.drawn()
+    assert "✘ raised" in view.svg and "never ran: condition from orders raised" in view.svg
