@@ -132,7 +132,7 @@ class WorkflowScheduler:
 
         For work with normal priority, no deadline, group or resource pool under
         the FIFO policy: it needs no task object, so none is made (a node of a
-        large graph costs ~1 µs less). ``dispatched_at`` is the monotonic time it
+        large graph makes one object less). ``dispatched_at`` is the monotonic time it
         got its slot, ``worker`` the asyncio Task running it (to ``interrupt``).
         A policy change turns the queued ones into ScheduledTasks.
         """

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 
@@ -10,6 +11,7 @@ import pytest
 
 from lion_nb.engine import (AttemptRecord, EventKind, ExecEvent, ExecutorConfig, NodeResult,
                             WorkflowExecutor)
+from lion_nb.engine.scheduler import ScheduledTask, SchedulerConfig, WorkflowScheduler
 from lion_nb.model import Node, RetryPolicy, WorkflowBuilder
 from lion_nb.state import NodeState
 
@@ -110,3 +112,49 @@ async def test_a_results_dict_is_made_when_read_and_is_plain_json():
     assert result.node_states["n0"] is NodeState.SUCCEEDED and result.attempts["n3"] == 1
     assert result["n5"] == {"name": "n5"} and result.results is result.results
     assert len(ex.history.records) == 0
+
+
+async def test_a_broken_attempt_subscriber_alone_breaks_no_run(executor):
+    # The engine calls a lone on_attempt subscriber directly (no stream in between):
+    # what it raises is logged, as the stream does for every other subscriber.
+    executor.history.detach()
+
+    def broken(*args):
+        raise RuntimeError("broken view")
+
+    sub = executor.observe.subscribe(lambda ev: None, [EventKind.NODE_SUCCEEDED],
+                                     on_attempt=broken)
+    try:
+        result = await executor.run(layered(30).build())
+    finally:
+        sub.close()
+    assert result.succeeded and len(result.results) == 30
+
+
+@pytest.mark.parametrize("policy, objects", [("fifo", 0), ("priority", 201)])
+async def test_queued_fifo_nodes_hold_no_task_object(policy, objects):
+    ex = WorkflowExecutor(WorkflowScheduler(SchedulerConfig(max_concurrent_tasks=1,
+                                                            policy=policy)))
+    gate = asyncio.Event()
+
+    async def hold(ctx):
+        await gate.wait()
+
+    ex.add_handler("hold", hold)
+    ex.add_handler("echo", lambda ctx: ctx.node_name)
+    await ex.start()
+    try:
+        first = await ex.execute_workflow(
+            WorkflowBuilder("gate").add_node(Node("gate", handler="hold")).build())
+        wide = WorkflowBuilder("wide").add_nodes(*[Node(f"w{i}", handler="echo")
+                                                   for i in range(200)]).build()
+        second = await ex.execute_workflow(wide)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert ex.scheduler.statistics().queued == 200
+        assert sum(type(o) is ScheduledTask for o in gc.get_objects()) == objects
+        gate.set()
+        assert (await ex.wait(first, timeout=10)).succeeded
+        assert (await ex.wait(second, timeout=10)).succeeded
+    finally:
+        await ex.stop()
