@@ -401,9 +401,8 @@ class InstanceRun:
         offset = self._offset
         queued = self.queued_at[i] + offset
         if node.requires:  # checked before dispatch: a denied node never runs
-            gate = self.gate  # an attribute load, not a method lookup that cannot specialize
             try:
-                gate(node.requires, node.name)
+                self.gate(node.requires, node.name)
             except SecurityError as exc:
                 self.times[i] = (queued, None)
                 await self._denied(i, node, exc)
