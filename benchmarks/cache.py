@@ -82,7 +82,8 @@ def key_check(cache: Cache, definition, handler) -> float:
     # The engine-internal session a run drives, timed alone: the table states what the
     # key check costs apart from what settling a node costs.
     from lion_nb.engine._cache_session import RUN, CacheSession
-    from lion_nb.state.machine import CODE, NodeState
+    from lion_nb.state import NodeState
+    from lion_nb.state._machine import CODE
 
     n = len(definition.nodes)
     codes = bytearray([CODE[NodeState.SUCCEEDED]]) * n  # the shapes are in topological order
