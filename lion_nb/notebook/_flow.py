@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Callable
 
 from .. import _display
 from ..engine import Cache, ExecutorConfig, HistoryRecorder, WorkflowExecutor
@@ -57,6 +58,39 @@ class Step:
         return f"Step({self.name!r}, after={list(self.after)})"
 
 
+class _Steps(Mapping[str, Step]):
+    """``flow.steps``: name -> Step in declaration order, read-only, made when looked at.
+
+    A Flow keeps its steps as columns (no object per step for the garbage collector
+    to scan while ten thousand are declared); this view shares those columns.
+    """
+
+    __slots__ = ("_position", "_handlers", "_after", "_when", "_options")
+
+    def __init__(self, position: dict[str, int], handlers: list[Handler],
+                 after: list[tuple[str, ...]], when: dict[int, Any],
+                 options: dict[int, dict[str, Any]]) -> None:
+        self._position, self._handlers, self._after = position, handlers, after
+        self._when, self._options = when, options
+
+    def __getitem__(self, name: str) -> Step:
+        i = self._position[name]
+        return Step(name, self._handlers[i], self._after[i], self._when.get(i),
+                    self._options.get(i, {}))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._position)
+
+    def __len__(self) -> int:
+        return len(self._position)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._position
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{n!r}: {self[n]!r}' for n in self._position)}}}"
+
+
 class Flow:
     """A notebook-friendly workflow builder: ``@flow.step`` functions become nodes.
 
@@ -69,9 +103,21 @@ class Flow:
                  cache: Cache | str | os.PathLike[str] | bool | None = None) -> None:
         self._builder = WorkflowBuilder(name)  # validates the name now, where the mistake is
         self.name = name
-        self.steps: dict[str, Step] = {}
-        self._nodes: dict[str, Node] = {}
-        self._names: dict[int, str] = {}  # id(handler function) -> step name
+        # The steps, by position (declaration order); options and conditions only where
+        # given. Columns, not an object per step: declaring is the front end's hot path.
+        self._position: dict[str, int] = {}
+        self._handlers: list[Handler] = []
+        self._after: list[tuple[str, ...]] = []
+        self._when: dict[int, Any] = {}
+        self._options: dict[int, dict[str, Any]] = {}
+        self._nodes: list[Node] = []
+        # id(handler) -> step name, for after=<function>; filled when first needed, up to
+        # step number _named (most flows name their steps in after=, or never look).
+        self._names: dict[int, str] = {}
+        self._named = 0
+        self._replaced: list[Handler] = []  # keeps the ids in _names from being reused
+        self.steps: Mapping[str, Step] = _Steps(self._position, self._handlers, self._after,
+                                                self._when, self._options)
         self._definition: WorkflowDefinition | None = None
         self._shared = executor
         self._config = config
@@ -80,7 +126,8 @@ class Flow:
         self.runs: list[Any] = []
         self._history = HistoryRecorder()  # spans every executor this Flow creates
         self._handed_to: Any = None  # the executor that has the handlers of ...
-        self._handed = 0  # ... this many steps
+        self._handed = 0  # ... this many steps,
+        self._rehand: set[int] = set()  # ... except these, re-declared since
         if cache is True:
             cache = Cache()
         elif isinstance(cache, (str, os.PathLike)):
@@ -101,86 +148,126 @@ class Flow:
         edge condition (expression or callable) on each of them; ``retries``
         and any other keyword go to :class:`lion_nb.model.Node`.
         """
+        # One frame, no helper calls on the common path: declaring is the front end's hot
+        # loop (10,000 steps should cost about what the same builder calls cost).
         if fn is None:
-            return lambda f: self._declare_here(f, name, after, when, retries, node_options)
-        return self._declare_here(fn, name, after, when, retries, node_options)
-
-    def _declare_here(self, f: Handler, name: str | None, after: Any, when: Any,
-                      retries: int, node_options: dict[str, Any]) -> Handler:
-        """Declare a step; a refusal is raised from the user's line, not 7-11 frames deep."""
+            return self._decorator(name, after, when, retries, node_options)
         try:
-            return self._declare(f, name, after, when, retries, node_options)
+            if not callable(fn):
+                raise DefinitionError(f"@flow.step decorates a function, not "
+                                      f"{type(fn).__name__}", step=fn)
+            step_name = name or getattr(fn, "__name__", None)
+            if not step_name:
+                raise DefinitionError("this callable has no __name__; pass name=...", step=fn)
+            position = self._position
+            old = position.get(step_name)
+            if old is not None and not _same_function(self._handlers[old], fn):
+                raise DefinitionError(f"flow {self.name!r} already has a step {step_name!r}",
+                                      step=step_name)
+            preds: tuple[str, ...] = ()
+            if after:
+                refs = after if type(after) is list or type(after) is tuple else _as_tuple(after)
+                preds = tuple(refs)
+                for ref in preds:  # names of declared steps, the common case: kept as given
+                    if type(ref) is not str or ref not in position:
+                        preds = self._preds(refs)
+                        break
+                else:
+                    if len(preds) > 1 and len(set(preds)) < len(preds):
+                        preds = self._preds(refs)
+            if when is not None and not preds:
+                raise DefinitionError(f"step {step_name!r}: when= needs after=", step=step_name)
+            options = {"retry": retries, **node_options} if retries or node_options else None
+            if old is not None:  # the same function defined again: its cell was re-run
+                return self._redeclare(old, fn, preds, when, options)
+            # Everything that can fail happens before the builder is touched, so a refused
+            # step leaves nothing behind.
+            node = Node(step_name) if options is None else Node(step_name, **options)
+            condition = None if when is None else Condition(when)
+            builder = self._builder
+            builder.add_node(node)
+            nodes = self._nodes
+            for p in preds:  # known ends, new pairs, pointing backwards: cannot fail
+                builder.connect(nodes[position[p]], node, condition)
         except LionError as exc:
             # The message names the culprit; the frames below this one (the builder, the
             # expression compiler) would only bury the user's own line under ours.
             raise exc.with_traceback(None) from exc.__cause__
-
-    def _declare(self, f: Handler, name: str | None, after: Any, when: Any, retries: int,
-                 node_options: dict[str, Any]) -> Handler:
-        if not callable(f):
-            raise DefinitionError(f"@flow.step decorates a function, not {type(f).__name__}",
-                                  step=f)
-        step_name = name or getattr(f, "__name__", None)
-        if not step_name:
-            raise DefinitionError("this callable has no __name__; pass name=...", step=f)
-        old = self.steps.get(step_name)
-        if old is not None and not _same_function(old.handler, f):
-            raise DefinitionError(f"flow {self.name!r} already has a step {step_name!r}",
-                                  step=step_name)
-        preds = [self._resolve(a) for a in _as_tuple(after)]
-        if len(preds) > 1:
-            preds = list(dict.fromkeys(preds))
-        if when is not None and not preds:
-            raise DefinitionError(f"step {step_name!r}: when= needs after=", step=step_name)
-        options = {"retry": retries, **node_options} if retries or node_options else {}
-        if old is not None:  # the same function defined again: its cell was re-run
-            return self._redeclare(old, f, tuple(preds), when, options)
-        # Everything that can fail happens before the builder is touched, so a refused
-        # step leaves nothing behind.
-        node = Node(step_name, **options)
-        nodes = self._nodes
-        condition = None if when is None else Condition(when)
-        builder = self._builder
-        builder.add_node(node)
-        for p in preds:  # known ends, new pairs, pointing backwards: cannot fail
-            builder.connect(nodes[p], node, condition)
-        self.steps[step_name] = Step(step_name, f, tuple(preds), when, options)
-        nodes[step_name] = node
-        self._names[id(f)] = step_name
+        i = position[step_name] = len(nodes)
+        nodes.append(node)
+        self._handlers.append(fn)
+        self._after.append(preds)
+        if options is not None:
+            self._options[i] = options
+        if when is not None:
+            self._when[i] = when
         self._definition = None
+        return fn
+
+    def _decorator(self, name: str | None, after: Any, when: Any, retries: int,
+                   node_options: dict[str, Any]) -> Callable[[Handler], Handler]:
+        # A method of its own: a closure made in step() would turn step's arguments into
+        # cells, paid on every bare declaration too.
+        return lambda f: self.step(f, name=name, after=after, when=when, retries=retries,
+                                   **node_options)
+
+    def _redeclare(self, i: int, f: Handler, preds: tuple[str, ...], when: Any,
+                   options: dict[str, Any] | None) -> Handler:
+        """Replace step ``i`` in place; the definition is rebuilt only if its shape changed."""
+        old = self._handlers[i]
+        if (preds, options, when) != (self._after[i], self._options.get(i), self._when.get(i)):
+            self._rebuild(i, preds, when, options)
+        if old is not f:
+            self._replaced.append(old)
+            self._handlers[i] = f
+            self._names[id(f)] = self._nodes[i].name
+            self._rehand.add(i)
         return f
 
-    def _redeclare(self, old: Step, f: Handler, preds: tuple[str, ...], when: Any,
-                   options: dict[str, Any]) -> Handler:
-        """Replace a step in place; the definition is rebuilt only if its shape changed."""
-        step = Step(old.name, f, preds, when, options)
-        if (preds, options, when) != (old.after, old.options, old.when):
-            steps = {n: (step if n == old.name else s) for n, s in self.steps.items()}
-            builder, nodes = WorkflowBuilder(self.name), {}
-            for s in steps.values():  # replayed in order: a refusal changes nothing
-                nodes[s.name] = node = Node(s.name, **s.options)
-                builder.add_node(node)
-                for p in s.after:
-                    if p not in nodes:
-                        raise DefinitionError(f"step {s.name!r} comes after {p!r}, which is "
-                                              "declared later", step=s.name)
-                    builder.connect(nodes[p], node, s.when)
-            self._builder, self._nodes, self._definition = builder, nodes, None
-        self.steps[old.name] = step
-        self._names[id(f)] = old.name
-        self._handed_to = None  # hand every handler over again, the new one included
-        return f
+    def _rebuild(self, i: int, preds: tuple[str, ...], when: Any,
+                 options: dict[str, Any] | None) -> None:
+        """A new builder with step ``i``'s new shape; a refusal changes nothing."""
+        builder, nodes = WorkflowBuilder(self.name), []
+        for k, (node, after) in enumerate(zip(self._nodes, self._after)):
+            step_when, step_options = self._when.get(k), self._options.get(k)
+            if k == i:
+                after, step_when, step_options = preds, when, options
+                node = Node(node.name, **(step_options or {}))
+            nodes.append(node)
+            builder.add_node(node)
+            for p in after:
+                j = self._position[p]
+                if j >= k:
+                    raise DefinitionError(f"step {node.name!r} comes after {p!r}, which is "
+                                          "declared later", step=node.name)
+                builder.connect(nodes[j], node, step_when)
+        self._builder, self._nodes[:], self._definition = builder, nodes, None
+        self._after[i] = preds
+        for column, value in ((self._when, when), (self._options, options)):
+            if value is None:
+                column.pop(i, None)
+            else:
+                column[i] = value
+
+    def _preds(self, refs: Iterable[Any]) -> tuple[str, ...]:
+        """The step names ``refs`` (steps or names) stand for, each once, in order."""
+        position, found = self._position, dict[str, None]()
+        for ref in refs:
+            found[ref if type(ref) is str and ref in position else self._resolve(ref)] = None
+        return tuple(found)
 
     def _resolve(self, ref: Any) -> str:
-        if type(ref) is str and ref in self.steps:  # a step's name: the common case
-            return ref
         if isinstance(ref, str):
-            if ref not in self.steps:
+            if ref not in self._position:
                 raise UnknownNodeError(f"flow {self.name!r} has no step {ref!r} (declare "
                                        "steps before the steps that come after them)",
                                        node_id=ref)
             return ref
-        step_name = self._names.get(id(ref))
+        names, handlers = self._names, self._handlers
+        for k in range(self._named, len(handlers)):  # the steps declared since last time
+            names[id(handlers[k])] = self._nodes[k].name
+        self._named = len(handlers)
+        step_name = names.get(id(ref))
         if step_name is None:
             raise UnknownNodeError(f"{ref!r} is not a step of flow {self.name!r}",
                                    node_id=getattr(ref, "__name__", repr(ref)))
@@ -192,7 +279,7 @@ class Flow:
     def definition(self) -> WorkflowDefinition:
         """The WorkflowDefinition these steps make (built once per change, by WorkflowBuilder)."""
         if self._definition is None:
-            if not self.steps:
+            if not self._nodes:
                 raise DefinitionError(f"flow {self.name!r} has no steps yet", workflow=self.name)
             self._definition = self._builder.build()
         return self._definition
@@ -217,12 +304,16 @@ class Flow:
                 self._history.attach(self._own.observe)
             ex = self._own
         await ex.start()
-        # Steps are only ever added: hand over those this executor has not seen yet.
+        # Steps are only ever added or replaced: hand over what this executor lacks.
+        nodes, handlers = self._nodes, self._handlers
         seen = self._handed if self._handed_to is ex else 0
-        steps = list(self.steps.values())
-        for step in steps[seen:]:
-            ex.add_handler(step.name, step.handler)
-        self._handed_to, self._handed = ex, len(steps)
+        for i in self._rehand:
+            if i < seen:
+                ex.add_handler(nodes[i].name, handlers[i])
+        for i in range(seen, len(nodes)):
+            ex.add_handler(nodes[i].name, handlers[i])
+        self._handed_to, self._handed = ex, len(nodes)
+        self._rehand.clear()
         return ex
 
     async def run(self, *, inputs: Mapping[str, Any] | None = None, view: bool = False,
@@ -287,7 +378,7 @@ class Flow:
     # --- display -----------------------------------------------------------------------
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        if not self.steps:
+        if not self._nodes:
             return {"text/plain": f"Flow({self.name!r}) with no steps yet"}
         return _display.mimebundle(self.definition, include, exclude)
 

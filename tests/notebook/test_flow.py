@@ -234,3 +234,72 @@ def test_a_refused_step_is_raised_from_the_users_line():
         assert len(frames) <= 3, [f"{f.filename}:{f.name}" for f in frames]
         assert not any("model" in f.filename or "condition" in f.filename for f in frames)
     assert list(flow.steps) == ["extract"]
+
+
+async def test_a_re_declared_step_replaces_its_handler_and_keeps_the_definition():
+    flow = Flow("edit")
+
+    @flow.step
+    def extract(ctx):
+        return 1
+
+    @flow.step(after=extract)
+    def load(ctx):
+        return ctx.results["extract"] + 1
+
+    assert (await flow.run())["load"] == 2
+    definition = flow.definition
+
+    @flow.step  # the cell re-run with an edit: same name, same place, new code
+    def extract(ctx):  # noqa: F811
+        return 10
+
+    assert flow.definition is definition  # same shape: nothing rebuilt
+    assert flow.steps["extract"].handler is extract
+    assert (await flow.run())["load"] == 11  # the executor got the new handler
+
+    @flow.step(after=extract, retries=1)  # a new shape: rebuilt, same order
+    def load(ctx):  # noqa: F811
+        return ctx.results["extract"] + 2
+
+    assert flow.definition is not definition
+    assert flow.definition.node("load").retry.max_attempts == 2
+    assert (await flow.run())["load"] == 12 and list(flow.steps) == ["extract", "load"]
+
+
+def test_steps_is_a_read_only_view_in_declaration_order():
+    flow = etl_flow()
+    steps = flow.steps
+    assert list(steps) == ["extract", "transform", "load"] and len(steps) == 3
+    assert "load" in steps and "nope" not in steps
+    load = steps["load"]
+    assert load.after == ("transform", "extract") and load.options == {"retry": 0, "timeout": 5}
+    assert steps["transform"].when == "result.rows > 0"
+    assert steps["transform"].options == {"retry": 2}
+    with pytest.raises(TypeError):
+        steps["x"] = load  # type: ignore[index]
+
+    @flow.step(after=["load", "load", load.handler])  # repeats name one edge
+    def report(ctx):
+        return None
+
+    assert flow.steps["report"].after == ("load",)
+
+
+def test_a_shape_change_may_only_point_backwards():
+    flow = Flow("order")
+
+    @flow.step
+    def a(ctx):
+        return 1
+
+    @flow.step
+    def b(ctx):
+        return 2
+
+    with pytest.raises(DefinitionError, match="declared later"):
+        @flow.step(after="b")  # a again, now after b: b comes later
+        def a(ctx):  # noqa: F811
+            return 1
+
+    assert flow.steps["a"].after == () and len(flow.definition.edge_source) == 0
