@@ -345,14 +345,16 @@ class RunView(LiveView):
                 done.set_result(None)
 
         def start() -> None:
+            if generation != self._generation:  # superseded (a run shorter than a tick)
+                done.set_result(None)
+                return
             loop.run_in_executor(None, build).add_done_callback(landed)
 
-        if sync:
-            # The final portrait starts one text interval after the run ends: the thread
-            # building it competes for the GIL, and the code awaiting the result goes first.
-            loop.call_later(self.interval, start)
-        else:
-            start()
+        # Every picture starts one text interval after it is asked for: the thread building
+        # it competes for the GIL, so a run shorter than that never shares the CPU with its
+        # live portrait (only the final one is drawn), and after a run the code awaiting
+        # the result goes first. The picture stays hidden until its SVG is out.
+        loop.call_later(self.interval, start)
 
     def _picture_gap(self) -> float:
         """Seconds between live pictures: at least 4x the last one's cost (<= 20% of a core)."""
