@@ -160,6 +160,15 @@
   // the titled boxes lion_nb lays over each node, and at each box's centre what the
   // browser hit-tests (the box itself, if hovering there shows its title).
   function tooltipsOf(img, frame) {
+    const first = measureTooltips(img, frame);
+    if (!first.areas.some(a => a.inView && !a.hit)) return first;
+    // Something lay over a box (a toast, a half-rendered cell on a loaded machine):
+    // look again with the picture in the middle of the view, as a person would hover it.
+    img.scrollIntoView({block: 'center', inline: 'nearest'});
+    return measureTooltips(img, frame);
+  }
+
+  function measureTooltips(img, frame) {
     // What can be seen of the image: the viewport, cut by every scrolling ancestor.
     // (The body's overflow is the viewport's: the body's own box, 0px high here, is not.)
     const clip = {left: 0, top: 0, right: window.innerWidth, bottom: window.innerHeight};
