@@ -65,6 +65,10 @@
     const panel = panelFor(path);
     if (!panel) return ['no panel'];
     const waiting = [];
+    // JupyterLab's splash screen fades out over the page after it opens: until it is
+    // gone, hovering anything hits the splash (a notebook opened without a run is read
+    // that soon on a loaded machine).
+    if (document.getElementById('jupyterlab-splash')) waiting.push('splash screen up');
     panel.content.node.querySelectorAll('.jp-OutputArea-output img').forEach((img, i) => {
       if (!img.complete) waiting.push(`image ${i} decoding`);
     });
