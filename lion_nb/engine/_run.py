@@ -29,10 +29,10 @@ from ._outcome import check_output, handler_error
 from ._policies import ScheduledTask
 from ._scheduler_config import SchedulingPolicy
 from ._result import InstanceResult, NodeColumn
-from .context import NodeContext, NodeResult, ResultKind
-from .durable import node_record, start_record
-from .observe import EventKind as K
-from .observe import ExecEvent
+from ._context import NodeContext, NodeResult, ResultKind
+from ._durable import node_record, start_record
+from ._observe import EventKind as K
+from ._observe import ExecEvent
 
 if TYPE_CHECKING:
     from ..model import WorkflowDefinition

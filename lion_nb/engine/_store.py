@@ -37,11 +37,11 @@ from ..model import WorkflowDefinition
 from ..state import InstanceState, NodeState, Storage, canonical_json
 from ..state._machine import INSTANCE_TERMINAL
 from ..state._storage import CALLER_WAITS
-from .durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
+from ._durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
                       new_header, node_key, node_prefix, owner_is_dead, read_instance,
                       start_record, started_nodes, to_ranges)
-from .observe import EventKind as K
-from .observe import ExecEvent, ObserveStream
+from ._observe import EventKind as K
+from ._observe import ExecEvent, ObserveStream
 
 __all__ = ["InstanceStore"]
 

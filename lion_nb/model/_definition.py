@@ -23,7 +23,7 @@ from . import _document as doc_format
 from ._edge import Edge, as_condition
 from ._ids import EdgeId, NodeId, WorkflowId
 from ._node import Node
-from .condition import Condition
+from ._condition import Condition
 
 __all__ = ["WorkflowBuilder", "WorkflowDefinition"]
 

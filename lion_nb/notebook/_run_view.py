@@ -27,8 +27,8 @@ from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from ..engine.observe import EventKind as K
-from ..engine.observe import ExecEvent
+from ..engine import EventKind as K
+from ..engine import ExecEvent
 from ..errors import LionError, blame_lines, user_frames
 from ._html import chip, failures_html, picture_html, snapshot_html, stats_html, title_html
 from ._text import format_seconds, html_text

@@ -19,7 +19,7 @@ import pytest
 from lion_nb.clock import FakeClock
 from lion_nb.engine import (Cache, CacheReason, ExecutorConfig, WorkflowExecutor,
                             code_version)
-from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
+from lion_nb.engine import SchedulerConfig, WorkflowScheduler
 from lion_nb.errors import (CacheConfigError, CacheCorruptWarning, CapabilityDeniedError,
                             RerunError, UnknownNodeError)
 from lion_nb.model import Node, WorkflowBuilder

@@ -27,11 +27,11 @@ from ._remote import RemoteRun, wait_stored
 from ._result import InstanceResult
 from ._run import InstanceRun
 from ._store import InstanceStore
-from .durable import new_owner_id
-from .history import HistoryRecorder
-from .observe import EventKind as K
-from .observe import ExecEvent
-from .scheduler import WorkflowScheduler
+from ._durable import new_owner_id
+from ._history import HistoryRecorder
+from ._observe import EventKind as K
+from ._observe import ExecEvent
+from ._scheduler import WorkflowScheduler
 
 _log = logging.getLogger("lion_nb.engine")
 
