@@ -5,6 +5,7 @@ from ._cache_reason import CacheReason, NodeReason
 from ._code_version import code_version
 from ._executor_config import ExecutorConfig
 from ._result import InstanceResult
+from ._run import RunProgress
 from .context import NodeContext, NodeResult
 from .durable import StoredInstance, read_instance
 from .executor import NodeHandler, Resumable, WorkflowExecutor
@@ -15,5 +16,5 @@ from .scheduler import SchedulerConfig, SchedulingPolicy, WorkflowScheduler
 __all__ = ["AttemptRecord", "Cache", "CacheReason", "EventKind", "ExecEvent", "ExecutorConfig", "HistoryRecorder",
            "InstanceRecord", "InstanceResult", "NodeContext", "NodeHandler", "NodeReason",
            "NodeResult",
-           "ObserveStream", "Resumable", "SchedulerConfig", "SchedulingPolicy", "StoredInstance",
+           "ObserveStream", "Resumable", "RunProgress", "SchedulerConfig", "SchedulingPolicy", "StoredInstance",
            "WorkflowExecutor", "WorkflowScheduler", "code_version", "read_instance"]
