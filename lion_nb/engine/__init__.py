@@ -11,13 +11,14 @@ from ._executor_config import ExecutorConfig
 from ._history import AttemptRecord, AttemptRows, HistoryRecorder, InstanceRecord
 from ._observe import EventKind, ExecEvent, ObserveStream, Subscription
 from ._result import InstanceResult
+from ._run import RunProgress
 from ._scheduler import (Priority, ScheduledTask, SchedulerConfig, SchedulerStatistics,
                          SchedulingPolicy, WorkflowScheduler)
 
 __all__ = ["AttemptRecord", "AttemptRows", "Cache", "CacheReason", "EventKind", "ExecEvent",
            "ExecutorConfig", "HistoryRecorder", "InstanceRecord", "InstanceResult", "NodeContext",
            "NodeHandler", "NodeReason", "NodeResult", "ObserveStream", "Priority", "ResultKind",
-           "Resumable", "ScheduledTask", "SchedulerConfig", "SchedulerStatistics",
+           "Resumable", "RunProgress", "ScheduledTask", "SchedulerConfig", "SchedulerStatistics",
            "SchedulingPolicy", "StoredInstance", "Subscription", "WorkflowExecutor",
            "WorkflowScheduler", "code_version", "header_key", "lease_key", "new_owner_id",
            "node_key", "owner_is_dead", "read_instance"]

@@ -25,7 +25,7 @@ from ._executor_config import ExecutorConfig, seconds
 from ._prune import prune_finished
 from ._remote import RemoteRun, wait_stored
 from ._result import InstanceResult
-from ._run import InstanceRun
+from ._run import InstanceRun, RunProgress
 from ._store import InstanceStore
 from ._durable import new_owner_id
 from ._history import HistoryRecorder
@@ -421,6 +421,11 @@ class WorkflowExecutor:
         if remote is not None and remote.result is not None and instance_id not in self._runs:
             return remote.result
         return self._get(instance_id).snapshot()
+
+    def progress(self, instance_id: str) -> RunProgress | None:
+        """A cheap read of an instance that runs (or ran) here; None if it runs elsewhere."""
+        run = self._runs.get(instance_id)
+        return None if run is None else run.progress()
 
     async def follow(self, instance_id: str, *, interval: float = 0.5) -> InstanceResult:
         """Follow an instance that runs elsewhere (``submit``, another process).

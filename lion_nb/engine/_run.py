@@ -12,7 +12,7 @@ import logging
 import math
 from array import array
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, NamedTuple, Sequence
 
 from ..errors import (ConditionError, HandlerNotSerializableError, InstanceCancelledError,
                       LionError, NodeFailedError, NodeTimeoutError, PoisonNodeError,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..model import WorkflowDefinition
     from ._store import InstanceStore
 
-__all__ = ["InstanceRun"]
+__all__ = ["InstanceRun", "RunProgress"]
 
 _log = logging.getLogger("lion_nb.observe")
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
@@ -65,6 +65,18 @@ _C_QUEUED, _C_RUNNING, _C_SUCCEEDED = (CODE[NodeState.QUEUED], CODE[NodeState.RU
                                        CODE[NodeState.SUCCEEDED])
 _END_KIND = {NodeState.SKIPPED: K.NODE_SKIPPED, NodeState.UPSTREAM_FAILED: K.NODE_UPSTREAM_FAILED,
              NodeState.CANCELLED: K.NODE_CANCELLED, NodeState.FAILED: K.NODE_FAILED}
+
+
+class RunProgress(NamedTuple):
+    """What moves during a run, copied at C speed (no Python work per node): views poll it."""
+
+    definition: "WorkflowDefinition"
+    state: InstanceState
+    #: Per node, in definition order: its state as an index into ``tuple(NodeState)``.
+    codes: bytes
+    attempts: list[int]
+    #: Node index -> the exception that failed it (or skipped it: a denial under "skip").
+    errors: dict[int, BaseException]
 
 
 class InstanceRun:
@@ -180,6 +192,11 @@ class InstanceRun:
         await self.env.publish(topic, payload, {"lion.instance_id": self.instance_id,
                                                 "lion.node": node,
                                                 "lion.workflow": self.definition.name})
+
+    def progress(self) -> RunProgress:
+        """The run as it is now, cheaply (a live view reads it once per tick)."""
+        return RunProgress(self.definition, self.state, bytes(self.states.codes),
+                           self.attempts.copy(), self.errors.copy())
 
     def snapshot(self) -> InstanceResult:
         """The instance as it is now (a finished one's node tables are read, not copied)."""
