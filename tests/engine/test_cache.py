@@ -584,7 +584,7 @@ def test_two_processes_writing_one_cache_file_leave_only_sound_entries(tmp_path)
     """))
     procs = [subprocess.Popen([sys.executable, str(script), tag], stderr=subprocess.PIPE,
                               text=True) for tag in ("x", "y")]
-    outs = [p.communicate(timeout=180)[1] for p in procs]
+    outs = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)[-3000:]
 
     async def check():
