@@ -51,7 +51,6 @@ _SKIPPED = _CODE[NodeState.SKIPPED]
 # Nodes listed as in trouble: failed first, then retries, then what they took down.
 _TROUBLE = bytes(_CODE[s] for s in (NodeState.FAILED, NodeState.RETRYING,
                                     NodeState.UPSTREAM_FAILED))
-_ERROR_CODES = bytes(_CODE[s] for s in (NodeState.FAILED, NodeState.UPSTREAM_FAILED))
 # A node whose attempt failed and that runs again is in one of these until it ends.
 _AGAIN = bytes(_CODE[s] for s in (NodeState.QUEUED, NodeState.RUNNING))
 _HEARTBEAT = 1.0  # seconds between elapsed-time refreshes while no node changes
@@ -130,10 +129,7 @@ class RunView(LiveView):
         self._subs.append(observe.subscribe(self._on_instance_event,
                                             (K.INSTANCE_STARTED, K.INSTANCE_FINISHED)))
         if instance_id is not None:
-            snapshot = executor.snapshot(instance_id)
-            self._started = getattr(snapshot, "started_at", None) or time.time()
-            self._latch(snapshot.definition, snapshot.node_states)
-            self._adopt(snapshot)
+            self._begin(executor.snapshot(instance_id))
             if self._finished_state():
                 self.finish()
                 return
@@ -159,25 +155,33 @@ class RunView(LiveView):
         return self._attempt_map
 
     def _state_of(self, node: str) -> str:
-        i = self._index.get(node)
-        if i is None or i >= len(self._codes):
-            return "pending"
-        code = self._codes[i]
+        code = self._codes[self._index[node]] if node in self._index else 0
         return self._marks.get(node, "succeeded") if code == _SUCCEEDED else _ORDER[code].value
 
     def _attempt_of(self, node: str) -> int:
-        i = self._index.get(node)
-        return 0 if i is None or i >= len(self._attempts) else self._attempts[i]
+        return self._attempts[self._index[node]] if node in self._index else 0
 
-    def _latch(self, definition: Any, names: Iterable[str] = ()) -> None:
-        """Follow an instance of ``definition``, and choose where its state is read from."""
-        self.definition = definition
-        by_name = getattr(definition, "by_name", None)  # name -> position, in node order
-        if by_name is None:  # a followed instance whose definition storage does not hold
-            by_name = {name: i for i, name in enumerate(names)}
-        self._index, self._names = by_name, list(by_name)
+    def _begin(self, snapshot: Any = None) -> None:
+        """Follow ``instance_id``: a run of this executor is read with ``progress`` (no
+        snapshot: that builds a dict per node); one followed from storage, its snapshot."""
         read = getattr(self.executor, "progress", None)
-        self._local = read is not None and read(self.instance_id) is not None
+        progress = read(self.instance_id) if read is not None else None
+        self._local = progress is not None
+        if snapshot is None and progress is None:
+            snapshot = self.executor.snapshot(self.instance_id)
+        self.definition = (progress or snapshot).definition
+        by_name = getattr(self.definition, "by_name", None)  # name -> position, node order
+        if by_name is None:  # followed, and storage holds no definition
+            by_name = {name: i for i, name in enumerate(snapshot.node_states)}
+        self._index, self._names = by_name, list(by_name)
+        self._codes, self._attempts = bytes(len(by_name)), [0] * len(by_name)
+        if snapshot is not None:
+            self._started = getattr(snapshot, "started_at", None) or self._started \
+                or time.time()
+            self._adopt(snapshot)
+        else:
+            self._read_progress()
+            self._recount()
 
     def _adopt(self, snapshot: Any) -> None:
         """Take everything from an engine snapshot (authoritative: it replaces ours)."""
@@ -230,39 +234,27 @@ class RunView(LiveView):
     def _recount(self) -> None:
         """Counts per state and the nodes in trouble, from the codes (at C speed per state)."""
         self._states = self._attempt_map = None
-        codes, names, index = self._codes, self._names, self._index
-        counts: Counter[str] = Counter()
-        for code, state in enumerate(_ORDER):
-            n = codes.count(code)
-            if n:
-                counts[state.value] = n
+        codes, names = self._codes, self._names
+        counts = Counter({state.value: codes.count(code) for code, state in enumerate(_ORDER)})
         for name, mark in self._marks.items():
-            i = index.get(name)
-            if i is not None and i < len(codes) and codes[i] == _SUCCEEDED:
+            if self._state_of(name) == mark:
                 counts["succeeded"] -= 1
                 counts[mark] += 1
-        self.counts = +counts
-        if counts.keys() & {"failed", "upstream_failed"}:
+        self.counts = +counts  # the states present only
+        if counts["failed"] or counts["upstream_failed"]:
             self._had_error = True
-        trouble: dict[str, None] = {}
-        for node in self.problems:  # still in trouble: keeps its place
-            if self._in_trouble(node):
-                trouble[node] = None
+        # Nodes still in trouble keep their place; then new failures, retries, and the
+        # nodes that failures took down.
+        trouble = dict.fromkeys(n for n in self.problems if self._in_trouble(n))
         for code in _TROUBLE:
-            for i in _positions(codes, code):
-                trouble.setdefault(names[i], None)
-            if code == _TROUBLE[0]:  # a retry under way, after the failures
-                for node in self._retried:
-                    if self._in_trouble(node):
-                        trouble.setdefault(node, None)
+            trouble.update(dict.fromkeys(names[i] for i in _positions(codes, code)))
+            if code == _TROUBLE[0]:
+                trouble.update(dict.fromkeys(n for n in self._retried if self._in_trouble(n)))
         self.problems = trouble
         self._picture_dirty = True
 
     def _in_trouble(self, node: str) -> bool:
-        i = self._index.get(node)
-        if i is None or i >= len(self._codes):
-            return False
-        code = self._codes[i]
+        code = self._codes[self._index[node]] if node in self._index else 0
         return code in _TROUBLE or (code in _AGAIN and node in self._retried)
 
     # --- reading: engine state each tick, a few annotating events (loop thread) ---------
@@ -310,18 +302,7 @@ class RunView(LiveView):
         if ev.kind is K.INSTANCE_STARTED and self.instance_id is None:
             self.instance_id = ev.instance_id
             self._started = ev.time
-            read = getattr(self.executor, "progress", None)
-            progress = read(ev.instance_id) if read is not None else None
-            if progress is not None:
-                # A run of this executor: its definition and state from one cheap read, no
-                # snapshot (that would build a dict per node).
-                self._latch(progress.definition)
-                self._read_progress()
-                self._recount()
-            else:  # followed from storage: as the last poll saw it
-                snapshot = self.executor.snapshot(ev.instance_id)
-                self._latch(snapshot.definition, snapshot.node_states)
-                self._adopt(snapshot)
+            self._begin()
             if self.instance_state in (None, "pending"):
                 self.instance_state = "running"  # the event says so; the read may lag
             self._changed = self._picture_dirty = True
@@ -532,7 +513,7 @@ class RunView(LiveView):
         if snap is not None:
             del self._buffer[:]  # the snapshot supersedes whatever was still buffered
             if self.definition is None:  # finished before this view heard of its start
-                self._latch(snap.definition, snap.node_states)
+                self._begin(snap)
             self._adopt(snap)
         self._ended = getattr(snap, "finished_at", None) or time.time()
         self._picture_dirty = True
