@@ -1,14 +1,17 @@
 """RunView: a live ipywidgets view of one instance that never floods the front end.
 
-Node events cost the engine one ``list.append`` (the view subscribes the
-buffer's bound ``append``, so no Python frame runs per event). A timer on the
-kernel's loop folds the buffer at most every ``text_interval`` (counts,
-progress, elapsed, failures) and re-draws the picture at most every
-``picture_interval``, rendering the SVG in a worker thread. Each flush changes
-each widget inside one ``hold_sync()``. Instance start/finish events from a
-worker thread are handed to the loop with ``call_soon_threadsafe``; the
-finish forces a last flush from the engine's own snapshot, so the final view
-always matches the engine::
+The view costs the engine nothing per node: a timer on the kernel's loop reads
+the instance's state at most every ``text_interval`` (``executor.progress``: the
+node states as bytes, copied at C speed; an instance followed from another
+process: its last polled snapshot) and re-draws the picture at most every
+``picture_interval``, rendering the SVG in a worker thread. The engine is the
+only source of node states, so a late or out-of-order event can never repaint
+one. A few rare events only annotate: a retried attempt's error (listed while
+the node runs again), reused and restored nodes. Each flush changes each widget
+inside one ``hold_sync()``. Instance start/finish events from a worker thread
+are handed to the loop with ``call_soon_threadsafe``; the finish forces a last
+flush from the engine's own snapshot, so the final view always matches the
+engine::
 
     view = RunView(executor)          # follows the next instance started
     view                              # display it, then
@@ -23,40 +26,36 @@ import html
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
 from ..engine import EventKind as K
 from ..engine import ExecEvent
 from ..errors import LionError, blame_lines, user_frames
+from ..state import NodeState
 from ._html import chip, failures_html, picture_html, snapshot_html, stats_html, title_html
 from ._text import format_seconds, html_text
-from ._dot import RESTORED_REASON, shown_states
+from ._dot import RESTORED_REASON
 from ._live_view import LiveView
-from ._style import ERROR_STATES, TERMINAL_STATES
+from ._style import TERMINAL_STATES
 
-__all__ = ["RunView", "QUEUED_LIMIT", "header_html", "tracebacks_html"]
+__all__ = ["RunView", "header_html", "tracebacks_html"]
 
 _SVG_WIDTH = re.compile(r'<svg[^>]*?\swidth="([0-9.]+(?:pt|px))"')
-_EVENT_STATE = {K.NODE_QUEUED: "queued", K.NODE_STARTED: "running", K.NODE_RETRIED: "retrying",
-                K.NODE_SUCCEEDED: "succeeded", K.NODE_FAILED: "failed",
-                K.NODE_SKIPPED: "skipped", K.NODE_UPSTREAM_FAILED: "upstream_failed",
-                K.NODE_CANCELLED: "cancelled", K.NODE_RESTORED: "restored"}
-_PROBLEMS = ERROR_STATES | {"retrying"}
-# Moves from a quiet state to a forward one (queued, running, succeeded) need no
-# guard: they are most of the events, so _fold handles them inline.
-_QUIET = frozenset({"pending", "queued", "running"})
-_FORWARD = _QUIET | {"succeeded", "reused", "restored"}
-_SUCCEEDED = K.NODE_SUCCEEDED
-_RESTORED = K.NODE_RESTORED
+# ``RunProgress.codes`` index this tuple (the engine's own order of NodeState).
+_ORDER: tuple[NodeState, ...] = tuple(NodeState)
+_CODE = {state: code for code, state in enumerate(_ORDER)}
+_SUCCEEDED = _CODE[NodeState.SUCCEEDED]
+_SKIPPED = _CODE[NodeState.SKIPPED]
+# Nodes listed as in trouble: failed first, then retries, then what they took down.
+_TROUBLE = bytes(_CODE[s] for s in (NodeState.FAILED, NodeState.RETRYING,
+                                    NodeState.UPSTREAM_FAILED))
+# A node whose attempt failed and that runs again is in one of these until it ends.
+_AGAIN = bytes(_CODE[s] for s in (NodeState.QUEUED, NodeState.RUNNING))
 _HEARTBEAT = 1.0  # seconds between elapsed-time refreshes while no node changes
-#: Up to this many nodes a view also follows NODE_QUEUED and NODE_STARTED; above it, the
-#: engine is spared building two more events per node (nodes then go from pending
-#: straight to their end state; retries and failures still show).
-QUEUED_LIMIT = 2_000
-_STEP_KINDS = (K.NODE_QUEUED, K.NODE_STARTED)
-_BASE_KINDS = frozenset(_EVENT_STATE) - set(_STEP_KINDS)
+#: The only events a view follows: they say what the engine's node states cannot.
+_NOTES = (K.NODE_RETRIED, K.NODE_RESTORED, K.NODES_REUSED)
 
 
 class RunView(LiveView):
@@ -66,6 +65,7 @@ class RunView(LiveView):
                  picture: bool = True, text_interval: float = 0.1,
                  picture_interval: float = 0.5, max_failures: int = 5,
                  queued: bool | None = None) -> None:
+        """``queued`` is accepted for older code: queued and running nodes always show."""
         import ipywidgets as w
 
         self.executor = executor
@@ -73,11 +73,8 @@ class RunView(LiveView):
         self.definition: Any = None
         self.picture_interval = max(picture_interval, text_interval)
         self.max_failures = max_failures
-        self.follow_queued = queued  # queued/running too? None: up to QUEUED_LIMIT nodes
-        self.states: dict[str, str] = {}
-        self.attempts: dict[str, int] = {}
         self.errors: dict[str, str] = {}
-        #: Each failed node's exception, from the engine's snapshot (tracebacks to expand).
+        #: Each failed node's exception, from the engine (tracebacks to expand).
         self.exceptions: dict[str, BaseException] = {}
         self.reasons: dict[str, str] = {}  # why each node ran or was reused (with a cache)
         self.problems: dict[str, None] = {}  # insertion-ordered set of nodes in trouble
@@ -86,6 +83,19 @@ class RunView(LiveView):
         self.pictures = 0
         self.picture_problem = ""
         self.svg: str | None = None  # the latest picture
+        # The model: per node (definition order) its state code and attempts, as the
+        # engine last said; "reused"/"restored" shown over "succeeded"; nodes seen retrying.
+        self._names: list[str] = []
+        self._index: dict[str, int] = {}
+        self._codes: bytes | bytearray = b""
+        self._attempts: list[int] = []
+        self._marks: dict[str, str] = {}
+        self._retried: dict[str, None] = {}
+        self._errors_by: dict[int, BaseException] = {}
+        self._read_from: Any = None  # the snapshot last converted (a followed instance)
+        self._local = False  # runs on this executor: read with executor.progress
+        self._states: dict[str, Any] | None = None  # made on first read after a change
+        self._attempt_map: dict[str, int] | None = None
         self._started: float | None = None  # wall clock, as the engine stamps it
         self._ended: float | None = None
         self._had_error = False
@@ -95,6 +105,7 @@ class RunView(LiveView):
         self._generation = 0
         self._render_future: "asyncio.Future[Any] | None" = None
         self._render_cost = 0.0  # seconds the last picture took to build and lay out
+        self._tracebacks: tuple[tuple[int, ...], str] = ((), "")
 
         self.title = w.HTML()
         self.progress = w.IntProgress(min=0, max=1, value=0, description="0/0",
@@ -113,12 +124,12 @@ class RunView(LiveView):
 
         super().__init__(None, interval=text_interval)
         observe = executor.observe
-        # Node events only append (no frame per event); the timer polls while a run is on.
-        self._follow(observe, _BASE_KINDS, wake=False)
+        # Annotations only append (no frame per event); the timer reads them with the state.
+        self._follow(observe, _NOTES, wake=False)
         self._subs.append(observe.subscribe(self._on_instance_event,
                                             (K.INSTANCE_STARTED, K.INSTANCE_FINISHED)))
         if instance_id is not None:
-            self._adopt(executor.snapshot(instance_id))
+            self._begin(executor.snapshot(instance_id))
             if self._finished_state():
                 self.finish()
                 return
@@ -127,113 +138,188 @@ class RunView(LiveView):
         self.flush()
         self._final = False
 
+    # --- the model: node states as the engine says (loop thread) --------------------------
+
+    @property
+    def states(self) -> dict[str, Any]:
+        """Node name -> its state as shown (a NodeState, "reused" or "restored")."""
+        if self._states is None:
+            self._states = _shown(self._names, self._codes, self._marks)
+        return self._states
+
+    @property
+    def attempts(self) -> dict[str, int]:
+        """Node name -> attempts started so far."""
+        if self._attempt_map is None:
+            self._attempt_map = dict(zip(self._names, self._attempts))
+        return self._attempt_map
+
+    def _state_of(self, node: str) -> str:
+        code = self._codes[self._index[node]] if node in self._index else 0
+        return self._marks.get(node, "succeeded") if code == _SUCCEEDED else _ORDER[code].value
+
+    def _attempt_of(self, node: str) -> int:
+        return self._attempts[self._index[node]] if node in self._index else 0
+
+    def _begin(self, snapshot: Any = None) -> None:
+        """Follow ``instance_id``: a run of this executor is read with ``progress`` (no
+        snapshot: that builds a dict per node); one followed from storage, its snapshot."""
+        read = getattr(self.executor, "progress", None)
+        progress = read(self.instance_id) if read is not None else None
+        self._local = progress is not None
+        if snapshot is None and progress is None:
+            snapshot = self.executor.snapshot(self.instance_id)
+        self.definition = (progress or snapshot).definition
+        by_name = getattr(self.definition, "by_name", None)  # name -> position, node order
+        if by_name is None:  # followed, and storage holds no definition
+            by_name = {name: i for i, name in enumerate(snapshot.node_states)}
+        self._index, self._names = by_name, list(by_name)
+        self._codes, self._attempts = bytes(len(by_name)), [0] * len(by_name)
+        if snapshot is not None:
+            self._started = getattr(snapshot, "started_at", None) or self._started \
+                or time.time()
+            self._adopt(snapshot)
+        else:
+            self._read_progress()
+            self._recount()
+
+    def _adopt(self, snapshot: Any) -> None:
+        """Take everything from an engine snapshot (authoritative: it replaces ours)."""
+        self.instance_state = str(getattr(snapshot.state, "value", snapshot.state))
+        if not self._local or not self._read_progress():
+            self._read_snapshot(snapshot)
+        self.exceptions = dict(getattr(snapshot, "exceptions", None) or {})
+        self.errors = {k: str(v) for k, v in snapshot.errors.items()}
+        self.reasons = {n: str(r) for n, r in (getattr(snapshot, "reasons", None) or {}).items()}
+        marks = {n: "reused" for n, text in self.reasons.items() if text.startswith("reused")}
+        for name in getattr(snapshot, "restored", None) or ():
+            self.reasons.setdefault(name, RESTORED_REASON)
+            marks[name] = "restored"
+        self._marks = marks
+        self._recount()
+
+    def _read_progress(self) -> bool:
+        """Read a run of this executor (a C-speed copy); False if it has none any more."""
+        progress = self.executor.progress(self.instance_id)
+        if progress is None:
+            return False
+        self.instance_state = progress.state.value
+        if progress.codes == self._codes and progress.attempts == self._attempts \
+                and progress.errors.keys() == self._errors_by.keys():
+            return True
+        self._codes, self._attempts = progress.codes, progress.attempts
+        if progress.errors.keys() != self._errors_by.keys():
+            self._errors_by = progress.errors
+            names, codes = self._names, progress.codes
+            # A denial under on_denied="skip" is a skip, not a failure (as in snapshots).
+            self.exceptions = {names[i]: e for i, e in progress.errors.items()
+                               if codes[i] != _SKIPPED}
+            self.errors.update((n, str(e)) for n, e in self.exceptions.items())
+        self._changed = True
+        return True
+
+    def _read_snapshot(self, snapshot: Any) -> None:
+        """Read an instance from its snapshot (one followed in storage: as last polled)."""
+        if snapshot is self._read_from:
+            return
+        self._read_from = snapshot
+        states, attempts = snapshot.node_states, snapshot.attempts
+        pending = NodeState.PENDING
+        self._codes = bytes([_CODE.get(states.get(n, pending), 0) for n in self._names])
+        self._attempts = [attempts.get(n, 0) for n in self._names]
+        self.exceptions = dict(getattr(snapshot, "exceptions", None) or {})
+        self.errors.update((k, str(v)) for k, v in snapshot.errors.items())
+        self._changed = True
+
+    def _recount(self) -> None:
+        """Counts per state and the nodes in trouble, from the codes (at C speed per state)."""
+        self._states = self._attempt_map = None
+        codes, names = self._codes, self._names
+        counts = Counter({state.value: codes.count(code) for code, state in enumerate(_ORDER)})
+        for name, mark in self._marks.items():
+            if self._state_of(name) == mark:
+                counts["succeeded"] -= 1
+                counts[mark] += 1
+        self.counts = +counts  # the states present only
+        if counts["failed"] or counts["upstream_failed"]:
+            self._had_error = True
+        # Nodes still in trouble keep their place; then new failures, retries, and the
+        # nodes that failures took down.
+        trouble = dict.fromkeys(n for n in self.problems if self._in_trouble(n))
+        for code in _TROUBLE:
+            trouble.update(dict.fromkeys(names[i] for i in _positions(codes, code)))
+            if code == _TROUBLE[0]:
+                trouble.update(dict.fromkeys(n for n in self._retried if self._in_trouble(n)))
+        self.problems = trouble
+        self._picture_dirty = True
+
+    def _in_trouble(self, node: str) -> bool:
+        code = self._codes[self._index[node]] if node in self._index else 0
+        return code in _TROUBLE or (code in _AGAIN and node in self._retried)
+
+    # --- reading: engine state each tick, a few annotating events (loop thread) ---------
+
+    def _fold(self, events: Iterable[ExecEvent]) -> None:
+        """Read the instance's state, then apply the annotating events that came with it."""
+        iid = self.instance_id
+        if iid is None or self.definition is None:
+            return
+        marked = False
+        for kind, _time, inst, node, _attempt, data in events:
+            if inst != iid:
+                continue
+            marked = True
+            if kind is K.NODE_RETRIED and node is not None:
+                self._retried[node] = None
+                if data and data.get("error"):
+                    self.errors[node] = str(data["error"])
+            elif kind is K.NODES_REUSED and data:
+                self._marks.update(dict.fromkeys(data.get("nodes") or (), "reused"))
+            elif kind is K.NODE_RESTORED and node is not None:
+                self.reasons[node] = RESTORED_REASON
+                if not data or data.get("state", "succeeded") == "succeeded":
+                    self._marks[node] = "restored"
+        if self._ended is None:
+            if self._local:
+                self._read_progress()
+            else:
+                with contextlib.suppress(LionError):
+                    snapshot = self.executor.snapshot(iid)
+                    self.instance_state = str(getattr(snapshot.state, "value", snapshot.state))
+                    self._read_snapshot(snapshot)
+        if marked:
+            self._changed = True
+        if self._changed:
+            self._recount()
+
     # --- instance events (any thread) -------------------------------------------------
 
     def _on_instance_event(self, ev: ExecEvent) -> None:
         self._on_loop(self._instance_event, ev)
 
     def _instance_event(self, ev: ExecEvent) -> None:
-        self._adopt_loop()
+        loop = self._adopt_loop()
         if ev.kind is K.INSTANCE_STARTED and self.instance_id is None:
             self.instance_id = ev.instance_id
-            self._adopt(self.executor.snapshot(ev.instance_id))
+            self._started = ev.time
+            self._begin()
             if self.instance_state in (None, "pending"):
-                self.instance_state = "running"  # the event says so; the snapshot may lag
+                self.instance_state = "running"  # the event says so; the read may lag
             self._changed = self._picture_dirty = True
             # The first picture waits one picture interval: a short run then pays for
             # one picture (its final one, drawn after it ends) instead of two.
             self._last_picture = time.monotonic()
             self._arm(self.interval)
         elif ev.kind is K.INSTANCE_FINISHED and ev.instance_id == self.instance_id:
-            self.finish()
+            if loop is not None and loop.is_running():
+                # Once the run's waiters are told (the callbacks queued by now run first):
+                # its snapshot is then a read of finished columns, not a dict per node.
+                loop.call_soon(self.finish)
+            else:
+                self.finish()
 
     def _finished_state(self) -> bool:
         return self.instance_state in ("succeeded", "failed", "cancelled")
-
-    # --- folding buffered node events (loop thread) ---------------------------------------
-
-    def _fold(self, events: Iterable[ExecEvent]) -> None:
-        iid, states, attempts = self.instance_id, self.states, self.attempts
-        to_state, quiet, forward = _EVENT_STATE, _QUIET, _FORWARD
-        counts = self.counts
-        changed = False
-        for kind, _time, inst, node, attempt, data in events:  # unpacking beats attributes
-            if inst != iid or node is None:
-                continue
-            changed = True
-            state = to_state[kind]
-            if kind is _SUCCEEDED and data and data.get("reason") == "reused":
-                state = "reused"  # a cached result: the handler did not run
-            elif kind is _RESTORED:  # read back by resume: a restored failure stays one
-                if data and data.get("state", "succeeded") != "succeeded":
-                    state = data["state"]
-                self.reasons[node] = RESTORED_REASON
-            old = states.get(node, "pending")
-            # The common case, a forward move of a healthy node, is handled inline:
-            # this loop runs once per engine event.
-            if old in quiet and state in forward and attempt >= attempts.get(node, 0):
-                counts[old] -= 1
-                counts[state] += 1
-                states[node] = state
-                attempts[node] = attempt
-            elif self._set(node, state, attempt):
-                if state in ("failed", "retrying") and data and data.get("error"):
-                    self.errors[node] = str(data["error"])
-        if changed:
-            self._changed = self._picture_dirty = True
-
-    def _set(self, node: str, state: str, attempt: int) -> bool:
-        """Record a node's state; refuse stale updates and never paint an error over."""
-        old = self.states.get(node, "pending")
-        old_attempt = self.attempts.get(node, 0)
-        if attempt < old_attempt:
-            return False  # a late event of an earlier attempt
-        if old in TERMINAL_STATES and attempt == old_attempt and (
-                state not in TERMINAL_STATES or old in ERROR_STATES):
-            return False  # out of order, or a success trying to hide a failure
-        self.counts[old] -= 1
-        self.states[node] = state
-        self.counts[state] += 1
-        self.attempts[node] = attempt if attempt > old_attempt else old_attempt
-        if state in _PROBLEMS:
-            self.problems[node] = None
-            if state != "retrying":
-                self._had_error = True
-        elif state in _QUIET and node in self.problems:
-            pass  # a retry under way: its failed attempt stays listed until the node ends
-        elif node in self.problems:
-            del self.problems[node]
-        return True
-
-    def _adopt(self, snapshot: Any) -> None:
-        """Take states from an engine snapshot (authoritative: it replaces ours)."""
-        if self.definition is None and self._subs:
-            follow = self.follow_queued
-            if follow is None:
-                follow = len(snapshot.definition.nodes) <= QUEUED_LIMIT
-            if follow:  # subscribed before the roots are queued: no event is missed
-                self._follow(self.executor.observe, _STEP_KINDS, wake=False)
-        self.definition = snapshot.definition
-        self.instance_state = str(getattr(snapshot.state, "value", snapshot.state))
-        if self._started is None:
-            self._started = getattr(snapshot, "started_at", None) or time.time()
-        if self.instance_state == "pending" or (
-                self.instance_state == "running" and not self.states and not self._buffer
-                and not any(snapshot.attempts.values())):
-            # A run that has just started: every node pending (a missing key means
-            # pending), so there is nothing to convert.
-            self.states = {}
-            self.counts = Counter({"pending": len(self.definition.nodes)})
-            return
-        # NodeState is a StrEnum: its members are the strings, no conversion needed.
-        self.states, self.reasons = shown_states(snapshot)
-        self.attempts = dict(snapshot.attempts)
-        self.errors = {k: str(v) for k, v in snapshot.errors.items()}
-        self.exceptions = dict(getattr(snapshot, "exceptions", None) or {})
-        self.counts = Counter(self.states.values())
-        self.problems = {n: None for n, s in self.states.items() if s in _PROBLEMS}
-        if self.counts.keys() & ERROR_STATES:
-            self._had_error = True
 
     # --- the timer and flushing (loop thread) -------------------------------------------
 
@@ -263,12 +349,12 @@ class RunView(LiveView):
                                            done, total, self._elapsed(), self._left(done, total),
                                            self._retrying())
         self.stats.value = stats_html(self.counts, self._elapsed())
-        self.failures.value = failures_html(list(self.problems)[:self.max_failures + 1],
-                                            self.states, self.attempts, self.errors,
-                                            self.max_failures, len(self.problems),
-                                            self.picture_problem)
-        if self.exceptions:
-            self.failures.value += tracebacks_html(self.exceptions, self.max_failures)
+        # The listed nodes' states and attempts only: no dict of every node per flush.
+        listed = list(self.problems)[:self.max_failures + 1]
+        self.failures.value = failures_html(listed, {n: self._state_of(n) for n in listed},
+                                            {n: self._attempt_of(n) for n in listed},
+                                            self.errors, self.max_failures, len(self.problems),
+                                            self.picture_problem) + self._tracebacks_html()
         self._changed = False
         if self.picture is not None and self._picture_dirty and self.definition is not None \
                 and (self._final or now - self._last_picture >= self._picture_gap()):
@@ -291,16 +377,24 @@ class RunView(LiveView):
         """(node, attempt under way or next, max attempts) of nodes on a second try or later."""
         out = []
         for node in self.problems:
-            state = self.states.get(node)
+            state = self._state_of(node)
             if state not in ("retrying", "queued", "running"):
                 continue
-            attempt = self.attempts.get(node, 0) + (state == "retrying")
+            attempt = self._attempt_of(node) + (state == "retrying")
             try:
                 most = self.definition.node(node).retry.max_attempts
             except (LionError, KeyError, AttributeError):
                 most = 0
             out.append((node, attempt, most))
         return out
+
+    def _tracebacks_html(self) -> str:
+        """The failures' tracebacks, formatted again only when the failures change."""
+        shown = list(self.exceptions.items())[:self.max_failures]
+        key = tuple(id(e) for _, e in shown)
+        if key != self._tracebacks[0]:
+            self._tracebacks = key, tracebacks_html(dict(shown), self.max_failures)
+        return self._tracebacks[1]
 
     def _bar_style(self, done: int, total: int) -> str:
         if self._had_error:
@@ -323,19 +417,19 @@ class RunView(LiveView):
         if loop is None or loop.is_closed() or (sync and not loop.is_running()):
             self._show(Picture(self._as_snapshot()).svg)
             return
+        frame = self._frame()
         # Building the DOT and the Graphviz layout take a while for big graphs: both
         # happen off the loop, on a copy of the states, even for the final picture, so
         # a run never waits for its own portrait.
         self._rendering = True
         self._generation += 1
         generation = self._generation
-        snapshot = self._as_snapshot(copy=True)
         done: asyncio.Future[Any] = loop.create_future()
         self._render_future = done
 
         def build() -> str | None:
             t0 = time.perf_counter()
-            svg = Picture(snapshot).svg
+            svg = Picture(_instance(*frame)).svg  # the dicts of every node made here
             self._render_cost = time.perf_counter() - t0
             return svg
 
@@ -396,16 +490,14 @@ class RunView(LiveView):
         if self.closed:  # the final picture landed after the snapshot: refresh it
             self._leave_snapshot()
 
-    def _as_snapshot(self, copy: bool = False) -> Any:
-        # Copies when the DOT is built on another thread while events keep arriving.
-        states, attempts, errors = self.states, self.attempts, self.errors
-        if copy:
-            states, attempts, errors = dict(states), dict(attempts), dict(errors)
-        return SimpleNamespace(definition=self.definition, state=self.instance_state,
-                               node_states=states, attempts=attempts, errors=errors,
-                               reasons=dict(self.reasons) if copy else self.reasons,
-                               exceptions=dict(self.exceptions) if copy else self.exceptions,
-                               instance_id=self.instance_id, _display_kind="instance")
+    def _frame(self) -> tuple[Any, ...]:
+        """What a picture is drawn from, copied at C speed (the run goes on meanwhile)."""
+        return (self.definition, self.instance_state, self.instance_id, self._names,
+                bytes(self._codes), list(self._attempts), dict(self._marks), dict(self.errors),
+                dict(self.reasons), dict(self.exceptions))
+
+    def _as_snapshot(self) -> Any:
+        return _instance(*self._frame())
 
     # --- end and display ---------------------------------------------------------------
 
@@ -420,6 +512,8 @@ class RunView(LiveView):
                 snap = self.executor.snapshot(self.instance_id)
         if snap is not None:
             del self._buffer[:]  # the snapshot supersedes whatever was still buffered
+            if self.definition is None:  # finished before this view heard of its start
+                self._begin(snap)
             self._adopt(snap)
         self._ended = getattr(snap, "finished_at", None) or time.time()
         self._picture_dirty = True
@@ -447,6 +541,37 @@ class RunView(LiveView):
         done = sum(self.counts[s] for s in TERMINAL_STATES)
         total = len(self.definition.nodes) if self.definition is not None else 0
         return f"RunView({self.instance_id}, {self.instance_state}, {done}/{total} done)"
+
+
+def _shown(names: list[str], codes: bytes | bytearray,
+           marks: dict[str, str]) -> dict[str, Any]:
+    """Node name -> state as shown: "reused"/"restored" marks over "succeeded"."""
+    states: dict[str, Any] = dict(zip(names, map(_ORDER.__getitem__, codes)))
+    succeeded = NodeState.SUCCEEDED
+    for name, mark in marks.items():
+        if states.get(name) is succeeded:
+            states[name] = mark
+    return states
+
+
+def _positions(codes: bytes | bytearray, code: int) -> Iterator[int]:
+    """Where ``code`` is in ``codes`` (found at C speed: a loop per hit, not per node)."""
+    i = codes.find(code)
+    while i >= 0:
+        yield i
+        i = codes.find(code, i + 1)
+
+
+def _instance(definition: Any, state: str | None, instance_id: str | None, names: list[str],
+              codes: bytes, attempts: list[int], marks: dict[str, str],
+              errors: dict[str, str], reasons: dict[str, str],
+              exceptions: dict[str, BaseException]) -> SimpleNamespace:
+    """An instance snapshot as ``Picture`` reads one, from a view's frame."""
+    return SimpleNamespace(definition=definition, state=state,
+                           node_states=_shown(names, codes, marks),
+                           attempts=dict(zip(names, attempts)), errors=errors, reasons=reasons,
+                           exceptions=exceptions, instance_id=instance_id,
+                           _display_kind="instance")
 
 
 def _dashboard_widget(w: Any, executor: Any) -> Any:

@@ -94,12 +94,15 @@ async def test_view_attached_to_a_finished_instance_shows_it(frontend):
     await ex.stop()
 
 
-async def test_error_colour_is_never_overwritten_by_a_later_success(frontend):
+async def test_node_states_come_from_the_engine_never_from_stray_events(frontend):
+    # The view reads node states from the engine: stale, contradictory or out-of-order
+    # events on the stream (a threaded runner, another publisher) paint nothing.
     ex = WorkflowExecutor()
     await ex.start()
-    gate = asyncio.Event()
+    gate, started = asyncio.Event(), asyncio.Event()
 
     async def wait(ctx):
+        started.set()
         await gate.wait()
 
     ex.add_handler("extract", wait)
@@ -107,25 +110,25 @@ async def test_error_colour_is_never_overwritten_by_a_later_success(frontend):
         ex.add_handler(name, lambda ctx: None)
     view = RunView(ex, picture=False)
     iid = await ex.execute_workflow(etl(False))  # held at "extract": nothing else runs
-    await asyncio.sleep(0)
+    await started.wait()
     assert view.instance_id == iid
-    # Stale, contradictory and out-of-order events, as a threaded runner may deliver them.
     for ev in [ExecEvent(K.NODE_STARTED, 0, iid, "load", 1),
                ExecEvent(K.NODE_FAILED, 0, iid, "load", 1, {"error": "boom"}),
-               ExecEvent(K.NODE_SUCCEEDED, 0, iid, "load", 1),   # stale or contradictory
-               ExecEvent(K.NODE_STARTED, 0, iid, "load", 1),     # out of order
+               ExecEvent(K.NODE_SUCCEEDED, 0, iid, "load", 1),
                ExecEvent(K.NODE_STARTED, 0, iid, "side", 2),
                ExecEvent(K.NODE_RETRIED, 0, iid, "side", 1),     # late event of attempt 1
                ExecEvent(K.NODE_SUCCEEDED, 0, iid, "side", 2)]:
         ex.observe.emit(ev)
     view.flush()
-    assert view.states["load"] == "failed" and view.errors["load"] == "boom"
-    assert view.states["side"] == "succeeded" and view.attempts["side"] == 2
-    assert view.progress.bar_style == "danger"
-    assert view.counts["failed"] == 1 and view.counts["succeeded"] == 1
-    view.close()
+    assert view.states == {"extract": "running", "transform": "pending", "load": "pending",
+                           "side": "pending"}
+    assert view.attempts == {"extract": 1, "transform": 0, "load": 0, "side": 0}
+    assert view.counts == {"running": 1, "pending": 3} and not view.problems
+    assert view.progress.bar_style == "info" and "1/4" not in view.progress.description
     gate.set()
-    await ex.wait(iid)
+    result = await ex.wait(iid)
+    await asyncio.sleep(0)
+    assert_matches_engine(view, result)
     await ex.stop()
 
 
@@ -338,3 +341,114 @@ async def test_failures_expand_to_the_handlers_line_and_blame_a_conditions_edge(
     assert "the condition on edge &#x27;src&#x27; -&gt; &#x27;dst&#x27;" in html
     assert "never ran" in html
     await ex.stop()
+
+
+async def test_a_view_asks_the_engine_for_no_event_per_node(frontend):
+    # The engine builds no event per node for a view: it reads the run's state per tick.
+    from lion_nb.engine import ExecutorConfig
+
+    per_node = {K.NODE_QUEUED, K.NODE_STARTED, K.NODE_SUCCEEDED, K.NODE_FAILED,
+                K.NODE_SKIPPED, K.NODE_UPSTREAM_FAILED, K.NODE_CANCELLED}
+    for history in (False, True):
+        ex = WorkflowExecutor(config=ExecutorConfig(record_history=history))
+        await ex.start()
+        wanted, sinks = ex.observe.wanted, dict(ex.observe.sinks)
+        view = RunView(ex, picture=False)
+        assert ex.observe.wanted - wanted <= {K.NODE_RETRIED, K.NODE_RESTORED,
+                                              K.NODES_REUSED, K.INSTANCE_STARTED,
+                                              K.INSTANCE_FINISHED}
+        assert not ex.observe.wanted & per_node if not history else True
+        # History keeps its direct path (no event built) for every per-node kind.
+        assert {k: ex.observe.sinks.get(k) for k in per_node} == \
+            {k: sinks.get(k) for k in per_node}
+        view.close()
+        await ex.stop()
+
+
+async def test_a_retry_and_a_failure_show_mid_run_in_a_big_run(frontend):
+    # 3,000 nodes: the view reads states per tick, so a failed first attempt, a node that
+    # failed for good (with its traceback) and the retry under way all show mid-run.
+    ex = WorkflowExecutor()
+    await ex.start()
+    gate, tries = asyncio.Event(), {"n": 0}
+
+    async def flaky(ctx):
+        tries["n"] += 1
+        if tries["n"] == 1:
+            raise ValueError("first try fails")
+        await gate.wait()
+
+    def bad(ctx):
+        raise KeyError("no such column")
+
+    ex.add_handler("flaky", flaky)
+    ex.add_handler("bad", bad)
+    ex.add_handler("quick", lambda ctx: None)
+    b = WorkflowBuilder("big-retry")
+    quick = [Node(f"q{i}", handler="quick") for i in range(2_998)]
+    b.add_nodes(*quick, Node("fetch", handler="flaky", retry=2), Node("broken", handler="bad"))
+    view = RunView(ex, picture=False, text_interval=0.01)
+    iid = await ex.execute_workflow(b.build())
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if view.counts.get("succeeded") == 2_998 and view.counts.get("failed") == 1 \
+                and view.attempts.get("fetch") == 2 and view.states["fetch"] == "running":
+            break
+    view.flush()
+    header = view.title.value
+    assert "running" in header and "retrying fetch 2/3" in header and "2,999/3,000 done" in header
+    listed = view.failures.value
+    assert "first try fails" in listed and "no such column" in listed
+    assert "traceback of <b>broken</b>" in listed  # expandable before the run ends
+    assert view.progress.bar_style == "danger" and not view.closed
+    gate.set()
+    result = await ex.wait(iid)
+    await asyncio.sleep(0)
+    assert view.closed
+    assert_matches_engine(view, result)
+    assert "retrying" not in view.title.value and list(view.problems) == ["broken"]
+    await ex.stop()
+
+
+async def test_a_view_follows_an_instance_run_by_another_executor(frontend, tmp_path):
+    # An instance run elsewhere (here another executor on the same SQLite file) is read
+    # from the follower's polled snapshot: states mid-run, and the final state at the end.
+    from lion_nb.state import SqliteStorage, StateMachineManager
+
+    def executor() -> WorkflowExecutor:
+        return WorkflowExecutor(state_manager=StateMachineManager(
+            SqliteStorage(tmp_path / "runs.db")))
+
+    worker, watcher = executor(), executor()
+    await worker.start()
+    await watcher.start()
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    async def held(ctx):
+        started.set()
+        await gate.wait()
+        return {"rows": 3}
+
+    worker.add_handler("extract", held)
+    for name in ("transform", "load", "side"):
+        worker.add_handler(name, lambda ctx: 2)
+    iid = await worker.execute_workflow(etl(False))
+    await started.wait()
+    view = RunView(watcher, picture=False, text_interval=0.01)
+    await watcher.follow(iid, interval=0.02)
+    for _ in range(300):
+        await asyncio.sleep(0.01)
+        if view.states.get("extract") == "running":
+            break
+    assert view.instance_id == iid and view.states["extract"] == "running"
+    assert view.counts == {"running": 1, "pending": 3}
+    gate.set()
+    result = await watcher.wait(iid, timeout=30)
+    for _ in range(100):
+        if view.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert result.succeeded and view.closed
+    assert_matches_engine(view, result)
+    await worker.stop()
+    await watcher.stop()
