@@ -88,7 +88,9 @@ class InstanceStore:
         self._fence = (lease_key(iid), owner)
         self._renewer: asyncio.Task[None] | None = None
         self._queue: list[tuple[list[tuple[int, dict[str, Any]]], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # Done when the queue is written: the flushing task, or a future while a lone
+        # commit writes on its caller's task.
+        self._flusher: asyncio.Future[None] | None = None
         # The commit sequence (see durable.py): last number written, node indices with
         # a record and their sum, and the newest record (re-stamped by ``end``).
         self._seq = 0
@@ -139,12 +141,20 @@ class InstanceStore:
         """
         if self.failure is not None:
             return None
-        items = [(i, rec) for i, rec in records]
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._queue.append((items, fut))
+        self._queue.append((records, fut))
         if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
+            if self._in_flight is not None and self._in_flight() <= 1:
+                # Nothing else runs meanwhile: write here, sparing a task and a turn of
+                # the loop per commit (issue 21). ``fut`` is done when this returns.
+                flushed = self._flusher = loop.create_future()
+                try:
+                    await self._flush()
+                finally:
+                    flushed.set_result(None)
+            else:
+                self._flusher = loop.create_task(self._flush())
         try:
             await fut
         except asyncio.CancelledError:
@@ -160,7 +170,7 @@ class InstanceStore:
 
     async def _flush(self) -> None:
         """Write queued commits, one ``put_many`` per group, until the queue is empty."""
-        broken: Exception | None = None
+        broken: BaseException | None = None
         try:
             while self._queue:
                 group, self._queue = self._queue, []
@@ -170,6 +180,20 @@ class InstanceStore:
                         # count records wrongly. The instance stops anyway: write no more.
                         raise broken
                     await self._write_group([x for g, _ in group for x in g])
+                except asyncio.CancelledError as exc:
+                    # Only a lone commit's own task is cancelled inside a write; whether
+                    # it landed is unknown, so nothing more is written (still resumable).
+                    broken = StateError(f"instance {self.instance_id}: a commit was "
+                                        f"interrupted; nothing more is written",
+                                        instance_id=self.instance_id)
+                    self._fail(exc, str(broken))
+                    group += self._queue
+                    self._queue = []
+                    for _, fut in group:
+                        if not fut.done():
+                            fut.set_exception(broken)
+                            fut.exception()  # retrieved: its waiter may be the cancelled one
+                    raise
                 except Exception as exc:  # every commit of the group hears it
                     broken = exc
                     for _, fut in group:
