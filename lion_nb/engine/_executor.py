@@ -38,6 +38,7 @@ _log = logging.getLogger("lion_nb.engine")
 __all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
 
 _HANDLER_KEY = operator.attrgetter("handler")
+_PRIORITY_OF, _DEADLINE_OF = operator.attrgetter("priority"), operator.attrgetter("deadline")
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 NodeHandler = Callable[[Any], Any]
@@ -209,11 +210,14 @@ class WorkflowExecutor:
         prios: list[int]
         dls: list[float | None]
         if priority is None:  # the common case, without a call per node
-            prios = [n.priority for n in nodes]
+            prios = list(map(_PRIORITY_OF, nodes))
         else:
             prios = [int(_per_node(priority, n, n.priority)) for n in nodes]
         if deadlines is None:
-            dls = [None if n.deadline is None else now + n.deadline for n in nodes]
+            if any(map(_DEADLINE_OF, nodes)):  # a deadline is > 0 (checked by Node)
+                dls = [None if n.deadline is None else now + n.deadline for n in nodes]
+            else:
+                dls = [None] * len(nodes)
         else:
             dls = []
             for n in nodes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from array import array
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, NamedTuple, Sequence
 
@@ -43,10 +42,10 @@ __all__ = ["InstanceRun", "RunProgress"]
 _log = logging.getLogger("lion_nb.observe")
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
 _NAN = math.nan
-_NANS = (math.nan,)
 _FIFO = SchedulingPolicy.FIFO
 _NORMAL = int(Priority.NORMAL)
 _TIMEOUT_OF = attrgetter("timeout")
+_RESOURCES_OF = attrgetter("resources")
 # Enum member access costs ~100 ns on Python 3.11; the hot path uses these globals.
 _K_QUEUED = K.NODE_QUEUED
 _K_STARTED = K.NODE_STARTED
@@ -112,13 +111,20 @@ class InstanceRun:
         self.tasks: dict[int, ScheduledTask] = {}  # queued and running nodes that have one
         # Per node: the monotonic time its current attempt was queued (NaN: not queued),
         # and the worker Task its last attempt ran on (to interrupt it on cancel).
-        self.queued_at = array("d", _NANS) * n
+        # A list, not an array('d'): an array store parses its float (~200 instructions),
+        # and the stamps stored are floats the scheduler already made (shared by a batch).
+        self.queued_at: list[float] = [_NAN] * n
         self.running_on: list[Any] = [None] * n
         # Per node: may it be queued as a plain FIFO call (normal priority, no deadline,
         # no resource pool, no per-group limit)? One byte read per queueing, not four.
         ungrouped = env.scheduler.config.max_per_group is None
-        self.plain = bytearray(ungrouped and p == _NORMAL and d is None and not node.resources
-                               for p, d, node in zip(priorities, deadlines, definition.nodes))
+        if ungrouped and priorities.count(_NORMAL) == n and deadlines.count(None) == n and not any(
+                map(_RESOURCES_OF, definition.nodes)):
+            self.plain = bytearray(b"\x01") * n  # the usual graph: counted in C, no loop
+        else:
+            self.plain = bytearray(
+                ungrouped and p == _NORMAL and d is None and not node.resources
+                for p, d, node in zip(priorities, deadlines, definition.nodes))
         # run_node bound once, not once per node; a cycle (run -> method -> run) that
         # _finished breaks, so a finished run is freed without the cyclic collector.
         self._runner: Callable[..., Coroutine[Any, Any, None]] | None = self.run_node
