@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from json.encoder import c_make_encoder, encode_basestring
+import json.encoder
 from typing import Any, Callable
 
 from ..errors import (
@@ -56,8 +56,9 @@ def _refuse(value: Any) -> Any:
 # json.dumps with these options builds a new encoder on every call; one built once
 # writes the same bytes for a third less CPU per node commit (issue 21). Without a
 # circular check: a cycle ends in RecursionError, mapped to ValueError below.
-_ENCODE = None if c_make_encoder is None else c_make_encoder(
-    None, _refuse, encode_basestring, None, ":", ",", True, False, False)
+_MAKE = getattr(json.encoder, "c_make_encoder", None)  # None without the C accelerator
+_ENCODE = None if _MAKE is None else _MAKE(
+    None, _refuse, json.encoder.encode_basestring, None, ":", ",", True, False, False)
 
 
 def canonical_json(value: Any) -> bytes:

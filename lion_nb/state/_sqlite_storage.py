@@ -1,6 +1,7 @@
-"""SqliteStorage: the durable embedded default. One table, one transaction per commit.
+"""SqliteStorage: the durable embedded default. One transaction per commit.
 
-Records are checksummed envelopes (_records.py) in ``lion_records(key, body)``.
+Records are checksummed envelopes (_records.py) in ``lion_records(key, body)``
+(large ones in ``lion_large``, see ``_LAYOUT``).
 The connection lives on one dedicated thread (_worker.py), so the event loop never
 blocks on SQLite and SQLite only ever sees one thread. WAL mode, and
 ``synchronous=FULL`` by default: a ``put_many`` that returned survives power
@@ -265,28 +266,28 @@ class SqliteStorage(Storage):
 
     def _commit_sync(self, batches: list[_Batch]) -> list[Exception | None]:
         """One transaction for all batches; per-batch LeaseErrors roll back only that batch."""
-        if len(batches) == 1:
-            puts, dels, fence = batches[0]
-            try:
-                with self._transaction(next(iter(puts), None)) as conn:
-                    self._write(conn, puts, dels, fence)
-                    self._step("before_commit")
-            except LeaseError as exc:
-                return [exc]
-            return [None]
         errors: list[Exception | None] = []
-        with self._transaction(next((k for p, d, _ in batches for k in (*p, *d)), None)) as conn:
-            for puts, dels, fence in batches:
-                conn.execute("SAVEPOINT batch")
-                try:
-                    self._write(conn, puts, dels, fence)
-                except LeaseError as exc:
-                    conn.execute("ROLLBACK TO batch")
-                    errors.append(exc)
-                else:
-                    errors.append(None)
-                conn.execute("RELEASE batch")
-            self._step("before_commit")
+        isolate = len(batches) > 1
+        try:
+            with self._transaction(next((k for p, d, _ in batches for k in (*p, *d)),
+                                        None)) as conn:
+                for puts, dels, fence in batches:
+                    if isolate:
+                        conn.execute("SAVEPOINT batch")
+                    try:
+                        self._write(conn, puts, dels, fence)
+                    except LeaseError as exc:
+                        if not isolate:
+                            raise
+                        conn.execute("ROLLBACK TO batch")
+                        errors.append(exc)
+                    else:
+                        errors.append(None)
+                    if isolate:
+                        conn.execute("RELEASE batch")
+                self._step("before_commit")
+        except LeaseError as exc:
+            return [exc]
         return errors
 
     def _write(self, conn: sqlite3.Connection, puts: dict[str, bytes], dels: list[str],
