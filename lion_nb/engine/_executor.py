@@ -587,14 +587,16 @@ class WorkflowExecutor:
                 f"node {node!r} needs {what} but instance {instance_id} holds no grants",
                 capability=what, node=node)
 
-        gate: Callable[[tuple[str, ...], str], None]
+        gate: Callable[..., None]
         if grant_set is None:
-            def gate(requires: tuple[str, ...], node: str) -> None:
+            def gate(requires: tuple[str, ...], node: str, now: float | None = None) -> None:
                 raise no_grants(node, requires[0])
         else:
             # Allowed dispatch checks reach the observe stream if it wanted them when the
             # run started: asking at every dispatch would cost more than the check itself.
-            gate = grant_set.gate(forward=self._audited if wants(capability) else None)
+            # The run passes its dispatch stamp: one clock read per node, not two.
+            gate = grant_set.gate(forward=self._audited if wants(capability) else None,
+                                  clock=self.scheduler.clock)
 
         def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
             declared = [r for r in map(Requirement.parse, node.requires)

@@ -423,18 +423,17 @@ class InstanceRun:
         node = self.nodes[i]
         offset = self._offset
         queued = self.queued_at[i] + offset
+        started = dispatched + offset  # the scheduler's dispatch stamp, on the wall clock
         if node.requires:  # checked before dispatch: a denied node never runs
             try:
-                self.gate(node.requires, node.name)
+                self.gate(node.requires, node.name, started)
             except SecurityError as exc:
                 self.times[i] = (queued, None)
                 await self._denied(i, node, exc)
                 return
         codes[i] = _C_RUNNING  # from QUEUED (checked above): a legal move
         attempt = self.attempts[i] = self.attempts[i] + 1
-        if self.store is None:
-            started = dispatched + offset  # the scheduler's dispatch stamp
-        else:
+        if self.store is not None:
             if self.max_crashes:
                 self.times[i] = (queued, None)
                 if not await self._announce(i, node, attempt):
