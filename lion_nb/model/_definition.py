@@ -356,6 +356,10 @@ class WorkflowBuilder:
         self._index: dict[NodeId, int] = {}
         self._upto = 0
         self._by_name: dict[str, int] = {}
+        # Node -> position, by identity (Node keeps object hashing): what ``connect`` looks
+        # a Node up in, one lookup where the name would need a second check that it is
+        # this very node. The builder's own: a built definition does not share it.
+        self._pos: dict[Node, int] = {}
         self._edge_ids: set[str] = set()  # ids of Edge objects given to add_edge
         self._sources: list[int] = []
         self._targets: list[int] = []
@@ -391,7 +395,7 @@ class WorkflowBuilder:
             self._ceiling.check(node.requires, node=node.name)
         if self._shared:
             self._own()
-        position = self._by_name[node.name] = len(self._nodes)
+        position = self._pos[node] = self._by_name[node.name] = len(self._nodes)
         if node_id is not None:
             self._index[node_id] = position
         self._nodes.append(node)
@@ -414,12 +418,12 @@ class WorkflowBuilder:
         # add_node's common case inlined (a new name, no id yet, no ceiling): the call
         # and its checks cost about half of adding a node. Anything else goes through
         # add_node, which raises or copies shared columns, so the locals are read again.
-        listed, by_name = self._nodes, self._by_name
+        listed, by_name, pos = self._nodes, self._by_name, self._pos
         plain = self._ceiling is None and not self._shared
         for node in nodes:
             if (plain and type(node) is Node and node.name not in by_name
                     and node.assigned_id is None):
-                by_name[node.name] = len(listed)
+                pos[node] = by_name[node.name] = len(listed)
                 listed.append(node)
             else:
                 self.add_node(node)
@@ -475,13 +479,13 @@ class WorkflowBuilder:
     def connect(self, source: Node | NodeId | str, target: Node | NodeId | str,
                 condition: Any = None) -> "WorkflowBuilder":
         """An edge ``source -> target`` (nodes, ids or names), active when ``condition`` holds."""
-        # The nodes themselves (the common case): found by name, confirmed by identity.
-        nodes, by_name = self._nodes, self._by_name
-        s = by_name.get(source.name) if type(source) is Node else None
-        if s is None or nodes[s] is not source:
+        # The nodes themselves (the common case): found by identity.
+        pos = self._pos
+        s = pos.get(source)
+        if s is None:
             s = self._position(source, "source")
-        t = by_name.get(target.name) if type(target) is Node else None
-        if t is None or nodes[t] is not target:
+        t = pos.get(target)
+        if t is None:
             t = self._position(target, "target")
         pairs = self._pairs  # None while the columns are shared (build() drops it)
         if condition is None and pairs is not None and s != t:
