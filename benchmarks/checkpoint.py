@@ -262,7 +262,7 @@ async def engine_seconds(workflow, storage, result_shape: str = "dict"
     """Wall time of one run of ``workflow`` (memory if ``storage`` is None), a sample record,
     the run's commit count and the process's CPU time (every thread) during the run."""
     from lion_nb.engine import ExecutorConfig, WorkflowExecutor
-    from lion_nb.engine.durable import read_instance
+    from lion_nb.engine import read_instance
     from lion_nb.state import StateMachineManager
 
     async def noop(ctx):

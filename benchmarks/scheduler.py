@@ -22,7 +22,7 @@ import random
 import statistics
 import time
 
-from lion_nb.engine.scheduler import SchedulerConfig, SchedulingPolicy, WorkflowScheduler
+from lion_nb.engine import SchedulerConfig, SchedulingPolicy, WorkflowScheduler
 
 BATCH = 1000
 

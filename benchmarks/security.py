@@ -9,16 +9,19 @@ allowed checks),
 minting, attenuating and narrowing (fresh and reused).
 
 Second table, the issue's yardstick ("under 10% added per node"): the real
-executor running a 10k-node chain without an authority (the baseline), with
-an authority, and with one checked requirement on every node -- each set-up
-on an executor of its own (same config, history on), interleaved rounds,
-median (min–max) of CPU and wall time, with the machine's load.
+executor running a 2k-node chain without an authority (the baseline: the same
+executor, no authority), with an authority, and with one checked requirement
+on every node -- each set-up on an executor of its own (same config, history
+on); many short rounds, each palindromic (A B C C B A) so that the machine's
+drift weighs on both sides alike; per round the ratio to that round's
+baseline; median (min–max) of those ratios, CPU time, with the machine's load.
 
 Third table (``--instructions``, needs Valgrind): instructions per node of the
 same three set-ups, counted by cachegrind -- the same comparison without the
 neighbours' load in it.
 
-Run: ``python benchmarks/security.py [--instructions]``. No assertions: numbers
+Run: ``python benchmarks/security.py [--engine | --instructions]`` (``--engine``:
+the second table alone). No assertions: numbers
 vary by machine.
 """
 
@@ -217,28 +220,35 @@ async def _setup(name: str, n: int) -> tuple[object, object, list[object] | None
     return ex, b.build(), grants
 
 
-def engine_rounds(n: int = 10_000, rounds: int = 15) -> dict[str, list[tuple[float, float]]]:
-    """Per round, (CPU µs, wall µs) per node of a ``n``-node chain in the three SETUPS.
+def engine_rounds(n: int = 2_000, rounds: int = 61) -> dict[str, list[float]]:
+    """Per round, CPU µs per node of a ``n``-node chain in each of the SETUPS.
 
-    Rounds interleave the set-ups (in a rotating order), so a busy neighbour
-    slows all of them alike; CPU time is the process's, which a shared machine
-    disturbs far less than wall time.
+    Many short rounds, each palindromic (plain, authority, checked, checked,
+    authority, plain): a neighbour's burst or a drift in the machine's speed
+    then weighs on both sides of every pair alike. A set-up's figure for the
+    round is the mean of its two runs; the ratio that matters is taken per
+    round, against the baseline of the same round. CPU time is the process's
+    (``time.process_time``), which a shared machine disturbs far less than wall
+    time.
     """
-    async def measure() -> dict[str, list[tuple[float, float]]]:
+    async def measure() -> dict[str, list[float]]:
         setups = {name: await _setup(name, n) for name in SETUPS}
-        out: dict[str, list[tuple[float, float]]] = {k: [] for k in setups}
+        out: dict[str, list[float]] = {k: [] for k in setups}
         for ex, wf, grants in setups.values():  # warm-up: caches, first-run costs
-            await ex.run(wf, grants=grants)  # type: ignore[attr-defined]
+            for _ in range(2):
+                await ex.run(wf, grants=grants)  # type: ignore[attr-defined]
         names = list(setups)
-        for r in range(rounds):
-            for name in names[r % 3:] + names[:r % 3]:
+        for _ in range(rounds):
+            spent = dict.fromkeys(names, 0.0)
+            for name in names + names[::-1]:
                 ex, wf, grants = setups[name]
                 gc.collect()
-                c0, w0 = time.process_time(), time.perf_counter()
+                c0 = time.process_time()
                 result = await ex.run(wf, grants=grants)  # type: ignore[attr-defined]
-                cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+                spent[name] += time.process_time() - c0
                 assert result.succeeded
-                out[name].append((cpu / n * 1e6, wall / n * 1e6))
+            for name in names:
+                out[name].append(spent[name] / 2 / n * 1e6)
         for ex, _, _ in setups.values():
             await ex.stop()  # type: ignore[attr-defined]
         return out
@@ -252,25 +262,22 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
             f"({fmt.format(min(values))}–{fmt.format(max(values))})")
 
 
-def engine_table(rounds: int = 15) -> None:
-    """The issue's yardstick: what checking every node adds to a node, per round."""
+def engine_table(n: int = 2_000, rounds: int = 61) -> None:
+    """The issue's yardstick: what checking every node adds to a node, pair by pair."""
     load_before = os.getloadavg()
-    per = engine_rounds(rounds=rounds)
+    per = engine_rounds(n, rounds)
     load_after = os.getloadavg()
-    print(f"\nlion_nb executor, 10k-node chain, {len(per['plain'])} interleaved rounds, "
-          "median (min–max)")
-    print(f"{'set-up':<44}{'CPU µs/node':>22}{'wall µs/node':>22}")
-    print("-" * 88)
+    print(f"\nlion_nb executor, {n}-node chain, {rounds} rounds of paired runs "
+          "(A B C C B A), CPU time, median (min–max)")
+    print(f"{'set-up':<46}{'CPU µs/node':>22}{'added per node':>26}")
+    print("-" * 94)
     for name, label in SETUPS.items():
-        cpu = [c for c, _ in per[name]]
-        wall = [w for _, w in per[name]]
-        print(f"{label:<44}{spread(cpu):>22}{spread(wall):>22}")
-    for kind, k in (("CPU", 0), ("wall", 1)):
-        added = [100 * (c[k] / p[k] - 1) for c, p in zip(per["checked"], per["plain"])]
-        print(f"checked vs baseline, {kind:<4} time, per round: {spread(added, '{:+.1f}%')}")
+        added = [100 * (c / p - 1) for c, p in zip(per[name], per["plain"])]
+        ratio = "" if name == "plain" else spread(added, "{:+.1f}%")
+        print(f"{label:<46}{spread(per[name]):>22}{ratio:>26}")
     print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
-          f"{os.cpu_count()} CPUs (CPU time is the figure to trust under load; the target "
-          "is under +10%)")
+          f"{os.cpu_count()} CPUs; 'added' is the median of the per-round ratios to the "
+          "baseline of the same round (target: under +10%)")
 
 
 def _child(name: str, runs: int, n: int) -> None:
@@ -331,5 +338,7 @@ if __name__ == "__main__":
         _child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1:2] == ["--instructions"]:
         instructions_table()
+    elif sys.argv[1:2] == ["--engine"]:
+        engine_table()
     else:
         main()

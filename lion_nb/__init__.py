@@ -16,7 +16,7 @@ from typing import Any
 
 from . import notebook as _notebook  # registers the display renderers (cheap, lazy)
 from .engine import ExecutorConfig, NodeResult, WorkflowExecutor
-from .engine.scheduler import Priority, SchedulerConfig, SchedulingPolicy, WorkflowScheduler
+from .engine import Priority, SchedulerConfig, SchedulingPolicy, WorkflowScheduler
 from .errors import LionError
 from .model import Edge, Node, RetryPolicy, TriggerRule, WorkflowBuilder, WorkflowDefinition
 

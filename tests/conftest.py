@@ -7,7 +7,7 @@ from pg_server import pg_dsn, pg_server  # noqa: F401  (throwaway PostgreSQL ser
 from widget_frontend import frontend  # noqa: F401  (shared fixture: widgets without a browser)
 
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
-from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
+from lion_nb.engine import SchedulerConfig, WorkflowScheduler
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ import lion_nb
 SEED_NAMES = {
     "lion_nb.model": ["WorkflowBuilder", "WorkflowDefinition", "Node", "Edge", "NodeId",
                       "EdgeId"],
-    "lion_nb.engine": ["WorkflowExecutor", "ExecutorConfig", "NodeHandler"],
-    "lion_nb.engine.scheduler": ["WorkflowScheduler", "SchedulerConfig", "SchedulingPolicy",
-                                 "Priority"],
-    "lion_nb.engine.context": ["NodeResult"],
+    "lion_nb.engine": ["WorkflowExecutor", "ExecutorConfig", "NodeHandler", "NodeResult",
+                       "WorkflowScheduler", "SchedulerConfig", "SchedulingPolicy", "Priority"],
     "lion_nb.state": ["StateMachineManager", "MemoryStorage", "FileStorage",
                       "CheckpointManager"],
     "lion_nb.patterns": ["Event", "EventAck", "EventBroker", "EventBrokerConfig",

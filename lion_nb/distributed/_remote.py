@@ -1,6 +1,6 @@
 """What runs on a Dask worker: the portable context and the task that calls a handler.
 
-The engine's :class:`~lion_nb.engine.context.NodeContext` holds the live
+The engine's :class:`~lion_nb.engine.NodeContext` holds the live
 instance, so it cannot travel. The runner ships a :class:`RemoteContext`
 instead: the same attribute names a handler uses (``instance_id``,
 ``node_name``, ``config``, ``inputs``, ``results``, ``attempt``,

@@ -59,7 +59,11 @@ class Cache:
         if isinstance(storage, (str, os.PathLike)):
             from ..state import SqliteStorage
             # A lost cache entry costs one re-run, so NORMAL (WAL stays consistent) is enough.
-            storage = self._owned = SqliteStorage(os.fspath(storage), synchronous="NORMAL")
+            # Processes sharing one cache file wait for each other's lock rather than fail:
+            # the last connection's close checkpoints under an exclusive lock, and one fsync
+            # on a busy disk can outlast SQLite's usual 5 s.
+            storage = self._owned = SqliteStorage(os.fspath(storage), synchronous="NORMAL",
+                                                  busy_timeout=60.0)
         elif storage is not None and not isinstance(storage, Storage):
             raise CacheConfigError(f"storage must be a path or a lion_nb.state.Storage, not "
                                    f"{type(storage).__name__}", field="storage")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Sequence
 
 from ._cache_reason import REUSED, NodeReason
-from .observe import EventKind as K
-from .observe import ExecEvent, ObserveStream
+from ._observe import EventKind as K
+from ._observe import ExecEvent, ObserveStream
 
 __all__ = ["ReusedReport"]
 

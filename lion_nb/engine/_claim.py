@@ -28,7 +28,7 @@ from ..model import WorkflowDefinition
 from ..state import InstanceState, Storage
 from ..state._machine import INSTANCE_TERMINAL
 from ._store import InstanceStore
-from .durable import definition_key, header_key, lease_key, new_header
+from ._durable import definition_key, header_key, lease_key, new_header
 
 __all__ = ["QUEUE_PREFIX", "Claimer", "hand_back", "submit_instance"]
 

@@ -7,8 +7,8 @@ from typing import Any, Awaitable, Callable, Coroutine
 
 from ..clock import Clock
 from ._executor_config import ExecutorConfig
-from .observe import ObserveStream
-from .scheduler import WorkflowScheduler
+from ._observe import ObserveStream
+from ._scheduler import WorkflowScheduler
 
 __all__ = ["RunEnv"]
 

@@ -20,7 +20,8 @@ was false). The node's trigger rule reads those counts with Airflow's meanings
 
 from __future__ import annotations
 
-from operator import attrgetter
+from itertools import compress
+from operator import attrgetter, not_
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ConditionError
@@ -39,6 +40,7 @@ _FAILED = CODE[NodeState.FAILED]
 _UPSTREAM_FAILED = CODE[NodeState.UPSTREAM_FAILED]
 _SKIPPED = CODE[NodeState.SKIPPED]
 _DEFAULT = R.NONE_FAILED_MIN_ONE_SUCCESS
+_ALWAYS = R.ALWAYS
 _RUN = NodeState.QUEUED  # the verdict "may run now"
 _SKIP, _UPFAIL = NodeState.SKIPPED, NodeState.UPSTREAM_FAILED
 
@@ -89,7 +91,10 @@ class JoinRule:
 
     def ready(self) -> list[int]:
         """Nodes that may run at once (roots, and ALWAYS nodes); they count as decided."""
-        out = [i for i, size in enumerate(self._size) if not size or self._rules[i] is R.ALWAYS]
+        size, rules = self._size, self._rules
+        out = list(compress(range(len(size)), map(not_, size)))  # the roots, found in C
+        if _ALWAYS in rules:
+            out = sorted(set(out).union(i for i, r in enumerate(rules) if r is _ALWAYS))
         for i in out:
             self._decided[i] = 1
         return out

@@ -17,7 +17,7 @@ from typing import Any, Container
 from ..errors import StateError
 from ..state import Storage
 from ..state._machine import INSTANCE_TERMINAL
-from .durable import (HEADER_PREFIX, definition_key, from_ranges, header_key, lease_key,
+from ._durable import (HEADER_PREFIX, definition_key, from_ranges, header_key, lease_key,
                       node_key, node_prefix)
 
 __all__ = ["prune_finished"]

@@ -28,10 +28,10 @@ from ..model import WorkflowDefinition
 from ..state import InstanceState, NodeState, Storage
 from ..state._machine import INSTANCE_TERMINAL
 from ._result import InstanceResult
-from .durable import (StoredInstance, definition_key, header_key, node_prefix, started_nodes,
+from ._durable import (StoredInstance, definition_key, header_key, node_prefix, started_nodes,
                       verify_sequence)
-from .observe import EventKind as K
-from .observe import ExecEvent, ObserveStream
+from ._observe import EventKind as K
+from ._observe import ExecEvent, ObserveStream
 
 __all__ = ["RemoteRun", "read_settled", "stored_result", "wait_stored"]
 

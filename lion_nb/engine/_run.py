@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from array import array
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, NamedTuple, Sequence
 
@@ -29,10 +28,10 @@ from ._outcome import check_output, handler_error
 from ._policies import ScheduledTask
 from ._scheduler_config import SchedulingPolicy
 from ._result import InstanceResult, NodeColumn
-from .context import NodeContext, NodeResult, ResultKind
-from .durable import node_record, start_record
-from .observe import EventKind as K
-from .observe import ExecEvent
+from ._context import NodeContext, NodeResult, ResultKind
+from ._durable import node_record, start_record
+from ._observe import EventKind as K
+from ._observe import ExecEvent
 
 if TYPE_CHECKING:
     from ..model import WorkflowDefinition
@@ -43,10 +42,10 @@ __all__ = ["InstanceRun", "RunProgress"]
 _log = logging.getLogger("lion_nb.observe")
 _SUCCEEDED = CODE[NodeState.SUCCEEDED]
 _NAN = math.nan
-_NANS = (math.nan,)
 _FIFO = SchedulingPolicy.FIFO
 _NORMAL = int(Priority.NORMAL)
 _TIMEOUT_OF = attrgetter("timeout")
+_RESOURCES_OF = attrgetter("resources")
 # Enum member access costs ~100 ns on Python 3.11; the hot path uses these globals.
 _K_QUEUED = K.NODE_QUEUED
 _K_STARTED = K.NODE_STARTED
@@ -112,13 +111,20 @@ class InstanceRun:
         self.tasks: dict[int, ScheduledTask] = {}  # queued and running nodes that have one
         # Per node: the monotonic time its current attempt was queued (NaN: not queued),
         # and the worker Task its last attempt ran on (to interrupt it on cancel).
-        self.queued_at = array("d", _NANS) * n
+        # A list, not an array('d'): an array store parses its float (~200 instructions),
+        # and the stamps stored are floats the scheduler already made (shared by a batch).
+        self.queued_at: list[float] = [_NAN] * n
         self.running_on: list[Any] = [None] * n
         # Per node: may it be queued as a plain FIFO call (normal priority, no deadline,
         # no resource pool, no per-group limit)? One byte read per queueing, not four.
         ungrouped = env.scheduler.config.max_per_group is None
-        self.plain = bytearray(ungrouped and p == _NORMAL and d is None and not node.resources
-                               for p, d, node in zip(priorities, deadlines, definition.nodes))
+        if ungrouped and priorities.count(_NORMAL) == n and deadlines.count(None) == n and not any(
+                map(_RESOURCES_OF, definition.nodes)):
+            self.plain = bytearray(b"\x01") * n  # the usual graph: counted in C, no loop
+        else:
+            self.plain = bytearray(
+                ungrouped and p == _NORMAL and d is None and not node.resources
+                for p, d, node in zip(priorities, deadlines, definition.nodes))
         # run_node bound once, not once per node; a cycle (run -> method -> run) that
         # _finished breaks, so a finished run is freed without the cyclic collector.
         self._runner: Callable[..., Coroutine[Any, Any, None]] | None = self.run_node
@@ -417,18 +423,17 @@ class InstanceRun:
         node = self.nodes[i]
         offset = self._offset
         queued = self.queued_at[i] + offset
+        started = dispatched + offset  # the scheduler's dispatch stamp, on the wall clock
         if node.requires:  # checked before dispatch: a denied node never runs
             try:
-                self.gate(node.requires, node.name)
+                self.gate(node.requires, node.name, started)
             except SecurityError as exc:
                 self.times[i] = (queued, None)
                 await self._denied(i, node, exc)
                 return
         codes[i] = _C_RUNNING  # from QUEUED (checked above): a legal move
         attempt = self.attempts[i] = self.attempts[i] + 1
-        if self.store is None:
-            started = dispatched + offset  # the scheduler's dispatch stamp
-        else:
+        if self.store is not None:
             if self.max_crashes:
                 self.times[i] = (queued, None)
                 if not await self._announce(i, node, attempt):

@@ -1,13 +1,13 @@
 """Workflow model: ids, nodes, edges, conditions, definitions and the builder. Pure data."""
 
+from ._condition import Condition, Expression
 from ._definition import WorkflowBuilder, WorkflowDefinition
 from ._edge import Edge
 from ._ids import EdgeId, InstanceId, NodeId, WorkflowId
 from ._node import Node, Priority, TriggerRule
 from ._retry import RetryPolicy
-from .condition import Condition
 
-__all__ = ["Condition", "Edge", "EdgeId", "InstanceId", "Node", "NodeId", "Priority",
+__all__ = ["Condition", "Edge", "EdgeId", "Expression", "InstanceId", "Node", "NodeId", "Priority",
            "RetryPolicy", "TriggerRule", "WorkflowBuilder", "WorkflowDefinition", "WorkflowId"]
 
 

@@ -23,7 +23,7 @@ from . import _document as doc_format
 from ._edge import Edge, as_condition
 from ._ids import EdgeId, NodeId, WorkflowId
 from ._node import Node
-from .condition import Condition
+from ._condition import Condition
 
 __all__ = ["WorkflowBuilder", "WorkflowDefinition"]
 
@@ -411,8 +411,20 @@ class WorkflowBuilder:
 
     def add_nodes(self, *nodes: Node) -> "WorkflowBuilder":
         """Add several nodes."""
+        # add_node's common case inlined (a new name, no id yet, no ceiling): the call
+        # and its checks cost about half of adding a node. Anything else goes through
+        # add_node, which raises or copies shared columns, so the locals are read again.
+        listed, by_name = self._nodes, self._by_name
+        plain = self._ceiling is None and not self._shared
         for node in nodes:
-            self.add_node(node)
+            if (plain and type(node) is Node and node.name not in by_name
+                    and node.assigned_id is None):
+                by_name[node.name] = len(listed)
+                listed.append(node)
+            else:
+                self.add_node(node)
+                listed, by_name = self._nodes, self._by_name
+                plain = self._ceiling is None and not self._shared
         return self
 
     def add_edge(self, edge: Edge) -> "WorkflowBuilder":
@@ -434,6 +446,8 @@ class WorkflowBuilder:
         return self
 
     def _add(self, s: int, t: int, condition: Condition | None, edge: Edge | None) -> None:
+        if self._shared:  # first: ``_pairs`` is set only on columns of the builder's own
+            self._own()
         pairs = self._pairs
         if pairs is None:
             pairs = self._pairs = {(a << 32) | b for a, b in zip(self._sources, self._targets)}
@@ -447,8 +461,6 @@ class WorkflowBuilder:
             name = self._nodes[s].name
             raise CycleError(f"edge {name} -> {name} would close the cycle {name} -> {name}",
                              cycle=[name, name], edge_id=edge_id)
-        if self._shared:
-            self._own()
         pairs.add(pair)
         if condition is not None:
             self._conditions[len(self._sources)] = condition
@@ -471,8 +483,8 @@ class WorkflowBuilder:
         t = by_name.get(target.name) if type(target) is Node else None
         if t is None or nodes[t] is not target:
             t = self._position(target, "target")
-        pairs = self._pairs
-        if condition is None and pairs is not None and not self._shared and s != t:
+        pairs = self._pairs  # None while the columns are shared (build() drops it)
+        if condition is None and pairs is not None and s != t:
             # _add's common case inlined (a call costs a quarter of a connect)
             pair = (s << 32) | t
             if pair not in pairs:

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from ..errors import DefinitionError
 from ._ids import EdgeId, NodeId, node_id_of
-from .condition import Condition
+from ._condition import Condition
 
 __all__ = ["Edge", "as_condition"]
 

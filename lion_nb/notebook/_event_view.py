@@ -22,8 +22,8 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from ..engine.observe import EventKind as K
-from ..engine.observe import ExecEvent
+from ..engine import EventKind as K
+from ..engine import ExecEvent
 from ._text import html_text, short_id
 from ._live_view import LiveView, observe_of
 from ._html import chip, figure_html, items_html, table_html

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Self
 
-from ..engine.observe import EventKind, ExecEvent
+from ..engine import EventKind, ExecEvent
 from ._html import progress_html, snapshot_html
 
 __all__ = ["LiveView", "observe_of"]

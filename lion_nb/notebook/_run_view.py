@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
-from ..engine.observe import EventKind as K
-from ..engine.observe import ExecEvent
+from ..engine import EventKind as K
+from ..engine import ExecEvent
 from ..errors import LionError, blame_lines, user_frames
 from ..state import NodeState
 from ._html import chip, failures_html, picture_html, snapshot_html, stats_html, title_html

@@ -23,8 +23,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from ..engine.observe import EventKind as K
-from ..engine.observe import ExecEvent
+from ..engine import EventKind as K
+from ..engine import ExecEvent
 from ..errors import LionError
 from ._text import html_text
 from ._live_view import LiveView, observe_of

@@ -22,7 +22,7 @@ from .saga import (
     SagaStatus, SagaStep, StepState, StepStatus, command_topic, reply_topic,
 )
 
-from .triggers import WorkflowTrigger, connect_broker
+from ._triggers import WorkflowTrigger, connect_broker
 
 __all__ = [
     "AckSender", "BrokerStatistics", "COMMAND_TOPIC_PREFIX", "Delivery", "DeliveryMode",

@@ -175,30 +175,38 @@ class GrantSet:
         if self._log.check_listeners or forward is not None:
             self._tell(entry[1], now, node, forward)
 
-    def gate(self, *, forward: Callable[[AuditRecord], None] | None = None
-             ) -> Callable[[tuple[str, ...], str], None]:
-        """The executor's dispatch check: ``gate(node.requires, node.name)``, or raise.
+    def gate(self, *, forward: Callable[[AuditRecord], None] | None = None,
+             clock: Clock | None = None) -> Callable[..., None]:
+        """The executor's dispatch check: ``gate(node.requires, node.name[, now])``, or raise.
 
         :meth:`check_all` in one call frame: a remembered, unexpired decision
         taken while nothing was revoked is answered and audited here; anything
         else goes through ``check_all``. Whatever else fails in the check (a
         hostile requirement tripping over anything) is turned into an audited
         CapabilityDeniedError naming the node, so no input can kill a worker.
+
+        ``now``: the caller's reading of ``clock.time()`` at dispatch, used for
+        the expiry compare and the audit time when ``clock`` is this set's own
+        clock (the executor's dispatch stamp: no second clock read per node);
+        otherwise, or when not given, the check reads its own clock.
         """
         # Bound once: this runs at every node dispatch, where each attribute
         # lookup costs about as much as the lookup that decides.
         issuer, nodes, keep, time, log = (self._issuer, self._nodes, self._keep, self._time,
                                           self._log)
         tell = self._tell
+        # A stamp from another clock (a FakeClock executor, a real authority) is ignored.
+        stamped = clock is not None and clock is self._clock
 
-        def gate(requirements: tuple[str, ...], node: str) -> None:
+        def gate(requirements: tuple[str, ...], node: str, now: float | None = None) -> None:
             try:
                 if self._epoch == issuer.revocation_epoch:
                     try:
                         entry = nodes.get(requirements, _MISS)
                     except TypeError:  # unhashable: check_all answers it every time
                         entry = _MISS
-                    now = time()
+                    if now is None or not stamped:
+                        now = time()
                     if now < entry[0]:  # remembered, and no token involved expired
                         keep((now, node, entry[1]))
                         if log.check_listeners or forward:

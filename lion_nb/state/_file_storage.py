@@ -114,8 +114,6 @@ class FileStorage(Storage):
                  codec: RecordCodec | None = None) -> None:
         self.directory = Path(directory)
         self.codec = codec or DEFAULT_CODEC
-        #: Tests set this to a callable that raises at a named step to simulate a crash.
-        self.step_hook: Callable[[str], None] | None = None
         # One I/O thread runs the calls, but close() and tests may come from others,
         # and flock does not exclude threads sharing one descriptor.
         self._mutex = threading.Lock()
@@ -402,7 +400,3 @@ class FileStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot fsync directory {str(self.directory)!r}: {exc}",
                                key=None, path=str(self.directory)) from exc
-
-    def _step(self, name: str) -> None:
-        if self.step_hook is not None:
-            self.step_hook(name)

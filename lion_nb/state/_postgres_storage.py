@@ -138,8 +138,6 @@ class PostgresStorage(Storage):
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
         self.lock_timeout = lock_timeout
-        #: Tests set this to a callable that raises at a named step to simulate a crash.
-        self.step_hook: Callable[[str], None] | None = None
         self._group: GroupCommit[_Batch] = GroupCommit(self._commit_group, group_commit_ms)
         self._closed = False
         self._conn: psycopg.Connection[Any] | None = None
@@ -523,7 +521,3 @@ class PostgresStorage(Storage):
         else:
             text = f"PostgreSQL at {self.where}: {_said(exc)}"
         return StorageError(text, key=key, path=self.where)
-
-    def _step(self, name: str) -> None:
-        if self.step_hook is not None:
-            self.step_hook(name)

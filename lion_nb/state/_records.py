@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 from typing import Any, Callable
 
 from ..errors import (
@@ -48,10 +49,27 @@ _BODY_START = len(_HEAD) + 64 + len(_MID)
 _HEX = frozenset(b"0123456789abcdef")
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json.dumps with these options builds a new encoder on every call; one built once
+# writes the same bytes for a third less CPU per node commit (issue 21). Without a
+# circular check: a cycle ends in RecursionError, mapped to ValueError below.
+_MAKE = getattr(json.encoder, "c_make_encoder", None)  # None without the C accelerator
+_ENCODE = None if _MAKE is None else _MAKE(
+    None, _refuse, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+
+
 def canonical_json(value: Any) -> bytes:
     """Deterministic UTF-8 JSON: sorted keys, no whitespace, NaN/Infinity refused."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    if _ENCODE is None:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    try:
+        return "".join(_ENCODE(value, 0)).encode("utf-8")
+    except RecursionError as exc:
+        raise ValueError(f"circular reference or nesting too deep ({exc})") from exc
 
 
 class Migrations:

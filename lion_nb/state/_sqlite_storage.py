@@ -1,6 +1,7 @@
-"""SqliteStorage: the durable embedded default. One table, one transaction per commit.
+"""SqliteStorage: the durable embedded default. One transaction per commit.
 
-Records are checksummed envelopes (_records.py) in ``lion_records(key, body)``.
+Records are checksummed envelopes (_records.py) in ``lion_records(key, body)``
+(large ones in ``lion_large``, see ``_LAYOUT``).
 The connection lives on one dedicated thread (_worker.py), so the event loop never
 blocks on SQLite and SQLite only ever sees one thread. WAL mode, and
 ``synchronous=FULL`` by default: a ``put_many`` that returned survives power
@@ -20,12 +21,13 @@ savepoints: one caller's refused fence does not fail the others.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import LeaseError, StateConfigError, StorageCorruptError, StorageError
 from ._group_commit import GroupCommit
@@ -51,31 +53,62 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
-def _create_table(conn: sqlite3.Connection) -> None:
-    """Create ``lion_records`` (or move an older WITHOUT ROWID one to the rowid layout).
+#: The current layout. Small records live whole in the ``WITHOUT ROWID`` table, so a
+#: commit of a node record rewrites one B-tree page (a rowid table with a text key
+#: rewrites two: the row and its key index). A record too large to fit in its page
+#: (a definition document) would be read whole by every lookup that passes it there
+#: (issue 21), so its row holds NULL and its body lives in ``lion_large``; the
+#: triggers drop that body when the row is replaced by a small one or deleted.
+_LAYOUT = (
+    "CREATE TABLE IF NOT EXISTS lion_records (key TEXT PRIMARY KEY, body BLOB) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS lion_large (key TEXT PRIMARY KEY, body BLOB NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS lion_large_replaced AFTER UPDATE OF body ON lion_records "
+    "WHEN old.body IS NULL AND new.body IS NOT NULL "
+    "BEGIN DELETE FROM lion_large WHERE key = old.key; END",
+    "CREATE TRIGGER IF NOT EXISTS lion_large_deleted AFTER DELETE ON lion_records "
+    "WHEN old.body IS NULL BEGIN DELETE FROM lion_large WHERE key = old.key; END",
+)
+_UPSERT = ("INSERT INTO lion_records VALUES (?, ?) "
+           "ON CONFLICT(key) DO UPDATE SET body = excluded.body")
+_UPSERT_LARGE = ("INSERT INTO lion_large VALUES (?, ?) "
+                 "ON CONFLICT(key) DO UPDATE SET body = excluded.body")
+_BODY = "coalesce(r.body, (SELECT body FROM lion_large WHERE key = r.key))"
 
-    A rowid table keeps the key index apart from the rows: looking up a lease or
-    writing a node record never walks past a multi-megabyte definition row, so a
-    commit costs the same whatever else the file holds (issue 21: 3x slower per
-    node at 10k nodes in the WITHOUT ROWID layout).
+
+def _inline_limit(conn: sqlite3.Connection) -> int:
+    """Bytes of key + body that still fit in one ``lion_records`` cell (no overflow page)."""
+    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    # SQLite's largest local payload of an index-tree cell, less the record header.
+    return (page - 12) * 64 // 255 - 23 - 16
+
+
+def _prepare_layout(conn: sqlite3.Connection, limit: int) -> None:
+    """Create the tables, or move a file of an older layout to this one in one transaction.
+
+    Older files hold every record in ``lion_records(key, body NOT NULL)``, as a
+    ``WITHOUT ROWID`` table (the first layout) or a rowid one (the second).
     """
-    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
-                       "AND name = 'lion_records'").fetchone()
-    if row is None:
-        conn.execute("CREATE TABLE IF NOT EXISTS lion_records "
-                     "(key TEXT PRIMARY KEY, body BLOB NOT NULL)")
-    elif "WITHOUT ROWID" in str(row[0]).upper():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("CREATE TABLE lion_records_rowid "
-                         "(key TEXT PRIMARY KEY, body BLOB NOT NULL)")
-            conn.execute("INSERT INTO lion_records_rowid SELECT key, body FROM lion_records")
-            conn.execute("DROP TABLE lion_records")
-            conn.execute("ALTER TABLE lion_records_rowid RENAME TO lion_records")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'lion_large'").fetchone():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if "lion_large" not in names and "lion_records" in names:  # not moved meanwhile
+            conn.execute("ALTER TABLE lion_records RENAME TO lion_records_old")
+            big = "length(CAST(key AS BLOB)) + length(body) > ?"
+            for sql in _LAYOUT[:2]:
+                conn.execute(sql)
+            conn.execute(f"INSERT INTO lion_large SELECT key, body FROM lion_records_old "
+                         f"WHERE {big}", (limit,))
+            conn.execute(f"INSERT INTO lion_records SELECT key, CASE WHEN {big} THEN NULL "
+                         f"ELSE body END FROM lion_records_old", (limit,))
+            conn.execute("DROP TABLE lion_records_old")
+        for sql in _LAYOUT:
+            conn.execute(sql)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _close_db(conn: sqlite3.Connection) -> None:
@@ -104,8 +137,6 @@ class SqliteStorage(Storage):
         self.codec = codec or DEFAULT_CODEC
         self.busy_timeout = busy_timeout
         self.group_commit_ms = group_commit_ms
-        #: Tests set this to a callable that raises at a named step to simulate a crash.
-        self.step_hook: Callable[[str], None] | None = None
         self._group: GroupCommit[_Batch] = GroupCommit(self._commit_group,
                                                       group_commit_ms or 0.0)
         self._closed = False
@@ -136,7 +167,8 @@ class SqliteStorage(Storage):
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={synchronous}")
-                _create_table(conn)
+                self._inline = _inline_limit(conn)
+                _prepare_layout(conn, self._inline)
                 # A damaged page can change a key or lose a row without any record's
                 # checksum seeing it: check the file's structure before trusting it.
                 problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
@@ -168,14 +200,18 @@ class SqliteStorage(Storage):
                        deletes: Iterable[str] = (),
                        fence: tuple[str, str] | None = None) -> None:
         """Write ``items`` and delete ``deletes`` in one durable transaction."""
-        puts = {k: self.codec.encode(k, v) for k, v in items}  # bad records fail here
-        batch: _Batch = (puts, [k for k in deletes if k not in puts], fence)
-        if self.group_commit_ms is None:
-            error = (await self._run(self._commit_sync, [batch], here=CALLER_WAITS.get()))[0]
-            if error is not None:
-                raise error
+        encode = self.codec.encode
+        puts = {k: encode(k, v) for k, v in items}  # bad records fail here
+        batch: _Batch = (puts, [k for k in deletes if k not in puts] if deletes else [], fence)
+        if self.group_commit_ms is not None:
+            await self._group.submit(batch)
             return
-        await self._group.submit(batch)
+        if self._closed:
+            raise StorageError(f"{self!r} is closed", key=None, path=self.path)
+        error = (await self._worker.call(self._commit_sync, [batch],
+                                         here=CALLER_WAITS.get()))[0]
+        if error is not None:
+            raise error
 
     async def get(self, key: str) -> Record | None:
         """The record at ``key`` (verified and migrated), or None."""
@@ -213,47 +249,64 @@ class SqliteStorage(Storage):
 
     # --- synchronous work (the connection's own thread) -------------------------------
 
-    def _commit_sync(self, batches: list[_Batch]) -> list[Exception | None]:
-        """One transaction for all batches; per-batch LeaseErrors roll back only that batch."""
+    @contextlib.contextmanager
+    def _transaction(self, key: str | None) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any error, SQLite's mapped."""
         conn = self._conn
-        errors: list[Exception | None] = []
-        first_key = next((k for p, d, _ in batches for k in (*p, *d)), None)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            isolate = len(batches) > 1
-            for puts, dels, fence in batches:
-                if isolate:
-                    conn.execute("SAVEPOINT batch")
-                try:
-                    if fence is not None:
-                        self._check_fence(*fence)
-                    if dels:
-                        conn.executemany("DELETE FROM lion_records WHERE key = ?",
-                                         [(k,) for k in dels])
-                    if puts:
-                        conn.executemany("INSERT INTO lion_records VALUES (?, ?) "
-                                         "ON CONFLICT(key) DO UPDATE SET body = excluded.body",
-                                         puts.items())
-                except LeaseError as exc:
-                    if not isolate:
-                        raise
-                    conn.execute("ROLLBACK TO batch")
-                    errors.append(exc)
-                else:
-                    errors.append(None)
-                if isolate:
-                    conn.execute("RELEASE batch")
-            self._step("before_commit")
+            yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise self._storage_error(exc, first_key) from exc
-            if isinstance(exc, LeaseError):
-                return [exc]
+                raise self._storage_error(exc, key) from exc
             raise
+
+    def _commit_sync(self, batches: list[_Batch]) -> list[Exception | None]:
+        """One transaction for all batches; per-batch LeaseErrors roll back only that batch."""
+        errors: list[Exception | None] = []
+        isolate = len(batches) > 1
+        try:
+            with self._transaction(next((k for p, d, _ in batches for k in (*p, *d)),
+                                        None)) as conn:
+                for puts, dels, fence in batches:
+                    if isolate:
+                        conn.execute("SAVEPOINT batch")
+                    try:
+                        self._write(conn, puts, dels, fence)
+                    except LeaseError as exc:
+                        if not isolate:
+                            raise
+                        conn.execute("ROLLBACK TO batch")
+                        errors.append(exc)
+                    else:
+                        errors.append(None)
+                    if isolate:
+                        conn.execute("RELEASE batch")
+                self._step("before_commit")
+        except LeaseError as exc:
+            return [exc]
         return errors
+
+    def _write(self, conn: sqlite3.Connection, puts: dict[str, bytes], dels: list[str],
+               fence: tuple[str, str] | None) -> None:
+        if fence is not None:
+            self._check_fence(*fence)
+        if dels:
+            conn.executemany("DELETE FROM lion_records WHERE key = ?", [(k,) for k in dels])
+        limit = self._inline
+        large = [(k, b) for k, b in puts.items() if len(b) + len(k) * 4 > limit
+                 and len(b) + len(k.encode()) > limit]
+        if large:
+            conn.executemany(_UPSERT_LARGE, large)
+            conn.executemany(_UPSERT, [(k, None) for k, _ in large])
+            puts = {k: b for k, b in puts.items() if len(b) + len(k.encode()) <= limit}
+        if len(puts) == 1:
+            conn.execute(_UPSERT, next(iter(puts.items())))
+        elif puts:
+            conn.executemany(_UPSERT, puts.items())
 
     def _check_fence(self, lease_key: str, owner: str) -> None:
         raw = self._get_sync(lease_key)
@@ -268,23 +321,13 @@ class SqliteStorage(Storage):
         self._fence_seen = (lease_key, owner, raw)
 
     def _lease_sync(self, key: str, owner: str, ttl: float, now: float) -> None:
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction(key) as conn:
             cur = self._decode_row(key)
             if cur is not None and cur.get("owner") != owner and cur.get("expires", 0) > now:
                 raise LeaseError(f"{key!r} is leased by {cur['owner']!r}", key=key,
                                  owner=cur["owner"])
-            conn.execute("INSERT INTO lion_records VALUES (?, ?) "
-                                         "ON CONFLICT(key) DO UPDATE SET body = excluded.body",
-                         (key, self.codec.encode(key, {"owner": owner, "expires": now + ttl})))
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self._storage_error(exc, key) from exc
-            raise
+            self._write(conn, {key: self.codec.encode(
+                key, {"owner": owner, "expires": now + ttl})}, [], None)
 
     def _decode_row(self, key: str) -> Record | None:
         raw = self._get_sync(key)
@@ -292,7 +335,7 @@ class SqliteStorage(Storage):
 
     def _get_sync(self, key: str) -> bytes | None:
         try:
-            row = self._conn.execute("SELECT body FROM lion_records WHERE key = ?",
+            row = self._conn.execute(f"SELECT {_BODY} FROM lion_records r WHERE key = ?",
                                      (key,)).fetchone()
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise self._storage_error(exc, key) from exc
@@ -303,7 +346,7 @@ class SqliteStorage(Storage):
         try:
             for at in range(0, len(keys), 500):  # under SQLite's bound-parameter limit
                 chunk = keys[at:at + 500]
-                sql = ("SELECT key, body FROM lion_records WHERE key IN "
+                sql = (f"SELECT key, {_BODY} FROM lion_records r WHERE key IN "
                        f"({','.join('?' * len(chunk))})")
                 found.update((k, bytes(b)) for k, b in self._conn.execute(sql, chunk))
         except (sqlite3.Error, UnicodeDecodeError) as exc:
@@ -335,8 +378,3 @@ class SqliteStorage(Storage):
         else:
             text = f"database {self.path!r}: {text}"
         return StorageError(text, key=key, path=self.path)
-
-    def _step(self, name: str) -> None:
-        if self.step_hook is not None:
-            self.step_hook(name)
-

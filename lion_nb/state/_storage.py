@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from contextvars import ContextVar
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import LeaseError, SerializationError
 from ._records import canonical_json
@@ -30,6 +30,8 @@ class Storage(ABC):
     """Async key/record store. ``durable`` says whether records survive the process."""
 
     durable: bool = False
+    #: Tests set this to a callable that raises at a named step of a write (a crash).
+    step_hook: Callable[[str], None] | None = None
 
     @abstractmethod
     async def put_many(
@@ -139,6 +141,10 @@ class Storage(ABC):
 
     async def close(self) -> None:
         """Release files and connections."""
+
+    def _step(self, name: str) -> None:
+        if self.step_hook is not None:
+            self.step_hook(name)
 
 
 class MemoryStorage(Storage):

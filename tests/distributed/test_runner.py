@@ -261,7 +261,7 @@ def test_importing_the_package_does_not_import_dask():
 # --- last: kills a worker process (its nanny restarts it) -------------------------------
 
 async def test_worker_killed_mid_task_is_retried_on_another_worker(runner, tmp_path: Path):
-    from lion_nb.engine.durable import read_instance
+    from lion_nb.engine import read_instance
     from lion_nb.state import SqliteStorage, StateMachineManager
 
     pid_file = tmp_path / "victim.pid"

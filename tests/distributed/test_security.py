@@ -151,7 +151,7 @@ def test_worker_authority_plugin_validates_its_key_and_never_pickles_an_authorit
 
 
 async def test_executor_grants_reach_the_worker_or_the_gap_is_named(runner):
-    from lion_nb.engine.context import NodeContext
+    from lion_nb.engine import NodeContext
     authority = Authority(runner.key)  # the same key the workers hold
     ex = WorkflowExecutor(config=ExecutorConfig(runner=runner, authority=authority))
     ex.add_handler("ReadOrder", h.uses_db)

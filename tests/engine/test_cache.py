@@ -19,7 +19,7 @@ import pytest
 from lion_nb.clock import FakeClock
 from lion_nb.engine import (Cache, CacheReason, ExecutorConfig, WorkflowExecutor,
                             code_version)
-from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
+from lion_nb.engine import SchedulerConfig, WorkflowScheduler
 from lion_nb.errors import (CacheConfigError, CacheCorruptWarning, CapabilityDeniedError,
                             RerunError, UnknownNodeError)
 from lion_nb.model import Node, WorkflowBuilder
@@ -584,7 +584,7 @@ def test_two_processes_writing_one_cache_file_leave_only_sound_entries(tmp_path)
     """))
     procs = [subprocess.Popen([sys.executable, str(script), tag], stderr=subprocess.PIPE,
                               text=True) for tag in ("x", "y")]
-    outs = [p.communicate(timeout=180)[1] for p in procs]
+    outs = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outs)[-3000:]
 
     async def check():

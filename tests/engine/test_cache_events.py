@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lion_nb.engine import Cache, ExecutorConfig, WorkflowExecutor
-from lion_nb.engine.observe import EventKind as K
+from lion_nb.engine import EventKind as K
 from lion_nb.model import Node, WorkflowBuilder
 
 

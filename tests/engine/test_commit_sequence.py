@@ -16,7 +16,7 @@ import asyncio
 import pytest
 
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
-from lion_nb.engine.durable import header_key, node_key, read_instance
+from lion_nb.engine import header_key, node_key, read_instance
 from lion_nb.errors import StorageCorruptError
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.state import (FileStorage, MemoryStorage, NodeState, PostgresStorage,

@@ -35,7 +35,7 @@ import pytest
 from engine.crash.workflow import build, register
 from pg_server import new_schema
 from lion_nb.engine import WorkflowExecutor
-from lion_nb.engine.durable import read_instance
+from lion_nb.engine import read_instance
 from lion_nb.state import FileStorage, PostgresStorage, SqliteStorage
 
 CHILD = str(Path(__file__).parent / "crash" / "child.py")

@@ -9,7 +9,7 @@ import pytest
 from engine.test_resume_bad_input import Work, chain, executor_on, until
 
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
-from lion_nb.engine.durable import read_instance
+from lion_nb.engine import read_instance
 from lion_nb.errors import (CheckpointCorruptError, PoisonNodeError, ResultNotSerializableError,
                             StorageError)
 from lion_nb.model import Node, WorkflowBuilder
@@ -165,7 +165,7 @@ def test_an_exited_but_unreaped_owner_and_a_reused_pid_count_as_dead():
     import sys
     import time
 
-    from lion_nb.engine.durable import new_owner_id, owner_is_dead
+    from lion_nb.engine import new_owner_id, owner_is_dead
 
     host, ns, _, token = new_owner_id().split("|")
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])

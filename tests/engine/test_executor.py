@@ -10,7 +10,7 @@ import pytest
 
 from lion_nb.clock import FakeClock
 from lion_nb.engine import ExecutorConfig, NodeResult, WorkflowExecutor
-from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
+from lion_nb.engine import SchedulerConfig, WorkflowScheduler
 from lion_nb.errors import (CapabilityDeniedError, ConfigError, ExecutorStoppedError,
                             HandlerNotFoundError, IllegalTransitionError,
                             InstanceNotFoundError, NodeFailedError, NodeTimeoutError,

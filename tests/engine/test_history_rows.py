@@ -11,7 +11,7 @@ import pytest
 
 from lion_nb.engine import (AttemptRecord, EventKind, ExecEvent, ExecutorConfig, NodeResult,
                             WorkflowExecutor)
-from lion_nb.engine.scheduler import ScheduledTask, SchedulerConfig, WorkflowScheduler
+from lion_nb.engine import ScheduledTask, SchedulerConfig, WorkflowScheduler
 from lion_nb.model import Node, RetryPolicy, WorkflowBuilder
 from lion_nb.state import NodeState
 

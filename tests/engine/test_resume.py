@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from lion_nb.engine import EventKind, ExecutorConfig, WorkflowExecutor
-from lion_nb.engine.durable import read_instance
+from lion_nb.engine import read_instance
 from lion_nb.errors import LeaseError, StateError
 from lion_nb.model import Edge, Node, WorkflowBuilder
 from lion_nb.state import (FileStorage, InstanceState, MemoryStorage, NodeState, SqliteStorage,
@@ -315,7 +315,7 @@ async def test_a_lease_left_by_an_exited_process_is_taken_over_at_once(tmp_path)
     import sys
     import time
 
-    from lion_nb.engine.durable import lease_key, new_owner_id, owner_is_dead
+    from lion_nb.engine import lease_key, new_owner_id, owner_is_dead
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # reaped: its pid no longer exists

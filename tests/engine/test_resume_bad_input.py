@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
-from lion_nb.engine.durable import read_instance
+from lion_nb.engine import read_instance
 from lion_nb.errors import (CheckpointCorruptError, DefinitionChangedError, ExecutorStoppedError,
                             InstanceNotFoundError, LeaseError, SerializationError, StateError,
                             StorageError)

@@ -14,7 +14,7 @@ from engine.test_resume_bad_input import Work, chain, half_run, until
 
 from lion_nb.clock import FakeClock
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
-from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
+from lion_nb.engine import SchedulerConfig, WorkflowScheduler
 from lion_nb.errors import ConfigError, InstanceNotFoundError
 from lion_nb.state import (FileStorage, InstanceState, MemoryStorage, PostgresStorage,
                            SqliteStorage, StateMachineManager)

@@ -8,7 +8,7 @@ import pytest
 
 from lion_nb.clock import FakeClock
 from lion_nb.engine import EventKind, WorkflowExecutor
-from lion_nb.engine.scheduler import (Priority, SchedulerConfig, SchedulingPolicy,
+from lion_nb.engine import (Priority, SchedulerConfig, SchedulingPolicy,
                                       WorkflowScheduler)
 from lion_nb.errors import (ConfigError, DeadlineMissedError, QueueFullError, SchedulerClosedError,
                             SchedulerConfigError)

@@ -60,7 +60,7 @@ def test_one_missing_key_rule_for_filters_and_edge_conditions():
     """The shared compiler: a missing key raises; the filter reads that as 'no', the
     condition as an error naming the field (so a typo never silently picks a branch)."""
     from lion_nb.model import Condition
-    from lion_nb.model.condition import Expression
+    from lion_nb.model import Expression
 
     expr = Expression("payload.total", ["payload"])
     with pytest.raises(ConditionError, match="no field 'total'"):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lion_nb.engine.observe import EventKind, ObserveStream
+from lion_nb.engine import EventKind, ObserveStream
 from lion_nb.patterns import (
     Delivery, Event, EventAck, EventBroker, EventBrokerConfig, InMemoryEventStore, TopicPattern,
 )

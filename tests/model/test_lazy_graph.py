@@ -97,3 +97,14 @@ def test_a_definition_built_from_edges_still_works_with_the_public_constructor()
     assert definition.conditions[0] is definition.edges[0].condition
     assert definition.successors("a") == [b]
     assert json.loads(definition.to_json())["edges"][0]["condition"] == "result > 1"
+
+
+def test_an_edge_refused_after_build_leaves_the_built_definition_alone():
+    a, b, c = Node("a"), Node("b"), Node("c")
+    builder = WorkflowBuilder("w").add_nodes(a, b, c).connect(a, b)
+    first = builder.build()
+    with pytest.raises(DuplicateIdError):
+        builder.connect(a, b)
+    builder.connect(b, c)
+    assert [(e.source, e.target) for e in first.edges] == [(a.id, b.id)]
+    assert len(builder.build().edges) == 2

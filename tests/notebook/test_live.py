@@ -8,8 +8,8 @@ import time
 from html.parser import HTMLParser
 
 from lion_nb.engine import WorkflowExecutor
-from lion_nb.engine.observe import EventKind as K
-from lion_nb.engine.observe import ExecEvent
+from lion_nb.engine import EventKind as K
+from lion_nb.engine import ExecEvent
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.notebook import RunView
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lion_nb.clock import FakeClock
-from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
+from lion_nb.engine import SchedulerConfig, WorkflowScheduler
 from lion_nb.errors import CapabilityDeniedError
 from lion_nb.notebook import (
     capability_audit_frame,

@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 
 from lion_nb.clock import FakeClock
 from lion_nb.engine import WorkflowExecutor
-from lion_nb.engine.observe import EventKind as K
-from lion_nb.engine.observe import ExecEvent, ObserveStream
-from lion_nb.engine.scheduler import SchedulerConfig, WorkflowScheduler
+from lion_nb.engine import EventKind as K
+from lion_nb.engine import ExecEvent, ObserveStream
+from lion_nb.engine import SchedulerConfig, WorkflowScheduler
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.notebook import EventView, SagaView, SchedulerView
 from lion_nb.patterns import (

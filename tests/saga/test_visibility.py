@@ -6,7 +6,7 @@ import types
 
 import lion_nb.patterns as patterns
 import lion_nb.patterns.saga as saga_module
-from lion_nb.engine.observe import EventKind, ObserveStream
+from lion_nb.engine import EventKind, ObserveStream
 from lion_nb.patterns import SagaDefinitionBuilder, SagaStatus, SagaStep
 
 from saga.helpers import Services, chain, make_manager

@@ -191,3 +191,54 @@ def test_the_audit_limit_counts_records_when_checks_are_kept_compactly(clock):
     with pytest.raises(CapabilityDeniedError):
         gate(("db:delete:x",), "Purge")
     assert [r.decision for r in authority.audit()][-2:] == ["allow", "deny"]
+
+
+# --- the executor's dispatch stamp (one clock read per node) ---------------------------------
+
+def test_the_gate_uses_a_dispatch_stamp_only_from_its_own_clock(authority, grants, clock):
+    reqs = ("db:read:orders/1",)
+    grants.gate()(reqs, "warm")
+    grants.gate(clock=clock)(reqs, "Stamped", clock.time() + 5)
+    grants.gate(clock=FakeClock(start=0.0, wall_start=1.0))(reqs, "Foreign", 42.0)
+    times = {r.node: r.time for r in _checks(authority, "allow")}
+    assert times["Stamped"] == clock.time() + 5  # the executor's stamp is the audit time
+    assert times["Foreign"] == clock.time()  # a stamp from another clock is not trusted
+
+
+async def test_expiry_and_revocation_stop_the_next_dispatch_on_the_executors_stamps():
+    from lion_nb.engine import SchedulerConfig, WorkflowScheduler
+    clock = FakeClock()
+    authority = Authority(b"s" * 32, clock=clock)
+    ex = WorkflowExecutor(WorkflowScheduler(SchedulerConfig(clock=clock)),
+                          config=ExecutorConfig(authority=authority))
+
+    async def step(ctx):
+        if ctx.node_name == "B":
+            await clock.advance(50)  # past the token's life, between two dispatches
+        return None
+
+    ex.add_handler("step", step)
+    await ex.start()
+    try:
+        nodes = [Node(n, handler="step", requires=["db:read"]) for n in "ABC"]
+        b = WorkflowBuilder("w").add_nodes(*nodes)
+        b.connect(nodes[0], nodes[1]).connect(nodes[1], nodes[2])
+        workflow = b.build()
+        result = await ex.run(workflow, grants=[authority.mint("db:read", expires_in=30)])
+        assert [result.node_states[n].name for n in "ABC"][:2] == ["SUCCEEDED", "SUCCEEDED"]
+        assert _checks(authority, "deny")[-1].node == "C"
+        assert "expired" in _checks(authority, "deny")[-1].reason
+        token = authority.mint("db:read")
+
+        async def revoke(ctx):
+            if ctx.node_name == "B":
+                authority.revoke(token.token_id)
+            return None
+
+        ex.add_handler("step", revoke)
+        result = await ex.run(workflow, grants=[token])
+        assert result.node_states["C"].name != "SUCCEEDED"
+        assert _checks(authority, "deny")[-1].node == "C"
+        assert "revoked" in _checks(authority, "deny")[-1].reason
+    finally:
+        await ex.stop()

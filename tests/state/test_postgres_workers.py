@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lion_nb.engine import ExecutorConfig, WorkflowExecutor
-from lion_nb.engine.durable import read_instance
+from lion_nb.engine import read_instance
 from lion_nb.errors import SerializationError, StorageCorruptError
 from lion_nb.model import Node, WorkflowBuilder
 from lion_nb.state import InstanceState, PostgresStorage, StateMachineManager

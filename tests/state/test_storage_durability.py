@@ -385,20 +385,52 @@ async def test_a_damaged_sqlite_file_is_refused_when_opened(tmp_path):
             await store.close()
 
 
-async def test_an_older_without_rowid_database_is_moved_to_the_rowid_layout(tmp_path):
+@pytest.mark.parametrize("old_layout", ["WITHOUT ROWID", ""])
+async def test_a_file_of_an_older_layout_is_upgraded_in_place(tmp_path, old_layout):
+    """Both earlier layouts (every record in one table) open, read and upgrade."""
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:  # the layout of earlier versions
-        conn.execute("CREATE TABLE lion_records (key TEXT PRIMARY KEY, body BLOB NOT NULL) "
-                     "WITHOUT ROWID")
-    old = RecordCodec().encode("a", {"v": 1})
+    codec = RecordCodec()
+    small, large = {"v": 1}, {"document": "x" * 50_000}
     with sqlite3.connect(path) as conn:
-        conn.execute("INSERT INTO lion_records VALUES ('a', ?)", (old,))
+        conn.execute("CREATE TABLE lion_records (key TEXT PRIMARY KEY, body BLOB NOT NULL) "
+                     + old_layout)
+        conn.execute("INSERT INTO lion_records VALUES ('a', ?), ('big', ?)",
+                     (codec.encode("a", small), codec.encode("big", large)))
     store = SqliteStorage(path)
     try:
-        assert await store.get("a") == {"v": 1}
-        await store.put("b", {"v": 2})
+        assert await store.get("a") == small and await store.get("big") == large
+        assert await store.keys() == ["a", "big"]
+        await store.put_many([("big", {"v": 3}), ("huge", large)])  # large -> small
+    finally:
+        await store.close()
+    store = SqliteStorage(path)  # a second open leaves the upgraded file as it is
+    try:
+        assert await store.get_many(["a", "big", "huge"]) == [small, {"v": 3}, large]
+        await store.delete("huge")
+        assert await store.keys() == ["a", "big"]
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'lion_records'").fetchone()
-    assert "WITHOUT ROWID" not in sql[0].upper()
+        # No body of a replaced or deleted large record is left behind.
+        assert conn.execute("SELECT count(*) FROM lion_large").fetchone() == (0,)
+    assert "WITHOUT ROWID" in sql[0].upper()
+
+
+async def test_a_large_record_lives_apart_and_small_ones_stay_one_page_per_commit(tmp_path):
+    """A node commit rewrites one page of the hot table; a large record never sits in it."""
+    path = tmp_path / "s.db"
+    store = SqliteStorage(path)
+    try:
+        await store.put("definitions/run", {"document": "y" * 100_000})
+        await store.put("nodes/run/000001", {"state": "succeeded", "output": {"rows": 1}})
+        with sqlite3.connect(path) as conn:
+            rows = dict(conn.execute("SELECT key, body IS NULL FROM lion_records"))
+            assert rows == {"definitions/run": 1, "nodes/run/000001": 0}
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # an empty WAL
+        await store.put("nodes/run/000002", {"state": "succeeded", "output": {"rows": 2}})
+        wal = os.path.getsize(f"{path}-wal")
+        assert (wal - 32) // (4096 + 24) == 1  # WAL frames written by that commit: one page
+        assert (await store.get("definitions/run"))["document"] == "y" * 100_000
+    finally:
+        await store.close()

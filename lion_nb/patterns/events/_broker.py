@@ -15,7 +15,7 @@ import logging
 from typing import Any, Iterable, Sequence
 
 from ...clock import SYSTEM_CLOCK, Clock
-from ...engine.observe import ObserveStream
+from ...engine import ObserveStream
 from ...errors import (
     AckError, BrokerClosedError, EventError, EventTypeError, SubscriberError,
     SubscriberFullError,

@@ -1,7 +1,7 @@
 """Subscription filters: a Python callable, or a declarative expression.
 
 Expressions use the library's one expression language
-(:class:`lion_nb.model.condition.Expression`) with the names ``topic``,
+(:class:`lion_nb.model.Expression`) with the names ``topic``,
 ``payload``, ``headers``, ``id`` and the function ``len``::
 
     "payload.total > 100 and payload.region in ['eu', 'uk']"
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ...errors import ConditionError
-from ...model.condition import Expression
+from ...model import Expression
 
 __all__ = ["EventFilter", "compile_filter"]
 

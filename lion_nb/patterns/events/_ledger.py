@@ -6,7 +6,7 @@ from collections import Counter, deque
 from typing import Any, Mapping, Protocol, Sequence, Union
 
 from ...clock import Clock
-from ...engine.observe import EventKind, ExecEvent, ObserveStream
+from ...engine import EventKind, ExecEvent, ObserveStream
 from ._model import BrokerStatistics, Event
 
 __all__ = ["Ledger", "Handed"]

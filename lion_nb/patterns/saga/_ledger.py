@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ...engine.observe import EventKind, ExecEvent, ObserveStream
+from ...engine import EventKind, ExecEvent, ObserveStream
 from ._instance import SagaInstance
 from ._status import SagaStatus
 

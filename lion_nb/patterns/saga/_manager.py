@@ -11,7 +11,7 @@ from os import urandom
 from typing import Any
 
 from ...clock import SYSTEM_CLOCK, Clock
-from ...engine.observe import ObserveStream
+from ...engine import ObserveStream
 from ...errors import ConfigError, SagaError, SagaNotFoundError, SagaStateError, SecurityError
 from ...security import GrantSet
 from ...state import Storage

@@ -13,8 +13,8 @@ from array import array
 from itertools import repeat
 from typing import Any, Iterable, Iterator, Sequence, overload
 
-from .observe import EventKind as K
-from .observe import ExecEvent, ObserveStream, Subscription
+from ._observe import EventKind as K
+from ._observe import ExecEvent, ObserveStream, Subscription
 
 __all__ = ["AttemptRecord", "AttemptRows", "InstanceRecord", "HistoryRecorder"]
 

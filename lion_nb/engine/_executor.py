@@ -27,17 +27,18 @@ from ._remote import RemoteRun, wait_stored
 from ._result import InstanceResult
 from ._run import InstanceRun, RunProgress
 from ._store import InstanceStore
-from .durable import new_owner_id
-from .history import HistoryRecorder
-from .observe import EventKind as K
-from .observe import ExecEvent
-from .scheduler import WorkflowScheduler
+from ._durable import new_owner_id
+from ._history import HistoryRecorder
+from ._observe import EventKind as K
+from ._observe import ExecEvent
+from ._scheduler import WorkflowScheduler
 
 _log = logging.getLogger("lion_nb.engine")
 
 __all__ = ["ExecutorConfig", "NodeHandler", "Resumable", "WorkflowExecutor"]
 
 _HANDLER_KEY = operator.attrgetter("handler")
+_PRIORITY_OF, _DEADLINE_OF = operator.attrgetter("priority"), operator.attrgetter("deadline")
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 NodeHandler = Callable[[Any], Any]
@@ -209,11 +210,14 @@ class WorkflowExecutor:
         prios: list[int]
         dls: list[float | None]
         if priority is None:  # the common case, without a call per node
-            prios = [n.priority for n in nodes]
+            prios = list(map(_PRIORITY_OF, nodes))
         else:
             prios = [int(_per_node(priority, n, n.priority)) for n in nodes]
         if deadlines is None:
-            dls = [None if n.deadline is None else now + n.deadline for n in nodes]
+            if any(map(_DEADLINE_OF, nodes)):  # a deadline is > 0 (checked by Node)
+                dls = [None if n.deadline is None else now + n.deadline for n in nodes]
+            else:
+                dls = [None] * len(nodes)
         else:
             dls = []
             for n in nodes:
@@ -583,14 +587,16 @@ class WorkflowExecutor:
                 f"node {node!r} needs {what} but instance {instance_id} holds no grants",
                 capability=what, node=node)
 
-        gate: Callable[[tuple[str, ...], str], None]
+        gate: Callable[..., None]
         if grant_set is None:
-            def gate(requires: tuple[str, ...], node: str) -> None:
+            def gate(requires: tuple[str, ...], node: str, now: float | None = None) -> None:
                 raise no_grants(node, requires[0])
         else:
             # Allowed dispatch checks reach the observe stream if it wanted them when the
             # run started: asking at every dispatch would cost more than the check itself.
-            gate = grant_set.gate(forward=self._audited if wants(capability) else None)
+            # The run passes its dispatch stamp: one clock read per node, not two.
+            gate = grant_set.gate(forward=self._audited if wants(capability) else None,
+                                  clock=self.scheduler.clock)
 
         def resource_gate(node: Node, name: str, action: str, scope: str | None) -> Any:
             declared = [r for r in map(Requirement.parse, node.requires)

@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from ..errors import (DeadlineMissedError, QueueFullError, SchedulerClosedError,
                       SchedulerConfigError)
 from ..model import Priority
-from .observe import EventKind, ExecEvent, ObserveStream
+from ._observe import EventKind, ExecEvent, ObserveStream
 from ._policies import EdfQueue, FifoQueue, MlfqQueue, PriorityQueue, ScheduledTask
 from ._scheduler_config import SchedulerConfig, SchedulingPolicy
 from ._scheduler_stats import SchedulerStatistics, StatsKeeper

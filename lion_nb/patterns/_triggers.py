@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Mapping
 
-from ..engine.executor import WorkflowExecutor
+from ..engine import WorkflowExecutor
 from ..model import WorkflowDefinition
 from .events import Event, EventAck, EventBroker
 

@@ -53,6 +53,9 @@ __all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "from_ranges", "
            "verify_sequence"]
 
 HEADER_PREFIX = "instances/"
+# Enum ``.value`` is a Python-level descriptor: read once, not on every node commit.
+_RUNNING = NodeState.RUNNING.value
+_VALUES = {s: s.value for s in NodeState}
 
 
 def header_key(instance_id: str) -> str:
@@ -78,7 +81,7 @@ def node_key(instance_id: str, index: int) -> str:
 def node_record(name: str, state: NodeState, output: Any, attempts: int,
                 error: str | None) -> dict[str, Any]:
     """The record committed for a node that ended (``output`` only if it succeeded)."""
-    return {"name": name, "state": state.value, "output": output, "attempts": attempts,
+    return {"name": name, "state": _VALUES[state], "output": output, "attempts": attempts,
             "error": error}
 
 
@@ -95,7 +98,7 @@ def new_header(definition: Any, instance_id: str, inputs: Mapping[str, Any], now
 
 def start_record(name: str, attempt: int, crashes: int) -> dict[str, Any]:
     """The record written before attempt ``attempt`` of a node runs (overwritten at its end)."""
-    return {"name": name, "state": NodeState.RUNNING.value, "output": None,
+    return {"name": name, "state": _RUNNING, "output": None,
             "attempts": attempt, "error": None, "crashes": crashes}
 
 
