@@ -94,8 +94,8 @@ class _Steps(Mapping[str, Step]):
 class Flow:
     """A notebook-friendly workflow builder: ``@flow.step`` functions become nodes.
 
-    Each step goes into one WorkflowBuilder as it is declared (validated there,
-    at the decorator); the definition is built once, when first needed after a
+    Each step is validated as it is declared (at the decorator) and goes into one
+    WorkflowBuilder; the definition is built once, when first needed after a
     change. ``after=`` names only steps declared before, so no cycle can form.
     """
 
@@ -111,6 +111,7 @@ class Flow:
         self._when: dict[int, Any] = {}
         self._options: dict[int, dict[str, Any]] = {}
         self._nodes: list[Node] = []
+        self._added = 0  # the builder has the first this many steps (the rest: _flushed)
         # id(handler) -> step name, for after=<function>; filled when first needed, up to
         # step number _named (most flows name their steps in after=, or never look).
         self._names: dict[int, str] = {}
@@ -148,52 +149,69 @@ class Flow:
         edge condition (expression or callable) on each of them; ``retries``
         and any other keyword go to :class:`lion_nb.model.Node`.
         """
-        # One frame, no helper calls on the common path: declaring is the front end's hot
-        # loop (10,000 steps should cost about what the same builder calls cost).
+        # The common case -- a new name, no options, after= naming declared steps (or
+        # nothing) -- in this one frame: declaring is the front end's hot loop, and 10,000
+        # steps should cost about what the same builder calls cost. Anything else
+        # (re-declared, options, functions in after=, mistakes) goes to _declare.
         if fn is None:
             return self._decorator(name, after, when, retries, node_options)
+        step_name = name or getattr(fn, "__name__", None)
+        position = self._position
+        preds = after if type(after) is tuple else tuple(after) if type(after) is list else None
         try:
-            if not callable(fn):
-                raise DefinitionError(f"@flow.step decorates a function, not "
-                                      f"{type(fn).__name__}", step=fn)
-            step_name = name or getattr(fn, "__name__", None)
-            if not step_name:
-                raise DefinitionError("this callable has no __name__; pass name=...", step=fn)
-            position = self._position
-            old = position.get(step_name)
-            if old is not None and not _same_function(self._handlers[old], fn):
-                raise DefinitionError(f"flow {self.name!r} already has a step {step_name!r}",
-                                      step=step_name)
-            preds: tuple[str, ...] = ()
-            if after:
-                refs = after if type(after) is list or type(after) is tuple else _as_tuple(after)
-                preds = tuple(refs)
-                for ref in preds:  # names of declared steps, the common case: kept as given
-                    if type(ref) is not str or ref not in position:
-                        preds = self._preds(refs)
-                        break
-                else:
-                    if len(preds) > 1 and len(set(preds)) < len(preds):
-                        preds = self._preds(refs)
-            if when is not None and not preds:
-                raise DefinitionError(f"step {step_name!r}: when= needs after=", step=step_name)
-            options = {"retry": retries, **node_options} if retries or node_options else None
-            if old is not None:  # the same function defined again: its cell was re-run
-                return self._redeclare(old, fn, preds, when, options)
-            # Everything that can fail happens before the builder is touched, so a refused
-            # step leaves nothing behind.
-            node = Node(step_name) if options is None else Node(step_name, **options)
-            condition = None if when is None else Condition(when)
-            builder = self._builder
-            builder.add_node(node)
-            nodes = self._nodes
-            for p in preds:  # known ends, new pairs, pointing backwards: cannot fail
-                builder.connect(nodes[position[p]], node, condition)
+            if (preds is None or type(step_name) is not str or when is not None or retries
+                    or node_options or step_name in position or not callable(fn)):
+                return self._declare(fn, step_name, after, when, retries, node_options)
+            for ref in preds:  # names of declared steps, each once: kept as given
+                if type(ref) is not str or ref not in position:
+                    return self._declare(fn, step_name, after, when, retries, node_options)
+            if len(preds) > 1 and len(set(preds)) < len(preds):
+                return self._declare(fn, step_name, after, when, retries, node_options)
+            node = Node(step_name)
         except LionError as exc:
             # The message names the culprit; the frames below this one (the builder, the
             # expression compiler) would only bury the user's own line under ours.
             raise exc.with_traceback(None) from exc.__cause__
+        # Such a step cannot be refused by the builder (new name, no id, known distinct
+        # predecessors declared before it): it goes in with the others, in bulk, when the
+        # definition is next built (one loop per builder call keeps the hot code small).
+        nodes = self._nodes
+        position[step_name] = len(nodes)
+        nodes.append(node)
+        self._handlers.append(fn)
+        self._after.append(preds)
+        self._definition = None
+        return fn
+
+    def _declare(self, fn: Handler, step_name: Any, after: Any, when: Any, retries: int,
+                 node_options: dict[str, Any]) -> Handler:
+        """``step`` in general: options, conditions, functions in after=, a re-declaration."""
+        if not callable(fn):
+            raise DefinitionError(f"@flow.step decorates a function, not "
+                                  f"{type(fn).__name__}", step=fn)
+        if not step_name:
+            raise DefinitionError("this callable has no __name__; pass name=...", step=fn)
+        position = self._position
+        old = position.get(step_name)
+        if old is not None and not _same_function(self._handlers[old], fn):
+            raise DefinitionError(f"flow {self.name!r} already has a step {step_name!r}",
+                                  step=step_name)
+        preds = self._preds(_as_tuple(after)) if after else ()
+        if when is not None and not preds:
+            raise DefinitionError(f"step {step_name!r}: when= needs after=", step=step_name)
+        options = {"retry": retries, **node_options} if retries or node_options else None
+        if old is not None:  # the same function defined again: its cell was re-run
+            return self._redeclare(old, fn, preds, when, options)
+        # Everything that can fail happens before the builder is touched, so a refused
+        # step leaves nothing behind.
+        node = Node(step_name) if options is None else Node(step_name, **options)
+        condition = None if when is None else Condition(when)
+        builder, nodes = self._flushed(), self._nodes
+        builder.add_node(node)
+        for p in preds:
+            builder.connect(nodes[position[p]], node, condition)
         i = position[step_name] = len(nodes)
+        self._added += 1
         nodes.append(node)
         self._handlers.append(fn)
         self._after.append(preds)
@@ -242,12 +260,26 @@ class Flow:
                                           "declared later", step=node.name)
                 builder.connect(nodes[j], node, step_when)
         self._builder, self._nodes[:], self._definition = builder, nodes, None
+        self._added = len(nodes)
         self._after[i] = preds
         for column, value in ((self._when, when), (self._options, options)):
             if value is None:
                 column.pop(i, None)
             else:
                 column[i] = value
+
+    def _flushed(self) -> WorkflowBuilder:
+        """The builder, given the steps declared since it was last brought up to date."""
+        builder, nodes, added = self._builder, self._nodes, self._added
+        if added < len(nodes):
+            position, after = self._position, self._after
+            builder.add_nodes(*nodes[added:])
+            for k in range(added, len(nodes)):  # such steps have no condition: see step()
+                node = nodes[k]
+                for p in after[k]:
+                    builder.connect(nodes[position[p]], node)
+            self._added = len(nodes)
+        return builder
 
     def _preds(self, refs: Iterable[Any]) -> tuple[str, ...]:
         """The step names ``refs`` (steps or names) stand for, each once, in order."""
@@ -281,7 +313,7 @@ class Flow:
         if self._definition is None:
             if not self._nodes:
                 raise DefinitionError(f"flow {self.name!r} has no steps yet", workflow=self.name)
-            self._definition = self._builder.build()
+            self._definition = self._flushed().build()
         return self._definition
 
     # --- running ------------------------------------------------------------------------

@@ -303,3 +303,35 @@ def test_a_shape_change_may_only_point_backwards():
             return 1
 
     assert flow.steps["a"].after == () and len(flow.definition.edge_source) == 0
+
+
+def test_plain_and_optioned_steps_mixed_build_the_same_definition_as_the_builder():
+    # Plain steps go into the builder in bulk, later; steps with options or conditions go
+    # in at once: mixed, the definition keeps declaration order, edges and conditions.
+    flow = Flow("mixed")
+    flow.step(lambda ctx: 1, name="a")
+    flow.step(lambda ctx: 2, name="b", after=["a"])
+    flow.step(lambda ctx: 3, name="c", after=("a", "b"), when="result is not None")
+    flow.step(lambda ctx: 4, name="d", after=["c", "b"])
+    flow.step(lambda ctx: 5, name="e", after="d", retries=2)
+    flow.step(lambda ctx: 6, name="f", after=["e", "a"])
+    nodes = {n: Node(n, retry=2) if n == "e" else Node(n) for n in "abcdef"}
+    builder = WorkflowBuilder("mixed").add_nodes(*nodes.values())
+    for s, t, when in (("a", "b", None), ("a", "c", "result is not None"),
+                       ("b", "c", "result is not None"), ("c", "d", None), ("b", "d", None),
+                       ("d", "e", None), ("e", "f", None), ("a", "f", None)):
+        builder.connect(nodes[s], nodes[t], when)
+    expected, got = builder.build(), flow.definition
+    assert [n.name for n in got.nodes] == [n.name for n in expected.nodes]
+    assert got.node("e").retry == expected.node("e").retry
+    edges = {(e.source, e.target, None if e.condition is None else e.condition.expression)
+             for e in got.edges}
+    want = {(e.source, e.target, None if e.condition is None else e.condition.expression)
+            for e in expected.edges}
+    names = {n.id: n.name for n in got.nodes}
+    want_names = {n.id: n.name for n in expected.nodes}
+    assert {(names[s], names[t], c) for s, t, c in edges} == \
+        {(want_names[s], want_names[t], c) for s, t, c in want}
+    with pytest.raises(LionError):  # a refused step after plain ones leaves them whole
+        flow.step(lambda ctx: 7, name="g", after=["f", "nope"], retries=1)
+    assert len(flow.definition) == 6 and list(flow.steps)[-1] == "f"
