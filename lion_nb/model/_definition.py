@@ -359,7 +359,7 @@ class WorkflowBuilder:
         # Node -> position, by identity (Node keeps object hashing): what ``connect`` looks
         # a Node up in, one lookup where the name would need a second check that it is
         # this very node. The builder's own: a built definition does not share it.
-        self._pos: dict[Node, int] = {}
+        self._pos: dict[Node | NodeId | str, int] = {}  # only Nodes: ids and names miss
         self._edge_ids: set[str] = set()  # ids of Edge objects given to add_edge
         self._sources: list[int] = []
         self._targets: list[int] = []
