@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
+import sys
+import warnings
 
 import pytest
 
@@ -38,7 +41,9 @@ def _modules():
 
 @pytest.mark.parametrize("module", sorted(_modules()))
 def test_every_name_in_all_exists(module):
-    mod = importlib.import_module(module)
+    with warnings.catch_warnings():  # old paths warn: the shim test below checks that
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mod = importlib.import_module(module)
     names = getattr(mod, "__all__", None)
     assert names is not None, f"{module} has no __all__"
     missing = [n for n in names if not hasattr(mod, n)]
@@ -47,8 +52,6 @@ def test_every_name_in_all_exists(module):
 
 
 def test_importing_lion_nb_loads_nothing_heavy_and_leaves_asyncio_alone():
-    import subprocess
-    import sys
     code = ("import sys, asyncio; real = asyncio.run; import lion_nb, lion_nb.model, "
             "lion_nb.engine, lion_nb.state, lion_nb.patterns, lion_nb.security; "
             "heavy = [m for m in ('pandas', 'graphviz', 'ipywidgets', 'nest_asyncio2', "
@@ -56,3 +59,68 @@ def test_importing_lion_nb_loads_nothing_heavy_and_leaves_asyncio_alone():
             "assert not heavy, heavy; assert asyncio.run is real; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# Old module paths, now DeprecationWarning shims over private modules: each still gives the
+# names it had, as the very objects of its package's public surface.
+OLD_PATHS = {
+    "lion_nb.engine.context": ["NodeContext", "NodeResult", "ResultKind"],
+    "lion_nb.engine.durable": ["StoredInstance", "header_key", "lease_key", "new_owner_id",
+                               "node_key", "owner_is_dead", "read_instance"],
+    "lion_nb.engine.executor": ["ExecutorConfig", "NodeHandler", "Resumable",
+                                "WorkflowExecutor"],
+    "lion_nb.engine.history": ["AttemptRecord", "AttemptRows", "HistoryRecorder",
+                               "InstanceRecord"],
+    "lion_nb.engine.observe": ["EventKind", "ExecEvent", "ObserveStream", "Subscription"],
+    "lion_nb.engine.scheduler": ["Priority", "ScheduledTask", "SchedulerConfig",
+                                 "SchedulerStatistics", "SchedulingPolicy", "WorkflowScheduler"],
+    "lion_nb.model.condition": ["Condition", "Expression"],
+    "lion_nb.model.definition": ["WorkflowBuilder", "WorkflowDefinition"],
+    "lion_nb.model.ids": ["EdgeId", "InstanceId", "NodeId", "WorkflowId"],
+    "lion_nb.model.node": ["Edge", "Node", "Priority", "RetryPolicy", "TriggerRule"],
+    "lion_nb.patterns.triggers": ["WorkflowTrigger", "connect_broker"],
+    "lion_nb.state.checkpoint": ["CheckpointInfo", "CheckpointManager"],
+    "lion_nb.state.file_storage": ["FileStorage", "filename_to_key", "key_to_filename"],
+    "lion_nb.state.machine": ["InstanceState", "NodeState", "NodeStates", "StateMachineManager",
+                              "check_instance_transition"],
+    "lion_nb.state.records": ["RecordCodec", "canonical_json"],
+    "lion_nb.state.sqlite_storage": ["SqliteStorage"],
+    "lion_nb.state.storage": ["MemoryStorage", "Storage"],
+}
+# Names an old path had that no public surface carries (the durable layout's internals):
+# still importable from the shim for one release.
+OLD_ONLY = {
+    "lion_nb.engine.durable": ["HEADER_PREFIX", "definition_key", "from_ranges", "new_header",
+                               "node_prefix", "node_record", "start_record", "started_nodes",
+                               "to_ranges", "verify_sequence"],
+    "lion_nb.state.machine": ["CODE", "INSTANCE_TERMINAL", "LEGAL", "NODE_ORDER"],
+    "lion_nb.state.records": ["DEFAULT_CODEC", "Migrations", "RECORD_VERSION"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_PATHS))
+def test_old_module_paths_still_import_the_same_objects_with_a_deprecation_warning(name):
+    package = importlib.import_module(name.rpartition(".")[0])
+    sys.modules.pop(name, None)
+    with pytest.warns(DeprecationWarning, match=f"{name} is deprecated"):
+        old = importlib.import_module(name)
+    for attr in OLD_PATHS[name]:
+        assert getattr(old, attr) is getattr(package, attr), attr
+    assert sorted(old.__all__) == sorted(OLD_PATHS[name] + OLD_ONLY.get(name, []))
+    assert all(hasattr(old, attr) for attr in old.__all__)
+
+
+PACKAGES = ["lion_nb", "lion_nb.engine", "lion_nb.model", "lion_nb.patterns", "lion_nb.state"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_importing_a_package_warns_about_nothing_loads_no_shim_and_dir_is_all(package):
+    """Tab completion offers the public names (subpackages aside), not the shims."""
+    code = ("import sys, types, warnings; warnings.simplefilter('error'); "
+            f"import {package} as p; "
+            "names = {n for n in dir(p) if not n.startswith('_') "
+            "and not isinstance(getattr(p, n), types.ModuleType)}; "
+            f"shims = sorted(set(sys.modules) & set({sorted(OLD_PATHS)!r})); "
+            "print(sorted(names ^ set(p.__all__)) if p.__name__ != 'lion_nb' else [], shims)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[] []", out.stdout + out.stderr
