@@ -73,4 +73,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public names (lazy ones included), not the typing helpers this module imports.
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

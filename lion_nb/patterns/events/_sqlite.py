@@ -396,8 +396,7 @@ def _load(conn: sqlite3.Connection, keys_since: float) -> StoreSnapshot:
         pending[row[0]].append(PendingRecord(event, row[1], row[2], bool(row[3])))
     keys = list(conn.execute("SELECT idem_key, id, timestamp FROM events WHERE timestamp >= ? "
                              "AND idem_key IS NOT NULL ORDER BY seq", (keys_since,)))
-    last = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-    return StoreSnapshot(consumers, pending, [tuple(k) for k in keys], last, damaged)
+    return StoreSnapshot(consumers, pending, [tuple(k) for k in keys], damaged)
 
 
 def _topic(value: Any) -> str:

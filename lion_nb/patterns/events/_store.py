@@ -73,7 +73,6 @@ class StoreSnapshot:
     consumers: list[ConsumerRecord]
     pending: dict[str, list[PendingRecord]]
     recent_keys: list[tuple[str, str, float]]   # (idempotency key, event id, timestamp)
-    last_offset: int
     damaged: list[DamagedRecord] = field(default_factory=list)
 
 
@@ -299,7 +298,7 @@ class InMemoryEventStore(EventStore):
             if event.idempotency_key is not None:
                 keys.append((event.idempotency_key, event.id, event.timestamp or 0.0))
         keys.reverse()
-        return StoreSnapshot([], {}, keys, self._last)
+        return StoreSnapshot([], {}, keys)
 
     def register_consumer(self, record: ConsumerRecord) -> None:
         """Nothing to do: consumers live only in the broker."""

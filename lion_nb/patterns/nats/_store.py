@@ -296,8 +296,7 @@ class NatsEventStore(EventStore):
                 continue
             records.append(record)
             self._records[record.name] = record
-        info = await js.stream_info(self.wire.stream)
-        return StoreSnapshot(records, {}, [], info.state.last_seq)
+        return StoreSnapshot(records, {}, [])
 
     async def register_consumer(self, record: ConsumerRecord) -> None:
         """Create or update the durable pull consumer for a subscription."""

@@ -100,8 +100,7 @@ class ServerStore(EventStore):
                                                              event.id)
 
     def load(self, keys_since: float) -> StoreSnapshot:
-        return StoreSnapshot([c.record for c in self.consumers.values()], {}, [],
-                             len(self.log))
+        return StoreSnapshot([c.record for c in self.consumers.values()], {}, [])
 
     def register_consumer(self, record: ConsumerRecord) -> None:
         old = self.consumers.get(record.name)
