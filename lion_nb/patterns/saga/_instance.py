@@ -28,28 +28,39 @@ from typing import Any, Mapping
 
 from ... import _display
 from ._definition import SagaDefinition
-from ._status import SagaStatus, StepStatus
+from ._status import RESTING, SagaStatus, StepStatus
 
 __all__ = ["SagaInstance", "StepState", "FORWARD", "COMPENSATE"]
 
 #: Phase markers used in log entries and commands.
 FORWARD, COMPENSATE = "forward", "compensate"
 
-_S = StepStatus
-_UNDO = (_S.SUCCEEDED, _S.COMPENSATING, _S.COMPENSATION_FAILED)   # still to be undone
+# Members as globals: the fold reads them on every entry, and on Python 3.11 reading one
+# off its enum class goes through EnumType.__getattr__.
+(_STEP_PENDING, _STEP_RUNNING, _STEP_SUCCEEDED, _STEP_FAILED, _STEP_COMPENSATING,
+ _STEP_COMPENSATED, _STEP_COMPENSATION_FAILED) = (
+    StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUCCEEDED, StepStatus.FAILED,
+    StepStatus.COMPENSATING, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED)
+(_SAGA_CREATED, _SAGA_RUNNING, _SAGA_COMPENSATING, _SAGA_COMPLETED, _SAGA_COMPENSATED,
+ _SAGA_COMPENSATION_FAILED, _SAGA_FAILED) = (
+    SagaStatus.CREATED, SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.COMPLETED,
+    SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED, SagaStatus.FAILED)
+_UNDO = (_STEP_SUCCEEDED, _STEP_COMPENSATING, _STEP_COMPENSATION_FAILED)   # still to be undone
+_STATUS = {s.value: s for s in SagaStatus}   # log text -> member, without an enum call
 
 
 class StepState:
     """What happened to one step of one instance (forward and compensation)."""
 
-    __slots__ = ("step_id", "name", "status", "attempts", "result", "error",
+    __slots__ = ("step_id", "name", "stage", "status", "attempts", "result", "error",
                  "comp_attempts", "comp_result", "comp_error", "inflight", "started_at",
                  "finished_at", "resolved", "exception")
 
-    def __init__(self, step_id: str, name: str) -> None:
+    def __init__(self, step_id: str, name: str, stage: int = 0) -> None:
         self.step_id = step_id
         self.name = name
-        self.status = _S.PENDING
+        self.stage = stage           # index of the stage holding the step
+        self.status = _STEP_PENDING
         self.attempts = 0            # forward attempts started
         self.result: Any = None
         self.error: str | None = None
@@ -94,9 +105,10 @@ class SagaInstance:
         self.definition = definition
         self.saga_id = definition.id
         self.data = data
-        self.status = SagaStatus.CREATED
-        self.steps: dict[str, StepState] = {s.id: StepState(s.id, s.name)
-                                            for s in definition.steps}
+        self.status = _SAGA_CREATED
+        self.steps: dict[str, StepState] = {
+            s.id: StepState(s.id, s.name, k)
+            for k, stage in enumerate(definition.stages) for s in stage}
         self.results: dict[str, Any] = {}
         self.compensation_path: list[str] = []
         self.error: str | None = None          # why it compensates / failed / needs attention
@@ -109,6 +121,7 @@ class SagaInstance:
         self.finished_at: float | None = None
         self.entries = 0                       # log entries applied (next sequence number)
         self._cursor = 0                       # see next_stage
+        self._stage_count = len(definition.stages)
 
     # -- derived -----------------------------------------------------------------
 
@@ -117,26 +130,25 @@ class SagaInstance:
         """True once a step without compensation succeeded: the saga only goes forward."""
         steps = self.steps
         for sid in self.definition.pivots:
-            if steps[sid].status is _S.SUCCEEDED:
+            if steps[sid].status is _STEP_SUCCEEDED:
                 return True
         return False
 
     @property
     def phase(self) -> str:
         """``"forward"`` or ``"compensating"`` (for live views)."""
-        return COMPENSATE if self.status in (SagaStatus.COMPENSATING,
-                                             SagaStatus.COMPENSATION_FAILED,
-                                             SagaStatus.COMPENSATED) else FORWARD
+        return COMPENSATE if self.status in (_SAGA_COMPENSATING, _SAGA_COMPENSATION_FAILED,
+                                             _SAGA_COMPENSATED) else FORWARD
 
     @property
     def completed_steps(self) -> list[str]:
         """Steps that succeeded and are not undone, in execution order."""
-        return [sid for sid, st in self.steps.items() if st.status is _S.SUCCEEDED]
+        return [sid for sid, st in self.steps.items() if st.status is _STEP_SUCCEEDED]
 
     def inflight_steps(self) -> list[str]:
         """Forward steps started and without an outcome in the log, in definition order."""
         return [sid for sid, st in self.steps.items()
-                if st.inflight and st.status is _S.RUNNING]
+                if st.inflight and st.status is _STEP_RUNNING]
 
     def next_undo(self) -> str | None:
         """The next step to compensate (the last one not yet undone), or None."""
@@ -152,12 +164,15 @@ class SagaInstance:
         stages = self.definition.stages
         # Stages before the cursor all succeeded (apply moves it back when one no
         # longer has); plain loops, as this runs on every outcome.
-        for k in range(self._cursor, len(stages)):
+        k = self._cursor
+        end = self._stage_count
+        while k < end:
             for s in stages[k]:
-                if steps[s.id].status is not _S.SUCCEEDED:
+                if steps[s.id].status is not _STEP_SUCCEEDED:
                     self._cursor = k
                     return k
-        self._cursor = len(stages)
+            k += 1
+        self._cursor = end
         return None
 
     # -- the fold ------------------------------------------------------------------
@@ -168,37 +183,39 @@ class SagaInstance:
         kind = entry["k"]
         t = entry.get("t")
         if kind == "status":
-            self._set(SagaStatus(entry["st"]), t, entry)
+            st_text = entry["st"]
+            self._set(_STATUS.get(st_text) or SagaStatus(st_text), t, entry)
             return
         if kind == "abort":
-            if self.status is SagaStatus.CREATED:
+            if self.status is _SAGA_CREATED:
                 reason = f"aborted: {entry['e']}"
-                self._set(SagaStatus.COMPENSATED, t, {"e": reason, "fs": None})
+                self._set(_SAGA_COMPENSATED, t, {"e": reason, "fs": None})
             elif not self.pivot_passed:     # after a pivot an abort is refused
                 self.abort_reason = entry["e"]
             return
         sid = entry["s"]
         st = self.steps[sid]
         forward = entry["p"] == FORWARD
-        if st.status is _S.SUCCEEDED:     # may stop being so: next_stage looks again
-            self._cursor = min(self._cursor, self.definition.stage_of(sid))
+        if st.status is _STEP_SUCCEEDED and st.stage < self._cursor:
+            self._cursor = st.stage         # may stop being so: next_stage looks again
         if kind == "start":
             st.inflight = True
             if forward:
-                st.status, st.attempts = _S.RUNNING, entry["a"]
+                st.status, st.attempts = _STEP_RUNNING, entry["a"]
                 if st.started_at is None:
                     st.started_at = t
             else:
-                st.status, st.comp_attempts = _S.COMPENSATING, entry["a"]
+                st.status, st.comp_attempts = _STEP_COMPENSATING, entry["a"]
             return
         st.inflight = False
         if kind == "ok":
             st.finished_at = t
             if forward:
-                st.status, st.result, st.error = _S.SUCCEEDED, entry.get("r"), None
+                st.status, st.result, st.error = _STEP_SUCCEEDED, entry.get("r"), None
                 self.results[sid] = st.result
             else:
-                st.status, st.comp_result, st.comp_error = _S.COMPENSATED, entry.get("r"), None
+                st.status, st.comp_result, st.comp_error = (_STEP_COMPENSATED, entry.get("r"),
+                                                            None)
                 self.results.pop(sid, None)
                 self.compensation_path.append(sid)
         elif kind == "err":
@@ -212,40 +229,38 @@ class SagaInstance:
                 return
             st.finished_at = t
             if not forward:
-                st.status = _S.COMPENSATION_FAILED
-                self._set(SagaStatus.COMPENSATION_FAILED, t, {
+                st.status = _STEP_COMPENSATION_FAILED
+                self._set(_SAGA_COMPENSATION_FAILED, t, {
                     "e": f"compensation of step {sid!r} of saga {self.saga_id!r} failed after "
                          f"{st.comp_attempts} attempt(s): {st.comp_error}; call retry() or "
                          "mark_resolved()", "fs": sid})
                 return
-            st.status = _S.FAILED
+            st.status = _STEP_FAILED
         elif kind == "retry":      # operator: try this step (or compensation) afresh
             if forward:
-                st.status, st.attempts = _S.PENDING, 0
-                self._set(SagaStatus.RUNNING, t, {"e": None, "fs": None})
+                st.status, st.attempts = _STEP_PENDING, 0
+                self._set(_SAGA_RUNNING, t, {"e": None, "fs": None})
             else:
-                st.status, st.comp_attempts = _S.SUCCEEDED, 0
-                self._set(SagaStatus.COMPENSATING, t, {"e": self.reason,
-                                                       "fs": self.reason_step})
+                st.status, st.comp_attempts = _STEP_SUCCEEDED, 0
+                self._set(_SAGA_COMPENSATING, t, {"e": self.reason, "fs": self.reason_step})
             return
         elif kind == "resolved":   # operator: done by hand
             st.resolved = entry.get("note") or "resolved by operator"
             st.finished_at = t
             if forward:
-                st.status, st.error = _S.SUCCEEDED, None
+                st.status, st.error = _STEP_SUCCEEDED, None
                 self.results[sid] = st.result
-                self._set(SagaStatus.RUNNING, t, {"e": None, "fs": None})
+                self._set(_SAGA_RUNNING, t, {"e": None, "fs": None})
             else:
-                st.status, st.comp_error = _S.COMPENSATED, None
+                st.status, st.comp_error = _STEP_COMPENSATED, None
                 self.results.pop(sid, None)
                 self.compensation_path.append(sid)
-                self._set(SagaStatus.COMPENSATING, t, {"e": self.reason,
-                                                       "fs": self.reason_step})
+                self._set(_SAGA_COMPENSATING, t, {"e": self.reason, "fs": self.reason_step})
         else:
             raise ValueError(f"unknown saga log entry kind {kind!r} in instance {self.id!r}")
         if forward:
-            self._settle_stage(sid, t)
-        elif self.status is SagaStatus.COMPENSATING:
+            self._settle_stage(st.stage, t)
+        elif self.status is _SAGA_COMPENSATING:
             self._settle_undo(t)
 
     def _set(self, status: SagaStatus, t: Any, fields: Mapping[str, Any]) -> None:
@@ -253,51 +268,50 @@ class SagaInstance:
         if "e" in fields:
             self.error = fields["e"]
             self.failed_step = fields.get("fs")
-            if status is SagaStatus.COMPENSATING and self.reason is None:
+            if status is _SAGA_COMPENSATING and self.reason is None:
                 self.reason, self.reason_step = self.error, self.failed_step
-        if status is SagaStatus.RUNNING and self.started_at is None:
+        if status is _SAGA_RUNNING and self.started_at is None:
             self.started_at = t
-        self.finished_at = t if status.resting else None
-        if status is SagaStatus.COMPENSATING:
+        self.finished_at = t if status in RESTING else None
+        if status is _SAGA_COMPENSATING:
             self._settle_undo(t)
 
-    def _settle_stage(self, sid: str, t: Any) -> None:
-        """The status a forward outcome implies once its stage has ended."""
-        if self.status is not SagaStatus.RUNNING:
+    def _settle_stage(self, k: int, t: Any) -> None:
+        """The status a forward outcome in stage ``k`` implies once that stage has ended."""
+        if self.status is not _SAGA_RUNNING:
             return
         steps = self.steps
-        stage = self.definition.stages[self.definition.stage_of(sid)]
         failed = []
-        for s in stage:
+        for s in self.definition.stages[k]:
             status = steps[s.id].status
-            if status is _S.FAILED:
+            if status is _STEP_FAILED:
                 failed.append(s.id)
-            elif status is not _S.SUCCEEDED:
+            elif status is not _STEP_SUCCEEDED:
                 return                              # a sibling is still running
         if failed:
             msg = f"step {failed[0]!r} of saga {self.saga_id!r} failed: " \
                   f"{steps[failed[0]].error}"
             if self.pivot_passed:
-                self._set(SagaStatus.FAILED, t, {
+                self._set(_SAGA_FAILED, t, {
                     "e": msg + " (after a pivot step: retry it or mark_resolved)",
                     "fs": failed[0]})
             else:
-                self._set(SagaStatus.COMPENSATING, t, {"e": msg, "fs": failed[0]})
+                self._set(_SAGA_COMPENSATING, t, {"e": msg, "fs": failed[0]})
             return
         if self.abort_reason is not None:
             if self.pivot_passed:      # a pivot passed meanwhile: it only goes forward
                 self.abort_reason = None
             else:
-                self._set(SagaStatus.COMPENSATING, t, {"e": f"aborted: {self.abort_reason}",
-                                                       "fs": None})
+                self._set(_SAGA_COMPENSATING, t, {"e": f"aborted: {self.abort_reason}",
+                                                  "fs": None})
                 return
         if self.next_stage() is None:
-            self._set(SagaStatus.COMPLETED, t, {"e": None, "fs": None})
+            self._set(_SAGA_COMPLETED, t, {"e": None, "fs": None})
 
     def _settle_undo(self, t: Any) -> None:
         """Compensating with nothing left to undo: compensated."""
         if self.next_undo() is None:
-            self._set(SagaStatus.COMPENSATED, t, {"e": self.reason, "fs": self.reason_step})
+            self._set(_SAGA_COMPENSATED, t, {"e": self.reason, "fs": self.reason_step})
 
     # -- showing it ---------------------------------------------------------------
 

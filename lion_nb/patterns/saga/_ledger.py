@@ -17,6 +17,7 @@ _HISTORY_FIELDS = ("time", "saga_id", "instance_id", "event", "status", "step_id
 _STAT_NAMES = ("steps_succeeded", "step_attempts_failed", "compensations_succeeded",
                "compensation_attempts_failed", "duplicate_replies", "malformed_replies",
                "rejected_replies")
+_CREATED = SagaStatus.CREATED   # a global: see _instance
 _ENTRY_EVENT = {"start": "started", "ok": "succeeded", "err": "attempt_failed",
                 "retry": "operator_retry", "resolved": "operator_resolved", "abort": "abort",
                 "status": "status"}
@@ -54,8 +55,8 @@ class SagaLedger:
         self._history: deque[tuple[Any, ...]] | None = (
             deque(maxlen=history_limit) if history_limit else None)
         self._observe = observe
-        # No history and no stream: a step's start changes nothing here.
-        self._silent = self._history is None and observe is None
+        #: No history and no stream: a step's start changes nothing here.
+        self.silent = self._history is None and observe is None
         self._counts = dict.fromkeys(SagaStatus, 0)
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
 
@@ -66,7 +67,7 @@ class SagaLedger:
     def created(self, inst: SagaInstance) -> None:
         """A new (or recovered) instance is held."""
         self._counts[inst.status] += 1
-        if self._history is not None and inst.status is SagaStatus.CREATED:
+        if self._history is not None and inst.status is _CREATED:
             self._history.append((inst.created_at, inst.saga_id, inst.id, "created",
                                   "created", None, None, "forward", None, None))
 
@@ -83,7 +84,7 @@ class SagaLedger:
             self._counts[old] -= 1
             self._counts[inst.status] += 1
         if kind == "start":
-            if self._silent:
+            if self.silent:
                 return
         elif kind in ("ok", "err"):
             fwd = entry["p"] == "forward"

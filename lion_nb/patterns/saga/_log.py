@@ -27,7 +27,7 @@ from ...state import Storage
 from ._definition import SagaDefinition
 from ._instance import SagaInstance
 from ._ledger import SagaLedger
-from ._status import SagaStatus
+from ._status import FINAL, SagaStatus
 
 __all__ = ["SagaLog", "check_result"]
 
@@ -51,6 +51,8 @@ class SagaLog:
         self.enabled = storage is not None
         self._root = f"saga/{namespace}/"
         self._ledger = ledger
+        # A step's start changes no status: a ledger that keeps no rows needs not hear of it.
+        self._tell_starts = not ledger.silent
         self._unsaved: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._header_status: dict[str, SagaStatus] = {}   # status in each stored header
 
@@ -68,7 +70,8 @@ class SagaLog:
         if self.enabled:
             self._unsaved.setdefault(inst.id, []).append((inst.entries, entry))
         inst.apply(entry)
-        self._ledger.applied(inst, entry, old)
+        if self._tell_starts or entry["k"] != "start":
+            self._ledger.applied(inst, entry, old)
 
     async def commit(self, inst: SagaInstance, entry: dict[str, Any]) -> None:
         """Record ``entry`` and flush: it is durable when this returns."""
@@ -89,7 +92,7 @@ class SagaLog:
             # The header's status lets load() skip finished instances without folding them.
             items.append((self._inst_key(inst.id), self._header(inst)))
         await self.storage.put_many(items)
-        if status.final:
+        if status in FINAL:
             self._header_status.pop(inst.id, None)
         else:
             self._header_status[inst.id] = status

@@ -25,7 +25,7 @@ from ._ledger import SagaLedger, SagaStatistics
 from ._log import SagaLog
 from ._run import SagaRun
 from ._service import SagaService
-from ._status import SagaStatus, StepStatus
+from ._status import FINAL, RESTING, SagaStatus, StepStatus
 from ._topics import topic_segments_problem
 
 __all__ = ["SagaManager"]
@@ -34,6 +34,9 @@ _log = logging.getLogger("lion_nb.saga")
 # Instance ids: a random per-process prefix and a counter (uuid4 costs more than a step).
 _PREFIX = urandom(5).hex()
 _IDS = count()
+# Members as globals (see _instance): read for every instance started.
+_CREATED, _RUNNING = SagaStatus.CREATED, SagaStatus.RUNNING
+_RUNNING_TEXT = _RUNNING.value
 
 
 class SagaManager:
@@ -79,6 +82,7 @@ class SagaManager:
         self._wake: dict[str, list[asyncio.Future[SagaInstance]]] = {}
         self._finished: deque[str] = deque()
         self._closed = False
+        self._on_rest = self._run_ended   # bound once, handed to every run
 
     @property
     def config(self) -> SagaManagerConfig:
@@ -194,7 +198,8 @@ class SagaManager:
         inst = SagaInstance(instance_id, definition, data, self._clock.time())
         self._instances[instance_id] = inst
         self._ledger.created(inst)
-        await self._log.create(inst)
+        if self._log.enabled:
+            await self._log.create(inst)
         return inst
 
     def get_instance(self, instance_id: str) -> SagaInstance:
@@ -222,13 +227,14 @@ class SagaManager:
         """
         self._check_open()
         inst = self.get_instance(instance_id)
-        if inst.status is not SagaStatus.CREATED or instance_id in self._tasks:
+        if inst.status is not _CREATED or instance_id in self._tasks:
             raise SagaStateError(f"saga instance {instance_id!r} of {inst.saga_id!r} is "
                                  f"already {inst.status.value}; only a created instance can "
                                  "be started", saga=inst.saga_id, state=inst.status)
-        self._bind_grants(inst, grants)
+        if grants is not None:
+            self._bind_grants(inst, grants)
         # Recorded before any await, so a second start_instance is refused at once.
-        self._log.record(inst, {"k": "status", "st": SagaStatus.RUNNING.value,
+        self._log.record(inst, {"k": "status", "st": _RUNNING_TEXT,
                                 "t": self._clock.time(), "e": None, "fs": None})
         self._spawn(inst)
         if self._log.enabled:   # started means started: durable before we return
@@ -254,7 +260,7 @@ class SagaManager:
     def _spawn(self, inst: SagaInstance, *, resumed: bool = False) -> None:
         run = SagaRun(inst, config=self._config, clock=self._clock, log=self._log,
                       channel=self._channel, handlers=self._local,
-                      grants=self._grants.get(inst.id), on_rest=self._run_ended)
+                      grants=self._grants.get(inst.id), on_rest=self._on_rest)
         if resumed and self._channel is not None:
             for cid, service, attempt in run.first_commands():
                 self._channel.expect(cid, service, attempt)
@@ -277,7 +283,7 @@ class SagaManager:
         and SagaError if the manager could not drive it (e.g. storage failed).
         """
         inst = self.get_instance(instance_id)
-        if inst.status.resting and instance_id not in self._tasks:
+        if inst.status in RESTING and instance_id not in self._tasks:
             return inst
         fut: asyncio.Future[SagaInstance] = asyncio.get_running_loop().create_future()
         self._wake.setdefault(instance_id, []).append(fut)
@@ -302,7 +308,7 @@ class SagaManager:
                 fut.set_result(inst)
             else:
                 fut.set_exception(SagaError(inst.error or str(error), saga=inst.saga_id))
-        if inst.status.final:
+        if inst.status in FINAL:
             self._grants.pop(inst.id, None)
             self._finished.append(inst.id)
             while len(self._finished) > self._config.keep_finished:

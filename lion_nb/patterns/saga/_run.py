@@ -29,7 +29,9 @@ from ._step import SagaStep
 
 __all__ = ["SagaRun"]
 
-_S = StepStatus
+# Members as globals (see _instance): the loop reads them on every stage.
+_RUNNING, _COMPENSATING = SagaStatus.RUNNING, SagaStatus.COMPENSATING
+_DONE = (StepStatus.SUCCEEDED, StepStatus.FAILED)     # a forward step with an outcome
 
 
 def next_attempt(st: StepState, fwd: bool) -> int:
@@ -46,6 +48,9 @@ class SagaRun:
     (None when the manager has no broker). ``grants`` are the instance's
     capability tokens, narrowed per step for each command.
     """
+
+    __slots__ = ("inst", "_config", "_clock", "_log", "_channel", "_handlers", "_grants",
+                 "_on_rest")
 
     def __init__(self, inst: SagaInstance, *, config: SagaManagerConfig, clock: Clock,
                  log: SagaLog, channel: CommandChannel | None,
@@ -67,14 +72,13 @@ class SagaRun:
         manager that crashed; the channel accepts genuine replies to them early.
         """
         inst = self.inst
-        if inst.status is SagaStatus.RUNNING and inst.abort_reason is not None:
+        if inst.status is _RUNNING and inst.abort_reason is not None:
             todo = [(inst.definition.step(sid), True) for sid in inst.inflight_steps()]
-        elif inst.status is SagaStatus.RUNNING:
+        elif inst.status is _RUNNING:
             k = inst.next_stage()
             stage = () if k is None else inst.definition.stages[k]
-            todo = [(s, True) for s in stage
-                    if inst.steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED)]
-        elif inst.status is SagaStatus.COMPENSATING:
+            todo = [(s, True) for s in stage if inst.steps[s.id].status not in _DONE]
+        elif inst.status is _COMPENSATING:
             undo = inst.next_undo()
             todo = [] if undo is None else [(inst.definition.step(undo), False)]
         else:
@@ -92,8 +96,31 @@ class SagaRun:
         instance stays where its log says it is).
         """
         inst = self.inst
+        definition = inst.definition
         try:
-            await self._steps()
+            while True:
+                status = inst.status
+                if status is _RUNNING:
+                    if inst.abort_reason is not None:
+                        await self._abort()
+                        continue
+                    k = inst.next_stage()
+                    if k is None:
+                        raise SagaError(f"saga instance {inst.id!r} is running with every "
+                                        "step done; its log is inconsistent",
+                                        saga=inst.saga_id)
+                    stage = definition.stages[k]
+                    if len(stage) == 1:   # not done: a failed step would have ended RUNNING
+                        await self._run_step(stage[0], True)
+                    else:
+                        await asyncio.gather(*(self._run_step(s, True) for s in stage
+                                               if inst.steps[s.id].status not in _DONE))
+                elif status is _COMPENSATING:
+                    undo = inst.next_undo()
+                    assert undo is not None   # the fold makes it compensated when none is left
+                    await self._run_step(definition.step(undo), False)
+                else:
+                    break
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - handed to on_rest, which reports it
@@ -101,60 +128,45 @@ class SagaRun:
         else:
             self._on_rest(inst, None)
 
-    async def _steps(self) -> None:
-        inst = self.inst
-        definition = inst.definition
-        while True:
-            if inst.status is SagaStatus.RUNNING:
-                if inst.abort_reason is not None:
-                    # Aborted with steps still in flight (only after a crash: otherwise
-                    # their outcomes settle the stage): learn each one's outcome first,
-                    # under its same command id, so a step that did its work is undone
-                    # and the saga never claims "compensated" over a step left running.
-                    inflight = inst.inflight_steps()
-                    if inflight:
-                        await asyncio.gather(*(self._run_step(definition.step(sid), FORWARD)
-                                               for sid in inflight))
-                        continue
-                    await self._log.commit(inst, {
-                        "k": "status", "st": SagaStatus.COMPENSATING.value,
-                        "e": f"aborted: {inst.abort_reason}", "fs": None,
-                        "t": self._clock.time()})
-                    continue
-                k = inst.next_stage()
-                if k is None:
-                    raise SagaError(f"saga instance {inst.id!r} is running with every step "
-                                    "done; its log is inconsistent", saga=inst.saga_id)
-                todo = [s for s in definition.stages[k]
-                        if inst.steps[s.id].status not in (_S.SUCCEEDED, _S.FAILED)]
-                if len(todo) == 1:
-                    await self._run_step(todo[0], FORWARD)
-                else:
-                    await asyncio.gather(*(self._run_step(s, FORWARD) for s in todo))
-            elif inst.status is SagaStatus.COMPENSATING:
-                undo = inst.next_undo()
-                assert undo is not None   # the fold makes it compensated when none is left
-                await self._run_step(definition.step(undo), COMPENSATE)
-            else:
-                return
+    async def _abort(self) -> None:
+        """Aborted while running: settle the steps in flight, then turn to compensating.
 
-    async def _run_step(self, step: SagaStep, phase: str) -> None:
+        Steps are in flight under an abort only after a crash (otherwise their
+        outcomes settle the stage): each one's outcome is learnt first, under its
+        same command id, so a step that did its work is undone and the saga never
+        claims "compensated" over a step left running.
+        """
+        inst = self.inst
+        inflight = inst.inflight_steps()
+        if inflight:
+            await asyncio.gather(*(self._run_step(inst.definition.step(sid), True)
+                                   for sid in inflight))
+            return
+        await self._log.commit(inst, {
+            "k": "status", "st": _COMPENSATING.value, "e": f"aborted: {inst.abort_reason}",
+            "fs": None, "t": self._clock.time()})
+
+    async def _run_step(self, step: SagaStep, fwd: bool) -> None:
         """Run one step (or its compensation) through its attempts, committing each outcome."""
         cfg = self._config
         inst = self.inst
         log = self._log
+        durable = log.enabled
         clock = self._clock
         st = inst.steps[step.id]
-        fwd = phase == FORWARD
         if fwd:
+            phase = FORWARD
             attempts = step.max_attempts or cfg.step_attempts
             timeout = step.timeout or cfg.step_timeout
             backoff = step.backoff if step.backoff is not None else cfg.step_backoff
+            done = st.attempts
         else:
+            phase = COMPENSATE
             attempts = cfg.compensation_attempts
             timeout = step.timeout or cfg.compensation_timeout
             backoff = cfg.compensation_backoff
-        attempt = next_attempt(st, fwd)
+            done = st.comp_attempts
+        attempt = done if st.inflight else done + 1   # next_attempt, on the hot path
         if not st.inflight:
             log.record(inst, {"k": "start", "s": step.id, "p": phase, "a": attempt,
                               "t": clock.time()})
@@ -164,23 +176,27 @@ class SagaRun:
         try:
             while True:
                 outcome = await self._attempt(step, fwd, attempt, timeout, waiter)
-                if outcome.error is None and log.enabled:
+                if outcome.error is None and durable:
                     try:
                         check_result(outcome.result, f"the result of step {step.id!r} (saga "
                                      f"{inst.saga_id!r}, service {step.service!r})", step.id)
                     except SagaError as exc:
                         outcome = Attempt(error=exc, reply=outcome.reply)
                 if outcome.error is None:
-                    await log.commit(inst, {"k": "ok", "s": step.id, "p": phase,
-                                            "r": outcome.result, "t": clock.time()})
+                    log.record(inst, {"k": "ok", "s": step.id, "p": phase,
+                                      "r": outcome.result, "t": clock.time()})
+                    if durable:   # no coroutine per outcome without storage
+                        await log.flush(inst)
                     if outcome.reply is not None:
                         await self._ack(outcome)
                     return
                 final = attempt >= attempts or isinstance(outcome.error, CapabilityDeniedError)
                 st.exception = outcome.error.with_traceback(None)
-                await log.commit(inst, {"k": "err", "s": step.id, "p": phase, "a": attempt,
-                                        "e": describe(outcome.error), "final": final,
-                                        "t": clock.time()})
+                log.record(inst, {"k": "err", "s": step.id, "p": phase, "a": attempt,
+                                  "e": describe(outcome.error), "final": final,
+                                  "t": clock.time()})
+                if durable:
+                    await log.flush(inst)
                 if outcome.reply is not None:
                     await self._ack(outcome)
                 if final:

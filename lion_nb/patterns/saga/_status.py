@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["SagaStatus", "StepStatus"]
+__all__ = ["FINAL", "NEEDS_ATTENTION", "RESTING", "SagaStatus", "StepStatus"]
 
 
 class SagaStatus(enum.StrEnum):
@@ -21,17 +21,24 @@ class SagaStatus(enum.StrEnum):
     @property
     def final(self) -> bool:
         """True for COMPLETED and COMPENSATED: nothing will change any more."""
-        return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+        return self in FINAL
 
     @property
     def needs_attention(self) -> bool:
         """True when the saga waits for ``retry`` or ``mark_resolved``."""
-        return self in (SagaStatus.COMPENSATION_FAILED, SagaStatus.FAILED)
+        return self in NEEDS_ATTENTION
 
     @property
     def resting(self) -> bool:
         """True when the saga does not progress by itself (final or needs attention)."""
-        return self.final or self.needs_attention
+        return self in RESTING
+
+
+# As tuples for the hot paths: on Python 3.11 reading a member off its class goes through
+# EnumType.__getattr__ (a method-wrapper per read), and a property is a call.
+FINAL = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+NEEDS_ATTENTION = (SagaStatus.COMPENSATION_FAILED, SagaStatus.FAILED)
+RESTING = FINAL + NEEDS_ATTENTION
 
 
 class StepStatus(enum.StrEnum):
