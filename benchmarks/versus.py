@@ -1,6 +1,7 @@
 """The same workloads on this checkout and on an earlier commit, interleaved: did anything slow down?
 
     python benchmarks/versus.py [--ref a583bf0] [--rounds 5] [--only engine_chain,events]
+    python benchmarks/versus.py --calls [--only saga_memory]   # function calls, not seconds
 
 Every other script compares lion_nb with a plain-Python baseline; this one compares
 lion_nb with itself. The library of ``--ref`` (default: the commit before the
@@ -11,6 +12,11 @@ reports each side's median seconds and the median (min–max) of the per-round
 new/old ratios; a ratio above 1.05 is flagged. Workloads use only names that are
 public in both versions (the builders, the executor, the broker, the saga manager,
 the storages, the authority, ``RunView``). Prints a table; asserts nothing.
+
+Wall clock on a shared machine swings by tens of percent between rounds, so
+``--calls`` counts instead: the Python and C function calls (cProfile, in the
+event loop's thread) made between the workload's timer start and stop, once per
+side (the count does not depend on the load).
 """
 
 from __future__ import annotations
@@ -270,12 +276,40 @@ def old_tree(ref: str) -> Path:
     return dest
 
 
-def measure(tree: Path, workload: str) -> float:
-    """Seconds of one workload in a fresh process that imports lion_nb from ``tree``."""
+def measure(tree: Path, workload: str, calls: bool = False) -> float:
+    """Seconds (or function calls) of one workload in a fresh process on ``tree``'s lion_nb."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONWARNINGS": "ignore"}
-    out = subprocess.run([sys.executable, __file__, "--one", workload], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, __file__, "--one", workload,
+                          *(["--calls"] if calls else [])], env=env, cwd=ROOT,
                          check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["secs"])
+    return float(json.loads(out.strip().splitlines()[-1])["calls" if calls else "secs"])
+
+
+def count_calls(workload: str) -> int:
+    """Function calls between the workload's ``perf_counter`` reads (its timed part)."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    clock = time.perf_counter
+    reads = 0
+
+    def timer() -> float:   # the workload reads the clock twice: start, then stop
+        nonlocal reads
+        if sys._getframe(1).f_code.co_filename == __file__:   # not the library's reads
+            reads += 1
+            if reads == 1:
+                profile.enable()
+            elif reads == 2:
+                profile.disable()
+        return clock()
+
+    time.perf_counter = timer
+    try:
+        asyncio.run(WORKLOADS[workload]())
+    finally:
+        time.perf_counter = clock
+    return int(pstats.Stats(profile).total_calls)  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -285,13 +319,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default=",".join(WORKLOADS))
     parser.add_argument("--one")
+    parser.add_argument("--calls", action="store_true",
+                        help="count function calls (once per side) instead of timing")
     args = parser.parse_args()
     (ROOT / "build").mkdir(exist_ok=True)
     if args.one:
         gc.collect()
-        print(json.dumps({"secs": asyncio.run(WORKLOADS[args.one]())}))
+        if args.calls:
+            print(json.dumps({"calls": count_calls(args.one)}))
+        else:
+            print(json.dumps({"secs": asyncio.run(WORKLOADS[args.one]())}))
         return
     old, new = old_tree(args.ref), ROOT
+    if args.calls:
+        print(f"function calls in the timed part; old = {args.ref}, new = this checkout")
+        print(f"{'workload':<24}{'old':>12}{'new':>12}   new/old")
+        for name in args.only.split(","):
+            o, n = measure(old, name, True), measure(new, name, True)
+            flag = "  > 5% more" if n > 1.05 * o else ""
+            print(f"{name:<24}{o:>12,.0f}{n:>12,.0f}   {n / o:.3f}{flag}", flush=True)
+        return
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"{args.rounds} interleaved rounds; old = {args.ref}, new = this checkout")
     print(f"{'workload':<24}{'old s':>9}{'new s':>9}   {'new/old median (min-max)':<28}")
