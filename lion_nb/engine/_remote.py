@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import (InstanceCancelledError, InstanceNotFoundError, NodeFailedError,
                       StorageCorruptError, WorkflowFailedError)
@@ -214,7 +214,8 @@ class RemoteRun:
     """Follows one stored instance by polling; emits its changes on ``observe``."""
 
     def __init__(self, storage: Storage, instance_id: str, observe: ObserveStream, *,
-                 interval: float) -> None:
+                 interval: float,
+                 on_finished: Callable[[RemoteRun], None] | None = None) -> None:
         self.storage = storage
         self.instance_id = str(instance_id)
         self.observe = observe
@@ -224,6 +225,8 @@ class RemoteRun:
         #: Set when the instance finished (or vanished: then ``error`` says so).
         self.done = asyncio.Event()
         self.error: BaseException | None = None
+        #: Called once when ``done`` is set (the executor's retention counts it then).
+        self.on_finished = on_finished
         self._seen: dict[str, tuple[str, int]] = {}  # node -> (state, attempt) last seen
         self._started: dict[str, float] = {}  # node -> when its running attempt was seen
         self._task: asyncio.Task[None] | None = None
@@ -282,7 +285,7 @@ class RemoteRun:
                 self.error = InstanceNotFoundError(
                     f"instance {self.instance_id!r} vanished from {self.storage!r}",
                     instance_id=self.instance_id)
-                self.done.set()
+                self._finish()
                 return
             self._apply(stored)
 
@@ -334,7 +337,12 @@ class RemoteRun:
                                    {"state": header.get("state"),
                                     "workflow": header.get("workflow", ""),
                                     "error": header.get("error"), "remote": True}))
-            self.done.set()
+            self._finish()
+
+    def _finish(self) -> None:
+        self.done.set()
+        if self.on_finished is not None:
+            self.on_finished(self)
 
     def _emit(self, kind: K, when: float, node: str, attempt: int,
               data: dict[str, Any]) -> None:
