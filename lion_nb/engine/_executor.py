@@ -152,7 +152,7 @@ class WorkflowExecutor:
         if self._claimer is not None:
             await self._claimer.stop()
             self._claimer = None
-        for remote in self._remote.values():
+        for remote in list(self._remote.values()):  # a poll ending meanwhile drops one
             await remote.stop()
         if self._pruner is not None:
             self._pruner.cancel()
