@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -31,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 
 def edges_of(shape: str, n: int) -> list[tuple[int, int]]:
@@ -104,6 +106,13 @@ async def lion(n: int, edges: list[tuple[int, int]], history: bool) -> float:
     return elapsed
 
 
+def flow_like_config() -> Any:
+    """The settings of the executor a ``Flow`` makes for itself (see ``Flow.executor``)."""
+    from lion_nb.engine import ExecutorConfig
+
+    return ExecutorConfig(require_json_results=False)
+
+
 async def builder_run(n: int, edges: list[tuple[int, int]]) -> float:
     """WorkflowBuilder + WorkflowExecutor on a graph shaped like a Flow's (handler per node)."""
     from lion_nb.engine import WorkflowExecutor
@@ -112,7 +121,9 @@ async def builder_run(n: int, edges: list[tuple[int, int]]) -> float:
     async def noop(ctx: object) -> None:
         return None
 
-    executor = WorkflowExecutor()
+    # The executor a Flow makes for itself (results stay Python objects, not checked as
+    # JSON; history by one recorder): like with like, only the front end differs.
+    executor = WorkflowExecutor(config=flow_like_config())
     await executor.start()
     t0 = time.perf_counter()
     nodes = [Node(f"n{i}") for i in range(n)]
@@ -139,7 +150,10 @@ async def flow_run(n: int, edges: list[tuple[int, int]]) -> float:
     for a, b in edges:
         preds[b].append(f"n{a}")
     flow = Flow("bench")
-    await flow.executor()  # the executor start is not what this row measures
+    ex = await flow.executor()  # the executor start is not what this row measures
+    # record_history: the Flow records on its own recorder instead of the executor's.
+    assert dataclasses.replace(ex.config, record_history=True) == flow_like_config(), \
+        "builder_run must use the settings of the executor a Flow makes"
     t0 = time.perf_counter()
     for i in range(n):
         flow.step(noop, name=f"n{i}", after=preds[i])

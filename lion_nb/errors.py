@@ -10,7 +10,8 @@ and keeps the culprit (node, edge, topic, step, capability) as attributes::
     │   ├── DuplicateIdError                  .id
     │   ├── UnknownNodeError                  .node_id, .edge_id
     │   ├── ConditionError                    .expression
-    │   └── SerializationError                .field
+    │   ├── SerializationError                .field
+    │   └── UnknownArgumentError (TypeError)  .argument, .step: a keyword nothing takes
     ├── ExecutionError (RuntimeError)         running instances
     │   ├── HandlerNotFoundError              .node, .handler
     │   ├── NodeFailedError                   .node, .instance_id, .attempt
@@ -81,7 +82,7 @@ from typing import Any
 __all__ = [
     "LionError", "ConfigError",
     "DefinitionError", "CycleError", "DuplicateIdError", "UnknownNodeError",
-    "ConditionError", "SerializationError",
+    "ConditionError", "SerializationError", "UnknownArgumentError",
     "ExecutionError", "HandlerNotFoundError", "NodeFailedError", "PoisonNodeError",
     "NodeTimeoutError",
     "ResultNotSerializableError", "HandlerNotSerializableError", "WorkflowFailedError",
@@ -143,6 +144,13 @@ class ConditionError(DefinitionError):
 
 class SerializationError(DefinitionError):
     """A document cannot be (de)serialized; ``.field`` names the bad field."""
+
+
+class UnknownArgumentError(DefinitionError, TypeError):
+    """A keyword argument no option has (``flow.step(id=...)``); ``.argument`` is it.
+
+    A TypeError too, as Python's own error for an unknown keyword is.
+    """
 
 
 # --- execution -------------------------------------------------------------

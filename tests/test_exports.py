@@ -162,3 +162,23 @@ def test_importing_a_package_warns_about_nothing_loads_no_shim_and_dir_is_all(pa
             "print(sorted(names ^ set(p.__all__)) if p.__name__ != 'lion_nb' else [], shims)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[] []", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name", sorted(OLD_PATHS) + ["lion_nb.notebook.tables"])
+def test_a_test_that_imports_an_old_path_fails_here_and_in_its_children(name):
+    """pyproject's filterwarnings (this process) and tests/conftest.py (child processes)
+    make lion_nb's deprecations errors, so no test can use an old path unnoticed."""
+    sys.modules.pop(name, None)
+    with pytest.raises(DeprecationWarning, match=f"{name} is deprecated"):
+        importlib.import_module(name)
+    sys.modules.pop(name, None)
+    child = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True,
+                           text=True)
+    assert child.returncode != 0 and "DeprecationWarning" in child.stderr, child.stderr
+
+
+def test_the_deprecated_retry_backoff_fails_a_test_that_uses_it():
+    from lion_nb.patterns import RetryBackoff
+
+    with pytest.raises(DeprecationWarning, match="RetryBackoff is deprecated"):
+        RetryBackoff(1)

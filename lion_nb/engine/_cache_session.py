@@ -22,12 +22,12 @@ other node's result from ``previous`` (the last run), with or without a cache.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import compress
 from operator import is_, lt
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import UnknownNodeError
+from ..errors import DefinitionError, UnknownNodeError
 from ..model import TriggerRule
 from ..state import NodeState
 from ..state._machine import CODE
@@ -96,7 +96,7 @@ class RerunPlan:
     def __init__(self, definition: "WorkflowDefinition", rerun: Iterable[str] = (),
                  start_from: Iterable[str] = ()) -> None:
         self.forced: dict[int, str] = {}  # node -> why, e.g. "rerun" or "downstream of x"
-        rerun, start_from = _names(rerun), _names(start_from)
+        rerun, start_from = _names(rerun, "rerun"), _names(start_from, "start_from")
         for names, label in ((start_from, "start_from"), (rerun, "rerun")):
             for name in names:
                 i = definition.by_name.get(name)
@@ -123,8 +123,13 @@ class RerunPlan:
         return bool(self.forced)
 
 
-def _names(value: Iterable[str] | str) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+def _names(value: Iterable[str] | str, label: str) -> list[str]:
+    names = [value] if isinstance(value, str) else list(value) if isinstance(
+        value, Iterable) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise DefinitionError(f"{label} takes a node name or a list of names, not {value!r}",
+                              field=label)
+    return names
 
 
 class CacheSession:

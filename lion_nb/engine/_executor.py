@@ -152,7 +152,7 @@ class WorkflowExecutor:
         if self._claimer is not None:
             await self._claimer.stop()
             self._claimer = None
-        for remote in self._remote.values():
+        for remote in list(self._remote.values()):  # a poll ending meanwhile drops one
             await remote.stop()
         if self._pruner is not None:
             self._pruner.cancel()
@@ -450,7 +450,8 @@ class WorkflowExecutor:
         old = self._remote.get(iid)
         if old is not None and old.result is not None:
             return old.result
-        remote = RemoteRun(self.state_manager.storage, iid, self.observe, interval=interval)
+        remote = RemoteRun(self.state_manager.storage, iid, self.observe, interval=interval,
+                           on_finished=self._remote_finished)
         self._remote[iid] = remote  # before its first events: a view asks for its snapshot
         try:
             return await remote.first_read()
@@ -459,9 +460,11 @@ class WorkflowExecutor:
             raise
 
     def instances(self) -> list[InstanceId]:
-        """Ids of the instances this executor knows, oldest first."""
+        """Ids of the instances this executor knows: those it runs (or ran), oldest first,
+        then those it follows (``follow``), in the order it began following them."""
         self._retain()
-        return [InstanceId(i) for i in self._runs]
+        remote = [InstanceId(i) for i in self._remote if i not in self._runs]
+        return [InstanceId(i) for i in self._runs] + remote
 
     async def prune(self, older_than: float | timedelta = 0.0) -> int:
         """Delete the durable records of instances that finished ``older_than`` ago or more.
@@ -480,6 +483,13 @@ class WorkflowExecutor:
 
     def forget(self, instance_id: str) -> None:
         """Drop a finished instance from memory (its history stays)."""
+        remote = self._remote.get(instance_id)
+        if remote is not None and instance_id not in self._runs:  # a followed one
+            if not remote.done.is_set():
+                raise LionError(f"instance {instance_id} is still running (followed)")
+            del self._remote[instance_id]
+            self._finished.pop(instance_id, None)
+            return
         run = self._get(instance_id)
         if run.state is InstanceState.RUNNING:
             raise LionError(f"instance {instance_id} is still running")
@@ -506,6 +516,9 @@ class WorkflowExecutor:
             run = self._runs.get(iid)
             if run is not None and run.state is not InstanceState.RUNNING:
                 del self._runs[iid]
+            remote = self._remote.get(iid)
+            if remote is not None and remote.done.is_set():
+                del self._remote[iid]
             self.history.forget(iid)
 
     def set_event_sink(self, sink: Callable[..., Awaitable[Any]] | None) -> None:
@@ -513,6 +526,13 @@ class WorkflowExecutor:
         self._event_sink = sink
 
     # --- services handed to runs (RunEnv) ------------------------------------------------
+
+    def _remote_finished(self, remote: RemoteRun) -> None:
+        """A followed instance ended (or vanished): retained like one that ran here."""
+        if self.config.retain_finished is not None:
+            self._finished[remote.instance_id] = self.scheduler.clock.time()
+            self._finished.move_to_end(remote.instance_id)
+            self._retain()
 
     def _instance_finished(self, run: InstanceRun) -> None:
         if self.config.retain_finished is not None:

@@ -39,7 +39,7 @@ class ExecutorConfig:
     ``ctx.publish`` at start; ``executor.set_event_sink`` replaces it later.
     ``cache``: reuse node results whose code and inputs did not change -- True
     (in memory), a path (SQLite: survives restarts) or a ``Cache``.
-    ``retain_finished``: how many finished instances the executor keeps in memory
+    ``retain_finished``: how many finished instances (run here or followed) it keeps
     (``executor.instances()``, ``wait``/``snapshot`` by id) and in
     ``executor.history`` -- an int keeps the newest N, a ``timedelta`` keeps those
     that finished within it; None (default) keeps every one, as a notebook expects.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import (InstanceCancelledError, InstanceNotFoundError, NodeFailedError,
                       StorageCorruptError, WorkflowFailedError)
@@ -33,7 +33,7 @@ from ._durable import (StoredInstance, definition_key, header_key, node_prefix, 
 from ._observe import EventKind as K
 from ._observe import ExecEvent, ObserveStream
 
-__all__ = ["RemoteRun", "read_settled", "stored_result", "wait_stored"]
+__all__ = ["RemoteRun", "read_settled", "restored_nodes", "stored_result", "wait_stored"]
 
 _log = logging.getLogger("lion_nb.remote")
 _TERMINAL = frozenset(s.value for s in INSTANCE_TERMINAL)
@@ -82,12 +82,13 @@ async def _read(storage: Storage, iid: str,
     return StoredInstance(iid, header, definition, nodes)
 
 
-def stored_result(stored: StoredInstance,
-                  built: WorkflowDefinition | None = None) -> InstanceResult:
+def stored_result(stored: StoredInstance, built: WorkflowDefinition | None = None,
+                  restored: frozenset[str] | None = None) -> InstanceResult:
     """An InstanceResult built from what storage holds (for instances run elsewhere).
 
     ``built``: the definition already rebuilt from ``stored.definition`` (a poller
-    keeps it: rebuilding a big workflow costs more than reading its records).
+    keeps it: rebuilding a big workflow costs more than reading its records);
+    ``restored``: :func:`restored_nodes` of ``stored``, if already known.
     """
     header, iid = stored.header, stored.instance_id
     definition = built
@@ -95,6 +96,8 @@ def stored_result(stored: StoredInstance,
         definition = WorkflowDefinition.from_dict(stored.definition)
     names = (list(definition.by_name) if definition is not None  # in node order
              else [r["name"] for r in stored.nodes.values()])
+    if restored is None:
+        restored = restored_nodes(stored)
     states = {n: NodeState.PENDING for n in names}
     attempts = {n: 0 for n in names}
     results: dict[str, Any] = {n: None for n in names}
@@ -106,7 +109,8 @@ def stored_result(stored: StoredInstance,
         if node_state is NodeState.SUCCEEDED:
             results[name] = rec.get("output")
         elif node_state is NodeState.FAILED:
-            failures[name] = NodeFailedError(f"node {name!r} failed: {rec.get('error')}",
+            when = " before the restart" if name in restored else ""  # as a local resume says
+            failures[name] = NodeFailedError(f"node {name!r} failed{when}: {rec.get('error')}",
                                              node=name, instance_id=iid,
                                              attempt=attempts[name])
         elif node_state is NodeState.SKIPPED and rec.get("error"):
@@ -126,9 +130,31 @@ def stored_result(stored: StoredInstance,
     shown: Any = definition if definition is not None else _Named(header.get("workflow", "?"))
     return InstanceResult(instance_id=iid, definition=shown, state=state, node_states=states,
                           attempts=attempts, results=results, exceptions=failures,
-                          skip_reasons=skipped, error=error,
+                          skip_reasons=skipped, error=error, restored=restored,
                           started_at=float(header.get("created_at") or 0.0),
                           finished_at=header.get("finished_at"))
+
+
+def restored_nodes(stored: StoredInstance) -> frozenset[str]:
+    """The nodes the instance's latest ``resume`` read back from storage (not run again).
+
+    That resume's write is commit ``resumed_seq`` of the header: every node that had
+    ended by then has a record of that number or lower, every later end a higher one.
+    Instances resumed before headers kept the number: known only while they run (the
+    header is then that resume's own write), empty once they finished.
+    """
+    header = stored.header
+    if not header.get("resumes"):
+        return frozenset()
+    mark = header.get("resumed_seq")
+    if type(mark) is not int:
+        if header.get("state") in _TERMINAL:
+            return frozenset()
+        mark = header.get("seq")
+        if type(mark) is not int:
+            return frozenset()
+    return frozenset(rec["name"] for rec in stored.nodes.values()
+                     if rec["state"] != _RUNNING and int(rec.get("seq", 0)) <= mark)
 
 
 def _node_views(stored: StoredInstance) -> list[tuple[tuple[int, int], str, str, int, Any]]:
@@ -188,7 +214,8 @@ class RemoteRun:
     """Follows one stored instance by polling; emits its changes on ``observe``."""
 
     def __init__(self, storage: Storage, instance_id: str, observe: ObserveStream, *,
-                 interval: float) -> None:
+                 interval: float,
+                 on_finished: Callable[[RemoteRun], None] | None = None) -> None:
         self.storage = storage
         self.instance_id = str(instance_id)
         self.observe = observe
@@ -198,6 +225,8 @@ class RemoteRun:
         #: Set when the instance finished (or vanished: then ``error`` says so).
         self.done = asyncio.Event()
         self.error: BaseException | None = None
+        #: Called once when ``done`` is set (the executor's retention counts it then).
+        self.on_finished = on_finished
         self._seen: dict[str, tuple[str, int]] = {}  # node -> (state, attempt) last seen
         self._started: dict[str, float] = {}  # node -> when its running attempt was seen
         self._task: asyncio.Task[None] | None = None
@@ -256,7 +285,7 @@ class RemoteRun:
                 self.error = InstanceNotFoundError(
                     f"instance {self.instance_id!r} vanished from {self.storage!r}",
                     instance_id=self.instance_id)
-                self.done.set()
+                self._finish()
                 return
             self._apply(stored)
 
@@ -265,11 +294,21 @@ class RemoteRun:
         now = time.time()
         header, iid, obs = stored.header, self.instance_id, self.observe
         worker = header.get("owner")
+        restored = restored_nodes(stored)
         for _, name, state, attempt, error in _node_views(stored):
             before = self._seen.get(name)
             if before == (state, attempt):
                 continue
             self._seen[name] = (state, attempt)
+            if before is None and name in restored:
+                # Read back by a resume before this follower saw it end: what the
+                # resuming executor's own history shows (see InstanceRun.restore).
+                data = {"state": state, "reason": "restored",
+                        "reason_detail": f"{state} before the restart"}
+                if error is not None:
+                    data["error"] = str(error)
+                self._emit(K.NODE_RESTORED, now, name, attempt, data)
+                continue
             missed = 1 if before is None else before[1] + 1
             if before is not None and before[0] == _RUNNING and before[1] < attempt:
                 # The attempt seen running ended and another began: it failed and retried.
@@ -289,7 +328,7 @@ class RemoteRun:
         if (self.result is not None and stored.definition is not None
                 and stored.definition is self._last_document):
             built = self.result.definition  # the same document: no need to rebuild it
-        self.result = stored_result(stored, built)
+        self.result = stored_result(stored, built, restored)
         self._last, self._last_document = stored, stored.definition
         if header.get("state") in _TERMINAL:
             end = float(header.get("finished_at") or now)
@@ -298,7 +337,12 @@ class RemoteRun:
                                    {"state": header.get("state"),
                                     "workflow": header.get("workflow", ""),
                                     "error": header.get("error"), "remote": True}))
-            self.done.set()
+            self._finish()
+
+    def _finish(self) -> None:
+        self.done.set()
+        if self.on_finished is not None:
+            self.on_finished(self)
 
     def _emit(self, kind: K, when: float, node: str, attempt: int,
               data: dict[str, Any]) -> None:

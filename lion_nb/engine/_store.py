@@ -446,7 +446,8 @@ class InstanceStore:
         header = dict(stored.header)
         header.update(updated_at=self._clock.time(), resumes=int(header.get("resumes", 0)) + 1,
                       owner=self.owner, state=InstanceState.RUNNING.value,  # may be pending
-                      seq=seq, manifest=to_ranges(kept), nodes=len(definition.nodes))
+                      seq=seq, manifest=to_ranges(kept), nodes=len(definition.nodes),
+                      resumed_seq=seq)  # records up to it were restored (remote.stored_result)
         items = [(header_key(iid), header)]
         fingerprint = definition.fingerprint()
         if fingerprint != header.get("fingerprint"):  # allow_changed: later resumes compare anew

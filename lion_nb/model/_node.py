@@ -60,9 +60,23 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 def _check_seconds(name: str, **values: float | None) -> None:
     for label, value in values.items():
         if value is not None and (not isinstance(value, (int, float)) or value <= 0
-                                  or math.isnan(value)):
+                                  or isinstance(value, bool) or math.isnan(value)):
             raise DefinitionError(f"node {name!r}: {label} must be > 0 seconds, not {value!r}",
                                   node=name, field=label)
+
+
+def _strings(name: str, label: str, value: Any) -> tuple[str, ...]:
+    """``requires=``/``resources=``: one string or an iterable of strings, as a tuple."""
+    if isinstance(value, str):
+        return (value,)
+    try:
+        out = tuple(value)
+    except TypeError:
+        out = (value,)
+    if not all(type(v) is str for v in out):
+        raise DefinitionError(f"node {name!r}: {label} is a string or a list of strings, "
+                              f"not {value!r}", node=name, field=label)
+    return out
 
 
 _FIELDS = ("_id", "name", "handler", "config", "requires", "retry", "timeout", "priority",
@@ -138,9 +152,15 @@ class Node(_NodeFields):
                                   node=name, field="name")
         needs: tuple[str, ...] = ()
         if requires:
-            needs = (requires,) if isinstance(requires, str) else tuple(requires)
+            needs = _strings(name, "requires", requires)
             for req in needs:  # a typo fails here, at the line that wrote it
                 Requirement.parse(req)
+        if handler is not None and (type(handler) is not str or not handler):
+            raise DefinitionError(f"node {name!r}: handler is a non-empty string (a handler "
+                                  f"key), not {handler!r}", node=name, field="handler")
+        if config and not isinstance(config, Mapping):
+            raise DefinitionError(f"node {name!r}: config is a mapping, not {config!r}",
+                                  node=name, field="config")
         if timeout is not None or deadline is not None or cache_ttl is not None:
             _check_seconds(name, timeout=timeout, deadline=deadline, cache_ttl=cache_ttl)
         if type(cache) is not bool:
@@ -164,12 +184,19 @@ class Node(_NodeFields):
         self.handler = handler or name
         self.config = MappingProxyType(dict(config)) if config else _EMPTY
         self.requires = needs
-        self.retry = NO_RETRY if retry is None else as_retry_policy(retry)
+        if retry is None:
+            self.retry = NO_RETRY
+        else:
+            try:
+                self.retry = as_retry_policy(retry)
+            except DefinitionError as exc:  # the same message, naming the node
+                raise DefinitionError(f"node {name!r}: {exc}", node=name,
+                                      field="retry") from None
         self.timeout = timeout
         self.priority = priority
         self.deadline = deadline
         self.trigger_rule = trigger_rule
-        self.resources = tuple(resources) if resources else ()
+        self.resources = _strings(name, "resources", resources) if resources else ()
         self.cache = cache
         self.cache_ttl = cache_ttl
         self.version = version

@@ -27,18 +27,31 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
+import inspect
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable
 
 from .. import _display
 from ..engine import Cache, ExecutorConfig, HistoryRecorder, WorkflowExecutor
-from ..errors import CacheConfigError, DefinitionError, LionError, UnknownNodeError
-from ..model import Condition, Node, WorkflowBuilder, WorkflowDefinition
+from ..errors import (CacheConfigError, ConfigError, DefinitionError, LionError,
+                      UnknownArgumentError, UnknownNodeError)
+from ..model import Condition, Node, RetryPolicy, WorkflowBuilder, WorkflowDefinition
 
 __all__ = ["Flow", "Step"]
 
 Handler = Callable[[Any], Any]
+
+# What step() and run() hand on (to Node, to execute_workflow): a typo is refused here,
+# naming the step, rather than as a TypeError from a function the user never called.
+_NODE_OPTIONS = frozenset(inspect.signature(Node).parameters) - {"id_or_name", "name"}
+_RUN_OPTIONS = (frozenset(inspect.signature(WorkflowExecutor.execute_workflow).parameters)
+                - {"self", "workflow"})
+# Spellings other libraries use, where difflib finds nothing close.
+_SPELLINGS = {"id": "name", "node_id": "name", "step_id": "name", "depends_on": "after",
+              "upstream": "after", "needs": "after", "condition": "when", "if_": "when",
+              "max_retries": "retries", "params": "inputs", "input": "inputs"}
 
 
 class Step:
@@ -102,6 +115,12 @@ class Flow:
     def __init__(self, name: str, *, executor: Any = None, config: Any = None,
                  cache: Cache | str | os.PathLike[str] | bool | None = None) -> None:
         self._builder = WorkflowBuilder(name)  # validates the name now, where the mistake is
+        if executor is not None and not isinstance(executor, WorkflowExecutor):
+            raise ConfigError(f"Flow {name!r}: executor is a WorkflowExecutor, not "
+                              f"{type(executor).__name__}", field="executor")
+        if config is not None and not isinstance(config, ExecutorConfig):
+            raise ConfigError(f"Flow {name!r}: config is an ExecutorConfig, not "
+                              f"{type(config).__name__}", field="config")
         self.name = name
         # The steps, by position (declaration order); options and conditions only where
         # given. Columns, not an object per step: declaring is the front end's hot path.
@@ -191,12 +210,22 @@ class Flow:
                                   f"{type(fn).__name__}", step=fn)
         if not step_name:
             raise DefinitionError("this callable has no __name__; pass name=...", step=fn)
+        _check_options(f"step {step_name!r}", node_options, _NODE_OPTIONS | {"retries"},
+                       step=step_name)
+        if retries and "retry" in node_options:
+            raise UnknownArgumentError(f"step {step_name!r}: give retries= or retry=, not both",
+                                       step=step_name, argument="retry")
+        if not (retries is None or isinstance(retries, RetryPolicy)
+                or (type(retries) is int and retries >= 0)):
+            raise DefinitionError(f"step {step_name!r}: retries is a number of retries "
+                                  f"(int >= 0) or a RetryPolicy, not {retries!r}",
+                                  step=step_name, field="retries")
         position = self._position
         old = position.get(step_name)
         if old is not None and not _same_function(self._handlers[old], fn):
             raise DefinitionError(f"flow {self.name!r} already has a step {step_name!r}",
                                   step=step_name)
-        preds = self._preds(_as_tuple(after)) if after else ()
+        preds = self._preds(_as_tuple(after), step_name) if after else ()
         if when is not None and not preds:
             raise DefinitionError(f"step {step_name!r}: when= needs after=", step=step_name)
         options = {"retry": retries, **node_options} if retries or node_options else None
@@ -281,20 +310,24 @@ class Flow:
             self._added = len(nodes)
         return builder
 
-    def _preds(self, refs: Iterable[Any]) -> tuple[str, ...]:
+    def _preds(self, refs: Iterable[Any], step: str) -> tuple[str, ...]:
         """The step names ``refs`` (steps or names) stand for, each once, in order."""
         position, found = self._position, dict[str, None]()
         for ref in refs:
-            found[ref if type(ref) is str and ref in position else self._resolve(ref)] = None
+            found[ref if type(ref) is str and ref in position
+                  else self._resolve(ref, step)] = None
         return tuple(found)
 
-    def _resolve(self, ref: Any) -> str:
+    def _resolve(self, ref: Any, step: str) -> str:
         if isinstance(ref, str):
             if ref not in self._position:
                 raise UnknownNodeError(f"flow {self.name!r} has no step {ref!r} (declare "
                                        "steps before the steps that come after them)",
                                        node_id=ref)
             return ref
+        if not callable(ref):
+            raise DefinitionError(f"step {step!r}: after= takes steps (functions) or step "
+                                  f"names, not {ref!r}", step=step, field="after")
         names, handlers = self._names, self._handlers
         for k in range(self._named, len(handlers)):  # the steps declared since last time
             names[id(handlers[k])] = self._nodes[k].name
@@ -357,6 +390,11 @@ class Flow:
         runs steps whatever the cache says (and what follows them),
         ``start_from=`` takes every other step's result from this flow's last run.
         """
+        if kwargs:
+            _check_options(f"flow {self.name!r}: run()", kwargs, _RUN_OPTIONS, step=None)
+        if not (inputs is None or isinstance(inputs, Mapping)):
+            raise ConfigError(f"flow {self.name!r}: inputs is a mapping, not "
+                              f"{type(inputs).__name__}", field="inputs")
         definition = self.definition
         ex = await self.executor()
         if view:
@@ -416,6 +454,18 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r}, steps={list(self.steps)})"
+
+
+def _check_options(where: str, given: Mapping[str, Any], known: frozenset[str],
+                   step: Any) -> None:
+    """UnknownArgumentError for the first keyword of ``given`` not in ``known``."""
+    for key in given:
+        if key not in known:
+            right = _SPELLINGS.get(key) or next(
+                iter(difflib.get_close_matches(key, sorted(known), n=1)), None)
+            hint = f"; did you mean {right}=?" if right else ""
+            raise UnknownArgumentError(f"{where}: unknown argument {key}={hint}",
+                                       step=step, argument=key, suggestion=right)
 
 
 def _same_function(old: Any, new: Any) -> bool:

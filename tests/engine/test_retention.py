@@ -122,6 +122,41 @@ async def test_wait_on_a_dropped_durable_instance_reads_storage(tmp_path):
         await ex.stop()
 
 
+async def test_followed_instances_are_retained_like_local_ones(tmp_path):
+    # Instances run by another executor and followed through storage: a follower with
+    # retain_finished=3 keeps the newest three finished ones, a running one whatever
+    # its age, and forgets their history rows -- memory stays bounded over many follows.
+    worker = await started(SqliteStorage(tmp_path / "s.db"))
+    watcher = await started(SqliteStorage(tmp_path / "s.db"), retain_finished=3)
+    try:
+        held = Work(hold="A")
+        worker.add_handler("work", held)
+        running = await worker.execute_workflow(chain("A", "B"))
+        await until(lambda: held.calls["A"] == 1)
+        await watcher.follow(running, interval=0.02)
+        ids = []
+        for _ in range(12):
+            worker.add_handler("work", Work())
+            iid = (await worker.run(chain("A", "B"))).instance_id
+            ids.append(iid)
+            assert (await watcher.follow(iid)).succeeded
+            assert len(watcher.instances()) <= 4
+        assert watcher.instances() == [running, *ids[-3:]]
+        assert set(watcher.history.instances) == {running, *ids[-3:]}
+        with pytest.raises(InstanceNotFoundError):
+            watcher.snapshot(ids[0])
+        assert (await watcher.wait(ids[0])).succeeded  # still readable from storage
+        held.gate.set()
+        assert (await watcher.wait(running, timeout=30)).succeeded
+        # It finished last: kept, and the oldest other one goes (follow order stays).
+        assert watcher.instances() == [running, *ids[-2:]]
+        watcher.forget(ids[-1])
+        assert watcher.instances() == [running, ids[-2]]
+    finally:
+        await watcher.stop()
+        await worker.stop()
+
+
 async def stored_keys(storage, iid):
     return [k for k in await storage.keys() if iid in k]
 

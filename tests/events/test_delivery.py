@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from lion_nb.errors import AckError, SubscriberFullError
-from lion_nb.patterns import Event, EventAck, RetryBackoff
+from lion_nb.model import RetryPolicy
+from lion_nb.patterns import Event, EventAck
 
 from events.helpers import drain, make_broker
 
@@ -69,7 +70,7 @@ async def test_failure_ack_redelivers_with_explicit_delay_and_keeps_the_error():
 
 async def test_backoff_grows_between_redeliveries():
     broker, clock = make_broker(ack_timeout=1000, max_deliveries=10,
-                                backoff=RetryBackoff(initial=1, multiplier=2, maximum=5))
+                                backoff=RetryPolicy(backoff=1, multiplier=2, max_backoff=5))
     rx, ack = await broker.subscribe("t", "s")
     await broker.publish(Event("t", 1))
     waits = []
@@ -89,7 +90,7 @@ async def test_backoff_grows_between_redeliveries():
 
 
 async def test_no_ack_timeout_uses_backoff_too():
-    broker, clock = make_broker(ack_timeout=10, backoff=RetryBackoff(initial=3))
+    broker, clock = make_broker(ack_timeout=10, backoff=RetryPolicy(backoff=3))
     rx, _ = await broker.subscribe("t", "s")
     await broker.publish(Event("t", 1))
     await rx.recv()
@@ -136,7 +137,7 @@ async def test_a_repeated_success_ack_is_accepted_and_changes_nothing():
 
 
 async def test_ack_while_waiting_for_redelivery_is_rejected():
-    broker, clock = make_broker(ack_timeout=10, backoff=RetryBackoff(initial=60))
+    broker, clock = make_broker(ack_timeout=10, backoff=RetryPolicy(backoff=60))
     rx, ack = await broker.subscribe("t", "s")
     await broker.publish(Event("t", 1))
     d = await rx.recv()

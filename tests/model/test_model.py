@@ -198,3 +198,22 @@ def test_nodes_and_edges_are_immutable():
     a = Node("a")
     with pytest.raises(AttributeError):
         a.name = "b"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("options,field", [
+    ({"requires": 3}, "requires"), ({"resources": 3}, "resources"),
+    ({"resources": ["gpu", 1]}, "resources"), ({"config": 3}, "config"),
+    ({"handler": 3}, "handler"), ({"handler": ""}, "handler"), ({"retry": "x"}, "retry"),
+    ({"timeout": True}, "timeout"), ({"deadline": False}, "deadline"),
+])
+def test_node_options_of_the_wrong_type_are_definition_errors_naming_node_and_field(options,
+                                                                                    field):
+    with pytest.raises(DefinitionError) as info:
+        Node("load", **options)
+    assert info.value.node == "load" and info.value.field == field
+    assert "'load'" in str(info.value)
+
+
+def test_one_resource_may_be_given_as_a_string():
+    assert Node("train", resources="gpu").resources == ("gpu",)
+    assert Node("train", resources=["gpu", "ssd"]).resources == ("gpu", "ssd")

@@ -335,3 +335,83 @@ def test_plain_and_optioned_steps_mixed_build_the_same_definition_as_the_builder
     with pytest.raises(LionError):  # a refused step after plain ones leaves them whole
         flow.step(lambda ctx: 7, name="g", after=["f", "nope"], retries=1)
     assert len(flow.definition) == 6 and list(flow.steps)[-1] == "f"
+
+
+# --- arguments a step, a Flow or a run does not take (tidy5, issue 13/18) ---------------------
+
+def _extract(ctx):
+    return 1
+
+
+@pytest.mark.parametrize("options,argument,hint", [
+    ({"id": "x"}, "id", "name="),
+    ({"depends_on": "a"}, "depends_on", "after="),
+    ({"retires": 2}, "retires", "retries="),
+    ({"timout": 5}, "timout", "timeout="),
+    ({"zzz": 1}, "zzz", None),
+])
+def test_an_unknown_step_keyword_is_a_lion_error_naming_step_and_argument(options, argument,
+                                                                          hint):
+    from lion_nb.errors import UnknownArgumentError
+
+    flow = Flow("kw")
+    for declare in (lambda: flow.step(_extract, **options),
+                    lambda: flow.step(**options)(_extract)):
+        with pytest.raises(UnknownArgumentError) as info:
+            declare()
+        err = info.value
+        assert isinstance(err, DefinitionError) and isinstance(err, TypeError)
+        assert err.step == "_extract" and err.argument == argument
+        assert "_extract" in str(err) and f"{argument}=" in str(err)
+        assert (hint in str(err)) if hint else "did you mean" not in str(err)
+        assert "Node.__new__" not in str(err)
+    assert list(flow.steps) == []
+
+
+@pytest.mark.parametrize("options,field", [
+    ({"after": 3}, "after"), ({"after": [None]}, "after"),
+    ({"retries": "2"}, "retries"), ({"retries": -1}, "retries"), ({"retries": 2.5}, "retries"),
+    ({"retry": "x"}, "retry"), ({"timeout": "5"}, "timeout"), ({"timeout": True}, "timeout"),
+    ({"requires": 3}, "requires"), ({"resources": 3}, "resources"),
+    ({"config": 3}, "config"), ({"handler": 3}, "handler"),
+])
+def test_a_wrongly_typed_step_option_is_a_definition_error_naming_the_step(options, field):
+    flow = Flow("types")
+    flow.step(lambda ctx: 0, name="a")
+    with pytest.raises(DefinitionError) as info:
+        flow.step(_extract, **options)
+    assert getattr(info.value, "field", None) == field
+    assert "'_extract'" in str(info.value)
+    assert list(flow.steps) == ["a"]
+
+
+def test_retries_and_retry_together_are_refused():
+    from lion_nb.errors import UnknownArgumentError
+
+    with pytest.raises(UnknownArgumentError, match="not both"):
+        Flow("both").step(_extract, retries=2, retry=3)
+
+
+def test_flow_settings_of_the_wrong_type_are_config_errors():
+    from lion_nb.errors import ConfigError
+
+    for kwargs, field in (({"executor": 3}, "executor"), ({"config": {"a": 1}}, "config")):
+        with pytest.raises(ConfigError) as info:
+            Flow("settings", **kwargs)
+        assert info.value.field == field
+
+
+@pytest.mark.parametrize("kwargs,error,culprit", [
+    ({"rerunn": ["a"]}, "UnknownArgumentError", "rerun="),
+    ({"inputs": 3}, "ConfigError", "inputs"),
+    ({"rerun": 3}, "DefinitionError", "rerun"),
+    ({"start_from": 3}, "DefinitionError", "start_from"),
+])
+def test_bad_run_arguments_are_lion_errors(kwargs, error, culprit):
+    import lion_nb.errors as errors
+
+    flow = Flow("runs")
+    flow.step(_extract)
+    with pytest.raises(getattr(errors, error)) as info:
+        flow.run_sync(**kwargs)
+    assert culprit in str(info.value)

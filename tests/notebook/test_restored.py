@@ -9,6 +9,7 @@ failure stays a failure, marked restored.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -130,3 +131,44 @@ async def test_tables_mark_restored_rows_with_their_committed_state(resumed):
     assert rows.loc["load", "state"] == "succeeded"  # ran here
     inst = instances_frame(ex).set_index("instance_id")
     assert inst.loc[IID, "restored"] == 2 and inst.loc[IID, "failed_nodes"] == 1
+
+
+async def test_an_instance_followed_from_storage_shows_what_the_resuming_executor_shows(
+        resumed, tmp_path):
+    # Another executor on the same storage, following the instance after the resume
+    # (follow) or only reading its end (wait): the same restored nodes, rows and view.
+    ex, view, result = resumed
+    storage = SqliteStorage(tmp_path / "state.db")
+    watcher = WorkflowExecutor(state_manager=StateMachineManager(storage))
+    await watcher.start()
+    try:
+        followed_view = RunView(watcher, picture=False)
+        followed = await watcher.follow(IID, interval=0.02)
+        for _ in range(500):  # the final flush closes the view
+            if followed_view.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert followed.restored == result.restored == {"extract", "audit"}
+        assert "failed before the restart" in str(followed.exceptions["audit"])
+        assert followed_view.states == view.states
+        assert "restored 1" in followed_view.stats.value
+
+        def restored_rows(source):
+            rows = attempts_frame(source)
+            rows = rows[rows["state"].astype(str) == "restored"].set_index("node").sort_index()
+            return rows[["state", "reason", "reason_detail", "error"]].astype(str)
+
+        assert restored_rows(watcher).equals(restored_rows(ex))
+        columns = ["state", "nodes", "restored", "failed_nodes"]
+        mine = instances_frame(ex).set_index("instance_id").loc[IID, columns]
+        theirs = instances_frame(watcher).set_index("instance_id").loc[IID, columns]
+        assert list(theirs) == list(mine)
+    finally:
+        await watcher.stop()
+    reader = WorkflowExecutor(state_manager=StateMachineManager(storage))
+    await reader.start()
+    try:
+        assert (await reader.wait(IID, timeout=10)).restored == result.restored
+    finally:
+        await reader.stop()
+        await storage.close()
