@@ -21,7 +21,7 @@ from ._channel import CommandChannel, Waiter
 from ._command import Attempt, SagaCommand, command_id, describe, timed_out
 from ._config import SagaManagerConfig
 from ._handler import Handler, run_with_timeout
-from ._instance import COMPENSATE, FORWARD, SagaInstance, StepState
+from ._instance import COMPENSATE, FORWARD, SagaInstance
 from ._log import SagaLog, check_result
 from ._security import step_tokens
 from ._status import SagaStatus, StepStatus
@@ -32,12 +32,6 @@ __all__ = ["SagaRun"]
 # Members as globals (see _instance): the loop reads them on every stage.
 _RUNNING, _COMPENSATING = SagaStatus.RUNNING, SagaStatus.COMPENSATING
 _DONE = (StepStatus.SUCCEEDED, StepStatus.FAILED)     # a forward step with an outcome
-
-
-def next_attempt(st: StepState, fwd: bool) -> int:
-    """The attempt to run: resumed mid-attempt, the same one (same command id); else the next."""
-    done = st.attempts if fwd else st.comp_attempts
-    return done if st.inflight else done + 1
 
 
 class SagaRun:
@@ -85,7 +79,9 @@ class SagaRun:
             todo = []
         out = []
         for step, fwd in todo:
-            attempt = next_attempt(inst.steps[step.id], fwd)
+            st = inst.steps[step.id]
+            done = st.attempts if fwd else st.comp_attempts
+            attempt = done if st.inflight else done + 1     # as _run_step picks it
             out.append((command_id(inst.id, not fwd, step.id, attempt), step.service, attempt))
         return out
 
@@ -129,12 +125,11 @@ class SagaRun:
             self._on_rest(inst, None)
 
     async def _abort(self) -> None:
-        """Aborted while running: settle the steps in flight, then turn to compensating.
+        """Aborted while running: learn the outcome of each step in flight, then compensate.
 
-        Steps are in flight under an abort only after a crash (otherwise their
-        outcomes settle the stage): each one's outcome is learnt first, under its
-        same command id, so a step that did its work is undone and the saga never
-        claims "compensated" over a step left running.
+        Steps are in flight under an abort only after a crash (otherwise their outcomes
+        settle the stage); each is run again under its same command id, so a step that
+        did its work is undone and the saga never claims "compensated" over one running.
         """
         inst = self.inst
         inflight = inst.inflight_steps()
@@ -166,7 +161,8 @@ class SagaRun:
             timeout = step.timeout or cfg.compensation_timeout
             backoff = cfg.compensation_backoff
             done = st.comp_attempts
-        attempt = done if st.inflight else done + 1   # next_attempt, on the hot path
+        # Resumed mid-attempt: the same attempt again (same command id); else the next one.
+        attempt = done if st.inflight else done + 1
         if not st.inflight:
             log.record(inst, {"k": "start", "s": step.id, "p": phase, "a": attempt,
                               "t": clock.time()})
