@@ -66,12 +66,13 @@ class SagaManager:
         self._config = config = config or SagaManagerConfig()
         self._clock = clock
         self._observe = observe
-        self._ledger = SagaLedger(config.history_limit, observe)
-        self._log = SagaLog(storage, config.name, self._ledger)
+        self._ledger = ledger = SagaLedger(config.history_limit, observe)
+        self._log = SagaLog(storage, config.name, ledger)
         self._key = key or SagaKey.from_env() or SagaKey.generate()
         self._channel = None if broker is None else CommandChannel(
             broker, config.name, clock, self._key, count=self._ledger.count,
-            noted=lambda why: self._ledger.rejected(clock.time(), why))
+            # The callback holds the ledger, not the manager: no reference cycle through it.
+            noted=lambda why: ledger.rejected(clock.time(), why))
         self._definitions: dict[str, SagaDefinition] = {}
         self._instances: dict[str, SagaInstance] = {}
         self._local: dict[str, Handler] = {}
