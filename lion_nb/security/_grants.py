@@ -246,7 +246,7 @@ class GrantSet:
                     ) -> None:
             try:
                 expires, allowed = fast[requirements]
-                if now < expires:  # TypeError for a missing stamp: read the clock then
+                if now < expires:  # type: ignore[operator]  # None: TypeError, read the clock
                     keep((now, node, allowed))
                     return
             except (KeyError, TypeError):
@@ -264,7 +264,7 @@ class GrantSet:
         if self._log.check_listeners:
             return  # they hear every allowed check: check_all tells them
         try:
-            entry = self._nodes.get(requirements)  # type: ignore[call-overload]
+            entry = self._nodes.get(requirements)
             if entry is None:
                 return
             if len(self._fast) >= _MAX_HITS:
