@@ -448,8 +448,9 @@ class InstanceRun:
         queued = self.queued_at[i] + offset
         started = dispatched + offset  # the scheduler's dispatch stamp, on the wall clock
         if node.requires:  # checked before dispatch: a denied node never runs
+            gate = self.gate  # a local: ``self.gate(...)`` is a method lookup that misses
             try:
-                self.gate(node.requires, node.name, started)
+                gate(node.requires, node.name, started)
             except SecurityError as exc:
                 self.times[i] = (queued, None)
                 await self._denied(i, node, exc)

@@ -112,7 +112,8 @@ class AuditLog:
     decision it reports.
     """
 
-    __slots__ = ("_records", "listeners", "check_listeners", "limit", "append", "keep_allowed")
+    __slots__ = ("_records", "listeners", "check_listeners", "limit", "append", "keep_allowed",
+                 "on_change")
 
     def __init__(self, limit: int | None = 100_000) -> None:
         # Room for ``limit`` allowed checks of three items each (see keep_allowed);
@@ -139,6 +140,9 @@ class AuditLog:
         a check in a worker thread cannot land between them. Expanded into an
         AuditRecord when the records are read.
         """
+        self.on_change: Callable[[], None] | None = None
+        """Called after the listeners change: holders of remembered decisions that skip the
+        listener test per check (the dispatch gate) drop them then."""
 
     def record(self, rec: AuditRecord) -> None:
         """Keep ``rec`` and hand it to every listener."""
@@ -174,12 +178,18 @@ class AuditLog:
         self.listeners = self.listeners + (callback,)
         if allowed_checks:
             self.check_listeners = self.check_listeners + (callback,)
+            self._changed()
         return lambda: self.remove_listener(callback)
 
     def remove_listener(self, callback: AuditListener) -> None:
         """Stop calling ``callback`` (idempotent)."""
         self.listeners = tuple(cb for cb in self.listeners if cb is not callback)
         self.check_listeners = tuple(cb for cb in self.check_listeners if cb is not callback)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def records(self) -> list[AuditRecord]:
         """A snapshot list of the kept records, oldest first."""

@@ -21,6 +21,7 @@ import json
 import math
 import secrets
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,6 +64,10 @@ class Authority:
         for action in actions:
             register_action(action)
         self._log = AuditLog(audit_limit)
+        # Grant sets whose dispatch gates remember decisions without testing the epoch
+        # or the listeners per dispatch: told at once when either changes (held weakly).
+        self._watchers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._log.on_change = self._forget_decisions
         self._revoked: set[str] = set()
         self.revocation_epoch = 0
         """A counter every revocation bumps (holders of verified tokens compare it).
@@ -200,7 +205,19 @@ class Authority:
         with self._lock:
             self._revoked.add(tid)
             self.revocation_epoch += 1
+        self._forget_decisions()  # before it returns: the next dispatch is checked afresh
         self._audit("revoke", token_id=tid)
+
+    def watch(self, grants: GrantSet) -> None:
+        """Call ``grants.forget()`` at every revocation and audit-listener change (weakly)."""
+        with self._lock:
+            self._watchers.add(grants)
+
+    def _forget_decisions(self) -> None:
+        with self._lock:  # a copy: grant sets come and go in other threads
+            watchers = list(self._watchers)
+        for grants in watchers:
+            grants.forget()
 
     def is_revoked(self, token: str | Token) -> bool:
         """True if ``token`` (an id or a Token, checking its whole chain) is revoked."""

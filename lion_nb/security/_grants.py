@@ -31,7 +31,6 @@ from lion_nb.security._token import Token, is_descendant
 __all__ = ["GrantIssuer", "GrantSet"]
 
 _MAX_HITS = 4096
-_MISS = (-math.inf, ())  # what gate() finds for requirements it has not decided yet
 
 
 _new_record = tuple.__new__  # builds an AuditRecord without the Python-level __new__ frame
@@ -68,6 +67,10 @@ class GrantIssuer(Protocol):
         """``token`` bound to ``instance_id`` (audited as a grant)."""
         ...
 
+    def watch(self, grants: "GrantSet") -> None:
+        """Call ``grants.forget()`` at every revocation and audit-listener change."""
+        ...
+
 
 class _Grant(NamedTuple):
     token: Token
@@ -89,7 +92,8 @@ class GrantSet:
     """Tokens granted to one instance; made by ``Authority.grant``, not directly."""
 
     __slots__ = ("_issuer", "_log", "_append", "_keep", "_clock", "_time", "instance_id",
-                 "holder", "_grants", "_lost", "_hits", "_nodes", "_narrowed", "_epoch")
+                 "holder", "_grants", "_lost", "_hits", "_nodes", "_narrowed", "_epoch",
+                 "_fast", "_forgotten", "__weakref__")
 
     def __init__(self, issuer: GrantIssuer, instance_id: str, tokens: Iterable[Token], *,
                  holder: str | None = None) -> None:
@@ -126,6 +130,12 @@ class GrantSet:
         self._nodes: dict[object, tuple[float, Template | tuple[Template, ...]]] = {}
         # narrow()'s results, reused while fresh: narrowing costs a MAC per token.
         self._narrowed: dict[object, tuple[float, GrantSet]] = {}
+        # The gates' remembered decisions, same shape as _nodes, kept only while no
+        # listener wants allowed checks; the issuer empties it at once on any revocation
+        # or listener change (forget), so a gate tests neither per dispatch.
+        self._fast: dict[object, tuple[float, Template | tuple[Template, ...]]] = {}
+        self._forgotten = 0  # bumped by forget(): a decision taken across it is not kept
+        issuer.watch(self)
 
     # --- checks -------------------------------------------------------------
 
@@ -179,45 +189,91 @@ class GrantSet:
              clock: Clock | None = None) -> Callable[..., None]:
         """The executor's dispatch check: ``gate(node.requires, node.name[, now])``, or raise.
 
-        :meth:`check_all` in one call frame: a remembered, unexpired decision
-        taken while nothing was revoked is answered and audited here; anything
-        else goes through ``check_all``. Whatever else fails in the check (a
-        hostile requirement tripping over anything) is turned into an audited
-        CapabilityDeniedError naming the node, so no input can kill a worker.
+        :meth:`check_all`, answered in one frame for a remembered decision: a tuple of
+        requirements that passed is answered by one lookup and one expiry compare, and
+        audited, until a token involved expires, anything is revoked or an audit
+        listener that hears allowed checks comes or goes (the issuer then makes this set
+        :meth:`forget`, before ``revoke`` returns). Anything else goes through
+        ``check_all``. Whatever else fails in the check (a hostile requirement tripping
+        over anything) is turned into an audited CapabilityDeniedError naming the node,
+        so no input can kill a worker.
 
-        ``now``: the caller's reading of ``clock.time()`` at dispatch, used for
-        the expiry compare and the audit time when ``clock`` is this set's own
-        clock (the executor's dispatch stamp: no second clock read per node);
-        otherwise, or when not given, the check reads its own clock.
+        ``now``: the caller's reading of ``clock.time()`` at dispatch, used for the
+        expiry compare and the audit time when ``clock`` is this set's own clock (the
+        executor's dispatch stamp: no second clock read per node); otherwise, or when
+        not given, the check reads its own clock. ``forward`` receives each allow
+        record (then every dispatch takes the ``check_all`` path).
         """
-        # Bound once: this runs at every node dispatch, where each attribute
-        # lookup costs about as much as the lookup that decides.
-        issuer, nodes, keep, time, log = (self._issuer, self._nodes, self._keep, self._time,
-                                          self._log)
-        tell = self._tell
-        # A stamp from another clock (a FakeClock executor, a real authority) is ignored.
-        stamped = clock is not None and clock is self._clock
+        check_all, failed, remember = self.check_all, self._failed, self._remember
+        # Bound once: this runs at every node dispatch, where each attribute lookup
+        # costs about as much as the lookup that decides.
+        fast, keep, time = self._fast, self._keep, self._time
 
-        def gate(requirements: tuple[str, ...], node: str, now: float | None = None) -> None:
+        def checked(requirements: tuple[str, ...], node: str, now: float | None) -> None:
             try:
-                if self._epoch == issuer.revocation_epoch:
-                    try:
-                        entry = nodes.get(requirements, _MISS)
-                    except TypeError:  # unhashable: check_all answers it every time
-                        entry = _MISS
-                    if now is None or not stamped:
-                        now = time()
-                    if now < entry[0]:  # remembered, and no token involved expired
-                        keep((now, node, entry[1]))
-                        if log.check_listeners or forward:
-                            tell(entry[1], now, node, forward)
-                        return
-                self.check_all(requirements, node=node, forward=forward)
+                forgotten = self._forgotten  # read first: a racing forget() wins
+                check_all(requirements, node=node, forward=forward)
+                if forward is None:
+                    remember(requirements, forgotten)
             except SecurityError:
                 raise
             except Exception as exc:
-                raise self._failed(requirements, node, exc) from exc
-        return gate
+                raise failed(requirements, node, exc) from exc
+
+        if forward is not None:
+            def gate(requirements: tuple[str, ...], node: str, now: float | None = None
+                     ) -> None:
+                checked(requirements, node, now)
+            return gate
+
+        def unstamped(requirements: tuple[str, ...], node: str, now: float | None = None
+                      ) -> None:
+            now = time()
+            try:
+                expires, allowed = fast[requirements]
+                if now < expires:  # remembered, and no token involved expired
+                    keep((now, node, allowed))
+                    return
+            except (KeyError, TypeError):  # not remembered, or unhashable
+                pass
+            checked(requirements, node, now)
+
+        # A stamp from another clock (a FakeClock executor, a real authority) is ignored.
+        if clock is None or clock is not self._clock:
+            return unstamped
+
+        def stamped(requirements: tuple[str, ...], node: str, now: float | None = None
+                    ) -> None:
+            try:
+                expires, allowed = fast[requirements]
+                if now < expires:  # type: ignore[operator]  # None: TypeError, read the clock
+                    keep((now, node, allowed))
+                    return
+            except (KeyError, TypeError):
+                pass
+            unstamped(requirements, node)
+        return stamped
+
+    def forget(self) -> None:
+        """Drop the gates' remembered decisions (the issuer calls it; see :meth:`gate`)."""
+        self._forgotten += 1
+        self._fast.clear()
+
+    def _remember(self, requirements: object, forgotten: int) -> None:
+        """Let the gates answer ``requirements`` alone, if nothing changed since ``forgotten``."""
+        if self._log.check_listeners:
+            return  # they hear every allowed check: check_all tells them
+        try:
+            entry = self._nodes.get(requirements)
+            if entry is None:
+                return
+            if len(self._fast) >= _MAX_HITS:
+                self._fast.clear()
+            self._fast[requirements] = entry
+        except TypeError:  # unhashable: answered by check_all every time
+            return
+        if self._forgotten != forgotten:  # a revocation or listener change raced with it
+            self._fast.clear()
 
     def _tell(self, allowed: Template | tuple[Template, ...], now: float, node: str | None,
               forward: Callable[[AuditRecord], None] | None) -> None:
@@ -354,6 +410,7 @@ class GrantSet:
         self._hits.clear()
         self._nodes.clear()
         self._narrowed.clear()
+        self._fast.clear()
         self._epoch = epoch
 
     # --- narrowing ----------------------------------------------------------

@@ -211,8 +211,21 @@ class Token:
     def _extend(self, caveat: dict[str, Any]) -> "Token":
         raw = _canonical(caveat)
         block, proof = append_block(self.scheme, self._proof, raw)
-        return _decode(self.scheme, self._blocks + (block,), proof, self._clock,
-                       self._on_attenuate)
+        # Only the new block is decoded: this token's own were checked when it was made
+        # (every token is built by _decode or here), and a grant per run pays for it.
+        try:
+            n = len(self._blocks)
+            cav = _load(block_payload(self.scheme, block), f"caveat {n}")
+            chain, cap, expires_at, instance, run = _step(
+                list(self.chain), self.capability, self.expires_at, self.instance_id,
+                self.run_id, cav, n)
+        except TokenError:
+            raise
+        except _MALFORMED as exc:
+            raise _malformed(exc) from None
+        return Token(chain[-1], tuple(chain), cap, self.issued_at, expires_at, self.holder,
+                     instance, self.key_id, run, self.scheme, self._blocks + (block,),
+                     self._caveats + (cav,), proof, self._clock, self._on_attenuate)
 
     def bind(self, instance_id: str, mark: MarkFn, *, run_id: str | None = None) -> "Token":
         """Bind to ``instance_id`` (and ``run_id``) with the root key's ``mark``.
@@ -381,11 +394,17 @@ def _decode(prefix: str, blocks: tuple[bytes, ...], proof: bytes, clock: Clock,
         return _decode_checked(prefix, blocks, proof, clock, on_attenuate)
     except TokenError:
         raise
-    except (LionError, ValueError, TypeError, OverflowError, RecursionError, KeyError,
-            AttributeError) as exc:
-        # Whatever a hostile token trips over, the caller sees one kind of error.
-        raise TokenError(f"token is malformed ({type(exc).__name__}: {str(exc)[:120]})") \
-            from None
+    except _MALFORMED as exc:
+        raise _malformed(exc) from None
+
+
+# Whatever a hostile token trips over, the caller sees one kind of error.
+_MALFORMED = (LionError, ValueError, TypeError, OverflowError, RecursionError, KeyError,
+              AttributeError)
+
+
+def _malformed(exc: BaseException) -> TokenError:
+    return TokenError(f"token is malformed ({type(exc).__name__}: {str(exc)[:120]})")
 
 
 def _decode_checked(prefix: str, blocks: tuple[bytes, ...], proof: bytes, clock: Clock,
@@ -417,24 +436,32 @@ def _decode_checked(prefix: str, blocks: tuple[bytes, ...], proof: bytes, clock:
     caveats = []
     for n, block in enumerate(blocks[1:], 1):
         cav = _load(block_payload(prefix, block), f"caveat {n}")
-        tid = _token_id(cav, f"caveat {n}")
-        if tid in chain:
-            raise TokenError(f"token caveat {n} repeats id {tid!r}", token_id=tid)
-        chain.append(tid)
-        if "inst" in cav:
-            new = _binding(cav, n)
-            if instance is not None and not is_descendant(new, instance):
-                raise TokenError(f"token caveat {n} re-binds {instance[:60]!r} to an unrelated "
-                                 f"instance {new[:60]!r}", token_id=tid)
-            if run is not None and new == instance and cav.get("run") != run:
-                raise TokenError(f"token caveat {n} moves a run-bound token to another run",
-                                 token_id=tid)
-            instance, run = new, cav.get("run")
-        else:
-            cap, expires_at = _apply_caveat(cap, expires_at, cav, n)
+        chain, cap, expires_at, instance, run = _step(chain, cap, expires_at, instance, run,
+                                                      cav, n)
         caveats.append(cav)
     return Token(chain[-1], tuple(chain), cap, issued_at, expires_at, holder, instance, kid,
                  run, prefix, blocks, tuple(caveats), proof, clock, on_attenuate)
+
+
+def _step(chain: list[str], cap: Capability, expires_at: float | None, instance: str | None,
+          run: str | None, cav: Mapping[str, Any], n: int
+          ) -> tuple[list[str], Capability, float | None, str | None, str | None]:
+    """The token after caveat ``n`` (``chain`` is extended in place), or TokenError."""
+    tid = _token_id(cav, f"caveat {n}")
+    if tid in chain:
+        raise TokenError(f"token caveat {n} repeats id {tid!r}", token_id=tid)
+    chain.append(tid)
+    if "inst" in cav:
+        new = _binding(cav, n)
+        if instance is not None and not is_descendant(new, instance):
+            raise TokenError(f"token caveat {n} re-binds {instance[:60]!r} to an unrelated "
+                             f"instance {new[:60]!r}", token_id=tid)
+        if run is not None and new == instance and cav.get("run") != run:
+            raise TokenError(f"token caveat {n} moves a run-bound token to another run",
+                             token_id=tid)
+        return chain, cap, expires_at, new, cav.get("run")
+    cap, expires_at = _apply_caveat(cap, expires_at, cav, n)
+    return chain, cap, expires_at, instance, run
 
 
 def _apply_caveat(cap: Capability, expires_at: float | None, cav: Mapping[str, Any],

@@ -242,3 +242,124 @@ async def test_expiry_and_revocation_stop_the_next_dispatch_on_the_executors_sta
         assert "revoked" in _checks(authority, "deny")[-1].reason
     finally:
         await ex.stop()
+
+
+# --- remembered decisions are dropped by pushes, not by per-dispatch tests (sec5) -------------
+
+def test_a_listener_added_between_dispatches_hears_the_next_allowed_check(authority, grants):
+    gate = grants.gate()
+    reqs = ("db:read:orders/1",)
+    gate(reqs, "warm")
+    gate(reqs, "remembered")  # answered from the gate's memory
+    heard = []
+    remove = authority.audit_log.add_listener(heard.append)  # straight on the log, too
+    gate(reqs, "A")
+    assert [(r.node, r.decision) for r in heard] == [("A", "allow")]
+    remove()
+    gate(reqs, "B")
+    assert [r.node for r in heard] == ["A"]
+    assert [r.node for r in _checks(authority, "allow")] == ["warm", "remembered", "A", "B"]
+
+
+def test_a_denials_only_listener_keeps_the_fast_path_and_hears_denials(authority, grants):
+    heard = []
+    authority.add_listener(heard.append, allowed_checks=False)
+    gate = grants.gate()
+    for node in ("A", "B"):
+        gate(("db:read:orders/1",), node)
+    with pytest.raises(CapabilityDeniedError):
+        gate(("db:delete:orders/1",), "C")
+    assert [(r.node, r.decision) for r in heard if r.action == "check"] == [("C", "deny")]
+
+
+def test_a_revocation_racing_with_a_first_decision_is_not_remembered(authority, grants,
+                                                                      monkeypatch):
+    from lion_nb.security import GrantSet
+    calls = []
+    original = GrantSet.check_all
+
+    def racing(self, requirements, *, node, forward=None):
+        calls.append(node)
+        original(self, requirements, node=node, forward=forward)
+        self.forget()  # what a revocation in another thread does, mid-decision
+
+    monkeypatch.setattr(GrantSet, "check_all", racing)
+    gate = grants.gate()
+    gate(("db:read:orders/1",), "A")
+    gate(("db:read:orders/1",), "B")
+    assert calls == ["A", "B"]  # B was decided afresh, not answered from memory
+
+
+def test_a_hand_built_grant_set_is_told_of_revocations(authority, grants):
+    from lion_nb.security import GrantSet
+    again = GrantSet(authority, "inst-1", grants.tokens)
+    gate = again.gate()
+    gate(("mail:publish",), "Send")
+    authority.revoke(grants.tokens[-1].token_id)
+    with pytest.raises(CapabilityDeniedError, match="revoked"):
+        gate(("mail:publish",), "Send")
+
+
+def test_the_authority_holds_grant_sets_weakly(authority):
+    import gc
+    import weakref
+    token = authority.mint("db:read")
+    grants = authority.grant([token], instance_id="gone")
+    grants.gate()(("db:read",), "A")
+    ref = weakref.ref(grants)
+    del grants
+    gc.collect()
+    assert ref() is None
+    authority.revoke(token.token_id)  # telling nobody is fine
+
+
+@pytest.mark.parametrize("how", ["bind", "attenuate", "both"])
+def test_a_derived_token_reads_exactly_like_its_verified_string(authority, how):
+    token = authority.mint(Capability("db", {"read", "write"}, scope="orders/*"),
+                           expires_in=100, holder="svc")
+    if how in ("attenuate", "both"):
+        token = token.attenuate(actions={"read"}, scope="orders/7", expires_in=50)
+    if how in ("bind", "both"):
+        token = authority.bind(token, "inst-9", run_id="run-1")
+    again = authority.verify(token.serialize())
+    fresh = Authority(b"d" * 32, clock=authority.clock).verify(token.serialize())
+    for field in ("token_id", "chain", "capability", "issued_at", "expires_at", "holder",
+                  "instance_id", "run_id", "key_id", "scheme"):
+        assert getattr(token, field) == getattr(again, field) == getattr(fresh, field), field
+
+
+async def test_the_audit_read_during_a_run_sees_its_checks_so_far_and_runs_keep_order():
+    import asyncio
+    authority = Authority(b"o" * 32)
+    ex = WorkflowExecutor(config=ExecutorConfig(authority=authority))
+    seen = {}
+
+    async def step(ctx):
+        seen[ctx.node_name] = [r.node for r in authority.audit()
+                               if r.action == "check" and r.instance_id.startswith(ctx.instance_id)]
+        await asyncio.sleep(0)  # let the other run interleave
+        return None
+
+    ex.add_handler("step", step)
+    await ex.start()
+    try:
+        def chain(prefix):
+            nodes = [Node(f"{prefix}{k}", handler="step", requires=["db:read"]) for k in range(4)]
+            b = WorkflowBuilder(prefix).add_nodes(*nodes)
+            for a, c in zip(nodes, nodes[1:]):
+                b.connect(a, c)
+            return b.build()
+
+        token = authority.mint("db:read")
+        first, second = await asyncio.gather(
+            ex.run(chain("a"), grants=[token], instance_id="run-a"),
+            ex.run(chain("b"), grants=[token], instance_id="run-b"))
+        assert first.succeeded and second.succeeded
+        assert seen["a2"] == ["a0", "a1", "a2"] and seen["b3"] == ["b0", "b1", "b2", "b3"]
+        checks = [r for r in authority.audit() if r.action == "check"]
+        for prefix in "ab":
+            assert [r.node for r in checks if r.node.startswith(prefix)] == [
+                f"{prefix}{k}" for k in range(4)]
+        assert [r.time for r in checks] == sorted(r.time for r in checks)
+    finally:
+        await ex.stop()
