@@ -260,14 +260,12 @@ async def read_instance(storage: Storage, instance_id: str) -> StoredInstance | 
         return None
     doc = await storage.get(definition_key(iid))
     prefix = node_prefix(iid)
+    # Not a key of another instance whose id extends this one's: digits only.
+    keys = [k for k in await storage.keys(prefix) if k[len(prefix):].isdigit()]
     nodes: dict[int, dict[str, Any]] = {}
-    for key in await storage.keys(prefix):
-        tail = key[len(prefix):]
-        if not tail.isdigit():
-            continue  # a key of another instance whose id extends this one's
-        rec = await storage.get(key)
-        if rec is not None:
-            nodes[int(tail)] = rec
+    for key, rec in zip(keys, await storage.get_many(keys)):  # one call, not one per record
+        if rec is not None:  # deleted since keys() listed it
+            nodes[int(key[len(prefix):])] = rec
     verify_sequence(iid, header, nodes)
     return StoredInstance(iid, header, None if doc is None else doc.get("document"), nodes)
 

@@ -457,7 +457,9 @@ class InstanceRun:
         codes[i] = _C_RUNNING  # from QUEUED (checked above): a legal move
         attempt = self.attempts[i] = self.attempts[i] + 1
         if self.store is not None:
-            if self.max_crashes:
+            # Usually the commit that released it carried its start record: no call then.
+            if self.max_crashes and (self.announced.pop(i, 0) != attempt
+                                     or self.crashes.get(i, 0) >= self.max_crashes):
                 self.times[i] = (queued, None)
                 if not await self._announce(i, node, attempt):
                     return

@@ -97,7 +97,7 @@ class InstanceStore:
         # Done when the queue is written: the flushing task, or a future while a lone
         # commit writes on its caller's task.
         self._flusher: asyncio.Future[Any] | None = None
-        # The commit sequence (see durable.py): last number written, node indices with
+        # The commit sequence (see _durable.py): last number written, node indices with
         # a record and their sum, and the newest record (re-stamped by ``end``).
         self._seq = 0
         self._present: set[int] = set()
@@ -369,9 +369,9 @@ class InstanceStore:
         for key in (header_key(iid), definition_key(iid)):
             self._check_mac(key, await storage.get(key))
         prefix = node_prefix(iid)
-        for key in await storage.keys(prefix):
-            rec = await storage.get(key)
-            if rec is not None and key[len(prefix):].isdigit():  # not a longer id's record
+        keys = [k for k in await storage.keys(prefix) if k[len(prefix):].isdigit()]
+        for key, rec in zip(keys, await storage.get_many(keys)):  # not a longer id's records
+            if rec is not None:
                 self._check_mac(key, rec)
 
     def _sealed(self, items: list[tuple[str, dict[str, Any]]]
