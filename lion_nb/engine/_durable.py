@@ -44,13 +44,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import StorageCorruptError
-from ..state import InstanceState, NodeState, Storage
+from ..state import InstanceState, NodeState, Storage, canonical_json
+from ..state._records import EncodedRecord
 
 __all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "from_ranges", "header_key",
            "lease_key",
            "new_header", "new_owner_id", "node_key", "node_prefix", "node_record",
            "owner_is_dead", "read_instance", "start_record", "started_nodes", "to_ranges",
-           "verify_sequence"]
+           "verify_sequence", "with_output"]
 
 HEADER_PREFIX = "instances/"
 # Enum ``.value`` is a Python-level descriptor: read once, not on every node commit.
@@ -83,6 +84,25 @@ def node_record(name: str, state: NodeState, output: Any, attempts: int,
     """The record committed for a node that ended (``output`` only if it succeeded)."""
     return {"name": name, "state": _VALUES[state], "output": output, "attempts": attempts,
             "error": error}
+
+
+# In a node record's canonical JSON (sorted keys, no spaces) this names its top-level
+# output: a ``"`` inside a string is always written ``\"``, and the nested mappings
+# (``starts``) hold lists, never null, so the bytes occur there once and only there.
+_NULL_OUTPUT = b'"output":null'
+
+
+def with_output(record: dict[str, Any], output: bytes) -> EncodedRecord:
+    """``record`` (a node record) carrying its canonical JSON, ``output`` being the canonical
+    JSON of its ``output`` that the result check already made: encoded once, not twice."""
+    value = record["output"]
+    record["output"] = None
+    try:
+        raw = canonical_json(record)
+    finally:
+        record["output"] = value
+    at = raw.index(_NULL_OUTPUT) + len(_NULL_OUTPUT) - 4
+    return EncodedRecord(record, b"".join((raw[:at], output, raw[at + 4:])))
 
 
 def new_header(definition: Any, instance_id: str, inputs: Mapping[str, Any], now: float,
@@ -240,14 +260,12 @@ async def read_instance(storage: Storage, instance_id: str) -> StoredInstance | 
         return None
     doc = await storage.get(definition_key(iid))
     prefix = node_prefix(iid)
+    # Not a key of another instance whose id extends this one's: digits only.
+    keys = [k for k in await storage.keys(prefix) if k[len(prefix):].isdigit()]
     nodes: dict[int, dict[str, Any]] = {}
-    for key in await storage.keys(prefix):
-        tail = key[len(prefix):]
-        if not tail.isdigit():
-            continue  # a key of another instance whose id extends this one's
-        rec = await storage.get(key)
-        if rec is not None:
-            nodes[int(tail)] = rec
+    for key, rec in zip(keys, await storage.get_many(keys)):  # one call, not one per record
+        if rec is not None:  # deleted since keys() listed it
+            nodes[int(key[len(prefix):])] = rec
     verify_sequence(iid, header, nodes)
     return StoredInstance(iid, header, None if doc is None else doc.get("document"), nodes)
 

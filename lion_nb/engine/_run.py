@@ -24,7 +24,7 @@ from ._cache_report import ReusedReport
 from ._cache_session import CacheSession
 from ._env import RunEnv
 from ._join import JoinRule
-from ._outcome import check_output, handler_error
+from ._outcome import check_output, encoded_output, handler_error
 from ._policies import ScheduledTask
 from ._scheduler_config import SchedulingPolicy
 from ._result import InstanceResult, NodeColumn
@@ -458,7 +458,9 @@ class InstanceRun:
         codes[i] = _C_RUNNING  # from QUEUED (checked above): a legal move
         attempt = self.attempts[i] = self.attempts[i] + 1
         if self.store is not None:
-            if self.max_crashes:
+            # Usually the commit that released it carried its start record: no call then.
+            if self.max_crashes and (self.announced.pop(i, 0) != attempt
+                                     or self.crashes.get(i, 0) >= self.max_crashes):
                 self.times[i] = (queued, None)
                 if not await self._announce(i, node, attempt):
                     return
@@ -512,8 +514,16 @@ class InstanceRun:
                 return
             out = out.output
             del self.times[i]
+        encoded: bytes | None = None
         if out is not None and self.require_json:
-            problem = check_output(node, out)
+            if self.store is None:
+                problem = check_output(node, out)
+            else:  # checked by encoding it, once: the commit stores these bytes
+                checked = encoded_output(node, out)
+                if isinstance(checked, bytes):
+                    encoded, problem = checked, None
+                else:
+                    problem = checked
             if problem is not None:
                 self.times[i] = (queued, started)
                 await self._failed(i, node, problem, attempt, retry=False)
@@ -542,7 +552,7 @@ class InstanceRun:
                     _log.exception("observe subscriber %r failed", sink)
         decided = self.join.done(i, _C_SUCCEEDED, out)
         if self.store is not None:
-            await self._commit(i, decided)
+            await self._commit(i, decided, encoded)
         elif session is None and self.state is _I_RUNNING and not self.cancel_requested:
             if decided:  # _advance without a cache: nothing here can cancel
                 self._release(decided, now)
@@ -729,8 +739,9 @@ class InstanceRun:
         self._end_node(t, state, self.join.errors.get(t) if state is NodeState.FAILED else None)
         return True
 
-    async def _commit(self, i: int, decided: Sequence[int]) -> None:
-        """Commit node ``i`` and the ends decided with it in one write, then advance."""
+    async def _commit(self, i: int, decided: Sequence[int], output: bytes | None = None) -> None:
+        """Commit node ``i`` (``output``: its result's canonical JSON, if made) and the ends
+        decided with it in one write, then advance."""
         assert self.store is not None
         ended = [i] + [t for t in decided if t >= 0 and self._end_decided(t)]
         records = [self._record(j) for j in ended]
@@ -740,7 +751,7 @@ class InstanceRun:
                 attempt = self.announced[t] = self.attempts[t] + 1
                 records.append((t, start_record(self.nodes[t].name, attempt,
                                                 self.crashes.get(t, 0))))
-        failure = await self.store.commit(records)
+        failure = await self.store.commit(records, output)
         if failure is not None and not self.cancel_requested:
             # cancel() awaits nothing, so this ends the instance before any successor
             # of an uncommitted node is queued -- even when this node was the last one.

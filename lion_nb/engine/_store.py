@@ -36,11 +36,12 @@ from ..errors import (CheckpointCorruptError, DefinitionChangedError, InstanceNo
                       LeaseError, LionError, SerializationError, StateError)
 from ..model import WorkflowDefinition
 from ..state import InstanceState, NodeState, Storage, canonical_json
+from ..state._records import EncodedRecord
 from ..state._machine import INSTANCE_TERMINAL
 from ..state._storage import CALLER_WAITS
 from ._durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,
                       new_header, node_key, node_prefix, owner_is_dead, read_instance,
-                      start_record, started_nodes, to_ranges)
+                      start_record, started_nodes, to_ranges, with_output)
 from ._observe import EventKind as K
 from ._observe import ExecEvent, ObserveStream
 
@@ -55,6 +56,9 @@ _MAC_PURPOSE = "lion-durable-record"
 Committed = dict[int, tuple[NodeState, Any, int, "str | None"]]
 #: Nodes that started and never ended, by index: ``(attempts, crashes)``, this crash counted.
 Started = dict[int, tuple[int, int]]
+#: A commit waiting to be written: its records, its first record's encoded output, and
+#: the future its caller awaits (None: the caller writes it itself).
+_Queued = tuple[list[tuple[int, dict[str, Any]]], "bytes | None", "asyncio.Future[None] | None"]
 
 
 class InstanceStore:
@@ -89,11 +93,11 @@ class InstanceStore:
         self._fence = (lease_key(iid), owner)
         self._prefix = node_prefix(iid)
         self._renewer: asyncio.Task[None] | None = None
-        self._queue: list[tuple[list[tuple[int, dict[str, Any]]], asyncio.Future[None]]] = []
+        self._queue: list[_Queued] = []
         # Done when the queue is written: the flushing task, or a future while a lone
         # commit writes on its caller's task.
-        self._flusher: asyncio.Future[None] | None = None
-        # The commit sequence (see durable.py): last number written, node indices with
+        self._flusher: asyncio.Future[Any] | None = None
+        # The commit sequence (see _durable.py): last number written, node indices with
         # a record and their sum, and the newest record (re-stamped by ``end``).
         self._seq = 0
         self._present: set[int] = set()
@@ -117,12 +121,11 @@ class InstanceStore:
                     f"instance {iid} already exists in {self.storage!r}; resume it with "
                     f"executor.resume({iid!r}) or start the workflow under a new id",
                     instance_id=iid)
-            document = _document(d)
+            document = _definition_record(d)
             self.header = new_header(d, iid, inputs, self._clock.time(), InstanceState.RUNNING,
-                                     stored_definition=document is not None)
+                                     stored_definition=document["document"] is not None)
             await self.storage.put_many(
-                self._sealed([(header_key(iid), self.header),
-                              (definition_key(iid), {"document": document})]),
+                self._sealed([(header_key(iid), self.header), (definition_key(iid), document)]),
                 fence=self._fence)
         except BaseException:
             await self.release()
@@ -131,9 +134,12 @@ class InstanceStore:
 
     # --- while it runs --------------------------------------------------------------------
 
-    async def commit(self, records: list[tuple[int, dict[str, Any]]]) -> BaseException | None:
+    async def commit(self, records: list[tuple[int, dict[str, Any]]],
+                     output: bytes | None = None) -> BaseException | None:
         """Durably write node ``records`` (index, record); return once they are committed.
 
+        ``output``: the canonical JSON of the first record's ``output``, when the caller
+        has it (it checked the result by encoding it), so the result is not encoded twice.
         Commits that arrive while a write is in flight share the next
         ``put_many`` (one transaction or journal; no waiting when idle), so a
         busy instance pays one fsync per group rather than per node. Never
@@ -144,44 +150,55 @@ class InstanceStore:
         if self.failure is not None:
             return None
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._queue.append((records, fut))
-        if self._flusher is None:
-            if self._in_flight is not None and self._in_flight() <= 1:
-                # Nothing else runs meanwhile: write here, sparing a task and a turn of
-                # the loop per commit (issue 21). ``fut`` is done when this returns.
-                flushed = self._flusher = loop.create_future()
-                try:
-                    await self._flush()
-                finally:
-                    flushed.set_result(None)
-            else:
-                self._flusher = loop.create_task(self._flush())
-        try:
-            await fut
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            node = records[0][1]["name"]
-            what = ("lost its lease to another executor" if isinstance(exc, LeaseError)
-                    else "could not commit")
-            if self._fail(exc, f"instance {self.instance_id}: node {node!r} {what} ({exc}); "
-                               f"it stopped here and stays resumable"):
-                return self.failure
+        lone = self._in_flight is not None and self._in_flight() <= 1
+        if self._flusher is None and lone:
+            # Nothing else runs meanwhile: write here, sparing a task, a future and a
+            # turn of the loop per commit (issue 21).
+            flushed = self._flusher = loop.create_future()
+            try:
+                error = await self._flush([(records, output, None)], lone)
+            finally:
+                flushed.set_result(None)
+        else:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._queue.append((records, output, fut))
+            if self._flusher is None:
+                self._flusher = loop.create_task(self._flush([], False))
+            try:
+                await fut
+                error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+        if error is None:
+            return None
+        node = records[0][1]["name"]
+        what = ("lost its lease to another executor" if isinstance(error, LeaseError)
+                else "could not commit")
+        if self._fail(error, f"instance {self.instance_id}: node {node!r} {what} ({error}); "
+                             f"it stopped here and stays resumable"):
+            return self.failure
         return None
 
-    async def _flush(self) -> None:
-        """Write queued commits, one ``put_many`` per group, until the queue is empty."""
-        broken: BaseException | None = None
+    async def _flush(self, group: list[_Queued], lone: bool) -> Exception | None:
+        """Write ``group``, then the commits queued meanwhile, one ``put_many`` per group,
+        until the queue is empty; returns the error of the first group (the commits
+        queued later hear theirs through their futures)."""
+        broken: Exception | None = None
+        first: Exception | None = None
         try:
-            while self._queue:
-                group, self._queue = self._queue, []
+            while True:
+                if not group:
+                    if not self._queue:
+                        return first
+                    group, self._queue = self._queue, []
                 try:
                     if broken is not None:
                         # A failed write may still have landed; a later one would then
                         # count records wrongly. The instance stops anyway: write no more.
                         raise broken
-                    await self._write_group([x for g, _ in group for x in g])
+                    await self._write_group(group, lone)
                 except asyncio.CancelledError as exc:
                     # Only a lone commit's own task is cancelled inside a write; whether
                     # it landed is unknown, so nothing more is written (still resumable).
@@ -191,52 +208,67 @@ class InstanceStore:
                     self._fail(exc, str(broken))
                     group += self._queue
                     self._queue = []
-                    for _, fut in group:
-                        if not fut.done():
+                    for _, _, fut in group:
+                        if fut is not None and not fut.done():
                             fut.set_exception(broken)
                             fut.exception()  # retrieved: its waiter may be the cancelled one
                     raise
                 except Exception as exc:  # every commit of the group hears it
                     broken = exc
-                    for _, fut in group:
-                        if not fut.done():
+                    for _, _, fut in group:
+                        if fut is None:
+                            first = exc
+                        elif not fut.done():
                             fut.set_exception(exc)
-                    continue
-                for _, fut in group:
-                    if not fut.done():  # a cancelled waiter: its records committed anyway
-                        fut.set_result(None)
+                else:
+                    for _, _, fut in group:
+                        if fut is not None and not fut.done():
+                            fut.set_result(None)  # a cancelled waiter: committed anyway
+                group, lone = [], False
         finally:
             self._flusher = None
 
-    async def _write_group(self, records: list[tuple[int, dict[str, Any]]]) -> None:
-        """One atomic write of node records, stamped with the next commit sequence number.
+    async def _write_group(self, group: list[_Queued], lone: bool) -> None:
+        """One atomic write of the node records of ``group``'s commits, stamped with the
+        next commit sequence number; ``lone``: the caller waits for nothing else.
 
         Start records ride on an end record of the same write (``starts``, see
-        durable.py) when there is one: one record per node in a chain, not two.
+        _durable.py) when there is one: one record per node in a chain, not two.
         """
-        ends = [(i, rec) for i, rec in records if rec["state"] != _RUNNING]
-        extra: dict[str, Any] = {}
-        if ends and len(ends) < len(records):
-            ended = {i for i, _ in ends}
-            extra["starts"] = {rec["name"]: [rec["attempts"], rec.get("crashes", 0)]
-                               for i, rec in records
-                               if rec["state"] == _RUNNING and i not in ended}
-            records = ends
+        # (index, record, its encoded output or None): only a commit's first record has one.
+        records = [(i, rec, out if k == 0 else None)
+                   for g, out, _ in group for k, (i, rec) in enumerate(g)]
+        ends = records
+        starts: dict[str, list[int]] | None = None
+        if len(records) > 1 or records[0][1]["state"] == _RUNNING:
+            ends = [r for r in records if r[1]["state"] != _RUNNING]
+            if ends and len(ends) < len(records):
+                ended = {r[0] for r in ends}
+                starts = {rec["name"]: [rec["attempts"], rec.get("crashes", 0)]
+                          for i, rec, _ in records if rec["state"] == _RUNNING and i not in ended}
+            else:
+                ends = records
         # Only the new indices: copying the whole set per commit made a chain quadratic.
         present = self._present
-        new = {i for i, _ in records if i not in present}
+        new = {r[0] for r in ends if r[0] not in present}
         seq, total = self._seq + 1, self._sum + sum(new)
-        stamp = {"seq": seq, "h": self.header.get("seq", 0),
-                 "manifest": [len(present) + len(new), total]}
+        h, count = self.header.get("seq", 0), len(present) + len(new)
         prefix = self._prefix
-        items = [(f"{prefix}{i:06d}", {**rec, **stamp}) for i, rec in records]
-        if extra:  # the starts ride on the last end record
-            items[-1][1].update(extra)
-        token = CALLER_WAITS.set(self._in_flight is not None and self._in_flight() <= 1)
-        try:
+        items: list[tuple[str, dict[str, Any]]] = []
+        last = len(ends) - 1
+        for n, (i, rec, out) in enumerate(ends):
+            data = {**rec, "seq": seq, "h": h, "manifest": [count, total]}
+            if n == last and starts:  # the starts ride on the last end record
+                data["starts"] = starts
+            items.append((f"{prefix}{i:06d}", data if out is None else with_output(data, out)))
+        if lone or self._in_flight is not None and self._in_flight() <= 1:
+            token = CALLER_WAITS.set(True)
+            try:
+                await self.storage.put_many(self._sealed(items), fence=self._fence)
+            finally:
+                CALLER_WAITS.reset(token)
+        else:
             await self.storage.put_many(self._sealed(items), fence=self._fence)
-        finally:
-            CALLER_WAITS.reset(token)
         present.update(new)
         self._seq, self._sum, self._newest = seq, total, items[-1]
 
@@ -337,9 +369,9 @@ class InstanceStore:
         for key in (header_key(iid), definition_key(iid)):
             self._check_mac(key, await storage.get(key))
         prefix = node_prefix(iid)
-        for key in await storage.keys(prefix):
-            rec = await storage.get(key)
-            if rec is not None and key[len(prefix):].isdigit():  # not a longer id's record
+        keys = [k for k in await storage.keys(prefix) if k[len(prefix):].isdigit()]
+        for key, rec in zip(keys, await storage.get_many(keys)):  # not a longer id's records
+            if rec is not None:
                 self._check_mac(key, rec)
 
     def _sealed(self, items: list[tuple[str, dict[str, Any]]]
@@ -452,9 +484,9 @@ class InstanceStore:
         fingerprint = definition.fingerprint()
         if fingerprint != header.get("fingerprint"):  # allow_changed: later resumes compare anew
             header["fingerprint"] = fingerprint
-            document = _document(definition)
-            header["stored_definition"] = document is not None
-            items.append((definition_key(iid), {"document": document}))
+            document = _definition_record(definition)
+            header["stored_definition"] = document["document"] is not None
+            items.append((definition_key(iid), document))
         moved_keys = {k for k, _ in moved}
         await self.storage.put_many(self._sealed(items + moved),
                                     deletes=[k for k in stale if k not in moved_keys],
@@ -552,20 +584,29 @@ class InstanceStore:
                                    "storage": repr(self.storage)}))
 
 
-# A definition is immutable: its document is built once, however often it runs (~10 µs
-# per node of a 2k-node chain, a tenth of a durable node commit; issue 21).
-_DOCUMENTS: weakref.WeakKeyDictionary[WorkflowDefinition, dict[str, Any] | None] = \
+# A definition is immutable: its stored record is built and encoded once, however often it
+# runs (a 2k-node chain's document is ~0.8 MB: ~10 µs per node to build, as much to encode,
+# each a tenth of a durable node commit; issue 21).
+_DOCUMENTS: weakref.WeakKeyDictionary[WorkflowDefinition, EncodedRecord] = \
     weakref.WeakKeyDictionary()
 
 
-def _document(definition: WorkflowDefinition) -> dict[str, Any] | None:
+def _definition_record(definition: WorkflowDefinition) -> EncodedRecord:
+    """The record stored at ``definitions/<iid>``: ``{"document": None}`` if the definition
+    holds Python callables (resume then needs the workflow)."""
     try:
         return _DOCUMENTS[definition]
     except KeyError:
         pass
     try:
         document: dict[str, Any] | None = definition.to_dict()
-    except SerializationError:  # callable conditions: resume needs the workflow
+    except SerializationError:
         document = None
-    _DOCUMENTS[definition] = document
-    return document
+    record = {"document": document}
+    try:
+        raw = canonical_json(record)
+    except (TypeError, ValueError) as exc:  # as the storage's own encoding would refuse it
+        raise SerializationError(f"the definition of workflow {definition.name!r} is not "
+                                 f"JSON-serializable: {exc}", field="definition") from exc
+    _DOCUMENTS[definition] = encoded = EncodedRecord(record, raw)
+    return encoded

@@ -35,7 +35,8 @@ from ..errors import (
     StateConfigError,
 )
 
-__all__ = ["RECORD_VERSION", "Migrations", "RecordCodec", "DEFAULT_CODEC", "canonical_json"]
+__all__ = ["RECORD_VERSION", "Migrations", "RecordCodec", "DEFAULT_CODEC", "EncodedRecord",
+           "canonical_json"]
 
 #: The record format version this code writes by default.
 RECORD_VERSION = 1
@@ -61,8 +62,36 @@ _ENCODE = None if _MAKE is None else _MAKE(
     None, _refuse, json.encoder.encode_basestring, None, ":", ",", True, False, False)
 
 
+class EncodedRecord(dict[str, Any]):
+    """A record that carries its own canonical JSON (``json``), so no codec encodes it again.
+
+    A real dict with the same content, so a backend that knows nothing of it still
+    works; the creator guarantees ``json == canonical_json(dict(self))`` and never
+    changes either afterwards (issue 21: a node's result is encoded once per commit).
+    """
+
+    __slots__ = ("json",)
+
+    def __init__(self, data: Record, json: bytes) -> None:
+        super().__init__(data)
+        self.json = json
+
+
+def _key_json(key: str) -> bytes:
+    """A key as canonical JSON: the bytes ``canonical_json(key)`` gives, or its error."""
+    try:
+        if not isinstance(key, str):
+            raise TypeError(f"a record key is a str, not {type(key).__name__}")
+        return json.encoder.encode_basestring(key).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # a lone surrogate does not encode to UTF-8
+        raise SerializationError(f"record {key!r} is not JSON-serializable: {exc}",
+                                 field=str(key)) from exc
+
+
 def canonical_json(value: Any) -> bytes:
     """Deterministic UTF-8 JSON: sorted keys, no whitespace, NaN/Infinity refused."""
+    if type(value) is EncodedRecord:
+        return value.json
     if _ENCODE is None:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
@@ -125,6 +154,12 @@ class RecordCodec:
 
     def encode(self, key: str, data: Record) -> bytes:
         """The envelope bytes for ``data`` under ``key``; SerializationError if not JSON-able."""
+        if type(data) is EncodedRecord:
+            # Canonical JSON of {"data", "key", "v"}: its keys already sort in this order.
+            body = b"".join((b'{"data":', data.json, b',"key":', _key_json(key),
+                             b',"v":%d}' % self.version))
+            digest = hashlib.sha256(body).hexdigest().encode("ascii")
+            return b"".join((_HEAD, digest, _MID, body, b"}"))
         if not isinstance(data, dict):
             raise SerializationError(f"record {key!r} must be a dict, not {type(data).__name__}",
                                      field=key)
