@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import StorageCorruptError
-from ..state import InstanceState, NodeState, Storage, canonical_json
-from ..state._records import EncodedRecord
+from ..state import EncodedRecord, InstanceState, NodeState, Storage, canonical_json
 
 __all__ = ["HEADER_PREFIX", "StoredInstance", "definition_key", "from_ranges", "header_key",
            "lease_key",

@@ -527,17 +527,19 @@ class WorkflowExecutor:
 
     # --- services handed to runs (RunEnv) ------------------------------------------------
 
+    def _note_finished(self, instance_id: str) -> None:
+        """Start ``retain_finished``'s count for an instance that just ended."""
+        if self.config.retain_finished is not None:
+            self._finished[instance_id] = self.scheduler.clock.time()
+            self._finished.move_to_end(instance_id)
+
     def _remote_finished(self, remote: RemoteRun) -> None:
         """A followed instance ended (or vanished): retained like one that ran here."""
-        if self.config.retain_finished is not None:
-            self._finished[remote.instance_id] = self.scheduler.clock.time()
-            self._finished.move_to_end(remote.instance_id)
-            self._retain()
+        self._note_finished(remote.instance_id)
+        self._retain()
 
     def _instance_finished(self, run: InstanceRun) -> None:
-        if self.config.retain_finished is not None:
-            self._finished[run.instance_id] = self.scheduler.clock.time()
-            self._finished.move_to_end(run.instance_id)
+        self._note_finished(run.instance_id)
         session = run.cache
         if session is not None and session.cache is not None and session.cache.durable_pending:
             self.spawn(session.cache.flush_quietly())  # also when nobody waits for the run

@@ -35,8 +35,7 @@ from ..clock import Clock
 from ..errors import (CheckpointCorruptError, DefinitionChangedError, InstanceNotFoundError,
                       LeaseError, LionError, SerializationError, StateError)
 from ..model import WorkflowDefinition
-from ..state import InstanceState, NodeState, Storage, canonical_json
-from ..state._records import EncodedRecord
+from ..state import EncodedRecord, InstanceState, NodeState, Storage, canonical_json
 from ..state._machine import INSTANCE_TERMINAL
 from ..state._storage import CALLER_WAITS
 from ._durable import (HEADER_PREFIX, StoredInstance, definition_key, header_key, lease_key,

@@ -6,16 +6,16 @@ from ._checkpoint import CheckpointInfo, CheckpointManager
 from ._file_storage import FileStorage, filename_to_key, key_to_filename
 from ._machine import (InstanceState, NodeState, NodeStates, StateMachineManager,
                        check_instance_transition)
-from ._records import RecordCodec, canonical_json
+from ._records import EncodedRecord, RecordCodec, canonical_json
 from ._sqlite_storage import SqliteStorage
 from ._storage import MemoryStorage, Storage
 
 if TYPE_CHECKING:
     from ._postgres_storage import PostgresStorage
 
-__all__ = ["CheckpointInfo", "CheckpointManager", "FileStorage", "InstanceState",
-           "MemoryStorage", "NodeState", "NodeStates", "PostgresStorage", "RecordCodec",
-           "SqliteStorage", "StateMachineManager", "Storage", "canonical_json",
+__all__ = ["CheckpointInfo", "CheckpointManager", "EncodedRecord", "FileStorage",
+           "InstanceState", "MemoryStorage", "NodeState", "NodeStates", "PostgresStorage",
+           "RecordCodec", "SqliteStorage", "StateMachineManager", "Storage", "canonical_json",
            "check_instance_transition", "filename_to_key", "key_to_filename"]
 
 
