@@ -220,7 +220,7 @@ async def _setup(name: str, n: int) -> tuple[object, object, list[object] | None
     return ex, b.build(), grants
 
 
-def engine_rounds(n: int = 2_000, rounds: int = 61) -> dict[str, list[float]]:
+def engine_rounds(n: int = 2_000, rounds: int = 151) -> dict[str, list[float]]:
     """Per round, CPU µs per node of a ``n``-node chain in each of the SETUPS.
 
     Many short rounds, each palindromic (plain, authority, checked, checked,
@@ -262,7 +262,7 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
             f"({fmt.format(min(values))}–{fmt.format(max(values))})")
 
 
-def engine_table(n: int = 2_000, rounds: int = 61) -> None:
+def engine_table(n: int = 2_000, rounds: int = 151) -> None:
     """The issue's yardstick: what checking every node adds to a node, pair by pair."""
     load_before = os.getloadavg()
     per = engine_rounds(n, rounds)

@@ -79,6 +79,13 @@ def _strings(name: str, label: str, value: Any) -> tuple[str, ...]:
     return out
 
 
+_REQUIRES: dict[tuple[str, ...], tuple[str, ...]] = {}
+"""Requirement tuples already parsed, each kept once: nodes that declare the same
+requirements share one tuple, so the dispatch gate's lookup matches it by identity
+(no element compare, no cold tuple per node) and a large graph parses each once."""
+_MAX_SHARED = 4096
+
+
 _FIELDS = ("_id", "name", "handler", "config", "requires", "retry", "timeout", "priority",
            "deadline", "trigger_rule", "resources", "cache", "cache_ttl", "version")
 
@@ -153,8 +160,14 @@ class Node(_NodeFields):
         needs: tuple[str, ...] = ()
         if requires:
             needs = _strings(name, "requires", requires)
-            for req in needs:  # a typo fails here, at the line that wrote it
-                Requirement.parse(req)
+            shared = _REQUIRES.get(needs)
+            if shared is None:
+                for req in needs:  # a typo fails here, at the line that wrote it
+                    Requirement.parse(req)
+                if len(_REQUIRES) >= _MAX_SHARED:
+                    _REQUIRES.clear()
+                shared = _REQUIRES[needs] = needs
+            needs = shared
         if handler is not None and (type(handler) is not str or not handler):
             raise DefinitionError(f"node {name!r}: handler is a non-empty string (a handler "
                                   f"key), not {handler!r}", node=name, field="handler")

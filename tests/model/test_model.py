@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lion_nb.errors import (ConditionError, CycleError, DefinitionError, DuplicateIdError,
-                            SerializationError, UnknownNodeError)
+                            RequirementError, SerializationError, UnknownNodeError)
 from lion_nb.model import (Condition, Edge, EdgeId, Node, NodeId, Priority, RetryPolicy,
                            TriggerRule, WorkflowBuilder, WorkflowDefinition)
 
@@ -217,3 +217,18 @@ def test_node_options_of_the_wrong_type_are_definition_errors_naming_node_and_fi
 def test_one_resource_may_be_given_as_a_string():
     assert Node("train", resources="gpu").resources == ("gpu",)
     assert Node("train", resources=["gpu", "ssd"]).resources == ("gpu", "ssd")
+
+
+def test_nodes_declaring_the_same_requirements_share_them_and_typos_still_fail():
+    # The dispatch gate looks requirements up by tuple: one shared tuple per set of
+    # requirements is matched by identity, and each set is parsed once per process.
+    a = Node("a", requires=["db:read:orders/*", "mail:publish"])
+    b = Node("b", requires=("db:read:orders/*", "mail:publish"))
+    assert a.requires == ("db:read:orders/*", "mail:publish") and a.requires is b.requires
+    assert Node("c", requires="db:read:orders/*").requires == ("db:read:orders/*",)
+    with pytest.raises(DefinitionError, match="requires"):
+        Node("d", requires=["db:read:orders/*", 7])
+    with pytest.raises(RequirementError):
+        Node("e", requires=["db:read:orders/**x", "db:read:orders/*"])
+    loaded = WorkflowDefinition.from_json(WorkflowBuilder("w").add_nodes(a).build().to_json())
+    assert loaded.nodes[0].requires is a.requires
