@@ -105,7 +105,7 @@ async def engine_level(new_dsn, n: int) -> list[tuple[str, float, float, str]]:
     for width in (100, 1):
         workflow = chains_workflow(n, width)
         memory = min([(await engine_seconds(workflow, None))[0] for _ in range(3)])
-        durable, sample = await engine_seconds(workflow, PostgresStorage(new_dsn()))
+        durable, sample, _, _ = await engine_seconds(workflow, PostgresStorage(new_dsn()))
         payloads = [[(f"nodes/run-bench/{i:06d}", CODEC.encode(f"nodes/run-bench/{i:06d}",
                                                                 {**sample, "name": f"n{i}"}))]
                     for i in range(n)]
