@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
@@ -79,11 +80,16 @@ def _strings(name: str, label: str, value: Any) -> tuple[str, ...]:
     return out
 
 
-_REQUIRES: dict[tuple[str, ...], tuple[str, ...]] = {}
-"""Requirement tuples already parsed, each kept once: nodes that declare the same
-requirements share one tuple, so the dispatch gate's lookup matches it by identity
-(no element compare, no cold tuple per node) and a large graph parses each once."""
-_MAX_SHARED = 4096
+@functools.lru_cache(maxsize=4096)
+def _shared_requires(needs: tuple[str, ...]) -> tuple[str, ...]:
+    """``needs`` checked, as the one tuple every node declaring the same requirements holds.
+
+    Shared, the dispatch gate's lookup by tuple matches by identity: no element
+    compare and no cold tuple per node. A typo raises (and is not cached).
+    """
+    for req in needs:
+        Requirement.parse(req)
+    return needs
 
 
 _FIELDS = ("_id", "name", "handler", "config", "requires", "retry", "timeout", "priority",
@@ -159,15 +165,8 @@ class Node(_NodeFields):
                                   node=name, field="name")
         needs: tuple[str, ...] = ()
         if requires:
-            needs = _strings(name, "requires", requires)
-            shared = _REQUIRES.get(needs)
-            if shared is None:
-                for req in needs:  # a typo fails here, at the line that wrote it
-                    Requirement.parse(req)
-                if len(_REQUIRES) >= _MAX_SHARED:
-                    _REQUIRES.clear()
-                shared = _REQUIRES[needs] = needs
-            needs = shared
+            # A typo fails here, at the line that wrote it.
+            needs = _shared_requires(_strings(name, "requires", requires))
         if handler is not None and (type(handler) is not str or not handler):
             raise DefinitionError(f"node {name!r}: handler is a non-empty string (a handler "
                                   f"key), not {handler!r}", node=name, field="handler")

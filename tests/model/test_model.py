@@ -221,7 +221,7 @@ def test_one_resource_may_be_given_as_a_string():
 
 def test_nodes_declaring_the_same_requirements_share_them_and_typos_still_fail():
     # The dispatch gate looks requirements up by tuple: one shared tuple per set of
-    # requirements is matched by identity, and each set is parsed once per process.
+    # requirements is matched by identity.
     a = Node("a", requires=["db:read:orders/*", "mail:publish"])
     b = Node("b", requires=("db:read:orders/*", "mail:publish"))
     assert a.requires == ("db:read:orders/*", "mail:publish") and a.requires is b.requires
