@@ -27,6 +27,7 @@ from lion_nb.security._capability import (
 )
 from lion_nb.security._ceiling import DefinitionCeiling
 from lion_nb.security._grants import GrantIssuer, GrantSet
+from lion_nb.security._pending import PendingBinding
 from lion_nb.security._resources import ResourceRegistry, resource_for
 from lion_nb.security._scope import MAX_SCOPE_LEN, MAX_SEGMENTS, scope_covers
 from lion_nb.security._token import MAX_CAVEATS, MAX_TOKEN_LEN, Token, narrow_tokens
@@ -44,6 +45,7 @@ __all__ = [
     "MAX_SCOPE_LEN",
     "MAX_SEGMENTS",
     "MAX_TOKEN_LEN",
+    "PendingBinding",
     "Requirement",
     "ResourceRegistry",
     "Token",

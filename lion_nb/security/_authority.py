@@ -34,6 +34,7 @@ from lion_nb.security._audit import AuditListener, AuditLog, AuditRecord, clip
 from lion_nb.security._capability import Capability, register_action
 from lion_nb.security._grants import GrantSet
 from lion_nb.security._keys import Ed25519Key, HmacKey, SigningKey
+from lion_nb.security._pending import PendingBinding
 from lion_nb.security._token import Token, new_token_id, verify_token
 
 __all__ = ["Authority"]
@@ -257,15 +258,36 @@ class Authority:
         if isinstance(tokens, (str, Token)):
             tokens = (tokens,)
         checked = [self._grantable(t, instance_id, holder, run_id) for t in tokens]
-        bound = []
+        bound: list[Token | PendingBinding] = []
         for tok in checked:
             if tok.instance_id == instance_id and run_id in (None, tok.run_id):
                 self._audit("grant", "allow", token=tok, instance_id=instance_id, holder=holder)
                 bound.append(tok)
+            elif self._key.can_sign:
+                # Signed on first use: nothing in this process reads the bound token, and
+                # a run that never hands a token out never pays for the MACs (see
+                # PendingBinding). What would refuse the binding refuses it now.
+                tok.check_binding(instance_id, run_id)
+                pending = PendingBinding(tok, instance_id, run_id, holder=holder)
+                self._audit("grant", "allow", token_id=pending.token_id,
+                            capability=str(tok.capability), instance_id=instance_id,
+                            holder=pending.holder, reason=f"from {tok.token_id}")
+                bound.append(pending)
             else:
                 bound.append(self.bind(tok, instance_id, holder=holder, run_id=run_id,
-                                       reason=f"from {tok.token_id}"))
+                                       reason=f"from {tok.token_id}"))  # SecurityError
         return GrantSet(self, instance_id, bound, holder=holder)
+
+    def sign_binding(self, token: Token, instance_id: str, run_id: str | None,
+                     token_id: str) -> Token:
+        """Sign the binding :meth:`grant` announced (and audited) as ``token_id``.
+
+        Not audited again: the grant was. Like :meth:`bind`, it signs what it is
+        given; verifiers check the result. SecurityError on a verify-only authority.
+        """
+        child = token.bind(instance_id, self._key.mark, run_id=run_id, token_id=token_id)
+        self._remember(child.serialize(), child)  # made here: no need to verify it again
+        return child
 
     def _grantable(self, token: Token | str, instance_id: str, holder: str | None,
                    run_id: str | None) -> Token:

@@ -25,6 +25,7 @@ from lion_nb.security._audit import (
     AuditLog, AuditRecord, Template, clip, expand, template, templates,
 )
 from lion_nb.security._capability import Capability, Requirement, check_action
+from lion_nb.security._pending import PendingBinding
 from lion_nb.security._scope import scope_covers, validate_scope
 from lion_nb.security._token import Token, is_descendant
 
@@ -71,9 +72,14 @@ class GrantIssuer(Protocol):
         """Call ``grants.forget()`` at every revocation and audit-listener change."""
         ...
 
+    def sign_binding(self, token: Token, instance_id: str, run_id: str | None,
+                     token_id: str) -> Token:
+        """Sign a binding announced by ``grant`` as ``token_id`` (see PendingBinding)."""
+        ...
+
 
 class _Grant(NamedTuple):
-    token: Token
+    token: Token | PendingBinding  # a binding made by Authority.grant is signed on first use
     capability: Capability
     expires_at: float | None
     holder: str | None
@@ -95,7 +101,8 @@ class GrantSet:
                  "holder", "_grants", "_lost", "_hits", "_nodes", "_narrowed", "_epoch",
                  "_fast", "_forgotten", "__weakref__")
 
-    def __init__(self, issuer: GrantIssuer, instance_id: str, tokens: Iterable[Token], *,
+    def __init__(self, issuer: GrantIssuer, instance_id: str,
+                 tokens: Iterable[Token | PendingBinding], *,
                  holder: str | None = None) -> None:
         self._issuer = issuer
         self._log = issuer.audit_log
@@ -108,8 +115,18 @@ class GrantSet:
         self.holder = holder
         """Who they were granted for, if named."""
         self._epoch = issuer.revocation_epoch  # read first: a racing revocation rechecks
-        verified = []
+        verified: list[Token | PendingBinding] = []
         for t in tokens:
+            if isinstance(t, PendingBinding):
+                # The token being bound is verified here, and this set's issuer signs the
+                # binding when it is first needed (_token_of): neither can be forged by hand.
+                issuer.verify(t.root, instance_id=t.root.instance_id)
+                if t.instance_id != instance_id:
+                    raise TokenError("a GrantSet holds only tokens bound to "
+                                     f"{clip(instance_id, 60)!r}; use authority.grant(...)",
+                                     token_id=t.token_id)
+                verified.append(t)
+                continue
             # Verified again here (a cache hit for what Authority.grant made), so a
             # GrantSet built by hand holds neither forged, unbound nor revoked tokens.
             tok = issuer.verify(t, instance_id=instance_id)
@@ -402,7 +419,7 @@ class GrantSet:
         epoch = self._issuer.revocation_epoch
         keep = []
         for grant in self._grants:
-            if self._issuer.is_revoked(grant.token):
+            if any(map(self._issuer.is_revoked, grant.token.chain)):
                 self._lost[grant.token.token_id] = grant.capability
             else:
                 keep.append(grant)
@@ -513,7 +530,7 @@ class GrantSet:
     def _derive(self, grant: _Grant, actions: frozenset[str], scope: str,
                 expires_in: float | None, now: float, target: str, *,
                 always: bool = False) -> Token:
-        token, cap = grant.token, grant.capability
+        token, cap = self._token_of(grant), grant.capability
         ttl = expires_in
         if ttl is not None and grant.expires_at is not None and now + ttl >= grant.expires_at:
             ttl = None  # already expires sooner
@@ -533,7 +550,14 @@ class GrantSet:
         """The granted (instance-bound) tokens still held, e.g. to ship to a worker."""
         if self._epoch != self._issuer.revocation_epoch:
             self._refresh()
-        return tuple(g.token for g in self._grants)
+        return tuple(self._token_of(g) for g in self._grants)
+
+    def _token_of(self, grant: _Grant) -> Token:
+        """The signed token of ``grant``, verified (a binding is signed on first use)."""
+        held = grant.token
+        if isinstance(held, PendingBinding):
+            return held.token(self._issuer.sign_binding)  # this set's own issuer signs it
+        return held
 
     @property
     def capabilities(self) -> tuple[Capability, ...]:

@@ -227,12 +227,26 @@ class Token:
                      instance, self.key_id, run, self.scheme, self._blocks + (block,),
                      self._caveats + (cav,), proof, self._clock, self._on_attenuate)
 
-    def bind(self, instance_id: str, mark: MarkFn, *, run_id: str | None = None) -> "Token":
+    def bind(self, instance_id: str, mark: MarkFn, *, run_id: str | None = None,
+             token_id: str | None = None) -> "Token":
         """Bind to ``instance_id`` (and ``run_id``) with the root key's ``mark``.
 
         Only the authority's key makes a mark that verifies; a re-binding must
-        name a child of the current instance (``inst-1.step-1``).
+        name a child of the current instance (``inst-1.step-1``). ``token_id``:
+        the new token's id, when it was announced before the token was made (a
+        deferred binding, see ``PendingBinding``); a fresh one otherwise.
         """
+        self.check_binding(instance_id, run_id)
+        tag = mark(_bind_message(tail_signature(self.scheme, self._blocks, self._proof),
+                                 instance_id, run_id))
+        caveat: dict[str, Any] = {"id": token_id or new_token_id(), "inst": instance_id,
+                                  "tag": _b64e(tag)}
+        if run_id is not None:
+            caveat["run"] = run_id
+        return self._extend(caveat)
+
+    def check_binding(self, instance_id: str, run_id: str | None = None) -> None:
+        """Raise TokenError unless this token may be bound to ``instance_id`` (and ``run_id``)."""
         if not isinstance(instance_id, str) or not instance_id or len(instance_id) > _NAME_MAX:
             raise TokenError(f"instance id must be a non-empty string of at most {_NAME_MAX} "
                              f"characters, not {repr(instance_id)[:60]}", token_id=self.token_id)
@@ -244,12 +258,6 @@ class Token:
             raise TokenError(f"token {self.token_id} is bound to one run of {instance_id!r}; "
                              "a later run under the same id cannot take it over",
                              token_id=self.token_id)
-        tag = mark(_bind_message(tail_signature(self.scheme, self._blocks, self._proof),
-                                 instance_id, run_id))
-        caveat: dict[str, Any] = {"id": new_token_id(), "inst": instance_id, "tag": _b64e(tag)}
-        if run_id is not None:
-            caveat["run"] = run_id
-        return self._extend(caveat)
 
     # --- attenuation --------------------------------------------------------
 

@@ -389,3 +389,88 @@ def test_public_names_are_exactly_the_exports():
 def test_check_rejects_non_string_requirements_as_requirement_errors(grants):
     with pytest.raises(RequirementError, match="must be a string"):
         grants.check(["db:read"], node="n")  # type: ignore[arg-type]
+
+
+# --- the binding made per grant, signed on first use ----------------------------
+
+def _grant_records(authority):
+    return [r for r in authority.audit() if r.action == "grant" and r.decision == "allow"]
+
+
+def test_a_grant_announces_the_bound_token_and_signs_it_on_first_use(authority, db_write,
+                                                                    monkeypatch):
+    signed = []
+    sign = authority.sign_binding
+    monkeypatch.setattr(authority, "sign_binding", lambda *a: signed.append(a) or sign(*a))
+    grants = authority.grant([db_write], instance_id="inst-1", run_id="run-7")
+    grants.check("db:write:orders/3", node="Save")   # checked without the signed token
+    assert signed == []
+    (announced,) = _grant_records(authority)
+    (bound,) = grants.tokens
+    assert len(signed) == 1 and grants.tokens == (bound,)   # signed once, the same token after
+    assert bound.token_id == announced.token_id
+    assert (bound.instance_id, bound.run_id, bound.chain[0]) == ("inst-1", "run-7",
+                                                                 db_write.token_id)
+    assert authority.verify(bound.serialize(), instance_id="inst-1", run_id="run-7") is not None
+    allowed = [r for r in authority.audit() if r.action == "check"]
+    assert allowed[-1].token_id == announced.token_id   # checks name the announced id
+
+
+def test_revoking_the_announced_binding_denies_before_it_was_ever_signed(authority, db_write):
+    grants = authority.grant([db_write], instance_id="inst-1")
+    grants.check("db:read:orders/1", node="Load")
+    authority.revoke(_grant_records(authority)[-1].token_id)
+    with pytest.raises(CapabilityDeniedError, match="revoked"):
+        grants.check("db:read:orders/1", node="Load")
+    assert grants.tokens == ()
+    assert authority.grant([db_write], instance_id="inst-2").allows("db:read:orders/1", node="x")
+
+
+def test_a_deferred_binding_is_refused_at_grant_time_as_an_eager_one_was(authority, db_write):
+    with pytest.raises(TokenError, match="instance id"):
+        authority.grant([db_write], instance_id="x" * 300)
+    grants = authority.grant([db_write], instance_id="inst-1", run_id="r1")
+    step = grants.narrow(["db:read:orders/1"], instance_id="inst-1.step")  # signs, then re-binds
+    (child,) = step.tokens
+    (parent,) = grants.tokens
+    assert child.instance_id == "inst-1.step" and child.chain[:len(parent.chain)] == parent.chain
+    assert str(authority.verify(child.serialize(), instance_id="inst-1.step").capability) == \
+        "db:read:orders/1"
+
+
+def test_a_hand_made_pending_binding_is_checked_like_a_token(authority, db_write):
+    from lion_nb.security import GrantSet, PendingBinding
+    other = Authority(b"o" * 32)
+    with pytest.raises(TokenError, match="bound to"):
+        GrantSet(authority, "inst-1", [PendingBinding(db_write, "inst-2", None, holder=None)])
+    with pytest.raises(TokenError):   # a token this authority did not sign
+        GrantSet(authority, "inst-1",
+                 [PendingBinding(other.mint("db:read"), "inst-1", None, holder=None)])
+    grants = GrantSet(authority, "inst-1", [PendingBinding(db_write, "inst-1", None,
+                                                           holder=None)])
+    (bound,) = grants.tokens   # signed by the set's own authority, whatever made the binding
+    assert authority.verify(bound.serialize(), instance_id="inst-1").chain[0] == \
+        db_write.token_id
+
+
+def test_a_run_that_hands_out_no_token_signs_no_binding(authority, db_write, monkeypatch):
+    import asyncio
+    from lion_nb.engine import ExecutorConfig, WorkflowExecutor
+    from lion_nb.model import Node, WorkflowBuilder
+    signed = []
+    sign = authority.sign_binding
+    monkeypatch.setattr(authority, "sign_binding", lambda *a: signed.append(a) or sign(*a))
+
+    async def main():
+        async with WorkflowExecutor(config=ExecutorConfig(authority=authority)) as ex:
+            ex.add_handler("plain", lambda ctx: 1)
+            ex.add_handler("ships", lambda ctx: len(ctx.grant_tokens))
+            wf = WorkflowBuilder("w").add_nodes(
+                Node("a", handler="plain", requires=["db:read:orders/1"])).build()
+            assert (await ex.run(wf, grants=[db_write])).succeeded
+            assert signed == []
+            wf2 = WorkflowBuilder("w2").add_nodes(
+                Node("b", handler="ships", requires=["db:read:orders/1"])).build()
+            result = await ex.run(wf2, grants=[db_write])
+            assert result.results["b"] == 1 and len(signed) == 1
+    asyncio.run(main())
