@@ -120,7 +120,11 @@ class GrantSet:
             if isinstance(t, PendingBinding):
                 # The token being bound is verified here, and this set's issuer signs the
                 # binding when it is first needed (_token_of): neither can be forged by hand.
-                issuer.verify(t.root, instance_id=t.root.instance_id)
+                root = issuer.verify(t.root, instance_id=t.root.instance_id)
+                if (root.token_id, root.capability, root.expires_at, root.chain) != (
+                        t.root.token_id, t.root.capability, t.root.expires_at, t.root.chain):
+                    raise TokenError("a binding's token does not match its signed text",
+                                     token_id=t.token_id)
                 if t.instance_id != instance_id:
                     raise TokenError("a GrantSet holds only tokens bound to "
                                      f"{clip(instance_id, 60)!r}; use authority.grant(...)",

@@ -32,29 +32,59 @@ class PendingBinding:
     binding built by hand cannot slip in another token.
     """
 
-    __slots__ = ("root", "instance_id", "run_id", "token_id", "chain", "capability",
-                 "expires_at", "holder", "_token", "_lock")
+    __slots__ = ("_root", "_instance_id", "_run_id", "_token_id", "_holder", "_token", "_lock")
 
     def __init__(self, root: Token, instance_id: str, run_id: str | None, *,
                  holder: str | None) -> None:
-        self.root = root
-        """The verified token being bound."""
-        self.instance_id = instance_id
-        """The instance it is bound to."""
-        self.run_id = run_id
-        """The run it is bound to, if any."""
-        self.token_id = new_token_id()
-        """The bound token's id, fixed now (audit records and ``revoke`` can name it)."""
-        self.chain = (*root.chain, self.token_id)
-        """Ids from the minted root to the bound token: revoking any of them revokes it."""
-        self.capability: Capability = root.capability
-        """What it permits: binding changes neither capability nor expiry."""
-        self.expires_at = root.expires_at
-        """When it expires (the root's expiry)."""
-        self.holder = holder or root.holder
-        """Who it was granted for, if named."""
+        self._root = root
+        self._instance_id = instance_id
+        self._run_id = run_id
+        self._token_id = new_token_id()
+        self._holder = holder or root.holder
         self._token: Token | None = None
         self._lock = threading.Lock()
+
+    # Read-only: a GrantSet checks these against the verified root once, and they must
+    # not change afterwards.
+    @property
+    def root(self) -> Token:
+        """The token being bound."""
+        return self._root
+
+    @property
+    def instance_id(self) -> str:
+        """The instance it is bound to."""
+        return self._instance_id
+
+    @property
+    def run_id(self) -> str | None:
+        """The run it is bound to, if any."""
+        return self._run_id
+
+    @property
+    def token_id(self) -> str:
+        """The bound token's id, fixed now (audit records and ``revoke`` can name it)."""
+        return self._token_id
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Ids from the minted root to the bound token: revoking any of them revokes it."""
+        return (*self._root.chain, self._token_id)
+
+    @property
+    def capability(self) -> Capability:
+        """What it permits: binding changes neither capability nor expiry."""
+        return self._root.capability
+
+    @property
+    def expires_at(self) -> float | None:
+        """When it expires (the root's expiry)."""
+        return self._root.expires_at
+
+    @property
+    def holder(self) -> str | None:
+        """Who it was granted for, if named."""
+        return self._holder
 
     def token(self, sign: Callable[[Token, str, str | None, str], Token]) -> Token:
         """The signed, bound token: ``sign(root, instance_id, run_id, token_id)`` on the first
@@ -70,5 +100,5 @@ class PendingBinding:
 
     def __repr__(self) -> str:
         state = "signed" if self._token is not None else "not signed yet"
-        return (f"<PendingBinding {self.token_id} of {self.root.token_id} to "
+        return (f"<PendingBinding {self._token_id} of {self._root.token_id} to "
                 f"{self.instance_id!r}, {state}>")

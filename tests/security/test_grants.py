@@ -474,3 +474,17 @@ def test_a_run_that_hands_out_no_token_signs_no_binding(authority, db_write, mon
             result = await ex.run(wf2, grants=[db_write])
             assert result.results["b"] == 1 and len(signed) == 1
     asyncio.run(main())
+
+
+def test_a_pending_binding_cannot_widen_what_its_signed_token_allows(authority):
+    import dataclasses
+    from lion_nb.security import GrantSet, PendingBinding
+    narrow = authority.mint("db:read:orders/1")
+    liar = dataclasses.replace(narrow, capability=Capability.parse("db:read,write:*"))
+    with pytest.raises(TokenError, match="does not match"):
+        GrantSet(authority, "inst-1", [PendingBinding(liar, "inst-1", None, holder=None)])
+    pending = PendingBinding(narrow, "inst-1", None, holder=None)
+    with pytest.raises(AttributeError):
+        pending.root = liar  # type: ignore[misc]
+    grants = GrantSet(authority, "inst-1", [pending])
+    assert not grants.allows("db:write:orders/1", node="x")
