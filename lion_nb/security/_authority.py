@@ -268,14 +268,14 @@ class Authority:
                 # a run that never hands a token out never pays for the MACs (see
                 # PendingBinding). What would refuse the binding refuses it now.
                 tok.check_binding(instance_id, run_id)
-                pending = PendingBinding(tok, instance_id, run_id, holder=holder)
+                pending = PendingBinding(tok, instance_id, run_id, holder or tok.holder)
                 self._audit("grant", "allow", token_id=pending.token_id,
                             capability=str(tok.capability), instance_id=instance_id,
                             holder=pending.holder, reason=f"from {tok.token_id}")
                 bound.append(pending)
             else:
                 bound.append(self.bind(tok, instance_id, holder=holder, run_id=run_id,
-                                       reason=f"from {tok.token_id}"))  # SecurityError
+                                       reason=f"from {tok.token_id}"))  # verify-only: raises
         return GrantSet(self, instance_id, bound, holder=holder)
 
     def sign_binding(self, token: Token, instance_id: str, run_id: str | None,

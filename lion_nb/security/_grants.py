@@ -557,10 +557,10 @@ class GrantSet:
         return tuple(self._token_of(g) for g in self._grants)
 
     def _token_of(self, grant: _Grant) -> Token:
-        """The signed token of ``grant``, verified (a binding is signed on first use)."""
+        """The signed token of ``grant`` (a binding is signed on first use, by this set's issuer)."""
         held = grant.token
         if isinstance(held, PendingBinding):
-            return held.token(self._issuer.sign_binding)  # this set's own issuer signs it
+            return held.token(self._issuer.sign_binding)
         return held
 
     @property

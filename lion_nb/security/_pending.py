@@ -8,7 +8,7 @@ that leaves the process (``narrow``, ``ctx.grant_tokens``, a Dask task,
 token's id (audited, revocable at once) and the signing -- two MACs, a JSON
 caveat, base64 -- happens on first use, with that same id::
 
-    pending = PendingBinding(root, "inst-1", run_id, holder=None)
+    pending = PendingBinding(root, "inst-1", run_id)
     pending.token_id                         # known now: audit records and revoke name it
     pending.token(authority.sign_binding)    # the signed, bound Token (made once)
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from lion_nb.security._capability import Capability
 from lion_nb.security._token import Token, new_token_id
@@ -24,81 +25,50 @@ from lion_nb.security._token import Token, new_token_id
 __all__ = ["PendingBinding"]
 
 
+@dataclass(frozen=True, eq=False)
 class PendingBinding:
-    """A verified token's binding to ``instance_id`` (and ``run_id``), signed on first use.
+    """A token's binding to ``instance_id`` (and ``run_id``), signed on first use.
 
-    Data only: the signature comes from whoever calls :meth:`token` with the
+    Data only, and frozen: a GrantSet checks ``root`` against its verified text
+    once, and the signature comes from whoever calls :meth:`token` with an
     authority's ``sign_binding`` (a GrantSet passes its own issuer's), so a
-    binding built by hand cannot slip in another token.
+    binding built by hand cannot slip in another token or widen one.
     """
 
-    __slots__ = ("_root", "_instance_id", "_run_id", "_token_id", "_holder", "_token", "_lock")
-
-    def __init__(self, root: Token, instance_id: str, run_id: str | None, *,
-                 holder: str | None) -> None:
-        self._root = root
-        self._instance_id = instance_id
-        self._run_id = run_id
-        self._token_id = new_token_id()
-        self._holder = holder or root.holder
-        self._token: Token | None = None
-        self._lock = threading.Lock()
-
-    # Read-only: a GrantSet checks these against the verified root once, and they must
-    # not change afterwards.
-    @property
-    def root(self) -> Token:
-        """The token being bound."""
-        return self._root
-
-    @property
-    def instance_id(self) -> str:
-        """The instance it is bound to."""
-        return self._instance_id
-
-    @property
-    def run_id(self) -> str | None:
-        """The run it is bound to, if any."""
-        return self._run_id
-
-    @property
-    def token_id(self) -> str:
-        """The bound token's id, fixed now (audit records and ``revoke`` can name it)."""
-        return self._token_id
+    root: Token
+    """The token being bound."""
+    instance_id: str
+    """The instance it is bound to."""
+    run_id: str | None = None
+    """The run it is bound to, if any."""
+    holder: str | None = None
+    """Who it was granted for, if named."""
+    token_id: str = field(default_factory=new_token_id, init=False)
+    """The bound token's id, fixed now (audit records and ``revoke`` can name it)."""
+    _signed: list[Token] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def chain(self) -> tuple[str, ...]:
         """Ids from the minted root to the bound token: revoking any of them revokes it."""
-        return (*self._root.chain, self._token_id)
+        return (*self.root.chain, self.token_id)
 
     @property
     def capability(self) -> Capability:
         """What it permits: binding changes neither capability nor expiry."""
-        return self._root.capability
+        return self.root.capability
 
     @property
     def expires_at(self) -> float | None:
         """When it expires (the root's expiry)."""
-        return self._root.expires_at
-
-    @property
-    def holder(self) -> str | None:
-        """Who it was granted for, if named."""
-        return self._holder
+        return self.root.expires_at
 
     def token(self, sign: Callable[[Token, str, str | None, str], Token]) -> Token:
         """The signed, bound token: ``sign(root, instance_id, run_id, token_id)`` on the first
         call, the same token afterwards."""
-        tok = self._token
-        if tok is None:
+        if not self._signed:
             with self._lock:
-                tok = self._token
-                if tok is None:
-                    tok = self._token = sign(self.root, self.instance_id, self.run_id,
-                                             self.token_id)
-        return tok
-
-    def __repr__(self) -> str:
-        state = "signed" if self._token is not None else "not signed yet"
-        return (f"<PendingBinding {self._token_id} of {self._root.token_id} to "
-                f"{self.instance_id!r}, {state}>")
+                if not self._signed:
+                    self._signed.append(sign(self.root, self.instance_id, self.run_id,
+                                             self.token_id))
+        return self._signed[0]
