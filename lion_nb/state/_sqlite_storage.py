@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import time
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -113,6 +114,28 @@ def _prepare_layout(conn: sqlite3.Connection, limit: int) -> None:
         raise
 
 
+def _wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Put the file in WAL mode, waiting up to ``busy_timeout`` for other processes.
+
+    Opened while another process closes its last connection to the file (which
+    checkpoints and removes the WAL under an exclusive lock), this pragma can
+    answer "database is locked" at once, without SQLite's busy handler: seen in
+    tests/engine/test_cache.py with two writers. So it is retried here.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
+
+
 def _close_db(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -170,7 +193,7 @@ class SqliteStorage(Storage):
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
                                    isolation_level=None, check_same_thread=False)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
+                _wal_mode(conn, self.busy_timeout)
                 conn.execute(f"PRAGMA synchronous={synchronous}")
                 self._inline = _inline_limit(conn)
                 _prepare_layout(conn, self._inline)
